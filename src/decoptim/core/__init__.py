@@ -1,0 +1,80 @@
+"""decoptim core: pure tensor math (regularisers, supports, solvers, decoders, certificates).
+
+Nothing here imports an inference engine.
+"""
+
+from .decoders import (
+    Decoder,
+    Entmax,
+    Epsilon,
+    Eta,
+    Greedy,
+    MinP,
+    SimplexDecoder,
+    Softmax,
+    Sparsemax,
+    TopK,
+    TopP,
+    Typical,
+)
+from .problem import Certificate, SimplexProblem, frank_wolfe_certificate
+from .regularizers import KL, Regularizer, Shannon, Tsallis, WeightedSum
+from .solvers import (
+    entmax15_sort,
+    mirror_ascent,
+    softmax_on_support,
+    solve,
+    sparsemax_sort,
+    threshold_bisect,
+)
+from .supports import (
+    EpsilonSupport,
+    EtaSupport,
+    Full,
+    Intersect,
+    Mask,
+    MinPSupport,
+    Support,
+    TopKSupport,
+    TopPSupport,
+    TypicalSupport,
+)
+
+__all__ = [
+    "KL",
+    "Certificate",
+    "Decoder",
+    "Entmax",
+    "Epsilon",
+    "EpsilonSupport",
+    "Eta",
+    "EtaSupport",
+    "Full",
+    "Greedy",
+    "Intersect",
+    "Mask",
+    "MinP",
+    "MinPSupport",
+    "Regularizer",
+    "Shannon",
+    "SimplexDecoder",
+    "SimplexProblem",
+    "Softmax",
+    "Sparsemax",
+    "Support",
+    "TopK",
+    "TopKSupport",
+    "TopP",
+    "TopPSupport",
+    "Tsallis",
+    "Typical",
+    "TypicalSupport",
+    "WeightedSum",
+    "entmax15_sort",
+    "frank_wolfe_certificate",
+    "mirror_ascent",
+    "softmax_on_support",
+    "solve",
+    "sparsemax_sort",
+    "threshold_bisect",
+]

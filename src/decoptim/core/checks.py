@@ -1,0 +1,137 @@
+"""Input validation shared by every decoder.
+
+Errors name the parameter and the offending value. Parameter checks run once, in
+constructors; logits checks run per call and cost one host sync on an accelerator,
+which `validate=False` skips for hot loops whose inputs are already trusted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+Param = float | int | Tensor
+
+
+def compute_dtype(logits: Tensor) -> torch.dtype:
+    """float64 inputs stay float64 (references); everything else is computed in float32."""
+    return torch.float64 if logits.dtype == torch.float64 else torch.float32
+
+
+def check_logits(logits: Tensor, validate: bool = True, name: str = "logits") -> Tensor:
+    """Return `logits` upcast to the compute dtype after checking type, shape and values."""
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be float16, bfloat16, float32 or float64, got dtype={logits.dtype}"
+        )
+    if logits.dim() == 0:
+        raise ValueError(f"{name} must have shape [..., V], got a 0-d tensor")
+    if logits.shape[-1] == 0:
+        raise ValueError(f"{name} has an empty last dimension (V = 0), shape={tuple(logits.shape)}")
+    x = logits.to(compute_dtype(logits))
+    if validate:
+        nan_rows = torch.isnan(x).any(-1)
+        posinf_rows = (x == math.inf).any(-1)
+        empty_rows = (x == -math.inf).all(-1)
+        bad = torch.stack([nan_rows.any(), posinf_rows.any(), empty_rows.any()]).tolist()
+        if bad[0]:
+            row = _first_row(nan_rows)
+            raise ValueError(f"{name} contain NaN (first at row {row})")
+        if bad[1]:
+            row = _first_row(posinf_rows)
+            raise ValueError(f"{name} contain +inf (first at row {row})")
+        if bad[2]:
+            row = _first_row(empty_rows)
+            raise ValueError(f"{name} row {row} is all -inf: no token can be sampled")
+    return x
+
+
+def _first_row(flags: Tensor) -> tuple[int, ...] | int:
+    index = tuple(int(i) for i in torch.nonzero(flags)[0].tolist())
+    return index[0] if len(index) == 1 else index
+
+
+def check_param(
+    name: str,
+    value: Param,
+    valid: Callable[[Tensor], Tensor],
+    rule: str,
+    integer: bool = False,
+) -> Param:
+    """Check a scalar or per-row tensor parameter once, at construction.
+
+    `valid` maps a float64 tensor to a boolean tensor; `rule` words the constraint for the
+    error message, for example "k >= 1".
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number or a tensor, got bool {value!r}")
+    if isinstance(value, Tensor):
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must be a real tensor, got dtype={value.dtype}")
+        if integer and value.is_floating_point():
+            if not bool((value == value.round()).all()):
+                raise TypeError(f"{name} must hold whole numbers, got {value.tolist()}")
+        values = value.detach().to(torch.float64)
+        if values.numel() == 0:
+            raise ValueError(f"{name} is an empty tensor")
+        ok = valid(values) & ~torch.isnan(values)
+        if not bool(ok.all()):
+            bad = values[~ok].flatten()[0].item()
+            raise ValueError(f"{name} must satisfy {rule}, got {bad!r} in {name}={value.tolist()}")
+        return value.to(torch.int64) if integer else value
+    if integer:
+        if not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    elif not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
+    if math.isnan(float(value)) or not bool(valid(torch.tensor(float(value), dtype=torch.float64))):
+        raise ValueError(f"{name} must satisfy {rule}, got {name}={value!r}")
+    return value
+
+
+def positive(name: str, value: Param) -> Param:
+    return check_param(name, value, lambda v: (v > 0) & torch.isfinite(v), f"0 < {name} < inf")
+
+
+def nonnegative(name: str, value: Param) -> Param:
+    return check_param(name, value, lambda v: (v >= 0) & torch.isfinite(v), f"0 <= {name} < inf")
+
+
+def unit_interval(name: str, value: Param) -> Param:
+    """A probability-like threshold in (0, 1]."""
+    return check_param(name, value, lambda v: (v > 0) & (v <= 1), f"0 < {name} <= 1")
+
+
+def count(name: str, value: Param) -> Param:
+    return check_param(name, value, lambda v: v >= 1, f"{name} >= 1", integer=True)
+
+
+def per_row(name: str, value: Param, x: Tensor) -> Tensor:
+    """Broadcast a scalar or per-row parameter against rows of `x` ([..., V]) as [..., 1].
+
+    Per-row tensors must have shape `x.shape[:-1]` (or a single element).
+    """
+    if not isinstance(value, Tensor):
+        dtype = torch.int64 if isinstance(value, int) else x.dtype
+        return torch.tensor(value, dtype=dtype, device=x.device)
+    rows = x.shape[:-1]
+    if value.numel() != 1 and tuple(value.shape) != tuple(rows):
+        raise ValueError(
+            f"per-row parameter {name} has shape {tuple(value.shape)}, but the logits have "
+            f"{tuple(rows)} rows (shape {tuple(x.shape)})"
+        )
+    dtype = value.dtype if not value.is_floating_point() else x.dtype
+    value = value.to(device=x.device, dtype=dtype)
+    return value.reshape(()) if value.numel() == 1 else value.unsqueeze(-1)
+
+
+def max_int(value: Param) -> int:
+    """Largest value of an integer parameter (tensor maxima are read once, at construction)."""
+    return int(value.max().item()) if isinstance(value, Tensor) else int(value)

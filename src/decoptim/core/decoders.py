@@ -1,0 +1,216 @@
+r"""Decoders: each one a (regulariser, support, λ) instance of the master problem.
+
+    q* = argmax_{q ∈ Δ, supp q ⊆ C} <q, z> − τ·Ω(q)        (z: logits, τ: temperature)
+
+Every decoder offers `probs`, `sample` and `certificate`, takes logits [..., V] in
+float16, bfloat16, float32 (computed in float32) or float64 (computed in float64), and
+accepts Python scalars or per-row tensors (shape `logits.shape[:-1]`) as parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .checks import Param, check_logits, check_param, per_row, positive
+from .problem import Certificate, SimplexProblem
+from .regularizers import Regularizer, Shannon, Tsallis
+from .solvers import SOLVERS, solve
+from .supports import (
+    EpsilonSupport,
+    EtaSupport,
+    Full,
+    MinPSupport,
+    Support,
+    TopKSupport,
+    TopPSupport,
+    TypicalSupport,
+)
+
+
+class Decoder:
+    """Base class. Subclasses implement `problem` (and may override `_solve`)."""
+
+    validate: bool = True
+
+    def problem(self, x: Tensor) -> SimplexProblem:
+        """The optimisation problem this decoder solves for already-checked logits `x`."""
+        raise NotImplementedError
+
+    def _solve(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def probs(self, logits: Tensor) -> Tensor:
+        """The decoder's distribution: same shape and device as `logits`; rows sum to 1."""
+        return self._solve(check_logits(logits, self.validate))
+
+    def sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One token id per row ([...], int64), drawn from `probs(logits)`."""
+        q = self.probs(logits)
+        flat = q.reshape(-1, q.shape[-1])
+        return torch.multinomial(flat, 1, generator=generator).reshape(q.shape[:-1])
+
+    def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:
+        """Optimality figures of `probs` (default: this decoder's output) for its problem."""
+        x = check_logits(logits, self.validate)
+        q = self._solve(x) if probs is None else probs
+        if q.shape != x.shape:
+            raise ValueError(f"probs has shape {tuple(q.shape)}, logits {tuple(x.shape)}")
+        return self.problem(x).certificate(q)
+
+
+class SimplexDecoder(Decoder):
+    r"""A decoder built from parts: argmax_{q ∈ Δ, supp q ⊆ C(z/τ)} <q, z> − τ·Ω(q).
+
+    Args:
+        regularizer: Ω, for example `Shannon()`, `Tsallis(1.5)` or `0.5 * Shannon() + Tsallis(2)`.
+        support: C, computed from the tempered logits z/τ (default: every finite logit).
+        temperature: τ > 0, a scalar or a per-row tensor.
+        solver: "auto" (a closed form when one exists, else bisection), "closed_form",
+            "sort", "bisect" or "mirror".
+        validate: check logits for NaN, +inf and all -inf rows (one host sync on GPU).
+    """
+
+    def __init__(
+        self,
+        regularizer: Regularizer,
+        support: Support | None = None,
+        temperature: Param = 1.0,
+        solver: str = "auto",
+        validate: bool = True,
+    ):
+        if not isinstance(regularizer, Regularizer):
+            raise TypeError(f"regularizer must be a Regularizer, got {type(regularizer).__name__}")
+        if support is not None and not isinstance(support, Support):
+            raise TypeError(f"support must be a Support, got {type(support).__name__}")
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got solver={solver!r}")
+        self.regularizer = regularizer
+        self.support = support if support is not None else Full()
+        self.temperature = positive("temperature", temperature)
+        self.solver = solver
+        self.validate = validate
+
+    def problem(self, x: Tensor) -> SimplexProblem:
+        tau = per_row("temperature", self.temperature, x).to(x.dtype)
+        return SimplexProblem(x, tau, self.regularizer, self.support.mask(x / tau))
+
+    def _solve(self, x: Tensor) -> Tensor:
+        return solve(self.problem(x), self.solver)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(regularizer={self.regularizer!r}, support={self.support!r}, "
+            f"temperature={self.temperature!r}, solver={self.solver!r})"
+        )
+
+
+class Greedy(Decoder):
+    r"""argmax_{q ∈ Δ} <q, z>: all mass on the first (lowest-index) maximiser of z."""
+
+    def __init__(self, validate: bool = True):
+        self.validate = validate
+
+    def problem(self, x: Tensor) -> SimplexProblem:
+        return SimplexProblem(x, torch.zeros((), dtype=x.dtype), None, x > -torch.inf)
+
+    def _solve(self, x: Tensor) -> Tensor:
+        return solve(self.problem(x))
+
+    def sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return check_logits(logits, self.validate).argmax(-1)
+
+    def __repr__(self) -> str:
+        return "Greedy()"
+
+
+class Softmax(SimplexDecoder):
+    r"""argmax_{q ∈ Δ} <q, z> − τ Σ_v q_v log q_v
+    = softmax(z/τ)."""
+
+    def __init__(self, temperature: Param = 1.0, validate: bool = True):
+        super().__init__(Shannon(), Full(), temperature, validate=validate)
+
+
+class TopK(SimplexDecoder):
+    r"""argmax_{q ∈ Δ, supp q ⊆ top-k(z)} <q, z> − τ Σ_v q_v log q_v
+    = softmax(z/τ) renormalised on the k largest logits (ties with the k-th kept)."""
+
+    def __init__(self, k: Param, temperature: Param = 1.0, validate: bool = True):
+        super().__init__(Shannon(), TopKSupport(k), temperature, validate=validate)
+
+
+class TopP(SimplexDecoder):
+    r"""argmax_{q ∈ Δ, supp q ⊆ N_p} <q, z> − τ Σ_v q_v log q_v,
+    N_p = {v : Σ_{u: z_u > z_v} softmax(z/τ)_u < p} (the nucleus; ties at its edge kept)."""
+
+    def __init__(self, p: Param, temperature: Param = 1.0, validate: bool = True):
+        super().__init__(Shannon(), TopPSupport(p), temperature, validate=validate)
+
+
+class MinP(SimplexDecoder):
+    r"""argmax_{q ∈ Δ, supp q ⊆ M_p} <q, z> − τ Σ_v q_v log q_v,
+    M_p = {v : π_v ≥ p·max_u π_u}, π = softmax(z/τ)."""
+
+    def __init__(self, p: Param, temperature: Param = 1.0, validate: bool = True):
+        super().__init__(Shannon(), MinPSupport(p), temperature, validate=validate)
+
+
+class Typical(SimplexDecoder):
+    r"""argmax_{q ∈ Δ, supp q ⊆ T_m} <q, z> − τ Σ_v q_v log q_v, T_m the fewest tokens by
+    |−log π_v − H(π)| whose π-mass reaches m (π = softmax(z/τ); ties at the edge kept)."""
+
+    def __init__(self, mass: Param, temperature: Param = 1.0, validate: bool = True):
+        super().__init__(Shannon(), TypicalSupport(mass), temperature, validate=validate)
+
+
+class Epsilon(SimplexDecoder):
+    r"""argmax_{q ∈ Δ, supp q ⊆ E_ε} <q, z> − τ Σ_v q_v log q_v,
+    E_ε = {v : π_v ≥ ε} ∪ argmax π, π = softmax(z/τ)."""
+
+    def __init__(self, epsilon: Param, temperature: Param = 1.0, validate: bool = True):
+        super().__init__(Shannon(), EpsilonSupport(epsilon), temperature, validate=validate)
+
+
+class Eta(SimplexDecoder):
+    r"""argmax_{q ∈ Δ, supp q ⊆ H_ε} <q, z> − τ Σ_v q_v log q_v,
+    H_ε = {v : π_v ≥ min(ε, √ε·e^{−H(π)})} ∪ argmax π, π = softmax(z/τ)."""
+
+    def __init__(self, epsilon: Param, temperature: Param = 1.0, validate: bool = True):
+        super().__init__(Shannon(), EtaSupport(epsilon), temperature, validate=validate)
+
+
+class Sparsemax(SimplexDecoder):
+    r"""argmax_{q ∈ Δ} <q, z> − τ·½‖q‖²
+    = [z/τ − η]₊ with η such that Σ q = 1."""
+
+    def __init__(self, temperature: Param = 1.0, solver: str = "bisect", validate: bool = True):
+        super().__init__(Tsallis(2.0), Full(), temperature, solver, validate)
+
+
+class Entmax(SimplexDecoder):
+    r"""argmax_{q ∈ Δ} <q, z> − τ·(Σ_v q_v^α − 1)/(α(α − 1)),  α > 1
+    = [(α − 1)(z/τ − η)]₊^{1/(α−1)} with η such that Σ q = 1."""
+
+    def __init__(
+        self, alpha: float, temperature: Param = 1.0, solver: str = "bisect", validate: bool = True
+    ):
+        check_param("alpha", alpha, lambda a: (a > 1) & torch.isfinite(a), "1 < alpha < inf")
+        super().__init__(Tsallis(alpha), Full(), temperature, solver, validate)
+        self.alpha = float(alpha)
+
+
+__all__ = [
+    "Decoder",
+    "Entmax",
+    "Epsilon",
+    "Eta",
+    "Greedy",
+    "MinP",
+    "SimplexDecoder",
+    "Softmax",
+    "Sparsemax",
+    "TopK",
+    "TopP",
+    "Typical",
+]

@@ -1,0 +1,211 @@
+"""Support constraints C: which tokens a decoder may put mass on.
+
+A support maps tempered logits x = z/τ ([..., V], finite or -inf) to a boolean mask.
+Tokens with x = -inf are never in the support. Semantics follow Hugging Face's warpers
+(temperature first, then truncation, at least one token kept). Ties at a cut-off are
+resolved by one rule everywhere: **every token tied with the last kept token is kept**,
+so the support depends only on the values, never on an ordering of equal values.
+
+Supports compose: `TopKSupport(50) & TopPSupport(0.9)` keeps their intersection.
+Top-p and typical sets are found without sorting, by an exact bisection over the
+order-preserving integer codes of the keys (a fixed number of passes, no host sync).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .checks import Param, count, max_int, per_row, unit_interval
+
+
+class Support:
+    """Base class. Subclasses implement `_mask`; the finite-logit filter is applied here."""
+
+    def mask(self, x: Tensor) -> Tensor:
+        return self._mask(x) & (x > -torch.inf)
+
+    def _mask(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __and__(self, other: Support) -> Support:
+        return Intersect(self, other)
+
+
+class Full(Support):
+    """Every token with a finite logit."""
+
+    def _mask(self, x: Tensor) -> Tensor:
+        return torch.ones_like(x, dtype=torch.bool)
+
+    def __repr__(self) -> str:
+        return "Full()"
+
+
+class Intersect(Support):
+    def __init__(self, *parts: Support):
+        self.parts = parts
+
+    def _mask(self, x: Tensor) -> Tensor:
+        out = self.parts[0].mask(x)
+        for part in self.parts[1:]:
+            out = out & part.mask(x)
+        return out
+
+    def __repr__(self) -> str:
+        return " & ".join(repr(p) for p in self.parts)
+
+
+class Mask(Support):
+    """An explicit boolean mask, [V] or [..., V] (True = allowed)."""
+
+    def __init__(self, allowed: Tensor):
+        if not isinstance(allowed, Tensor) or allowed.dtype != torch.bool:
+            raise TypeError(
+                f"allowed must be a bool tensor, got {getattr(allowed, 'dtype', type(allowed))}"
+            )
+        self.allowed = allowed
+
+    def _mask(self, x: Tensor) -> Tensor:
+        try:
+            allowed = torch.broadcast_to(self.allowed.to(x.device), x.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"allowed mask of shape {tuple(self.allowed.shape)} does not match logits of "
+                f"shape {tuple(x.shape)}"
+            ) from None
+        return allowed
+
+    def __repr__(self) -> str:
+        return f"Mask(shape={tuple(self.allowed.shape)})"
+
+
+class TopKSupport(Support):
+    """The k largest logits, plus every token tied with the k-th (k clipped to V)."""
+
+    def __init__(self, k: Param):
+        self.k = count("k", k)
+        self.k_max = max_int(self.k)
+
+    def _mask(self, x: Tensor) -> Tensor:
+        vocab = x.shape[-1]
+        top = torch.topk(x, min(self.k_max, vocab), dim=-1).values
+        k = per_row("k", self.k, x).clamp(max=vocab).expand(*x.shape[:-1], 1)
+        kth = top.gather(-1, k - 1)
+        return x >= kth
+
+    def __repr__(self) -> str:
+        return f"TopKSupport(k={_show(self.k)})"
+
+
+class TopPSupport(Support):
+    """Nucleus: the fewest most probable tokens whose mass reaches p (ties at the edge kept).
+
+    Equivalently, token v is kept iff the mass of tokens strictly more probable than v is
+    below p, the rule of Hugging Face's TopPLogitsWarper when no values tie.
+    """
+
+    def __init__(self, p: Param):
+        self.p = unit_interval("p", p)
+
+    def _mask(self, x: Tensor) -> Tensor:
+        probs = torch.softmax(x, dim=-1)
+        return mass_threshold_mask(-x, probs, per_row("p", self.p, x))
+
+    def __repr__(self) -> str:
+        return f"TopPSupport(p={_show(self.p)})"
+
+
+class MinPSupport(Support):
+    """Tokens with probability at least p times the largest probability."""
+
+    def __init__(self, p: Param):
+        self.p = unit_interval("p", p)
+
+    def _mask(self, x: Tensor) -> Tensor:
+        probs = torch.softmax(x, dim=-1)
+        return probs >= per_row("p", self.p, x) * probs.amax(-1, keepdim=True)
+
+    def __repr__(self) -> str:
+        return f"MinPSupport(p={_show(self.p)})"
+
+
+class TypicalSupport(Support):
+    """Locally typical set: tokens ordered by |−log p_v − H(p)|, the fewest reaching `mass`."""
+
+    def __init__(self, mass: Param):
+        self.mass = unit_interval("mass", mass)
+
+    def _mask(self, x: Tensor) -> Tensor:
+        log_probs = torch.log_softmax(x, dim=-1)
+        probs = log_probs.exp()
+        entropy = -torch.special.xlogy(probs, probs).sum(-1, keepdim=True)
+        deviation = (-log_probs - entropy).abs()
+        return mass_threshold_mask(deviation, probs, per_row("mass", self.mass, x))
+
+    def __repr__(self) -> str:
+        return f"TypicalSupport(mass={_show(self.mass)})"
+
+
+class EpsilonSupport(Support):
+    """Tokens with probability at least epsilon, and always the most probable ones."""
+
+    def __init__(self, epsilon: Param):
+        self.epsilon = unit_interval("epsilon", epsilon)
+
+    def _mask(self, x: Tensor) -> Tensor:
+        probs = torch.softmax(x, dim=-1)
+        keep = probs >= per_row("epsilon", self.epsilon, x)
+        return keep | (x == x.amax(-1, keepdim=True))
+
+    def __repr__(self) -> str:
+        return f"EpsilonSupport(epsilon={_show(self.epsilon)})"
+
+
+class EtaSupport(Support):
+    """Tokens with probability at least min(ε, √ε·exp(−H(p))), and the most probable ones."""
+
+    def __init__(self, epsilon: Param):
+        self.epsilon = unit_interval("epsilon", epsilon)
+
+    def _mask(self, x: Tensor) -> Tensor:
+        probs = torch.softmax(x, dim=-1)
+        entropy = -torch.special.xlogy(probs, probs).sum(-1, keepdim=True)
+        eps = per_row("epsilon", self.epsilon, x)
+        cutoff = torch.minimum(eps, eps.sqrt() * torch.exp(-entropy))
+        return (probs >= cutoff) | (x == x.amax(-1, keepdim=True))
+
+    def __repr__(self) -> str:
+        return f"EtaSupport(epsilon={_show(self.epsilon)})"
+
+
+def ordered_codes(keys: Tensor) -> Tensor:
+    """Integers whose order is the order of the floating-point `keys` (as int64)."""
+    if keys.dtype == torch.float64:
+        bits = keys.contiguous().view(torch.int64)
+        return torch.where(bits < 0, bits ^ 0x7FFFFFFFFFFFFFFF, bits)
+    bits = keys.to(torch.float32).contiguous().view(torch.int32)
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+
+
+def mass_threshold_mask(keys: Tensor, weights: Tensor, mass: Tensor) -> Tensor:
+    """Keep {v : key_v ≤ t*}, t* the smallest key value with Σ_{key_u ≤ t*} weight_u ≥ mass.
+
+    Exact and sort-free: bisection over the integer codes of the keys halves the candidate
+    range every pass, so 33 passes (65 for float64) pin t* to one representable value.
+    When rounding keeps the total below `mass`, every token is kept.
+    """
+    codes = ordered_codes(keys)
+    lo = codes.amin(-1, keepdim=True) - 1  # mass below lo is 0 < mass
+    hi = codes.amax(-1, keepdim=True)  # mass up to hi is the total
+    passes = 65 if keys.dtype == torch.float64 else 33
+    for _ in range(passes):
+        mid = lo + (hi - lo) // 2
+        reached = torch.where(codes <= mid, weights, 0.0).sum(-1, keepdim=True) >= mass
+        hi = torch.where(reached, mid, hi)
+        lo = torch.where(reached, lo, mid)
+    return codes <= hi
+
+
+def _show(value: Param) -> str:
+    return f"tensor{value.tolist()}" if isinstance(value, Tensor) else repr(value)
