@@ -75,9 +75,8 @@ def check_param(
     if isinstance(value, Tensor):
         if value.dtype == torch.bool or value.is_complex():
             raise TypeError(f"{name} must be a real tensor, got dtype={value.dtype}")
-        if integer and value.is_floating_point():
-            if not bool((value == value.round()).all()):
-                raise TypeError(f"{name} must hold whole numbers, got {value.tolist()}")
+        if integer and value.is_floating_point() and not bool((value == value.round()).all()):
+            raise TypeError(f"{name} must hold whole numbers, got {value.tolist()}")
         values = value.detach().to(torch.float64)
         if values.numel() == 0:
             raise ValueError(f"{name} is an empty tensor")
