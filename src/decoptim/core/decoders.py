@@ -69,6 +69,7 @@ class SimplexDecoder(Decoder):
         solver: "auto" (a closed form when one exists, else bisection), "closed_form",
             "sort", "bisect" or "mirror".
         validate: check logits for NaN, +inf and all -inf rows (one host sync on GPU).
+            With `validate=False` NaN entries simply fall out of the support.
     """
 
     def __init__(

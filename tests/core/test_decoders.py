@@ -1,0 +1,187 @@
+"""Properties every decoder must have, on adversarial logits (hypothesis) and in sampling."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import decoptim as d
+from tests.conftest import random_logits
+
+DECODERS = {
+    "greedy": lambda: d.Greedy(),
+    "softmax": lambda: d.Softmax(0.7),
+    "topk": lambda: d.TopK(3, temperature=1.3),
+    "topp": lambda: d.TopP(0.8, temperature=0.9),
+    "minp": lambda: d.MinP(0.1),
+    "typical": lambda: d.Typical(0.7),
+    "epsilon": lambda: d.Epsilon(0.02),
+    "eta": lambda: d.Eta(0.02),
+    "sparsemax": lambda: d.Sparsemax(0.5),
+    "entmax15": lambda: d.Entmax(1.5),
+    "entmax13": lambda: d.Entmax(1.3, temperature=2.0),
+}
+
+
+@st.composite
+def logit_rows(draw, max_vocab=40):
+    """Rows with huge values, exact ties, -inf entries and at least one finite entry."""
+    rows = draw(st.integers(1, 3))
+    vocab = draw(st.integers(1, max_vocab))
+    element = st.one_of(
+        st.floats(-1e4, 1e4, width=32),
+        st.sampled_from([0.0, 1.0, -1.0, 5.0]),  # frequent exact ties
+        st.just(-math.inf),
+    )
+    values = draw(st.lists(element, min_size=rows * vocab, max_size=rows * vocab))
+    x = torch.tensor(values, dtype=torch.float32).reshape(rows, vocab)
+    finite_at = draw(st.lists(st.integers(0, vocab - 1), min_size=rows, max_size=rows))
+    for row, col in enumerate(finite_at):
+        if x[row, col] == -math.inf:
+            x[row, col] = draw(st.floats(-1e4, 1e4, width=32))
+    return x
+
+
+def assert_valid_distribution(q, logits):
+    assert q.dtype == torch.float32 and q.shape == logits.shape
+    assert torch.isfinite(q).all() and (q >= 0).all()
+    torch.testing.assert_close(q.sum(-1), torch.ones(q.shape[:-1]), atol=1e-5, rtol=0)
+    assert (q[logits == -math.inf] == 0).all()
+
+
+@pytest.mark.parametrize("name", DECODERS)
+@settings(max_examples=60, deadline=None)
+@given(logits=logit_rows())
+def test_valid_distribution_on_adversarial_logits(name, logits):
+    decoder = DECODERS[name]()
+    q = decoder.probs(logits)
+    assert_valid_distribution(q, logits)
+    # The most likely token always survives truncation.
+    best = logits.argmax(-1, keepdim=True)
+    assert (q.gather(-1, best) > 0).all()
+    cert = decoder.certificate(logits, q)
+    scale = logits[logits > -math.inf].abs().max().clamp_min(1.0)
+    assert (cert.infeasibility <= 1e-5).all()
+    assert (cert.gap <= 1e-4 * scale).all()
+
+
+@pytest.mark.parametrize("name", DECODERS)
+@settings(max_examples=25, deadline=None)
+@given(logits=logit_rows(max_vocab=12), dtype=st.sampled_from([torch.float16, torch.bfloat16]))
+def test_half_precision_inputs(name, logits, dtype):
+    low = logits.clamp(-6e4, 6e4).to(dtype)
+    q = DECODERS[name]().probs(low)
+    assert_valid_distribution(q, low.float())
+    torch.testing.assert_close(q, DECODERS[name]().probs(low.float()), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_vocabulary_of_one_and_one_finite_entry(name):
+    decoder = DECODERS[name]()
+    assert decoder.probs(torch.tensor([[3.0]])).tolist() == [[1.0]]
+    row = torch.full((1, 9), -math.inf)
+    row[0, 4] = -2.5
+    q = decoder.probs(row)
+    assert q[0, 4] == 1.0 and q.sum() == 1.0
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_certificate_is_tight_at_output_and_not_at_perturbations(name):
+    decoder = DECODERS[name]()
+    z = random_logits(8, 300, 1)
+    q = decoder.probs(z)
+    cert = decoder.certificate(z)
+    assert cert.ok(1e-5).all(), (cert.gap.max(), cert.infeasibility.max())
+    # Move 10% of the mass within the support, towards its uniform distribution.
+    support = q > 0
+    uniform = support.float() / support.sum(-1, keepdim=True)
+    moved = 0.9 * q + 0.1 * uniform
+    changed = (moved - q).abs().sum(-1) > 1e-3
+    gap = decoder.certificate(z, moved).gap
+    assert (gap[changed] > 1e-3).all()
+    # Mass outside a truncation support C is infeasible.
+    if not decoder.problem(z).support.all():
+        leaked = 0.95 * q + 0.05 * torch.softmax(z, -1)
+        assert (decoder.certificate(z, leaked).infeasibility > 1e-4).any()
+
+
+def test_per_row_parameters_equal_row_by_row():
+    z = random_logits(4, 250, 2)
+    temps = torch.tensor([0.3, 0.8, 1.0, 2.5])
+    decoders = [
+        (d.Softmax(temps), lambda t: d.Softmax(t)),
+        (d.TopK(torch.tensor([1, 2, 10, 100]), temps), None),
+        (d.MinP(torch.tensor([0.5, 0.1, 0.01, 0.2])), None),
+        (d.Sparsemax(temps), lambda t: d.Sparsemax(t)),
+        (d.Entmax(1.5, temps), lambda t: d.Entmax(1.5, t)),
+    ]
+    for batched, single in decoders:
+        q = batched.probs(z)
+        assert_valid_distribution(q, z)
+        if single is not None:
+            for row in range(4):
+                expected = single(float(temps[row])).probs(z[row : row + 1])
+                torch.testing.assert_close(q[row : row + 1], expected, atol=1e-6, rtol=0)
+    ks = [1, 2, 10, 100]
+    q = d.TopK(torch.tensor(ks)).probs(z)
+    assert (q > 0).sum(-1).tolist() == ks
+
+
+def test_tie_rule_keeps_every_token_tied_at_the_cutoff():
+    z = torch.tensor([[3.0, 1.0, 1.0, 1.0, 0.0]])
+    assert (d.TopK(2).probs(z) > 0).tolist() == [[True, True, True, True, False]]
+    # Nucleus: mass above the tied group is softmax(3) < p, so the whole group enters.
+    assert (d.TopP(0.7).probs(z) > 0).tolist() == [[True, True, True, True, False]]
+    greedy = d.Greedy().probs(torch.tensor([[1.0, 2.0, 2.0]]))
+    assert (greedy > 0).tolist() == [[False, True, False]]
+
+
+def test_batch_shapes_are_preserved_and_devices_kept():
+    z = torch.randn(2, 3, 50)
+    for make in DECODERS.values():
+        decoder = make()
+        assert decoder.probs(z).shape == z.shape
+        assert decoder.sample(z).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", [n for n in DECODERS if n != "greedy"])
+def test_sampling_frequencies_match_probs(name):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    decoder = DECODERS[name]()
+    z = random_logits(1, 12, 4, scale=1.5)
+    q = decoder.probs(z)[0].double()
+    draws = 40000
+    generator = torch.Generator().manual_seed(1234)
+    samples = decoder.sample(z.expand(draws, -1), generator=generator)
+    counts = torch.bincount(samples, minlength=12).double()
+    assert counts[q == 0].sum() == 0, "sampled a token outside the support"
+    live = q > 0
+    if live.sum() > 1:
+        expected = q[live] / q[live].sum() * draws
+        result = scipy_stats.chisquare(counts[live].numpy(), expected.numpy())
+        assert result.pvalue > 1e-3, result
+
+
+def test_sampling_is_reproducible_with_a_seeded_generator():
+    z = random_logits(16, 1000, 0)
+    decoder = d.TopP(0.95)
+    first = decoder.sample(z, generator=torch.Generator().manual_seed(7))
+    second = decoder.sample(z, generator=torch.Generator().manual_seed(7))
+    third = decoder.sample(z, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(first, second) and not torch.equal(first, third)
+
+
+def test_greedy_sample_is_argmax():
+    z = random_logits(5, 100, 3)
+    assert torch.equal(d.Greedy().sample(z), z.argmax(-1))
+
+
+def test_custom_decoder_from_parts():
+    """A new decoder without editing the library: 1.5-entmax restricted to the top 20."""
+    decoder = d.SimplexDecoder(d.Tsallis(1.5), d.TopKSupport(20) & d.MinPSupport(0.01), 0.8)
+    z = random_logits(4, 500, 6)
+    q = decoder.probs(z)
+    assert ((q > 0).sum(-1) <= 20).all()
+    assert decoder.certificate(z).ok(1e-5).all()
