@@ -185,7 +185,7 @@ class Sparsemax(SimplexDecoder):
     r"""argmax_{q ∈ Δ} <q, z> − τ·½‖q‖²
     = [z/τ − η]₊ with η such that Σ q = 1."""
 
-    def __init__(self, temperature: Param = 1.0, solver: str = "bisect", validate: bool = True):
+    def __init__(self, temperature: Param = 1.0, solver: str = "auto", validate: bool = True):
         super().__init__(Tsallis(2.0), Full(), temperature, solver, validate)
 
 
@@ -194,7 +194,7 @@ class Entmax(SimplexDecoder):
     = [(α − 1)(z/τ − η)]₊^{1/(α−1)} with η such that Σ q = 1."""
 
     def __init__(
-        self, alpha: float, temperature: Param = 1.0, solver: str = "bisect", validate: bool = True
+        self, alpha: float, temperature: Param = 1.0, solver: str = "auto", validate: bool = True
     ):
         check_param("alpha", alpha, lambda a: (a > 1) & torch.isfinite(a), "1 < alpha < inf")
         super().__init__(Tsallis(alpha), Full(), temperature, solver, validate)

@@ -95,7 +95,8 @@ def threshold_bisect(
     )
 
     def mass_at(eta: Tensor) -> Tensor:
-        return torch.where(support, regularizer.grad_inverse((s - eta) / lam), 0.0)
+        # Off the support s = -inf, which every inverse derivative maps to 0.
+        return regularizer.grad_inverse((s - eta) / lam)
 
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
@@ -135,7 +136,14 @@ def solve(problem: SimplexProblem, solver: str = "auto", mirror_steps: int = 200
     if reg is None:
         return argmax_one_hot(s, C)
     if solver == "auto":
-        solver = "closed_form" if isinstance(reg, Shannon) else "bisect"
+        # Sorting is the fastest exact route on a CPU; on a GPU the sort-free bisection is.
+        has_sort_form = isinstance(reg, Tsallis) and reg.alpha in (1.5, 2.0)
+        if isinstance(reg, Shannon):
+            solver = "closed_form"
+        elif has_sort_form and s.device.type == "cpu":
+            solver = "sort"
+        else:
+            solver = "bisect"
     if solver == "closed_form":
         if isinstance(reg, Shannon):
             return softmax_on_support(s, lam, C)

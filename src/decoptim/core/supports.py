@@ -180,31 +180,52 @@ class EtaSupport(Support):
 
 
 def ordered_codes(keys: Tensor) -> Tensor:
-    """Integers whose order is the order of the floating-point `keys` (as int64)."""
+    """Integers whose order is the order of the floating-point `keys` (as int64).
+
+    float32 keys map onto [0, 2^32); float64 keys onto the signed int64 range.
+    """
     if keys.dtype == torch.float64:
         bits = keys.contiguous().view(torch.int64)
         return torch.where(bits < 0, bits ^ 0x7FFFFFFFFFFFFFFF, bits)
     bits = keys.to(torch.float32).contiguous().view(torch.int32)
-    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64) + 2**31
 
 
 def mass_threshold_mask(keys: Tensor, weights: Tensor, mass: Tensor) -> Tensor:
     """Keep {v : key_v ≤ t*}, t* the smallest key value with Σ_{key_u ≤ t*} weight_u ≥ mass.
 
-    Exact and sort-free: bisection over the integer codes of the keys halves the candidate
-    range every pass, so 33 passes (65 for float64) pin t* to one representable value.
-    When rounding keeps the total below `mass`, every token is kept.
+    Exact and sort-free. For float32 keys a radix select finds t* one byte of its code at a
+    time: four passes, each a weighted 256-bin histogram of the tokens that share the bytes
+    found so far. When rounding keeps the total below `mass`, every token is kept.
     """
     codes = ordered_codes(keys)
-    lo = codes.amin(-1, keepdim=True) - 1  # mass below lo is 0 < mass
+    if keys.dtype == torch.float64:
+        return codes <= _bisect_code(codes, weights, mass)
+    rows = codes.shape[:-1]
+    prefix = torch.zeros((*rows, 1), dtype=torch.int64, device=codes.device)
+    below = torch.zeros((*rows, 1), dtype=weights.dtype, device=codes.device)
+    for shift in (24, 16, 8, 0):
+        in_group = (codes >> (shift + 8)) == prefix
+        digit = torch.where(in_group, (codes >> shift) & 0xFF, 256)
+        histogram = torch.zeros((*rows, 257), dtype=weights.dtype, device=codes.device)
+        histogram.scatter_add_(-1, digit, weights)
+        cumulative = below + histogram[..., :256].cumsum(-1)
+        chosen = (cumulative < mass).sum(-1, keepdim=True).clamp(max=255)
+        below = torch.where(chosen > 0, cumulative.gather(-1, (chosen - 1).clamp_min(0)), below)
+        prefix = (prefix << 8) | chosen
+    return codes <= prefix
+
+
+def _bisect_code(codes: Tensor, weights: Tensor, mass: Tensor) -> Tensor:
+    """The same threshold by bisection over int64 codes (65 passes; float64 references)."""
+    lo = codes.amin(-1, keepdim=True) - 1  # mass up to lo is 0 < mass
     hi = codes.amax(-1, keepdim=True)  # mass up to hi is the total
-    passes = 65 if keys.dtype == torch.float64 else 33
-    for _ in range(passes):
-        mid = lo + (hi - lo) // 2
+    for _ in range(65):
+        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without overflow
         reached = torch.where(codes <= mid, weights, 0.0).sum(-1, keepdim=True) >= mass
         hi = torch.where(reached, mid, hi)
         lo = torch.where(reached, lo, mid)
-    return codes <= hi
+    return hi
 
 
 def _show(value: Param) -> str:
