@@ -3,6 +3,7 @@
 Nothing here imports an inference engine.
 """
 
+from .bok import BestOfK
 from .decoders import (
     Decoder,
     Entmax,
@@ -42,6 +43,7 @@ from .supports import (
 
 __all__ = [
     "KL",
+    "BestOfK",
     "Certificate",
     "Decoder",
     "Entmax",

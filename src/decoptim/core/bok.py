@@ -1,0 +1,354 @@
+r"""Best-of-K: the coverage decoder for multi-sample pipelines.
+
+    q* = argmax_{q ∈ Δ} <q, s> − λ·KL(q ‖ p) + λβ·Σ_v w_v (1 − (1 − q_v)^K)
+
+1 − (1 − q_v)^K is the chance that token v appears at least once among K draws from q,
+so the last term rewards spreading mass over the tokens that weights w deem worth
+covering. By default s = z/τ and p = softmax(z/τ).
+
+Two solvers:
+- "mirror": the paper's Algorithm 1, `steps` exponentiated-gradient steps from q₀ = p
+  with step size 1/λ (a fixed budget; not guaranteed to reach the optimum);
+- "exact": the maximiser to float precision. In log space u = log q each token satisfies
+  u_v = A_v − t + b_v (1 − e^{u_v})^{K−1} with A = log p + s/λ − 1, b = βwK and one scalar
+  t = ν/λ; the inner root (in u) and the outer one (in t, where Σ e^u = 1) are monotone,
+  and both are found by Newton steps kept inside shrinking brackets. Where w_v = 0 the root
+  is u_v = A_v − t, so with top-M weights the tail collapses into one log-sum-exp and the
+  iterations touch M tokens per row.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .checks import Param, check_logits, count, nonnegative, per_row, positive
+from .decoders import Decoder, Softmax
+from .problem import FLOAT32_SMALLEST_NORMAL, Certificate, frank_wolfe_certificate
+from .solvers import mirror_ascent
+from .supports import ordered_codes
+
+WEIGHTS = ("prob", "topm", "rank")
+BOK_SOLVERS = ("exact", "mirror")
+TEMPERING = ("tempered", "raw")
+
+
+class BestOfK(Decoder):
+    r"""argmax_{q ∈ Δ} <q, s> − λ KL(q ‖ p) + λβ Σ_v w_v (1 − (1 − q_v)^K),
+    s = z/τ, p = softmax(z/τ) (by default).
+
+    Args:
+        k: K, the number of samples whose coverage is rewarded (int ≥ 1, or per row).
+        beta: β ≥ 0, the coverage weight relative to λ (the paper's β̄ = λβ).
+        lam: λ > 0, the strength of the KL anchor to p.
+        temperature: τ > 0.
+        weights: "prob" (w = p), "topm" (1 on the `top_m` most probable tokens, ties broken
+            toward the lower token id), "rank" (1, 1 − 1/M, …, 1/M on the top M by
+            probability, 0 beyond) or a non-negative tensor broadcastable to [..., V].
+        top_m: M for "topm" and "rank".
+        solver: "exact" or "mirror" (the paper's algorithm).
+        steps, step_size: mirror ascent's iteration count and step (default 1/λ).
+        scores, reference: "tempered" (z/τ, the default) or "raw" (z) for s and for p.
+        outer_iterations, inner_iterations: the exact solver's fixed Newton budgets.
+        validate: check logits for NaN, +inf and all -inf rows (one host sync on GPU).
+    """
+
+    def __init__(
+        self,
+        k: Param,
+        beta: Param,
+        lam: Param,
+        temperature: Param = 1.0,
+        weights: str | Tensor = "prob",
+        top_m: int = 8,
+        solver: str = "exact",
+        steps: int = 5,
+        step_size: Param | None = None,
+        scores: str = "tempered",
+        reference: str = "tempered",
+        outer_iterations: int = 15,
+        inner_iterations: int = 8,
+        validate: bool = True,
+    ):
+        self.k = count("k", k)
+        self.beta = nonnegative("beta", beta)
+        self.lam = positive("lam", lam)
+        self.temperature = positive("temperature", temperature)
+        if isinstance(weights, Tensor):
+            if not weights.is_floating_point():
+                raise TypeError(f"weights tensor must be floating point, got dtype={weights.dtype}")
+            if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+                raise ValueError("weights tensor must be finite and non-negative")
+        elif weights not in WEIGHTS:
+            raise ValueError(
+                f"weights must be one of {WEIGHTS} or a tensor, got weights={weights!r}"
+            )
+        self.weights = weights
+        self.top_m = int(count("top_m", top_m))
+        if solver not in BOK_SOLVERS:
+            raise ValueError(f"solver must be one of {BOK_SOLVERS}, got solver={solver!r}")
+        self.solver = solver
+        self.steps = int(count("steps", steps))
+        self.step_size = None if step_size is None else positive("step_size", step_size)
+        for name, value in (("scores", scores), ("reference", reference)):
+            if value not in TEMPERING:
+                raise ValueError(f"{name} must be one of {TEMPERING}, got {name}={value!r}")
+        self.scores = scores
+        self.reference = reference
+        self.outer_iterations = int(count("outer_iterations", outer_iterations))
+        self.inner_iterations = int(count("inner_iterations", inner_iterations))
+        self.validate = validate
+
+    # -- the problem ---------------------------------------------------------------------
+
+    def _parts(self, x: Tensor) -> dict[str, Tensor]:
+        """s, log p, λ, β, K (each broadcastable to [..., V] or [..., 1])."""
+        tau = per_row("temperature", self.temperature, x).to(x.dtype)
+        tempered = x / tau
+        s = tempered if self.scores == "tempered" else x
+        log_p = torch.log_softmax(tempered if self.reference == "tempered" else x, dim=-1)
+        return {
+            "s": s,
+            "log_p": log_p,
+            "lam": per_row("lam", self.lam, x).to(x.dtype),
+            "beta": per_row("beta", self.beta, x).to(x.dtype),
+            "k": per_row("k", self.k, x).to(x.dtype),
+        }
+
+    def _head(self, log_p: Tensor) -> Tensor:
+        """Indices of the top-M tokens by probability, ties toward the lower token id."""
+        vocab = log_p.shape[-1]
+        m = min(self.top_m, vocab)
+        index = torch.arange(vocab, device=log_p.device)
+        key = (ordered_codes(log_p.float()) << 31) | (2**31 - 1 - index)
+        return torch.topk(key, m, dim=-1).indices
+
+    def coverage_weights(self, x: Tensor, log_p: Tensor | None = None) -> Tensor:
+        """w ([..., V]) for checked logits `x`."""
+        if log_p is None:
+            log_p = self._parts(x)["log_p"]
+        if isinstance(self.weights, Tensor):
+            try:
+                return torch.broadcast_to(self.weights.to(device=x.device, dtype=x.dtype), x.shape)
+            except RuntimeError:
+                raise ValueError(
+                    f"weights of shape {tuple(self.weights.shape)} do not broadcast to logits "
+                    f"of shape {tuple(x.shape)}"
+                ) from None
+        if self.weights == "prob":
+            return log_p.exp()
+        head = self._head(log_p)
+        return torch.zeros_like(x).scatter_(-1, head, self._head_weights(head).to(x.dtype))
+
+    def _head_weights(self, head: Tensor) -> Tensor:
+        m = head.shape[-1]
+        if self.weights == "topm":
+            return torch.ones(head.shape, dtype=torch.float64, device=head.device)
+        ranks = torch.arange(m, device=head.device, dtype=torch.float64)
+        return (1.0 - ranks / m).expand(head.shape)
+
+    def gradient(self, x: Tensor, q: Tensor) -> Tensor:
+        """g(q) = s − λ(log(q/p) + 1) + λβ w K (1 − q)^{K−1}."""
+        parts = self._parts(x)
+        w = self.coverage_weights(x, parts["log_p"])
+        return _gradient(q, w, **parts)
+
+    def objective(self, x: Tensor, q: Tensor) -> Tensor:
+        """f(q) for checked logits `x` ([...])."""
+        parts = self._parts(x)
+        w = self.coverage_weights(x, parts["log_p"])
+        kl_terms = torch.where(q > 0, q * (torch.log(q) - parts["log_p"]), 0.0)
+        per_token = (
+            q * parts["s"]
+            - parts["lam"] * kl_terms
+            + parts["lam"] * parts["beta"] * w * (1 - (1 - q) ** parts["k"])
+        )
+        return torch.where(x > -torch.inf, per_token, 0.0).sum(-1)
+
+    # -- solving -------------------------------------------------------------------------
+
+    def _solve(self, x: Tensor) -> Tensor:
+        parts = self._parts(x)
+        if self.solver == "mirror":
+            w = self.coverage_weights(x, parts["log_p"])
+            step = (
+                (1.0 / parts["lam"])
+                if self.step_size is None
+                else per_row("step_size", self.step_size, x).to(x.dtype)
+            )
+            return mirror_ascent(
+                lambda q: _gradient(q, w, **parts), parts["log_p"].exp(), self.steps, step
+            )
+        return self._solve_exact(x, parts)
+
+    def _solve_exact(self, x: Tensor, parts: dict[str, Tensor]) -> Tensor:
+        lam, beta, k = parts["lam"], parts["beta"], parts["k"]
+        a_full = parts["log_p"] + parts["s"] / lam - 1.0
+        if isinstance(self.weights, str) and self.weights in ("topm", "rank"):
+            head = self._head(parts["log_p"])
+            a_head = a_full.gather(-1, head)
+            b_head = beta * k * self._head_weights(head).to(x.dtype)
+            tail_lse = torch.logsumexp(a_full.scatter(-1, head, -torch.inf), -1, keepdim=True)
+            u, t, log_z = _coverage_roots(
+                a_head, b_head, k, tail_lse, self.outer_iterations, self.inner_iterations
+            )
+            q = torch.exp(a_full - t - log_z)
+            return q.scatter_(-1, head, torch.exp(u - log_z))
+        b = beta * k * self.coverage_weights(x, parts["log_p"])
+        no_tail = torch.full_like(a_full[..., :1], -torch.inf)
+        u, _, log_z = _coverage_roots(
+            a_full, b, k, no_tail, self.outer_iterations, self.inner_iterations
+        )
+        return torch.exp(u - log_z)
+
+    def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:
+        """Frank–Wolfe gap of this objective (in float64) and infeasibility of `probs`."""
+        x = check_logits(logits, self.validate)
+        q = self._solve(x) if probs is None else probs
+        if q.shape != x.shape:
+            raise ValueError(f"probs has shape {tuple(q.shape)}, logits {tuple(x.shape)}")
+        x64 = x.to(torch.float64)
+        return frank_wolfe_certificate(
+            q.to(torch.float64), lambda v: self.gradient(x64, v), x64 > -torch.inf
+        )
+
+    # -- controls ------------------------------------------------------------------------
+
+    def beta_zero_control(self) -> BestOfK:
+        """The same decoder without the coverage term (β = 0, same λ, τ and solver)."""
+        return BestOfK(
+            self.k,
+            0.0,
+            self.lam,
+            self.temperature,
+            self.weights,
+            self.top_m,
+            self.solver,
+            self.steps,
+            self.step_size,
+            self.scores,
+            self.reference,
+            self.outer_iterations,
+            self.inner_iterations,
+            self.validate,
+        )
+
+    def effective_temperature(self) -> Param:
+        """τ_eff with softmax(z/τ_eff) = argmax <q, s> − λ KL(q ‖ p) (the β = 0 optimum).
+
+        q ∝ p·exp(s/λ), so 1/τ_eff = 1/τ_p + 1/(λ τ_s), with τ_s, τ_p the temperatures
+        inside s and p (τ when "tempered", 1 when "raw"): for the defaults τ/(1 + 1/λ).
+        """
+        tau_s = self.temperature if self.scores == "tempered" else 1.0
+        tau_p = self.temperature if self.reference == "tempered" else 1.0
+        return 1.0 / (1.0 / tau_p + 1.0 / (self.lam * tau_s))
+
+    def matched_temperature_control(self) -> Softmax:
+        """Plain sampling at the effective temperature of the β = 0 problem."""
+        return Softmax(self.effective_temperature(), validate=self.validate)
+
+    def __repr__(self) -> str:
+        weights = "tensor" if isinstance(self.weights, Tensor) else repr(self.weights)
+        return (
+            f"BestOfK(k={self.k!r}, beta={self.beta!r}, lam={self.lam!r}, "
+            f"temperature={self.temperature!r}, weights={weights}, top_m={self.top_m}, "
+            f"solver={self.solver!r}, steps={self.steps})"
+        )
+
+
+def _gradient(
+    q: Tensor, w: Tensor, s: Tensor, log_p: Tensor, lam: Tensor, beta: Tensor, k: Tensor
+) -> Tensor:
+    log_q = torch.log(q.clamp_min(FLOAT32_SMALLEST_NORMAL))
+    coverage = beta * w * k * (1 - q).clamp_min(0) ** (k - 1)
+    return s - lam * (log_q - log_p + 1.0) + lam * coverage
+
+
+def _phi_and_slope(u: Tensor, a: Tensor, b: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+    """φ(u) = u − a − b(1 − e^u)^{K−1} and φ'(u) = 1 + b(K−1)(1 − e^u)^{K−2} e^u."""
+    e = torch.exp(u)
+    one_minus = (1 - e).clamp_min(0)
+    phi = u - a - b * one_minus ** (k - 1)
+    slope = 1 + b * (k - 1) * one_minus ** (k - 2).clamp_min(0) * e
+    return phi, slope
+
+
+def _inner_newton(u: Tensor, a: Tensor, b: Tensor, k: Tensor, iterations: int) -> Tensor:
+    """Root u* ≤ 0 of φ(u) = u − a − b(1 − e^u)^{K−1}, a monotone Newton iteration.
+
+    φ is increasing, convex where e^u < 1/(K−1) and concave beyond (its inflection is at
+    u_i = −log(K−1)). Newton converges monotonically on a convex increasing function from
+    the right of the root and on a concave one from the left. The warm start `u` is kept
+    when it sits on such a side; otherwise the iteration starts at u_i (or at the end of
+    the bracket [min(a, 0), min(a + b, 0)] next to it), which always does.
+    """
+    lo, hi = a.clamp(max=0.0), (a + b).clamp(max=0.0)
+    u_inflection = -torch.log((k - 1).clamp_min(1.0))
+
+    def valid(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        phi, slope = _phi_and_slope(v, a, b, k)
+        on_side = ((v <= u_inflection) & (phi >= 0)) | ((v >= u_inflection) & (phi <= 0))
+        return on_side & (v >= lo) & (v <= hi), phi, slope
+
+    # A warm start that moved to the wrong side often gets back by one Newton step (on the
+    # concave part a step from the right lands left of the root); else start at u_i.
+    warm = torch.minimum(torch.maximum(u, lo), hi)
+    warm_ok, phi, slope = valid(warm)
+    stepped = torch.minimum(torch.maximum(warm - phi / slope, lo), hi)
+    stepped_ok, _, _ = valid(stepped)
+    start = torch.minimum(torch.maximum(u_inflection.expand_as(a), lo), hi)
+    u = torch.where(warm_ok, warm, torch.where(stepped_ok, stepped, start))
+    for _ in range(iterations):
+        phi, slope = _phi_and_slope(u, a, b, k)
+        u = torch.minimum(torch.maximum(u - phi / slope, lo), hi)
+    return u
+
+
+def _coverage_roots(
+    a: Tensor, b: Tensor, k: Tensor, tail_lse: Tensor, outer: int, inner: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Solve u_v = a_v − t + b_v(1 − e^{u_v})^{K−1} with Σ_v e^{u_v} + e^{tail_lse − t} = 1.
+
+    Returns u ([..., n]), t ([..., 1]) and log Z, the log of the total mass at t (≈ 0),
+    by which the caller renormalises. G(t) = log Σ e^u is decreasing: t starts at LSE(a)
+    (where G ≥ 0) inside the bracket [LSE(a), LSE(a + b)], which shrinks with the sign of
+    G; Newton steps are taken when they stay inside and at most halve the step before
+    last (Numerical Recipes' rtsafe rule, which stops cycles), bisections otherwise.
+    """
+
+    def log_total(u: Tensor, t: Tensor) -> Tensor:
+        return torch.logaddexp(torch.logsumexp(u, -1, keepdim=True), tail_lse - t)
+
+    # Tokens with -inf logits: a finite stand-in far below everything and b = 0 pin their
+    # bracket [a, a] to one point, so no inf − inf arises and their mass is exactly 0.
+    dead = a == -torch.inf
+    b = torch.where(dead, 0.0, b)
+    a = a.clamp_min(-1e30)
+    t_lo = torch.logaddexp(torch.logsumexp(a, -1, keepdim=True), tail_lse)
+    t_hi = torch.logaddexp(torch.logsumexp(a + b, -1, keepdim=True), tail_lse)
+    t = t_lo
+    u = a - t
+    last_step = before_last = t_hi - t_lo
+    for _ in range(outer):
+        u = _inner_newton(u, a - t, b, k, inner)
+        g = log_total(u, t)
+        t_lo = torch.where(g > 0, t, t_lo)
+        t_hi = torch.where(g > 0, t_hi, t)
+        _, slope = _phi_and_slope(u, a - t, b, k)
+        tail_mass = torch.exp(tail_lse - t - g)
+        d_g = -((torch.exp(u - g) / slope).sum(-1, keepdim=True) + tail_mass)  # dG/dt < 0
+        newton = t - g / d_g
+        step = (newton - t).abs()
+        # With a fixed budget the loop runs past convergence: rounding-sized steps must not
+        # trip the cycle test, or they would throw t back to the bracket's midpoint.
+        settled = step <= 64 * torch.finfo(t.dtype).eps * t.abs().clamp_min(1.0)
+        in_bracket = (newton >= t_lo) & (newton <= t_hi)
+        accept = in_bracket & ((2 * step <= before_last) | settled)
+        following = torch.where(accept, newton, 0.5 * (t_lo + t_hi))
+        before_last, last_step = last_step, (following - t).abs()
+        t = following
+    u = _inner_newton(u, a - t, b, k, 2 * inner)
+    return u, t, log_total(u, t)
+
+
+__all__ = ["BestOfK"]
