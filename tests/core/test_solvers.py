@@ -28,9 +28,7 @@ def test_softmax_closed_form_equals_bisection_and_mirror(seed, scale):
 
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("scale", [0.3, 3.0, 30.0])
-@pytest.mark.parametrize(
-    "alpha,closed_form", [(2.0, d.sparsemax_sort), (1.5, d.entmax15_sort)]
-)
+@pytest.mark.parametrize("alpha,closed_form", [(2.0, d.sparsemax_sort), (1.5, d.entmax15_sort)])
 def test_sort_closed_forms_equal_bisection(seed, scale, alpha, closed_form):
     z = random_logits(16, 500, seed, scale) - 7.0
     support = torch.rand(z.shape, generator=torch.Generator().manual_seed(seed)) < 0.8

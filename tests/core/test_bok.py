@@ -1,0 +1,246 @@
+"""Best-of-K: exactness against an independent float64 solver, the paper's mirror ascent,
+properties of the objective, controls and bad input."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import decoptim as d
+from tests.conftest import random_logits
+
+
+def reference_bok(z, k, beta, lam, tau=1.0, weights=None):
+    """Float64 maximiser for one row by nested bisection, written from the KKT conditions.
+
+    g_v(q) = s_v − λ(log(q/p_v) + 1) + λβ w_v K (1 − q)^{K−1} is decreasing in q, so for each
+    ν the token's mass is found by bisection on q ∈ (0, 1]; ν by bisection so that Σ q = 1.
+    """
+    z = z.double()
+    s = z / tau
+    log_p = torch.log_softmax(s, -1)
+    w = log_p.exp() if weights is None else weights.double()
+
+    def g(q):
+        return s - lam * (torch.log(q) - log_p + 1) + lam * beta * w * k * (1 - q) ** (k - 1)
+
+    def q_of(nu):
+        lo = torch.full_like(s, 1e-300)
+        hi = torch.ones_like(s)
+        for _ in range(75):  # geometric bisection: 75 halvings of a log-range of 690
+            mid = torch.sqrt(lo * hi)
+            above = g(mid) > nu  # g decreasing: root lies to the right
+            lo = torch.where(above, mid, lo)
+            hi = torch.where(above, hi, mid)
+        return 0.5 * (lo + hi)
+
+    nu_lo = float(g(torch.ones_like(s)).min()) - 1
+    nu_hi = float(g(torch.full_like(s, 1e-300)).max())
+    for _ in range(100):
+        nu = 0.5 * (nu_lo + nu_hi)
+        if q_of(nu).sum() > 1:
+            nu_lo = nu
+        else:
+            nu_hi = nu
+    q = q_of(0.5 * (nu_lo + nu_hi))
+    return q / q.sum()
+
+
+CASES = [
+    dict(k=8, beta=0.02, lam=0.2),
+    dict(k=8, beta=0.05, lam=0.5, temperature=0.7),
+    dict(k=4, beta=2.0, lam=0.3),
+    dict(k=16, beta=30.0, lam=0.1),
+    dict(k=1, beta=1.0, lam=1.0),
+    dict(k=2, beta=5.0, lam=0.5),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("weights", ["prob", "topm", "rank"])
+def test_exact_solver_matches_float64_reference(case, weights):
+    z = random_logits(3, 24, seed=len(str(case)), scale=2.0)
+    decoder = d.BestOfK(**case, weights=weights, top_m=5)
+    q = decoder.probs(z)
+    x = z.double()
+    w = decoder.coverage_weights(x)
+    tau = case.get("temperature", 1.0)
+    for row in range(3):
+        ref = reference_bok(z[row], case["k"], case["beta"], case["lam"], tau, w[row])
+        torch.testing.assert_close(q[row].double(), ref, atol=1e-5, rtol=0)
+    scale = 1 + case["lam"] * case["beta"] * case["k"] ** 2
+    assert (decoder.certificate(z).gap <= 1e-5 * scale).all()
+
+
+def test_float64_exact_solver_reaches_float64_precision():
+    z = random_logits(4, 500, 3, scale=3.0).double()
+    for beta in (0.02, 1.0, 50.0):
+        gap = d.BestOfK(8, beta, 0.2).certificate(z).gap
+        assert (gap < 1e-9).all(), (beta, gap)
+
+
+def test_mirror_is_the_papers_algorithm():
+    """q₀ = p; q ← q ⊙ exp(η g(q) − max), renormalised; η = 1/λ; written row by row here."""
+    z = random_logits(3, 50, 8)
+    k, beta, lam, steps = 8, 0.5, 0.2, 5
+    got = d.BestOfK(k, beta, lam, solver="mirror", steps=steps).probs(z)
+    for row in range(3):
+        s = z[row].double()
+        p = torch.softmax(s, -1)
+        q = p.clone()
+        for _ in range(steps):
+            g = s - lam * (torch.log(q / p) + 1) + lam * beta * p * k * (1 - q) ** (k - 1)
+            update = g / lam - (g / lam).max()
+            q = q * torch.exp(update)
+            q = q / q.sum()
+        torch.testing.assert_close(got[row].double(), q, atol=1e-6, rtol=1e-5)
+
+
+def test_mirror_step_size_parameter():
+    z = random_logits(2, 40, 1)
+    small = d.BestOfK(8, 0.1, 0.5, solver="mirror", steps=1, step_size=1e-6).probs(z)
+    torch.testing.assert_close(small, torch.softmax(z, -1), atol=1e-5, rtol=0)
+
+
+def test_mirror_stops_far_from_the_optimum_when_coverage_is_strong():
+    z = random_logits(8, 1000, 2, scale=3.0)
+    strong = dict(k=8, beta=20.0, lam=0.2)  # λβK = 32
+    mirror_gap = d.BestOfK(**strong, solver="mirror").certificate(z).gap
+    exact_gap = d.BestOfK(**strong).certificate(z).gap
+    assert (exact_gap < 1e-3).all()
+    assert (mirror_gap > 0.1).all()
+    mild = dict(k=8, beta=0.02, lam=0.2)  # the paper's setting: mirror is close
+    assert (d.BestOfK(**mild, solver="mirror").certificate(z).gap < 1e-3).all()
+
+
+@pytest.mark.parametrize("solver", ["exact", "mirror"])
+def test_beta_zero_is_the_closed_form_and_the_matched_temperature(solver):
+    z = random_logits(4, 300, 4)
+    lam, tau = 0.25, 0.8
+    bok = d.BestOfK(8, 0.0, lam, temperature=tau, solver=solver)
+    s = z / tau
+    expected = torch.softmax(torch.log_softmax(s, -1) + s / lam, -1)
+    torch.testing.assert_close(bok.probs(z), expected, atol=1e-6, rtol=1e-5)
+    control = d.BestOfK(8, 0.3, lam, temperature=tau, solver=solver)
+    torch.testing.assert_close(control.beta_zero_control().probs(z), expected, atol=1e-6, rtol=1e-5)
+    matched = control.matched_temperature_control()
+    assert math.isclose(matched.temperature, tau / (1 + 1 / lam))
+    torch.testing.assert_close(matched.probs(z), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_effective_temperature_with_raw_scores_or_reference():
+    bok = d.BestOfK(8, 0.1, 0.5, temperature=2.0, scores="raw")
+    assert math.isclose(bok.effective_temperature(), 1 / (1 / 2.0 + 1 / 0.5))
+    z = random_logits(2, 100, 0)
+    expected = torch.softmax(z / bok.effective_temperature(), -1)
+    torch.testing.assert_close(bok.beta_zero_control().probs(z), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_larger_beta_never_lowers_top_m_coverage():
+    z = random_logits(6, 400, 5, scale=2.5)
+    k, m = 8, 6
+    coverage = []
+    for beta in (0.0, 0.01, 0.1, 0.5, 2.0, 10.0, 50.0):
+        decoder = d.BestOfK(k, beta, 0.2, weights="topm", top_m=m)
+        q = decoder.probs(z)
+        head = q.gather(-1, torch.topk(z, m).indices)
+        coverage.append((1 - (1 - head) ** k).sum(-1))
+    coverage = torch.stack(coverage)
+    assert (coverage[1:] >= coverage[:-1] - 1e-5).all()
+    assert (coverage[-1] > coverage[0] + 0.1).all()
+
+
+@pytest.mark.parametrize("weights", ["prob", "topm"])
+def test_invariant_to_a_constant_added_to_the_logits(weights):
+    z = random_logits(3, 200, 6)
+    decoder = d.BestOfK(8, 1.0, 0.3, weights=weights, top_m=10)
+    torch.testing.assert_close(decoder.probs(z + 37.5), decoder.probs(z), atol=2e-6, rtol=1e-4)
+
+
+def test_per_row_parameters_equal_row_by_row():
+    z = random_logits(3, 120, 7)
+    ks = torch.tensor([1, 4, 16])
+    betas = torch.tensor([0.0, 0.5, 5.0])
+    lams = torch.tensor([0.1, 0.3, 1.0])
+    temps = torch.tensor([0.5, 1.0, 1.5])
+    for solver in ("exact", "mirror"):
+        batched = d.BestOfK(ks, betas, lams, temps, solver=solver, weights="topm").probs(z)
+        for row in range(3):
+            single = d.BestOfK(
+                int(ks[row]),
+                float(betas[row]),
+                float(lams[row]),
+                float(temps[row]),
+                solver=solver,
+                weights="topm",
+            ).probs(z[row : row + 1])
+            torch.testing.assert_close(batched[row : row + 1], single, atol=2e-6, rtol=1e-5)
+
+
+def test_user_weight_tensor_and_top_m_tie_rule():
+    z = torch.tensor([[2.0, 1.0, 1.0, 1.0, 0.0]])
+    decoder = d.BestOfK(4, 1.0, 0.5, weights="topm", top_m=2)
+    assert decoder.coverage_weights(z).tolist() == [[1.0, 1.0, 0.0, 0.0, 0.0]]
+    user = torch.tensor([0.0, 1.0, 0.0, 0.0, 3.0])
+    q_user = d.BestOfK(4, 1.0, 0.5, weights=user).probs(z)
+    q_none = d.BestOfK(4, 0.0, 0.5).probs(z)
+    assert q_user[0, 4] > q_none[0, 4] and q_user[0, 1] > q_none[0, 1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(st.floats(-1e4, 1e4, width=32), st.sampled_from([0.0, 1.0, -math.inf])),
+        min_size=1,
+        max_size=30,
+    ),
+    weights=st.sampled_from(["prob", "topm", "rank"]),
+    solver=st.sampled_from(["exact", "mirror"]),
+)
+def test_valid_distribution_on_adversarial_logits(values, weights, solver):
+    z = torch.tensor([values], dtype=torch.float32)
+    if (z == -math.inf).all():
+        z[0, 0] = 0.0
+    q = d.BestOfK(8, 0.5, 0.2, weights=weights, top_m=4, solver=solver).probs(z)
+    assert torch.isfinite(q).all() and (q >= 0).all()
+    assert abs(float(q.sum()) - 1) < 1e-5
+    assert (q[z == -math.inf] == 0).all()
+
+
+def test_sampling_follows_probs():
+    z = random_logits(1, 6, 9)
+    decoder = d.BestOfK(8, 2.0, 0.3)
+    q = decoder.probs(z)[0]
+    samples = decoder.sample(z.expand(20000, -1), generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(samples, minlength=6).double() / 20000
+    assert (freq - q.double()).abs().max() < 0.015
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(k=0, beta=0.1, lam=0.1), r"k >= 1.*k=0"),
+        (dict(k=2.5, beta=0.1, lam=0.1), r"k must be an int"),
+        (dict(k=8, beta=-0.1, lam=0.1), r"beta=-0.1"),
+        (dict(k=8, beta=0.1, lam=0.0), r"lam=0.0"),
+        (dict(k=8, beta=0.1, lam=-1.0), r"lam=-1.0"),
+        (dict(k=8, beta=0.1, lam=0.1, temperature=0.0), r"temperature=0.0"),
+        (dict(k=8, beta=0.1, lam=0.1, solver="newton"), r"solver=.newton"),
+        (dict(k=8, beta=0.1, lam=0.1, weights="entropy"), r"weights=.entropy"),
+        (dict(k=8, beta=0.1, lam=0.1, weights=torch.tensor([1.0, -1.0])), r"non-negative"),
+        (dict(k=8, beta=0.1, lam=0.1, top_m=0), r"top_m"),
+        (dict(k=8, beta=0.1, lam=0.1, steps=0), r"steps"),
+        (dict(k=8, beta=0.1, lam=0.1, scores="cold"), r"scores=.cold"),
+    ],
+)
+def test_bad_parameters(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        d.BestOfK(**kwargs)
+
+
+def test_weights_of_the_wrong_shape():
+    decoder = d.BestOfK(8, 0.1, 0.1, weights=torch.ones(7))
+    with pytest.raises(ValueError, match=r"weights of shape \(7,\)"):
+        decoder.probs(torch.zeros(2, 5))
