@@ -48,6 +48,7 @@ def test_ordered_codes_preserve_order_including_signed_zero_and_infinities():
     for dtype in (torch.float32, torch.float64):
         codes = ordered_codes(x.to(dtype))
         assert (codes[1:] >= codes[:-1]).all()
+        assert codes[4] == codes[5]  # -0.0 and 0.0 are one value
 
 
 def test_supports_compose_by_intersection():

@@ -182,8 +182,10 @@ class EtaSupport(Support):
 def ordered_codes(keys: Tensor) -> Tensor:
     """Integers whose order is the order of the floating-point `keys` (as int64).
 
-    float32 keys map onto [0, 2^32); float64 keys onto the signed int64 range.
+    float32 keys map onto [0, 2^32); float64 keys onto the signed int64 range. Adding +0.0
+    turns -0.0 into +0.0, so that equal values (a tie) always share a code.
     """
+    keys = keys + 0.0
     if keys.dtype == torch.float64:
         bits = keys.contiguous().view(torch.int64)
         return torch.where(bits < 0, bits ^ 0x7FFFFFFFFFFFFFFF, bits)
