@@ -232,6 +232,7 @@ def test_sampling_follows_probs():
         (dict(k=8, beta=0.1, lam=0.1, weights=torch.tensor([1.0, -1.0])), r"non-negative"),
         (dict(k=8, beta=0.1, lam=0.1, top_m=0), r"top_m"),
         (dict(k=8, beta=0.1, lam=0.1, steps=0), r"steps"),
+        (dict(k=8, beta=0.1, lam=0.1, outer_iterations=0), r"outer_iterations"),
         (dict(k=8, beta=0.1, lam=0.1, scores="cold"), r"scores=.cold"),
     ],
 )
