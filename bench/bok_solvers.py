@@ -31,7 +31,7 @@ SETTINGS = [  # (beta, lam, k, weights)
 
 
 def entropy(q: torch.Tensor) -> torch.Tensor:
-    return -torch.special.xlogy(q, q).sum(-1)
+    return (-torch.special.xlogy(q, q).sum(-1)).clamp_min(0.0)
 
 
 def main() -> None:
@@ -59,8 +59,8 @@ def main() -> None:
         l1 = (q_m - q_e).abs().sum(-1).median().item()
         print(
             f"| {beta:g} | {lam:g} | {k} | {weights} | {lam * beta * k:g} | {gap_m:.1e} "
-            f"| {gap_e:.1e} | {l1:.3f} | {entropy(q_m).median():.3f} "
-            f"| {entropy(q_e).median():.3f} |"
+            f"| {gap_e:.1e} | {l1:.3f} | {entropy(q_m).median() + 0.0:.3f} "
+            f"| {entropy(q_e).median() + 0.0:.3f} |"
         )
 
 

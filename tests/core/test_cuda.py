@@ -1,0 +1,45 @@
+"""The same decoders on CUDA: equal to the CPU path (skipped where no GPU is present)."""
+
+import pytest
+import torch
+
+import decoptim as d
+from tests.conftest import random_logits
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+DECODERS = [
+    d.Greedy(),
+    d.Softmax(0.7),
+    d.TopK(50),
+    d.TopP(0.9),
+    d.MinP(0.1),
+    d.Typical(0.9),
+    d.Epsilon(3e-4),
+    d.Eta(3e-4),
+    d.Sparsemax(),
+    d.Entmax(1.5),
+    d.Entmax(1.3),
+    d.BestOfK(8, 0.02, 0.2),
+    d.BestOfK(8, 0.02, 0.2, solver="mirror"),
+    d.BestOfK(8, 2.0, 0.2, weights="topm", top_m=64),
+]
+
+
+@pytest.mark.parametrize("decoder", DECODERS, ids=repr)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_equals_cpu(decoder, dtype):
+    z = random_logits(16, 32000, 0).to(dtype)
+    q_cpu = decoder.probs(z)
+    q_gpu = decoder.probs(z.cuda())
+    assert q_gpu.device.type == "cuda" and q_gpu.dtype == torch.float32
+    torch.testing.assert_close(q_gpu.cpu(), q_cpu, atol=2e-6, rtol=1e-4)
+    assert decoder.certificate(z.cuda(), q_gpu).gap.max() < 1e-4
+
+
+def test_cuda_sampling_is_reproducible():
+    z = random_logits(64, 32000, 1).cuda()
+    decoder = d.TopP(0.9)
+    first = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(3))
+    second = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(3))
+    assert first.device.type == "cuda" and torch.equal(first, second)
