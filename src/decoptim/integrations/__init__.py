@@ -1,0 +1,1 @@
+"""Engine integrations (transformers, vLLM). They depend on decoptim.core, never the reverse."""

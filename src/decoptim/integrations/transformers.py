@@ -1,0 +1,289 @@
+"""Hugging Face transformers integration: any decoptim decoder inside `model.generate`.
+
+`DecoderLogitsProcessor(decoder)` returns log q (−inf off the support), so that
+`generate(do_sample=True)`, which samples from softmax of the processed scores, draws from
+exactly `decoder.probs(raw_logits)`, provided nothing else touches the scores. The
+generation config's own warpers would: transformers fills an unset `top_k` with 50, and
+runs temperature, top-k, top-p, min-p, typical, epsilon and eta warpers (and penalties)
+*before* custom processors. `neutral_generation_config` switches all of them off, and
+`check_generation_config` names any that is still on. `generate` does both for you.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from ..core import Decoder
+
+# Fields of GenerationConfig that change the distribution, and their neutral values.
+NEUTRAL_SETTINGS: dict[str, object] = {
+    "temperature": 1.0,
+    "top_k": 0,  # 0 switches the warper off; None would be replaced by the default 50
+    "top_p": 1.0,
+    "min_p": None,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "top_h": None,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "sequence_bias": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "guidance_scale": None,
+    "exponential_decay_length_penalty": None,
+    "min_length": 0,
+    "min_new_tokens": None,
+    "watermarking_config": None,
+}
+
+
+def _is_neutral(name: str, value: object) -> bool:
+    neutral = NEUTRAL_SETTINGS[name]
+    if value is None:
+        # An unset top_k becomes 50 inside generate; every other unset field is neutral.
+        return name != "top_k"
+    if name == "guidance_scale":
+        return value == 1
+    if name in ("min_length", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size"):
+        return value == 0
+    if name in ("epsilon_cutoff", "eta_cutoff"):
+        return not 0.0 < float(value) < 1.0
+    if name in ("top_p", "typical_p"):
+        return float(value) >= 1.0
+    return value == neutral
+
+
+def check_generation_config(config: GenerationConfig) -> None:
+    """Raise ValueError naming every setting that would change the decoder's distribution."""
+    offending = [
+        f"{name}={getattr(config, name, None)!r}"
+        + (" (transformers uses 50)" if name == "top_k" else "")
+        for name in NEUTRAL_SETTINGS
+        if hasattr(config, name) and not _is_neutral(name, getattr(config, name))
+    ]
+    if getattr(config, "num_beams", 1) not in (None, 1):
+        offending.append(f"num_beams={config.num_beams!r}")
+    if offending:
+        raise ValueError(
+            "generation config settings would change the decoder's distribution: "
+            + ", ".join(offending)
+            + "; use decoptim.integrations.transformers.neutral_generation_config()"
+        )
+
+
+def neutral_generation_config(
+    base: GenerationConfig | None = None, **overrides
+) -> GenerationConfig:
+    """A copy of `base` with sampling on and every distribution-changing setting off."""
+    config = copy.deepcopy(base) if base is not None else GenerationConfig()
+    for name, value in NEUTRAL_SETTINGS.items():
+        setattr(config, name, value)
+    config.do_sample = True
+    config.num_beams = 1
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return config
+
+
+class DecoderLogitsProcessor(LogitsProcessor):
+    """Turn raw next-token logits into log q for a decoptim decoder.
+
+    With a neutral generation config, `generate(do_sample=True)` then samples from exactly
+    `decoder.probs(logits)`. Pass `generation_config` to have it checked on construction.
+    """
+
+    def __init__(self, decoder: Decoder, generation_config: GenerationConfig | None = None):
+        if not isinstance(decoder, Decoder):
+            raise TypeError(f"decoder must be a decoptim Decoder, got {type(decoder).__name__}")
+        if generation_config is not None:
+            check_generation_config(generation_config)
+        self.decoder = decoder
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return torch.log(self.decoder.probs(scores))
+
+
+class RawLogProbRecorder(LogitsProcessor):
+    """Record log softmax(raw logits) of each sampled token, without storing all logits.
+
+    At step t the token chosen at step t − 1 is the last column of `input_ids`, so only the
+    previous step's log-probabilities are kept ([rows, V]). Place it first in the list.
+    """
+
+    def __init__(self) -> None:
+        self.previous: torch.Tensor | None = None
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        self.previous = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def token_logprobs(self, generated: torch.Tensor) -> torch.Tensor:
+        """[rows, T] log-probabilities of `generated` ([rows, T]) under the raw model."""
+        steps = list(self.steps)
+        if self.previous is not None and len(steps) < generated.shape[1]:
+            steps.append(self.previous.gather(-1, generated[:, len(steps) : len(steps) + 1])[:, 0])
+        if not steps:
+            return torch.zeros(generated.shape, dtype=torch.float32, device=generated.device)
+        return torch.stack(steps, dim=1)
+
+
+@dataclass
+class PromptSamples:
+    """The n samples drawn for one prompt."""
+
+    prompt: str
+    texts: list[str] = field(default_factory=list)
+    token_ids: list[list[int]] = field(default_factory=list)
+    logprob_sum: list[float] = field(default_factory=list)  # Σ log p_raw(token)
+    logprob_mean: list[float] = field(default_factory=list)  # the same, per generated token
+    lengths: list[int] = field(default_factory=list)  # generated tokens, EOS included
+
+
+def format_prompt(
+    tokenizer, prompt: str, chat: bool | None = None, system: str | None = None
+) -> str:
+    """Apply the tokenizer's chat template (when it has one and `chat` is not False)."""
+    use_chat = getattr(tokenizer, "chat_template", None) is not None if chat is None else chat
+    if not use_chat:
+        return prompt
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    decoder: Decoder,
+    n: int = 1,
+    max_new_tokens: int = 256,
+    seed: int = 0,
+    batch_size: int = 8,
+    chat: bool | None = None,
+    system: str | None = None,
+    progress: bool = False,
+) -> list[PromptSamples]:
+    """Draw `n` samples per prompt from `decoder` applied to the model's raw logits.
+
+    Prompts go through the chat template when the tokenizer has one (`chat=None`), are
+    left-padded, and are processed `batch_size` prompts (batch_size × n rows) per call.
+    The global torch RNG is seeded with `seed + call index` before each call, so a run
+    is reproducible for the same seed and batch size.
+    """
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a sequence of strings, not one string")
+    for name, value in (("n", n), ("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    eos_ids = _eos_ids(model, tokenizer)
+    config = neutral_generation_config(
+        model.generation_config,
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=n,
+        pad_token_id=pad_id,
+        eos_token_id=eos_ids,
+        return_dict_in_generate=True,
+    )
+    check_generation_config(config)
+    processor = DecoderLogitsProcessor(decoder)
+    previous_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    results: list[PromptSamples] = []
+    batches = range(0, len(prompts), batch_size)
+    iterator = _progress(batches, progress, len(prompts), batch_size)
+    try:
+        for call, start in enumerate(iterator):
+            chunk = list(prompts[start : start + batch_size])
+            texts = [format_prompt(tokenizer, p, chat, system) for p in chunk]
+            encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            encoded = {k: v.to(model.device) for k, v in encoded.items()}
+            recorder = RawLogProbRecorder()
+            torch.manual_seed(seed + call)
+            with torch.no_grad():
+                out = model.generate(
+                    **encoded,
+                    generation_config=config,
+                    logits_processor=LogitsProcessorList([recorder, processor]),
+                )
+            generated = out.sequences[:, encoded["input_ids"].shape[1] :]
+            logprobs = recorder.token_logprobs(generated)
+            results.extend(_collect(chunk, generated, logprobs, n, eos_ids, tokenizer))
+    finally:
+        tokenizer.padding_side = previous_side
+    return results
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = model.generation_config.eos_token_id
+    if ids is None:
+        ids = tokenizer.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if not ids:
+        raise ValueError(
+            "neither the model's generation config nor the tokenizer names an EOS token"
+        )
+    return ids
+
+
+def _collect(prompts, generated, logprobs, n, eos_ids, tokenizer) -> list[PromptSamples]:
+    is_eos = torch.isin(generated, torch.tensor(eos_ids, device=generated.device))
+    steps = generated.shape[1]
+    first_eos = torch.where(is_eos.any(1), is_eos.float().argmax(1), steps)
+    lengths = torch.clamp(first_eos + 1, max=steps)
+    keep = torch.arange(steps, device=generated.device)[None, :] < lengths[:, None]
+    sums = torch.where(keep, logprobs, 0.0).sum(1)
+    out = []
+    for i, prompt in enumerate(prompts):
+        samples = PromptSamples(prompt)
+        for row in range(i * n, (i + 1) * n):
+            length = int(lengths[row])
+            ids = generated[row, :length].tolist()
+            samples.token_ids.append(ids)
+            samples.texts.append(tokenizer.decode(ids, skip_special_tokens=True))
+            samples.lengths.append(length)
+            total = float(sums[row])
+            samples.logprob_sum.append(total)
+            samples.logprob_mean.append(total / length if length else math.nan)
+        out.append(samples)
+    return out
+
+
+def _progress(batches, enabled: bool, total: int, batch_size: int):
+    if not enabled:
+        return batches
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return batches
+    return tqdm(batches, desc="generate", unit="batch", total=len(batches))
+
+
+__all__ = [
+    "DecoderLogitsProcessor",
+    "PromptSamples",
+    "RawLogProbRecorder",
+    "check_generation_config",
+    "format_prompt",
+    "generate",
+    "neutral_generation_config",
+]

@@ -1,0 +1,1 @@
+"""Multi-sample pipelines and metrics: engine-independent (they take samples, not models)."""

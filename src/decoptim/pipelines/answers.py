@@ -1,0 +1,133 @@
+r"""Final-answer extraction and equivalence for math tasks.
+
+Extraction, in order of preference (the last occurrence wins within each rule):
+1. the content of the last `\boxed{...}` (or `\fbox{...}`), nested braces included;
+2. the text after the last "The answer is" / "the final answer is" (up to the line's end);
+3. the text after GSM8K's `####`;
+4. the last number in the text (integers with thousands separators, decimals, fractions).
+
+Equivalence uses `math-verify` (symbolic and numeric, LaTeX-aware) when it is installed.
+Without it, the fallback normalises both strings (drops `$`, `\left`/`\right`, `\!`,
+`\text{...}` wrappers, degree signs, thousands separators, spaces, a trailing period;
+`\dfrac`/`\tfrac` become `\frac`) and then compares them as numbers when both parse as
+one (`a/b` and `\frac{a}{b}` included, relative tolerance 1e-9), else as strings.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from fractions import Fraction
+
+_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_ANSWER_IS = re.compile(r"(?:final\s+)?answer\s+is\s*:?\s*(.+)", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} in `text`, balancing nested braces."""
+    starts = [m.end() for m in _BOX.finditer(text)]
+    for start in reversed(starts):
+        depth = 1
+        for i in range(start, len(text)):
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start:i].strip()
+    return None
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer stated in a model's output (see the module docstring), or None."""
+    if not text:
+        return None
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed
+    stated = list(_ANSWER_IS.finditer(text))
+    if stated:
+        answer = stated[-1].group(1).strip().splitlines()[0].strip()
+        inner = last_boxed(answer)
+        answer = (inner if inner is not None else answer).strip().rstrip(".").strip("$ ")
+        if answer:
+            return answer
+    if "####" in text:
+        answer = text.rsplit("####", 1)[1].strip().splitlines()
+        if answer and answer[0].strip():
+            return answer[0].strip()
+    numbers = _NUMBER.findall(text)
+    return numbers[-1] if numbers else None
+
+
+def gsm8k_gold(answer_field: str) -> str:
+    """The gold number of a GSM8K `answer` field (after `####`), thousands separators removed."""
+    if "####" not in answer_field:
+        raise ValueError(f"GSM8K answer has no '####': {answer_field[-80:]!r}")
+    return answer_field.rsplit("####", 1)[1].strip().replace(",", "")
+
+
+def normalize(answer: str) -> str:
+    """Light canonical form used by the fallback comparison."""
+    s = answer.strip().strip("$").strip()
+    s = re.sub(r"\\text\{\s*([^{}]*)\}", r"\1", s)
+    s = re.sub(r"\\(?:mathrm|mbox|textbf)\{\s*([^{}]*)\}", r"\1", s)
+    s = s.replace("\\left", "").replace("\\right", "").replace("\\!", "").replace("\\,", "")
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = re.sub(r"\^\s*\{?\\circ\}?|°|\\degree", "", s)
+    s = re.sub(r"(?<=\d),(?=\d{3}\b)", "", s)
+    s = s.replace(" ", "").rstrip(".")
+    return s
+
+
+def _as_number(s: str) -> Fraction | float | None:
+    match = re.fullmatch(r"\\frac\{(-?\d+)\}\{(-?\d+)\}|(-?\d+)/(-?\d+)", s)
+    if match:
+        num, den = (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
+        return Fraction(int(num), int(den)) if int(den) != 0 else None
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def fallback_equivalent(a: str, b: str) -> bool:
+    na, nb = normalize(a), normalize(b)
+    if na == nb:
+        return True
+    x, y = _as_number(na), _as_number(nb)
+    if x is None or y is None:
+        return False
+    return abs(float(x) - float(y)) <= 1e-9 * max(1.0, abs(float(x)), abs(float(y)))
+
+
+@functools.lru_cache(maxsize=1)
+def _math_verify():
+    try:
+        from math_verify import parse, verify
+    except ImportError:
+        return None
+    return parse, verify
+
+
+@functools.lru_cache(maxsize=65536)
+def is_equivalent(a: str | None, b: str | None) -> bool:
+    """Mathematical equivalence of two answer strings (math-verify, else the fallback)."""
+    if a is None or b is None:
+        return False
+    if fallback_equivalent(a, b):
+        return True
+    backend = _math_verify()
+    if backend is None:
+        return False
+    parse, verify = backend
+    try:
+        pa, pb = parse(f"${a}$"), parse(f"${b}$")
+        return bool(pa and pb and (verify(pa, pb) or verify(pb, pa)))
+    except Exception:  # math-verify raises on inputs its grammar cannot read
+        return False
+
+
+def has_math_verify() -> bool:
+    return _math_verify() is not None

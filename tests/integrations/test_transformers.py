@@ -1,0 +1,226 @@
+"""The transformers integration: exact distributions inside generate, pitfalls guarded,
+log-probabilities recorded, and K samples through self-consistency on a real model."""
+
+import pytest
+import torch
+
+import decoptim as d
+
+transformers = pytest.importorskip("transformers")
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, LogitsProcessorList  # noqa: E402
+
+from decoptim.integrations import transformers as dt  # noqa: E402
+from decoptim.pipelines.selection import self_consistency  # noqa: E402
+
+DECODERS = [
+    d.Softmax(0.7),
+    d.TopK(5),
+    d.TopP(0.8, temperature=1.3),
+    d.MinP(0.1),
+    d.Sparsemax(),
+    d.BestOfK(8, 0.02, 0.2),
+    d.BestOfK(4, 2.0, 0.3, weights="topm", top_m=4, solver="mirror"),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)  # peaked logits, so truncation actually bites
+    return model
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from decoptim.integrations.models import load_smollm2
+
+    return load_smollm2()
+
+
+def sampled_distributions(model, decoder, input_ids, steps=3, **extra):
+    config = dt.neutral_generation_config(
+        model.generation_config,
+        max_new_tokens=steps,
+        return_dict_in_generate=True,
+        output_scores=True,
+        output_logits=True,
+        pad_token_id=0,
+        eos_token_id=None,
+        **extra,
+    )
+    processor = dt.DecoderLogitsProcessor(decoder, config)
+    out = model.generate(
+        input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        generation_config=config,
+        logits_processor=LogitsProcessorList([processor]),
+    )
+    return out
+
+
+@pytest.mark.parametrize("decoder", DECODERS, ids=repr)
+def test_generate_samples_from_exactly_decoder_probs(tiny_model, decoder):
+    input_ids = torch.randint(3, 64, (3, 5), generator=torch.Generator().manual_seed(1))
+    out = sampled_distributions(tiny_model, decoder, input_ids, num_return_sequences=2)
+    for scores, logits in zip(out.scores, out.logits, strict=True):
+        torch.testing.assert_close(
+            torch.softmax(scores, -1), decoder.probs(logits), atol=1e-6, rtol=0
+        )
+
+
+def test_per_row_parameters_follow_the_rows(tiny_model):
+    decoder = d.TopK(torch.tensor([1, 3, 10, 64]))
+    input_ids = torch.randint(3, 64, (4, 4), generator=torch.Generator().manual_seed(2))
+    out = sampled_distributions(tiny_model, decoder, input_ids, steps=1)
+    support = (torch.softmax(out.scores[0], -1) > 0).sum(-1)
+    assert support.tolist()[:2] == [1, 3] and support[3] == 64
+
+
+def test_model_defaults_would_change_the_distribution(tiny_model):
+    """Without the neutral config, transformers' default top_k=50 and a temperature bite."""
+    with pytest.raises(ValueError, match=r"top_k=None \(transformers uses 50\)"):
+        dt.check_generation_config(GenerationConfig(do_sample=True))
+    risky = GenerationConfig(do_sample=True, temperature=0.7, top_k=50, top_p=0.9, min_p=0.05)
+    with pytest.raises(ValueError) as error:
+        dt.DecoderLogitsProcessor(d.Softmax(), risky)
+    for field in ("temperature=0.7", "top_k=50", "top_p=0.9", "min_p=0.05"):
+        assert field in str(error.value)
+    dt.check_generation_config(dt.neutral_generation_config(risky))
+    # And it matters: the raw defaults make generate sample from something else.
+    config = GenerationConfig(
+        do_sample=True,
+        max_new_tokens=1,
+        return_dict_in_generate=True,
+        output_scores=True,
+        output_logits=True,
+        pad_token_id=0,
+        temperature=0.5,
+    )
+    input_ids = torch.randint(3, 64, (2, 4), generator=torch.Generator().manual_seed(3))
+    out = tiny_model.generate(
+        input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        generation_config=config,
+        logits_processor=LogitsProcessorList([dt.DecoderLogitsProcessor(d.Softmax())]),
+    )
+    assert not torch.allclose(torch.softmax(out.scores[0], -1), torch.softmax(out.logits[0], -1))
+
+
+def test_processor_rejects_a_non_decoder():
+    with pytest.raises(TypeError, match="decoptim Decoder"):
+        dt.DecoderLogitsProcessor(torch.softmax)
+
+
+def test_recorded_logprobs_equal_teacher_forcing(tiny_model):
+    recorder = dt.RawLogProbRecorder()
+    config = dt.neutral_generation_config(
+        tiny_model.generation_config,
+        max_new_tokens=6,
+        pad_token_id=0,
+        eos_token_id=None,
+        return_dict_in_generate=True,
+    )
+    input_ids = torch.randint(3, 64, (2, 4), generator=torch.Generator().manual_seed(4))
+    torch.manual_seed(0)
+    out = tiny_model.generate(
+        input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        generation_config=config,
+        logits_processor=LogitsProcessorList([recorder, dt.DecoderLogitsProcessor(d.TopK(8))]),
+    )
+    generated = out.sequences[:, 4:]
+    recorded = recorder.token_logprobs(generated)
+    with torch.no_grad():
+        logits = tiny_model(out.sequences).logits[:, 3:-1]
+    forced = torch.log_softmax(logits, -1).gather(-1, generated.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(recorded, forced, atol=1e-4, rtol=1e-4)
+
+
+PROMPTS = [
+    "What is 3 + 4? Put the final answer in \\boxed{}.",
+    "What is 10 - 6? Put the final answer in \\boxed{}.",
+]
+
+
+def test_real_model_first_step_equals_decoder_probs(smollm2):
+    model, tokenizer = smollm2
+    assert model.config.vocab_size == 49152
+    prompts = [dt.format_prompt(tokenizer, p) for p in PROMPTS]
+    tokenizer.padding_side = "left"
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    for decoder in (d.TopP(0.9, temperature=0.8), d.BestOfK(8, 0.05, 0.5), d.MinP(0.05)):
+        config = dt.neutral_generation_config(
+            model.generation_config,
+            max_new_tokens=1,
+            return_dict_in_generate=True,
+            output_scores=True,
+            output_logits=True,
+        )
+        out = model.generate(
+            **encoded,
+            generation_config=config,
+            logits_processor=LogitsProcessorList([dt.DecoderLogitsProcessor(decoder, config)]),
+        )
+        torch.testing.assert_close(
+            torch.softmax(out.scores[0], -1), decoder.probs(out.logits[0]), atol=1e-6, rtol=0
+        )
+
+
+def test_real_model_seeded_run_is_reproducible(smollm2):
+    model, tokenizer = smollm2
+    run = lambda seed: dt.generate(  # noqa: E731
+        model, tokenizer, PROMPTS, d.TopP(0.95), n=2, max_new_tokens=12, seed=seed, batch_size=2
+    )
+    first, again, other = run(7), run(7), run(8)
+    assert [s.token_ids for s in first] == [s.token_ids for s in again]
+    assert [s.texts for s in first] != [s.texts for s in other]
+
+
+@pytest.mark.parametrize(
+    "decoder", [d.Softmax(0.7), d.TopP(0.9), d.BestOfK(8, 0.02, 0.2)], ids=repr
+)
+def test_real_model_k_samples_through_self_consistency(smollm2, decoder):
+    model, tokenizer = smollm2
+    k, max_new = 4, 40
+    results = dt.generate(
+        model, tokenizer, PROMPTS, decoder, n=k, max_new_tokens=max_new, seed=0, batch_size=2
+    )
+    assert [r.prompt for r in results] == PROMPTS
+    for samples in results:
+        assert len(samples.texts) == len(samples.token_ids) == len(samples.lengths) == k
+        for ids, length, total, mean in zip(
+            samples.token_ids,
+            samples.lengths,
+            samples.logprob_sum,
+            samples.logprob_mean,
+            strict=True,
+        ):
+            assert 1 <= length == len(ids) <= max_new
+            assert total <= 0 and abs(mean - total / length) < 1e-9
+            assert tokenizer.eos_token_id not in ids[:-1]
+        vote = self_consistency(samples.texts)
+        assert 0 <= vote.votes <= k and vote.distinct <= k
+        if vote.answer is not None:
+            assert vote.votes >= 1
+
+
+def test_generate_rejects_bad_arguments(smollm2):
+    model, tokenizer = smollm2
+    with pytest.raises(TypeError, match="sequence of strings"):
+        dt.generate(model, tokenizer, "one prompt", d.Softmax())
+    with pytest.raises(ValueError, match="n must be an int >= 1, got n=0"):
+        dt.generate(model, tokenizer, ["a"], d.Softmax(), n=0)

@@ -1,0 +1,116 @@
+"""Answer extraction and equivalence on real MATH500 and GSM8K answers."""
+
+import json
+
+import pytest
+
+from decoptim.pipelines.answers import (
+    extract_answer,
+    fallback_equivalent,
+    gsm8k_gold,
+    has_math_verify,
+    is_equivalent,
+    last_boxed,
+)
+from tests.conftest import shared_data
+
+
+def load(name):
+    with open(shared_data(name)) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_boxed_answers_of_every_math500_solution_are_recovered():
+    rows = load("math500.jsonl")
+    assert len(rows) == 500
+    wrong = [(r["answer"], extract_answer(r["solution"])) for r in rows]
+    wrong = [(gold, got) for gold, got in wrong if got != gold]
+    assert wrong == []
+
+
+def test_math500_answers_are_equivalent_to_their_rewrites():
+    """Real gold answers against forms a model might write instead."""
+    answers = {r["answer"] for r in load("math500.jsonl")}
+    rewrites = [
+        ("\\frac{1}{8}", ["\\dfrac{1}{8}", "1/8", "0.125", "$\\frac18$"]),
+        ("\\frac{\\sqrt{21}}{5}", ["\\dfrac{\\sqrt{21}}{5}", "\\sqrt{21}/5"]),
+        ("(6,31,-1)", ["(6, 31, -1)", "\\left(6,31,-1\\right)"]),
+        ("\\frac{3}{2}", ["1.5", "3/2"]),
+    ]
+    for gold, forms in rewrites:
+        assert gold in answers, gold
+        for form in forms:
+            assert is_equivalent(gold, form), (gold, form)
+
+
+@pytest.mark.parametrize(
+    "gold,candidate",
+    [
+        ("[2,5)", "[2, 5)"),
+        ("(-\\infty,3]", "(-\\infty, 3]"),
+        ("30^\\circ", "30"),
+        ("30^\\circ", "30°"),
+        ("10\\text{ cm}", "10"),
+        ("1,000", "1000"),
+        ("12,345", "12345"),
+        ("\\text{(C)}", "C"),
+        ("x^2+1", "1+x^2"),
+        ("\\pi/2", "\\frac{\\pi}{2}"),
+        ("-\\frac{3}{4}", "-0.75"),
+    ],
+)
+def test_equivalent_variants(gold, candidate):
+    assert is_equivalent(gold, candidate)
+
+
+@pytest.mark.parametrize(
+    "gold,candidate",
+    [
+        ("[2,5)", "(2,5)"),
+        ("5", "6"),
+        ("\\frac{1}{8}", "\\frac{1}{9}"),
+        ("1,000", "100"),
+        ("(1,2)", "(2,1)"),
+        ("x^2+1", "x^2-1"),
+    ],
+)
+def test_non_equivalent_variants(gold, candidate):
+    assert not is_equivalent(gold, candidate)
+
+
+def test_fallback_without_math_verify():
+    assert fallback_equivalent("\\dfrac{3}{4}", "0.75")
+    assert fallback_equivalent("$1{,}000$".replace("{,}", ","), "1000")
+    assert fallback_equivalent("45^\\circ", "45")
+    assert fallback_equivalent("\\text{5 apples}".replace("5 apples", "5"), "5.0")
+    assert not fallback_equivalent("\\frac{1}{3}", "0.33")
+    assert has_math_verify()  # the test environment installs it
+
+
+def test_gsm8k_gold_and_extraction():
+    rows = load("gsm8k_test.jsonl")
+    assert len(rows) == 1319
+    assert all(
+        extract_answer(r["answer"]) == r["answer"].rsplit("####", 1)[1].strip() for r in rows
+    )
+    assert all(is_equivalent(extract_answer(r["answer"]), gsm8k_gold(r["answer"])) for r in rows)
+    # The last-number fallback on the rationale alone (before ####) finds most answers too.
+    found = sum(
+        is_equivalent(extract_answer(r["answer"].rsplit("####", 1)[0]), gsm8k_gold(r["answer"]))
+        for r in rows
+    )
+    assert found / len(rows) > 0.95
+    with pytest.raises(ValueError, match="####"):
+        gsm8k_gold("no marker")
+
+
+def test_extraction_rules_in_order():
+    assert last_boxed("so \\boxed{\\frac{a}{\\sqrt{b}}} and \\boxed{x^{2}}") == "x^{2}"
+    assert last_boxed("\\boxed{unclosed") is None
+    assert extract_answer("Thus the answer is $\\frac{1}{2}$.") == "\\frac{1}{2}"
+    assert extract_answer("The final answer is: 42") == "42"
+    assert extract_answer("The answer is \\boxed{7}. The answer is 8") == "7"
+    assert extract_answer("reasoning...\n#### 1,234") == "1,234"
+    assert extract_answer("she pays 3 + 4 = 7 dollars, then 2,500 more") == "2,500"
+    assert extract_answer("no digits here") is None
+    assert extract_answer("") is None
