@@ -1,6 +1,6 @@
 """Time one decode step (probs + sample) for every decoder, next to two baselines.
 
-    python bench/cpu.py [--quick] [--batch 1 8 64] [--vocab 32000 151936]
+    python bench/cpu.py [--quick] [--batch 1 8 64] [--vocab 32000 151936] [--devices cpu cuda]
 
 Baselines: plain softmax sampling (softmax + multinomial) and a full-sort top-p (what
 Hugging Face's TopPLogitsWarper and the PyTorch fallbacks do). Decoders run with
@@ -99,12 +99,16 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, nargs="+", default=[32_000, 151_936])
     parser.add_argument("--budget", type=float, default=0.5, help="seconds per measurement")
     parser.add_argument("--quick", action="store_true", help="B=8, V=32000 only")
+    available = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    parser.add_argument("--devices", nargs="+", default=available, choices=["cpu", "cuda"])
     args = parser.parse_args()
     if args.quick:
         args.batch, args.vocab = [8], [32_000]
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = [torch.device(name) for name in args.devices]
     print(f"# decoptim {d.__version__}, torch {torch.__version__}, {date.today()}")
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    if torch.cuda.is_available():
+        print(f"# {torch.cuda.get_device_name()}")
     header = (
         f"{'device':6} {'B':>4} {'V':>7} {'decoder':18} {'ms':>9} {'/softmax':>9} {'/sort-p':>8}"
     )
