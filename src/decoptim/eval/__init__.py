@@ -1,0 +1,1 @@
+"""Evaluation harness: tasks, sandboxed execution, resumable runs, reports."""

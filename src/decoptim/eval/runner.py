@@ -1,0 +1,263 @@
+"""Run a grid of decoders × temperatures on a task, n samples per problem, resumably.
+
+Output directory:
+- `manifest.json`: model, task, data (with its sha256), every decoder's parameters, seeds,
+  prompt template, package versions, git revision, command line;
+- `samples.jsonl`: one line per (config, problem) holding its n samples, appended and
+  fsync'd as each batch finishes.
+
+Resuming: problems are cut into fixed chunks of `batch_size`, and each (config, chunk) is
+generated with a seed derived from (seed, config, chunk). A rerun skips the (config,
+problem) pairs already on disk, regenerates any chunk that is incomplete with the same seed
+and writes only its missing lines, so an interrupted run (Ctrl-C, kill -9, a crash) ends
+with exactly the samples of an uninterrupted one: none lost, none duplicated. A torn last
+line (a kill during a write) is cut off before appending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .grid import Grid
+from .tasks import Problem, Task
+
+SAMPLES = "samples.jsonl"
+MANIFEST = "manifest.json"
+# Fields that must agree between a run on disk and its resumption.
+IDENTITY = (
+    "model",
+    "task",
+    "data",
+    "data_sha256",
+    "n",
+    "max_new_tokens",
+    "seed",
+    "batch_size",
+    "limit",
+)
+
+
+@dataclass
+class GeneratedSample:
+    text: str
+    tokens: int
+    logprob_sum: float
+    logprob_mean: float
+
+
+# (prompts, decoder, n, max_new_tokens, seed, task) -> per prompt, n samples
+GenerateFn = Callable[[Sequence[str], object, int, int, int, Task], list[list[GeneratedSample]]]
+
+
+def chunk_seed(seed: int, config: str, chunk: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{config}:{chunk}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def read_records(path: Path, repair: bool = False) -> list[dict]:
+    """Records of samples.jsonl; a torn final line is dropped (and cut off when `repair`)."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        if repair:
+            with open(path, "r+b") as handle:
+                handle.truncate(cut)
+        data = data[:cut]
+    records = []
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: malformed record ({error.msg})") from None
+    return records
+
+
+def git_revision() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in ("decoptim", "torch", "transformers", "math_verify", "vllm"):
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                module = __import__(name)
+            except ImportError:
+                continue
+        found[name] = getattr(module, "__version__", "unknown")
+    return found
+
+
+def file_sha256(path: str | None) -> str | None:
+    if not path or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    path = out / MANIFEST
+    previous = json.loads(path.read_text()) if path.exists() else None
+    if previous is not None:
+        clashes = [
+            f"{k}: {previous.get(k)!r} on disk, {manifest.get(k)!r} now"
+            for k in IDENTITY
+            if previous.get(k) != manifest.get(k)
+        ]
+        if clashes:
+            raise ValueError(
+                f"{out} holds a different run; use another --out ({'; '.join(clashes)})"
+            )
+        known = {c["id"] for c in previous["configs"]}
+        manifest["configs"] = previous["configs"] + [
+            c for c in manifest["configs"] if c["id"] not in known
+        ]
+        manifest["started"] = previous.get("started", manifest["started"])
+        manifest["resumed"] = previous.get("resumed", 0) + 1
+    staging = path.with_suffix(".tmp")
+    staging.write_text(json.dumps(manifest, indent=2, default=str))
+    staging.replace(path)
+
+
+def run_grid(
+    generate: GenerateFn,
+    task: Task,
+    problems: list[Problem],
+    grid: Grid,
+    out: Path,
+    n: int,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int,
+    manifest: dict,
+    progress: bool = True,
+) -> Path:
+    """Generate and grade every missing (config, problem); returns the samples file."""
+    if n < 1 or max_new_tokens < 1 or batch_size < 1:
+        raise ValueError(
+            "n, max_new_tokens and batch_size must be >= 1, "
+            f"got {n}, {max_new_tokens}, {batch_size}"
+        )
+    if not problems:
+        raise ValueError("the task loaded no problems")
+    out.mkdir(parents=True, exist_ok=True)
+    configs = grid.configs()
+    manifest = {
+        **manifest,
+        "task": task.name,
+        "n": n,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+        "batch_size": batch_size,
+        "prompt_template": task.template(),
+        "configs": [
+            {
+                "id": cid,
+                "decoder": spec.as_dict(),
+                "temperature": tau,
+                "repr": repr(spec.build(tau)),
+            }
+            for cid, spec, tau in configs
+        ],
+        "versions": versions(),
+        "git_revision": git_revision(),
+        "command": " ".join(sys.argv),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_manifest(out, manifest)
+    samples_path = out / SAMPLES
+    done = {(r["config"], r["problem"]) for r in read_records(samples_path, repair=True)}
+    total = len(configs) * len(problems)
+    bar = _bar(total, len(done & {(c, p.id) for c, _, _ in configs for p in problems}), progress)
+    chunks = [problems[i : i + batch_size] for i in range(0, len(problems), batch_size)]
+    try:
+        for cid, spec, tau in configs:
+            decoder = spec.build(tau)
+            for index, chunk in enumerate(chunks):
+                missing = [p for p in chunk if (cid, p.id) not in done]
+                if not missing:
+                    continue
+                if bar is not None:
+                    bar.set_description(cid[:48])
+                start = time.perf_counter()
+                outputs = generate(
+                    [p.prompt for p in chunk],
+                    decoder,
+                    n,
+                    max_new_tokens,
+                    chunk_seed(seed, cid, index),
+                    task,
+                )
+                per_sample = (time.perf_counter() - start) / (len(chunk) * n)
+                lines = []
+                for problem, samples in zip(chunk, outputs, strict=True):
+                    if (cid, problem.id) in done:
+                        continue
+                    record = _record(cid, spec, tau, problem, samples, task, per_sample)
+                    lines.append(json.dumps(record) + "\n")
+                    done.add((cid, problem.id))
+                with open(samples_path, "a", encoding="utf-8") as handle:
+                    handle.write("".join(lines))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                if bar is not None:
+                    bar.update(len(lines))
+    finally:
+        if bar is not None:
+            bar.close()
+    return samples_path
+
+
+def _record(cid, spec, tau, problem, samples, task, per_sample) -> dict:
+    graded = [task.grade(problem, s.text) for s in samples]
+    return {
+        "config": cid,
+        "decoder": spec.label,
+        "temperature": tau,
+        "problem": problem.id,
+        "gold": problem.gold,
+        "seconds_per_sample": per_sample,
+        "samples": [
+            {
+                "text": s.text,
+                "answer": g.answer,
+                "correct": g.correct,
+                "tokens": s.tokens,
+                "logprob_sum": s.logprob_sum,
+                "logprob_mean": s.logprob_mean,
+            }
+            for s, g in zip(samples, graded, strict=True)
+        ],
+    }
+
+
+def _bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="problem", desc="eval", dynamic_ncols=True)
