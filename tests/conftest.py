@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 
@@ -21,4 +22,35 @@ def shared_data(name: str):
         if os.environ.get("CI"):
             raise FileNotFoundError(f"test data {path} is missing (set DECOPTIM_DATA)")
         pytest.skip(f"test data {path} not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_arith_model(tmp_path_factory):
+    """A randomly initialised model with the arith tokenizer, saved like a trained one."""
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    from decoptim.eval.arith_model import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    path = tmp_path_factory.mktemp("tiny-arith")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
     return path

@@ -1,20 +1,47 @@
 import subprocess
 import sys
 
-from decoptim.cli import DEMO_TOKENS, demo_decoders, main
+from decoptim.cli import DEMO_TOKENS, demo_decoders, demo_table, main
 
 
-def test_demo_prints_one_row_per_decoder(capsys):
-    assert main(["demo"]) == 0
-    out = capsys.readouterr().out
+def test_demo_table_has_one_row_per_decoder():
+    out = demo_table()
     for name in demo_decoders():
         assert name in out
     assert all(token in out for token in DEMO_TOKENS)
     assert "-0.000" not in out
 
 
-def test_module_entry_point_runs():
-    result = subprocess.run(
-        [sys.executable, "-m", "decoptim", "demo"], capture_output=True, text=True, timeout=120
+def test_decode_one_step_view(tiny_arith_model, capsys):
+    assert (
+        main(
+            [
+                "decode",
+                "--model",
+                str(tiny_arith_model),
+                "--prompt",
+                "Q: Mia has 3 pens.",
+                "--decoders",
+                "softmax",
+                "topk:k=2",
+                "bok:k=4,beta=1.0,lam=0.5",
+            ]
+        )
+        == 0
     )
-    assert result.returncode == 0 and "FW gap" in result.stdout
+    out = capsys.readouterr().out
+    assert "softmax" in out and "topk:k=2" in out and "|supp|" in out
+
+
+def test_report_command_and_errors(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a decoptim eval run" in capsys.readouterr().err
+
+
+def test_module_entry_point_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "decoptim", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0
+    for command in ("demo", "decode", "eval", "report", "train-arith"):
+        assert command in result.stdout
