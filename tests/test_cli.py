@@ -45,3 +45,12 @@ def test_module_entry_point_help():
     assert result.returncode == 0
     for command in ("demo", "decode", "eval", "report", "train-arith"):
         assert command in result.stdout
+
+
+def test_demo_end_to_end_small(tmp_path, capsys):
+    """What `make demo` runs, on fewer problems (trains the arith model once per machine)."""
+    assert main(["demo", "--problems", "6", "--n", "2", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "greedy accuracy on 6 problems" in out and "' Paris'" in out
+    assert "bok-tau(k=8,beta=0.05,lam=0.5)" in out
+    assert (tmp_path / "demo" / "grid" / "accuracy_vs_temperature.png").exists()
