@@ -1,0 +1,180 @@
+"""One command for the GPU machine: check every GPU path against float64, then time it.
+
+    python bench/gpu.py [--batch 64] [--vocab 151936] [--scaling]
+
+1. Correctness: each decoder's CUDA output against the same decoder in float64 on the CPU,
+   on fresh random logits, as max |q − q_ref| and the relative L1 error.
+2. Timing (median of CUDA-event timings, inputs rotated over buffers larger than L2) of
+   one decode step = probs + sample, next to: the floor (a device-to-device copy of the
+   logits), plain softmax sampling, a full-sort top-p, and a straightforward per-row
+   mirror-ascent loop with a host sync per step. Prints one table: time, GB/s (logits
+   read once), and ratios to each of those.
+`--scaling` adds the table for B ∈ {1, 8, 64, 256} × V ∈ {32k, 152k, 256k}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from datetime import date
+
+import torch
+
+import decoptim as d
+from decoptim.core.kernels import set_kernels_enabled, triton_available
+
+
+def decoders(fast: bool = True) -> dict[str, d.Decoder]:
+    v = {"validate": False}
+    return {
+        "softmax": d.Softmax(0.8, **v),
+        "top-k 50": d.TopK(50, **v),
+        "top-p 0.9": d.TopP(0.9, **v),
+        "min-p 0.1": d.MinP(0.1, **v),
+        "sparsemax": d.Sparsemax(**v),
+        "entmax 1.5": d.Entmax(1.5, **v),
+        "BoK exact top-64": d.BestOfK(8, 0.02, 0.2, weights="topm", top_m=64, **v),
+        "BoK exact prob": d.BestOfK(8, 0.02, 0.2, weights="prob", **v),
+        "BoK mirror 5": d.BestOfK(8, 0.02, 0.2, solver="mirror", **v),
+    }
+
+
+def softmax_sampling(z, generator):
+    return torch.multinomial(torch.softmax(z, -1), 1, generator=generator)
+
+
+def sorted_top_p(z, generator, p=0.9):
+    sorted_logits, order = torch.sort(z, descending=False)
+    cumulative = sorted_logits.softmax(-1).cumsum(-1)
+    remove = cumulative <= 1 - p
+    remove[..., -1] = False
+    remove = remove.scatter(-1, order, remove)
+    return torch.multinomial(
+        torch.softmax(z.masked_fill(remove, -torch.inf), -1), 1, generator=generator
+    )
+
+
+def naive_mirror(z, generator, k=8, beta=0.02, lam=0.2, steps=5):
+    """Per row, per step, with a host sync each step (a convergence check), as is common."""
+    out = []
+    for row in z:
+        p = torch.softmax(row, -1)
+        q = p.clone()
+        for _ in range(steps):
+            g = row - lam * (torch.log(q / p) + 1) + lam * beta * p * k * (1 - q) ** (k - 1)
+            q = q * torch.exp((g - g.max()) / lam)
+            q = q / q.sum()
+            if float((q - p).abs().max()) < 0:  # the host sync such loops do every step
+                break
+        out.append(torch.multinomial(q, 1, generator=generator))
+    return torch.stack(out)
+
+
+def time_ms(fn, inputs, repeats=50) -> float:
+    """Median over `repeats` calls, rotating over `inputs`, with CUDA events."""
+    for z in inputs:
+        fn(z)
+    torch.cuda.synchronize()
+    times = []
+    for i in range(repeats):
+        z = inputs[i % len(inputs)]
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(z)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def make_inputs(batch, vocab, count, seed):
+    generator = torch.Generator(device="cuda").manual_seed(seed)
+    return [torch.randn(batch, vocab, device="cuda", generator=generator) * 3 for _ in range(count)]
+
+
+def check(batch, vocab) -> list[tuple[str, float, float]]:
+    rows = []
+    z = make_inputs(batch, vocab, 1, seed=1234)[0]
+    z64 = z.double().cpu()
+    for name, decoder in decoders().items():
+        q = decoder.probs(z).double().cpu()
+        ref = decoder.probs(z64)
+        assert torch.isfinite(q).all(), name
+        err = (q - ref).abs()
+        rows.append((name, float(err.max()), float(err.sum(-1).max() / ref.abs().sum(-1).max())))
+    return rows
+
+
+def timings(batch, vocab, naive: bool) -> list[tuple[str, float]]:
+    buffers = max(2, int(3 * 50e6 // (batch * vocab * 4)) + 1)  # > L2 in total
+    inputs = make_inputs(batch, vocab, min(buffers, 8), seed=7)
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    rows = [
+        ("copy (floor)", time_ms(lambda z: z.clone(), inputs)),
+        ("softmax sampling", time_ms(lambda z: softmax_sampling(z, generator), inputs)),
+        ("full-sort top-p", time_ms(lambda z: sorted_top_p(z, generator), inputs)),
+    ]
+    if naive:
+        rows.append(("naive mirror loop", time_ms(lambda z: naive_mirror(z, generator), inputs, 5)))
+    for name, decoder in decoders().items():
+        rows.append(
+            (name, time_ms(lambda z, dec=decoder: dec.sample(z, generator=generator), inputs))
+        )
+        if name.startswith("BoK exact top"):
+            set_kernels_enabled(False)
+            rows.append(
+                (
+                    name + " (torch)",
+                    time_ms(lambda z, dec=decoder: dec.sample(z, generator=generator), inputs, 10),
+                )
+            )
+            set_kernels_enabled(True)
+    return rows
+
+
+def print_table(batch, vocab, rows):
+    floor = dict(rows)["copy (floor)"]
+    base = dict(rows)["softmax sampling"]
+    sort_p = dict(rows)["full-sort top-p"]
+    naive = dict(rows).get("naive mirror loop")
+    gbytes = batch * vocab * 4 / 1e9
+    print(f"\nB = {batch}, V = {vocab} ({gbytes * 1e3:.1f} MB of fp32 logits)")
+    head = f"{'step':26} {'ms':>9} {'GB/s':>8} {'/copy':>7} {'/softmax':>9} {'/sort-p':>8}"
+    head += f" {'/naive':>8}" if naive else ""
+    print(head)
+    print("-" * len(head))
+    for name, ms in rows:
+        line = (
+            f"{name:26} {ms:9.4f} {gbytes / (ms / 1e3):8.0f} {ms / floor:7.2f} "
+            f"{ms / base:9.2f} {ms / sort_p:8.2f}"
+        )
+        line += f" {ms / naive:8.3f}" if naive else ""
+        print(line, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--vocab", type=int, default=151_936)
+    parser.add_argument("--scaling", action="store_true")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("bench/gpu.py needs a CUDA device")
+    print(
+        f"# decoptim {d.__version__}, torch {torch.__version__}, {torch.cuda.get_device_name()}, "
+        f"triton kernels: {triton_available()}, {date.today()}"
+    )
+    print("\n## correctness against float64 (fresh random logits, B=16)")
+    print(f"{'decoder':22} {'max |q - ref|':>14} {'rel L1':>10}")
+    for name, max_err, rel in check(16, args.vocab):
+        print(f"{name:22} {max_err:14.2e} {rel:10.2e}")
+    print("\n## timing of one decode step (probs + sample)")
+    print_table(args.batch, args.vocab, timings(args.batch, args.vocab, naive=True))
+    if args.scaling:
+        for vocab in (32_000, 151_936, 256_000):
+            for batch in (1, 8, 64, 256):
+                print_table(batch, vocab, timings(batch, vocab, naive=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Best-of-K's exact solve on a small set of tokens per row, as one Triton program per row.
+
+The same algorithm as `decoptim.core.bok._coverage_roots` (monotone inflection-aware inner
+Newton nested in a bracketed outer Newton, fixed budgets), with every iterate in
+registers: one launch instead of thousands of small ones.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _pow(base, exponent):
+    # base ** exponent for base >= 0, with 0 ** 0 = 1.
+    safe = tl.where(base > 0, base, 1.0)
+    value = tl.exp(exponent * tl.log(safe))
+    return tl.where(exponent == 0, 1.0, tl.where(base > 0, value, 0.0))
+
+
+@triton.jit
+def _phi_slope(u, a, b, k):
+    e = tl.exp(u)
+    one_minus = tl.maximum(1.0 - e, 0.0)
+    phi = u - a - b * _pow(one_minus, k - 1.0)
+    slope = 1.0 + b * (k - 1.0) * _pow(one_minus, tl.maximum(k - 2.0, 0.0)) * e
+    return phi, slope
+
+
+@triton.jit
+def _inner(u, a, b, k, ITERATIONS: tl.constexpr):
+    lo = tl.minimum(a, 0.0)
+    hi = tl.minimum(a + b, 0.0)
+    u_infl = -tl.log(tl.maximum(k - 1.0, 1.0))
+    warm = tl.minimum(tl.maximum(u, lo), hi)
+    phi, slope = _phi_slope(warm, a, b, k)
+    warm_ok = ((warm <= u_infl) & (phi >= 0)) | ((warm >= u_infl) & (phi <= 0))
+    stepped = tl.minimum(tl.maximum(warm - phi / slope, lo), hi)
+    phi_s, _ = _phi_slope(stepped, a, b, k)
+    stepped_ok = ((stepped <= u_infl) & (phi_s >= 0)) | ((stepped >= u_infl) & (phi_s <= 0))
+    start = tl.minimum(tl.maximum(u_infl + 0.0 * a, lo), hi)
+    u = tl.where(warm_ok, warm, tl.where(stepped_ok, stepped, start))
+    for _ in range(ITERATIONS):
+        phi, slope = _phi_slope(u, a, b, k)
+        u = tl.minimum(tl.maximum(u - phi / slope, lo), hi)
+    return u
+
+
+@triton.jit
+def _lse(u, tail):
+    m = tl.maximum(tl.max(u, axis=0), tail)
+    return m + tl.log(tl.sum(tl.exp(u - m), axis=0) + tl.exp(tail - m))
+
+
+@triton.jit
+def _bok_head_kernel(
+    a_ptr,
+    b_ptr,
+    k_ptr,
+    tail_ptr,
+    u_ptr,
+    t_ptr,
+    logz_ptr,
+    M,
+    stride,
+    BLOCK: tl.constexpr,
+    OUTER: tl.constexpr,
+    INNER: tl.constexpr,
+):
+    row = tl.program_id(0)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < M
+    a = tl.load(a_ptr + row * stride + offs, mask=mask, other=-float("inf")).to(tl.float32)
+    b = tl.load(b_ptr + row * stride + offs, mask=mask, other=0.0).to(tl.float32)
+    k = tl.load(k_ptr + row).to(tl.float32)
+    tail = tl.load(tail_ptr + row).to(tl.float32)
+    dead = a == -float("inf")
+    b = tl.where(dead, 0.0, b)
+    a = tl.maximum(a, -1e30)
+    eps = 64 * 1.1920928955078125e-07
+
+    t_lo = _lse(a, tail)
+    t_hi = _lse(a + b, tail)
+    t = t_lo
+    u = a - t
+    last_step = t_hi - t_lo
+    before_last = last_step
+    for _ in range(OUTER):
+        u = _inner(u, a - t, b, k, INNER)
+        g = _lse(u, tail - t)
+        t_lo = tl.where(g > 0, t, t_lo)
+        t_hi = tl.where(g > 0, t_hi, t)
+        _, slope = _phi_slope(u, a - t, b, k)
+        moving = tl.where(u < 0, tl.exp(u - g) / slope, 0.0)
+        d_g = -(tl.sum(moving, axis=0) + tl.exp(tail - t - g))
+        newton = t - g / d_g
+        step = tl.abs(newton - t)
+        rounding = eps * tl.maximum(tl.abs(t), 1.0)
+        in_bracket = (newton >= t_lo - rounding) & (newton <= t_hi + rounding)
+        accept = in_bracket & ((2 * step <= before_last) | (step <= rounding))
+        following = tl.where(
+            accept, tl.minimum(tl.maximum(newton, t_lo), t_hi), 0.5 * (t_lo + t_hi)
+        )
+        before_last = last_step
+        last_step = tl.abs(following - t)
+        t = following
+    u = _inner(u, a - t, b, k, 2 * INNER)
+    log_z = _lse(u, tail - t)
+    tl.store(u_ptr + row * stride + offs, u, mask=mask)
+    tl.store(t_ptr + row, t)
+    tl.store(logz_ptr + row, log_z)
+
+
+def coverage_roots(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    k: torch.Tensor,
+    tail_lse: torch.Tensor,
+    outer: int,
+    inner: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Triton version of decoptim.core.bok._coverage_roots for a, b of shape [..., M]."""
+    shape = a.shape
+    m = shape[-1]
+    rows = a.numel() // m
+    a2 = a.reshape(rows, m).float().contiguous()
+    b2 = torch.broadcast_to(b, shape).reshape(rows, m).float().contiguous()
+    k2 = torch.broadcast_to(k, (*shape[:-1], 1)).reshape(rows).float().contiguous()
+    tail2 = torch.broadcast_to(tail_lse, (*shape[:-1], 1)).reshape(rows).float().contiguous()
+    u = torch.empty_like(a2)
+    t = torch.empty(rows, device=a.device, dtype=torch.float32)
+    log_z = torch.empty_like(t)
+    block = max(16, triton.next_power_of_2(m))
+    _bok_head_kernel[(rows,)](
+        a2,
+        b2,
+        k2,
+        tail2,
+        u,
+        t,
+        log_z,
+        m,
+        m,
+        BLOCK=block,
+        OUTER=outer,
+        INNER=inner,
+        num_warps=4 if block <= 1024 else 8,
+    )
+    return u.reshape(shape), t.reshape(*shape[:-1], 1), log_z.reshape(*shape[:-1], 1)
