@@ -58,15 +58,15 @@ def naive_mirror(z, generator, k=8, beta=0.02, lam=0.2, steps=5):
     """Per row, per step, with a host sync each step (a convergence check), as is common."""
     out = []
     for row in z:
-        p = torch.softmax(row, -1)
-        q = p.clone()
+        log_p = torch.log_softmax(row, -1)
+        log_q = log_p.clone()
         for _ in range(steps):
-            g = row - lam * (torch.log(q / p) + 1) + lam * beta * p * k * (1 - q) ** (k - 1)
-            q = q * torch.exp((g - g.max()) / lam)
-            q = q / q.sum()
-            if float((q - p).abs().max()) < 0:  # the host sync such loops do every step
+            q = log_q.exp()
+            g = row - lam * (log_q - log_p + 1) + lam * beta * log_p.exp() * k * (1 - q) ** (k - 1)
+            log_q = torch.log_softmax(log_q + g / lam, -1)
+            if float((log_q - log_p).abs().max()) < 0:  # the host sync such loops do every step
                 break
-        out.append(torch.multinomial(q, 1, generator=generator))
+        out.append(torch.multinomial(log_q.exp(), 1, generator=generator))
     return torch.stack(out)
 
 
