@@ -46,3 +46,18 @@ def test_cuda_sampling_is_reproducible():
     first = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(3))
     second = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(3))
     assert first.device.type == "cuda" and torch.equal(first, second)
+
+
+@pytest.mark.parametrize("decoder", [d.Softmax(0.8), d.TopP(0.7), d.BestOfK(8, 2.0, 0.3)], ids=repr)
+def test_cuda_sampler_follows_probs(decoder):
+    """The CUDA sampler (an exponential race) against q: chi-square with a fixed seed."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    z = random_logits(1, 20, 3, scale=1.5).cuda()
+    q = decoder.probs(z)[0].double().cpu()
+    draws = 200000
+    samples = decoder.sample(z.expand(draws, -1), generator=torch.Generator("cuda").manual_seed(1))
+    counts = torch.bincount(samples.cpu(), minlength=20).double()
+    assert counts[q == 0].sum() == 0
+    live = q > 0
+    expected = q[live] / q[live].sum() * draws
+    assert scipy_stats.chisquare(counts[live].numpy(), expected.numpy()).pvalue > 1e-3

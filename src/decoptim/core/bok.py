@@ -196,6 +196,8 @@ class BestOfK(Decoder):
 
     def _solve_exact(self, x: Tensor, parts: dict[str, Tensor]) -> Tensor:
         lam, beta, k = parts["lam"], parts["beta"], parts["k"]
+        if self.weights in ("topm", "rank") and x.dtype == torch.float32 and use_kernels(x):
+            return self._solve_exact_cuda(x, parts)
         a_full = parts["log_p"] + parts["s"] / lam - 1.0
         if isinstance(self.weights, str) and self.weights in ("topm", "rank"):
             head = self._head(parts["log_p"])
@@ -213,6 +215,26 @@ class BestOfK(Decoder):
             a_full, b, k, no_tail, self.outer_iterations, self.inner_iterations
         )
         return torch.exp(u - log_z)
+
+    def _solve_exact_cuda(self, x: Tensor, parts: dict[str, Tensor]) -> Tensor:
+        from .kernels.bok_fused import bok_topm_probs
+
+        tau = per_row("temperature", self.temperature, x).to(x.dtype)
+        one = torch.ones((), dtype=x.dtype, device=x.device)
+        beta_k = parts["beta"] * parts["k"]
+        rows_shape = (*x.shape[:-1], 1)
+        beta_k_rows = torch.broadcast_to(beta_k, rows_shape).reshape(-1, 1)
+        return bok_topm_probs(
+            x,
+            tau if self.scores == "tempered" else one,
+            tau if self.reference == "tempered" else one,
+            parts["lam"],
+            lambda head: beta_k_rows * self._head_weights(head).to(x.dtype),
+            parts["k"],
+            self.top_m,
+            self.outer_iterations,
+            self.inner_iterations,
+        )
 
     def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:
         """Frank–Wolfe gap of this objective (in float64) and infeasibility of `probs`."""

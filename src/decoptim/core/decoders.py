@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .checks import Param, check_logits, check_param, per_row, positive
+from .kernels import use_kernels
 from .problem import Certificate, SimplexProblem
 from .regularizers import Regularizer, Shannon, Tsallis
 from .solvers import SOLVERS, solve
@@ -47,6 +48,10 @@ class Decoder:
     def sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One token id per row ([...], int64), drawn from `probs(logits)`."""
         q = self.probs(logits)
+        if use_kernels(q):
+            from .kernels.sampling import sample_rows
+
+            return sample_rows(q, generator)
         flat = q.reshape(-1, q.shape[-1])
         return torch.multinomial(flat, 1, generator=generator).reshape(q.shape[:-1])
 
