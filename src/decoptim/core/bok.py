@@ -181,6 +181,8 @@ class BestOfK(Decoder):
     # -- solving -------------------------------------------------------------------------
 
     def _solve(self, x: Tensor) -> Tensor:
+        if self._fused_cuda(x):
+            return self._solve_exact_cuda(x)
         parts = self._parts(x)
         if self.solver == "mirror":
             w = self.coverage_weights(x, parts["log_p"])
@@ -196,8 +198,6 @@ class BestOfK(Decoder):
 
     def _solve_exact(self, x: Tensor, parts: dict[str, Tensor]) -> Tensor:
         lam, beta, k = parts["lam"], parts["beta"], parts["k"]
-        if self.weights in ("topm", "rank") and x.dtype == torch.float32 and use_kernels(x):
-            return self._solve_exact_cuda(x, parts)
         a_full = parts["log_p"] + parts["s"] / lam - 1.0
         if isinstance(self.weights, str) and self.weights in ("topm", "rank"):
             head = self._head(parts["log_p"])
@@ -216,21 +216,33 @@ class BestOfK(Decoder):
         )
         return torch.exp(u - log_z)
 
-    def _solve_exact_cuda(self, x: Tensor, parts: dict[str, Tensor]) -> Tensor:
+    def _fused_cuda(self, x: Tensor) -> bool:
+        """Exact solver, top-M/rank weights, float32 on CUDA: the two-pass Triton path."""
+        return (
+            self.solver == "exact"
+            and isinstance(self.weights, str)
+            and self.weights in ("topm", "rank")
+            and x.dtype == torch.float32
+            and use_kernels(x)
+        )
+
+    def _solve_exact_cuda(self, x: Tensor) -> Tensor:
         from .kernels.bok_fused import bok_topm_probs
 
         tau = per_row("temperature", self.temperature, x).to(x.dtype)
         one = torch.ones((), dtype=x.dtype, device=x.device)
-        beta_k = parts["beta"] * parts["k"]
+        lam = per_row("lam", self.lam, x).to(x.dtype)
+        k = per_row("k", self.k, x).to(x.dtype)
+        beta_k = per_row("beta", self.beta, x).to(x.dtype) * k
         rows_shape = (*x.shape[:-1], 1)
         beta_k_rows = torch.broadcast_to(beta_k, rows_shape).reshape(-1, 1)
         return bok_topm_probs(
             x,
             tau if self.scores == "tempered" else one,
             tau if self.reference == "tempered" else one,
-            parts["lam"],
+            lam,
             lambda head: beta_k_rows * self._head_weights(head).to(x.dtype),
-            parts["k"],
+            k,
             self.top_m,
             self.outer_iterations,
             self.inner_iterations,
