@@ -1,0 +1,136 @@
+"""Row-streaming kernels, each row split over several programs so that small batches still
+fill the GPU: per-split partial results are combined by a few tiny torch ops."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK = 2048
+
+
+def splits_for(rows: int, vocab: int) -> int:
+    """Programs per row: enough for ~4 programs per SM, each over at least one block."""
+    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    return max(1, min(triton.cdiv(4 * sms, rows), triton.cdiv(vocab, BLOCK)))
+
+
+@triton.jit
+def _scaled_lse_kernel(z_ptr, c_ptr, max_ptr, sum_ptr, V, stride, CHUNK, BLOCK: tl.constexpr):
+    # Per (row, split): running max m of z and Σ exp(c·(z − m)) over the split's chunk.
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    splits = tl.num_programs(1)
+    c = tl.load(c_ptr + row)
+    base = z_ptr + row.to(tl.int64) * stride
+    m = -float("inf")
+    s = 0.0
+    for start in range(split * CHUNK, tl.minimum((split + 1) * CHUNK, V), BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        z = tl.load(
+            base + offs, mask=offs < tl.minimum((split + 1) * CHUNK, V), other=-float("inf")
+        )
+        new_m = tl.maximum(m, tl.max(z, axis=0))
+        safe = tl.where(new_m == -float("inf"), 0.0, new_m)
+        s = s * tl.exp(c * (m - safe)) + tl.sum(tl.exp(c * (z - safe)), axis=0)
+        m = new_m
+    tl.store(max_ptr + row * splits + split, m)
+    tl.store(sum_ptr + row * splits + split, s)
+
+
+def scaled_logsumexp(z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(m, log Σ_v exp(c·(z_v − m))) per row of z [rows, V]; m = max z, c [rows] > 0."""
+    rows, vocab = z.shape
+    splits = splits_for(rows, vocab)
+    chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
+    maxes = torch.empty(rows, splits, device=z.device, dtype=torch.float32)
+    sums = torch.empty_like(maxes)
+    _scaled_lse_kernel[(rows, splits)](
+        z, c, maxes, sums, vocab, vocab, chunk, BLOCK=BLOCK, num_warps=4
+    )
+    m = maxes.amax(1, keepdim=True)
+    scale = torch.exp(c[:, None] * torch.where(maxes > -torch.inf, maxes - m, -torch.inf))
+    return m, torch.log((sums * scale).sum(1, keepdim=True))
+
+
+@triton.jit
+def _exp_affine_kernel(
+    z_ptr, c_ptr, m_ptr, shift_ptr, q_ptr, V, stride, CHUNK, BLOCK: tl.constexpr
+):
+    # q = exp(c·(z − m) − shift) over the split's chunk.
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    c = tl.load(c_ptr + row)
+    m = tl.load(m_ptr + row)
+    shift = tl.load(shift_ptr + row)
+    base = row.to(tl.int64) * stride
+    end = tl.minimum((split + 1) * CHUNK, V)
+    for start in range(split * CHUNK, end, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < end
+        z = tl.load(z_ptr + base + offs, mask=mask, other=-float("inf"))
+        tl.store(q_ptr + base + offs, tl.exp(c * (z - m) - shift), mask=mask)
+
+
+def exp_affine(
+    z: torch.Tensor, c: torch.Tensor, m: torch.Tensor, shift: torch.Tensor
+) -> torch.Tensor:
+    rows, vocab = z.shape
+    splits = splits_for(rows, vocab)
+    chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
+    q = torch.empty_like(z)
+    _exp_affine_kernel[(rows, splits)](
+        z,
+        c.contiguous(),
+        m.reshape(rows).contiguous(),
+        shift.reshape(rows).contiguous(),
+        q,
+        vocab,
+        vocab,
+        chunk,
+        BLOCK=BLOCK,
+        num_warps=4,
+    )
+    return q
+
+
+@triton.jit
+def _race_kernel(q_ptr, key_ptr, index_ptr, seed_ptr, V, stride, CHUNK, BLOCK: tl.constexpr):
+    # Per (row, split): the best q_v / E_v, E_v ~ Exp(1), and its index.
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    splits = tl.num_programs(1)
+    seed = tl.load(seed_ptr)
+    base = q_ptr + row.to(tl.int64) * stride
+    end = tl.minimum((split + 1) * CHUNK, V)
+    best_key = -1.0
+    best_index = 0
+    for start in range(split * CHUNK, end, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < end
+        q = tl.load(base + offs, mask=mask, other=0.0)
+        u = tl.rand(seed, row * V + offs)
+        # q > 0 with E = 0 gives +inf (that token wins, as it should); q = 0 never wins.
+        key = tl.where(q > 0, q / -tl.log(1.0 - u), -1.0)
+        block_best = tl.max(key, axis=0)
+        block_index = tl.argmax(key, axis=0) + start
+        better = block_best > best_key
+        best_index = tl.where(better, block_index, best_index)
+        best_key = tl.where(better, block_best, best_key)
+    tl.store(key_ptr + row * splits + split, best_key)
+    tl.store(index_ptr + row * splits + split, best_index)
+
+
+def race_sample(q: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of q [rows, V] (float32, CUDA), distributed as q."""
+    rows, vocab = q.shape
+    splits = splits_for(rows, vocab)
+    chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
+    seed = torch.randint(0, 2**31 - 1, (1,), device=q.device, generator=generator)
+    keys = torch.empty(rows, splits, device=q.device, dtype=torch.float32)
+    indices = torch.empty(rows, splits, device=q.device, dtype=torch.int64)
+    _race_kernel[(rows, splits)](
+        q, keys, indices, seed, vocab, vocab, chunk, BLOCK=BLOCK, num_warps=4
+    )
+    return indices.gather(1, keys.argmax(1, keepdim=True)).squeeze(1)
