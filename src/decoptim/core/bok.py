@@ -229,21 +229,23 @@ class BestOfK(Decoder):
     def _solve_exact_cuda(self, x: Tensor) -> Tensor:
         from .kernels.bok_fused import bok_topm_probs
 
-        tau = per_row("temperature", self.temperature, x).to(x.dtype)
-        one = torch.ones((), dtype=x.dtype, device=x.device)
-        lam = per_row("lam", self.lam, x).to(x.dtype)
-        k = per_row("k", self.k, x).to(x.dtype)
-        beta_k = per_row("beta", self.beta, x).to(x.dtype) * k
-        rows_shape = (*x.shape[:-1], 1)
-        beta_k_rows = torch.broadcast_to(beta_k, rows_shape).reshape(-1, 1)
+        def row_values(name: str, value: Param) -> Tensor:
+            v = per_row(name, value, x).to(x.dtype)
+            return v.squeeze(-1) if v.dim() else v
+
+        tau = row_values("temperature", self.temperature)
+        tau_s = tau if self.scores == "tempered" else torch.ones_like(tau)
+        tau_p = tau if self.reference == "tempered" else torch.ones_like(tau)
+        k = row_values("k", self.k)
+        c = 1.0 / tau_p + 1.0 / (row_values("lam", self.lam) * tau_s)
+        beta_k = row_values("beta", self.beta) * k
         return bok_topm_probs(
             x,
-            tau if self.scores == "tempered" else one,
-            tau if self.reference == "tempered" else one,
-            lam,
-            lambda head: beta_k_rows * self._head_weights(head).to(x.dtype),
+            c,
+            beta_k,
             k,
             self.top_m,
+            self.weights == "rank",
             self.outer_iterations,
             self.inner_iterations,
         )

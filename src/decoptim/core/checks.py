@@ -7,6 +7,7 @@ which `validate=False` skips for hot loops whose inputs are already trusted.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -119,7 +120,7 @@ def per_row(name: str, value: Param, x: Tensor) -> Tensor:
     """
     if not isinstance(value, Tensor):
         dtype = torch.int64 if isinstance(value, int) else x.dtype
-        return torch.tensor(value, dtype=dtype, device=x.device)
+        return _scalar(value, dtype, x.device)
     rows = x.shape[:-1]
     if value.numel() != 1 and tuple(value.shape) != tuple(rows):
         raise ValueError(
@@ -129,6 +130,13 @@ def per_row(name: str, value: Param, x: Tensor) -> Tensor:
     dtype = value.dtype if not value.is_floating_point() else x.dtype
     value = value.to(device=x.device, dtype=dtype)
     return value.reshape(()) if value.numel() == 1 else value.unsqueeze(-1)
+
+
+@functools.lru_cache(maxsize=1024)
+def _scalar(value: float | int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    # Made once per (value, dtype, device): building a device tensor from a Python number
+    # copies from host memory, which would stall every decode step on a GPU.
+    return torch.tensor(value, dtype=dtype, device=device)
 
 
 def max_int(value: Param) -> int:

@@ -13,46 +13,35 @@ from __future__ import annotations
 
 import torch
 
-from .bok_head import coverage_roots
-from .streaming import exp_affine, scaled_logsumexp
+from .bok_head import topm_head
+from .streaming import exp_affine, scaled_logsumexp_partials
 
 
 def bok_topm_probs(
     z: torch.Tensor,
-    tau_scores: torch.Tensor,
-    tau_reference: torch.Tensor,
-    lam: torch.Tensor,
-    b_head_of: callable,
+    c: torch.Tensor,
+    beta_k: torch.Tensor,
     k: torch.Tensor,
     top_m: int,
+    rank: bool,
     outer: int,
     inner: int,
 ) -> torch.Tensor:
-    """q for logits z ([..., V], CUDA); per-row parameters broadcast as [..., 1] or scalars.
-
-    `b_head_of(head)` maps the head indices ([rows, M]) to b = βKw on them.
-    """
+    """q for logits z ([..., V], CUDA); c, βK and K are per row ([...] or 0-d)."""
     shape = z.shape
     vocab = shape[-1]
     flat = z.reshape(-1, vocab).float().contiguous()
     rows = flat.shape[0]
 
     def per_row(value: torch.Tensor) -> torch.Tensor:
-        return torch.broadcast_to(value.to(flat), (*shape[:-1], 1)).reshape(rows).contiguous()
+        return torch.broadcast_to(value.to(flat), shape[:-1]).reshape(rows).contiguous()
 
-    c = per_row(1.0 / tau_reference + 1.0 / (lam * tau_scores))
+    c, beta_k, k = per_row(c), per_row(beta_k), per_row(k)
     # A_v = log p_v + s_v/λ − 1 = c·z_v + (a row constant). Row constants only move t, so
     # A is taken as c·(z_v − max z): no large numbers cancel in float32.
-    z_max, lse_a = scaled_logsumexp(flat, c)
-    m = min(top_m, vocab)
-    z_head, head = torch.topk(flat, m, dim=-1)
-    a_head = c[:, None] * (z_head - z_max)
-    head_lse = torch.logsumexp(a_head, -1, keepdim=True)
-    # The tail's mass is the total minus the head's; it is tiny whenever the head dominates,
-    # and its rounding error then moves no probability by more than float32 resolution.
-    tail_lse = lse_a + torch.log1p(-torch.exp(torch.clamp(head_lse - lse_a, max=0.0)))
-    k_rows = torch.broadcast_to(k.to(flat), (*shape[:-1], 1)).reshape(rows, 1)
-    u, t, log_z = coverage_roots(a_head, b_head_of(head), k_rows, tail_lse, outer, inner)
-    q = exp_affine(flat, c, z_max, t + log_z)
-    q.scatter_(-1, head, torch.exp(u - log_z))
+    maxes, sums = scaled_logsumexp_partials(flat, c)
+    z_head, head = torch.topk(flat, min(top_m, vocab), dim=-1)
+    q_head, z_max, shift = topm_head(z_head, maxes, sums, c, beta_k, k, rank, outer, inner)
+    q = exp_affine(flat, c, z_max, shift)
+    q.scatter_(-1, head, q_head)
     return q.reshape(shape)

@@ -55,32 +55,11 @@ def _lse(u, tail):
 
 
 @triton.jit
-def _bok_head_kernel(
-    a_ptr,
-    b_ptr,
-    k_ptr,
-    tail_ptr,
-    u_ptr,
-    t_ptr,
-    logz_ptr,
-    M,
-    stride,
-    BLOCK: tl.constexpr,
-    OUTER: tl.constexpr,
-    INNER: tl.constexpr,
-):
-    row = tl.program_id(0)
-    offs = tl.arange(0, BLOCK)
-    mask = offs < M
-    a = tl.load(a_ptr + row * stride + offs, mask=mask, other=-float("inf")).to(tl.float32)
-    b = tl.load(b_ptr + row * stride + offs, mask=mask, other=0.0).to(tl.float32)
-    k = tl.load(k_ptr + row).to(tl.float32)
-    tail = tl.load(tail_ptr + row).to(tl.float32)
+def _solve_row(a, b, k, tail, OUTER: tl.constexpr, INNER: tl.constexpr):
     dead = a == -float("inf")
     b = tl.where(dead, 0.0, b)
     a = tl.maximum(a, -1e30)
     eps = 64 * 1.1920928955078125e-07
-
     t_lo = _lse(a, tail)
     t_hi = _lse(a + b, tail)
     t = t_lo
@@ -107,10 +86,116 @@ def _bok_head_kernel(
         last_step = tl.abs(following - t)
         t = following
     u = _inner(u, a - t, b, k, 2 * INNER)
-    log_z = _lse(u, tail - t)
+    return u, t, _lse(u, tail - t)
+
+
+@triton.jit
+def _bok_head_kernel(
+    a_ptr,
+    b_ptr,
+    k_ptr,
+    tail_ptr,
+    u_ptr,
+    t_ptr,
+    logz_ptr,
+    M,
+    stride,
+    BLOCK: tl.constexpr,
+    OUTER: tl.constexpr,
+    INNER: tl.constexpr,
+):
+    row = tl.program_id(0)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < M
+    a = tl.load(a_ptr + row * stride + offs, mask=mask, other=-float("inf")).to(tl.float32)
+    b = tl.load(b_ptr + row * stride + offs, mask=mask, other=0.0).to(tl.float32)
+    k = tl.load(k_ptr + row).to(tl.float32)
+    tail = tl.load(tail_ptr + row).to(tl.float32)
+    u, t, log_z = _solve_row(a, b, k, tail, OUTER, INNER)
     tl.store(u_ptr + row * stride + offs, u, mask=mask)
     tl.store(t_ptr + row, t)
     tl.store(logz_ptr + row, log_z)
+
+
+@triton.jit
+def _bok_topm_head_kernel(
+    zhead_ptr,
+    maxes_ptr,
+    sums_ptr,
+    c_ptr,
+    betak_ptr,
+    k_ptr,
+    qhead_ptr,
+    zmax_ptr,
+    shift_ptr,
+    M,
+    SPLITS,
+    BLOCK: tl.constexpr,
+    SPLIT_BLOCK: tl.constexpr,
+    RANK: tl.constexpr,
+    OUTER: tl.constexpr,
+    INNER: tl.constexpr,
+):
+    # Combine the split partials of LSE(c·(z − max z)), form the head's a and the tail's
+    # log-mass, solve, and write q on the head and the tail's exponent shift.
+    row = tl.program_id(0)
+    c = tl.load(c_ptr + row)
+    split_offs = tl.arange(0, SPLIT_BLOCK)
+    split_mask = split_offs < SPLITS
+    maxes = tl.load(maxes_ptr + row * SPLITS + split_offs, mask=split_mask, other=-float("inf"))
+    sums = tl.load(sums_ptr + row * SPLITS + split_offs, mask=split_mask, other=0.0)
+    z_max = tl.max(maxes, axis=0)
+    scale = tl.where(maxes > -float("inf"), tl.exp(c * (maxes - z_max)), 0.0)
+    lse_all = tl.log(tl.sum(sums * scale, axis=0))
+    offs = tl.arange(0, BLOCK)
+    mask = offs < M
+    z_head = tl.load(zhead_ptr + row * M + offs, mask=mask, other=-float("inf"))
+    a = c * (z_head - z_max)
+    head_max = tl.max(a, axis=0)
+    head_lse = head_max + tl.log(tl.sum(tl.exp(a - head_max), axis=0))
+    # The tail's mass is the total minus the head's: tiny whenever the head dominates, and
+    # its rounding error then moves no probability by more than float32 resolution.
+    gap = tl.minimum(head_lse - lse_all, 0.0)
+    tail = lse_all + tl.log(tl.maximum(-tl.exp(gap) + 1.0, 0.0))
+    if RANK:  # noqa: SIM108 (a compile-time branch in a Triton kernel)
+        weight = 1.0 - offs.to(tl.float32) / M
+    else:
+        weight = tl.where(mask, 1.0, 0.0)
+    b = tl.load(betak_ptr + row) * weight
+    k = tl.load(k_ptr + row)
+    u, t, log_z = _solve_row(a, b, k, tail, OUTER, INNER)
+    tl.store(qhead_ptr + row * M + offs, tl.exp(u - log_z), mask=mask)
+    tl.store(zmax_ptr + row, z_max)
+    tl.store(shift_ptr + row, t + log_z)
+
+
+def topm_head(z_head, maxes, sums, c, beta_k, k, rank: bool, outer: int, inner: int):
+    """q on the head tokens, max z and the tail shift, from raw per-row inputs."""
+    rows, m = z_head.shape
+    splits = maxes.shape[1]
+    q_head = torch.empty_like(z_head)
+    z_max = torch.empty(rows, device=z_head.device, dtype=torch.float32)
+    shift = torch.empty_like(z_max)
+    _bok_topm_head_kernel[(rows,)](
+        z_head.contiguous(),
+        maxes,
+        sums,
+        c,
+        beta_k,
+        k,
+        q_head,
+        z_max,
+        shift,
+        m,
+        splits,
+        BLOCK=max(16, triton.next_power_of_2(m)),
+        SPLIT_BLOCK=max(16, triton.next_power_of_2(splits)),
+        RANK=rank,
+        OUTER=outer,
+        INNER=inner,
+        num_warps=4,
+    )
+    return q_head, z_max, shift
 
 
 def coverage_roots(

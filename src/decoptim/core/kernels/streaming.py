@@ -39,8 +39,10 @@ def _scaled_lse_kernel(z_ptr, c_ptr, max_ptr, sum_ptr, V, stride, CHUNK, BLOCK: 
     tl.store(sum_ptr + row * splits + split, s)
 
 
-def scaled_logsumexp(z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(m, log Σ_v exp(c·(z_v − m))) per row of z [rows, V]; m = max z, c [rows] > 0."""
+def scaled_logsumexp_partials(
+    z: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per (row, split) of z [rows, V]: the max m of z and Σ exp(c·(z − m)) over the split."""
     rows, vocab = z.shape
     splits = splits_for(rows, vocab)
     chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
@@ -49,9 +51,7 @@ def scaled_logsumexp(z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, to
     _scaled_lse_kernel[(rows, splits)](
         z, c, maxes, sums, vocab, vocab, chunk, BLOCK=BLOCK, num_warps=4
     )
-    m = maxes.amax(1, keepdim=True)
-    scale = torch.exp(c[:, None] * torch.where(maxes > -torch.inf, maxes - m, -torch.inf))
-    return m, torch.log((sums * scale).sum(1, keepdim=True))
+    return maxes, sums
 
 
 @triton.jit
