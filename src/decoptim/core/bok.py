@@ -204,7 +204,7 @@ class BestOfK(Decoder):
             a_head = a_full.gather(-1, head)
             b_head = beta * k * self._head_weights(head).to(x.dtype)
             tail_lse = torch.logsumexp(a_full.scatter(-1, head, -torch.inf), -1, keepdim=True)
-            u, t, log_z = _roots_for(x)(
+            u, t, log_z = _coverage_roots(
                 a_head, b_head, k, tail_lse, self.outer_iterations, self.inner_iterations
             )
             q = torch.exp(a_full - t - log_z)
@@ -322,15 +322,6 @@ _BUDGETS = ((0.5, (8, 4)), (4.0, (10, 5)), (32.0, (12, 6)), (float("inf"), (15, 
 
 def _newton_budget(slope_bound: float) -> tuple[int, int]:
     return next(budget for bound, budget in _BUDGETS if slope_bound <= bound)
-
-
-def _roots_for(x: Tensor):
-    """The Triton head solve for float32 CUDA rows, else the torch reference."""
-    if x.dtype == torch.float32 and use_kernels(x):
-        from .kernels.bok_head import coverage_roots
-
-        return coverage_roots
-    return _coverage_roots
 
 
 def _phi_and_slope(u: Tensor, a: Tensor, b: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:

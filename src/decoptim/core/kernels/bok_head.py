@@ -1,4 +1,4 @@
-"""Best-of-K's exact solve on a small set of tokens per row, as one Triton program per row.
+"""Best-of-K's exact solve on the top-M tokens of each row, as one Triton program per row.
 
 The same algorithm as `decoptim.core.bok._coverage_roots` (monotone inflection-aware inner
 Newton nested in a bracketed outer Newton, fixed budgets), with every iterate in
@@ -90,34 +90,6 @@ def _solve_row(a, b, k, tail, OUTER: tl.constexpr, INNER: tl.constexpr):
 
 
 @triton.jit
-def _bok_head_kernel(
-    a_ptr,
-    b_ptr,
-    k_ptr,
-    tail_ptr,
-    u_ptr,
-    t_ptr,
-    logz_ptr,
-    M,
-    stride,
-    BLOCK: tl.constexpr,
-    OUTER: tl.constexpr,
-    INNER: tl.constexpr,
-):
-    row = tl.program_id(0)
-    offs = tl.arange(0, BLOCK)
-    mask = offs < M
-    a = tl.load(a_ptr + row * stride + offs, mask=mask, other=-float("inf")).to(tl.float32)
-    b = tl.load(b_ptr + row * stride + offs, mask=mask, other=0.0).to(tl.float32)
-    k = tl.load(k_ptr + row).to(tl.float32)
-    tail = tl.load(tail_ptr + row).to(tl.float32)
-    u, t, log_z = _solve_row(a, b, k, tail, OUTER, INNER)
-    tl.store(u_ptr + row * stride + offs, u, mask=mask)
-    tl.store(t_ptr + row, t)
-    tl.store(logz_ptr + row, log_z)
-
-
-@triton.jit
 def _bok_topm_head_kernel(
     zhead_ptr,
     maxes_ptr,
@@ -196,41 +168,3 @@ def topm_head(z_head, maxes, sums, c, beta_k, k, rank: bool, outer: int, inner: 
         num_warps=4,
     )
     return q_head, z_max, shift
-
-
-def coverage_roots(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    k: torch.Tensor,
-    tail_lse: torch.Tensor,
-    outer: int,
-    inner: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Triton version of decoptim.core.bok._coverage_roots for a, b of shape [..., M]."""
-    shape = a.shape
-    m = shape[-1]
-    rows = a.numel() // m
-    a2 = a.reshape(rows, m).float().contiguous()
-    b2 = torch.broadcast_to(b, shape).reshape(rows, m).float().contiguous()
-    k2 = torch.broadcast_to(k, (*shape[:-1], 1)).reshape(rows).float().contiguous()
-    tail2 = torch.broadcast_to(tail_lse, (*shape[:-1], 1)).reshape(rows).float().contiguous()
-    u = torch.empty_like(a2)
-    t = torch.empty(rows, device=a.device, dtype=torch.float32)
-    log_z = torch.empty_like(t)
-    block = max(16, triton.next_power_of_2(m))
-    _bok_head_kernel[(rows,)](
-        a2,
-        b2,
-        k2,
-        tail2,
-        u,
-        t,
-        log_z,
-        m,
-        m,
-        BLOCK=block,
-        OUTER=outer,
-        INNER=inner,
-        num_warps=4 if block <= 1024 else 8,
-    )
-    return u.reshape(shape), t.reshape(*shape[:-1], 1), log_z.reshape(*shape[:-1], 1)
