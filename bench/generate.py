@@ -1,0 +1,102 @@
+"""End to end: how much does a decoptim decoder slow down `model.generate`?
+
+    python bench/generate.py [--batch 64] [--new-tokens 128] [--prompt-tokens 32]
+
+Builds a model with SmolLM2-135M-Instruct's architecture (Llama, 30 layers, width 576,
+vocabulary 49,152) with random weights, and times `generate` with plain sampling (neutral
+generation config, no processor) against the same call with a `DecoderLogitsProcessor`
+for several decoders. With no EOS token every run has the same length. Prints the time
+per call (median of 3 after a warm-up) and the slowdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList
+
+import decoptim as d
+from decoptim.integrations.transformers import DecoderLogitsProcessor, neutral_generation_config
+
+SMOLLM2_135M = dict(
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    max_position_embeddings=8192,
+    rms_norm_eps=1e-5,
+    rope_theta=100000.0,
+    tie_word_embeddings=True,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=2,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M)).to(device, dtype).eval()
+    prompts = torch.randint(3, 49152, (args.batch, args.prompt_tokens), device=device)
+    # No EOS token: every run generates exactly new_tokens tokens, so times compare.
+    config = neutral_generation_config(
+        model.generation_config, max_new_tokens=args.new_tokens, pad_token_id=2, eos_token_id=None
+    )
+    cases = {
+        "plain sampling": None,
+        "Softmax(1.0)": d.Softmax(1.0, validate=False),
+        "TopP(0.9)": d.TopP(0.9, validate=False),
+        "MinP(0.1)": d.MinP(0.1, validate=False),
+        "BoK exact top-64": d.BestOfK(8, 0.02, 0.2, weights="topm", top_m=64, validate=False),
+        "BoK mirror 5": d.BestOfK(8, 0.02, 0.2, solver="mirror", validate=False),
+        "BoK exact prob": d.BestOfK(8, 0.02, 0.2, validate=False),
+    }
+    print(
+        f"# {device} {torch.cuda.get_device_name() if device == 'cuda' else ''}, torch "
+        f"{torch.__version__}; SmolLM2-135M architecture, random weights, {dtype}; batch "
+        f"{args.batch}, {args.prompt_tokens} prompt + {args.new_tokens} new tokens"
+    )
+    results = {}
+    for name, decoder in cases.items():
+        processors = LogitsProcessorList([DecoderLogitsProcessor(decoder)] if decoder else [])
+        times = []
+        for repeat in range(args.repeats + 1):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            with torch.no_grad():
+                out = model.generate(
+                    prompts,
+                    attention_mask=torch.ones_like(prompts),
+                    generation_config=config,
+                    logits_processor=processors,
+                )
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if repeat:  # the first call warms up kernels and caches
+                times.append(time.perf_counter() - start)
+        assert out.shape[1] == args.prompt_tokens + args.new_tokens
+        results[name] = statistics.median(times)
+    base = results["plain sampling"]
+    print(f"{'decoder':20} {'s / generate':>13} {'ms / step':>10} {'slowdown':>9}")
+    for name, seconds in results.items():
+        print(
+            f"{name:20} {seconds:13.3f} {1e3 * seconds / args.new_tokens:10.2f} "
+            f"{100 * (seconds / base - 1):+8.1f}%"
+        )
+
+
+if __name__ == "__main__":
+    main()
