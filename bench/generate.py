@@ -6,7 +6,8 @@ Builds a model with SmolLM2-135M-Instruct's architecture (Llama, 30 layers, widt
 vocabulary 49,152) with random weights, and times `generate` with plain sampling (neutral
 generation config, no processor) against the same call with a `DecoderLogitsProcessor`
 for several decoders. With no EOS token every run has the same length. Prints the time
-per call (median of 3 after a warm-up) and the slowdown.
+per call (median of --repeats rounds, run round-robin after a warm-up round), the
+slowdown and the spread (max − min over median) of each.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prompt-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -68,11 +69,14 @@ def main() -> None:
         f"{torch.__version__}; SmolLM2-135M architecture, random weights, {dtype}; batch "
         f"{args.batch}, {args.prompt_tokens} prompt + {args.new_tokens} new tokens"
     )
-    results = {}
-    for name, decoder in cases.items():
-        processors = LogitsProcessorList([DecoderLogitsProcessor(decoder)] if decoder else [])
-        times = []
-        for repeat in range(args.repeats + 1):
+    processors = {
+        name: LogitsProcessorList([DecoderLogitsProcessor(dec)] if dec else [])
+        for name, dec in cases.items()
+    }
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    # Round-robin over the decoders, so that drift in the machine's speed hits all alike.
+    for repeat in range(args.repeats + 1):
+        for name in cases:
             if device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -81,20 +85,21 @@ def main() -> None:
                     prompts,
                     attention_mask=torch.ones_like(prompts),
                     generation_config=config,
-                    logits_processor=processors,
+                    logits_processor=processors[name],
                 )
             if device == "cuda":
                 torch.cuda.synchronize()
-            if repeat:  # the first call warms up kernels and caches
-                times.append(time.perf_counter() - start)
-        assert out.shape[1] == args.prompt_tokens + args.new_tokens
-        results[name] = statistics.median(times)
+            assert out.shape[1] == args.prompt_tokens + args.new_tokens
+            if repeat:  # the first round warms up kernels and caches
+                times[name].append(time.perf_counter() - start)
+    results = {name: statistics.median(values) for name, values in times.items()}
+    spread = {name: (max(v) - min(v)) / statistics.median(v) for name, v in times.items()}
     base = results["plain sampling"]
-    print(f"{'decoder':20} {'s / generate':>13} {'ms / step':>10} {'slowdown':>9}")
+    print(f"{'decoder':20} {'s / generate':>13} {'ms / step':>10} {'slowdown':>9} {'spread':>7}")
     for name, seconds in results.items():
         print(
             f"{name:20} {seconds:13.3f} {1e3 * seconds / args.new_tokens:10.2f} "
-            f"{100 * (seconds / base - 1):+8.1f}%"
+            f"{100 * (seconds / base - 1):+8.1f}% {100 * spread[name]:6.1f}%"
         )
 
 
