@@ -25,28 +25,38 @@ def shared_data(name: str):
     return path
 
 
+def tiny_llama(vocab_size: int, hidden: int = 32, layers: int = 1, **ids):
+    """A small randomly initialised Llama (seeded), for fast unit tests."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        **ids,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
 @pytest.fixture(scope="session")
 def tiny_arith_model(tmp_path_factory):
     """A randomly initialised model with the arith tokenizer, saved like a trained one."""
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import GenerationConfig
 
     from decoptim.eval.arith_model import build_tokenizer
 
     tokenizer = build_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
+    model = tiny_llama(
+        len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )

@@ -7,10 +7,11 @@ import torch
 import decoptim as d
 
 transformers = pytest.importorskip("transformers")
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, LogitsProcessorList  # noqa: E402
+from transformers import GenerationConfig, LogitsProcessorList  # noqa: E402
 
 from decoptim.integrations import transformers as dt  # noqa: E402
 from decoptim.pipelines.selection import self_consistency  # noqa: E402
+from tests.conftest import tiny_llama  # noqa: E402
 
 DECODERS = [
     d.Softmax(0.7),
@@ -25,20 +26,7 @@ DECODERS = [
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(64, layers=2, bos_token_id=1, eos_token_id=2, pad_token_id=0)
     with torch.no_grad():
         model.lm_head.weight.mul_(8.0)  # peaked logits, so truncation actually bites
     return model

