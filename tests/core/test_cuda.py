@@ -61,3 +61,26 @@ def test_cuda_sampler_follows_probs(decoder):
     live = q > 0
     expected = q[live] / q[live].sum() * draws
     assert scipy_stats.chisquare(counts[live].numpy(), expected.numpy()).pvalue > 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(weights="rank", top_m=16),
+        dict(weights="topm", top_m=8, scores="raw"),
+        dict(weights="topm", top_m=32, reference="raw", temperature=0.7),
+    ],
+    ids=repr,
+)
+def test_fused_bok_per_row_parameters_equal_cpu(kwargs):
+    z = random_logits(4, 5000, 5)
+    z[0, :10] = -torch.inf  # masked tokens
+    per_row = dict(
+        k=torch.tensor([1, 4, 8, 16]),
+        beta=torch.tensor([0.0, 0.5, 2.0, 20.0]),
+        lam=torch.tensor([0.1, 0.3, 1.0, 2.0]),
+    )
+    decoder = d.BestOfK(**per_row, **kwargs)
+    q_gpu = decoder.probs(z.cuda()).cpu()
+    torch.testing.assert_close(q_gpu, decoder.probs(z), atol=2e-6, rtol=1e-4)
+    assert (q_gpu[0, :10] == 0).all()
