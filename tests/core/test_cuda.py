@@ -20,6 +20,8 @@ DECODERS = [
     d.Sparsemax(),
     d.Entmax(1.5),
     d.Entmax(1.3),
+    d.TopP(torch.tensor([0.5, 0.9] * 8), temperature=torch.tensor([0.7, 1.3] * 8)),
+    d.Sparsemax(torch.tensor([0.5, 2.0] * 8)),
     d.BestOfK(8, 0.02, 0.2),
     d.BestOfK(8, 0.02, 0.2, solver="mirror"),
     d.BestOfK(8, 2.0, 0.2, weights="topm", top_m=64),
@@ -84,3 +86,19 @@ def test_fused_bok_per_row_parameters_equal_cpu(kwargs):
     q_gpu = decoder.probs(z.cuda()).cpu()
     torch.testing.assert_close(q_gpu, decoder.probs(z), atol=2e-6, rtol=1e-4)
     assert (q_gpu[0, :10] == 0).all()
+
+
+def test_kernel_paths_handle_ties_and_masked_tokens():
+    z = torch.tensor([[3.0, 1.0, 1.0, 1.0, 0.0, -torch.inf], [0.0] * 5 + [-torch.inf]])
+    for decoder in (d.TopP(0.7), d.Sparsemax(), d.Entmax(1.5), d.Entmax(1.2)):
+        torch.testing.assert_close(
+            decoder.probs(z.cuda()).cpu(), decoder.probs(z), atol=2e-6, rtol=0
+        )
+    assert (d.TopP(0.7).probs(z.cuda()).cpu()[0] > 0).tolist() == [
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]

@@ -102,7 +102,23 @@ class SimplexDecoder(Decoder):
         return SimplexProblem(x, tau, self.regularizer, self.support.mask(x / tau))
 
     def _solve(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.float32 and use_kernels(x):
+            fast = self._solve_cuda(x)
+            if fast is not None:
+                return fast
         return solve(self.problem(x), self.solver)
+
+    def _solve_cuda(self, x: Tensor) -> Tensor | None:
+        """The one-program-per-row Triton kernels, for the problems they cover."""
+        from .kernels.threshold import tsallis_probs, top_p_probs
+
+        tau = per_row("temperature", self.temperature, x).to(x.dtype)
+        reg, support = self.regularizer, self.support
+        if type(reg) is Tsallis and type(support) is Full and self.solver in ("auto", "bisect"):
+            return tsallis_probs(x, tau, reg.alpha)
+        if type(reg) is Shannon and type(support) is TopPSupport:
+            return top_p_probs(x, tau, per_row("p", support.p, x).to(x.dtype))
+        return None
 
     def __repr__(self) -> str:
         return (
