@@ -110,7 +110,7 @@ class SimplexDecoder(Decoder):
 
     def _solve_cuda(self, x: Tensor) -> Tensor | None:
         """The one-program-per-row Triton kernels, for the problems they cover."""
-        from .kernels.threshold import tsallis_probs, top_p_probs
+        from .kernels.threshold import top_p_probs, tsallis_probs
 
         tau = per_row("temperature", self.temperature, x).to(x.dtype)
         reg, support = self.regularizer, self.support
