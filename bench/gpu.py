@@ -9,7 +9,7 @@
    logits), plain softmax sampling, a full-sort top-p, and a straightforward per-row
    mirror-ascent loop with a host sync per step. Prints one table: time, GB/s (logits
    read once), and ratios to each of those.
-`--scaling` adds the table for B ∈ {1, 8, 64, 256} × V ∈ {32k, 152k, 256k}.
+`--scaling` adds a table of milliseconds for B ∈ {1, 8, 64, 256} × V ∈ {32k, 152k, 256k}.
 """
 
 from __future__ import annotations
@@ -171,9 +171,35 @@ def main() -> None:
     print("\n## timing of one decode step (probs + sample)")
     print_table(args.batch, args.vocab, timings(args.batch, args.vocab, naive=True))
     if args.scaling:
-        for vocab in (32_000, 151_936, 256_000):
-            for batch in (1, 8, 64, 256):
-                print_table(batch, vocab, timings(batch, vocab, naive=False))
+        scaling_table()
+
+
+SCALING = ["softmax", "top-p 0.9", "min-p 0.1", "sparsemax", "entmax 1.5",
+           "BoK exact top-64", "BoK mirror 5", "BoK exact prob"]  # fmt: skip
+
+
+def scaling_table() -> None:
+    """Milliseconds per decode step for B ∈ {1, 8, 64, 256} × V ∈ {32k, 152k, 256k}."""
+    table = decoders()
+    print("\n## scaling: ms per decode step (probs + sample)\n")
+    print("| V | B | copy | softmax sampling | full-sort top-p | " + " | ".join(SCALING) + " |")
+    print("|---" * (5 + len(SCALING)) + "|")
+    for vocab in (32_000, 151_936, 256_000):
+        for batch in (1, 8, 64, 256):
+            buffers = max(2, min(8, int(3 * 50e6 // (batch * vocab * 4)) + 1))
+            inputs = make_inputs(batch, vocab, buffers, seed=7)
+            generator = torch.Generator(device="cuda").manual_seed(0)
+            cells = [
+                time_ms(lambda z: z.clone(), inputs),
+                time_ms(lambda z, g=generator: softmax_sampling(z, g), inputs),
+                time_ms(lambda z, g=generator: sorted_top_p(z, g), inputs),
+            ]
+            for name in SCALING:
+                step = lambda z, dec=table[name], g=generator: dec.sample(z, generator=g)  # noqa: E731
+                cells.append(time_ms(step, inputs, 5 if name == "BoK exact prob" else 30))
+            print(
+                f"| {vocab} | {batch} | " + " | ".join(f"{c:.3f}" for c in cells) + " |", flush=True
+            )
 
 
 if __name__ == "__main__":
