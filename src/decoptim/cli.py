@@ -183,9 +183,9 @@ def cmd_train_arith(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .eval.arith_model import arith_model_path
     from .eval.backends import TransformersBackend, load_model
-    from .eval.grid import demo_grid
+    from .eval.grid import demo_grid, make_grid
     from .eval.report import write_report
-    from .eval.runner import run_grid
+    from .eval.runner import read_records, run_grid
     from .eval.tasks import ArithTask
 
     start = time.time()
@@ -216,7 +216,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         backend.generate,
         task,
         problems,
-        demo_greedy(),
+        make_grid(["greedy"], [1.0]),
         out / "greedy",
         1,
         40,
@@ -225,7 +225,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         {**backend.describe(), "data": None, "data_sha256": None, "limit": args.problems},
         progress=False,
     )
-    correct = sum(r["samples"][0]["correct"] for r in _records(greedy))
+    correct = sum(r["samples"][0]["correct"] for r in read_records(greedy))
     print(f"greedy accuracy on {len(problems)} problems: {correct}/{len(problems)}\n")
     manifest = {**backend.describe(), "data": None, "data_sha256": None, "limit": args.problems}
     run_grid(
@@ -247,18 +247,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     print(f"demo finished in {time.time() - start:.0f} s")
     return 0
-
-
-def demo_greedy():
-    from .eval.grid import make_grid
-
-    return make_grid(["greedy"], [1.0])
-
-
-def _records(path: Path) -> list[dict]:
-    from .eval.runner import read_records
-
-    return read_records(path)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -113,4 +113,6 @@ def test_extraction_rules_in_order():
     assert extract_answer("reasoning...\n#### 1,234") == "1,234"
     assert extract_answer("she pays 3 + 4 = 7 dollars, then 2,500 more") == "2,500"
     assert extract_answer("no digits here") is None
+    assert extract_answer("The answer is \t") is None  # whitespace only: nothing stated
+    assert extract_answer("3 + 4 = 7. The answer is \n") == "7"
     assert extract_answer("") is None

@@ -49,9 +49,9 @@ class Decoder:
         """One token id per row ([...], int64), drawn from `probs(logits)`."""
         q = self.probs(logits)
         if use_kernels(q):
-            from .kernels.sampling import sample_rows
+            from .kernels.streaming import race_sample
 
-            return sample_rows(q, generator)
+            return race_sample(q, generator)
         flat = q.reshape(-1, q.shape[-1])
         return torch.multinomial(flat, 1, generator=generator).reshape(q.shape[:-1])
 

@@ -40,9 +40,6 @@ class Regularizer:
         """Ω(q) = Σ_v ω_v(q_v), summed over the last dimension."""
         return self.elementwise(q).sum(-1)
 
-    def grad_at_zero_is_finite(self) -> bool:
-        return True
-
     def __add__(self, other: Regularizer) -> Regularizer:
         return WeightedSum([(1.0, self), (1.0, other)])
 
@@ -63,9 +60,6 @@ class Shannon(Regularizer):
 
     def grad_inverse(self, y: Tensor) -> Tensor:
         return torch.exp(y - 1.0)
-
-    def grad_at_zero_is_finite(self) -> bool:
-        return False
 
     def __repr__(self) -> str:
         return "Shannon()"
@@ -88,9 +82,6 @@ class KL(Regularizer):
 
     def grad_inverse(self, y: Tensor) -> Tensor:
         return torch.exp(y - 1.0 + self.log_r.to(y))
-
-    def grad_at_zero_is_finite(self) -> bool:
-        return False
 
     def __repr__(self) -> str:
         return f"KL(reference of shape {tuple(self.log_r.shape)})"
@@ -159,9 +150,6 @@ class WeightedSum(Regularizer):
             weight, reg = self.terms[0]
             return reg.grad_inverse(y / weight)
         return _bisect_grad_inverse(self, y)
-
-    def grad_at_zero_is_finite(self) -> bool:
-        return all(r.grad_at_zero_is_finite() for _, r in self.terms)
 
     def __repr__(self) -> str:
         return " + ".join(f"{w:g}*{r!r}" for w, r in self.terms)

@@ -25,6 +25,7 @@ import torch
 
 from ..integrations.models import build_atomically, cache_dir
 from .arith import make_problem, prompt
+from .runner import progress_bar
 
 SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
 CHARS = sorted(set(string.printable) - set("\t\r\x0b\x0c"))
@@ -127,7 +128,7 @@ def train_arith_model(
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, config.steps - warmup)))
 
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    bar = _progress_bar(config.steps, progress)
+    bar = progress_bar(config.steps, "train arith model", "step", progress)
     model.train()
     start = time.time()
     for _step in range(config.steps):
@@ -174,13 +175,3 @@ def arith_model_path(
     if (target / "model.safetensors").exists() and (target / "decoptim_training.json").exists():
         return target
     return build_atomically(target, lambda folder: train_arith_model(folder, config, progress))
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="train arith model", unit="step")

@@ -190,7 +190,8 @@ def run_grid(
     samples_path = out / SAMPLES
     done = {(r["config"], r["problem"]) for r in read_records(samples_path, repair=True)}
     total = len(configs) * len(problems)
-    bar = _bar(total, len(done & {(c, p.id) for c, _, _ in configs for p in problems}), progress)
+    initial = len(done & {(c, p.id) for c, _, _ in configs for p in problems})
+    bar = progress_bar(total, "eval", "problem", progress, initial)
     chunks = [problems[i : i + batch_size] for i in range(0, len(problems), batch_size)]
     try:
         for cid, spec, tau in configs:
@@ -253,11 +254,12 @@ def _record(cid, spec, tau, problem, samples, task, per_sample) -> dict:
     }
 
 
-def _bar(total: int, initial: int, enabled: bool):
+def progress_bar(total: int, desc: str, unit: str, enabled: bool = True, initial: int = 0):
+    """A tqdm bar with ETA, or None when disabled or tqdm is missing."""
     if not enabled:
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, initial=initial, unit="problem", desc="eval", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, unit=unit, desc=desc, dynamic_ncols=True)

@@ -210,7 +210,7 @@ def generate(
     tokenizer.padding_side = "left"
     results: list[PromptSamples] = []
     batches = range(0, len(prompts), batch_size)
-    iterator = _progress(batches, progress, len(prompts), batch_size)
+    iterator = _progress(batches, progress)
     try:
         for call, start in enumerate(iterator):
             chunk = list(prompts[start : start + batch_size])
@@ -268,14 +268,14 @@ def _collect(prompts, generated, logprobs, n, eos_ids, tokenizer) -> list[Prompt
     return out
 
 
-def _progress(batches, enabled: bool, total: int, batch_size: int):
+def _progress(batches: range, enabled: bool):
     if not enabled:
         return batches
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return batches
-    return tqdm(batches, desc="generate", unit="batch", total=len(batches))
+    return tqdm(batches, desc="generate", unit="batch")
 
 
 __all__ = [

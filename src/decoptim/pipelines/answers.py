@@ -47,8 +47,9 @@ def extract_answer(text: str) -> str | None:
     if boxed is not None:
         return boxed
     stated = list(_ANSWER_IS.finditer(text))
-    if stated:
-        answer = stated[-1].group(1).strip().splitlines()[0].strip()
+    lines = stated[-1].group(1).strip().splitlines() if stated else []
+    if lines:  # "The answer is" followed by nothing but whitespace states no answer
+        answer = lines[0].strip()
         inner = last_boxed(answer)
         answer = (inner if inner is not None else answer).strip().rstrip(".").strip("$ ")
         if answer:

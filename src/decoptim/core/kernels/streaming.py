@@ -123,14 +123,18 @@ def _race_kernel(q_ptr, key_ptr, index_ptr, seed_ptr, V, stride, CHUNK, BLOCK: t
 
 
 def race_sample(q: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One index per row of q [rows, V] (float32, CUDA), distributed as q."""
-    rows, vocab = q.shape
+    """One index per row of q ([..., V], CUDA), distributed as q: argmax_v q_v / E_v,
+    E_v ~ Exp(1), which picks v with probability q_v / Σ q exactly. The Philox seed is drawn
+    from `generator` into a device tensor, so seeded draws repeat and nothing waits on the host.
+    """
+    flat = q.reshape(-1, q.shape[-1]).float().contiguous()
+    rows, vocab = flat.shape
     splits = splits_for(rows, vocab)
     chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
     seed = torch.randint(0, 2**31 - 1, (1,), device=q.device, generator=generator)
     keys = torch.empty(rows, splits, device=q.device, dtype=torch.float32)
     indices = torch.empty(rows, splits, device=q.device, dtype=torch.int64)
     _race_kernel[(rows, splits)](
-        q, keys, indices, seed, vocab, vocab, chunk, BLOCK=BLOCK, num_warps=4
+        flat, keys, indices, seed, vocab, vocab, chunk, BLOCK=BLOCK, num_warps=4
     )
-    return indices.gather(1, keys.argmax(1, keepdim=True)).squeeze(1)
+    return indices.gather(1, keys.argmax(1, keepdim=True)).reshape(q.shape[:-1])
