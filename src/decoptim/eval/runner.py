@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..core.specs import DecoderSpec
 from .grid import Grid
 from .tasks import Problem, Task
 
@@ -55,8 +56,10 @@ class GeneratedSample:
     logprob_mean: float
 
 
-# (prompts, decoder, n, max_new_tokens, seed, task) -> per prompt, n samples
-GenerateFn = Callable[[Sequence[str], object, int, int, int, Task], list[list[GeneratedSample]]]
+# (prompts, decoder spec, temperature, n, max_new_tokens, seed, task) -> per prompt, n samples
+GenerateFn = Callable[
+    [Sequence[str], DecoderSpec, float, int, int, int, Task], list[list[GeneratedSample]]
+]
 
 
 def chunk_seed(seed: int, config: str, chunk: int) -> int:
@@ -195,7 +198,6 @@ def run_grid(
     chunks = [problems[i : i + batch_size] for i in range(0, len(problems), batch_size)]
     try:
         for cid, spec, tau in configs:
-            decoder = spec.build(tau)
             for index, chunk in enumerate(chunks):
                 missing = [p for p in chunk if (cid, p.id) not in done]
                 if not missing:
@@ -205,7 +207,8 @@ def run_grid(
                 start = time.perf_counter()
                 outputs = generate(
                     [p.prompt for p in chunk],
-                    decoder,
+                    spec,
+                    tau,
                     n,
                     max_new_tokens,
                     chunk_seed(seed, cid, index),

@@ -1,0 +1,199 @@
+"""vLLM integration: any decoptim decoder inside vLLM's v1 sampler, chosen per request.
+
+A request opts in through `SamplingParams.extra_args`, with a mapping or the spec string of
+`decoptim.core.specs` (the OpenAI-compatible server's `vllm_xargs` takes only flat values):
+
+    SamplingParams(temperature=0.7, n=8,
+                   extra_args={"decoptim": {"decoder": "bok", "k": 8, "beta": 0.02, "lam": 0.2}})
+    SamplingParams(temperature=0.7, n=8, extra_args={"decoptim": "bok:k=8,beta=0.02,lam=0.2"})
+
+The decoder is built at the request's own `temperature` (the OpenAI API's `temperature`
+field). `DecoptimLogitsProcessor` replaces that request's logits row by T·log q, where
+q = decoder.probs(logits); vLLM's sampler then divides by T and samples from softmax, i.e.
+from exactly q. Everything vLLM would apply after the processors (top-k, top-p, min-p and the
+penalties) must stay neutral for such requests, and `validate_params` rejects a request
+that sets one, naming the field. Requests without the `decoptim` key pass through untouched.
+
+The processor is registered under the `vllm.logits_processors` entry point, so an installed
+decoptim is active in every engine; `LLM(..., logits_processors=[DecoptimLogitsProcessor])`
+and `vllm serve --logits-processors decoptim.integrations.vllm:DecoptimLogitsProcessor` name
+it explicitly, and a second instance in the same engine stays inert rather than applying
+the decoder twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from vllm import SamplingParams
+from vllm.exceptions import VLLMValidationError
+from vllm.v1.sample.logits_processor import (
+    BatchUpdate,
+    LogitsProcessor,
+    MoveDirectionality,
+)
+
+from ..core import Decoder
+from ..core.specs import DecoderSpec, parse_spec
+
+if TYPE_CHECKING:
+    from vllm.config import VllmConfig
+
+EXTRA_ARGS_KEY = "decoptim"
+# vLLM treats a temperature below this as greedy decoding (vllm/v1/sample/sampler.py).
+GREEDY_TEMPERATURE = 1e-5
+# SamplingParams fields applied after the logits processors, with their neutral values.
+NEUTRAL_AFTER_PROCESSORS: dict[str, float] = {
+    "top_k": 0,
+    "top_p": 1.0,
+    "min_p": 0.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "repetition_penalty": 1.0,
+}
+
+# (spec, temperature) of one request; requests that share it share one decoder call.
+RequestSetting = tuple[DecoderSpec, float]
+
+
+def decoptim_extra_args(spec: DecoderSpec | str | Mapping[str, object]) -> dict:
+    """`extra_args` selecting a decoder: from a spec, its text form, or a parameter mapping."""
+    if isinstance(spec, str):
+        spec = parse_spec(spec)
+    elif not isinstance(spec, DecoderSpec):
+        spec = DecoderSpec.from_mapping(spec, name_key="decoder")
+    params = spec.as_dict()
+    return {EXTRA_ARGS_KEY: {"decoder": params.pop("name"), **params}}
+
+
+def request_setting(params: SamplingParams) -> RequestSetting | None:
+    """The request's (spec, temperature), None without settings; ValueError names a bad field."""
+    extra = params.extra_args or {}
+    if EXTRA_ARGS_KEY not in extra:
+        return None
+    settings = extra[EXTRA_ARGS_KEY]
+    where = f"extra_args[{EXTRA_ARGS_KEY!r}]"
+    if isinstance(settings, Mapping):
+        if "temperature" in settings:
+            raise ValueError(
+                f"{where}['temperature']={settings['temperature']!r}: set the request's own "
+                "temperature (SamplingParams.temperature); the decoder is built at it"
+            )
+        if "decoder" not in settings:
+            raise ValueError(f"{where} has no 'decoder' field (for example 'bok' or 'topp')")
+    elif not isinstance(settings, str):
+        raise ValueError(
+            f"{where} must be a mapping or a spec string like 'bok:k=8', got {settings!r}"
+        )
+    for name, neutral in NEUTRAL_AFTER_PROCESSORS.items():
+        value = getattr(params, name, neutral)
+        if value is not None and float(value) != neutral and not (name == "top_k" and value < 0):
+            raise ValueError(
+                f"SamplingParams.{name}={value!r} would change the decoptim decoder's "
+                f"distribution after it ran; leave it at {neutral!r} and put the decoder in {where}"
+            )
+    try:
+        if isinstance(settings, str):
+            spec = parse_spec(settings)
+        else:
+            spec = DecoderSpec.from_mapping(settings, name_key="decoder")
+        temperature = float(params.temperature)
+        if spec.uses_temperature() and temperature < GREEDY_TEMPERATURE:
+            raise ValueError(
+                f"temperature={temperature!r} asks vLLM for greedy decoding; a decoptim "
+                f"{spec.name!r} decoder needs temperature > 0 (or use decoder 'greedy')"
+            )
+        _decoder(spec, temperature if spec.uses_temperature() else 1.0)
+    except (ValueError, TypeError) as error:  # TypeError: an unhashable (list) value
+        raise ValueError(f"{where}: {error}") from None
+    return spec, temperature
+
+
+@lru_cache(maxsize=256)
+def _decoder(spec: DecoderSpec, temperature: float) -> Decoder:
+    # validate=False: vLLM's decode step has no host syncs, and engine logits are trusted.
+    return spec.build(temperature, validate=False)
+
+
+class DecoptimLogitsProcessor(LogitsProcessor):
+    """Per-request decoptim decoders in vLLM's v1 sampler (see the module docstring)."""
+
+    # id(vllm_config) -> the instance that acts for that engine.
+    _owners: ClassVar[weakref.WeakValueDictionary[int, DecoptimLogitsProcessor]] = (
+        weakref.WeakValueDictionary()
+    )
+    _owners_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
+        self.device = device
+        self.vllm_config = vllm_config  # kept alive, so that its id is not reused meanwhile
+        self.settings: dict[int, RequestSetting] = {}
+        self._groups: list[tuple[Decoder, torch.Tensor, float]] | None = []
+        # Loaded both from the entry point and from logits_processors=[...], the engine
+        # builds two instances over one config; only the first may act.
+        with self._owners_lock:
+            self.active = self._owners.setdefault(id(vllm_config), self) is self
+
+    @classmethod
+    def validate_params(cls, sampling_params: SamplingParams) -> None:
+        """Reject bad settings when the request arrives (HTTP 400 when serving)."""
+        try:
+            request_setting(sampling_params)
+        except ValueError as error:
+            raise VLLMValidationError(str(error)) from None
+
+    def is_argmax_invariant(self) -> bool:
+        # Run before vLLM's temperature, on every request, greedy ones included.
+        return False
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        if batch_update is None or not self.active:
+            return
+        for index in batch_update.removed:
+            self.settings.pop(index, None)
+        for index, params, _, _ in batch_update.added:
+            setting = request_setting(params)
+            if setting is None:
+                self.settings.pop(index, None)
+            else:
+                self.settings[index] = setting
+        for source, target, direction in batch_update.moved:
+            moving = self.settings.pop(source, None)
+            if direction == MoveDirectionality.SWAP:
+                staying = self.settings.pop(target, None)
+                if staying is not None:
+                    self.settings[source] = staying
+            else:
+                self.settings.pop(target, None)
+            if moving is not None:
+                self.settings[target] = moving
+        self._groups = None
+
+    def groups(self) -> list[tuple[Decoder, torch.Tensor, float]]:
+        """(decoder, batch rows, vLLM temperature scale) per distinct request setting."""
+        if self._groups is None:
+            rows: dict[RequestSetting, list[int]] = {}
+            for index, setting in sorted(self.settings.items()):
+                rows.setdefault(setting, []).append(index)
+            self._groups = [
+                (
+                    _decoder(spec, temperature if spec.uses_temperature() else 1.0),
+                    torch.tensor(indices, dtype=torch.long, device=self.device),
+                    temperature if temperature >= GREEDY_TEMPERATURE else 1.0,
+                )
+                for (spec, temperature), indices in rows.items()
+            ]
+        return self._groups
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return logits
+        for decoder, rows, scale in self.groups():
+            q = decoder.probs(logits.index_select(0, rows))
+            logits.index_copy_(0, rows, torch.log(q).mul_(scale).to(logits.dtype))
+        return logits
