@@ -36,6 +36,7 @@ SAMPLES = "samples.jsonl"
 MANIFEST = "manifest.json"
 # Fields that must agree between a run on disk and its resumption.
 IDENTITY = (
+    "backend",
     "model",
     "task",
     "data",
