@@ -1,4 +1,4 @@
-"""decoptim's command line: demo, decode, eval, report, train-arith.
+"""decoptim's command line: demo, decode, eval, report, train-arith, train-lora.
 
     decoptim demo                                   # the embedded default (make demo)
     decoptim decode --model smollm2 --prompt "The capital of France is"
@@ -8,6 +8,7 @@
         --data math500.jsonl --n 16 --max-new-tokens 3072 --out runs/qwen
     decoptim report runs/arith
     decoptim train-arith --steps 550
+    decoptim train-lora --steps 300 --difficulty 3      # SmolLM2 + an arith LoRA adapter
 """
 
 from __future__ import annotations
@@ -185,6 +186,17 @@ def cmd_train_arith(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_lora(args: argparse.Namespace) -> int:
+    from .eval.lora import LoraTraining, smollm2_arith_path, train_smollm2_arith
+
+    config = LoraTraining(
+        seed=args.seed, difficulty=args.difficulty, steps=args.steps, rank=args.rank
+    )
+    path = train_smollm2_arith(Path(args.out), config) if args.out else smollm2_arith_path(config)
+    print(path)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .eval.arith_model import arith_model_path
     from .eval.backends import TransformersBackend, load_model
@@ -311,6 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", help="a directory (default: the cache)")
     train.set_defaults(run=cmd_train_arith)
+
+    lora = commands.add_parser(
+        "train-lora", help="fine-tune SmolLM2 on arith with a LoRA adapter (cached)"
+    )
+    lora.add_argument("--steps", type=int, default=300)
+    lora.add_argument("--difficulty", type=int, default=3)
+    lora.add_argument("--rank", type=int, default=8)
+    lora.add_argument("--seed", type=int, default=0)
+    lora.add_argument("--out", help="a directory (default: the cache; alias smollm2-arith)")
+    lora.set_defaults(run=cmd_train_lora)
     return parser
 
 

@@ -79,12 +79,16 @@ def build_tokenizer():
     )
 
 
-def _batch(tokenizer, rng: random.Random, config: ArithTraining):
+def training_batch(tokenizer, rng: random.Random, difficulty: int, batch_size: int, bos: str):
+    """(input ids, attention mask, labels) of fresh problems; only the answers are learned.
+
+    The text is `bos`, the eval prompt, " " + the worked solution, and the tokenizer's EOS.
+    """
     texts, prompt_lengths = [], []
-    for _ in range(config.batch_size):
-        problem = make_problem(rng, config.difficulty)
-        head = "<bos>" + prompt(problem.question)
-        texts.append(head + " " + problem.solution + "<eos>")
+    for _ in range(batch_size):
+        problem = make_problem(rng, difficulty)
+        head = bos + prompt(problem.question)
+        texts.append(head + " " + problem.solution + tokenizer.eos_token)
         prompt_lengths.append(len(tokenizer(head, add_special_tokens=False)["input_ids"]))
     encoded = tokenizer(
         texts, return_tensors="pt", padding=True, add_special_tokens=False, padding_side="right"
@@ -132,7 +136,8 @@ def train_arith_model(
     model.train()
     start = time.time()
     for _step in range(config.steps):
-        input_ids, mask, labels = (t.to(device) for t in _batch(tokenizer, rng, config))
+        batch = training_batch(tokenizer, rng, config.difficulty, config.batch_size, "<bos>")
+        input_ids, mask, labels = (t.to(device) for t in batch)
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

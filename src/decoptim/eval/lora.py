@@ -1,0 +1,177 @@
+"""SmolLM2-135M-Instruct fine-tuned on `arith` with a LoRA adapter: a pretrained testbed.
+
+LoRA (Hu et al., 2021) freezes each targeted weight W and learns W + (α/r)·B·A with
+A ∈ R^{r×in}, B ∈ R^{out×r}, B = 0 at the start. `train_smollm2_arith` trains the adapter
+on freshly generated arith problems (seeded), saves it (`adapter.safetensors`, a few MB)
+and, beside it, the merged model as an ordinary Hugging Face directory, so that every
+backend (transformers, vLLM) loads it like any other model. `smollm2_arith_path` trains
+once and caches the result; the model alias is `smollm2-arith`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..integrations.models import build_atomically, cache_dir, smollm2_path
+from .arith_model import training_batch
+from .runner import progress_bar
+
+TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear layer plus a trainable low-rank update (α/r)·B·A."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got rank={rank}")
+        self.base = base.requires_grad_(False)
+        self.scale = alpha / rank
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + (x @ self.lora_a.T @ self.lora_b.T) * self.scale
+
+    def merged(self) -> nn.Linear:
+        with torch.no_grad():
+            self.base.weight += (self.lora_b @ self.lora_a) * self.scale
+        return self.base
+
+
+def _swap_modules(model: nn.Module, make) -> int:
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            replacement = make(name, child)
+            if replacement is not None:
+                setattr(parent, name, replacement)
+                swapped += 1
+    return swapped
+
+
+def add_lora(model: nn.Module, rank: int, alpha: float, targets=TARGETS) -> int:
+    """Freeze `model` and wrap every linear layer named in `targets`; returns how many."""
+    model.requires_grad_(False)
+    count = _swap_modules(
+        model,
+        lambda name, child: (
+            LoRALinear(child, rank, alpha)
+            if name in targets and isinstance(child, nn.Linear)
+            else None
+        ),
+    )
+    if count == 0:
+        raise ValueError(f"no linear layer named one of {targets} in {type(model).__name__}")
+    return count
+
+
+def merge_lora(model: nn.Module) -> None:
+    """Fold every adapter into its base weight, leaving a plain model."""
+    _swap_modules(model, lambda _, child: child.merged() if isinstance(child, LoRALinear) else None)
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.named_parameters() if "lora_" in k}
+
+
+@dataclass(frozen=True)
+class LoraTraining:
+    seed: int = 0
+    difficulty: int = 3
+    steps: int = 300
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    rank: int = 8
+    alpha: float = 16.0
+
+    def key(self) -> str:
+        return "smollm2-arith-" + "-".join(f"{k}{v}" for k, v in asdict(self).items())
+
+
+def train_smollm2_arith(
+    out_dir: Path, config: LoraTraining = LoraTraining(), progress: bool = True
+) -> Path:
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(config.seed)
+    rng = random.Random(f"smollm2-arith-train:{config.seed}")
+    base = smollm2_path()
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True).to(device)
+    layers = add_lora(model, config.rank, config.alpha)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
+    warmup = max(1, config.steps // 20)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: (
+            (step + 1) / warmup
+            if step < warmup
+            else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, config.steps - warmup)))
+        ),
+    )
+    bar = progress_bar(config.steps, "train smollm2-arith LoRA", "step", progress)
+    model.train()
+    start = time.time()
+    for _step in range(config.steps):
+        # no BOS: the eval prompt is tokenized without one
+        batch = training_batch(tokenizer, rng, config.difficulty, config.batch_size, "")
+        input_ids, mask, labels = (t.to(device) for t in batch)
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    model.eval()
+    adapter = lora_state_dict(model)
+    merge_lora(model)
+    model.cpu()
+
+    def write(folder: Path) -> None:
+        save_file(adapter, str(folder / "adapter.safetensors"))
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        (folder / "decoptim_training.json").write_text(
+            json.dumps(
+                {
+                    **asdict(config),
+                    "adapted_layers": layers,
+                    "adapter_parameters": sum(t.numel() for t in adapter.values()),
+                    "seconds": round(time.time() - start, 1),
+                    "final_loss": float(loss.detach()),
+                    "device": device.type,
+                },
+                indent=2,
+            )
+        )
+
+    return build_atomically(out_dir, write)
+
+
+def smollm2_arith_path(
+    config: LoraTraining = LoraTraining(), cache: Path | None = None, progress: bool = True
+) -> Path:
+    """Directory of SmolLM2 + the merged arith adapter for `config`, training on first use."""
+    target = (cache or cache_dir()) / config.key()
+    if (target / "adapter.safetensors").exists() and (target / "decoptim_training.json").exists():
+        return target
+    return train_smollm2_arith(target, config, progress)
