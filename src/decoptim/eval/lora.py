@@ -109,6 +109,8 @@ def train_smollm2_arith(
     rng = random.Random(f"smollm2-arith-train:{config.seed}")
     base = smollm2_path()
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    if tokenizer.pad_token is None:  # some transformers versions convert the GGUF without one
+        tokenizer.pad_token = tokenizer.eos_token
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True).to(device)
     layers = add_lora(model, config.rank, config.alpha)
