@@ -147,6 +147,9 @@ def train_smollm2_arith(
     adapter = lora_state_dict(model)
     merge_lora(model)
     model.cpu()
+    # trained to end with the tokenizer's EOS, whatever the converted config names
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
 
     def write(folder: Path) -> None:
         save_file(adapter, str(folder / "adapter.safetensors"))

@@ -234,10 +234,11 @@ def generate(
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
+    """The generation config's EOS ids and the tokenizer's: a sample ends at any of them."""
     ids = model.generation_config.eos_token_id
-    if ids is None:
-        ids = tokenizer.eos_token_id
     ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
     if not ids:
         raise ValueError(
             "neither the model's generation config nor the tokenizer names an EOS token"
