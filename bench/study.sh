@@ -13,7 +13,7 @@ case "$testbed" in
     model=arith; data=difficulty=1; limit=500; tokens=40; batch=125
     $py -m decoptim train-arith >/dev/null ;;
   smollm2)
-    model=smollm2-arith; data=difficulty=3; limit=200; tokens=64; batch=50
+    model=smollm2-arith; data=difficulty=3; limit=150; tokens=64; batch=50
     $py -m decoptim train-lora >/dev/null ;;
   *) echo "testbed must be arith or smollm2, got $testbed" >&2; exit 2 ;;
 esac
