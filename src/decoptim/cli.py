@@ -1,4 +1,4 @@
-"""decoptim's command line: demo, decode, eval, report, train-arith, train-lora.
+"""decoptim's command line: demo, decode, eval, report, compare, train-arith, train-lora.
 
     decoptim demo                                   # the embedded default (make demo)
     decoptim decode --model smollm2 --prompt "The capital of France is"
@@ -7,6 +7,7 @@
     decoptim eval --preset paper-table1 --model Qwen/Qwen2.5-Math-7B --task math500 \\
         --data math500.jsonl --n 16 --max-new-tokens 3072 --out runs/qwen
     decoptim report runs/arith
+    decoptim compare runs/arith                       # BoK minus its controls, paired
     decoptim train-arith --steps 550
     decoptim train-lora --steps 300 --difficulty 3      # SmolLM2 + an arith LoRA adapter
 """
@@ -177,6 +178,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .eval.compare import write_comparison
+
+    print(write_comparison(Path(args.dir), make_plot=not args.no_plots))
+    print(f"\nwritten: {Path(args.dir) / 'compare.md'} and compare.png")
+    return 0
+
+
 def cmd_train_arith(args: argparse.Namespace) -> int:
     from .eval.arith_model import ArithTraining, arith_model_path, train_arith_model
 
@@ -316,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("dir")
     report.add_argument("--no-plots", action="store_true")
     report.set_defaults(run=cmd_report)
+
+    compare = commands.add_parser(
+        "compare", help="Best-of-K minus its β=0, τ_eff and softmax controls, paired by problem"
+    )
+    compare.add_argument("dir")
+    compare.add_argument("--no-plots", action="store_true")
+    compare.set_defaults(run=cmd_compare)
 
     train = commands.add_parser("train-arith", help="train the project's arith model (cached)")
     train.add_argument("--steps", type=int, default=550)

@@ -52,6 +52,7 @@ def summarise(out: Path) -> tuple[dict, list[dict]]:
             "n": n,
         }
         accuracy, passes, majs, distinct = [], defaultdict(list), defaultdict(list), []
+        row["problem_ids"] = [record["problem"] for record in group]
         for record in group:
             samples = record["samples"][:n]
             correct = [s["correct"] for s in samples]
@@ -65,9 +66,13 @@ def summarise(out: Path) -> tuple[dict, list[dict]]:
                 for k in ks:
                     majs[k].append(maj_at_k(clusters, right, k, max_subsets=2000))
         row["accuracy"] = bootstrap(accuracy)
+        row["per_problem"] = {"accuracy": accuracy}
         for k in ks:
             row[f"pass@{k}"] = bootstrap(passes[k])
             row[f"maj@{k}"] = bootstrap(majs[k]) if vote else None
+            row["per_problem"][f"pass@{k}"] = passes[k]
+            if vote:
+                row["per_problem"][f"maj@{k}"] = majs[k]
         row["distinct"] = sum(distinct) / len(distinct) if distinct else math.nan
         row["tokens"] = sum(s["tokens"] for r in group for s in r["samples"]) / (len(group) * n)
         row["seconds_per_sample"] = sum(r["seconds_per_sample"] for r in group) / len(group)
@@ -167,6 +172,10 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
     return written
 
 
+def rows_without_per_problem(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("per_problem", "problem_ids")} for r in rows]
+
+
 def write_report(out: Path, make_plots: bool = True) -> str:
     manifest, rows = summarise(out)
     text = table(rows)
@@ -180,7 +189,10 @@ def write_report(out: Path, make_plots: bool = True) -> str:
     (out / "report.md").write_text(head + text + "\n")
     (out / "report.json").write_text(
         json.dumps(
-            [{k: (vars(v) if hasattr(v, "mean") else v) for k, v in row.items()} for row in rows],
+            [
+                {k: (vars(v) if hasattr(v, "mean") else v) for k, v in row.items()}
+                for row in rows_without_per_problem(rows)
+            ],
             indent=2,
         )
     )
