@@ -297,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     decode.set_defaults(run=cmd_decode)
 
     ev = commands.add_parser("eval", help="run decoders × temperatures on a task")
-    ev.add_argument("--model", required=True, help="path, hub id, or smollm2 / arith")
+    ev.add_argument(
+        "--model", required=True, help="path, hub id, or smollm2 / arith / smollm2-arith"
+    )
     ev.add_argument("--task", required=True, choices=["math500", "gsm8k", "humaneval", "arith"])
     ev.add_argument("--data", help="JSONL(.gz) path; arith takes difficulty=N")
     ev.add_argument(
