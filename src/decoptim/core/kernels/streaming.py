@@ -96,6 +96,18 @@ def exp_affine(
 
 
 @triton.jit
+def _race_update(base, first, lane, end, u, best_key, best_index):
+    offs = first + lane
+    q = tl.load(base + offs, mask=offs < end, other=0.0)
+    # q > 0 with E = 0 gives +inf (that token wins, as it should); q = 0 never wins.
+    key = tl.where(q > 0, q / -tl.log(1.0 - u), -1.0)
+    block_best = tl.max(key, axis=0)
+    better = block_best > best_key
+    best_index = tl.where(better, tl.argmax(key, axis=0) + first, best_index)
+    return tl.where(better, block_best, best_key), best_index
+
+
+@triton.jit
 def _race_kernel(q_ptr, key_ptr, index_ptr, seed_ptr, V, stride, CHUNK, BLOCK: tl.constexpr):
     # Per (row, split): the best q_v / E_v, E_v ~ Exp(1), and its index.
     row = tl.program_id(0)
@@ -104,20 +116,23 @@ def _race_kernel(q_ptr, key_ptr, index_ptr, seed_ptr, V, stride, CHUNK, BLOCK: t
     seed = tl.load(seed_ptr)
     base = q_ptr + row.to(tl.int64) * stride
     end = tl.minimum((split + 1) * CHUNK, V)
-    best_key = -1.0
-    best_index = 0
-    for start in range(split * CHUNK, end, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        mask = offs < end
-        q = tl.load(base + offs, mask=mask, other=0.0)
-        u = tl.rand(seed, row * V + offs)
-        # q > 0 with E = 0 gives +inf (that token wins, as it should); q = 0 never wins.
-        key = tl.where(q > 0, q / -tl.log(1.0 - u), -1.0)
-        block_best = tl.max(key, axis=0)
-        block_index = tl.argmax(key, axis=0) + start
-        better = block_best > best_key
-        best_index = tl.where(better, block_index, best_index)
-        best_key = tl.where(better, block_best, best_key)
+    lane = tl.arange(0, BLOCK)
+    best_key = tl.zeros((), tl.float32) - 1.0
+    best_index = tl.zeros((), tl.int32)
+    for start in range(split * CHUNK, end, 4 * BLOCK):
+        # One Philox call yields four uniforms: one per quarter of this 4·BLOCK span. The
+        # counters row·V + start + lane never repeat, since start advances by 4·BLOCK.
+        u0, u1, u2, u3 = tl.rand4x(seed, row * V + start + lane)
+        best_key, best_index = _race_update(base, start, lane, end, u0, best_key, best_index)
+        best_key, best_index = _race_update(
+            base, start + BLOCK, lane, end, u1, best_key, best_index
+        )
+        best_key, best_index = _race_update(
+            base, start + 2 * BLOCK, lane, end, u2, best_key, best_index
+        )
+        best_key, best_index = _race_update(
+            base, start + 3 * BLOCK, lane, end, u3, best_key, best_index
+        )
     tl.store(key_ptr + row * splits + split, best_key)
     tl.store(index_ptr + row * splits + split, best_index)
 
@@ -130,7 +145,7 @@ def race_sample(q: torch.Tensor, generator: torch.Generator | None = None) -> to
     flat = q.reshape(-1, q.shape[-1]).float().contiguous()
     rows, vocab = flat.shape
     splits = splits_for(rows, vocab)
-    chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
+    chunk = triton.cdiv(triton.cdiv(vocab, splits), 4 * BLOCK) * 4 * BLOCK
     seed = torch.randint(0, 2**31 - 1, (1,), device=q.device, generator=generator)
     keys = torch.empty(rows, splits, device=q.device, dtype=torch.float32)
     indices = torch.empty(rows, splits, device=q.device, dtype=torch.int64)
