@@ -100,6 +100,51 @@ def training_batch(tokenizer, rng: random.Random, difficulty: int, batch_size: i
     return encoded["input_ids"], encoded["attention_mask"], labels
 
 
+def fit_on_arith(
+    model,
+    tokenizer,
+    rng: random.Random,
+    difficulty: int,
+    batch_size: int,
+    steps: int,
+    learning_rate: float,
+    weight_decay: float,
+    bos: str,
+    desc: str,
+    progress: bool = True,
+) -> float:
+    """AdamW with warm-up and cosine decay on fresh arith problems; the trainable parameters
+    are those with requires_grad. Returns the last step's loss."""
+    device = next(model.parameters()).device
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=weight_decay)
+    warmup = max(1, steps // 20)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    bar = progress_bar(steps, desc, "step", progress)
+    model.train()
+    for _step in range(steps):
+        batch = training_batch(tokenizer, rng, difficulty, batch_size, bos)
+        input_ids, mask, labels = (t.to(device) for t in batch)
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return float(loss.detach())
+
+
 def train_arith_model(
     out_dir: Path, config: ArithTraining = ArithTraining(), progress: bool = True
 ) -> Path:
@@ -123,32 +168,20 @@ def train_arith_model(
     )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = LlamaForCausalLM(model_config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01)
-    warmup = max(1, config.steps // 20)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, config.steps - warmup)))
-
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    bar = progress_bar(config.steps, "train arith model", "step", progress)
-    model.train()
     start = time.time()
-    for _step in range(config.steps):
-        batch = training_batch(tokenizer, rng, config.difficulty, config.batch_size, "<bos>")
-        input_ids, mask, labels = (t.to(device) for t in batch)
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        lr_schedule.step()
-        if bar is not None:
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+    loss = fit_on_arith(
+        model,
+        tokenizer,
+        rng,
+        config.difficulty,
+        config.batch_size,
+        config.steps,
+        config.learning_rate,
+        weight_decay=0.01,
+        bos="<bos>",
+        desc="train arith model",
+        progress=progress,
+    )
     model.eval().cpu()
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
@@ -163,7 +196,7 @@ def train_arith_model(
             {
                 **asdict(config),
                 "seconds": round(time.time() - start, 1),
-                "final_loss": float(loss.detach()),
+                "final_loss": loss,
                 "device": device.type,
             },
             indent=2,

@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from ..integrations.models import build_atomically, cache_dir, smollm2_path
-from .arith_model import training_batch
-from .runner import progress_bar
+from .arith_model import fit_on_arith
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -114,35 +113,20 @@ def train_smollm2_arith(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True).to(device)
     layers = add_lora(model, config.rank, config.alpha)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
-    warmup = max(1, config.steps // 20)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: (
-            (step + 1) / warmup
-            if step < warmup
-            else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, config.steps - warmup)))
-        ),
-    )
-    bar = progress_bar(config.steps, "train smollm2-arith LoRA", "step", progress)
-    model.train()
     start = time.time()
-    for _step in range(config.steps):
-        # no BOS: the eval prompt is tokenized without one
-        batch = training_batch(tokenizer, rng, config.difficulty, config.batch_size, "")
-        input_ids, mask, labels = (t.to(device) for t in batch)
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        lr_schedule.step()
-        if bar is not None:
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+    loss = fit_on_arith(
+        model,
+        tokenizer,
+        rng,
+        config.difficulty,
+        config.batch_size,
+        config.steps,
+        config.learning_rate,
+        weight_decay=0.0,
+        bos="",  # the eval prompt is tokenized without a BOS
+        desc="train smollm2-arith LoRA",
+        progress=progress,
+    )
     model.eval()
     adapter = lora_state_dict(model)
     merge_lora(model)
@@ -162,7 +146,7 @@ def train_smollm2_arith(
                     "adapted_layers": layers,
                     "adapter_parameters": sum(t.numel() for t in adapter.values()),
                     "seconds": round(time.time() - start, 1),
-                    "final_loss": float(loss.detach()),
+                    "final_loss": loss,
                     "device": device.type,
                 },
                 indent=2,
