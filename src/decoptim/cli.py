@@ -118,9 +118,7 @@ def _grid(args: argparse.Namespace):
             raise SystemExit(f"--preset must be one of {sorted(PRESETS)}, got {args.preset!r}")
         grid = PRESETS[args.preset]()
         if args.temperatures:
-            grid = make_grid(
-                [s.label.replace("(", ":").rstrip(")") for s in grid.decoders], args.temperatures
-            )
+            grid = make_grid([s.text for s in grid.decoders], args.temperatures)
         return grid
     if args.grid:
         return load_grid_file(args.grid)

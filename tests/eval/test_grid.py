@@ -45,3 +45,9 @@ def test_grid_cells_and_presets(tmp_path):
     assert [c[0] for c in load_grid_file(path).configs()] == ["softmax@0.7", "minp(p=0.1)@0.7"]
     with pytest.raises(ValueError, match="positive"):
         make_grid(["softmax"], [0.0])
+
+
+def test_spec_text_reads_back_to_the_same_spec():
+    for text in ("softmax", "bok:k=8,beta=0.01,lam=0.1,solver=mirror,steps=5", "topp:p=0.9"):
+        spec = parse_spec(text)
+        assert spec.text == text and parse_spec(spec.text) == spec

@@ -76,6 +76,13 @@ class DecoderSpec:
             return self.name
         return f"{self.name}(" + ",".join(f"{k}={v}" for k, v in self.params) + ")"
 
+    @property
+    def text(self) -> str:
+        """The `name:key=value,...` form that `parse_spec` reads back."""
+        if not self.params:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in self.params)
+
     def uses_temperature(self) -> bool:
         return self.name != "greedy"
 

@@ -20,6 +20,7 @@ import string
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -46,18 +47,25 @@ def arith_words() -> list[str]:
 
 
 @dataclass(frozen=True)
-class ArithTraining:
+class ArithFit:
+    """What `fit_on_arith` reads; subclasses add their model's settings and a cache prefix."""
+
     seed: int = 0
     difficulty: int = 1
     steps: int = 550
     batch_size: int = 64
     learning_rate: float = 3e-3
+    PREFIX: ClassVar[str] = "arith"
+
+    def key(self) -> str:
+        return f"{self.PREFIX}-" + "-".join(f"{k}{v}" for k, v in asdict(self).items())
+
+
+@dataclass(frozen=True)
+class ArithTraining(ArithFit):
     hidden_size: int = 128
     layers: int = 3
     heads: int = 4
-
-    def key(self) -> str:
-        return "arith-" + "-".join(f"{k}{v}" for k, v in asdict(self).items())
 
 
 def build_tokenizer():
@@ -104,10 +112,7 @@ def fit_on_arith(
     model,
     tokenizer,
     rng: random.Random,
-    difficulty: int,
-    batch_size: int,
-    steps: int,
-    learning_rate: float,
+    config: ArithFit,
     weight_decay: float,
     bos: str,
     desc: str,
@@ -117,7 +122,8 @@ def fit_on_arith(
     are those with requires_grad. Returns the last step's loss."""
     device = next(model.parameters()).device
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=weight_decay)
+    steps = config.steps
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=weight_decay)
     warmup = max(1, steps // 20)
 
     def schedule(step: int) -> float:
@@ -129,7 +135,7 @@ def fit_on_arith(
     bar = progress_bar(steps, desc, "step", progress)
     model.train()
     for _step in range(steps):
-        batch = training_batch(tokenizer, rng, difficulty, batch_size, bos)
+        batch = training_batch(tokenizer, rng, config.difficulty, config.batch_size, bos)
         input_ids, mask, labels = (t.to(device) for t in batch)
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
@@ -173,10 +179,7 @@ def train_arith_model(
         model,
         tokenizer,
         rng,
-        config.difficulty,
-        config.batch_size,
-        config.steps,
-        config.learning_rate,
+        config,
         weight_decay=0.01,
         bos="<bos>",
         desc="train arith model",

@@ -91,8 +91,7 @@ def bok_study(k: int = 8) -> Grid:
     paper = paper_table1(k)
     coverage = [f"bok:beta={beta},{COVERAGE_BOK}" for beta in COVERAGE_BETAS]
     coverage.append(f"bok-beta0:beta={COVERAGE_BETAS[0]},{COVERAGE_BOK}")
-    labels = [s.label.replace("(", ":", 1).removesuffix(")") for s in paper.decoders]
-    return make_grid(labels + coverage, list(paper.temperatures))
+    return make_grid([s.text for s in paper.decoders] + coverage, list(paper.temperatures))
 
 
 def demo_grid() -> Grid:

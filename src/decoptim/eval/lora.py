@@ -16,12 +16,13 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ..integrations.models import build_atomically, cache_dir, smollm2_path
-from .arith_model import fit_on_arith
+from .arith_model import ArithFit, fit_on_arith
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -85,17 +86,14 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @dataclass(frozen=True)
-class LoraTraining:
-    seed: int = 0
+class LoraTraining(ArithFit):
     difficulty: int = 3
     steps: int = 300
     batch_size: int = 32
     learning_rate: float = 1e-3
     rank: int = 8
     alpha: float = 16.0
-
-    def key(self) -> str:
-        return "smollm2-arith-" + "-".join(f"{k}{v}" for k, v in asdict(self).items())
+    PREFIX: ClassVar[str] = "smollm2-arith"
 
 
 def train_smollm2_arith(
@@ -118,10 +116,7 @@ def train_smollm2_arith(
         model,
         tokenizer,
         rng,
-        config.difficulty,
-        config.batch_size,
-        config.steps,
-        config.learning_rate,
+        config,
         weight_decay=0.0,
         bos="",  # the eval prompt is tokenized without a BOS
         desc="train smollm2-arith LoRA",
