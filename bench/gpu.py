@@ -10,6 +10,8 @@
    mirror-ascent loop with a host sync per step. Prints one table: time, GB/s (logits
    read once), and ratios to each of those.
 `--scaling` adds a table of milliseconds for B ∈ {1, 8, 64, 256} × V ∈ {32k, 152k, 256k}.
+`--profile` adds, per decoder, the GPU time of its kernels (torch.profiler) and the time of
+the same step replayed as a CUDA graph (no host-side launch cost), next to the plain call.
 """
 
 from __future__ import annotations
@@ -157,6 +159,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--vocab", type=int, default=151_936)
     parser.add_argument("--scaling", action="store_true")
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py needs a CUDA device")
@@ -170,8 +173,50 @@ def main() -> None:
         print(f"{name:22} {max_err:14.2e} {rel:10.2e}")
     print("\n## timing of one decode step (probs + sample)")
     print_table(args.batch, args.vocab, timings(args.batch, args.vocab, naive=True))
+    if args.profile:
+        profile_table(args.batch, args.vocab)
     if args.scaling:
         scaling_table()
+
+
+def profile_table(batch, vocab) -> None:
+    """Where a step's time goes: launches and Python on the host, or kernels on the GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    inputs = make_inputs(batch, vocab, 4, seed=7)
+    print(f"\n## where the time goes, B = {batch}, V = {vocab} (ms per step)\n")
+    print("| step | call | CUDA graph replay | GPU kernels | launches | top kernels (µs) |")
+    print("|---|---:|---:|---:|---:|---|")
+    steps = {"softmax sampling": lambda z: softmax_sampling(z, None)}
+    steps.update({name: dec.sample for name, dec in decoders().items()})
+    for name, step in steps.items():
+        if name in ("BoK exact prob", "BoK mirror 5"):
+            continue
+        call = time_ms(step, inputs)
+        replay = graph_replay_ms(step, inputs)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                step(inputs[0])
+            torch.cuda.synchronize()
+        kernels = [e for e in prof.key_averages() if e.device_time_total > 0]
+        gpu_ms = sum(e.device_time_total for e in kernels) / 10 / 1e3
+        launches = sum(e.count for e in kernels) / 10
+        top = sorted(kernels, key=lambda e: -e.device_time_total)[:4]
+        names = ", ".join(f"{e.key[:28]} {e.device_time_total / 10:.0f}" for e in top)
+        print(f"| {name} | {call:.3f} | {replay} | {gpu_ms:.3f} | {launches:.0f} | {names} |")
+
+
+def graph_replay_ms(step, inputs) -> str:
+    static = inputs[0].clone()
+    step(static)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            step(static)
+    except RuntimeError as error:  # not capturable (a host sync inside the step)
+        return f"n/a ({str(error)[:40]})"
+    return f"{time_ms(lambda _z: graph.replay(), inputs):.3f}"
 
 
 SCALING = ["softmax", "top-p 0.9", "min-p 0.1", "sparsemax", "entmax 1.5",

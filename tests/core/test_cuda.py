@@ -102,3 +102,33 @@ def test_kernel_paths_handle_ties_and_masked_tokens():
         False,
         False,
     ]
+
+
+@pytest.mark.parametrize(
+    "decoder",
+    [
+        d.BestOfK(8, 2.0, 0.2, weights="topm", top_m=64),
+        d.BestOfK(8, 2.0, 0.2, weights="rank", top_m=256),
+        d.Sparsemax(40.0),
+        d.Entmax(1.5, 20.0),
+    ],
+    ids=repr,
+)
+def test_crowded_rows_take_the_in_kernel_fallback_and_equal_cpu(decoder):
+    """Rows with more candidates than the gather slots hold are solved from the whole row."""
+    z = random_logits(4, 20000, 6)
+    z[0] = 0.25  # every token is a candidate
+    z[1, :3000] = z[1].max() + 1  # thousands of tokens tied at the top, all in one split
+    z[2] = z[2].round()  # ties everywhere
+    q_gpu = decoder.probs(z.cuda()).cpu()
+    torch.testing.assert_close(q_gpu, decoder.probs(z), atol=2e-6, rtol=1e-4)
+
+
+def test_fused_bok_breaks_head_ties_toward_the_lower_id_like_the_cpu():
+    z = torch.zeros(2, 3000)
+    z[0, 100:200] = 5.0  # 100 tied tokens for 8 head places
+    z[1, ::7] = 2.0
+    decoder = d.BestOfK(8, 20.0, 0.2, weights="rank", top_m=8)
+    q_gpu = decoder.probs(z.cuda()).cpu()
+    torch.testing.assert_close(q_gpu, decoder.probs(z), atol=2e-6, rtol=1e-4)
+    assert q_gpu[0, 100:108].min() > q_gpu[0, 108:200].max()

@@ -22,9 +22,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .checks import Param, check_logits, count, max_int, nonnegative, per_row, positive
+from .checks import (
+    Param,
+    check_logits,
+    count,
+    kernel_rows,
+    max_int,
+    nonnegative,
+    per_row,
+    positive,
+)
 from .decoders import Decoder, Softmax
-from .kernels import use_kernels
+from .kernels import MAX_FUSED_TOP_M, use_kernels
 from .problem import FLOAT32_SMALLEST_NORMAL, Certificate, frank_wolfe_certificate
 from .solvers import mirror_ascent
 from .supports import ordered_codes
@@ -217,11 +226,12 @@ class BestOfK(Decoder):
         return torch.exp(u - log_z)
 
     def _fused_cuda(self, x: Tensor) -> bool:
-        """Exact solver, top-M/rank weights, float32 on CUDA: the two-pass Triton path."""
+        """Exact solver, top-M/rank weights (M ≤ 256), float32 on CUDA: the Triton path."""
         return (
             self.solver == "exact"
             and isinstance(self.weights, str)
             and self.weights in ("topm", "rank")
+            and self.top_m <= MAX_FUSED_TOP_M
             and x.dtype == torch.float32
             and use_kernels(x)
         )
@@ -229,21 +239,21 @@ class BestOfK(Decoder):
     def _solve_exact_cuda(self, x: Tensor) -> Tensor:
         from .kernels.bok_fused import bok_topm_probs
 
-        def row_values(name: str, value: Param) -> Tensor:
-            v = per_row(name, value, x).to(x.dtype)
-            return v.squeeze(-1) if v.dim() else v
+        def value(name: str, v: Param) -> float | Tensor:
+            # Python numbers stay numbers, so the per-row vectors below come from a cache.
+            return per_row(name, v, x) if isinstance(v, Tensor) else float(v)
 
-        tau = row_values("temperature", self.temperature)
-        tau_s = tau if self.scores == "tempered" else torch.ones_like(tau)
-        tau_p = tau if self.reference == "tempered" else torch.ones_like(tau)
-        k = row_values("k", self.k)
-        c = 1.0 / tau_p + 1.0 / (row_values("lam", self.lam) * tau_s)
-        beta_k = row_values("beta", self.beta) * k
+        tau = value("temperature", self.temperature)
+        tau_s = tau if self.scores == "tempered" else 1.0
+        tau_p = tau if self.reference == "tempered" else 1.0
+        k = value("k", self.k)
+        c = 1.0 / tau_p + 1.0 / (value("lam", self.lam) * tau_s)
+        beta_k = value("beta", self.beta) * k
         return bok_topm_probs(
             x,
-            c,
-            beta_k,
-            k,
+            kernel_rows(c, x),
+            kernel_rows(beta_k, x),
+            kernel_rows(k, x),
             self.top_m,
             self.weights == "rank",
             self.outer_iterations,

@@ -132,6 +132,23 @@ def per_row(name: str, value: Param, x: Tensor) -> Tensor:
     return value.reshape(()) if value.numel() == 1 else value.unsqueeze(-1)
 
 
+def kernel_rows(value: float | Tensor, x: Tensor) -> Tensor:
+    """A per-row value (a Python number, or a 0-d / [..., 1] tensor) as the flat float32
+    [rows] tensor that kernels read. Numbers give a cached tensor: no work per step."""
+    rows = x.numel() // x.shape[-1]
+    if isinstance(value, Tensor):
+        shape = (*x.shape[:-1], 1)
+        value = value.to(device=x.device, dtype=torch.float32)
+        return torch.broadcast_to(value, shape).reshape(rows).contiguous()
+    return _filled(float(value), rows, x.device)
+
+
+@functools.lru_cache(maxsize=1024)
+def _filled(value: float, rows: int, device: torch.device) -> Tensor:
+    # Shared between calls: kernels only read it.
+    return torch.full((rows,), value, dtype=torch.float32, device=device)
+
+
 @functools.lru_cache(maxsize=1024)
 def _scalar(value: float | int, dtype: torch.dtype, device: torch.device) -> Tensor:
     # Made once per (value, dtype, device): building a device tensor from a Python number

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .checks import Param, check_logits, check_param, per_row, positive
+from .checks import Param, check_logits, check_param, kernel_rows, per_row, positive
 from .kernels import use_kernels
 from .problem import Certificate, SimplexProblem
 from .regularizers import Regularizer, Shannon, Tsallis
@@ -112,12 +112,17 @@ class SimplexDecoder(Decoder):
         """The one-program-per-row Triton kernels, for the problems they cover."""
         from .kernels.threshold import top_p_probs, tsallis_probs
 
-        tau = per_row("temperature", self.temperature, x).to(x.dtype)
+        def rows(name: str, value: Param) -> Tensor:
+            if isinstance(value, Tensor):
+                return kernel_rows(per_row(name, value, x), x)
+            return kernel_rows(value, x)
+
+        inv_tau = rows("temperature", 1.0 / self.temperature)
         reg, support = self.regularizer, self.support
         if type(reg) is Tsallis and type(support) is Full and self.solver in ("auto", "bisect"):
-            return tsallis_probs(x, tau, reg.alpha)
+            return tsallis_probs(x, inv_tau, reg.alpha)
         if type(reg) is Shannon and type(support) is TopPSupport:
-            return top_p_probs(x, tau, per_row("p", support.p, x).to(x.dtype))
+            return top_p_probs(x, inv_tau, rows("p", support.p))
         return None
 
     def __repr__(self) -> str:

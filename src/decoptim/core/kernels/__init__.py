@@ -23,6 +23,9 @@ def use_kernels(x: torch.Tensor) -> bool:
 
 _DISABLED = False
 
+# Best-of-K's fused path ranks its head in registers (an M × M comparison for rank weights).
+MAX_FUSED_TOP_M = 256
+
 
 def set_kernels_enabled(enabled: bool) -> None:
     """Switch the Triton kernels off (or back on), e.g. to time the torch reference."""

@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .candidates import CAP, code_of, kth_largest_code, load_candidates
+
 
 @triton.jit
 def _pow(base, exponent):
@@ -90,27 +92,117 @@ def _solve_row(a, b, k, tail, OUTER: tl.constexpr, INNER: tl.constexpr):
 
 
 @triton.jit
+def _select_from_block(x, index, valid, M, head_x_ptr, head_index_ptr):
+    # The top M of the gathered block, ties toward the lower id, written in id order.
+    codes = code_of(x)
+    c_m = kth_largest_code(codes, valid, M)
+    above = valid & (codes > c_m)
+    tied = valid & (codes == c_m)
+    need = M - tl.sum(above.to(tl.int32), axis=0)
+    # The smallest id i* with `need` tied ids ≤ i*.
+    lo = tl.min(tl.where(tied, index, 1 << 30), axis=0) - 1
+    hi = tl.max(tl.where(tied, index, -1), axis=0)
+    for _ in range(32):
+        mid = lo + (hi - lo) // 2
+        enough = tl.sum((tied & (index <= mid)).to(tl.int32), axis=0) >= need
+        hi = tl.where(enough, mid, hi)
+        lo = tl.where(enough | (hi - lo <= 1), lo, mid)
+    chosen = above | (tied & (index <= hi))
+    pos = tl.cumsum(chosen.to(tl.int32), axis=0) - 1
+    tl.store(head_x_ptr + pos, x, mask=chosen)
+    tl.store(head_index_ptr + pos, index, mask=chosen)
+
+
+@triton.jit
+def _count_row(z_ptr, V, c, BLOCK: tl.constexpr):
+    n = tl.zeros((), tl.int32)
+    for start in range(0, V, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        z = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf"))
+        n += tl.sum(((offs < V) & (code_of(z) >= c)).to(tl.int32), axis=0)
+    return n
+
+
+@triton.jit
+def _select_from_row(z_ptr, V, M, head_x_ptr, head_index_ptr, BLOCK: tl.constexpr):
+    # The same selection over the whole row, re-read per bisection step: the fallback when
+    # the gathered candidates overflowed.
+    lo = tl.zeros((), tl.int64) - (1 << 31)
+    hi = tl.zeros((), tl.int64) + (1 << 31)
+    for _ in range(33):
+        mid = lo + (hi - lo) // 2
+        enough = _count_row(z_ptr, V, mid, BLOCK) >= M
+        lo = tl.where(enough & (hi - lo > 1), mid, lo)
+        hi = tl.where(enough | (hi - lo <= 1), hi, mid)
+    need = M - _count_row(z_ptr, V, lo + 1, BLOCK)
+    tie_lo = tl.zeros((), tl.int32) - 1
+    tie_hi = tl.zeros((), tl.int32) + V - 1
+    for _ in range(32):
+        mid = tie_lo + (tie_hi - tie_lo) // 2
+        n = tl.zeros((), tl.int32)
+        for start in range(0, V, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            z = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf"))
+            tie = (offs < V) & (code_of(z) == lo) & (offs <= mid)
+            n += tl.sum(tie.to(tl.int32), axis=0)
+        enough = n >= need
+        tie_hi = tl.where(enough, mid, tie_hi)
+        tie_lo = tl.where(enough | (tie_hi - tie_lo <= 1), tie_lo, mid)
+    found = tl.zeros((), tl.int32)
+    for start in range(0, V, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        z = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf"))
+        codes = code_of(z)
+        chosen = (offs < V) & ((codes > lo) | ((codes == lo) & (offs <= tie_hi)))
+        pos = found + tl.cumsum(chosen.to(tl.int32), axis=0) - 1
+        tl.store(head_x_ptr + pos, z, mask=chosen)
+        tl.store(head_index_ptr + pos, offs, mask=chosen)
+        found += tl.sum(chosen.to(tl.int32), axis=0)
+
+
+@triton.jit
 def _bok_topm_head_kernel(
-    zhead_ptr,
+    z_ptr,
+    cand_x_ptr,
+    cand_index_ptr,
+    cand_count_ptr,
     maxes_ptr,
     sums_ptr,
     c_ptr,
     betak_ptr,
     k_ptr,
+    head_x_ptr,
+    head_index_ptr,
     qhead_ptr,
     zmax_ptr,
     shift_ptr,
+    V,
     M,
     SPLITS,
+    CAND_SPLITS,
     BLOCK: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
+    CAP: tl.constexpr,
+    SLOTS: tl.constexpr,
+    ROW_BLOCK: tl.constexpr,
     RANK: tl.constexpr,
     OUTER: tl.constexpr,
     INNER: tl.constexpr,
 ):
-    # Combine the split partials of LSE(c·(z − max z)), form the head's a and the tail's
-    # log-mass, solve, and write q on the head and the tail's exponent shift.
+    # Pick the head (top M) from the gathered candidates, combine the split partials of
+    # LSE(c·(z − max z)), form the head's a and the tail's log-mass, solve, and write q on
+    # the head and the tail's exponent shift.
     row = tl.program_id(0)
+    head_x = head_x_ptr + row * M
+    head_index = head_index_ptr + row * M
+    x, index, valid, overflow = load_candidates(
+        cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
+    )
+    if overflow:
+        _select_from_row(z_ptr + row.to(tl.int64) * V, V, M, head_x, head_index, ROW_BLOCK)
+    else:
+        _select_from_block(x, index, valid, M, head_x, head_index)
+    tl.debug_barrier()
     c = tl.load(c_ptr + row)
     split_offs = tl.arange(0, SPLIT_BLOCK)
     split_mask = split_offs < SPLITS
@@ -121,7 +213,7 @@ def _bok_topm_head_kernel(
     lse_all = tl.log(tl.sum(sums * scale, axis=0))
     offs = tl.arange(0, BLOCK)
     mask = offs < M
-    z_head = tl.load(zhead_ptr + row * M + offs, mask=mask, other=-float("inf"))
+    z_head = tl.load(head_x + offs, mask=mask, other=-float("inf"))
     a = c * (z_head - z_max)
     head_max = tl.max(a, axis=0)
     head_lse = head_max + tl.log(tl.sum(tl.exp(a - head_max), axis=0))
@@ -129,8 +221,16 @@ def _bok_topm_head_kernel(
     # its rounding error then moves no probability by more than float32 resolution.
     gap = tl.minimum(head_lse - lse_all, 0.0)
     tail = lse_all + tl.log(tl.maximum(-tl.exp(gap) + 1.0, 0.0))
-    if RANK:  # noqa: SIM108 (a compile-time branch in a Triton kernel)
-        weight = 1.0 - offs.to(tl.float32) / M
+    if RANK:
+        # Rank of each head token: how many head tokens come before it (higher z, or equal
+        # z and a lower id).
+        ids = tl.load(head_index + offs, mask=mask, other=0)
+        codes = code_of(z_head)
+        before = (codes[None, :] > codes[:, None]) | (
+            (codes[None, :] == codes[:, None]) & (ids[None, :] < ids[:, None])
+        )
+        rank = tl.sum((before & mask[None, :]).to(tl.int32), axis=1)
+        weight = 1.0 - rank.to(tl.float32) / M
     else:
         weight = tl.where(mask, 1.0, 0.0)
     b = tl.load(betak_ptr + row) * weight
@@ -141,30 +241,43 @@ def _bok_topm_head_kernel(
     tl.store(shift_ptr + row, t + log_z)
 
 
-def topm_head(z_head, maxes, sums, c, beta_k, k, rank: bool, outer: int, inner: int):
-    """q on the head tokens, max z and the tail shift, from raw per-row inputs."""
-    rows, m = z_head.shape
+def topm_head(z, candidates, maxes, sums, c, beta_k, k, m: int, rank: bool, outer: int,
+              inner: int):  # fmt: skip
+    """The head's ids and q, max z and the tail shift, per row of z [rows, V]."""
+    rows, vocab = z.shape
     splits = maxes.shape[1]
-    q_head = torch.empty_like(z_head)
-    z_max = torch.empty(rows, device=z_head.device, dtype=torch.float32)
+    head_x = torch.empty(rows, m, device=z.device, dtype=torch.float32)
+    head_index = torch.empty(rows, m, device=z.device, dtype=torch.int64)
+    q_head = torch.empty_like(head_x)
+    z_max = torch.empty(rows, device=z.device, dtype=torch.float32)
     shift = torch.empty_like(z_max)
     _bok_topm_head_kernel[(rows,)](
-        z_head.contiguous(),
+        z,
+        candidates.x,
+        candidates.index,
+        candidates.count,
         maxes,
         sums,
         c,
         beta_k,
         k,
+        head_x,
+        head_index,
         q_head,
         z_max,
         shift,
+        vocab,
         m,
         splits,
+        candidates.splits,
         BLOCK=max(16, triton.next_power_of_2(m)),
         SPLIT_BLOCK=max(16, triton.next_power_of_2(splits)),
+        CAP=CAP,
+        SLOTS=triton.next_power_of_2(candidates.splits),
+        ROW_BLOCK=2048,
         RANK=rank,
         OUTER=outer,
         INNER=inner,
-        num_warps=4,
+        num_warps=8,
     )
-    return q_head, z_max, shift
+    return head_index, q_head, z_max, shift

@@ -10,48 +10,97 @@ import triton.language as tl
 BLOCK = 2048
 
 
-def splits_for(rows: int, vocab: int) -> int:
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":  # Triton's interpreter (TRITON_INTERPRET=1), in tests
+        return 132
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def splits_for(rows: int, vocab: int, device: torch.device) -> int:
     """Programs per row: enough for ~4 programs per SM, each over at least one block."""
-    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
-    return max(1, min(triton.cdiv(4 * sms, rows), triton.cdiv(vocab, BLOCK)))
+    return max(1, min(triton.cdiv(4 * _sm_count(device), rows), triton.cdiv(vocab, BLOCK)))
+
+
+def segment_size(vocab: int, k: int) -> int:
+    """Segment length for `row_stats`: about 4k segments per row (k-th largest segment max
+    then leaves ~k candidates on untied logits), at most 4096 segments, a power of two
+    that divides BLOCK."""
+    size = 16
+    while size < 256 and (size * 2) * 4 * k <= vocab:
+        size *= 2
+    while triton.cdiv(vocab, size) > 4096:
+        size *= 2
+    return min(size, BLOCK)
 
 
 @triton.jit
-def _scaled_lse_kernel(z_ptr, c_ptr, max_ptr, sum_ptr, V, stride, CHUNK, BLOCK: tl.constexpr):
-    # Per (row, split): running max m of z and Σ exp(c·(z − m)) over the split's chunk.
+def _row_stats_kernel(
+    z_ptr,
+    c_ptr,
+    max_ptr,
+    sum_ptr,
+    segmax_ptr,
+    V,
+    stride,
+    CHUNK,
+    NSEG,
+    BLOCK: tl.constexpr,
+    SEG: tl.constexpr,
+    SEGMENTS: tl.constexpr,
+):
+    # Per (row, split): running max m of z and Σ exp(c·(z − m)) over the split's chunk;
+    # with SEGMENTS also the max of every SEG-long segment.
     row = tl.program_id(0)
     split = tl.program_id(1)
     splits = tl.num_programs(1)
     c = tl.load(c_ptr + row)
     base = z_ptr + row.to(tl.int64) * stride
+    end = tl.minimum((split + 1) * CHUNK, V)
     m = -float("inf")
     s = 0.0
-    for start in range(split * CHUNK, tl.minimum((split + 1) * CHUNK, V), BLOCK):
+    for start in range(split * CHUNK, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        z = tl.load(
-            base + offs, mask=offs < tl.minimum((split + 1) * CHUNK, V), other=-float("inf")
-        )
+        z = tl.load(base + offs, mask=offs < end, other=-float("inf"))
         new_m = tl.maximum(m, tl.max(z, axis=0))
         safe = tl.where(new_m == -float("inf"), 0.0, new_m)
         s = s * tl.exp(c * (m - safe)) + tl.sum(tl.exp(c * (z - safe)), axis=0)
         m = new_m
+        if SEGMENTS:
+            seg = start // SEG + tl.arange(0, BLOCK // SEG)
+            seg_max = tl.max(tl.reshape(z, (BLOCK // SEG, SEG)), axis=1)
+            tl.store(segmax_ptr + row * NSEG + seg, seg_max, mask=seg < NSEG)
     tl.store(max_ptr + row * splits + split, m)
     tl.store(sum_ptr + row * splits + split, s)
 
 
-def scaled_logsumexp_partials(
-    z: torch.Tensor, c: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per (row, split) of z [rows, V]: the max m of z and Σ exp(c·(z − m)) over the split."""
+def row_stats(
+    z: torch.Tensor, c: torch.Tensor, segment: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per (row, split) of z [rows, V]: the max m of z and Σ exp(c·(z − m)) over the split;
+    with `segment` > 0 also the max of each `segment`-long piece of each row [rows, NSEG]."""
     rows, vocab = z.shape
-    splits = splits_for(rows, vocab)
+    splits = splits_for(rows, vocab, z.device)
     chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
     maxes = torch.empty(rows, splits, device=z.device, dtype=torch.float32)
     sums = torch.empty_like(maxes)
-    _scaled_lse_kernel[(rows, splits)](
-        z, c, maxes, sums, vocab, vocab, chunk, BLOCK=BLOCK, num_warps=4
+    nseg = triton.cdiv(vocab, segment) if segment else 0
+    segmax = torch.empty(rows, nseg, device=z.device, dtype=torch.float32) if segment else None
+    _row_stats_kernel[(rows, splits)](
+        z,
+        c,
+        maxes,
+        sums,
+        maxes if segmax is None else segmax,
+        vocab,
+        vocab,
+        chunk,
+        nseg,
+        BLOCK=BLOCK,
+        SEG=segment or BLOCK,
+        SEGMENTS=segment > 0,
+        num_warps=4,
     )
-    return maxes, sums
+    return maxes, sums, segmax
 
 
 @triton.jit
@@ -77,7 +126,7 @@ def exp_affine(
     z: torch.Tensor, c: torch.Tensor, m: torch.Tensor, shift: torch.Tensor
 ) -> torch.Tensor:
     rows, vocab = z.shape
-    splits = splits_for(rows, vocab)
+    splits = splits_for(rows, vocab, z.device)
     chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
     q = torch.empty_like(z)
     _exp_affine_kernel[(rows, splits)](
@@ -144,7 +193,7 @@ def race_sample(q: torch.Tensor, generator: torch.Generator | None = None) -> to
     """
     flat = q.reshape(-1, q.shape[-1]).float().contiguous()
     rows, vocab = flat.shape
-    splits = splits_for(rows, vocab)
+    splits = splits_for(rows, vocab, q.device)
     chunk = triton.cdiv(triton.cdiv(vocab, splits), 4 * BLOCK) * 4 * BLOCK
     seed = torch.randint(0, 2**31 - 1, (1,), device=q.device, generator=generator)
     keys = torch.empty(rows, splits, device=q.device, dtype=torch.float32)

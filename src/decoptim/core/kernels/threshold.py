@@ -16,6 +16,10 @@ import torch
 import triton
 import triton.language as tl
 
+from .candidates import CAP, gather_candidates, load_candidates
+from .streaming import BLOCK as STREAM_BLOCK
+from .streaming import row_stats
+
 BLOCK = 4096
 
 
@@ -32,70 +36,131 @@ def _psi(y, alpha_minus_one, KIND: tl.constexpr):
 
 
 @triton.jit
-def _tsallis_kernel(
+def _tsallis_mass_of_row(z_ptr, V, inv_tau, top, eta, alpha_minus_one, KIND: tl.constexpr,
+                         BLOCK: tl.constexpr):  # fmt: skip
+    total = 0.0
+    for start in range(0, V, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        x = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf")) * inv_tau - top
+        total += tl.sum(_psi(x - eta, alpha_minus_one, KIND), axis=0)
+    return total
+
+
+@triton.jit
+def _tsallis_solve_kernel(
     z_ptr,
     inv_tau_ptr,
-    q_ptr,
+    maxes_ptr,
+    cand_x_ptr,
+    cand_index_ptr,
+    cand_count_ptr,
+    top_ptr,
+    eta_ptr,
+    total_ptr,
     V,
-    stride,
+    SPLITS,
+    CAND_SPLITS,
     alpha_minus_one,
     KIND: tl.constexpr,
     ITERATIONS: tl.constexpr,
-    BLOCK: tl.constexpr,
+    SPLIT_BLOCK: tl.constexpr,
+    CAP: tl.constexpr,
+    SLOTS: tl.constexpr,
+    ROW_BLOCK: tl.constexpr,
 ):
+    # η by bisection on the gathered candidates (x ≥ max x − 1/(α−1), every token that can
+    # be in the support), or on the whole row if they overflowed.
     row = tl.program_id(0)
-    base = row.to(tl.int64) * stride
     inv_tau = tl.load(inv_tau_ptr + row)
-    top = -float("inf")
-    for start in range(0, V, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        x = tl.load(z_ptr + base + offs, mask=offs < V, other=-float("inf")) * inv_tau
-        top = tl.maximum(top, tl.max(x, axis=0))
+    split_offs = tl.arange(0, SPLIT_BLOCK)
+    maxes = tl.load(
+        maxes_ptr + row * SPLITS + split_offs, mask=split_offs < SPLITS, other=-float("inf")
+    )
+    top = tl.max(maxes, axis=0) * inv_tau
+    x, _, _, overflow = load_candidates(
+        cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
+    )
+    y = x - top
+    z_row = z_ptr + row.to(tl.int64) * V
     # Relative to the row maximum, like the reference: the resolution of η does not depend
     # on a common offset of the logits.
     lo = -1.0 / alpha_minus_one
     hi = 0.0
     for _ in range(ITERATIONS):
         mid = 0.5 * (lo + hi)
-        total = 0.0
-        for start in range(0, V, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            x = tl.load(z_ptr + base + offs, mask=offs < V, other=-float("inf")) * inv_tau - top
-            total += tl.sum(_psi(x - mid, alpha_minus_one, KIND), axis=0)
+        if overflow:
+            total = _tsallis_mass_of_row(z_row, V, inv_tau, top, mid, alpha_minus_one, KIND,
+                                         ROW_BLOCK)  # fmt: skip
+        else:
+            total = tl.sum(_psi(y - mid, alpha_minus_one, KIND), axis=0)
         too_much = total >= 1.0
         lo = tl.where(too_much, mid, lo)
         hi = tl.where(too_much, hi, mid)
-    total = 0.0
-    for start in range(0, V, BLOCK):
+    if overflow:
+        total = _tsallis_mass_of_row(z_row, V, inv_tau, top, lo, alpha_minus_one, KIND,
+                                     ROW_BLOCK)  # fmt: skip
+    else:
+        total = tl.sum(_psi(y - lo, alpha_minus_one, KIND), axis=0)
+    tl.store(top_ptr + row, top)
+    tl.store(eta_ptr + row, lo)
+    tl.store(total_ptr + row, total)
+
+
+@triton.jit
+def _tsallis_write_kernel(z_ptr, inv_tau_ptr, top_ptr, eta_ptr, total_ptr, q_ptr, V, CHUNK,
+                          alpha_minus_one, KIND: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    inv_tau = tl.load(inv_tau_ptr + row)
+    top = tl.load(top_ptr + row)
+    eta = tl.load(eta_ptr + row)
+    total = tl.load(total_ptr + row)
+    base = row.to(tl.int64) * V
+    end = tl.minimum((split + 1) * CHUNK, V)
+    for start in range(split * CHUNK, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        x = tl.load(z_ptr + base + offs, mask=offs < V, other=-float("inf")) * inv_tau - top
-        total += tl.sum(_psi(x - lo, alpha_minus_one, KIND), axis=0)
-    for start in range(0, V, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        mask = offs < V
+        mask = offs < end
         x = tl.load(z_ptr + base + offs, mask=mask, other=-float("inf")) * inv_tau - top
-        tl.store(q_ptr + base + offs, _psi(x - lo, alpha_minus_one, KIND) / total, mask=mask)
+        tl.store(q_ptr + base + offs, _psi(x - eta, alpha_minus_one, KIND) / total, mask=mask)
 
 
-def tsallis_probs(z: torch.Tensor, temperature: torch.Tensor, alpha: float) -> torch.Tensor:
-    """α-entmax of z/τ per row ([..., V], float32 CUDA; τ 0-d or [..., 1])."""
+def tsallis_probs(z: torch.Tensor, inv_tau: torch.Tensor, alpha: float) -> torch.Tensor:
+    """α-entmax of z/τ per row (z [..., V] float32 CUDA; 1/τ float32 [rows])."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
     rows, vocab = flat.shape
-    inv_tau = torch.broadcast_to(1.0 / temperature.to(flat), (*z.shape[:-1], 1)).reshape(rows)
-    q = torch.empty_like(flat)
     kind = 0 if alpha == 2.0 else 1 if alpha == 1.5 else 2
-    _tsallis_kernel[(rows,)](
+    maxes, _, _ = row_stats(flat, inv_tau)
+    candidates = gather_candidates(flat, inv_tau, maxes=maxes, offset=1.0 / (alpha - 1.0))
+    top, eta, total = (torch.empty(rows, device=z.device, dtype=torch.float32) for _ in "abc")
+    _tsallis_solve_kernel[(rows,)](
         flat,
-        inv_tau.contiguous(),
-        q,
+        inv_tau,
+        maxes,
+        candidates.x,
+        candidates.index,
+        candidates.count,
+        top,
+        eta,
+        total,
         vocab,
-        vocab,
+        maxes.shape[1],
+        candidates.splits,
         alpha - 1.0,
         KIND=kind,
         ITERATIONS=32,
-        BLOCK=BLOCK,
-        num_warps=16,
+        SPLIT_BLOCK=max(16, triton.next_power_of_2(maxes.shape[1])),
+        CAP=CAP,
+        SLOTS=triton.next_power_of_2(candidates.splits),
+        ROW_BLOCK=BLOCK,
+        num_warps=8,
     )
+    q = torch.empty_like(flat)
+    splits = maxes.shape[1]
+    chunk = triton.cdiv(triton.cdiv(vocab, splits), STREAM_BLOCK) * STREAM_BLOCK
+    _tsallis_write_kernel[(rows, splits)](
+        flat, inv_tau, top, eta, total, q, vocab, chunk, alpha - 1.0, KIND=kind,
+        BLOCK=STREAM_BLOCK, num_warps=4,
+    )  # fmt: skip
     return q.reshape(z.shape)
 
 
@@ -154,16 +219,10 @@ def _top_p_kernel(z_ptr, inv_tau_ptr, p_ptr, q_ptr, V, stride, BLOCK: tl.constex
         tl.store(q_ptr + base + offs, tl.where(keep, tl.exp(x - top) / kept, 0.0), mask=mask)
 
 
-def top_p_probs(z: torch.Tensor, temperature: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Top-p of softmax(z/τ) per row ([..., V], float32 CUDA; τ, p 0-d or [..., 1])."""
+def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Top-p of softmax(z/τ) per row (z [..., V] float32 CUDA; 1/τ and p float32 [rows])."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
     rows, vocab = flat.shape
-
-    def per_row(value: torch.Tensor) -> torch.Tensor:
-        return torch.broadcast_to(value.to(flat), (*z.shape[:-1], 1)).reshape(rows).contiguous()
-
     q = torch.empty_like(flat)
-    _top_p_kernel[(rows,)](
-        flat, per_row(1.0 / temperature), per_row(p), q, vocab, vocab, BLOCK=BLOCK, num_warps=16
-    )
+    _top_p_kernel[(rows,)](flat, inv_tau, p, q, vocab, vocab, BLOCK=BLOCK, num_warps=16)
     return q.reshape(z.shape)

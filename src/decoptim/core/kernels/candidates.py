@@ -1,0 +1,183 @@
+"""Candidate gathering: the few tokens of a row that can matter, found in one streaming pass,
+so that a per-row solve runs on a few hundred values held in registers instead of re-reading
+the whole row dozens of times.
+
+Each (row, split) program keeps the elements x = s·z of its chunk with x ≥ lo, in index
+order, in its own slot of CAP entries, and records how many it found (possibly more than
+CAP). The per-row solve loads all slots of its row at once; when any slot overflowed it falls
+back to the full row, inside the same kernel (the same answer, slower). Positions depend on
+the token ids only, so results do not depend on scheduling.
+
+The lower bound lo comes from the row statistics of the first streaming pass:
+- `offset`: lo = s·max z − offset, for Tsallis-α (nothing below max − 1/(α−1) is in the
+  support);
+- `kth_segment`: lo = the k-th largest of the row's segment maxima. Those k maxima are k
+  distinct tokens, so at least k tokens reach lo and the top k are all kept.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+from .streaming import BLOCK
+
+CAP = 256
+MAX_SPLITS = 16
+# Larger than any int32 code: a neutral element for min over codes.
+NO_CODE = tl.constexpr(1 << 40)
+
+
+@triton.jit
+def code_of(x):
+    """Order-preserving int64 code of a float32 (-0.0 made +0.0 first, so ties share codes)."""
+    bits = (x + 0.0).to(tl.int32, bitcast=True)
+    return tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.int64)
+
+
+@triton.jit
+def kth_largest_code(codes, valid, k):
+    """The largest c with #{valid codes ≥ c} ≥ k; assumes at least k valid codes."""
+    lo = tl.min(tl.where(valid, codes, NO_CODE), axis=0)
+    hi = tl.max(tl.where(valid, codes, -NO_CODE), axis=0) + 1
+    for _ in range(33):
+        mid = lo + (hi - lo) // 2
+        enough = tl.sum((valid & (codes >= mid)).to(tl.int32), axis=0) >= k
+        lo = tl.where(enough & (hi - lo > 1), mid, lo)
+        hi = tl.where(enough | (hi - lo <= 1), hi, mid)
+    return lo
+
+
+@triton.jit
+def _gather_kernel(
+    z_ptr,
+    scale_ptr,
+    maxes_ptr,
+    segmax_ptr,
+    x_out_ptr,
+    index_out_ptr,
+    count_ptr,
+    V,
+    stride,
+    CHUNK,
+    STAT_SPLITS,
+    NSEG,
+    k,
+    offset,
+    KTH_SEGMENT: tl.constexpr,
+    CAP: tl.constexpr,
+    STAT_BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    splits = tl.num_programs(1)
+    scale = tl.load(scale_ptr + row)
+    lanes = tl.arange(0, STAT_BLOCK)
+    if KTH_SEGMENT:
+        seg_valid = lanes < NSEG
+        segs = tl.load(segmax_ptr + row * NSEG + lanes, mask=seg_valid, other=-float("inf"))
+        lo = kth_largest_code(code_of(segs * scale), seg_valid, k)
+        lo = tl.where(k <= NSEG, lo, -NO_CODE)
+    else:
+        maxes = tl.load(
+            maxes_ptr + row * STAT_SPLITS + lanes, mask=lanes < STAT_SPLITS, other=-float("inf")
+        )
+        lo = code_of(tl.max(maxes, axis=0) * scale - offset)
+    base = row.to(tl.int64) * stride
+    slot = (row * splits + split).to(tl.int64) * CAP
+    end = tl.minimum((split + 1) * CHUNK, V)
+    found = tl.zeros((), tl.int32)
+    for start in range(split * CHUNK, end, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        inside = offs < end
+        x = tl.load(z_ptr + base + offs, mask=inside, other=-float("inf")) * scale
+        keep = inside & (code_of(x) >= lo)
+        kept = tl.sum(keep.to(tl.int32), axis=0)
+        if kept > 0:
+            pos = found + tl.cumsum(keep.to(tl.int32), axis=0) - 1
+            tl.store(x_out_ptr + slot + pos, x, mask=keep & (pos < CAP))
+            tl.store(index_out_ptr + slot + pos, offs, mask=keep & (pos < CAP))
+        found += kept
+    tl.store(count_ptr + row * splits + split, found)
+
+
+class Candidates(NamedTuple):
+    """Per (row, split) slots of CAP gathered values x = s·z and their token ids."""
+
+    x: torch.Tensor  # [rows, splits, CAP] float32
+    index: torch.Tensor  # [rows, splits, CAP] int32
+    count: torch.Tensor  # [rows, splits] int32, may exceed CAP (overflow)
+
+    @property
+    def splits(self) -> int:
+        return self.count.shape[1]
+
+
+def gather_splits(vocab: int) -> int:
+    return max(1, min(MAX_SPLITS, triton.cdiv(vocab, BLOCK)))
+
+
+def gather_candidates(
+    z: torch.Tensor,
+    scale: torch.Tensor,
+    *,
+    maxes: torch.Tensor | None = None,
+    offset: float = 0.0,
+    segmax: torch.Tensor | None = None,
+    k: int = 0,
+) -> Candidates:
+    """Elements of z [rows, V] with s·z ≥ lo, per row (s = scale [rows]).
+
+    With `segmax` ([rows, NSEG]): lo is the k-th largest of s·segmax. Otherwise lo is
+    s·max z − offset, with max z from the per-split `maxes` ([rows, splits]).
+    """
+    rows, vocab = z.shape
+    splits = gather_splits(vocab)
+    chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
+    x = torch.empty(rows, splits, CAP, device=z.device, dtype=torch.float32)
+    index = torch.empty(rows, splits, CAP, device=z.device, dtype=torch.int32)
+    count = torch.empty(rows, splits, device=z.device, dtype=torch.int32)
+    kth = segmax is not None
+    stats = segmax if kth else maxes
+    assert stats is not None
+    _gather_kernel[(rows, splits)](
+        z,
+        scale,
+        stats,
+        stats,
+        x,
+        index,
+        count,
+        vocab,
+        vocab,
+        chunk,
+        stats.shape[1],
+        stats.shape[1],
+        k,
+        offset,
+        KTH_SEGMENT=kth,
+        CAP=CAP,
+        STAT_BLOCK=max(16, triton.next_power_of_2(stats.shape[1])),
+        BLOCK=BLOCK,
+        num_warps=4,
+    )
+    return Candidates(x, index, count)
+
+
+@triton.jit
+def load_candidates(x_ptr, index_ptr, count_ptr, row, SPLITS, CAP: tl.constexpr,
+                    SLOTS: tl.constexpr):  # fmt: skip
+    """All of a row's slots as one block: values (−inf where empty), ids, validity, and
+    whether any slot overflowed (then the block is incomplete and the caller falls back)."""
+    flat = tl.arange(0, SLOTS * CAP)
+    split = flat // CAP
+    count = tl.load(count_ptr + row * SPLITS + split, mask=split < SPLITS, other=0)
+    valid = (split < SPLITS) & ((flat % CAP) < count)
+    base = row.to(tl.int64) * SPLITS * CAP
+    x = tl.load(x_ptr + base + flat, mask=valid, other=-float("inf"))
+    index = tl.load(index_ptr + base + flat, mask=valid, other=0)
+    return x, index, valid, tl.max(count, axis=0) > CAP

@@ -1,0 +1,105 @@
+"""Kernel checks run by Triton's interpreter on the CPU (TRITON_INTERPRET=1 must be set
+before Triton is imported, hence a separate process: see test_interpreted.py).
+
+Each check runs a CUDA-path kernel pipeline on CPU tensors and compares it with the torch
+reference in float64, including rows that overflow the candidate slots and so take the
+in-kernel fallback over the whole row.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
+
+import decoptim as d  # noqa: E402
+from decoptim.core.checks import kernel_rows  # noqa: E402
+from decoptim.core.kernels.bok_fused import bok_topm_probs  # noqa: E402
+from decoptim.core.kernels.candidates import CAP, gather_candidates  # noqa: E402
+from decoptim.core.kernels.streaming import row_stats, segment_size  # noqa: E402
+from decoptim.core.kernels.threshold import tsallis_probs  # noqa: E402
+from tests.conftest import random_logits  # noqa: E402
+
+
+def crowded(vocab: int, seed: int) -> torch.Tensor:
+    """Rows built to be hard: plain, constant, a tied block in one split, ties everywhere,
+    masked tokens."""
+    z = random_logits(5, vocab, seed)
+    z[1] = 0.25
+    z[2, 100:900] = z[2].max() + 1
+    z[3] = z[3].round()
+    z[4, ::3] = -torch.inf
+    return z
+
+
+def check_gather_keeps_exactly_the_tokens_above_the_bound() -> None:
+    z = crowded(6000, 0)
+    maxes, _, _ = row_stats(z, kernel_rows(1.0, z))
+    got = gather_candidates(z, kernel_rows(0.5, z), maxes=maxes, offset=1.0)
+    x = z * 0.5
+    expected = x >= x.max(-1, keepdim=True).values - 1.0
+    for row in range(z.shape[0]):
+        counts = got.count[row]
+        assert int(counts.sum()) == int(expected[row].sum()), row
+        if (counts <= CAP).all():
+            ids = torch.cat([got.index[row, s, : counts[s]] for s in range(got.splits)])
+            assert torch.equal(ids.long(), expected[row].nonzero().squeeze(-1)), row
+
+
+def check_kth_segment_bound_keeps_the_top_m() -> None:
+    z = crowded(6000, 1)
+    m = 64
+    _, _, segmax = row_stats(z, kernel_rows(1.0, z), segment=segment_size(6000, m))
+    got = gather_candidates(z, kernel_rows(1.0, z), segmax=segmax, k=m)
+    assert (got.count.sum(-1) >= m).all()
+    plain = got.count[0].sum()
+    assert plain < 4 * m, f"{int(plain)} candidates for the top {m} of untied logits"
+
+
+def check_bok_topm_and_rank_equal_reference() -> None:
+    for weights in ("topm", "rank"):
+        for vocab, m in ((6000, 64), (3000, 8), (200, 16)):
+            z = crowded(vocab, 2)
+            decoder = d.BestOfK(8, 2.0, 0.2, weights=weights, top_m=m)
+            c = kernel_rows(1.0 + 1.0 / 0.2, z)
+            q = bok_topm_probs(
+                z,
+                c,
+                kernel_rows(16.0, z),
+                kernel_rows(8.0, z),
+                m,
+                weights == "rank",
+                decoder.outer_iterations,
+                decoder.inner_iterations,
+            )
+            ref = decoder.probs(z.double())
+            err = float((q.double() - ref).abs().max())
+            assert err < 2e-6, f"{weights} V={vocab} M={m}: max error {err}"
+
+
+def check_tsallis_equals_reference() -> None:
+    for alpha, tau in ((2.0, 1.0), (1.5, 1.0), (1.3, 0.7), (2.0, 40.0), (1.5, 20.0)):
+        z = crowded(6000, 3)
+        decoder = d.Sparsemax(tau) if alpha == 2.0 else d.Entmax(alpha, tau)
+        q = tsallis_probs(z, kernel_rows(1.0 / tau, z), alpha)
+        ref = decoder.probs(z.double())
+        err = float((q.double() - ref).abs().max())
+        assert err < 2e-6, f"alpha={alpha} tau={tau}: max error {err}"
+        assert torch.equal(q > 0, ref > 0), f"alpha={alpha} tau={tau}: support differs"
+
+
+CHECKS = {name: fn for name, fn in globals().items() if name.startswith("check_")}
+
+if __name__ == "__main__":
+    failed = []
+    for name in sys.argv[1:] or CHECKS:
+        try:
+            CHECKS[name]()
+            print(f"ok {name}", flush=True)
+        except AssertionError as error:
+            failed.append(name)
+            print(f"FAILED {name}: {error}", flush=True)
+    sys.exit(1 if failed else 0)
