@@ -20,7 +20,7 @@ from decoptim.core.checks import kernel_rows  # noqa: E402
 from decoptim.core.kernels.bok_fused import bok_topm_probs  # noqa: E402
 from decoptim.core.kernels.candidates import CAP, gather_candidates  # noqa: E402
 from decoptim.core.kernels.streaming import row_stats, segment_size  # noqa: E402
-from decoptim.core.kernels.threshold import tsallis_probs  # noqa: E402
+from decoptim.core.kernels.threshold import top_p_probs, tsallis_probs  # noqa: E402
 from tests.conftest import random_logits  # noqa: E402
 
 
@@ -89,6 +89,19 @@ def check_tsallis_equals_reference() -> None:
         err = float((q.double() - ref).abs().max())
         assert err < 2e-6, f"alpha={alpha} tau={tau}: max error {err}"
         assert torch.equal(q > 0, ref > 0), f"alpha={alpha} tau={tau}: support differs"
+
+
+def check_top_p_equals_reference() -> None:
+    z = crowded(6000, 4)
+    for p, tau in ((0.9, 1.0), (0.5, 0.7), (1.0, 1.0)):
+        decoder = d.TopP(p, tau)
+        q = top_p_probs(z, kernel_rows(1.0 / tau, z), kernel_rows(p, z))
+        ref = decoder.probs(z.double())
+        err = float((q.double() - ref).abs().max())
+        assert err < 2e-6, f"p={p} tau={tau}: max error {err}"
+        # At p = 1 the last tokens (q ~ 1e-9) are in or out by float32 rounding of the mass.
+        if p < 1.0:
+            assert torch.equal(q > 0, ref > 0), f"p={p} tau={tau}: support differs"
 
 
 CHECKS = {name: fn for name, fn in globals().items() if name.startswith("check_")}

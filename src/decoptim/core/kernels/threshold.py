@@ -1,13 +1,13 @@
-"""Sort-free threshold decoders on CUDA, one Triton program per row.
-
-Each kernel runs the same bisection as the torch reference in decoptim.core, but keeps its
-loop inside one program: every pass re-reads the row (600 KB at V = 152k, from L2 after the
-first), instead of launching a handful of kernels per pass.
+"""Sort-free threshold decoders on CUDA.
 
 - Tsallis-α (sparsemax α = 2, entmax): bisection on η in q_v = [(α−1)(x_v − η)]₊^{1/(α−1)},
-  x = z/τ, inside [max x − 1/(α−1), max x]; 32 passes, then q renormalised.
-- Top-p: the nucleus by bisection over the order-preserving int32 codes of x (33 passes),
-  so ties at the edge are kept exactly as on the CPU.
+  x = z/τ, inside [max x − 1/(α−1), max x]. Only tokens with x ≥ max x − 1/(α−1) can be in
+  the support, so they are gathered first (`candidates.py`) and the 32 bisection steps run
+  on them in registers; a row with too many falls back to re-reading the whole row in the
+  same program. A streaming pass writes q.
+- Top-p: one program per row finds the nucleus by bisection over the order-preserving int32
+  codes of x (33 passes over the row, from L2 after the first), so ties at the edge are kept
+  exactly as on the CPU.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .candidates import CAP, gather_candidates, load_candidates
+from .candidates import CAP, code_of, gather_candidates, load_candidates
 from .streaming import BLOCK as STREAM_BLOCK
 from .streaming import row_stats
 
@@ -165,13 +165,6 @@ def tsallis_probs(z: torch.Tensor, inv_tau: torch.Tensor, alpha: float) -> torch
 
 
 @triton.jit
-def _code(x):
-    # Order-preserving int32 code of a float32 (-0.0 made +0.0 first, so ties share codes).
-    bits = (x + 0.0).to(tl.int32, bitcast=True)
-    return tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.int64)
-
-
-@triton.jit
 def _top_p_kernel(z_ptr, inv_tau_ptr, p_ptr, q_ptr, V, stride, BLOCK: tl.constexpr):
     row = tl.program_id(0)
     base = row.to(tl.int64) * stride
@@ -183,24 +176,24 @@ def _top_p_kernel(z_ptr, inv_tau_ptr, p_ptr, q_ptr, V, stride, BLOCK: tl.constex
         x = tl.load(z_ptr + base + offs, mask=offs < V, other=-float("inf")) * inv_tau
         top = tl.maximum(top, tl.max(x, axis=0))
     norm = 0.0
-    low_code = _code(top)
+    low_code = code_of(top)
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         x = tl.load(z_ptr + base + offs, mask=offs < V, other=-float("inf")) * inv_tau
         norm += tl.sum(tl.exp(x - top), axis=0)
         finite = x > -float("inf")
-        low_code = tl.minimum(low_code, tl.min(tl.where(finite, _code(x), low_code), axis=0))
+        low_code = tl.minimum(low_code, tl.min(tl.where(finite, code_of(x), low_code), axis=0))
     # Keep {x : code(x) >= c*}, c* the largest code whose upper set holds mass >= p:
     # mass(lo) >= p always, mass(hi) < p always; 33 halvings close the int32 range.
     lo = low_code
-    hi = _code(top) + 1
+    hi = code_of(top) + 1
     for _ in range(33):
         mid = lo + (hi - lo) // 2
         mass = 0.0
         for start in range(0, V, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             x = tl.load(z_ptr + base + offs, mask=offs < V, other=-float("inf")) * inv_tau
-            keep = (_code(x) >= mid) & (x > -float("inf"))
+            keep = (code_of(x) >= mid) & (x > -float("inf"))
             mass += tl.sum(tl.where(keep, tl.exp(x - top), 0.0), axis=0)
         reached = mass >= target * norm
         lo = tl.where(reached & (hi - lo > 1), mid, lo)
@@ -209,13 +202,13 @@ def _top_p_kernel(z_ptr, inv_tau_ptr, p_ptr, q_ptr, V, stride, BLOCK: tl.constex
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         x = tl.load(z_ptr + base + offs, mask=offs < V, other=-float("inf")) * inv_tau
-        keep = (_code(x) >= lo) & (x > -float("inf"))
+        keep = (code_of(x) >= lo) & (x > -float("inf"))
         kept += tl.sum(tl.where(keep, tl.exp(x - top), 0.0), axis=0)
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < V
         x = tl.load(z_ptr + base + offs, mask=mask, other=-float("inf")) * inv_tau
-        keep = (_code(x) >= lo) & (x > -float("inf"))
+        keep = (code_of(x) >= lo) & (x > -float("inf"))
         tl.store(q_ptr + base + offs, tl.where(keep, tl.exp(x - top) / kept, 0.0), mask=mask)
 
 
