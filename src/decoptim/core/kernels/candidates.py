@@ -55,16 +55,14 @@ def kth_largest_code(codes, valid, k):
 def _gather_kernel(
     z_ptr,
     scale_ptr,
-    maxes_ptr,
-    segmax_ptr,
+    stats_ptr,
     x_out_ptr,
     index_out_ptr,
     count_ptr,
     V,
     stride,
     CHUNK,
-    STAT_SPLITS,
-    NSEG,
+    N_STATS,
     k,
     offset,
     KTH_SEGMENT: tl.constexpr,
@@ -76,17 +74,15 @@ def _gather_kernel(
     split = tl.program_id(1)
     splits = tl.num_programs(1)
     scale = tl.load(scale_ptr + row)
+    # stats: the row's segment maxima (KTH_SEGMENT) or its per-split maxima.
     lanes = tl.arange(0, STAT_BLOCK)
+    present = lanes < N_STATS
+    stats = tl.load(stats_ptr + row * N_STATS + lanes, mask=present, other=-float("inf"))
     if KTH_SEGMENT:
-        seg_valid = lanes < NSEG
-        segs = tl.load(segmax_ptr + row * NSEG + lanes, mask=seg_valid, other=-float("inf"))
-        lo = kth_largest_code(code_of(segs * scale), seg_valid, k)
-        lo = tl.where(k <= NSEG, lo, -NO_CODE)
+        lo = kth_largest_code(code_of(stats * scale), present, k)
+        lo = tl.where(k <= N_STATS, lo, -NO_CODE)
     else:
-        maxes = tl.load(
-            maxes_ptr + row * STAT_SPLITS + lanes, mask=lanes < STAT_SPLITS, other=-float("inf")
-        )
-        lo = code_of(tl.max(maxes, axis=0) * scale - offset)
+        lo = code_of(tl.max(stats, axis=0) * scale - offset)
     base = row.to(tl.int64) * stride
     slot = (row * splits + split).to(tl.int64) * CAP
     end = tl.minimum((split + 1) * CHUNK, V)
@@ -141,13 +137,13 @@ def gather_candidates(
     x = torch.empty(rows, splits, CAP, device=z.device, dtype=torch.float32)
     index = torch.empty(rows, splits, CAP, device=z.device, dtype=torch.int32)
     count = torch.empty(rows, splits, device=z.device, dtype=torch.int32)
+    if (maxes is None) == (segmax is None):
+        raise ValueError("gather_candidates needs exactly one of maxes and segmax")
     kth = segmax is not None
-    stats = segmax if kth else maxes
-    assert stats is not None
+    stats = segmax if segmax is not None else maxes
     _gather_kernel[(rows, splits)](
         z,
         scale,
-        stats,
         stats,
         x,
         index,
@@ -155,7 +151,6 @@ def gather_candidates(
         vocab,
         vocab,
         chunk,
-        stats.shape[1],
         stats.shape[1],
         k,
         offset,
