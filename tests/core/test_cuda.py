@@ -71,6 +71,9 @@ def test_cuda_sampler_follows_probs(decoder):
         dict(weights="rank", top_m=16),
         dict(weights="topm", top_m=8, scores="raw"),
         dict(weights="topm", top_m=32, reference="raw", temperature=0.7),
+        dict(weights="prob"),
+        dict(weights="prob", solver="mirror", steps=3, scores="raw"),
+        dict(weights="prob", solver="mirror", steps=1, temperature=1.3),
     ],
     ids=repr,
 )
@@ -109,6 +112,8 @@ def test_kernel_paths_handle_ties_and_masked_tokens():
     [
         d.BestOfK(8, 2.0, 0.2, weights="topm", top_m=64),
         d.BestOfK(8, 2.0, 0.2, weights="rank", top_m=256),
+        d.BestOfK(8, 2.0, 0.2, weights="prob"),
+        d.BestOfK(8, 2.0, 0.2, weights="prob", solver="mirror"),
         d.Sparsemax(40.0),
         d.Entmax(1.5, 20.0),
     ],
@@ -132,3 +137,15 @@ def test_fused_bok_breaks_head_ties_toward_the_lower_id_like_the_cpu():
     q_gpu = decoder.probs(z.cuda()).cpu()
     torch.testing.assert_close(q_gpu, decoder.probs(z), atol=2e-6, rtol=1e-4)
     assert q_gpu[0, 100:108].min() > q_gpu[0, 108:200].max()
+
+
+def test_bok_routes_to_the_kernels_it_has():
+    z = random_logits(2, 1000, 7).cuda()
+    assert d.BestOfK(8, 0.02, 0.2)._kernel_route(z) == "prob"
+    assert d.BestOfK(8, 0.02, 0.2, solver="mirror")._kernel_route(z) == "prob"
+    assert d.BestOfK(8, 0.02, 0.2, weights="rank", top_m=64)._kernel_route(z) == "topm"
+    # Not fused: other mirror step sizes, top-M mirror, tensor weights, float64.
+    assert d.BestOfK(8, 0.02, 0.2, solver="mirror", step_size=1.0)._kernel_route(z) is None
+    assert d.BestOfK(8, 0.02, 0.2, solver="mirror", weights="topm")._kernel_route(z) is None
+    assert d.BestOfK(8, 0.02, 0.2, weights=torch.rand(1000))._kernel_route(z) is None
+    assert d.BestOfK(8, 0.02, 0.2)._kernel_route(z.double()) is None

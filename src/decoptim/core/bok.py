@@ -19,6 +19,8 @@ Two solvers:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -35,7 +37,6 @@ from .checks import (
 from .decoders import Decoder, Softmax
 from .kernels import MAX_FUSED_TOP_M, use_kernels
 from .problem import FLOAT32_SMALLEST_NORMAL, Certificate, frank_wolfe_certificate
-from .solvers import mirror_ascent
 from .supports import ordered_codes
 
 WEIGHTS = ("prob", "topm", "rank")
@@ -190,8 +191,9 @@ class BestOfK(Decoder):
     # -- solving -------------------------------------------------------------------------
 
     def _solve(self, x: Tensor) -> Tensor:
-        if self._fused_cuda(x):
-            return self._solve_exact_cuda(x)
+        route = self._kernel_route(x)
+        if route is not None:
+            return self._solve_cuda(x, route)
         parts = self._parts(x)
         if self.solver == "mirror":
             w = self.coverage_weights(x, parts["log_p"])
@@ -200,9 +202,10 @@ class BestOfK(Decoder):
                 if self.step_size is None
                 else per_row("step_size", self.step_size, x).to(x.dtype)
             )
-            return mirror_ascent(
-                lambda q: _gradient(q, w, **parts), parts["log_p"].exp(), self.steps, step
-            )
+            return _mirror_ascent(
+                lambda q: _potential(q, w, **parts), parts["log_p"].exp(), self.steps,
+                step * parts["lam"],
+            )  # fmt: skip
         return self._solve_exact(x, parts)
 
     def _solve_exact(self, x: Tensor, parts: dict[str, Tensor]) -> Tensor:
@@ -225,19 +228,22 @@ class BestOfK(Decoder):
         )
         return torch.exp(u - log_z)
 
-    def _fused_cuda(self, x: Tensor) -> bool:
-        """Exact solver, top-M/rank weights (M ≤ 256), float32 on CUDA: the Triton path."""
-        return (
-            self.solver == "exact"
-            and isinstance(self.weights, str)
-            and self.weights in ("topm", "rank")
-            and self.top_m <= MAX_FUSED_TOP_M
-            and x.dtype == torch.float32
-            and use_kernels(x)
-        )
+    def _kernel_route(self, x: Tensor) -> str | None:
+        """Which Triton path solves this (float32 on CUDA): "topm" for the exact solver with
+        top-M or rank weights (M ≤ 256), "prob" for w = p with the exact solver or mirror
+        ascent of the default step 1/λ; None for the torch path."""
+        if x.dtype != torch.float32 or not use_kernels(x) or isinstance(self.weights, Tensor):
+            return None
+        if self.weights == "prob":
+            exact_or_default_mirror = self.solver == "exact" or self.step_size is None
+            return "prob" if exact_or_default_mirror else None
+        if self.solver == "exact" and self.top_m <= MAX_FUSED_TOP_M:
+            return "topm"
+        return None
 
-    def _solve_exact_cuda(self, x: Tensor) -> Tensor:
+    def _solve_cuda(self, x: Tensor, route: str) -> Tensor:
         from .kernels.bok_fused import bok_topm_probs
+        from .kernels.bok_prob import bok_prob_probs
 
         def value(name: str, v: Param) -> float | Tensor:
             # Python numbers stay numbers, so the per-row vectors below come from a cache.
@@ -249,16 +255,18 @@ class BestOfK(Decoder):
         k = value("k", self.k)
         c = 1.0 / tau_p + 1.0 / (value("lam", self.lam) * tau_s)
         beta_k = value("beta", self.beta) * k
+        rows = [kernel_rows(c, x), kernel_rows(beta_k, x), kernel_rows(k, x)]
+        if route == "prob":
+            c_rows, beta_k_rows, k_rows = rows
+            steps = self.steps if self.solver == "mirror" else 0
+            return bok_prob_probs(
+                x, c_rows, kernel_rows(1.0 / tau_p, x), beta_k_rows, k_rows, steps,
+                self.outer_iterations, self.inner_iterations,
+            )  # fmt: skip
         return bok_topm_probs(
-            x,
-            kernel_rows(c, x),
-            kernel_rows(beta_k, x),
-            kernel_rows(k, x),
-            self.top_m,
-            self.weights == "rank",
-            self.outer_iterations,
+            x, *rows, self.top_m, self.weights == "rank", self.outer_iterations,
             self.inner_iterations,
-        )
+        )  # fmt: skip
 
     def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:
         """Frank–Wolfe gap of this objective (in float64) and infeasibility of `probs`."""
@@ -315,12 +323,34 @@ class BestOfK(Decoder):
         )
 
 
+def _potential(
+    q: Tensor, w: Tensor, s: Tensor, log_p: Tensor, lam: Tensor, beta: Tensor, k: Tensor
+) -> Tensor:
+    """ψ(q) = s/λ + log p − 1 + βwK(1 − q)^{K−1}, so that g(q) = λ(ψ(q) − log q)."""
+    return s / lam + log_p - 1.0 + beta * w * k * (1 - q).clamp_min(0) ** (k - 1)
+
+
 def _gradient(
     q: Tensor, w: Tensor, s: Tensor, log_p: Tensor, lam: Tensor, beta: Tensor, k: Tensor
 ) -> Tensor:
+    """g(q) = s − λ(log(q/p) + 1) + λβwK(1 − q)^{K−1} (log q floored at float32's
+    smallest normal, so that underflowed tokens keep a finite gradient)."""
     log_q = torch.log(q.clamp_min(FLOAT32_SMALLEST_NORMAL))
-    coverage = beta * w * k * (1 - q).clamp_min(0) ** (k - 1)
-    return s - lam * (log_q - log_p + 1.0) + lam * coverage
+    return lam * (_potential(q, w, s, log_p, lam, beta, k) - log_q)
+
+
+def _mirror_ascent(
+    potential: Callable[[Tensor], Tensor], q0: Tensor, steps: int, step_lam: Tensor
+) -> Tensor:
+    """`solvers.mirror_ascent` for g = λ(ψ − log q), step η: log q ← (1 − ηλ)·log q + ηλ·ψ(q),
+    renormalised. The same iterates, without the floor that g puts under log q (which
+    would pin tokens below 1e-38); at the default η = 1/λ, log q drops out."""
+    q = q0
+    for _ in range(steps):
+        log_q = torch.where(q > 0, torch.log(q), 0.0)
+        u = torch.where(q > 0, (1 - step_lam) * log_q + step_lam * potential(q), -torch.inf)
+        q = torch.softmax(u, dim=-1)
+    return q
 
 
 # Fixed Newton budgets (outer, inner) by the largest coverage slope b: measured to reach a

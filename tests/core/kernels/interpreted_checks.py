@@ -37,7 +37,7 @@ def crowded(vocab: int, seed: int) -> torch.Tensor:
 
 def check_gather_keeps_exactly_the_tokens_above_the_bound() -> None:
     z = crowded(6000, 0)
-    maxes, _, _ = row_stats(z, kernel_rows(1.0, z))
+    maxes = row_stats(z, kernel_rows(1.0, z)).maxes
     got = gather_candidates(z, kernel_rows(0.5, z), maxes=maxes, offset=1.0)
     x = z * 0.5
     expected = x >= x.max(-1, keepdim=True).values - 1.0
@@ -52,7 +52,7 @@ def check_gather_keeps_exactly_the_tokens_above_the_bound() -> None:
 def check_kth_segment_bound_keeps_the_top_m() -> None:
     z = crowded(6000, 1)
     m = 64
-    _, _, segmax = row_stats(z, kernel_rows(1.0, z), segment=segment_size(6000, m))
+    segmax = row_stats(z, kernel_rows(1.0, z), segment=segment_size(6000, m)).segmax
     got = gather_candidates(z, kernel_rows(1.0, z), segmax=segmax, k=m)
     assert (got.count.sum(-1) >= m).all()
     plain = got.count[0].sum()
@@ -78,6 +78,24 @@ def check_bok_topm_and_rank_equal_reference() -> None:
             ref = decoder.probs(z.double())
             err = float((q.double() - ref).abs().max())
             assert err < 2e-6, f"{weights} V={vocab} M={m}: max error {err}"
+
+
+def check_bok_prob_weights_equal_reference() -> None:
+    # Rows 1 (constant) and 2 (800 tied maxima) overflow their slots: the whole-row solve.
+    z = crowded(6000, 5)
+    settings = [
+        dict(k=8, beta=0.02, lam=0.2),
+        dict(k=8, beta=2.0, lam=0.2, temperature=0.7),
+        dict(k=3, beta=0.5, lam=1.0, scores="raw"),
+        dict(k=1, beta=0.3, lam=0.5),
+    ]
+    for setting in settings:
+        for solver, steps in (("exact", 5), ("mirror", 5), ("mirror", 1)):
+            decoder = d.BestOfK(**setting, weights="prob", solver=solver, steps=steps)
+            q = decoder._solve_cuda(z, "prob")
+            ref = decoder.probs(z.double())
+            err = float((q.double() - ref).abs().max())
+            assert err < 2e-6, f"{setting} {solver} {steps}: max error {err}"
 
 
 def check_tsallis_equals_reference() -> None:

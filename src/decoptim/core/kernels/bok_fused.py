@@ -38,10 +38,10 @@ def bok_topm_probs(
     m = min(top_m, vocab)
     # A_v = log p_v + s_v/λ − 1 = c·z_v + (a row constant). Row constants only move t, so
     # A is taken as c·(z_v − max z): no large numbers cancel in float32.
-    maxes, sums, segmax = row_stats(flat, c, segment=segment_size(vocab, m))
-    candidates = gather_candidates(flat, kernel_rows(1.0, flat), segmax=segmax, k=m)
+    stats = row_stats(flat, c, segment=segment_size(vocab, m))
+    candidates = gather_candidates(flat, kernel_rows(1.0, flat), segmax=stats.segmax, k=m)
     head, q_head, z_max, shift = topm_head(
-        flat, candidates, maxes, sums, c, beta_k, k, m, rank, outer, inner
+        flat, candidates, stats, c, beta_k, k, m, rank, outer, inner
     )
     q = exp_affine(flat, c, z_max, shift)
     q.scatter_(-1, head, q_head)

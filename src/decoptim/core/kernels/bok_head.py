@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from .candidates import CAP, code_of, kth_largest_code, load_candidates
+from .streaming import row_lse
 
 
 @triton.jit
@@ -57,11 +58,29 @@ def _lse(u, tail):
 
 
 @triton.jit
+def _outer_step(t, t_lo, t_hi, g, d_g, last_step, before_last):
+    """One safeguarded Newton step on t for G(t) = log Σ q (decreasing; root G = 0): the
+    bracket shrinks with the sign of g, and a Newton step is taken only inside it and when
+    it at most halves the step before last (rtsafe's rule), else the bracket's midpoint.
+    Returns (t, t_lo, t_hi, last_step, before_last) for the next step."""
+    eps = 64 * 1.1920928955078125e-07
+    t_lo = tl.where(g > 0, t, t_lo)
+    t_hi = tl.where(g > 0, t_hi, t)
+    newton = t - g / d_g
+    step = tl.abs(newton - t)
+    # Rounding-sized steps must not trip the cycle test once converged (see bok.py).
+    rounding = eps * tl.maximum(tl.abs(t), 1.0)
+    in_bracket = (newton >= t_lo - rounding) & (newton <= t_hi + rounding)
+    accept = in_bracket & ((2 * step <= before_last) | (step <= rounding))
+    following = tl.where(accept, tl.minimum(tl.maximum(newton, t_lo), t_hi), 0.5 * (t_lo + t_hi))
+    return following, t_lo, t_hi, tl.abs(following - t), last_step
+
+
+@triton.jit
 def _solve_row(a, b, k, tail, OUTER: tl.constexpr, INNER: tl.constexpr):
     dead = a == -float("inf")
     b = tl.where(dead, 0.0, b)
     a = tl.maximum(a, -1e30)
-    eps = 64 * 1.1920928955078125e-07
     t_lo = _lse(a, tail)
     t_hi = _lse(a + b, tail)
     t = t_lo
@@ -71,22 +90,12 @@ def _solve_row(a, b, k, tail, OUTER: tl.constexpr, INNER: tl.constexpr):
     for _ in range(OUTER):
         u = _inner(u, a - t, b, k, INNER)
         g = _lse(u, tail - t)
-        t_lo = tl.where(g > 0, t, t_lo)
-        t_hi = tl.where(g > 0, t_hi, t)
         _, slope = _phi_slope(u, a - t, b, k)
         moving = tl.where(u < 0, tl.exp(u - g) / slope, 0.0)
         d_g = -(tl.sum(moving, axis=0) + tl.exp(tail - t - g))
-        newton = t - g / d_g
-        step = tl.abs(newton - t)
-        rounding = eps * tl.maximum(tl.abs(t), 1.0)
-        in_bracket = (newton >= t_lo - rounding) & (newton <= t_hi + rounding)
-        accept = in_bracket & ((2 * step <= before_last) | (step <= rounding))
-        following = tl.where(
-            accept, tl.minimum(tl.maximum(newton, t_lo), t_hi), 0.5 * (t_lo + t_hi)
+        t, t_lo, t_hi, last_step, before_last = _outer_step(
+            t, t_lo, t_hi, g, d_g, last_step, before_last
         )
-        before_last = last_step
-        last_step = tl.abs(following - t)
-        t = following
     u = _inner(u, a - t, b, k, 2 * INNER)
     return u, t, _lse(u, tail - t)
 
@@ -204,13 +213,7 @@ def _bok_topm_head_kernel(
         _select_from_block(x, index, valid, M, head_x, head_index)
     tl.debug_barrier()
     c = tl.load(c_ptr + row)
-    split_offs = tl.arange(0, SPLIT_BLOCK)
-    split_mask = split_offs < SPLITS
-    maxes = tl.load(maxes_ptr + row * SPLITS + split_offs, mask=split_mask, other=-float("inf"))
-    sums = tl.load(sums_ptr + row * SPLITS + split_offs, mask=split_mask, other=0.0)
-    z_max = tl.max(maxes, axis=0)
-    scale = tl.where(maxes > -float("inf"), tl.exp(c * (maxes - z_max)), 0.0)
-    lse_all = tl.log(tl.sum(sums * scale, axis=0))
+    z_max, lse_all = row_lse(maxes_ptr, sums_ptr, row, SPLITS, c, SPLIT_BLOCK)
     offs = tl.arange(0, BLOCK)
     mask = offs < M
     z_head = tl.load(head_x + offs, mask=mask, other=-float("inf"))
@@ -241,11 +244,11 @@ def _bok_topm_head_kernel(
     tl.store(shift_ptr + row, t + log_z)
 
 
-def topm_head(z, candidates, maxes, sums, c, beta_k, k, m: int, rank: bool, outer: int,
+def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int,
               inner: int):  # fmt: skip
     """The head's ids and q, max z and the tail shift, per row of z [rows, V]."""
     rows, vocab = z.shape
-    splits = maxes.shape[1]
+    splits = stats.splits
     head_x = torch.empty(rows, m, device=z.device, dtype=torch.float32)
     head_index = torch.empty(rows, m, device=z.device, dtype=torch.int64)
     q_head = torch.empty_like(head_x)
@@ -256,8 +259,8 @@ def topm_head(z, candidates, maxes, sums, c, beta_k, k, m: int, rank: bool, oute
         candidates.x,
         candidates.index,
         candidates.count,
-        maxes,
-        sums,
+        stats.maxes,
+        stats.sums,
         c,
         beta_k,
         k,

@@ -52,6 +52,18 @@ def kth_largest_code(codes, valid, k):
 
 
 @triton.jit
+def append_to_slot(x, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP: tl.constexpr):
+    """Append the kept (x, offs) of one block to a slot already holding `found` entries, in
+    index order, up to CAP; returns the new count (which may exceed CAP: overflow)."""
+    kept = tl.sum(keep.to(tl.int32), axis=0)
+    if kept > 0:
+        pos = found + tl.cumsum(keep.to(tl.int32), axis=0) - 1
+        tl.store(x_out_ptr + slot + pos, x, mask=keep & (pos < CAP))
+        tl.store(index_out_ptr + slot + pos, offs, mask=keep & (pos < CAP))
+    return found + kept
+
+
+@triton.jit
 def _gather_kernel(
     z_ptr,
     scale_ptr,
@@ -92,12 +104,7 @@ def _gather_kernel(
         inside = offs < end
         x = tl.load(z_ptr + base + offs, mask=inside, other=-float("inf")) * scale
         keep = inside & (code_of(x) >= lo)
-        kept = tl.sum(keep.to(tl.int32), axis=0)
-        if kept > 0:
-            pos = found + tl.cumsum(keep.to(tl.int32), axis=0) - 1
-            tl.store(x_out_ptr + slot + pos, x, mask=keep & (pos < CAP))
-            tl.store(index_out_ptr + slot + pos, offs, mask=keep & (pos < CAP))
-        found += kept
+        found = append_to_slot(x, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
     tl.store(count_ptr + row * splits + split, found)
 
 
@@ -111,6 +118,14 @@ class Candidates(NamedTuple):
     @property
     def splits(self) -> int:
         return self.count.shape[1]
+
+    @staticmethod
+    def empty(rows: int, splits: int, device: torch.device) -> Candidates:
+        return Candidates(
+            torch.empty(rows, splits, CAP, device=device, dtype=torch.float32),
+            torch.empty(rows, splits, CAP, device=device, dtype=torch.int32),
+            torch.empty(rows, splits, device=device, dtype=torch.int32),
+        )
 
 
 def gather_splits(vocab: int) -> int:
@@ -134,13 +149,11 @@ def gather_candidates(
     rows, vocab = z.shape
     splits = gather_splits(vocab)
     chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
-    x = torch.empty(rows, splits, CAP, device=z.device, dtype=torch.float32)
-    index = torch.empty(rows, splits, CAP, device=z.device, dtype=torch.int32)
-    count = torch.empty(rows, splits, device=z.device, dtype=torch.int32)
     if (maxes is None) == (segmax is None):
         raise ValueError("gather_candidates needs exactly one of maxes and segmax")
     kth = segmax is not None
     stats = segmax if segmax is not None else maxes
+    x, index, count = Candidates.empty(rows, splits, z.device)
     _gather_kernel[(rows, splits)](
         z,
         scale,

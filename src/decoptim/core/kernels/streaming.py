@@ -3,6 +3,8 @@ fill the GPU: per-split partial results are combined by a few tiny torch ops."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -37,8 +39,10 @@ def segment_size(vocab: int, k: int) -> int:
 def _row_stats_kernel(
     z_ptr,
     c_ptr,
+    c2_ptr,
     max_ptr,
     sum_ptr,
+    sum2_ptr,
     segmax_ptr,
     V,
     stride,
@@ -47,23 +51,28 @@ def _row_stats_kernel(
     BLOCK: tl.constexpr,
     SEG: tl.constexpr,
     SEGMENTS: tl.constexpr,
+    TWO_SCALES: tl.constexpr,
 ):
     # Per (row, split): running max m of z and Σ exp(c·(z − m)) over the split's chunk;
-    # with SEGMENTS also the max of every SEG-long segment.
+    # with TWO_SCALES also Σ exp(c2·(z − m)); with SEGMENTS the max of every SEG-long segment.
     row = tl.program_id(0)
     split = tl.program_id(1)
     splits = tl.num_programs(1)
     c = tl.load(c_ptr + row)
+    c2 = tl.load(c2_ptr + row)
     base = z_ptr + row.to(tl.int64) * stride
     end = tl.minimum((split + 1) * CHUNK, V)
     m = -float("inf")
     s = 0.0
+    s2 = 0.0
     for start in range(split * CHUNK, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         z = tl.load(base + offs, mask=offs < end, other=-float("inf"))
         new_m = tl.maximum(m, tl.max(z, axis=0))
         safe = tl.where(new_m == -float("inf"), 0.0, new_m)
         s = s * tl.exp(c * (m - safe)) + tl.sum(tl.exp(c * (z - safe)), axis=0)
+        if TWO_SCALES:
+            s2 = s2 * tl.exp(c2 * (m - safe)) + tl.sum(tl.exp(c2 * (z - safe)), axis=0)
         m = new_m
         if SEGMENTS:
             seg = start // SEG + tl.arange(0, BLOCK // SEG)
@@ -71,25 +80,54 @@ def _row_stats_kernel(
             tl.store(segmax_ptr + row * NSEG + seg, seg_max, mask=seg < NSEG)
     tl.store(max_ptr + row * splits + split, m)
     tl.store(sum_ptr + row * splits + split, s)
+    if TWO_SCALES:
+        tl.store(sum2_ptr + row * splits + split, s2)
+
+
+@triton.jit
+def row_lse(max_ptr, sum_ptr, row, SPLITS, c, SPLIT_BLOCK: tl.constexpr):
+    """A row's split partials from `row_stats` combined: max z and log Σ exp(c·(z − max z))."""
+    offs = tl.arange(0, SPLIT_BLOCK)
+    present = offs < SPLITS
+    maxes = tl.load(max_ptr + row * SPLITS + offs, mask=present, other=-float("inf"))
+    sums = tl.load(sum_ptr + row * SPLITS + offs, mask=present, other=0.0)
+    z_max = tl.max(maxes, axis=0)
+    scale = tl.where(maxes > -float("inf"), tl.exp(c * (maxes - z_max)), 0.0)
+    return z_max, tl.log(tl.sum(sums * scale, axis=0))
+
+
+class RowStats(NamedTuple):
+    maxes: torch.Tensor  # [rows, splits]
+    sums: torch.Tensor  # [rows, splits]: Σ exp(c·(z − max)) over each split
+    sums2: torch.Tensor | None  # the same for the second scale c2, if given
+    segmax: torch.Tensor | None  # [rows, NSEG], if asked for
+
+    @property
+    def splits(self) -> int:
+        return self.maxes.shape[1]
 
 
 def row_stats(
-    z: torch.Tensor, c: torch.Tensor, segment: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Per (row, split) of z [rows, V]: the max m of z and Σ exp(c·(z − m)) over the split;
-    with `segment` > 0 also the max of each `segment`-long piece of each row [rows, NSEG]."""
+    z: torch.Tensor, c: torch.Tensor, segment: int = 0, c2: torch.Tensor | None = None
+) -> RowStats:
+    """Per (row, split) of z [rows, V]: the max m of z and Σ exp(c·(z − m)) over the split
+    (and Σ exp(c2·(z − m)) with `c2`); with `segment` > 0 also the max of each
+    `segment`-long piece of each row [rows, NSEG]."""
     rows, vocab = z.shape
     splits = splits_for(rows, vocab, z.device)
     chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
     maxes = torch.empty(rows, splits, device=z.device, dtype=torch.float32)
     sums = torch.empty_like(maxes)
+    sums2 = None if c2 is None else torch.empty_like(maxes)
     nseg = triton.cdiv(vocab, segment) if segment else 0
     segmax = torch.empty(rows, nseg, device=z.device, dtype=torch.float32) if segment else None
     _row_stats_kernel[(rows, splits)](
         z,
         c,
+        c if c2 is None else c2,
         maxes,
         sums,
+        sums if sums2 is None else sums2,
         maxes if segmax is None else segmax,
         vocab,
         vocab,
@@ -98,9 +136,10 @@ def row_stats(
         BLOCK=BLOCK,
         SEG=segment or BLOCK,
         SEGMENTS=segment > 0,
+        TWO_SCALES=c2 is not None,
         num_warps=4,
     )
-    return maxes, sums, segmax
+    return RowStats(maxes, sums, sums2, segmax)
 
 
 @triton.jit

@@ -129,7 +129,7 @@ def tsallis_probs(z: torch.Tensor, inv_tau: torch.Tensor, alpha: float) -> torch
     flat = z.reshape(-1, z.shape[-1]).contiguous()
     rows, vocab = flat.shape
     kind = 0 if alpha == 2.0 else 1 if alpha == 1.5 else 2
-    maxes, _, _ = row_stats(flat, inv_tau)
+    maxes = row_stats(flat, inv_tau).maxes
     candidates = gather_candidates(flat, inv_tau, maxes=maxes, offset=1.0 / (alpha - 1.0))
     top, eta, total = (torch.empty(rows, device=z.device, dtype=torch.float32) for _ in "abc")
     _tsallis_solve_kernel[(rows,)](
