@@ -11,8 +11,24 @@ import torch
 import triton
 import triton.language as tl
 
-from .candidates import CAP, code_of, kth_largest_code, load_candidates
+from .candidates import CAP, COMPACT, code_of, compact, compact_scratch, load_candidates
 from .streaming import row_lse
+
+# Larger than any int32 code: a neutral element for min over codes.
+NO_CODE = tl.constexpr(1 << 40)
+
+
+@triton.jit
+def kth_largest_code(codes, valid, k):
+    """The largest c with #{valid codes ≥ c} ≥ k; assumes at least k valid codes."""
+    lo = tl.min(tl.where(valid, codes, NO_CODE), axis=0)
+    hi = tl.max(tl.where(valid, codes, -NO_CODE), axis=0) + 1
+    for _ in range(33):
+        mid = lo + (hi - lo) // 2
+        enough = tl.sum((valid & (codes >= mid)).to(tl.int32), axis=0) >= k
+        lo = tl.where(enough & (hi - lo > 1), mid, lo)
+        hi = tl.where(enough | (hi - lo <= 1), hi, mid)
+    return lo
 
 
 @triton.jit
@@ -182,6 +198,8 @@ def _bok_topm_head_kernel(
     k_ptr,
     head_x_ptr,
     head_index_ptr,
+    scratch_x_ptr,
+    scratch_index_ptr,
     qhead_ptr,
     zmax_ptr,
     shift_ptr,
@@ -209,6 +227,11 @@ def _bok_topm_head_kernel(
     )
     if overflow:
         _select_from_row(z_ptr + row.to(tl.int64) * V, V, M, head_x, head_index, ROW_BLOCK)
+    elif tl.sum(valid.to(tl.int32), axis=0) <= COMPACT:
+        packed_x, packed_index, packed = compact(
+            x, index, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP, COMPACT
+        )
+        _select_from_block(packed_x, packed_index, packed, M, head_x, head_index)
     else:
         _select_from_block(x, index, valid, M, head_x, head_index)
     tl.debug_barrier()
@@ -266,6 +289,7 @@ def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int
         k,
         head_x,
         head_index,
+        *compact_scratch(rows, triton.next_power_of_2(candidates.splits) * CAP, z.device),
         q_head,
         z_max,
         shift,

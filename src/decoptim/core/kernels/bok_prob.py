@@ -27,7 +27,16 @@ import triton
 import triton.language as tl
 
 from .bok_head import _inner, _lse, _outer_step, _phi_slope, _pow, _solve_row
-from .candidates import CAP, Candidates, append_to_slot, gather_splits, load_candidates
+from .candidates import (
+    CAP,
+    COMPACT,
+    Candidates,
+    append_to_slot,
+    compact,
+    compact_scratch,
+    gather_splits,
+    load_candidates,
+)
 from .streaming import BLOCK, row_lse, row_stats
 
 # log of float32's machine epsilon, 2⁻²³: the tail's closed form is within it.
@@ -202,6 +211,25 @@ def _mirror_full_row(z_ptr, q_ptr, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top
 
 
 @triton.jit
+def _solve_head(x, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first, STEPS,
+                MIRROR: tl.constexpr, OUTER: tl.constexpr, INNER: tl.constexpr):  # fmt: skip
+    # q on the head tokens x (−inf lanes are empty) and the tail's shift, given the tail's
+    # log-mass (and, for mirror's first step, that of A + b(1 − p)^{K−1}).
+    a, p, b = _token_terms(x, z_max, c, inv_tau_p, lse_p, beta_k)
+    if MIRROR:
+        log_x = a + b * _pow(tl.maximum(1.0 - p, 0.0), k - 1.0)
+        log_total = _lse(log_x, tail_first)
+        for _step in range(STEPS - 1):
+            q = tl.exp(log_x - log_total)
+            log_x = a + b * _pow(tl.maximum(1.0 - q, 0.0), k - 1.0)
+            log_total = _lse(log_x, tail)
+        return tl.exp(log_x - log_total), log_total
+    else:
+        u, t, log_z = _solve_row(a, b, k, tail, OUTER, INNER)
+        return tl.exp(u - log_z), t + log_z
+
+
+@triton.jit
 def _prob_head_kernel(
     z_ptr,
     q_ptr,
@@ -216,6 +244,8 @@ def _prob_head_kernel(
     cand_index_ptr,
     cand_count_ptr,
     tail_ptr,
+    scratch_x_ptr,
+    scratch_index_ptr,
     qhead_ptr,
     row_out_ptr,
     V,
@@ -258,25 +288,25 @@ def _prob_head_kernel(
             _solve_full_row(z_row, q_row, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
                             OUTER, INNER, ROW_BLOCK)  # fmt: skip
     else:
-        a, p, b = _token_terms(x, z_max, c, inv_tau_p, lse_p, beta_k)
-        if MIRROR:
-            firsts = tl.load(
-                tail_ptr + (row * 2 + 1) * CAND_SPLITS + split_offs, mask=present, other=0.0
-            )
-            log_x = a + b * _pow(tl.maximum(1.0 - p, 0.0), k - 1.0)
-            log_total = _lse(log_x, tl.log(tl.sum(firsts, axis=0)) + top)
-            for _step in range(STEPS - 1):
-                q = tl.exp(log_x - log_total)
-                log_x = a + b * _pow(tl.maximum(1.0 - q, 0.0), k - 1.0)
-                log_total = _lse(log_x, tail)
-            q_head = tl.exp(log_x - log_total)
-            shift = log_total
-        else:
-            u, t, log_z = _solve_row(a, b, k, tail, OUTER, INNER)
-            q_head = tl.exp(u - log_z)
-            shift = t + log_z
+        firsts = tl.load(
+            tail_ptr + (row * 2 + 1) * CAND_SPLITS + split_offs, mask=present, other=0.0
+        )
+        tail_first = tl.log(tl.sum(firsts, axis=0)) + top
         flat = tl.arange(0, SLOTS * CAP)
-        tl.store(qhead_ptr + row.to(tl.int64) * CAND_SPLITS * CAP + flat, q_head, mask=valid)
+        q_head_ptr = qhead_ptr + row.to(tl.int64) * CAND_SPLITS * CAP
+        if tl.sum(valid.to(tl.int32), axis=0) <= COMPACT:
+            packed_x, packed_flat, packed = compact(
+                x, flat, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP, COMPACT
+            )
+            q_packed, shift = _solve_head(
+                packed_x, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first, STEPS,
+                MIRROR, OUTER, INNER,
+            )  # fmt: skip
+            tl.store(q_head_ptr + packed_flat, q_packed, mask=packed)
+        else:
+            q_head, shift = _solve_head(x, z_max, c, inv_tau_p, lse_p, beta_k, k, tail,
+                                        tail_first, STEPS, MIRROR, OUTER, INNER)  # fmt: skip
+            tl.store(q_head_ptr + flat, q_head, mask=valid)
     tl.store(row_out_ptr + row * 3, z_max)
     tl.store(row_out_ptr + row * 3 + 1, lse_p)
     tl.store(row_out_ptr + row * 3 + 2, shift)
@@ -370,7 +400,8 @@ def bok_prob_probs(
     row_terms = torch.empty(rows, 3, device=z.device, dtype=torch.float32)
     _prob_head_kernel[(rows,)](
         flat, q, stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k,
-        candidates.x, candidates.index, candidates.count, tails, q_head, row_terms,
+        candidates.x, candidates.index, candidates.count, tails,
+        *compact_scratch(rows, triton.next_power_of_2(splits) * CAP, z.device), q_head, row_terms,
         vocab, stats.splits, splits, steps,
         MIRROR=mirror, OUTER=outer, INNER=inner, CAP=CAP,
         SLOTS=triton.next_power_of_2(splits), SPLIT_BLOCK=split_block, ROW_BLOCK=1024,

@@ -11,7 +11,7 @@ the token ids only, so results do not depend on scheduling.
 The lower bound lo comes from the row statistics of the first streaming pass:
 - `offset`: lo = s·max z − offset, for Tsallis-α (nothing below max − 1/(α−1) is in the
   support);
-- `kth_segment`: lo = the k-th largest of the row's segment maxima. Those k maxima are k
+- `kth_segment`: lo ≤ the k-th largest of the row's segment maxima. Those k maxima are k
   distinct tokens, so at least k tokens reach lo and the top k are all kept.
 """
 
@@ -27,8 +27,6 @@ from .streaming import BLOCK
 
 CAP = 256
 MAX_SPLITS = 16
-# Larger than any int32 code: a neutral element for min over codes.
-NO_CODE = tl.constexpr(1 << 40)
 
 
 @triton.jit
@@ -39,16 +37,18 @@ def code_of(x):
 
 
 @triton.jit
-def kth_largest_code(codes, valid, k):
-    """The largest c with #{valid codes ≥ c} ≥ k; assumes at least k valid codes."""
-    lo = tl.min(tl.where(valid, codes, NO_CODE), axis=0)
-    hi = tl.max(tl.where(valid, codes, -NO_CODE), axis=0) + 1
-    for _ in range(33):
-        mid = lo + (hi - lo) // 2
-        enough = tl.sum((valid & (codes >= mid)).to(tl.int32), axis=0) >= k
-        lo = tl.where(enough & (hi - lo > 1), mid, lo)
-        hi = tl.where(enough | (hi - lo <= 1), hi, mid)
-    return lo
+def kth_largest_lower_bound(x, valid, k, PASSES: tl.constexpr):
+    """A value lo with #{valid x ≥ lo} ≥ k, at most (max − min)/2^PASSES below the k-th
+    largest valid x; −inf when fewer than k valid x are finite."""
+    finite = valid & (x > -float("inf"))
+    lo = tl.min(tl.where(finite, x, float("inf")), axis=0)
+    hi = tl.max(tl.where(finite, x, -float("inf")), axis=0)
+    for _ in range(PASSES):
+        mid = lo + 0.5 * (hi - lo)
+        enough = tl.sum((finite & (x >= mid)).to(tl.int32), axis=0) >= k
+        lo = tl.where(enough, mid, lo)
+        hi = tl.where(enough, hi, mid)
+    return tl.where(tl.sum(finite.to(tl.int32), axis=0) >= k, lo, -float("inf"))
 
 
 @triton.jit
@@ -91,8 +91,9 @@ def _gather_kernel(
     present = lanes < N_STATS
     stats = tl.load(stats_ptr + row * N_STATS + lanes, mask=present, other=-float("inf"))
     if KTH_SEGMENT:
-        lo = kth_largest_code(code_of(stats * scale), present, k)
-        lo = tl.where(k <= N_STATS, lo, -NO_CODE)
+        # A bound a little below the k-th largest segment max is as good: the head program
+        # selects exactly. 16 halvings leave a few extra candidates at most.
+        lo = code_of(kth_largest_lower_bound(stats * scale, present, k, 16))
     else:
         lo = code_of(tl.max(stats, axis=0) * scale - offset)
     base = row.to(tl.int64) * stride
@@ -143,7 +144,7 @@ def gather_candidates(
 ) -> Candidates:
     """Elements of z [rows, V] with s·z ≥ lo, per row (s = scale [rows]).
 
-    With `segmax` ([rows, NSEG]): lo is the k-th largest of s·segmax. Otherwise lo is
+    With `segmax` ([rows, NSEG]): lo is at most the k-th largest of s·segmax. Otherwise lo is
     s·max z − offset, with max z from the per-split `maxes` ([rows, splits]).
     """
     rows, vocab = z.shape
@@ -189,3 +190,33 @@ def load_candidates(x_ptr, index_ptr, count_ptr, row, SPLITS, CAP: tl.constexpr,
     x = tl.load(x_ptr + base + flat, mask=valid, other=-float("inf"))
     index = tl.load(index_ptr + base + flat, mask=valid, other=0)
     return x, index, valid, tl.max(count, axis=0) > CAP
+
+
+# A row with at most this many candidates is packed into a block of this size first, so
+# that the per-row solve does not spend its time on the empty lanes of all slots.
+COMPACT = tl.constexpr(256)
+
+
+@triton.jit
+def compact(x, index, valid, scratch_x_ptr, scratch_index_ptr, row, LANES: tl.constexpr,
+            COMPACT: tl.constexpr):  # fmt: skip
+    """The valid (x, index) of a LANES-lane block packed, in order, into the first lanes of
+    a COMPACT-lane block (through a per-row scratch of LANES entries); assumes at most
+    COMPACT are valid. Returns values (−inf where empty), indices and validity."""
+    pos = tl.cumsum(valid.to(tl.int32), axis=0) - 1
+    base = row.to(tl.int64) * LANES
+    tl.store(scratch_x_ptr + base + pos, x, mask=valid)
+    tl.store(scratch_index_ptr + base + pos, index, mask=valid)
+    tl.debug_barrier()  # other threads' stores must land before the loads below
+    lanes = tl.arange(0, COMPACT)
+    packed = lanes < tl.sum(valid.to(tl.int32), axis=0)
+    packed_x = tl.load(scratch_x_ptr + base + lanes, mask=packed, other=-float("inf"))
+    packed_index = tl.load(scratch_index_ptr + base + lanes, mask=packed, other=0)
+    return packed_x, packed_index, packed
+
+
+def compact_scratch(rows: int, lanes: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    return (
+        torch.empty(rows, lanes, device=device, dtype=torch.float32),
+        torch.empty(rows, lanes, device=device, dtype=torch.int32),
+    )

@@ -18,9 +18,16 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def splits_for(rows: int, vocab: int, device: torch.device) -> int:
-    """Programs per row: enough for ~4 programs per SM, each over at least one block."""
-    return max(1, min(triton.cdiv(4 * _sm_count(device), rows), triton.cdiv(vocab, BLOCK)))
+def splits_for(
+    rows: int, vocab: int, device: torch.device, per_sm: int = 4, block: int = BLOCK
+) -> int:
+    """Programs per row: enough for ~`per_sm` programs per SM, each over at least one block."""
+    return max(1, min(triton.cdiv(per_sm * _sm_count(device), rows), triton.cdiv(vocab, block)))
+
+
+# The race's own shape: with lane-wise running maxima, smaller blocks and more programs
+# measured fastest on an H100 (30.6 against 38.8 µs at B = 64, V = 152k).
+RACE_BLOCK = 1024
 
 
 def segment_size(vocab: int, k: int) -> int:
@@ -185,14 +192,13 @@ def exp_affine(
 
 @triton.jit
 def _race_update(base, first, lane, end, u, best_key, best_index):
+    # Lane by lane, so that no block needs a reduction across the program's threads.
     offs = first + lane
     q = tl.load(base + offs, mask=offs < end, other=0.0)
     # q > 0 with E = 0 gives +inf (that token wins, as it should); q = 0 never wins.
     key = tl.where(q > 0, q / -tl.log(1.0 - u), -1.0)
-    block_best = tl.max(key, axis=0)
-    better = block_best > best_key
-    best_index = tl.where(better, tl.argmax(key, axis=0) + first, best_index)
-    return tl.where(better, block_best, best_key), best_index
+    better = key > best_key
+    return tl.where(better, key, best_key), tl.where(better, offs, best_index)
 
 
 @triton.jit
@@ -205,8 +211,8 @@ def _race_kernel(q_ptr, key_ptr, index_ptr, seed_ptr, V, stride, CHUNK, BLOCK: t
     base = q_ptr + row.to(tl.int64) * stride
     end = tl.minimum((split + 1) * CHUNK, V)
     lane = tl.arange(0, BLOCK)
-    best_key = tl.zeros((), tl.float32) - 1.0
-    best_index = tl.zeros((), tl.int32)
+    best_key = tl.zeros((BLOCK,), tl.float32) - 1.0
+    best_index = tl.zeros((BLOCK,), tl.int32)
     for start in range(split * CHUNK, end, 4 * BLOCK):
         # One Philox call yields four uniforms: one per quarter of this 4·BLOCK span. The
         # counters row·V + start + lane never repeat, since start advances by 4·BLOCK.
@@ -221,8 +227,11 @@ def _race_kernel(q_ptr, key_ptr, index_ptr, seed_ptr, V, stride, CHUNK, BLOCK: t
         best_key, best_index = _race_update(
             base, start + 3 * BLOCK, lane, end, u3, best_key, best_index
         )
-    tl.store(key_ptr + row * splits + split, best_key)
-    tl.store(index_ptr + row * splits + split, best_index)
+    winner = tl.argmax(best_key, axis=0)
+    tl.store(key_ptr + row * splits + split, tl.max(best_key, axis=0))
+    tl.store(
+        index_ptr + row * splits + split, tl.sum(tl.where(lane == winner, best_index, 0), axis=0)
+    )
 
 
 def race_sample(q: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -232,12 +241,12 @@ def race_sample(q: torch.Tensor, generator: torch.Generator | None = None) -> to
     """
     flat = q.reshape(-1, q.shape[-1]).float().contiguous()
     rows, vocab = flat.shape
-    splits = splits_for(rows, vocab, q.device)
-    chunk = triton.cdiv(triton.cdiv(vocab, splits), 4 * BLOCK) * 4 * BLOCK
+    splits = splits_for(rows, vocab, q.device, per_sm=8, block=RACE_BLOCK)
+    chunk = triton.cdiv(triton.cdiv(vocab, splits), 4 * RACE_BLOCK) * 4 * RACE_BLOCK
     seed = torch.randint(0, 2**31 - 1, (1,), device=q.device, generator=generator)
     keys = torch.empty(rows, splits, device=q.device, dtype=torch.float32)
     indices = torch.empty(rows, splits, device=q.device, dtype=torch.int64)
     _race_kernel[(rows, splits)](
-        flat, keys, indices, seed, vocab, vocab, chunk, BLOCK=BLOCK, num_warps=4
+        flat, keys, indices, seed, vocab, vocab, chunk, BLOCK=RACE_BLOCK, num_warps=8
     )
     return indices.gather(1, keys.argmax(1, keepdim=True)).reshape(q.shape[:-1])
