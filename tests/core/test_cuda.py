@@ -116,6 +116,8 @@ def test_kernel_paths_handle_ties_and_masked_tokens():
         d.BestOfK(8, 2.0, 0.2, weights="prob", solver="mirror"),
         d.Sparsemax(40.0),
         d.Entmax(1.5, 20.0),
+        d.TopP(0.9),
+        d.TopP(0.999, temperature=3.0),
     ],
     ids=repr,
 )

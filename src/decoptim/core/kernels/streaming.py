@@ -151,9 +151,10 @@ def row_stats(
 
 @triton.jit
 def _exp_affine_kernel(
-    z_ptr, c_ptr, m_ptr, shift_ptr, q_ptr, V, stride, CHUNK, BLOCK: tl.constexpr
-):
-    # q = exp(c·(z − m) − shift) over the split's chunk.
+    z_ptr, c_ptr, m_ptr, shift_ptr, floor_ptr, q_ptr, V, stride, CHUNK, BLOCK: tl.constexpr,
+    FLOOR: tl.constexpr,
+):  # fmt: skip
+    # q = exp(c·(z − m) − shift) over the split's chunk (0 where c·z < floor, with FLOOR).
     row = tl.program_id(0)
     split = tl.program_id(1)
     c = tl.load(c_ptr + row)
@@ -165,12 +166,21 @@ def _exp_affine_kernel(
         offs = start + tl.arange(0, BLOCK)
         mask = offs < end
         z = tl.load(z_ptr + base + offs, mask=mask, other=-float("inf"))
-        tl.store(q_ptr + base + offs, tl.exp(c * (z - m) - shift), mask=mask)
+        q = tl.exp(c * (z - m) - shift)
+        if FLOOR:
+            q = tl.where(z * c >= tl.load(floor_ptr + row), q, 0.0)
+        tl.store(q_ptr + base + offs, q, mask=mask)
 
 
 def exp_affine(
-    z: torch.Tensor, c: torch.Tensor, m: torch.Tensor, shift: torch.Tensor
+    z: torch.Tensor,
+    c: torch.Tensor,
+    m: torch.Tensor,
+    shift: torch.Tensor,
+    floor: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """q = exp(c·(z − m) − shift) per row of z [rows, V] (c, m, shift, floor: [rows]); with
+    `floor`, q = 0 where c·z < floor."""
     rows, vocab = z.shape
     splits = splits_for(rows, vocab, z.device)
     chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
@@ -180,11 +190,13 @@ def exp_affine(
         c.contiguous(),
         m.reshape(rows).contiguous(),
         shift.reshape(rows).contiguous(),
+        shift if floor is None else floor,
         q,
         vocab,
         vocab,
         chunk,
         BLOCK=BLOCK,
+        FLOOR=floor is not None,
         num_warps=4,
     )
     return q

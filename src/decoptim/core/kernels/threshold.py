@@ -16,9 +16,17 @@ import torch
 import triton
 import triton.language as tl
 
-from .candidates import CAP, code_of, gather_candidates, load_candidates
+from .candidates import (
+    CAP,
+    Candidates,
+    append_to_slot,
+    code_of,
+    gather_candidates,
+    gather_splits,
+    load_candidates,
+)
 from .streaming import BLOCK as STREAM_BLOCK
-from .streaming import row_stats
+from .streaming import exp_affine, row_lse, row_stats
 
 BLOCK = 4096
 
@@ -164,58 +172,281 @@ def tsallis_probs(z: torch.Tensor, inv_tau: torch.Tensor, alpha: float) -> torch
     return q.reshape(z.shape)
 
 
+# Thresholds per profile pass: two passes narrow the bracket of the nucleus's edge by
+# (PROFILE − 1)² ≈ 1000×, leaving a few hundred tokens to gather at most on LM-like rows.
+PROFILE = 32
+PROFILE_BLOCK = 256
+
+
 @triton.jit
-def _top_p_kernel(z_ptr, inv_tau_ptr, p_ptr, q_ptr, V, stride, BLOCK: tl.constexpr):
+def _nucleus_terms(max_ptr, sum_ptr, row, SPLITS, inv_tau, p, SPLIT_BLOCK: tl.constexpr):
+    # max x (x = z/τ), Σ e^{x − max x}, and the target mass p·Σ, all in units of e^{x − max x}.
+    z_max, lse = row_lse(max_ptr, sum_ptr, row, SPLITS, inv_tau, SPLIT_BLOCK)
+    norm = tl.exp(lse)
+    return z_max * inv_tau, norm, p * norm
+
+
+@triton.jit
+def _thresholds(lo, hi, j, PROFILE: tl.constexpr):
+    # PROFILE points from hi down to lo (lo itself exactly at the end).
+    return tl.where(j == PROFILE - 1, lo, hi - j * ((hi - lo) / (PROFILE - 1)))
+
+
+@triton.jit
+def _narrow(lo, hi, profile_ptr, row, SPLITS, target, PROFILE: tl.constexpr,
+            SPLIT_BLOCK: tl.constexpr):  # fmt: skip
+    # The edge x* (the largest x whose upper set holds mass ≥ target) lies in [lo, hi]:
+    # mass(x ≥ lo) ≥ target > mass(x > hi). Given the masses above each threshold of
+    # [lo, hi] (per split), returns the two neighbouring thresholds around x*.
+    split = tl.arange(0, SPLIT_BLOCK)[:, None]
+    j = tl.arange(0, PROFILE)
+    parts = tl.load(
+        profile_ptr + (row * SPLITS + split) * PROFILE + j[None, :], mask=split < SPLITS, other=0.0
+    )
+    reached = tl.sum(parts, axis=0) >= target
+    first = tl.min(tl.where(reached, j, PROFILE - 1), axis=0)
+    theta = _thresholds(lo, hi, j, PROFILE)
+    new_lo = tl.sum(tl.where(j == first, theta, 0.0), axis=0)
+    new_hi = tl.sum(tl.where(j == first - 1, theta, 0.0), axis=0)
+    return new_lo, tl.where(first == 0, hi, new_hi)
+
+
+@triton.jit
+def _top_p_profile_kernel(
+    z_ptr,
+    inv_tau_ptr,
+    p_ptr,
+    max_ptr,
+    sum_ptr,
+    STAT_SPLITS,
+    bracket_in_ptr,
+    previous_ptr,
+    bracket_out_ptr,
+    profile_ptr,
+    V,
+    CHUNK,
+    FIRST: tl.constexpr,
+    PROFILE: tl.constexpr,
+    SPLIT_BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # Per (row, split): Σ e^{x − max x} over x ≥ θ_j for PROFILE thresholds θ_j of the
+    # bracket. The first pass's bracket is [max x + log((1 − p)Σ/V), max x]: below its lower
+    # end each of at most V tokens has mass < (1 − p)Σ/V, so x* is not there. A later pass
+    # narrows the bracket of the pass before; split 0 records the bracket it profiled.
     row = tl.program_id(0)
-    base = row.to(tl.int64) * stride
+    split = tl.program_id(1)
+    splits = tl.num_programs(1)
     inv_tau = tl.load(inv_tau_ptr + row)
-    target = tl.load(p_ptr + row)
-    top = -float("inf")
+    p = tl.load(p_ptr + row)
+    x_max, norm, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p,
+                                         SPLIT_BLOCK)  # fmt: skip
+    if FIRST:
+        # p = 1 keeps everything (the profile is then unused): any finite bracket will do.
+        lo = x_max + tl.maximum(tl.log((1.0 - p) * norm / V), -200.0)
+        hi = x_max
+    else:
+        lo = tl.load(bracket_in_ptr + row * 2)
+        hi = tl.load(bracket_in_ptr + row * 2 + 1)
+        lo, hi = _narrow(lo, hi, previous_ptr, row, splits, target, PROFILE, SPLIT_BLOCK)
+    j = tl.arange(0, PROFILE)
+    theta = _thresholds(lo, hi, j, PROFILE)
+    mass = tl.zeros((PROFILE,), tl.float32)
+    base = row.to(tl.int64) * V
+    end = tl.minimum((split + 1) * CHUNK, V)
+    for start in range(split * CHUNK, end, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        x = tl.load(z_ptr + base + offs, mask=offs < end, other=-float("inf")) * inv_tau
+        e = tl.exp(x - x_max)
+        mass += tl.sum(tl.where(x[None, :] >= theta[:, None], e[None, :], 0.0), axis=1)
+    tl.store(profile_ptr + (row * splits + split) * PROFILE + j, mass)
+    if split == 0:
+        tl.store(bracket_out_ptr + row * 2, lo)
+        tl.store(bracket_out_ptr + row * 2 + 1, hi)
+
+
+@triton.jit
+def _top_p_gather_kernel(
+    z_ptr,
+    inv_tau_ptr,
+    p_ptr,
+    max_ptr,
+    sum_ptr,
+    STAT_SPLITS,
+    bracket_ptr,
+    profile_ptr,
+    x_out_ptr,
+    index_out_ptr,
+    count_ptr,
+    above_ptr,
+    V,
+    CHUNK,
+    PROFILE: tl.constexpr,
+    CAP: tl.constexpr,
+    SPLIT_BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # Per (row, split): the tokens inside the last profile's bracket [lo, hi] around x*, and
+    # the mass strictly above it, Σ_{x > hi} e^{x − max x}.
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    splits = tl.num_programs(1)
+    inv_tau = tl.load(inv_tau_ptr + row)
+    p = tl.load(p_ptr + row)
+    x_max, _norm, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p,
+                                          SPLIT_BLOCK)  # fmt: skip
+    lo = tl.load(bracket_ptr + row * 2)
+    hi = tl.load(bracket_ptr + row * 2 + 1)
+    lo, hi = _narrow(lo, hi, profile_ptr, row, splits, target, PROFILE, SPLIT_BLOCK)
+    base = row.to(tl.int64) * V
+    slot = (row * splits + split).to(tl.int64) * CAP
+    end = tl.minimum((split + 1) * CHUNK, V)
+    found = tl.zeros((), tl.int32)
+    above = 0.0
+    for start in range(split * CHUNK, end, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        inside = offs < end
+        x = tl.load(z_ptr + base + offs, mask=inside, other=-float("inf")) * inv_tau
+        keep = inside & (x >= lo) & (x <= hi)
+        found = append_to_slot(x, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
+        above += tl.sum(tl.where(x > hi, tl.exp(x - x_max), 0.0), axis=0)
+    tl.store(count_ptr + row * splits + split, found)
+    tl.store(above_ptr + row * splits + split, above)
+
+
+@triton.jit
+def _row_mass(z_ptr, V, inv_tau, x_max, code, BLOCK: tl.constexpr):
+    # Σ e^{x − max x} over the row's finite x with code(x) ≥ code.
+    mass = 0.0
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        x = tl.load(z_ptr + base + offs, mask=offs < V, other=-float("inf")) * inv_tau
-        top = tl.maximum(top, tl.max(x, axis=0))
-    norm = 0.0
-    low_code = code_of(top)
+        x = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf")) * inv_tau
+        keep = (code_of(x) >= code) & (x > -float("inf"))
+        mass += tl.sum(tl.where(keep, tl.exp(x - x_max), 0.0), axis=0)
+    return mass
+
+
+@triton.jit
+def _edge_from_row(z_ptr, V, inv_tau, x_max, target, BLOCK: tl.constexpr):
+    # x*'s code by bisection over the int32 codes, re-reading the whole row on each of 33
+    # steps: mass(code ≥ lo) ≥ target always, mass(code ≥ hi) < target always.
+    low = code_of(x_max)
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        x = tl.load(z_ptr + base + offs, mask=offs < V, other=-float("inf")) * inv_tau
-        norm += tl.sum(tl.exp(x - top), axis=0)
-        finite = x > -float("inf")
-        low_code = tl.minimum(low_code, tl.min(tl.where(finite, code_of(x), low_code), axis=0))
-    # Keep {x : code(x) >= c*}, c* the largest code whose upper set holds mass >= p:
-    # mass(lo) >= p always, mass(hi) < p always; 33 halvings close the int32 range.
-    lo = low_code
-    hi = code_of(top) + 1
+        x = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf")) * inv_tau
+        low = tl.minimum(low, tl.min(tl.where(x > -float("inf"), code_of(x), low), axis=0))
+    lo = low
+    hi = code_of(x_max) + 1
     for _ in range(33):
         mid = lo + (hi - lo) // 2
-        mass = 0.0
-        for start in range(0, V, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            x = tl.load(z_ptr + base + offs, mask=offs < V, other=-float("inf")) * inv_tau
-            keep = (code_of(x) >= mid) & (x > -float("inf"))
-            mass += tl.sum(tl.where(keep, tl.exp(x - top), 0.0), axis=0)
-        reached = mass >= target * norm
+        reached = _row_mass(z_ptr, V, inv_tau, x_max, mid, BLOCK) >= target
         lo = tl.where(reached & (hi - lo > 1), mid, lo)
         hi = tl.where(reached | (hi - lo <= 1), hi, mid)
-    kept = 0.0
-    for start in range(0, V, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        x = tl.load(z_ptr + base + offs, mask=offs < V, other=-float("inf")) * inv_tau
-        keep = (code_of(x) >= lo) & (x > -float("inf"))
-        kept += tl.sum(tl.where(keep, tl.exp(x - top), 0.0), axis=0)
-    for start in range(0, V, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        mask = offs < V
-        x = tl.load(z_ptr + base + offs, mask=mask, other=-float("inf")) * inv_tau
-        keep = (code_of(x) >= lo) & (x > -float("inf"))
-        tl.store(q_ptr + base + offs, tl.where(keep, tl.exp(x - top) / kept, 0.0), mask=mask)
+    return lo
+
+
+@triton.jit
+def _top_p_solve_kernel(
+    z_ptr,
+    inv_tau_ptr,
+    p_ptr,
+    max_ptr,
+    sum_ptr,
+    STAT_SPLITS,
+    cand_x_ptr,
+    cand_index_ptr,
+    cand_count_ptr,
+    above_ptr,
+    floor_ptr,
+    shift_ptr,
+    zmax_ptr,
+    V,
+    CAND_SPLITS,
+    CAP: tl.constexpr,
+    SLOTS: tl.constexpr,
+    SPLIT_BLOCK: tl.constexpr,
+    ROW_BLOCK: tl.constexpr,
+):
+    # x* from the gathered bracket (the same code bisection, on a few hundred values in
+    # registers), or from the whole row when a slot overflowed; then the kept tokens are
+    # those with x ≥ x*, and q = e^{x − max x − shift} on them.
+    row = tl.program_id(0)
+    inv_tau = tl.load(inv_tau_ptr + row)
+    p = tl.load(p_ptr + row)
+    z_max, lse = row_lse(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, SPLIT_BLOCK)
+    x_max = z_max * inv_tau
+    target = p * tl.exp(lse)
+    x, _ids, valid, overflow = load_candidates(
+        cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
+    )
+    split_offs = tl.arange(0, SPLIT_BLOCK)
+    aboves = tl.load(above_ptr + row * CAND_SPLITS + split_offs, mask=split_offs < CAND_SPLITS,
+                     other=0.0)  # fmt: skip
+    above = tl.sum(aboves, axis=0)
+    floor = -float("inf")
+    kept = tl.exp(lse)
+    if p < 1.0:
+        # An empty bracket can only come from rounding between the passes' sums: take the
+        # whole row then too.
+        if overflow | (tl.sum(valid.to(tl.int32), axis=0) == 0):
+            z_row = z_ptr + row.to(tl.int64) * V
+            edge = _edge_from_row(z_row, V, inv_tau, x_max, target, ROW_BLOCK)
+            kept = _row_mass(z_row, V, inv_tau, x_max, edge, ROW_BLOCK)
+            floor = _float_of_code(edge)
+        else:
+            codes = code_of(x)
+            e = tl.where(valid, tl.exp(x - x_max), 0.0)
+            lo = tl.min(tl.where(valid, codes, code_of(x_max) + 1), axis=0)
+            hi = tl.max(tl.where(valid, codes, lo - 1), axis=0) + 1
+            for _ in range(33):
+                mid = lo + (hi - lo) // 2
+                reached = above + tl.sum(tl.where(codes >= mid, e, 0.0), axis=0) >= target
+                lo = tl.where(reached & (hi - lo > 1), mid, lo)
+                hi = tl.where(reached | (hi - lo <= 1), hi, mid)
+            kept = above + tl.sum(tl.where(codes >= lo, e, 0.0), axis=0)
+            floor = _float_of_code(lo)
+    tl.store(floor_ptr + row, floor)
+    tl.store(shift_ptr + row, tl.log(kept))
+    tl.store(zmax_ptr + row, z_max)
+
+
+@triton.jit
+def _float_of_code(code):
+    # The float32 whose `code_of` is `code` (the inverse map).
+    bits = code.to(tl.int32)
+    return tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.float32, bitcast=True)
 
 
 def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Top-p of softmax(z/τ) per row (z [..., V] float32 CUDA; 1/τ and p float32 [rows])."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
     rows, vocab = flat.shape
-    q = torch.empty_like(flat)
-    _top_p_kernel[(rows,)](flat, inv_tau, p, q, vocab, vocab, BLOCK=BLOCK, num_warps=16)
-    return q.reshape(z.shape)
+    device = z.device
+    stats = row_stats(flat, inv_tau)
+    splits = gather_splits(vocab)
+    chunk = triton.cdiv(triton.cdiv(vocab, splits), STREAM_BLOCK) * STREAM_BLOCK
+    split_block = max(16, triton.next_power_of_2(max(stats.splits, splits)))
+    common = dict(PROFILE=PROFILE, SPLIT_BLOCK=split_block)
+    brackets = torch.empty(2, rows, 2, device=device, dtype=torch.float32)
+    profiles = torch.empty(2, rows, splits, PROFILE, device=device, dtype=torch.float32)
+    for level in range(2):
+        _top_p_profile_kernel[(rows, splits)](
+            flat, inv_tau, p, stats.maxes, stats.sums, stats.splits,
+            brackets[level - 1], profiles[level - 1], brackets[level], profiles[level],
+            vocab, chunk, FIRST=level == 0, BLOCK=PROFILE_BLOCK, num_warps=4, **common,
+        )  # fmt: skip
+    candidates = Candidates.empty(rows, splits, device)
+    above = torch.empty(rows, splits, device=device, dtype=torch.float32)
+    _top_p_gather_kernel[(rows, splits)](
+        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, brackets[1], profiles[1],
+        candidates.x, candidates.index, candidates.count, above, vocab, chunk,
+        CAP=CAP, BLOCK=STREAM_BLOCK, num_warps=4, **common,
+    )  # fmt: skip
+    floor, shift, z_max = (torch.empty(rows, device=device, dtype=torch.float32) for _ in "abc")
+    _top_p_solve_kernel[(rows,)](
+        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, candidates.x,
+        candidates.index, candidates.count, above, floor, shift, z_max, vocab, splits,
+        CAP=CAP, SLOTS=triton.next_power_of_2(splits), SPLIT_BLOCK=split_block,
+        ROW_BLOCK=BLOCK, num_warps=8,
+    )  # fmt: skip
+    return exp_affine(flat, inv_tau, z_max, shift, floor).reshape(z.shape)
