@@ -180,10 +180,10 @@ PROFILE_BLOCK = 256
 
 @triton.jit
 def _nucleus_terms(max_ptr, sum_ptr, row, SPLITS, inv_tau, p, SPLIT_BLOCK: tl.constexpr):
-    # max x (x = z/τ), Σ e^{x − max x}, and the target mass p·Σ, all in units of e^{x − max x}.
+    # max z and the target mass p·Σ_v e^{(z_v − max z)/τ}. Every mass below is a sum of the
+    # same e^{(z − max z)/τ} terms as Σ, so the comparisons with p·Σ are consistent.
     z_max, lse = row_lse(max_ptr, sum_ptr, row, SPLITS, inv_tau, SPLIT_BLOCK)
-    norm = tl.exp(lse)
-    return z_max * inv_tau, norm, p * norm
+    return z_max, p * tl.exp(lse)
 
 
 @triton.jit
@@ -239,11 +239,11 @@ def _top_p_profile_kernel(
     splits = tl.num_programs(1)
     inv_tau = tl.load(inv_tau_ptr + row)
     p = tl.load(p_ptr + row)
-    x_max, norm, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p,
-                                         SPLIT_BLOCK)  # fmt: skip
+    z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
+    x_max = z_max * inv_tau
     if FIRST:
         # p = 1 keeps everything (the profile is then unused): any finite bracket will do.
-        lo = x_max + tl.maximum(tl.log((1.0 - p) * norm / V), -200.0)
+        lo = x_max + tl.maximum(tl.log((1.0 - p) / p * target / V), -200.0)
         hi = x_max
     else:
         lo = tl.load(bracket_in_ptr + row * 2)
@@ -252,14 +252,22 @@ def _top_p_profile_kernel(
     j = tl.arange(0, PROFILE)
     theta = _thresholds(lo, hi, j, PROFILE)
     mass = tl.zeros((PROFILE,), tl.float32)
+    above = 0.0
     base = row.to(tl.int64) * V
     end = tl.minimum((split + 1) * CHUNK, V)
     for start in range(split * CHUNK, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        x = tl.load(z_ptr + base + offs, mask=offs < end, other=-float("inf")) * inv_tau
-        e = tl.exp(x - x_max)
-        mass += tl.sum(tl.where(x[None, :] >= theta[:, None], e[None, :], 0.0), axis=1)
-    tl.store(profile_ptr + (row * splits + split) * PROFILE + j, mass)
+        z = tl.load(z_ptr + base + offs, mask=offs < end, other=-float("inf"))
+        x = z * inv_tau
+        e = tl.exp(inv_tau * (z - z_max))
+        above += tl.sum(tl.where(x > hi, e, 0.0), axis=0)
+        # Only tokens inside the bracket need the comparison with every threshold; after the
+        # first pass that is a few thousand tokens per row, so most blocks skip it.
+        inside = (x >= lo) & (x <= hi)
+        if tl.sum(inside.to(tl.int32), axis=0) > 0:
+            hit = inside[None, :] & (x[None, :] >= theta[:, None])
+            mass += tl.sum(tl.where(hit, e[None, :], 0.0), axis=1)
+    tl.store(profile_ptr + (row * splits + split) * PROFILE + j, mass + above)
     if split == 0:
         tl.store(bracket_out_ptr + row * 2, lo)
         tl.store(bracket_out_ptr + row * 2 + 1, hi)
@@ -293,8 +301,7 @@ def _top_p_gather_kernel(
     splits = tl.num_programs(1)
     inv_tau = tl.load(inv_tau_ptr + row)
     p = tl.load(p_ptr + row)
-    x_max, _norm, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p,
-                                          SPLIT_BLOCK)  # fmt: skip
+    z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
     lo = tl.load(bracket_ptr + row * 2)
     hi = tl.load(bracket_ptr + row * 2 + 1)
     lo, hi = _narrow(lo, hi, profile_ptr, row, splits, target, PROFILE, SPLIT_BLOCK)
@@ -306,30 +313,32 @@ def _top_p_gather_kernel(
     for start in range(split * CHUNK, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         inside = offs < end
-        x = tl.load(z_ptr + base + offs, mask=inside, other=-float("inf")) * inv_tau
+        z = tl.load(z_ptr + base + offs, mask=inside, other=-float("inf"))
+        x = z * inv_tau
         keep = inside & (x >= lo) & (x <= hi)
-        found = append_to_slot(x, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
-        above += tl.sum(tl.where(x > hi, tl.exp(x - x_max), 0.0), axis=0)
+        found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
+        above += tl.sum(tl.where(x > hi, tl.exp(inv_tau * (z - z_max)), 0.0), axis=0)
     tl.store(count_ptr + row * splits + split, found)
     tl.store(above_ptr + row * splits + split, above)
 
 
 @triton.jit
-def _row_mass(z_ptr, V, inv_tau, x_max, code, BLOCK: tl.constexpr):
-    # Σ e^{x − max x} over the row's finite x with code(x) ≥ code.
+def _row_mass(z_ptr, V, inv_tau, z_max, code, BLOCK: tl.constexpr):
+    # Σ e^{(z − max z)/τ} over the row's finite x = z/τ with code(x) ≥ code.
     mass = 0.0
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        x = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf")) * inv_tau
-        keep = (code_of(x) >= code) & (x > -float("inf"))
-        mass += tl.sum(tl.where(keep, tl.exp(x - x_max), 0.0), axis=0)
+        z = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf"))
+        keep = (code_of(z * inv_tau) >= code) & (z > -float("inf"))
+        mass += tl.sum(tl.where(keep, tl.exp(inv_tau * (z - z_max)), 0.0), axis=0)
     return mass
 
 
 @triton.jit
-def _edge_from_row(z_ptr, V, inv_tau, x_max, target, BLOCK: tl.constexpr):
+def _edge_from_row(z_ptr, V, inv_tau, z_max, target, BLOCK: tl.constexpr):
     # x*'s code by bisection over the int32 codes, re-reading the whole row on each of 33
     # steps: mass(code ≥ lo) ≥ target always, mass(code ≥ hi) < target always.
+    x_max = z_max * inv_tau
     low = code_of(x_max)
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
@@ -339,7 +348,7 @@ def _edge_from_row(z_ptr, V, inv_tau, x_max, target, BLOCK: tl.constexpr):
     hi = code_of(x_max) + 1
     for _ in range(33):
         mid = lo + (hi - lo) // 2
-        reached = _row_mass(z_ptr, V, inv_tau, x_max, mid, BLOCK) >= target
+        reached = _row_mass(z_ptr, V, inv_tau, z_max, mid, BLOCK) >= target
         lo = tl.where(reached & (hi - lo > 1), mid, lo)
         hi = tl.where(reached | (hi - lo <= 1), hi, mid)
     return lo
@@ -374,9 +383,8 @@ def _top_p_solve_kernel(
     inv_tau = tl.load(inv_tau_ptr + row)
     p = tl.load(p_ptr + row)
     z_max, lse = row_lse(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, SPLIT_BLOCK)
-    x_max = z_max * inv_tau
     target = p * tl.exp(lse)
-    x, _ids, valid, overflow = load_candidates(
+    z, _ids, valid, overflow = load_candidates(
         cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
     )
     split_offs = tl.arange(0, SPLIT_BLOCK)
@@ -390,13 +398,13 @@ def _top_p_solve_kernel(
         # whole row then too.
         if overflow | (tl.sum(valid.to(tl.int32), axis=0) == 0):
             z_row = z_ptr + row.to(tl.int64) * V
-            edge = _edge_from_row(z_row, V, inv_tau, x_max, target, ROW_BLOCK)
-            kept = _row_mass(z_row, V, inv_tau, x_max, edge, ROW_BLOCK)
+            edge = _edge_from_row(z_row, V, inv_tau, z_max, target, ROW_BLOCK)
+            kept = _row_mass(z_row, V, inv_tau, z_max, edge, ROW_BLOCK)
             floor = _float_of_code(edge)
         else:
-            codes = code_of(x)
-            e = tl.where(valid, tl.exp(x - x_max), 0.0)
-            lo = tl.min(tl.where(valid, codes, code_of(x_max) + 1), axis=0)
+            codes = code_of(z * inv_tau)
+            e = tl.where(valid, tl.exp(inv_tau * (z - z_max)), 0.0)
+            lo = tl.min(tl.where(valid, codes, 1 << 40), axis=0)
             hi = tl.max(tl.where(valid, codes, lo - 1), axis=0) + 1
             for _ in range(33):
                 mid = lo + (hi - lo) // 2
