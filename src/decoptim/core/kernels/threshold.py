@@ -5,9 +5,11 @@
   the support, so they are gathered first (`candidates.py`) and the 32 bisection steps run
   on them in registers; a row with too many falls back to re-reading the whole row in the
   same program. A streaming pass writes q.
-- Top-p: one program per row finds the nucleus by bisection over the order-preserving int32
-  codes of x (33 passes over the row, from L2 after the first), so ties at the edge are kept
-  exactly as on the CPU.
+- Top-p: the nucleus edge x* (the largest x whose upper set holds mass ≥ p) is bracketed,
+  the bracket narrowed ~1000× by two passes that profile the mass above 32 thresholds, the
+  few tokens left inside it gathered, and x* found by bisection over their order-preserving
+  int32 codes (ties at the edge kept exactly as on the CPU); a row whose bracket overflows
+  the slots is bisected over the whole row. A streaming pass writes q.
 """
 
 from __future__ import annotations
