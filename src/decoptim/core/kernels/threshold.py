@@ -384,8 +384,7 @@ def _top_p_solve_kernel(
     row = tl.program_id(0)
     inv_tau = tl.load(inv_tau_ptr + row)
     p = tl.load(p_ptr + row)
-    z_max, lse = row_lse(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, SPLIT_BLOCK)
-    target = p * tl.exp(lse)
+    z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
     z, _ids, valid, overflow = load_candidates(
         cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
     )
@@ -394,7 +393,7 @@ def _top_p_solve_kernel(
                      other=0.0)  # fmt: skip
     above = tl.sum(aboves, axis=0)
     floor = -float("inf")
-    kept = tl.exp(lse)
+    kept = target / p  # Σ: p = 1 keeps every token
     if p < 1.0:
         # An empty bracket can only come from rounding between the passes' sums: take the
         # whole row then too.
