@@ -12,13 +12,19 @@ import os
 import sys
 
 import torch
+import triton
+import triton.language as tl
 
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
 import decoptim as d  # noqa: E402
 from decoptim.core.checks import kernel_rows  # noqa: E402
 from decoptim.core.kernels.bok_fused import bok_topm_probs  # noqa: E402
-from decoptim.core.kernels.candidates import CAP, gather_candidates  # noqa: E402
+from decoptim.core.kernels.candidates import (  # noqa: E402
+    CAP,
+    gather_candidates,
+    kth_largest_lower_bound,
+)
 from decoptim.core.kernels.streaming import row_stats, segment_size  # noqa: E402
 from decoptim.core.kernels.threshold import top_p_probs, tsallis_probs  # noqa: E402
 from tests.conftest import random_logits  # noqa: E402
@@ -49,12 +55,44 @@ def check_gather_keeps_exactly_the_tokens_above_the_bound() -> None:
             assert torch.equal(ids.long(), expected[row].nonzero().squeeze(-1)), row
 
 
+@triton.jit
+def _lower_bound_kernel(x_ptr, out_ptr, n, k, BLOCK: tl.constexpr):
+    lanes = tl.arange(0, BLOCK)
+    valid = lanes < n
+    x = tl.load(x_ptr + lanes, mask=valid, other=-float("inf"))
+    tl.store(out_ptr, kth_largest_lower_bound(x, valid, k, 16))
+
+
+def check_kth_largest_lower_bound_is_within_its_slack() -> None:
+    generator = torch.Generator().manual_seed(5)
+    for n, k in ((256, 1), (256, 64), (200, 200), (37, 5)):
+        # Values packed just below the k-th largest, where a looser bound would take many.
+        x = 1.0 - torch.rand(n, generator=generator) * 2.0**-12
+        x[0] = 0.0
+        x[1] = 3.0
+        bound = torch.empty(1)
+        _lower_bound_kernel[(1,)](x, bound, n, k, BLOCK=256)
+        kth = x.topk(k).values[-1]
+        slack = (x.max() - x.min()) / 2**16
+        assert kth - slack <= bound <= kth, (n, k, float(bound), float(kth))
+    few = torch.tensor([1.0, -torch.inf, 2.0])
+    bound = torch.empty(1)
+    _lower_bound_kernel[(1,)](few, bound, 3, 3, BLOCK=256)
+    assert bound == -torch.inf
+
+
 def check_kth_segment_bound_keeps_the_top_m() -> None:
     z = crowded(6000, 1)
     m = 64
     segmax = row_stats(z, kernel_rows(1.0, z), segment=segment_size(6000, m)).segmax
     got = gather_candidates(z, kernel_rows(1.0, z), segmax=segmax, k=m)
-    assert (got.count.sum(-1) >= m).all()
+    # The bound lies in [m-th largest segment max − range·2⁻¹⁶, m-th largest segment max].
+    kth = segmax.topk(m, -1).values[:, -1:]
+    slack = (segmax.max(-1, keepdim=True).values - segmax.min(-1, keepdim=True).values) / 2**16
+    found = got.count.sum(-1)
+    assert (found >= (z >= kth).sum(-1)).all(), found
+    assert (found <= (z >= kth - slack).sum(-1)).all(), found
+    assert (found >= m).all()
     plain = got.count[0].sum()
     assert plain < 4 * m, f"{int(plain)} candidates for the top {m} of untied logits"
 

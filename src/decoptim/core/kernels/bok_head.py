@@ -11,7 +11,15 @@ import torch
 import triton
 import triton.language as tl
 
-from .candidates import CAP, COMPACT, code_of, compact, compact_scratch, load_candidates
+from .candidates import (
+    CAP,
+    COMPACT,
+    ROW_WARPS,
+    code_of,
+    compact,
+    compact_scratch,
+    load_candidates,
+)
 from .streaming import row_lse
 
 # Larger than any int32 code: a neutral element for min over codes.
@@ -305,6 +313,6 @@ def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int
         RANK=rank,
         OUTER=outer,
         INNER=inner,
-        num_warps=8,
+        num_warps=ROW_WARPS,
     )
     return head_index, q_head, z_max, shift

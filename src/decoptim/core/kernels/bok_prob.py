@@ -30,6 +30,7 @@ from .bok_head import _inner, _lse, _outer_step, _phi_slope, _pow, _solve_row
 from .candidates import (
     CAP,
     COMPACT,
+    ROW_WARPS,
     Candidates,
     append_to_slot,
     compact,
@@ -405,7 +406,7 @@ def bok_prob_probs(
         vocab, stats.splits, splits, steps,
         MIRROR=mirror, OUTER=outer, INNER=inner, CAP=CAP,
         SLOTS=triton.next_power_of_2(splits), SPLIT_BLOCK=split_block, ROW_BLOCK=1024,
-        num_warps=8,
+        num_warps=ROW_WARPS,
     )  # fmt: skip
     _prob_write_kernel[(rows, splits)](
         flat, q, c, inv_tau_p, beta_k, k, candidates.index, candidates.count, q_head,

@@ -20,6 +20,7 @@ import triton.language as tl
 
 from .candidates import (
     CAP,
+    ROW_WARPS,
     Candidates,
     append_to_slot,
     code_of,
@@ -162,7 +163,7 @@ def tsallis_probs(z: torch.Tensor, inv_tau: torch.Tensor, alpha: float) -> torch
         CAP=CAP,
         SLOTS=triton.next_power_of_2(candidates.splits),
         ROW_BLOCK=BLOCK,
-        num_warps=8,
+        num_warps=ROW_WARPS,
     )
     q = torch.empty_like(flat)
     splits = maxes.shape[1]
@@ -253,8 +254,10 @@ def _top_p_profile_kernel(
         lo, hi = _narrow(lo, hi, previous_ptr, row, splits, target, PROFILE, SPLIT_BLOCK)
     j = tl.arange(0, PROFILE)
     theta = _thresholds(lo, hi, j, PROFILE)
-    mass = tl.zeros((PROFILE,), tl.float32)
-    above = 0.0
+    # Sums stay per lane and are reduced once at the end: a reduction across the program's
+    # threads per block costs more than the block's comparisons.
+    mass = tl.zeros((PROFILE, BLOCK), tl.float32)
+    above = tl.zeros((BLOCK,), tl.float32)
     base = row.to(tl.int64) * V
     end = tl.minimum((split + 1) * CHUNK, V)
     for start in range(split * CHUNK, end, BLOCK):
@@ -262,14 +265,11 @@ def _top_p_profile_kernel(
         z = tl.load(z_ptr + base + offs, mask=offs < end, other=-float("inf"))
         x = z * inv_tau
         e = tl.exp(inv_tau * (z - z_max))
-        above += tl.sum(tl.where(x > hi, e, 0.0), axis=0)
-        # Only tokens inside the bracket need the comparison with every threshold; after the
-        # first pass that is a few thousand tokens per row, so most blocks skip it.
-        inside = (x >= lo) & (x <= hi)
-        if tl.sum(inside.to(tl.int32), axis=0) > 0:
-            hit = inside[None, :] & (x[None, :] >= theta[:, None])
-            mass += tl.sum(tl.where(hit, e[None, :], 0.0), axis=1)
-    tl.store(profile_ptr + (row * splits + split) * PROFILE + j, mass + above)
+        above += tl.where(x > hi, e, 0.0)
+        hit = (x[None, :] >= lo) & (x[None, :] <= hi) & (x[None, :] >= theta[:, None])
+        mass += tl.where(hit, e[None, :], 0.0)
+    profile = tl.sum(mass, axis=1) + tl.sum(above, axis=0)
+    tl.store(profile_ptr + (row * splits + split) * PROFILE + j, profile)
     if split == 0:
         tl.store(bracket_out_ptr + row * 2, lo)
         tl.store(bracket_out_ptr + row * 2 + 1, hi)
@@ -456,6 +456,6 @@ def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torc
         flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, candidates.x,
         candidates.index, candidates.count, above, floor, shift, z_max, vocab, splits,
         CAP=CAP, SLOTS=triton.next_power_of_2(splits), SPLIT_BLOCK=split_block,
-        ROW_BLOCK=BLOCK, num_warps=8,
+        ROW_BLOCK=BLOCK, num_warps=ROW_WARPS,
     )  # fmt: skip
     return exp_affine(flat, inv_tau, z_max, shift, floor).reshape(z.shape)
