@@ -131,7 +131,22 @@ def timings(batch, vocab, naive: bool) -> list[tuple[str, float]]:
                 )
             )
             set_kernels_enabled(True)
+    rows += [(name, time_ms(step, inputs)) for name, step in bok_sampling_variants(generator)]
+    flat = [z * 0.01 for z in inputs]
+    top_m = decoders()["BoK exact top-64"]
+    rows.append(
+        ("BoK exact top-64, flat rows", time_ms(lambda z: top_m.sample(z, generator), flat))
+    )
     return rows
+
+
+def bok_sampling_variants(generator):
+    """BoK top-M's `sample` draws without writing q (head by inverse CDF, the tail's race
+    only on rows whose draw falls there). For comparison: q written, then the race."""
+    from decoptim.core.kernels.streaming import race_sample
+
+    decoder = decoders()["BoK exact top-64"]
+    return [("BoK exact top-64 (q, then race)", lambda z: race_sample(decoder.probs(z), generator))]
 
 
 def print_table(batch, vocab, rows):
@@ -189,6 +204,7 @@ def profile_table(batch, vocab) -> None:
     print("|---|---:|---:|---:|---:|---|")
     steps = {"softmax sampling": lambda z: softmax_sampling(z, None)}
     steps.update({name: dec.sample for name, dec in decoders().items()})
+    steps.update(bok_sampling_variants(None))
     for name, step in steps.items():
         call = time_ms(step, inputs)
         replay = graph_replay_ms(step, inputs)

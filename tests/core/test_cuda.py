@@ -42,17 +42,31 @@ def test_cuda_equals_cpu(decoder, dtype):
     torch.testing.assert_close(gap_gpu, gap_cpu, atol=1e-5, rtol=1e-2)
 
 
-def test_cuda_sampling_is_reproducible():
+@pytest.mark.parametrize(
+    "decoder", [d.TopP(0.9), d.BestOfK(8, 0.05, 1.0, weights="topm")], ids=repr
+)
+def test_cuda_sampling_is_reproducible(decoder):
     z = random_logits(64, 32000, 1).cuda()
-    decoder = d.TopP(0.9)
     first = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(3))
     second = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(3))
+    third = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(4))
     assert first.device.type == "cuda" and torch.equal(first, second)
+    assert not torch.equal(first, third)
 
 
-@pytest.mark.parametrize("decoder", [d.Softmax(0.8), d.TopP(0.7), d.BestOfK(8, 2.0, 0.3)], ids=repr)
+SAMPLED = [
+    d.Softmax(0.8),
+    d.TopP(0.7),
+    d.BestOfK(8, 2.0, 0.3),
+    # Top-M Best-of-K draws without writing q: the head by inverse CDF, the tail by a race.
+    d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=4),
+    d.BestOfK(8, 0.5, 1.0, weights="rank", top_m=6, temperature=2.0),
+]
+
+
+@pytest.mark.parametrize("decoder", SAMPLED, ids=repr)
 def test_cuda_sampler_follows_probs(decoder):
-    """The CUDA sampler (an exponential race) against q: chi-square with a fixed seed."""
+    """The CUDA sampler against q: chi-square with a fixed seed."""
     scipy_stats = pytest.importorskip("scipy.stats")
     z = random_logits(1, 20, 3, scale=1.5).cuda()
     q = decoder.probs(z)[0].double().cpu()

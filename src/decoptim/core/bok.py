@@ -241,9 +241,8 @@ class BestOfK(Decoder):
             return "topm"
         return None
 
-    def _solve_cuda(self, x: Tensor, route: str) -> Tensor:
-        from .kernels.bok_fused import bok_topm_probs
-        from .kernels.bok_prob import bok_prob_probs
+    def _kernel_params(self, x: Tensor) -> dict[str, Tensor]:
+        """Per-row float32 vectors for the kernels: c = 1/τ_p + 1/(λτ_s), βK, K and 1/τ_p."""
 
         def value(name: str, v: Param) -> float | Tensor:
             # Python numbers stay numbers, so the per-row vectors below come from a cache.
@@ -255,17 +254,38 @@ class BestOfK(Decoder):
         k = value("k", self.k)
         c = 1.0 / tau_p + 1.0 / (value("lam", self.lam) * tau_s)
         beta_k = value("beta", self.beta) * k
-        rows = [kernel_rows(c, x), kernel_rows(beta_k, x), kernel_rows(k, x)]
+        return {
+            "c": kernel_rows(c, x),
+            "beta_k": kernel_rows(beta_k, x),
+            "k": kernel_rows(k, x),
+            "inv_tau_p": kernel_rows(1.0 / tau_p, x),
+        }
+
+    def _solve_cuda(self, x: Tensor, route: str) -> Tensor:
+        from .kernels.bok_fused import bok_topm_probs
+        from .kernels.bok_prob import bok_prob_probs
+
+        rows = self._kernel_params(x)
         if route == "prob":
-            c_rows, beta_k_rows, k_rows = rows
             steps = self.steps if self.solver == "mirror" else 0
             return bok_prob_probs(
-                x, c_rows, kernel_rows(1.0 / tau_p, x), beta_k_rows, k_rows, steps,
+                x, rows["c"], rows["inv_tau_p"], rows["beta_k"], rows["k"], steps,
                 self.outer_iterations, self.inner_iterations,
             )  # fmt: skip
         return bok_topm_probs(
-            x, *rows, self.top_m, self.weights == "rank", self.outer_iterations,
-            self.inner_iterations,
+            x, rows["c"], rows["beta_k"], rows["k"], self.top_m, self.weights == "rank",
+            self.outer_iterations, self.inner_iterations,
+        )  # fmt: skip
+
+    def _sample_cuda(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
+        if self._kernel_route(x) != "topm":
+            return None
+        from .kernels.bok_fused import bok_topm_sample
+
+        rows = self._kernel_params(x)
+        return bok_topm_sample(
+            x, rows["c"], rows["beta_k"], rows["k"], self.top_m, self.weights == "rank",
+            self.outer_iterations, self.inner_iterations, generator,
         )  # fmt: skip
 
     def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:

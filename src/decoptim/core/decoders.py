@@ -47,13 +47,19 @@ class Decoder:
 
     def sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One token id per row ([...], int64), drawn from `probs(logits)`."""
-        q = self.probs(logits)
-        if use_kernels(q):
+        x = check_logits(logits, self.validate)
+        if use_kernels(x):
             from .kernels.streaming import race_sample
 
-            return race_sample(q, generator)
+            drawn = self._sample_cuda(x, generator)
+            return race_sample(self._solve(x), generator) if drawn is None else drawn
+        q = self._solve(x)
         flat = q.reshape(-1, q.shape[-1])
         return torch.multinomial(flat, 1, generator=generator).reshape(q.shape[:-1])
+
+    def _sample_cuda(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
+        # A draw from the decoder's q that need not write q, where a kernel path has one.
+        return None
 
     def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:
         """Optimality figures of `probs` (default: this decoder's output) for its problem."""

@@ -19,13 +19,18 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
 import decoptim as d  # noqa: E402
 from decoptim.core.checks import kernel_rows  # noqa: E402
-from decoptim.core.kernels.bok_fused import bok_topm_probs  # noqa: E402
+from decoptim.core.kernels.bok_fused import _head, bok_topm_probs, bok_topm_sample  # noqa: E402
 from decoptim.core.kernels.candidates import (  # noqa: E402
     CAP,
     gather_candidates,
     kth_largest_lower_bound,
 )
-from decoptim.core.kernels.streaming import row_stats, segment_size  # noqa: E402
+from decoptim.core.kernels.streaming import (  # noqa: E402
+    race_sample,
+    race_seed,
+    row_stats,
+    segment_size,
+)
 from decoptim.core.kernels.threshold import top_p_probs, tsallis_probs  # noqa: E402
 from tests.conftest import random_logits  # noqa: E402
 
@@ -116,6 +121,45 @@ def check_bok_topm_and_rank_equal_reference() -> None:
             ref = decoder.probs(z.double())
             err = float((q.double() - ref).abs().max())
             assert err < 2e-6, f"{weights} V={vocab} M={m}: max error {err}"
+
+
+def check_bok_topm_sample_draws_from_its_probs() -> None:
+    # The fused draw (head by inverse CDF, tail by a race over z) against the race over the
+    # written q with the same seed: the tail races see the same keys, so whenever both picks
+    # are tail tokens they are the same token; and the head is drawn about Σ_head q of the
+    # time. Rows flat enough to split the mass, with ties at the head's edge and masks.
+    vocab, m, draws = 3000, 8, 24
+    z = crowded(vocab, 4) * 0.3
+    z[0] *= 4  # most of this row's mass is in the head
+    decoder = d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=m)
+    params = (kernel_rows(2.0, z), kernel_rows(0.4, z), kernel_rows(8.0, z), m)
+    budgets = (False, decoder.outer_iterations, decoder.inner_iterations)
+    q = bok_topm_probs(z, *params, *budgets)
+    head = torch.sort(z, descending=True, stable=True).indices[:, :m]
+    in_head = torch.zeros_like(z, dtype=torch.bool).scatter(1, head, True)
+    head_mass = (q * in_head).sum(-1)
+    head_draws, both_tail = 0, 0
+    for seed in range(draws):
+        fused = bok_topm_sample(z, *params, *budgets, torch.Generator().manual_seed(seed))
+        raced = race_sample(q, torch.Generator().manual_seed(seed))
+        # The head draw inside the fused call, repeated from the same seed.
+        _, draw = _head(
+            z, *params, *budgets, race_seed(z.device, torch.Generator().manual_seed(seed))
+        )
+        from_head = draw.choice >= 0
+        fused_in_head = in_head.gather(1, fused[:, None]).squeeze(1)
+        assert torch.equal(fused[from_head], draw.choice[from_head]), (fused, draw.choice)
+        assert torch.equal(fused_in_head, from_head), (fused, draw.choice)
+        assert (q.gather(1, fused[:, None]) > 0).all(), fused
+        tail = ~from_head & ~in_head.gather(1, raced[:, None]).squeeze(1)
+        assert torch.equal(fused[tail], raced[tail]), (fused, raced)
+        head_draws += int(from_head.sum())
+        both_tail += int(tail.sum())
+    expected = float(head_mass.sum()) * draws
+    spread = (float((head_mass * (1 - head_mass)).sum()) * draws) ** 0.5
+    assert abs(head_draws - expected) <= 4 * spread, (head_draws, expected, head_mass)
+    assert torch.allclose(q, decoder.probs(z.double()).float(), atol=2e-6)
+    assert both_tail > draws, f"only {both_tail} draws compared in the tail"
 
 
 def check_bok_prob_weights_equal_reference() -> None:

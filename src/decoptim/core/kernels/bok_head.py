@@ -7,6 +7,8 @@ registers: one launch instead of thousands of small ones.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -21,6 +23,26 @@ from .candidates import (
     load_candidates,
 )
 from .streaming import row_lse
+
+
+class HeadSolution(NamedTuple):
+    """Per row: the head's token ids and q [rows, M], max z and the tail's shift [rows]: the
+    tail's q_v = exp(c·(z_v − max z) − shift)."""
+
+    index: torch.Tensor
+    q: torch.Tensor
+    z_max: torch.Tensor
+    shift: torch.Tensor
+
+
+class HeadDraw(NamedTuple):
+    """Per row: the head's edge (v is in the head iff code(z_v) > code, or = code and
+    v ≤ id) and the sampled head token, or −1 where the sample comes from the tail."""
+
+    code: torch.Tensor
+    id: torch.Tensor
+    choice: torch.Tensor
+
 
 # Larger than any int32 code: a neutral element for min over codes.
 NO_CODE = tl.constexpr(1 << 40)
@@ -127,6 +149,8 @@ def _solve_row(a, b, k, tail, OUTER: tl.constexpr, INNER: tl.constexpr):
 @triton.jit
 def _select_from_block(x, index, valid, M, head_x_ptr, head_index_ptr):
     # The top M of the gathered block, ties toward the lower id, written in id order.
+    # Returns the head's edge: token v is in the head iff code(z_v) > c_M, or = c_M and
+    # v ≤ the returned id.
     codes = code_of(x)
     c_m = kth_largest_code(codes, valid, M)
     above = valid & (codes > c_m)
@@ -144,6 +168,7 @@ def _select_from_block(x, index, valid, M, head_x_ptr, head_index_ptr):
     pos = tl.cumsum(chosen.to(tl.int32), axis=0) - 1
     tl.store(head_x_ptr + pos, x, mask=chosen)
     tl.store(head_index_ptr + pos, index, mask=chosen)
+    return c_m, hi
 
 
 @triton.jit
@@ -191,6 +216,7 @@ def _select_from_row(z_ptr, V, M, head_x_ptr, head_index_ptr, BLOCK: tl.constexp
         tl.store(head_x_ptr + pos, z, mask=chosen)
         tl.store(head_index_ptr + pos, offs, mask=chosen)
         found += tl.sum(chosen.to(tl.int32), axis=0)
+    return lo, tie_hi
 
 
 @triton.jit
@@ -211,6 +237,10 @@ def _bok_topm_head_kernel(
     qhead_ptr,
     zmax_ptr,
     shift_ptr,
+    edge_code_ptr,
+    edge_id_ptr,
+    seed_ptr,
+    choice_ptr,
     V,
     M,
     SPLITS,
@@ -223,10 +253,12 @@ def _bok_topm_head_kernel(
     RANK: tl.constexpr,
     OUTER: tl.constexpr,
     INNER: tl.constexpr,
+    SAMPLE: tl.constexpr,
 ):
     # Pick the head (top M) from the gathered candidates, combine the split partials of
     # LSE(c·(z − max z)), form the head's a and the tail's log-mass, solve, and write q on
-    # the head and the tail's exponent shift.
+    # the head and the tail's exponent shift. With SAMPLE, also draw whether the row's
+    # sample is in the head (probability Σ_head q) and, if so, which head token.
     row = tl.program_id(0)
     head_x = head_x_ptr + row * M
     head_index = head_index_ptr + row * M
@@ -234,14 +266,18 @@ def _bok_topm_head_kernel(
         cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
     )
     if overflow:
-        _select_from_row(z_ptr + row.to(tl.int64) * V, V, M, head_x, head_index, ROW_BLOCK)
+        edge_code, edge_id = _select_from_row(
+            z_ptr + row.to(tl.int64) * V, V, M, head_x, head_index, ROW_BLOCK
+        )
     elif tl.sum(valid.to(tl.int32), axis=0) <= COMPACT:
         packed_x, packed_index, packed = compact(
             x, index, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP, COMPACT
         )
-        _select_from_block(packed_x, packed_index, packed, M, head_x, head_index)
+        edge_code, edge_id = _select_from_block(
+            packed_x, packed_index, packed, M, head_x, head_index
+        )
     else:
-        _select_from_block(x, index, valid, M, head_x, head_index)
+        edge_code, edge_id = _select_from_block(x, index, valid, M, head_x, head_index)
     tl.debug_barrier()
     c = tl.load(c_ptr + row)
     z_max, lse_all = row_lse(maxes_ptr, sums_ptr, row, SPLITS, c, SPLIT_BLOCK)
@@ -270,41 +306,47 @@ def _bok_topm_head_kernel(
     b = tl.load(betak_ptr + row) * weight
     k = tl.load(k_ptr + row)
     u, t, log_z = _solve_row(a, b, k, tail, OUTER, INNER)
-    tl.store(qhead_ptr + row * M + offs, tl.exp(u - log_z), mask=mask)
+    q = tl.where(mask, tl.exp(u - log_z), 0.0)
+    tl.store(qhead_ptr + row * M + offs, q, mask=mask)
     tl.store(zmax_ptr + row, z_max)
     tl.store(shift_ptr + row, t + log_z)
+    if SAMPLE:
+        tl.store(edge_code_ptr + row, edge_code)
+        tl.store(edge_id_ptr + row, edge_id)
+        # Inverse CDF over the head with one uniform: u < Σ_head q picks the head token
+        # whose interval holds u; otherwise the sample comes from the tail's race (−1).
+        uniform = tl.rand(tl.load(seed_ptr + 1), row)
+        cumulative = tl.cumsum(q, axis=0)
+        pick = tl.sum((mask & (cumulative <= uniform)).to(tl.int32), axis=0)
+        ids = tl.load(head_index + offs, mask=mask, other=0)
+        token = tl.sum(tl.where(offs == pick, ids, 0), axis=0)
+        in_head = uniform < tl.max(tl.where(mask, cumulative, 0.0), axis=0)
+        tl.store(choice_ptr + row, tl.where(in_head, token, -1))
 
 
 def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int,
-              inner: int):  # fmt: skip
-    """The head's ids and q, max z and the tail shift, per row of z [rows, V]."""
+              inner: int, seed: torch.Tensor | None = None):  # fmt: skip
+    """The head's ids and q, max z and the tail shift, per row of z [rows, V]. With `seed`
+    (see `race_seed`), also the head's edge (code, id) and the head draw: the sampled head
+    token, or −1 where the sample is to come from the tail."""
     rows, vocab = z.shape
     splits = stats.splits
-    head_x = torch.empty(rows, m, device=z.device, dtype=torch.float32)
-    head_index = torch.empty(rows, m, device=z.device, dtype=torch.int64)
+    device = z.device
+    head_x = torch.empty(rows, m, device=device, dtype=torch.float32)
+    head_index = torch.empty(rows, m, device=device, dtype=torch.int64)
     q_head = torch.empty_like(head_x)
-    z_max = torch.empty(rows, device=z.device, dtype=torch.float32)
+    z_max = torch.empty(rows, device=device, dtype=torch.float32)
     shift = torch.empty_like(z_max)
+    sample = seed is not None
+    edge_code = torch.empty(rows if sample else 1, device=device, dtype=torch.int64)
+    edge_id = torch.empty(rows if sample else 1, device=device, dtype=torch.int32)
+    choice = torch.empty(rows if sample else 1, device=device, dtype=torch.int64)
     _bok_topm_head_kernel[(rows,)](
-        z,
-        candidates.x,
-        candidates.index,
-        candidates.count,
-        stats.maxes,
-        stats.sums,
-        c,
-        beta_k,
-        k,
-        head_x,
-        head_index,
-        *compact_scratch(rows, triton.next_power_of_2(candidates.splits) * CAP, z.device),
-        q_head,
-        z_max,
-        shift,
-        vocab,
-        m,
-        splits,
-        candidates.splits,
+        z, candidates.x, candidates.index, candidates.count, stats.maxes, stats.sums,
+        c, beta_k, k, head_x, head_index,
+        *compact_scratch(rows, triton.next_power_of_2(candidates.splits) * CAP, device),
+        q_head, z_max, shift, edge_code, edge_id, edge_code if seed is None else seed, choice,
+        vocab, m, splits, candidates.splits,
         BLOCK=max(16, triton.next_power_of_2(m)),
         SPLIT_BLOCK=max(16, triton.next_power_of_2(splits)),
         CAP=CAP,
@@ -313,6 +355,8 @@ def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int
         RANK=rank,
         OUTER=outer,
         INNER=inner,
+        SAMPLE=sample,
         num_warps=ROW_WARPS,
-    )
-    return head_index, q_head, z_max, shift
+    )  # fmt: skip
+    head = HeadSolution(head_index, q_head, z_max, shift)
+    return (head, HeadDraw(edge_code, edge_id, choice)) if sample else head

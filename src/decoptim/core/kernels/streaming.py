@@ -203,10 +203,9 @@ def exp_affine(
 
 
 @triton.jit
-def _race_update(base, first, lane, end, u, best_key, best_index):
-    # Lane by lane, so that no block needs a reduction across the program's threads.
-    offs = first + lane
-    q = tl.load(base + offs, mask=offs < end, other=0.0)
+def race_update(q, offs, u, best_key, best_index):
+    """One block of the exponential race, lane by lane (no reduction across the program's
+    threads): the best q_v / E_v so far, E_v = −log(1 − u_v) ~ Exp(1), and its index."""
     # q > 0 with E = 0 gives +inf (that token wins, as it should); q = 0 never wins.
     key = tl.where(q > 0, q / -tl.log(1.0 - u), -1.0)
     better = key > best_key
@@ -214,11 +213,21 @@ def _race_update(base, first, lane, end, u, best_key, best_index):
 
 
 @triton.jit
+def race_store(key_ptr, index_ptr, row, split, splits, best_key, best_index):
+    """The program's winner among its lanes, for `race_winner` to pick across splits."""
+    winner = tl.argmax(best_key, axis=0)
+    lane = tl.arange(0, best_key.shape[0])
+    tl.store(key_ptr + row * splits + split, tl.max(best_key, axis=0))
+    tl.store(
+        index_ptr + row * splits + split, tl.sum(tl.where(lane == winner, best_index, 0), axis=0)
+    )
+
+
+@triton.jit
 def _race_kernel(q_ptr, key_ptr, index_ptr, seed_ptr, V, stride, CHUNK, BLOCK: tl.constexpr):
     # Per (row, split): the best q_v / E_v, E_v ~ Exp(1), and its index.
     row = tl.program_id(0)
     split = tl.program_id(1)
-    splits = tl.num_programs(1)
     seed = tl.load(seed_ptr)
     base = q_ptr + row.to(tl.int64) * stride
     end = tl.minimum((split + 1) * CHUNK, V)
@@ -229,36 +238,53 @@ def _race_kernel(q_ptr, key_ptr, index_ptr, seed_ptr, V, stride, CHUNK, BLOCK: t
         # One Philox call yields four uniforms: one per quarter of this 4·BLOCK span. The
         # counters row·V + start + lane never repeat, since start advances by 4·BLOCK.
         u0, u1, u2, u3 = tl.rand4x(seed, row * V + start + lane)
-        best_key, best_index = _race_update(base, start, lane, end, u0, best_key, best_index)
-        best_key, best_index = _race_update(
-            base, start + BLOCK, lane, end, u1, best_key, best_index
-        )
-        best_key, best_index = _race_update(
-            base, start + 2 * BLOCK, lane, end, u2, best_key, best_index
-        )
-        best_key, best_index = _race_update(
-            base, start + 3 * BLOCK, lane, end, u3, best_key, best_index
-        )
-    winner = tl.argmax(best_key, axis=0)
-    tl.store(key_ptr + row * splits + split, tl.max(best_key, axis=0))
-    tl.store(
-        index_ptr + row * splits + split, tl.sum(tl.where(lane == winner, best_index, 0), axis=0)
+        offs = start + lane
+        q = tl.load(base + offs, mask=offs < end, other=0.0)
+        best_key, best_index = race_update(q, offs, u0, best_key, best_index)
+        offs += BLOCK
+        q = tl.load(base + offs, mask=offs < end, other=0.0)
+        best_key, best_index = race_update(q, offs, u1, best_key, best_index)
+        offs += BLOCK
+        q = tl.load(base + offs, mask=offs < end, other=0.0)
+        best_key, best_index = race_update(q, offs, u2, best_key, best_index)
+        offs += BLOCK
+        q = tl.load(base + offs, mask=offs < end, other=0.0)
+        best_key, best_index = race_update(q, offs, u3, best_key, best_index)
+    race_store(key_ptr, index_ptr, row, split, tl.num_programs(1), best_key, best_index)
+
+
+def race_grid(rows: int, vocab: int, device: torch.device) -> tuple[int, int]:
+    """(splits per row, chunk) for a race: chunks are whole 4·RACE_BLOCK spans."""
+    splits = splits_for(rows, vocab, device, per_sm=8, block=RACE_BLOCK)
+    return splits, triton.cdiv(triton.cdiv(vocab, splits), 4 * RACE_BLOCK) * 4 * RACE_BLOCK
+
+
+def race_seed(device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """Philox seeds drawn from `generator` into a device tensor: seeded draws repeat, and
+    nothing waits on the host."""
+    return torch.randint(0, 2**31 - 1, (2,), device=device, generator=generator)
+
+
+def race_buffers(rows: int, splits: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    return (
+        torch.empty(rows, splits, device=device, dtype=torch.float32),
+        torch.empty(rows, splits, device=device, dtype=torch.int64),
     )
+
+
+def race_winner(keys: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    return indices.gather(1, keys.argmax(1, keepdim=True)).squeeze(1)
 
 
 def race_sample(q: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One index per row of q ([..., V], CUDA), distributed as q: argmax_v q_v / E_v,
-    E_v ~ Exp(1), which picks v with probability q_v / Σ q exactly. The Philox seed is drawn
-    from `generator` into a device tensor, so seeded draws repeat and nothing waits on the host.
-    """
+    E_v ~ Exp(1), which picks v with probability q_v / Σ q exactly."""
     flat = q.reshape(-1, q.shape[-1]).float().contiguous()
     rows, vocab = flat.shape
-    splits = splits_for(rows, vocab, q.device, per_sm=8, block=RACE_BLOCK)
-    chunk = triton.cdiv(triton.cdiv(vocab, splits), 4 * RACE_BLOCK) * 4 * RACE_BLOCK
-    seed = torch.randint(0, 2**31 - 1, (1,), device=q.device, generator=generator)
-    keys = torch.empty(rows, splits, device=q.device, dtype=torch.float32)
-    indices = torch.empty(rows, splits, device=q.device, dtype=torch.int64)
+    splits, chunk = race_grid(rows, vocab, q.device)
+    keys, indices = race_buffers(rows, splits, q.device)
     _race_kernel[(rows, splits)](
-        flat, keys, indices, seed, vocab, vocab, chunk, BLOCK=RACE_BLOCK, num_warps=8
-    )
-    return indices.gather(1, keys.argmax(1, keepdim=True)).reshape(q.shape[:-1])
+        flat, keys, indices, race_seed(q.device, generator), vocab, vocab, chunk,
+        BLOCK=RACE_BLOCK, num_warps=8,
+    )  # fmt: skip
+    return race_winner(keys, indices).reshape(q.shape[:-1])
