@@ -10,6 +10,11 @@ per call (median of --repeats rounds, run round-robin after a warm-up round), th
 slowdown and the spread (max − min over median) of each, and the same slowdown between
 the fastest rounds: on a host shared with other work, the fastest round is the one least
 disturbed, so that column is the steadier of the two.
+
+A last round per decoder times the processor alone inside `generate`, with a device sync on
+each side of every call (its GPU time and its host time, without overlap): the decoder's
+own cost per step, and its share of plain sampling's median step. Unlike the slowdown
+columns, this does not drown in the host's noise.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import statistics
 import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList
+from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
 
 import decoptim as d
 from decoptim.integrations.transformers import DecoderLogitsProcessor, neutral_generation_config
@@ -39,6 +44,27 @@ SMOLLM2_135M = dict(
     eos_token_id=2,
     pad_token_id=2,
 )
+
+
+class TimedProcessor(LogitsProcessor):
+    """Wall time of each call of `inner`, between device syncs."""
+
+    def __init__(self, inner: LogitsProcessor):
+        self.inner = inner
+        self.seconds: list[float] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        sync(scores.device)
+        start = time.perf_counter()
+        out = self.inner(input_ids, scores)
+        sync(scores.device)
+        self.seconds.append(time.perf_counter() - start)
+        return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -76,38 +102,51 @@ def main() -> None:
         for name, dec in cases.items()
     }
     times: dict[str, list[float]] = {name: [] for name in cases}
+
+    def generate(processor: LogitsProcessorList) -> float:
+        sync(prompts.device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(
+                prompts,
+                attention_mask=torch.ones_like(prompts),
+                generation_config=config,
+                logits_processor=processor,
+            )
+        sync(prompts.device)
+        assert out.shape[1] == args.prompt_tokens + args.new_tokens
+        return time.perf_counter() - start
+
     # Round-robin over the decoders, so that drift in the machine's speed hits all alike.
     for repeat in range(args.repeats + 1):
         for name in cases:
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            with torch.no_grad():
-                out = model.generate(
-                    prompts,
-                    attention_mask=torch.ones_like(prompts),
-                    generation_config=config,
-                    logits_processor=processors[name],
-                )
-            if device == "cuda":
-                torch.cuda.synchronize()
-            assert out.shape[1] == args.prompt_tokens + args.new_tokens
+            seconds = generate(processors[name])
             if repeat:  # the first round warms up kernels and caches
-                times[name].append(time.perf_counter() - start)
+                times[name].append(seconds)
+    own: dict[str, float] = {}
+    for name, processor in processors.items():
+        if processor:
+            timed = TimedProcessor(processor[0])
+            generate(LogitsProcessorList([timed]))
+            own[name] = statistics.median(timed.seconds)
     results = {name: statistics.median(values) for name, values in times.items()}
     spread = {name: (max(v) - min(v)) / statistics.median(v) for name, v in times.items()}
     fastest = {name: min(values) for name, values in times.items()}
     base, fastest_base = results["plain sampling"], fastest["plain sampling"]
+    plain_step = base / args.new_tokens
     print(
         f"{'decoder':20} {'s / generate':>13} {'ms / step':>10} {'slowdown':>9} {'spread':>7}"
-        f" {'fastest s':>10} {'slowdown (fastest)':>19}"
+        f" {'fastest s':>10} {'slowdown (fastest)':>19} {'decoder ms':>11} {'share':>7}"
     )
     for name, seconds in results.items():
-        print(
+        line = (
             f"{name:20} {seconds:13.3f} {1e3 * seconds / args.new_tokens:10.2f} "
             f"{100 * (seconds / base - 1):+8.1f}% {100 * spread[name]:6.1f}%"
             f" {fastest[name]:10.3f} {100 * (fastest[name] / fastest_base - 1):+18.1f}%"
         )
+        if name in own:
+            line += f" {1e3 * own[name]:11.3f} {100 * own[name] / plain_step:6.1f}%"
+        print(line)
 
 
 if __name__ == "__main__":
