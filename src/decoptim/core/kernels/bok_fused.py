@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from ..checks import kernel_rows
-from .bok_head import HeadSolution, topm_head
+from .bok_head import topm_head
 from .candidates import code_of, gather_candidates
 from .streaming import (
     RACE_BLOCK,
@@ -59,7 +59,7 @@ def bok_topm_probs(
 ) -> torch.Tensor:
     """q for logits z ([..., V], float32 CUDA); c, βK and K: float32 [rows] (flat)."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    head: HeadSolution = _head(flat, c, beta_k, k, top_m, rank, outer, inner)
+    head, _ = _head(flat, c, beta_k, k, top_m, rank, outer, inner)
     q = exp_affine(flat, c, head.z_max, head.shift)
     q.scatter_(-1, head.index, head.q)
     return q.reshape(z.shape)

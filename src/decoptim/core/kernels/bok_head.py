@@ -326,9 +326,8 @@ def _bok_topm_head_kernel(
 
 def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int,
               inner: int, seed: torch.Tensor | None = None):  # fmt: skip
-    """The head's ids and q, max z and the tail shift, per row of z [rows, V]. With `seed`
-    (see `race_seed`), also the head's edge (code, id) and the head draw: the sampled head
-    token, or −1 where the sample is to come from the tail."""
+    """The head's ids and q, max z and the tail shift, per row of z [rows, V]; with `seed`
+    (see `race_seed`) also the head draw (else None)."""
     rows, vocab = z.shape
     splits = stats.splits
     device = z.device
@@ -358,5 +357,5 @@ def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int
         SAMPLE=sample,
         num_warps=ROW_WARPS,
     )  # fmt: skip
-    head = HeadSolution(head_index, q_head, z_max, shift)
-    return (head, HeadDraw(edge_code, edge_id, choice)) if sample else head
+    draw = HeadDraw(edge_code, edge_id, choice) if sample else None
+    return HeadSolution(head_index, q_head, z_max, shift), draw
