@@ -143,7 +143,7 @@ def timings(batch, vocab, naive: bool) -> list[tuple[str, float]]:
 def bok_sampling_variants(generator):
     """BoK top-M's `sample` draws without writing q (head by inverse CDF, the tail's race
     only on rows whose draw falls there). For comparison: q written, then the race."""
-    from decoptim.core.kernels.streaming import race_sample
+    from decoptim.core.kernels.race import race_sample
 
     decoder = decoders()["BoK exact top-64"]
     return [("BoK exact top-64 (q, then race)", lambda z: race_sample(decoder.probs(z), generator))]

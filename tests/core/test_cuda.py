@@ -80,6 +80,42 @@ def test_cuda_sampler_follows_probs(decoder):
 
 
 @pytest.mark.parametrize(
+    "decoder",
+    [d.TopP(0.95), d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=2), d.Sparsemax(3.0)],
+    ids=repr,
+)
+def test_cuda_race_over_rows_split_across_programs_follows_probs(decoder):
+    """Long rows are raced by several programs each, and the last to finish writes the
+    row's token: five live tokens spread across the row, 256 rows per call, chi-square."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    vocab, spots = 65536, torch.tensor([3, 20000, 20001, 41000, 65535])
+    z = torch.full((256, vocab), -torch.inf)
+    z[:, spots] = torch.tensor([1.0, 0.2, 0.6, -0.3, 0.4])
+    z = z.cuda()
+    q = decoder.probs(z[:1])[0, spots].double().cpu()
+    generator = torch.Generator("cuda").manual_seed(2)
+    samples = torch.cat([decoder.sample(z, generator=generator) for _ in range(40)]).cpu()
+    assert torch.isin(samples, spots).all(), samples[~torch.isin(samples, spots)]
+    counts = (samples[:, None] == spots).sum(0).double()
+    live = q > 0
+    assert counts[~live].sum() == 0 and live.sum() >= 3, (q, counts)
+    expected = q[live] / q[live].sum() * len(samples)
+    assert scipy_stats.chisquare(counts[live].numpy(), expected.numpy()).pvalue > 1e-3
+
+
+def test_cuda_top_p_sample_equals_the_race_over_its_probs():
+    """Top-p's sample races over q's closed form, with the race's Philox counters."""
+    from decoptim.core.kernels.race import race_sample
+
+    decoder = d.TopP(0.9, temperature=0.8)
+    z = random_logits(64, 151936, 6).cuda()
+    for seed in range(4):
+        drawn = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(seed))
+        raced = race_sample(decoder.probs(z), torch.Generator("cuda").manual_seed(seed))
+        assert torch.equal(drawn, raced)
+
+
+@pytest.mark.parametrize(
     "kwargs",
     [
         dict(weights="rank", top_m=16),

@@ -49,7 +49,7 @@ class Decoder:
         """One token id per row ([...], int64), drawn from `probs(logits)`."""
         x = check_logits(logits, self.validate)
         if use_kernels(x):
-            from .kernels.streaming import race_sample
+            from .kernels.race import race_sample
 
             drawn = self._sample_cuda(x, generator)
             return race_sample(self._solve(x), generator) if drawn is None else drawn
@@ -108,34 +108,50 @@ class SimplexDecoder(Decoder):
         return SimplexProblem(x, tau, self.regularizer, self.support.mask(x / tau))
 
     def _solve(self, x: Tensor) -> Tensor:
-        if x.dtype == torch.float32 and use_kernels(x):
-            fast = self._solve_cuda(x)
-            if fast is not None:
-                return fast
+        route = self._kernel_route(x)
+        if route == "tsallis":
+            from .kernels.threshold import tsallis_probs
+
+            inv_tau = _rows("temperature", 1.0 / self.temperature, x)
+            return tsallis_probs(x, inv_tau, self.regularizer.alpha)
+        if route == "top_p":
+            from .kernels.threshold import top_p_probs
+
+            return top_p_probs(x, *self._top_p_rows(x))
         return solve(self.problem(x), self.solver)
 
-    def _solve_cuda(self, x: Tensor) -> Tensor | None:
-        """The one-program-per-row Triton kernels, for the problems they cover."""
-        from .kernels.threshold import top_p_probs, tsallis_probs
+    def _sample_cuda(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
+        if self._kernel_route(x) != "top_p":
+            return None
+        from .kernels.threshold import top_p_sample
 
-        def rows(name: str, value: Param) -> Tensor:
-            if isinstance(value, Tensor):
-                return kernel_rows(per_row(name, value, x), x)
-            return kernel_rows(value, x)
+        return top_p_sample(x, *self._top_p_rows(x), generator)
 
-        inv_tau = rows("temperature", 1.0 / self.temperature)
+    def _kernel_route(self, x: Tensor) -> str | None:
+        """Which Triton path solves this (float32 on CUDA): "tsallis" for Tsallis-α over
+        every token by bisection, "top_p" for Shannon over a top-p support; else None."""
+        if x.dtype != torch.float32 or not use_kernels(x):
+            return None
         reg, support = self.regularizer, self.support
         if type(reg) is Tsallis and type(support) is Full and self.solver in ("auto", "bisect"):
-            return tsallis_probs(x, inv_tau, reg.alpha)
+            return "tsallis"
         if type(reg) is Shannon and type(support) is TopPSupport:
-            return top_p_probs(x, inv_tau, rows("p", support.p))
+            return "top_p"
         return None
+
+    def _top_p_rows(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return _rows("temperature", 1.0 / self.temperature, x), _rows("p", self.support.p, x)
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(regularizer={self.regularizer!r}, support={self.support!r}, "
             f"temperature={self.temperature!r}, solver={self.solver!r})"
         )
+
+
+def _rows(name: str, value: Param, x: Tensor) -> Tensor:
+    # A scalar or per-row parameter as the float32 [rows] vector that kernels read.
+    return kernel_rows(per_row(name, value, x) if isinstance(value, Tensor) else value, x)
 
 
 class Greedy(Decoder):

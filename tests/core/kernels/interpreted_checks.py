@@ -25,13 +25,9 @@ from decoptim.core.kernels.candidates import (  # noqa: E402
     gather_candidates,
     kth_largest_lower_bound,
 )
-from decoptim.core.kernels.streaming import (  # noqa: E402
-    race_sample,
-    race_seed,
-    row_stats,
-    segment_size,
-)
-from decoptim.core.kernels.threshold import top_p_probs, tsallis_probs  # noqa: E402
+from decoptim.core.kernels.race import race_sample, race_seed  # noqa: E402
+from decoptim.core.kernels.streaming import row_stats, segment_size  # noqa: E402
+from decoptim.core.kernels.threshold import top_p_probs, top_p_sample, tsallis_probs  # noqa: E402
 from tests.conftest import random_logits  # noqa: E402
 
 
@@ -146,10 +142,10 @@ def check_bok_topm_sample_draws_from_its_probs() -> None:
         _, draw = _head(
             z, *params, *budgets, race_seed(z.device, torch.Generator().manual_seed(seed))
         )
-        from_head = draw.choice >= 0
+        from_head = draw.token >= 0
         fused_in_head = in_head.gather(1, fused[:, None]).squeeze(1)
-        assert torch.equal(fused[from_head], draw.choice[from_head]), (fused, draw.choice)
-        assert torch.equal(fused_in_head, from_head), (fused, draw.choice)
+        assert torch.equal(fused[from_head], draw.token[from_head]), (fused, draw.token)
+        assert torch.equal(fused_in_head, from_head), (fused, draw.token)
         assert (q.gather(1, fused[:, None]) > 0).all(), fused
         tail = ~from_head & ~in_head.gather(1, raced[:, None]).squeeze(1)
         assert torch.equal(fused[tail], raced[tail]), (fused, raced)
@@ -202,6 +198,39 @@ def check_top_p_equals_reference() -> None:
         # At p = 1 the last tokens (q ~ 1e-9) are in or out by float32 rounding of the mass.
         if p < 1.0:
             assert torch.equal(q > 0, ref > 0), f"p={p} tau={tau}: support differs"
+
+
+def check_top_p_sample_equals_the_race_over_its_probs() -> None:
+    # The race over q's closed form computes the same q and uses the same Philox counters
+    # as the race over the written q: the same seed gives the same tokens.
+    z = crowded(6000, 6) * 0.2
+    for p, tau in ((0.9, 1.0), (0.5, 0.7), (1.0, 1.3)):
+        rows = kernel_rows(1.0 / tau, z), kernel_rows(p, z)
+        q = top_p_probs(z, *rows)
+        for seed in range(6):
+            drawn = top_p_sample(z, *rows, torch.Generator().manual_seed(seed))
+            raced = race_sample(q, torch.Generator().manual_seed(seed))
+            assert torch.equal(drawn, raced), (p, tau, seed, drawn, raced)
+            assert (q.gather(1, drawn[:, None]) > 0).all(), (p, tau, seed, drawn)
+
+
+def check_race_combines_its_programs_winners() -> None:
+    # Rows split over several programs; the row's winner is written by whichever program
+    # finishes last. One-hot rows must return their token wherever it sits; a row with
+    # mass 0.3 early and 0.7 late must pick the late token about 70% of the time.
+    vocab, draws = 9000, 60
+    spots = torch.tensor([0, 1500, 4100, 8999])
+    q = torch.zeros(len(spots) + 1, vocab)
+    q[torch.arange(len(spots)), spots] = 1.0
+    q[-1, 10], q[-1, 8800] = 0.3, 0.7
+    late = 0
+    for seed in range(draws):
+        drawn = race_sample(q, torch.Generator().manual_seed(seed))
+        assert torch.equal(drawn[:-1], spots), (seed, drawn)
+        assert int(drawn[-1]) in (10, 8800), (seed, drawn)
+        late += int(drawn[-1]) == 8800
+    spread = (draws * 0.3 * 0.7) ** 0.5
+    assert abs(late - 0.7 * draws) <= 4 * spread, late
 
 
 CHECKS = {name: fn for name, fn in globals().items() if name.startswith("check_")}

@@ -17,12 +17,12 @@ from .candidates import (
     CAP,
     COMPACT,
     ROW_WARPS,
-    code_of,
     compact,
     compact_scratch,
     load_candidates,
 )
-from .streaming import row_lse
+from .race import race_targets
+from .streaming import code_of, pow2_at_least, row_lse
 
 
 class HeadSolution(NamedTuple):
@@ -37,11 +37,13 @@ class HeadSolution(NamedTuple):
 
 class HeadDraw(NamedTuple):
     """Per row: the head's edge (v is in the head iff code(z_v) > code, or = code and
-    v ≤ id) and the sampled head token, or −1 where the sample comes from the tail."""
+    v ≤ id); the sampled head token, or −1 where the sample comes from the tail; and the
+    tail race's arrival counters, zeroed."""
 
     code: torch.Tensor
     id: torch.Tensor
-    choice: torch.Tensor
+    token: torch.Tensor
+    arrivals: torch.Tensor
 
 
 # Larger than any int32 code: a neutral element for min over codes.
@@ -239,8 +241,9 @@ def _bok_topm_head_kernel(
     shift_ptr,
     edge_code_ptr,
     edge_id_ptr,
+    token_ptr,
+    arrivals_ptr,
     seed_ptr,
-    choice_ptr,
     V,
     M,
     SPLITS,
@@ -314,14 +317,15 @@ def _bok_topm_head_kernel(
         tl.store(edge_code_ptr + row, edge_code)
         tl.store(edge_id_ptr + row, edge_id)
         # Inverse CDF over the head with one uniform: u < Σ_head q picks the head token
-        # whose interval holds u; otherwise the sample comes from the tail's race (−1).
+        # whose interval holds u; otherwise the tail's race draws the token (−1 until then).
         uniform = tl.rand(tl.load(seed_ptr + 1), row)
         cumulative = tl.cumsum(q, axis=0)
         pick = tl.sum((mask & (cumulative <= uniform)).to(tl.int32), axis=0)
         ids = tl.load(head_index + offs, mask=mask, other=0)
         token = tl.sum(tl.where(offs == pick, ids, 0), axis=0)
         in_head = uniform < tl.max(tl.where(mask, cumulative, 0.0), axis=0)
-        tl.store(choice_ptr + row, tl.where(in_head, token, -1))
+        tl.store(token_ptr + row, tl.where(in_head, token, -1))
+        tl.store(arrivals_ptr + row, 0)
 
 
 def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int,
@@ -336,26 +340,28 @@ def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int
     q_head = torch.empty_like(head_x)
     z_max = torch.empty(rows, device=device, dtype=torch.float32)
     shift = torch.empty_like(z_max)
-    sample = seed is not None
-    edge_code = torch.empty(rows if sample else 1, device=device, dtype=torch.int64)
-    edge_id = torch.empty(rows if sample else 1, device=device, dtype=torch.int32)
-    choice = torch.empty(rows if sample else 1, device=device, dtype=torch.int64)
+    draw = None
+    if seed is not None:
+        draw = HeadDraw(
+            torch.empty(rows, device=device, dtype=torch.int64),
+            torch.empty(rows, device=device, dtype=torch.int32),
+            *race_targets(rows, device),
+        )
     _bok_topm_head_kernel[(rows,)](
         z, candidates.x, candidates.index, candidates.count, stats.maxes, stats.sums,
         c, beta_k, k, head_x, head_index,
-        *compact_scratch(rows, triton.next_power_of_2(candidates.splits) * CAP, device),
-        q_head, z_max, shift, edge_code, edge_id, edge_code if seed is None else seed, choice,
+        *compact_scratch(rows, pow2_at_least(candidates.splits) * CAP, device),
+        q_head, z_max, shift, *(draw or [shift] * 4), shift if seed is None else seed,
         vocab, m, splits, candidates.splits,
-        BLOCK=max(16, triton.next_power_of_2(m)),
-        SPLIT_BLOCK=max(16, triton.next_power_of_2(splits)),
+        BLOCK=pow2_at_least(m, 16),
+        SPLIT_BLOCK=pow2_at_least(splits, 16),
         CAP=CAP,
-        SLOTS=triton.next_power_of_2(candidates.splits),
+        SLOTS=pow2_at_least(candidates.splits),
         ROW_BLOCK=2048,
         RANK=rank,
         OUTER=outer,
         INNER=inner,
-        SAMPLE=sample,
+        SAMPLE=draw is not None,
         num_warps=ROW_WARPS,
     )  # fmt: skip
-    draw = HeadDraw(edge_code, edge_id, choice) if sample else None
     return HeadSolution(head_index, q_head, z_max, shift), draw

@@ -38,7 +38,7 @@ from .candidates import (
     gather_splits,
     load_candidates,
 )
-from .streaming import BLOCK, row_lse, row_stats
+from .streaming import BLOCK, chunk_for, pow2_at_least, row_lse, row_stats
 
 # log of float32's machine epsilon, 2⁻²³: the tail's closed form is within it.
 LOG_EPS = tl.constexpr(-15.942385152878742)
@@ -385,10 +385,10 @@ def bok_prob_probs(
     rows = flat.shape[0]
     stats = row_stats(flat, c, c2=inv_tau_p)
     splits = gather_splits(vocab)
-    chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
+    chunk = chunk_for(vocab, splits, BLOCK)
     candidates = Candidates.empty(rows, splits, z.device)
     tails = torch.empty(rows, 2, splits, device=z.device, dtype=torch.float32)
-    split_block = max(16, triton.next_power_of_2(max(stats.splits, splits)))
+    split_block = pow2_at_least(max(stats.splits, splits), 16)
     mirror = steps > 0
     _prob_gather_kernel[(rows, splits)](
         flat, stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k,
@@ -402,10 +402,10 @@ def bok_prob_probs(
     _prob_head_kernel[(rows,)](
         flat, q, stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k,
         candidates.x, candidates.index, candidates.count, tails,
-        *compact_scratch(rows, triton.next_power_of_2(splits) * CAP, z.device), q_head, row_terms,
+        *compact_scratch(rows, pow2_at_least(splits) * CAP, z.device), q_head, row_terms,
         vocab, stats.splits, splits, steps,
         MIRROR=mirror, OUTER=outer, INNER=inner, CAP=CAP,
-        SLOTS=triton.next_power_of_2(splits), SPLIT_BLOCK=split_block, ROW_BLOCK=1024,
+        SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block, ROW_BLOCK=1024,
         num_warps=ROW_WARPS,
     )  # fmt: skip
     _prob_write_kernel[(rows, splits)](

@@ -23,19 +23,12 @@ import torch
 import triton
 import triton.language as tl
 
-from .streaming import BLOCK
+from .streaming import BLOCK, cdiv, chunk_for, code_of, pow2_at_least
 
 CAP = 256
 MAX_SPLITS = 16
 # Warps of the one-program-per-row solves that follow a gather.
 ROW_WARPS = 8
-
-
-@triton.jit
-def code_of(x):
-    """Order-preserving int64 code of a float32 (-0.0 made +0.0 first, so ties share codes)."""
-    bits = (x + 0.0).to(tl.int32, bitcast=True)
-    return tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.int64)
 
 
 @triton.jit
@@ -133,7 +126,7 @@ class Candidates(NamedTuple):
 
 
 def gather_splits(vocab: int) -> int:
-    return max(1, min(MAX_SPLITS, triton.cdiv(vocab, BLOCK)))
+    return max(1, min(MAX_SPLITS, cdiv(vocab, BLOCK)))
 
 
 def gather_candidates(
@@ -152,7 +145,7 @@ def gather_candidates(
     """
     rows, vocab = z.shape
     splits = gather_splits(vocab)
-    chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
+    chunk = chunk_for(vocab, splits, BLOCK)
     if (maxes is None) == (segmax is None):
         raise ValueError("gather_candidates needs exactly one of maxes and segmax")
     kth = segmax is not None
@@ -173,7 +166,7 @@ def gather_candidates(
         offset,
         KTH_SEGMENT=kth,
         CAP=CAP,
-        STAT_BLOCK=max(16, triton.next_power_of_2(stats.shape[1])),
+        STAT_BLOCK=pow2_at_least(stats.shape[1], 16),
         BLOCK=BLOCK,
         num_warps=4,
     )

@@ -1,8 +1,9 @@
 """Row-streaming kernels, each row split over several programs so that small batches still
-fill the GPU: per-split partial results are combined by a few tiny torch ops."""
+fill the GPU; the kernel that reads the per-split partial results next combines them."""
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -12,6 +13,23 @@ import triton.language as tl
 BLOCK = 2048
 
 
+def cdiv(a: int, b: int) -> int:
+    # Plain Python on the host: `triton.cdiv` is a constexpr function, and each host call
+    # of one costs microseconds, several times per decode step.
+    return -(-a // b)
+
+
+def pow2_at_least(n: int, floor: int = 1) -> int:
+    """The smallest power of two ≥ max(n, floor)."""
+    return max(floor, 1 << max(n - 1, 0).bit_length())
+
+
+def chunk_for(vocab: int, splits: int, block: int) -> int:
+    """Tokens per split of a row: whole blocks, `splits` chunks covering `vocab`."""
+    return cdiv(cdiv(vocab, splits), block) * block
+
+
+@functools.cache
 def _sm_count(device: torch.device) -> int:
     if device.type != "cuda":  # Triton's interpreter (TRITON_INTERPRET=1), in tests
         return 132
@@ -22,12 +40,14 @@ def splits_for(
     rows: int, vocab: int, device: torch.device, per_sm: int = 4, block: int = BLOCK
 ) -> int:
     """Programs per row: enough for ~`per_sm` programs per SM, each over at least one block."""
-    return max(1, min(triton.cdiv(per_sm * _sm_count(device), rows), triton.cdiv(vocab, block)))
+    return max(1, min(cdiv(per_sm * _sm_count(device), rows), cdiv(vocab, block)))
 
 
-# The race's own shape: with lane-wise running maxima, smaller blocks and more programs
-# measured fastest on an H100 (30.6 against 38.8 µs at B = 64, V = 152k).
-RACE_BLOCK = 1024
+@triton.jit
+def code_of(x):
+    """Order-preserving int64 code of a float32 (-0.0 made +0.0 first, so ties share codes)."""
+    bits = (x + 0.0).to(tl.int32, bitcast=True)
+    return tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.int64)
 
 
 def segment_size(vocab: int, k: int) -> int:
@@ -37,7 +57,7 @@ def segment_size(vocab: int, k: int) -> int:
     size = 16
     while size < 256 and (size * 2) * 4 * k <= vocab:
         size *= 2
-    while triton.cdiv(vocab, size) > 4096:
+    while cdiv(vocab, size) > 4096:
         size *= 2
     return min(size, BLOCK)
 
@@ -122,11 +142,11 @@ def row_stats(
     `segment`-long piece of each row [rows, NSEG]."""
     rows, vocab = z.shape
     splits = splits_for(rows, vocab, z.device)
-    chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
+    chunk = chunk_for(vocab, splits, BLOCK)
     maxes = torch.empty(rows, splits, device=z.device, dtype=torch.float32)
     sums = torch.empty_like(maxes)
     sums2 = None if c2 is None else torch.empty_like(maxes)
-    nseg = triton.cdiv(vocab, segment) if segment else 0
+    nseg = cdiv(vocab, segment) if segment else 0
     segmax = torch.empty(rows, nseg, device=z.device, dtype=torch.float32) if segment else None
     _row_stats_kernel[(rows, splits)](
         z,
@@ -150,26 +170,39 @@ def row_stats(
 
 
 @triton.jit
+def affine_q(z_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR: tl.constexpr,
+             HEAD: tl.constexpr):  # fmt: skip
+    """q_v = exp(c·(z_v − max z) − shift) for v in offs below `end` (else 0). With FLOOR, 0
+    where c·z_v < floor; with HEAD, 0 on the head: tokens whose (code, id) is at or above
+    the head's edge (higher z, or the edge's z and an id ≤ the edge's)."""
+    z = tl.load(z_ptr + offs, mask=offs < end, other=-float("inf"))
+    q = tl.exp(c * (z - z_max) - shift)
+    if FLOOR:
+        q = tl.where(z * c >= floor, q, 0.0)
+    if HEAD:
+        codes = code_of(z)
+        in_head = (codes > edge_code) | ((codes == edge_code) & (offs <= edge_id))
+        q = tl.where(in_head, 0.0, q)
+    return q
+
+
+@triton.jit
 def _exp_affine_kernel(
-    z_ptr, c_ptr, m_ptr, shift_ptr, floor_ptr, q_ptr, V, stride, CHUNK, BLOCK: tl.constexpr,
+    z_ptr, c_ptr, m_ptr, shift_ptr, floor_ptr, q_ptr, V, CHUNK, BLOCK: tl.constexpr,
     FLOOR: tl.constexpr,
 ):  # fmt: skip
-    # q = exp(c·(z − m) − shift) over the split's chunk (0 where c·z < floor, with FLOOR).
     row = tl.program_id(0)
     split = tl.program_id(1)
     c = tl.load(c_ptr + row)
     m = tl.load(m_ptr + row)
     shift = tl.load(shift_ptr + row)
-    base = row.to(tl.int64) * stride
+    floor = tl.load(floor_ptr + row)
+    base = row.to(tl.int64) * V
     end = tl.minimum((split + 1) * CHUNK, V)
     for start in range(split * CHUNK, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        mask = offs < end
-        z = tl.load(z_ptr + base + offs, mask=mask, other=-float("inf"))
-        q = tl.exp(c * (z - m) - shift)
-        if FLOOR:
-            q = tl.where(z * c >= tl.load(floor_ptr + row), q, 0.0)
-        tl.store(q_ptr + base + offs, q, mask=mask)
+        q = affine_q(z_ptr + base, offs, end, c, m, shift, floor, 0, 0, FLOOR, False)
+        tl.store(q_ptr + base + offs, q, mask=offs < end)
 
 
 def exp_affine(
@@ -183,108 +216,9 @@ def exp_affine(
     `floor`, q = 0 where c·z < floor."""
     rows, vocab = z.shape
     splits = splits_for(rows, vocab, z.device)
-    chunk = triton.cdiv(triton.cdiv(vocab, splits), BLOCK) * BLOCK
     q = torch.empty_like(z)
     _exp_affine_kernel[(rows, splits)](
-        z,
-        c.contiguous(),
-        m.reshape(rows).contiguous(),
-        shift.reshape(rows).contiguous(),
-        shift if floor is None else floor,
-        q,
-        vocab,
-        vocab,
-        chunk,
-        BLOCK=BLOCK,
-        FLOOR=floor is not None,
-        num_warps=4,
-    )
-    return q
-
-
-@triton.jit
-def race_update(q, offs, u, best_key, best_index):
-    """One block of the exponential race, lane by lane (no reduction across the program's
-    threads): the best q_v / E_v so far, E_v = −log(1 − u_v) ~ Exp(1), and its index."""
-    # q > 0 with E = 0 gives +inf (that token wins, as it should); q = 0 never wins.
-    key = tl.where(q > 0, q / -tl.log(1.0 - u), -1.0)
-    better = key > best_key
-    return tl.where(better, key, best_key), tl.where(better, offs, best_index)
-
-
-@triton.jit
-def race_store(key_ptr, index_ptr, row, split, splits, best_key, best_index):
-    """The program's winner among its lanes, for `race_winner` to pick across splits."""
-    winner = tl.argmax(best_key, axis=0)
-    lane = tl.arange(0, best_key.shape[0])
-    tl.store(key_ptr + row * splits + split, tl.max(best_key, axis=0))
-    tl.store(
-        index_ptr + row * splits + split, tl.sum(tl.where(lane == winner, best_index, 0), axis=0)
-    )
-
-
-@triton.jit
-def _race_kernel(q_ptr, key_ptr, index_ptr, seed_ptr, V, stride, CHUNK, BLOCK: tl.constexpr):
-    # Per (row, split): the best q_v / E_v, E_v ~ Exp(1), and its index.
-    row = tl.program_id(0)
-    split = tl.program_id(1)
-    seed = tl.load(seed_ptr)
-    base = q_ptr + row.to(tl.int64) * stride
-    end = tl.minimum((split + 1) * CHUNK, V)
-    lane = tl.arange(0, BLOCK)
-    best_key = tl.zeros((BLOCK,), tl.float32) - 1.0
-    best_index = tl.zeros((BLOCK,), tl.int32)
-    for start in range(split * CHUNK, end, 4 * BLOCK):
-        # One Philox call yields four uniforms: one per quarter of this 4·BLOCK span. The
-        # counters row·V + start + lane never repeat, since start advances by 4·BLOCK.
-        u0, u1, u2, u3 = tl.rand4x(seed, row * V + start + lane)
-        offs = start + lane
-        q = tl.load(base + offs, mask=offs < end, other=0.0)
-        best_key, best_index = race_update(q, offs, u0, best_key, best_index)
-        offs += BLOCK
-        q = tl.load(base + offs, mask=offs < end, other=0.0)
-        best_key, best_index = race_update(q, offs, u1, best_key, best_index)
-        offs += BLOCK
-        q = tl.load(base + offs, mask=offs < end, other=0.0)
-        best_key, best_index = race_update(q, offs, u2, best_key, best_index)
-        offs += BLOCK
-        q = tl.load(base + offs, mask=offs < end, other=0.0)
-        best_key, best_index = race_update(q, offs, u3, best_key, best_index)
-    race_store(key_ptr, index_ptr, row, split, tl.num_programs(1), best_key, best_index)
-
-
-def race_grid(rows: int, vocab: int, device: torch.device) -> tuple[int, int]:
-    """(splits per row, chunk) for a race: chunks are whole 4·RACE_BLOCK spans."""
-    splits = splits_for(rows, vocab, device, per_sm=8, block=RACE_BLOCK)
-    return splits, triton.cdiv(triton.cdiv(vocab, splits), 4 * RACE_BLOCK) * 4 * RACE_BLOCK
-
-
-def race_seed(device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-    """Philox seeds drawn from `generator` into a device tensor: seeded draws repeat, and
-    nothing waits on the host."""
-    return torch.randint(0, 2**31 - 1, (2,), device=device, generator=generator)
-
-
-def race_buffers(rows: int, splits: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    return (
-        torch.empty(rows, splits, device=device, dtype=torch.float32),
-        torch.empty(rows, splits, device=device, dtype=torch.int64),
-    )
-
-
-def race_winner(keys: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    return indices.gather(1, keys.argmax(1, keepdim=True)).squeeze(1)
-
-
-def race_sample(q: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One index per row of q ([..., V], CUDA), distributed as q: argmax_v q_v / E_v,
-    E_v ~ Exp(1), which picks v with probability q_v / Σ q exactly."""
-    flat = q.reshape(-1, q.shape[-1]).float().contiguous()
-    rows, vocab = flat.shape
-    splits, chunk = race_grid(rows, vocab, q.device)
-    keys, indices = race_buffers(rows, splits, q.device)
-    _race_kernel[(rows, splits)](
-        flat, keys, indices, race_seed(q.device, generator), vocab, vocab, chunk,
-        BLOCK=RACE_BLOCK, num_warps=8,
+        z, c, m, shift, shift if floor is None else floor, q, vocab,
+        chunk_for(vocab, splits, BLOCK), BLOCK=BLOCK, FLOOR=floor is not None, num_warps=4,
     )  # fmt: skip
-    return race_winner(keys, indices).reshape(q.shape[:-1])
+    return q

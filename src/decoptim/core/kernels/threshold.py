@@ -9,7 +9,8 @@
   the bracket narrowed ~1000× by two passes that profile the mass above 32 thresholds, the
   few tokens left inside it gathered, and x* found by bisection over their order-preserving
   int32 codes (ties at the edge kept exactly as on the CPU); a row whose bracket overflows
-  the slots is bisected over the whole row. A streaming pass writes q.
+  the slots is bisected over the whole row. A streaming pass writes q, or for a sample
+  races over q's closed form without writing it (`race.affine_race`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from .candidates import (
     ROW_WARPS,
     Candidates,
     append_to_slot,
-    code_of,
     gather_candidates,
     gather_splits,
     load_candidates,
 )
+from .race import affine_race, race_seed, race_targets
 from .streaming import BLOCK as STREAM_BLOCK
-from .streaming import exp_affine, row_lse, row_stats
+from .streaming import chunk_for, code_of, exp_affine, pow2_at_least, row_lse, row_stats
 
 BLOCK = 4096
 
@@ -159,15 +160,15 @@ def tsallis_probs(z: torch.Tensor, inv_tau: torch.Tensor, alpha: float) -> torch
         alpha - 1.0,
         KIND=kind,
         ITERATIONS=32,
-        SPLIT_BLOCK=max(16, triton.next_power_of_2(maxes.shape[1])),
+        SPLIT_BLOCK=pow2_at_least(maxes.shape[1], 16),
         CAP=CAP,
-        SLOTS=triton.next_power_of_2(candidates.splits),
+        SLOTS=pow2_at_least(candidates.splits),
         ROW_BLOCK=BLOCK,
         num_warps=ROW_WARPS,
     )
     q = torch.empty_like(flat)
     splits = maxes.shape[1]
-    chunk = triton.cdiv(triton.cdiv(vocab, splits), STREAM_BLOCK) * STREAM_BLOCK
+    chunk = chunk_for(vocab, splits, STREAM_BLOCK)
     _tsallis_write_kernel[(rows, splits)](
         flat, inv_tau, top, eta, total, q, vocab, chunk, alpha - 1.0, KIND=kind,
         BLOCK=STREAM_BLOCK, num_warps=4,
@@ -371,16 +372,19 @@ def _top_p_solve_kernel(
     floor_ptr,
     shift_ptr,
     zmax_ptr,
+    arrivals_ptr,
     V,
     CAND_SPLITS,
     CAP: tl.constexpr,
     SLOTS: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     ROW_BLOCK: tl.constexpr,
+    SAMPLE: tl.constexpr,
 ):
     # x* from the gathered bracket (the same code bisection, on a few hundred values in
     # registers), or from the whole row when a slot overflowed; then the kept tokens are
-    # those with x ≥ x*, and q = e^{x − max x − shift} on them.
+    # those with x ≥ x*, and q = e^{x − max x − shift} on them. With SAMPLE, also zero the
+    # arrival counters of the race that follows.
     row = tl.program_id(0)
     inv_tau = tl.load(inv_tau_ptr + row)
     p = tl.load(p_ptr + row)
@@ -417,6 +421,8 @@ def _top_p_solve_kernel(
     tl.store(floor_ptr + row, floor)
     tl.store(shift_ptr + row, tl.log(kept))
     tl.store(zmax_ptr + row, z_max)
+    if SAMPLE:
+        tl.store(arrivals_ptr + row, 0)
 
 
 @triton.jit
@@ -426,15 +432,16 @@ def _float_of_code(code):
     return tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.float32, bitcast=True)
 
 
-def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Top-p of softmax(z/τ) per row (z [..., V] float32 CUDA; 1/τ and p float32 [rows])."""
-    flat = z.reshape(-1, z.shape[-1]).contiguous()
+def _top_p_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor,
+                 arrivals: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    # Per row of flat [rows, V]: the floor on x = z/τ, the shift and max z of
+    # q = exp((z − max z)/τ − shift) on x ≥ floor; with `arrivals`, zeroes them too.
     rows, vocab = flat.shape
-    device = z.device
+    device = flat.device
     stats = row_stats(flat, inv_tau)
     splits = gather_splits(vocab)
-    chunk = triton.cdiv(triton.cdiv(vocab, splits), STREAM_BLOCK) * STREAM_BLOCK
-    split_block = max(16, triton.next_power_of_2(max(stats.splits, splits)))
+    chunk = chunk_for(vocab, splits, STREAM_BLOCK)
+    split_block = pow2_at_least(max(stats.splits, splits), 16)
     common = dict(PROFILE=PROFILE, SPLIT_BLOCK=split_block)
     brackets = torch.empty(2, rows, 2, device=device, dtype=torch.float32)
     profiles = torch.empty(2, rows, splits, PROFILE, device=device, dtype=torch.float32)
@@ -451,11 +458,31 @@ def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torc
         candidates.x, candidates.index, candidates.count, above, vocab, chunk,
         CAP=CAP, BLOCK=STREAM_BLOCK, num_warps=4, **common,
     )  # fmt: skip
-    floor, shift, z_max = (torch.empty(rows, device=device, dtype=torch.float32) for _ in "abc")
+    floor, shift, z_max = torch.empty(3, rows, device=device, dtype=torch.float32)
     _top_p_solve_kernel[(rows,)](
         flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, candidates.x,
-        candidates.index, candidates.count, above, floor, shift, z_max, vocab, splits,
-        CAP=CAP, SLOTS=triton.next_power_of_2(splits), SPLIT_BLOCK=split_block,
-        ROW_BLOCK=BLOCK, num_warps=ROW_WARPS,
+        candidates.index, candidates.count, above, floor, shift, z_max,
+        floor if arrivals is None else arrivals, vocab, splits,
+        CAP=CAP, SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block,
+        ROW_BLOCK=BLOCK, SAMPLE=arrivals is not None, num_warps=ROW_WARPS,
     )  # fmt: skip
+    return floor, shift, z_max
+
+
+def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Top-p of softmax(z/τ) per row (z [..., V] float32 CUDA; 1/τ and p float32 [rows])."""
+    flat = z.reshape(-1, z.shape[-1]).contiguous()
+    floor, shift, z_max = _top_p_terms(flat, inv_tau, p)
     return exp_affine(flat, inv_tau, z_max, shift, floor).reshape(z.shape)
+
+
+def top_p_sample(
+    z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """One token per row of z, drawn from `top_p_probs`' q without writing q."""
+    flat = z.reshape(-1, z.shape[-1]).contiguous()
+    seed = race_seed(z.device, generator)
+    targets = race_targets(flat.shape[0], z.device)
+    floor, shift, z_max = _top_p_terms(flat, inv_tau, p, arrivals=targets[1])
+    tokens = affine_race(flat, inv_tau, z_max, shift, seed, targets, floor=floor)
+    return tokens.reshape(z.shape[:-1])

@@ -1,0 +1,198 @@
+"""Sampling by the exponential race: argmax_v q_v / E_v with E_v ~ Exp(1) picks v with
+probability q_v / Σ q, exactly, in one streaming pass and without a prefix sum.
+
+Each row is split over several programs; each program keeps a running winner per lane and
+stores its own winner; the row's last program to finish picks the row's winner and
+writes the token, so a draw is one launch after the seed.
+
+`race_sample` races over a written q. `affine_race` races over a closed form
+q_v = exp(c·(z_v − max z) − shift), optionally above a floor or off a head, so decoders
+whose q has that form sample without writing it.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .streaming import affine_q, chunk_for, pow2_at_least, splits_for
+
+# With lane-wise running maxima, smaller blocks and more programs measured fastest on an
+# H100 (30.6 against 38.8 µs at B = 64, V = 152k).
+RACE_BLOCK = 1024
+
+
+@triton.jit
+def race_update(q, offs, u, best_key, best_index):
+    """One block of the race, lane by lane (no reduction across the program's threads):
+    the best q_v / E_v so far, E_v = −log(1 − u_v) ~ Exp(1), and its index."""
+    # q > 0 with E = 0 gives +inf (that token wins, as it should); q = 0 never wins.
+    key = tl.where(q > 0, q / -tl.log(1.0 - u), -1.0)
+    better = key > best_key
+    return tl.where(better, key, best_key), tl.where(better, offs, best_index)
+
+
+@triton.jit
+def race_finish(key_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key, best_index,
+                SPLIT_BLOCK: tl.constexpr):  # fmt: skip
+    """Store this program's winner; the row's last program to arrive (counted in
+    arrivals[row], zero before the race) writes the row's winner to out[row]."""
+    split = tl.program_id(1)
+    splits = tl.num_programs(1)
+    lane = tl.arange(0, best_key.shape[0])
+    winner = tl.argmax(best_key, axis=0)
+    tl.store(key_ptr + row * splits + split, tl.max(best_key, axis=0))
+    tl.store(
+        index_ptr + row * splits + split, tl.sum(tl.where(lane == winner, best_index, 0), axis=0)
+    )
+    # The barrier and the count's release put this program's stores before its arrival;
+    # the last program's acquire puts its loads after every arrival. ".cg" reads from L2,
+    # past any stale line in this SM's L1.
+    tl.debug_barrier()
+    if tl.atomic_add(arrivals_ptr + row, 1, sem="acq_rel", scope="gpu") == splits - 1:
+        offs = tl.arange(0, SPLIT_BLOCK)
+        present = offs < splits
+        keys = tl.load(key_ptr + row * splits + offs, mask=present, other=-2.0,
+                       cache_modifier=".cg")  # fmt: skip
+        indices = tl.load(index_ptr + row * splits + offs, mask=present, other=0,
+                          cache_modifier=".cg")  # fmt: skip
+        best = tl.argmax(keys, axis=0)
+        tl.store(out_ptr + row, tl.sum(tl.where(offs == best, indices, 0), axis=0).to(tl.int64))
+
+
+@triton.jit
+def _race_kernel(q_ptr, seed_ptr, key_ptr, index_ptr, arrivals_ptr, out_ptr, V, CHUNK,
+                 BLOCK: tl.constexpr, SPLIT_BLOCK: tl.constexpr):  # fmt: skip
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    seed = tl.load(seed_ptr)
+    base = q_ptr + row.to(tl.int64) * V
+    end = tl.minimum((split + 1) * CHUNK, V)
+    lane = tl.arange(0, BLOCK)
+    best_key = tl.zeros((BLOCK,), tl.float32) - 1.0
+    best_index = tl.zeros((BLOCK,), tl.int32)
+    for start in range(split * CHUNK, end, 4 * BLOCK):
+        # One Philox call yields four uniforms: one per quarter of this 4·BLOCK span. The
+        # counters row·V + start + lane never repeat, since start advances by 4·BLOCK.
+        u0, u1, u2, u3 = tl.rand4x(seed, row * V + start + lane)
+        offs = start + lane
+        q = tl.load(base + offs, mask=offs < end, other=0.0)
+        best_key, best_index = race_update(q, offs, u0, best_key, best_index)
+        offs += BLOCK
+        q = tl.load(base + offs, mask=offs < end, other=0.0)
+        best_key, best_index = race_update(q, offs, u1, best_key, best_index)
+        offs += BLOCK
+        q = tl.load(base + offs, mask=offs < end, other=0.0)
+        best_key, best_index = race_update(q, offs, u2, best_key, best_index)
+        offs += BLOCK
+        q = tl.load(base + offs, mask=offs < end, other=0.0)
+        best_key, best_index = race_update(q, offs, u3, best_key, best_index)
+    race_finish(key_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key, best_index,
+                SPLIT_BLOCK)  # fmt: skip
+
+
+@triton.jit
+def _affine_race_kernel(z_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr,
+                        edge_id_ptr, seed_ptr, key_ptr, index_ptr, arrivals_ptr, out_ptr, V,
+                        CHUNK, BLOCK: tl.constexpr, SPLIT_BLOCK: tl.constexpr,
+                        FLOOR: tl.constexpr, HEAD: tl.constexpr):  # fmt: skip
+    # `_race_kernel` over `affine_q` instead of a written q, with the same Philox counters.
+    # With HEAD, rows whose token is already drawn (out[row] ≥ 0) do nothing.
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    pending = tl.load(out_ptr + row) < 0 if HEAD else True
+    if pending:
+        seed = tl.load(seed_ptr)
+        c = tl.load(c_ptr + row)
+        z_max = tl.load(zmax_ptr + row)
+        shift = tl.load(shift_ptr + row)
+        floor = tl.load(floor_ptr + row)
+        edge_code = tl.load(edge_code_ptr + row)
+        edge_id = tl.load(edge_id_ptr + row)
+        base = z_ptr + row.to(tl.int64) * V
+        end = tl.minimum((split + 1) * CHUNK, V)
+        lane = tl.arange(0, BLOCK)
+        best_key = tl.zeros((BLOCK,), tl.float32) - 1.0
+        best_index = tl.zeros((BLOCK,), tl.int32)
+        for start in range(split * CHUNK, end, 4 * BLOCK):
+            u0, u1, u2, u3 = tl.rand4x(seed, row * V + start + lane)
+            offs = start + lane
+            q = affine_q(base, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR, HEAD)
+            best_key, best_index = race_update(q, offs, u0, best_key, best_index)
+            offs += BLOCK
+            q = affine_q(base, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR, HEAD)
+            best_key, best_index = race_update(q, offs, u1, best_key, best_index)
+            offs += BLOCK
+            q = affine_q(base, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR, HEAD)
+            best_key, best_index = race_update(q, offs, u2, best_key, best_index)
+            offs += BLOCK
+            q = affine_q(base, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR, HEAD)
+            best_key, best_index = race_update(q, offs, u3, best_key, best_index)
+        race_finish(key_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key, best_index,
+                    SPLIT_BLOCK)  # fmt: skip
+
+
+def race_seed(device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """Philox seeds drawn from `generator` into a device tensor: seeded draws repeat, and
+    nothing waits on the host."""
+    return torch.randint(0, 2**31 - 1, (2,), device=device, generator=generator)
+
+
+def race_targets(rows: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens a race writes (int64 [rows]) and its arrival counters (int32 [rows]), which
+    must be zero when the race starts: the per-row kernel before `affine_race` zeroes them."""
+    return (
+        torch.empty(rows, device=device, dtype=torch.int64),
+        torch.empty(rows, device=device, dtype=torch.int32),
+    )
+
+
+def _race_plan(rows: int, vocab: int, device: torch.device):
+    # The grid, the chunk (whole 4·RACE_BLOCK spans), the buffers of per-program winners
+    # and the launch constants.
+    splits = splits_for(rows, vocab, device, per_sm=8, block=RACE_BLOCK)
+    winners = (
+        torch.empty(rows, splits, device=device, dtype=torch.float32),
+        torch.empty(rows, splits, device=device, dtype=torch.int32),
+    )
+    meta = dict(BLOCK=RACE_BLOCK, SPLIT_BLOCK=pow2_at_least(splits, 16), num_warps=8)
+    return (rows, splits), chunk_for(vocab, splits, 4 * RACE_BLOCK), winners, meta
+
+
+def race_sample(q: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of q ([..., V], CUDA), distributed as q."""
+    flat = q.reshape(-1, q.shape[-1]).float().contiguous()
+    rows, vocab = flat.shape
+    tokens = torch.empty(rows, device=q.device, dtype=torch.int64)
+    arrivals = torch.zeros(rows, device=q.device, dtype=torch.int32)
+    grid, chunk, winners, meta = _race_plan(rows, vocab, q.device)
+    _race_kernel[grid](
+        flat, race_seed(q.device, generator), *winners, arrivals, tokens, vocab, chunk, **meta
+    )
+    return tokens.reshape(q.shape[:-1])
+
+
+def affine_race(
+    z: torch.Tensor,
+    c: torch.Tensor,
+    z_max: torch.Tensor,
+    shift: torch.Tensor,
+    seed: torch.Tensor,
+    targets: tuple[torch.Tensor, torch.Tensor],
+    floor: torch.Tensor | None = None,
+    head_edge: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """One token per row of z [rows, V] from q ∝ exp(c·(z − z_max) − shift) ([rows] each):
+    with `floor`, only over c·z ≥ floor; with `head_edge` (code, id per row), only over the
+    tail below that edge and only on rows whose token (in `targets`) is still −1."""
+    rows, vocab = z.shape
+    tokens, arrivals = targets
+    grid, chunk, winners, meta = _race_plan(rows, vocab, z.device)
+    edge_code, edge_id = (shift, shift) if head_edge is None else head_edge
+    _affine_race_kernel[grid](
+        z, c, z_max, shift, shift if floor is None else floor, edge_code, edge_id, seed,
+        *winners, arrivals, tokens, vocab, chunk,
+        FLOOR=floor is not None, HEAD=head_edge is not None, **meta,
+    )  # fmt: skip
+    return tokens
