@@ -176,8 +176,9 @@ def tsallis_probs(z: torch.Tensor, inv_tau: torch.Tensor, alpha: float) -> torch
     return q.reshape(z.shape)
 
 
-# Thresholds per profile pass: two passes narrow the bracket of the nucleus's edge by
-# (PROFILE − 1)² ≈ 1000×, leaving a few hundred tokens to gather at most on LM-like rows.
+# Thresholds per profile pass: LEVELS = 2 passes narrow the bracket of the nucleus's edge
+# by (PROFILE − 1)² ≈ 1000×, leaving a few hundred tokens to gather at most on LM-like rows.
+LEVELS = 2
 PROFILE = 32
 PROFILE_BLOCK = 256
 
@@ -223,13 +224,11 @@ def _top_p_profile_kernel(
     max_ptr,
     sum_ptr,
     STAT_SPLITS,
-    bracket_in_ptr,
-    previous_ptr,
-    bracket_out_ptr,
+    bracket_ptr,
     profile_ptr,
     V,
     CHUNK,
-    FIRST: tl.constexpr,
+    LEVEL: tl.constexpr,
     PROFILE: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -238,21 +237,27 @@ def _top_p_profile_kernel(
     # bracket. The first pass's bracket is [max x + log((1 − p)Σ/V), max x]: below its lower
     # end each of at most V tokens has mass < (1 − p)Σ/V, so x* is not there. A later pass
     # narrows the bracket of the pass before; split 0 records the bracket it profiled.
+    # Brackets [LEVELS, rows, 2] and profiles [LEVELS, rows, splits, PROFILE]: one buffer
+    # each, indexed here rather than by a view per pass on the host.
     row = tl.program_id(0)
     split = tl.program_id(1)
     splits = tl.num_programs(1)
+    rows = tl.num_programs(0)
+    bracket_ptr += row * 2
     inv_tau = tl.load(inv_tau_ptr + row)
     p = tl.load(p_ptr + row)
     z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
     x_max = z_max * inv_tau
-    if FIRST:
+    if LEVEL == 0:
         # p = 1 keeps everything (the profile is then unused): any finite bracket will do.
         lo = x_max + tl.maximum(tl.log((1.0 - p) / p * target / V), -200.0)
         hi = x_max
     else:
-        lo = tl.load(bracket_in_ptr + row * 2)
-        hi = tl.load(bracket_in_ptr + row * 2 + 1)
-        lo, hi = _narrow(lo, hi, previous_ptr, row, splits, target, PROFILE, SPLIT_BLOCK)
+        previous = (LEVEL - 1) * rows
+        lo = tl.load(bracket_ptr + previous * 2)
+        hi = tl.load(bracket_ptr + previous * 2 + 1)
+        previous_profile = profile_ptr + previous * splits * PROFILE
+        lo, hi = _narrow(lo, hi, previous_profile, row, splits, target, PROFILE, SPLIT_BLOCK)
     j = tl.arange(0, PROFILE)
     theta = _thresholds(lo, hi, j, PROFILE)
     # Sums stay per lane and are reduced once at the end: a reduction across the program's
@@ -270,10 +275,10 @@ def _top_p_profile_kernel(
         hit = (x[None, :] >= lo) & (x[None, :] <= hi) & (x[None, :] >= theta[:, None])
         mass += tl.where(hit, e[None, :], 0.0)
     profile = tl.sum(mass, axis=1) + tl.sum(above, axis=0)
-    tl.store(profile_ptr + (row * splits + split) * PROFILE + j, profile)
+    tl.store(profile_ptr + ((LEVEL * rows + row) * splits + split) * PROFILE + j, profile)
     if split == 0:
-        tl.store(bracket_out_ptr + row * 2, lo)
-        tl.store(bracket_out_ptr + row * 2 + 1, hi)
+        tl.store(bracket_ptr + LEVEL * rows * 2, lo)
+        tl.store(bracket_ptr + LEVEL * rows * 2 + 1, hi)
 
 
 @triton.jit
@@ -292,6 +297,7 @@ def _top_p_gather_kernel(
     above_ptr,
     V,
     CHUNK,
+    LEVELS: tl.constexpr,
     PROFILE: tl.constexpr,
     CAP: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
@@ -302,6 +308,9 @@ def _top_p_gather_kernel(
     row = tl.program_id(0)
     split = tl.program_id(1)
     splits = tl.num_programs(1)
+    last = (LEVELS - 1) * tl.num_programs(0)
+    bracket_ptr += last * 2
+    profile_ptr += last * splits * PROFILE
     inv_tau = tl.load(inv_tau_ptr + row)
     p = tl.load(p_ptr + row)
     z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
@@ -443,20 +452,19 @@ def _top_p_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor,
     chunk = chunk_for(vocab, splits, STREAM_BLOCK)
     split_block = pow2_at_least(max(stats.splits, splits), 16)
     common = dict(PROFILE=PROFILE, SPLIT_BLOCK=split_block)
-    brackets = torch.empty(2, rows, 2, device=device, dtype=torch.float32)
-    profiles = torch.empty(2, rows, splits, PROFILE, device=device, dtype=torch.float32)
-    for level in range(2):
+    brackets = torch.empty(LEVELS, rows, 2, device=device, dtype=torch.float32)
+    profiles = torch.empty(LEVELS, rows, splits, PROFILE, device=device, dtype=torch.float32)
+    for level in range(LEVELS):
         _top_p_profile_kernel[(rows, splits)](
-            flat, inv_tau, p, stats.maxes, stats.sums, stats.splits,
-            brackets[level - 1], profiles[level - 1], brackets[level], profiles[level],
-            vocab, chunk, FIRST=level == 0, BLOCK=PROFILE_BLOCK, num_warps=4, **common,
+            flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, brackets, profiles,
+            vocab, chunk, LEVEL=level, BLOCK=PROFILE_BLOCK, num_warps=4, **common,
         )  # fmt: skip
     candidates = Candidates.empty(rows, splits, device)
     above = torch.empty(rows, splits, device=device, dtype=torch.float32)
     _top_p_gather_kernel[(rows, splits)](
-        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, brackets[1], profiles[1],
+        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, brackets, profiles,
         candidates.x, candidates.index, candidates.count, above, vocab, chunk,
-        CAP=CAP, BLOCK=STREAM_BLOCK, num_warps=4, **common,
+        LEVELS=LEVELS, CAP=CAP, BLOCK=STREAM_BLOCK, num_warps=4, **common,
     )  # fmt: skip
     floor, shift, z_max = torch.empty(3, rows, device=device, dtype=torch.float32)
     _top_p_solve_kernel[(rows,)](
