@@ -14,7 +14,9 @@ disturbed, so that column is the steadier of the two.
 A last round per decoder times the processor alone inside `generate`, with a device sync on
 each side of every call (its GPU time and its host time, without overlap): the decoder's
 own cost per step, and its share of plain sampling's median step. Unlike the slowdown
-columns, this does not drown in the host's noise.
+columns, this does not drown in the host's noise. Rows marked "graph" replay the decoder as
+a CUDA graph (`DecoderLogitsProcessor(..., cuda_graph=True)`, as `decoptim`'s `generate`
+does on CUDA).
 """
 
 from __future__ import annotations
@@ -83,24 +85,31 @@ def main() -> None:
     config = neutral_generation_config(
         model.generation_config, max_new_tokens=args.new_tokens, pad_token_id=2, eos_token_id=None
     )
+
+    def processor(decoder: d.Decoder, cuda_graph: bool = False) -> DecoderLogitsProcessor:
+        return DecoderLogitsProcessor(decoder, cuda_graph=cuda_graph and device == "cuda")
+
+    top_p = d.TopP(0.9, validate=False)
+    top_m = d.BestOfK(8, 0.02, 0.2, weights="topm", top_m=64, validate=False)
+    prob = d.BestOfK(8, 0.02, 0.2, validate=False)
     cases = {
         "plain sampling": None,
-        "Softmax(1.0)": d.Softmax(1.0, validate=False),
-        "TopP(0.9)": d.TopP(0.9, validate=False),
-        "MinP(0.1)": d.MinP(0.1, validate=False),
-        "BoK exact top-64": d.BestOfK(8, 0.02, 0.2, weights="topm", top_m=64, validate=False),
-        "BoK mirror 5": d.BestOfK(8, 0.02, 0.2, solver="mirror", validate=False),
-        "BoK exact prob": d.BestOfK(8, 0.02, 0.2, validate=False),
+        "Softmax(1.0)": processor(d.Softmax(1.0, validate=False)),
+        "TopP(0.9)": processor(top_p),
+        "MinP(0.1)": processor(d.MinP(0.1, validate=False)),
+        "BoK exact top-64": processor(top_m),
+        "BoK mirror 5": processor(d.BestOfK(8, 0.02, 0.2, solver="mirror", validate=False)),
+        "BoK exact prob": processor(prob),
+        "TopP(0.9), graph": processor(top_p, cuda_graph=True),
+        "BoK top-64, graph": processor(top_m, cuda_graph=True),
+        "BoK prob, graph": processor(prob, cuda_graph=True),
     }
     print(
         f"# {device} {torch.cuda.get_device_name() if device == 'cuda' else ''}, torch "
         f"{torch.__version__}; SmolLM2-135M architecture, random weights, {dtype}; batch "
         f"{args.batch}, {args.prompt_tokens} prompt + {args.new_tokens} new tokens"
     )
-    processors = {
-        name: LogitsProcessorList([DecoderLogitsProcessor(dec)] if dec else [])
-        for name, dec in cases.items()
-    }
+    processors = {name: LogitsProcessorList([p] if p else []) for name, p in cases.items()}
     times: dict[str, list[float]] = {name: [] for name in cases}
 
     def generate(processor: LogitsProcessorList) -> float:

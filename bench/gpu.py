@@ -11,7 +11,9 @@
    read once), and ratios to each of those.
 `--scaling` adds a table of milliseconds for B ∈ {1, 8, 64, 256} × V ∈ {32k, 152k, 256k}.
 `--profile` adds, per decoder, the GPU time of its kernels (torch.profiler) and the time of
-the same step replayed as a CUDA graph (no host-side launch cost), next to the plain call.
+the same step replayed as a CUDA graph (no host-side launch cost), next to the plain call
+and the call through `GraphedStep` (logits copied in, the graph replayed, the tokens
+copied out).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 
 import decoptim as d
 from decoptim.core.kernels import set_kernels_enabled, triton_available
+from decoptim.integrations.graphs import GraphedStep
 
 
 def decoders(fast: bool = True) -> dict[str, d.Decoder]:
@@ -200,8 +203,11 @@ def profile_table(batch, vocab) -> None:
 
     inputs = make_inputs(batch, vocab, 4, seed=7)
     print(f"\n## where the time goes, B = {batch}, V = {vocab} (ms per step)\n")
-    print("| step | call | CUDA graph replay | GPU kernels | launches | top kernels (µs) |")
-    print("|---|---:|---:|---:|---:|---|")
+    print(
+        "| step | call | CUDA graph replay | call through GraphedStep | GPU kernels | launches "
+        "| top kernels (µs) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
     steps = {"softmax sampling": lambda z: softmax_sampling(z, None)}
     steps.update({name: dec.sample for name, dec in decoders().items()})
     steps.update(bok_sampling_variants(None))
@@ -211,6 +217,7 @@ def profile_table(batch, vocab) -> None:
         rows = flat if name.endswith("flat rows") else inputs
         call = time_ms(step, rows)
         replay = graph_replay_ms(step, rows)
+        graphed = time_ms(GraphedStep(step), rows)
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(10):
                 step(rows[0])
@@ -220,7 +227,10 @@ def profile_table(batch, vocab) -> None:
         launches = sum(e.count for e in kernels) / 10
         top = sorted(kernels, key=lambda e: -e.device_time_total)[:4]
         names = ", ".join(f"{e.key[:28]} {e.device_time_total / 10:.0f}" for e in top)
-        print(f"| {name} | {call:.3f} | {replay} | {gpu_ms:.3f} | {launches:.0f} | {names} |")
+        print(
+            f"| {name} | {call:.3f} | {replay} | {graphed:.3f} | {gpu_ms:.3f} | {launches:.0f} "
+            f"| {names} |"
+        )
 
 
 def graph_replay_ms(step, inputs) -> str:

@@ -11,7 +11,7 @@ from transformers import GenerationConfig, LogitsProcessorList  # noqa: E402
 
 from decoptim.integrations import transformers as dt  # noqa: E402
 from decoptim.pipelines.selection import self_consistency  # noqa: E402
-from tests.conftest import tiny_llama  # noqa: E402
+from tests.conftest import random_logits, tiny_llama  # noqa: E402
 
 DECODERS = [
     d.Softmax(0.7),
@@ -111,6 +111,20 @@ def test_model_defaults_would_change_the_distribution(tiny_model):
 def test_processor_rejects_a_non_decoder():
     with pytest.raises(TypeError, match="decoptim Decoder"):
         dt.DecoderLogitsProcessor(torch.softmax)
+
+
+def test_graphed_processor_equals_the_eager_one():
+    decoder = d.BestOfK(8, 0.02, 0.2, weights="topm", top_m=16)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    eager = dt.DecoderLogitsProcessor(decoder)
+    graphed = dt.DecoderLogitsProcessor(decoder, cuda_graph=True)
+    ids = torch.zeros(4, 1, dtype=torch.long, device=device)
+    for seed in range(3):
+        scores = random_logits(4, 5000, seed).to(device)
+        assert torch.equal(graphed(ids, scores), eager(ids, scores))
+    scores[1, 7] = torch.nan
+    with pytest.raises(ValueError, match=r"contain NaN \(first at row 1\)"):
+        graphed(ids, scores)
 
 
 def test_recorded_logprobs_equal_teacher_forcing(tiny_model):

@@ -20,6 +20,8 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from ..core import Decoder
+from ..core.checks import check_logits
+from .graphs import GraphedStep
 
 # Fields of GenerationConfig that change the distribution, and their neutral values.
 NEUTRAL_SETTINGS: dict[str, object] = {
@@ -102,17 +104,33 @@ class DecoderLogitsProcessor(LogitsProcessor):
 
     With a neutral generation config, `generate(do_sample=True)` then samples from exactly
     `decoder.probs(logits)`. Pass `generation_config` to have it checked on construction.
+    With `cuda_graph=True`, CUDA scores go through the decoder as a replayed CUDA graph
+    (`GraphedStep`): the same kernels without their per-launch host work. The logits
+    check, whose host sync cannot be captured, then runs before the replay.
     """
 
-    def __init__(self, decoder: Decoder, generation_config: GenerationConfig | None = None):
+    def __init__(
+        self,
+        decoder: Decoder,
+        generation_config: GenerationConfig | None = None,
+        cuda_graph: bool = False,
+    ):
         if not isinstance(decoder, Decoder):
             raise TypeError(f"decoder must be a decoptim Decoder, got {type(decoder).__name__}")
         if generation_config is not None:
             check_generation_config(generation_config)
         self.decoder = decoder
+        self._graphed = None
+        if cuda_graph:
+            unchecked = copy.copy(decoder)
+            unchecked.validate = False
+            self._graphed = GraphedStep(lambda x: torch.log(unchecked.probs(x)))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        return torch.log(self.decoder.probs(scores))
+        if self._graphed is None or not scores.is_cuda:
+            return torch.log(self.decoder.probs(scores))
+        check_logits(scores, self.decoder.validate, name="scores")
+        return self._graphed(scores)
 
 
 class RawLogProbRecorder(LogitsProcessor):
@@ -179,13 +197,15 @@ def generate(
     chat: bool | None = None,
     system: str | None = None,
     progress: bool = False,
+    cuda_graph: bool = True,
 ) -> list[PromptSamples]:
     """Draw `n` samples per prompt from `decoder` applied to the model's raw logits.
 
     Prompts go through the chat template when the tokenizer has one (`chat=None`), are
     left-padded, and are processed `batch_size` prompts (batch_size × n rows) per call.
     The global torch RNG is seeded with `seed + call index` before each call, so a run
-    is reproducible for the same seed and batch size.
+    is reproducible for the same seed and batch size. On CUDA the decoder's step is
+    replayed as a CUDA graph unless `cuda_graph=False` (see `DecoderLogitsProcessor`).
     """
     if isinstance(prompts, str):
         raise TypeError("prompts must be a sequence of strings, not one string")
@@ -205,7 +225,7 @@ def generate(
         return_dict_in_generate=True,
     )
     check_generation_config(config)
-    processor = DecoderLogitsProcessor(decoder)
+    processor = DecoderLogitsProcessor(decoder, cuda_graph=cuda_graph)
     previous_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     results: list[PromptSamples] = []

@@ -1,0 +1,80 @@
+"""GraphedStep: the same results as the eager step, replayed from a CUDA graph."""
+
+import pytest
+import torch
+
+import decoptim as d
+from decoptim.integrations.graphs import GraphedStep
+from tests.conftest import random_logits
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_cpu_inputs_run_the_step_directly():
+    calls = []
+
+    def step(x):
+        calls.append(x)
+        return x * 2
+
+    graphed = GraphedStep(step)
+    x = torch.arange(4.0)
+    assert torch.equal(graphed(x), x * 2) and calls == [x]
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(TypeError, match="step must be callable"):
+        GraphedStep(3)
+    with pytest.raises(ValueError, match="max_graphs=0"):
+        GraphedStep(torch.exp, max_graphs=0)
+
+
+@cuda
+@pytest.mark.parametrize(
+    "decoder",
+    [d.BestOfK(8, 0.02, 0.2, weights="topm", top_m=64), d.TopP(0.9), d.Sparsemax(), d.MinP(0.1)],
+    ids=repr,
+)
+def test_replays_equal_the_eager_step_and_outlive_the_next_call(decoder):
+    graphed = GraphedStep(decoder.probs)
+    inputs = [random_logits(8, 32000, seed).cuda() for seed in range(3)]
+    outputs = [graphed(z) for z in inputs]
+    for z, q in zip(inputs, outputs, strict=True):
+        assert torch.equal(q, decoder.probs(z))
+    assert not graphed.eager and len(graphed._graphs) == 1
+
+
+@cuda
+def test_shapes_beyond_max_graphs_are_recaptured():
+    graphed = GraphedStep(lambda x: torch.softmax(x, -1), max_graphs=1)
+    for rows in (2, 3, 2):
+        z = random_logits(rows, 100, rows).cuda()
+        assert torch.equal(graphed(z), torch.softmax(z, -1))
+        assert [key[0] for key in graphed._graphs] == [(rows, 100)]
+
+
+@cuda
+def test_a_step_with_a_host_sync_warns_and_runs_eagerly():
+    def step(x):
+        return x * float(x.abs().max())  # reads a value on the host: not capturable
+
+    graphed = GraphedStep(step)
+    z = random_logits(2, 50, 0).cuda()
+    with pytest.warns(RuntimeWarning, match="could not be captured"):
+        first = graphed(z)
+    assert graphed.eager and torch.equal(first, step(z))
+    assert torch.equal(graphed(z * 2), step(z * 2))
+
+
+@cuda
+@pytest.mark.parametrize(
+    "decoder", [d.TopP(0.95), d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=4)], ids=repr
+)
+def test_replayed_sampling_draws_fresh_randomness_each_call(decoder):
+    # The race's seeds come from torch's generator, which advances on every replay.
+    graphed = GraphedStep(decoder.sample)
+    z = torch.zeros(64, 1000, device="cuda")
+    draws = torch.stack([graphed(z) for _ in range(8)])
+    assert not graphed.eager
+    assert len({tuple(row.tolist()) for row in draws}) == 8
+    assert draws.unique().numel() > 500
