@@ -87,4 +87,5 @@ def test_replayed_sampling_draws_fresh_randomness_each_call(decoder):
     draws = torch.stack([graphed(z) for _ in range(8)])
     assert not graphed.eager
     assert len({tuple(row.tolist()) for row in draws}) == 8
-    assert draws.unique().numel() > 500
+    # 512 uniform draws over 1,000 tokens: ~400 distinct; repeated randomness gives ≤ 64.
+    assert draws.unique().numel() > 300
