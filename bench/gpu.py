@@ -9,7 +9,8 @@
    logits), plain softmax sampling, a full-sort top-p, and a straightforward per-row
    mirror-ascent loop with a host sync per step. Prints one table: time, GB/s (logits
    read once), and ratios to each of those.
-`--scaling` adds a table of milliseconds for B ∈ {1, 8, 64, 256} × V ∈ {32k, 152k, 256k}.
+`--scaling` adds tables of milliseconds for B ∈ {1, 8, 64, 256} × V ∈ {32k, 152k, 256k}, as
+calls and replayed as CUDA graphs.
 `--profile` adds, per decoder, the GPU time of its kernels (torch.profiler) and the time of
 the same step replayed as a CUDA graph (no host-side launch cost), next to the plain call
 and the call through `GraphedStep` (logits copied in, the graph replayed, the tokens
@@ -251,27 +252,31 @@ SCALING = ["softmax", "top-p 0.9", "min-p 0.1", "sparsemax", "entmax 1.5",
 
 
 def scaling_table() -> None:
-    """Milliseconds per decode step for B ∈ {1, 8, 64, 256} × V ∈ {32k, 152k, 256k}."""
+    """Milliseconds per decode step for B ∈ {1, 8, 64, 256} × V ∈ {32k, 152k, 256k}: as
+    calls, and replayed as CUDA graphs (the kernels without the host's launch cost)."""
     table = decoders()
-    print("\n## scaling: ms per decode step (probs + sample)\n")
-    print("| V | B | copy | softmax sampling | full-sort top-p | " + " | ".join(SCALING) + " |")
-    print("|---" * (5 + len(SCALING)) + "|")
+    header = "| V | B | copy | softmax sampling | full-sort top-p | " + " | ".join(SCALING) + " |"
+    rule = "|---" * (5 + len(SCALING)) + "|"
+    replayed = []
+    print("\n## scaling: ms per decode step (probs + sample), as calls\n")
+    print(header + "\n" + rule)
     for vocab in (32_000, 151_936, 256_000):
         for batch in (1, 8, 64, 256):
             buffers = max(2, min(8, int(3 * 50e6 // (batch * vocab * 4)) + 1))
             inputs = make_inputs(batch, vocab, buffers, seed=7)
-            generator = torch.Generator(device="cuda").manual_seed(0)
-            cells = [
-                time_ms(lambda z: z.clone(), inputs),
-                time_ms(lambda z, g=generator: softmax_sampling(z, g), inputs),
-                time_ms(lambda z, g=generator: sorted_top_p(z, g), inputs),
-            ]
-            for name in SCALING:
-                step = lambda z, dec=table[name], g=generator: dec.sample(z, generator=g)  # noqa: E731
-                cells.append(time_ms(step, inputs, 30))
-            print(
-                f"| {vocab} | {batch} | " + " | ".join(f"{c:.3f}" for c in cells) + " |", flush=True
-            )
+            steps = [
+                lambda z: z.clone(),
+                lambda z: softmax_sampling(z, None),
+                lambda z: sorted_top_p(z, None),
+            ] + [table[name].sample for name in SCALING]
+            calls = [f"{time_ms(step, inputs, 30):.3f}" for step in steps]
+            replayed.append([graph_replay_ms(step, inputs) for step in steps])
+            print(f"| {vocab} | {batch} | " + " | ".join(calls) + " |", flush=True)
+    print("\n## scaling: ms per decode step (probs + sample), replayed as CUDA graphs\n")
+    print(header + "\n" + rule)
+    sizes = [(v, b) for v in (32_000, 151_936, 256_000) for b in (1, 8, 64, 256)]
+    for (vocab, batch), cells in zip(sizes, replayed, strict=True):
+        print(f"| {vocab} | {batch} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
