@@ -69,6 +69,10 @@ def test_a_step_with_a_host_sync_warns_and_runs_eagerly():
         first = graphed(z)
     assert graphed.eager and torch.equal(first, step(z))
     assert torch.equal(graphed(z * 2), step(z * 2))
+    # The sync was caught before any capture began: sampling graphs still capture after it.
+    sampler = GraphedStep(d.TopP(0.9, validate=False).sample)
+    sampler(z)
+    assert not sampler.eager
 
 
 @cuda

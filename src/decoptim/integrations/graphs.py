@@ -27,7 +27,8 @@ class GraphedStep:
     """`step(x)`, captured as a CUDA graph per (shape, dtype, device) of x and replayed.
 
     `step` must be capturable: no host syncs and the same kernels for every input of a
-    shape. One that fails to capture warns once and runs eagerly from then on. Each call
+    shape. One that syncs (found by an eager run in torch's sync-debug "error" mode) or
+    fails to capture warns once and runs eagerly from then on. Each call
     copies x into the graph's input buffer and returns a copy of its output, so results
     stay valid across calls. CPU inputs run `step` directly. At most `max_graphs` shapes
     are kept (least recently used first out).
@@ -61,25 +62,36 @@ class GraphedStep:
         static = x.clone()
         side = torch.cuda.Stream(x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
-        # Two eager runs first, off the capture: kernels compile and caches fill there.
-        with torch.cuda.stream(side):
-            for _ in range(2):
+        # Eager runs first, off the capture: kernels compile and caches fill in the first;
+        # the second raises on any host sync. A capture that fails midway can leave
+        # torch's default generator in its capture state, so steps that sync never reach it.
+        previous_mode = torch.cuda.get_sync_debug_mode()
+        try:
+            with torch.cuda.stream(side):
                 self.step(static)
+                torch.cuda.set_sync_debug_mode("error")
+                self.step(static)
+        except RuntimeError as error:
+            return self._run_eagerly_from_now(error)
+        finally:
+            torch.cuda.set_sync_debug_mode(previous_mode)
         torch.cuda.current_stream(x.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
                 output = self.step(static)
         except RuntimeError as error:
-            self.eager = True
-            warnings.warn(
-                f"step could not be captured as a CUDA graph; running it eagerly ({error})",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return None
+            return self._run_eagerly_from_now(error)
         while len(self._graphs) >= self.max_graphs:
             self._graphs.popitem(last=False)
         captured = _Captured(graph, static, output)
         self._graphs[(tuple(x.shape), x.dtype, x.device)] = captured
         return captured
+
+    def _run_eagerly_from_now(self, error: RuntimeError) -> None:
+        self.eager = True
+        warnings.warn(
+            f"step could not be captured as a CUDA graph; running it eagerly ({error})",
+            RuntimeWarning,
+            stacklevel=4,
+        )
