@@ -67,7 +67,8 @@ class GraphedStep:
         # torch's default generator in its capture state, so steps that sync never reach it.
         previous_mode = torch.cuda.get_sync_debug_mode()
         try:
-            with torch.cuda.stream(side):
+            with torch.cuda.stream(side), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Synchronization debug mode is a prototype")
                 self.step(static)
                 torch.cuda.set_sync_debug_mode("error")
                 self.step(static)
