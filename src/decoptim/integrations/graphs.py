@@ -50,7 +50,7 @@ class GraphedStep:
         key = (tuple(x.shape), x.dtype, x.device)
         captured = self._graphs.get(key)
         if captured is None:
-            captured = self._capture(x)
+            captured = self._capture(x, key)
             if captured is None:
                 return self.step(x)
         self._graphs.move_to_end(key)
@@ -58,7 +58,7 @@ class GraphedStep:
         captured.graph.replay()
         return captured.output.clone()
 
-    def _capture(self, x: Tensor) -> _Captured | None:
+    def _capture(self, x: Tensor, key: tuple) -> _Captured | None:
         static = x.clone()
         side = torch.cuda.Stream(x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
@@ -86,7 +86,7 @@ class GraphedStep:
         while len(self._graphs) >= self.max_graphs:
             self._graphs.popitem(last=False)
         captured = _Captured(graph, static, output)
-        self._graphs[(tuple(x.shape), x.dtype, x.device)] = captured
+        self._graphs[key] = captured
         return captured
 
     def _run_eagerly_from_now(self, error: RuntimeError) -> None:

@@ -62,12 +62,23 @@ def race_finish(key_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key, best_i
 
 
 @triton.jit
-def _race_kernel(q_ptr, seed_ptr, key_ptr, index_ptr, arrivals_ptr, out_ptr, V, CHUNK,
-                 BLOCK: tl.constexpr, SPLIT_BLOCK: tl.constexpr):  # fmt: skip
-    row = tl.program_id(0)
-    split = tl.program_id(1)
-    seed = tl.load(seed_ptr)
-    base = q_ptr + row.to(tl.int64) * V
+def _race_block(x_ptr, offs, end, u, best_key, best_index, c, z_max, shift, floor, edge_code,
+                edge_id, WRITTEN: tl.constexpr, FLOOR: tl.constexpr,
+                HEAD: tl.constexpr):  # fmt: skip
+    # One block of the race, over a written q (WRITTEN) or over `affine_q` of z.
+    if WRITTEN:
+        q = tl.load(x_ptr + offs, mask=offs < end, other=0.0)
+    else:
+        q = affine_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR, HEAD)
+    return race_update(q, offs, u, best_key, best_index)
+
+
+@triton.jit
+def _race_span(x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_code, edge_id,
+               BLOCK: tl.constexpr, WRITTEN: tl.constexpr, FLOOR: tl.constexpr,
+               HEAD: tl.constexpr):  # fmt: skip
+    # The race over one split of a row: its winner per lane.
+    base = x_ptr + row.to(tl.int64) * V
     end = tl.minimum((split + 1) * CHUNK, V)
     lane = tl.arange(0, BLOCK)
     best_key = tl.zeros((BLOCK,), tl.float32) - 1.0
@@ -77,17 +88,33 @@ def _race_kernel(q_ptr, seed_ptr, key_ptr, index_ptr, arrivals_ptr, out_ptr, V, 
         # counters row·V + start + lane never repeat, since start advances by 4·BLOCK.
         u0, u1, u2, u3 = tl.rand4x(seed, row * V + start + lane)
         offs = start + lane
-        q = tl.load(base + offs, mask=offs < end, other=0.0)
-        best_key, best_index = race_update(q, offs, u0, best_key, best_index)
+        best_key, best_index = _race_block(base, offs, end, u0, best_key, best_index, c, z_max,
+                                           shift, floor, edge_code, edge_id, WRITTEN, FLOOR,
+                                           HEAD)  # fmt: skip
         offs += BLOCK
-        q = tl.load(base + offs, mask=offs < end, other=0.0)
-        best_key, best_index = race_update(q, offs, u1, best_key, best_index)
+        best_key, best_index = _race_block(base, offs, end, u1, best_key, best_index, c, z_max,
+                                           shift, floor, edge_code, edge_id, WRITTEN, FLOOR,
+                                           HEAD)  # fmt: skip
         offs += BLOCK
-        q = tl.load(base + offs, mask=offs < end, other=0.0)
-        best_key, best_index = race_update(q, offs, u2, best_key, best_index)
+        best_key, best_index = _race_block(base, offs, end, u2, best_key, best_index, c, z_max,
+                                           shift, floor, edge_code, edge_id, WRITTEN, FLOOR,
+                                           HEAD)  # fmt: skip
         offs += BLOCK
-        q = tl.load(base + offs, mask=offs < end, other=0.0)
-        best_key, best_index = race_update(q, offs, u3, best_key, best_index)
+        best_key, best_index = _race_block(base, offs, end, u3, best_key, best_index, c, z_max,
+                                           shift, floor, edge_code, edge_id, WRITTEN, FLOOR,
+                                           HEAD)  # fmt: skip
+    return best_key, best_index
+
+
+@triton.jit
+def _race_kernel(q_ptr, seed_ptr, key_ptr, index_ptr, arrivals_ptr, out_ptr, V, CHUNK,
+                 BLOCK: tl.constexpr, SPLIT_BLOCK: tl.constexpr):  # fmt: skip
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    best_key, best_index = _race_span(
+        q_ptr, row, split, V, CHUNK, tl.load(seed_ptr), 0.0, 0.0, 0.0, 0.0, 0, 0,
+        BLOCK, True, False, False,
+    )  # fmt: skip
     race_finish(key_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key, best_index,
                 SPLIT_BLOCK)  # fmt: skip
 
@@ -100,35 +127,13 @@ def _affine_race_kernel(z_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_
     # `_race_kernel` over `affine_q` instead of a written q, with the same Philox counters.
     # With HEAD, rows whose token is already drawn (out[row] ≥ 0) do nothing.
     row = tl.program_id(0)
-    split = tl.program_id(1)
     pending = tl.load(out_ptr + row) < 0 if HEAD else True
     if pending:
-        seed = tl.load(seed_ptr)
-        c = tl.load(c_ptr + row)
-        z_max = tl.load(zmax_ptr + row)
-        shift = tl.load(shift_ptr + row)
-        floor = tl.load(floor_ptr + row)
-        edge_code = tl.load(edge_code_ptr + row)
-        edge_id = tl.load(edge_id_ptr + row)
-        base = z_ptr + row.to(tl.int64) * V
-        end = tl.minimum((split + 1) * CHUNK, V)
-        lane = tl.arange(0, BLOCK)
-        best_key = tl.zeros((BLOCK,), tl.float32) - 1.0
-        best_index = tl.zeros((BLOCK,), tl.int32)
-        for start in range(split * CHUNK, end, 4 * BLOCK):
-            u0, u1, u2, u3 = tl.rand4x(seed, row * V + start + lane)
-            offs = start + lane
-            q = affine_q(base, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR, HEAD)
-            best_key, best_index = race_update(q, offs, u0, best_key, best_index)
-            offs += BLOCK
-            q = affine_q(base, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR, HEAD)
-            best_key, best_index = race_update(q, offs, u1, best_key, best_index)
-            offs += BLOCK
-            q = affine_q(base, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR, HEAD)
-            best_key, best_index = race_update(q, offs, u2, best_key, best_index)
-            offs += BLOCK
-            q = affine_q(base, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR, HEAD)
-            best_key, best_index = race_update(q, offs, u3, best_key, best_index)
+        best_key, best_index = _race_span(
+            z_ptr, row, tl.program_id(1), V, CHUNK, tl.load(seed_ptr), tl.load(c_ptr + row),
+            tl.load(zmax_ptr + row), tl.load(shift_ptr + row), tl.load(floor_ptr + row),
+            tl.load(edge_code_ptr + row), tl.load(edge_id_ptr + row), BLOCK, False, FLOOR, HEAD,
+        )  # fmt: skip
         race_finish(key_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key, best_index,
                     SPLIT_BLOCK)  # fmt: skip
 
