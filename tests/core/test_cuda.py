@@ -58,7 +58,7 @@ SAMPLED = [
     d.Softmax(0.8),
     d.TopP(0.7),
     d.BestOfK(8, 2.0, 0.3),
-    # Top-M Best-of-K draws without writing q: the head by inverse CDF, the tail by a race.
+    # Top-M Best-of-K draws without writing q: head or tail by a race, then the tail's race.
     d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=4),
     d.BestOfK(8, 0.5, 1.0, weights="rank", top_m=6, temperature=2.0),
 ]
@@ -101,6 +101,44 @@ def test_cuda_race_over_rows_split_across_programs_follows_probs(decoder):
     assert counts[~live].sum() == 0 and live.sum() >= 3, (q, counts)
     expected = q[live] / q[live].sum() * len(samples)
     assert scipy_stats.chisquare(counts[live].numpy(), expected.numpy()).pvalue > 1e-3
+
+
+TAILED = [
+    d.Softmax(1.0),
+    d.TopK(1000),  # ties with the 1000th keep the whole tail
+    d.MinP(1e-12),
+    d.TopP(1.0),
+    d.Entmax(1.01, solver="bisect"),
+    # The head's race against the tail as one entrant, then the tail's own race (4 of the 8
+    # live tokens are in the tail).
+    d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=4),
+    d.BestOfK(8, 0.02, 0.2),
+]
+
+
+@pytest.mark.parametrize("decoder", TAILED, ids=repr)
+def test_cuda_sampler_draws_a_long_tail_no_more_than_its_mass(decoder):
+    """8 tokens at logits 0..2 and 151,928 at −24 (tail mass ~2e-7): over 204,800 draws the
+    tail must come up about 0.04 times. A race whose exponentials could round to 0 drew it
+    ~950 times (any token with E = 0 wins whatever its probability)."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    vocab, live, rows, rounds = 151936, 8, 256, 800
+    z = torch.full((rows, vocab), -24.0)
+    z[:, :live] = torch.linspace(0.0, 2.0, live)
+    z = z.cuda()
+    q = decoder.probs(z[:1].double().cpu())[0]
+    generator = torch.Generator("cuda").manual_seed(5)
+    samples = torch.cat([decoder.sample(z, generator=generator) for _ in range(rounds)]).cpu()
+    draws = rows * rounds
+    tail_draws = int((samples >= live).sum())
+    tail_expected = float(q[live:].sum()) * draws
+    # Poisson(tail_expected): a count this high has probability below 1e-6.
+    assert tail_draws <= scipy_stats.poisson.ppf(1 - 1e-6, max(tail_expected, 1e-3)), (
+        tail_draws, tail_expected
+    )  # fmt: skip
+    counts = torch.bincount(samples[samples < live], minlength=live).double()
+    expected = q[:live] / q[:live].sum() * counts.sum()
+    assert scipy_stats.chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-4
 
 
 def test_cuda_top_p_sample_equals_the_race_over_its_probs():

@@ -25,7 +25,7 @@ from decoptim.core.kernels.candidates import (  # noqa: E402
     gather_candidates,
     kth_largest_lower_bound,
 )
-from decoptim.core.kernels.race import race_sample, race_seed  # noqa: E402
+from decoptim.core.kernels.race import exponential, race_sample, race_seed  # noqa: E402
 from decoptim.core.kernels.streaming import row_stats, segment_size  # noqa: E402
 from decoptim.core.kernels.threshold import top_p_probs, top_p_sample, tsallis_probs  # noqa: E402
 from tests.conftest import random_logits  # noqa: E402
@@ -46,8 +46,8 @@ def check_gather_keeps_exactly_the_tokens_above_the_bound() -> None:
     z = crowded(6000, 0)
     maxes = row_stats(z, kernel_rows(1.0, z)).maxes
     got = gather_candidates(z, kernel_rows(0.5, z), maxes=maxes, offset=1.0)
-    x = z * 0.5
-    expected = x >= x.max(-1, keepdim=True).values - 1.0
+    x = (z - z.max(-1, keepdim=True).values) * 0.5
+    expected = x >= -1.0
     for row in range(z.shape[0]):
         counts = got.count[row]
         assert int(counts.sum()) == int(expected[row].sum()), row
@@ -120,10 +120,10 @@ def check_bok_topm_and_rank_equal_reference() -> None:
 
 
 def check_bok_topm_sample_draws_from_its_probs() -> None:
-    # The fused draw (head by inverse CDF, tail by a race over z) against the race over the
-    # written q with the same seed: the tail races see the same keys, so whenever both picks
-    # are tail tokens they are the same token; and the head is drawn about Σ_head q of the
-    # time. Rows flat enough to split the mass, with ties at the head's edge and masks.
+    # The fused draw (head or tail by a race of the head's tokens against the tail as one
+    # entrant, a tail token by a race over z) against the race over the written q with the
+    # same seed: the tail races see the same keys, so whenever both picks are tail tokens
+    # they are the same token; and the head is drawn about Σ_head q of the time. Rows flat enough to split the mass, with ties at the head's edge and masks.
     vocab, m, draws = 3000, 8, 24
     z = crowded(vocab, 4) * 0.3
     z[0] *= 4  # most of this row's mass is in the head
@@ -231,6 +231,40 @@ def check_race_combines_its_programs_winners() -> None:
         late += int(drawn[-1]) == 8800
     spread = (draws * 0.3 * 0.7) ** 0.5
     assert abs(late - 0.7 * draws) <= 4 * spread, late
+
+
+@triton.jit
+def _exponential_kernel(word_ptr, fine_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    lanes = tl.arange(0, BLOCK)
+    valid = lanes < n
+    word = tl.load(word_ptr + lanes, mask=valid, other=0)
+    fine = tl.load(fine_ptr + lanes, mask=valid, other=0)
+    tl.store(out_ptr + lanes, exponential(word, fine), mask=valid)
+
+
+def check_exponentials_are_exact_at_every_edge() -> None:
+    # Forced random words at the edges of the uniform's range. A small E is what lets a
+    # token win a race: computing −log(1 − u) in float32 returned E = 0 for u < 2⁻²⁵ (the
+    # GPU sampler then drew near-zero-probability tokens ~20,000× too often), and tl.rand's
+    # u = 0 had a mass of 2⁻³⁰. Every E must match −log1p(−v) in float64, v = (w + ½)·2⁻³²
+    # (v = (f + ½)·2⁻⁶⁴ in the cell w = 0), to float32 rounding, and be finite and > 0.
+    edges = [1, 2, 3, 255, 2**20, 2**24 - 1, 2**24, 2**24 + 1, 2**25 + 7, 2**31 - 1, 2**31,
+             2**31 + 1, 2**32 - 2**8, 2**32 - 3, 2**32 - 2, 2**32 - 1]  # fmt: skip
+    spread = torch.randint(0, 2**32, (200,), generator=torch.Generator().manual_seed(0))
+    words = [0, 0, 0, 0, *edges, *spread.tolist()]
+    fines = [0, 1, 2**31, 2**32 - 1] + [12345] * (len(words) - 4)
+    as_int32 = lambda xs: torch.tensor(xs, dtype=torch.int64).to(torch.int32)  # noqa: E731
+    out = torch.empty(len(words))
+    _exponential_kernel[(1,)](as_int32(words), as_int32(fines), out, len(words), BLOCK=256)
+    w = torch.tensor(words, dtype=torch.float64)
+    v = torch.where(
+        w == 0, (torch.tensor(fines, dtype=torch.float64) + 0.5) * 2.0**-64, (w + 0.5) * 2.0**-32
+    )
+    expected = -torch.log1p(-v)
+    assert torch.isfinite(out).all() and (out > 0).all(), out
+    error = ((out.double() - expected).abs() / expected).max()
+    assert error < 4e-7, f"relative error {float(error):.3g}"
+    assert float(out[0]) < 2.0**-64, "the cell w = 0 is not split by the fine word"
 
 
 CHECKS = {name: fn for name, fn in globals().items() if name.startswith("check_")}

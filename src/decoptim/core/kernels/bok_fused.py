@@ -10,9 +10,9 @@ tail of the exact solution is q_v ∝ exp(c·z_v) with c = 1/τ_p + 1/(λτ_s).
    program selects from the whole row instead.
 4. Write q = exp(c·(z − max z) − shift) and put the head's values in place.
 
-Sampling never writes q: step 3 also draws whether the token is in the head (probability
-Σ_head q) and which one; only rows whose draw falls in the tail run step 4 as an
-exponential race over the tail's closed form, reading z once.
+Sampling never writes q: step 3 also races the head's tokens against the tail taken as one
+entrant of weight Σ_tail q; only rows whose tail wins run step 4 as an exponential race
+over the tail's closed form, reading z once.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from .candidates import (
     compact_scratch,
     load_candidates,
 )
-from .race import race_targets
-from .streaming import code_of, pow2_at_least, row_lse
+from .race import exponential, race_targets
+from .streaming import code_of, load_logits, pow2_at_least, row_lse
 
 
 class HeadSolution(NamedTuple):
@@ -178,7 +178,7 @@ def _count_row(z_ptr, V, c, BLOCK: tl.constexpr):
     n = tl.zeros((), tl.int32)
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        z = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf"))
+        z = load_logits(z_ptr + offs, offs < V)
         n += tl.sum(((offs < V) & (code_of(z) >= c)).to(tl.int32), axis=0)
     return n
 
@@ -202,7 +202,7 @@ def _select_from_row(z_ptr, V, M, head_x_ptr, head_index_ptr, BLOCK: tl.constexp
         n = tl.zeros((), tl.int32)
         for start in range(0, V, BLOCK):
             offs = start + tl.arange(0, BLOCK)
-            z = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf"))
+            z = load_logits(z_ptr + offs, offs < V)
             tie = (offs < V) & (code_of(z) == lo) & (offs <= mid)
             n += tl.sum(tie.to(tl.int32), axis=0)
         enough = n >= need
@@ -211,7 +211,7 @@ def _select_from_row(z_ptr, V, M, head_x_ptr, head_index_ptr, BLOCK: tl.constexp
     found = tl.zeros((), tl.int32)
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        z = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf"))
+        z = load_logits(z_ptr + offs, offs < V)
         codes = code_of(z)
         chosen = (offs < V) & ((codes > lo) | ((codes == lo) & (offs <= tie_hi)))
         pos = found + tl.cumsum(chosen.to(tl.int32), axis=0) - 1
@@ -316,14 +316,21 @@ def _bok_topm_head_kernel(
     if SAMPLE:
         tl.store(edge_code_ptr + row, edge_code)
         tl.store(edge_id_ptr + row, edge_id)
-        # Inverse CDF over the head with one uniform: u < Σ_head q picks the head token
-        # whose interval holds u; otherwise the tail's race draws the token (−1 until then).
-        uniform = tl.rand(tl.load(seed_ptr + 1), row)
-        cumulative = tl.cumsum(q, axis=0)
-        pick = tl.sum((mask & (cumulative <= uniform)).to(tl.int32), axis=0)
+        # An exponential race between the head's tokens and the whole tail as one entrant
+        # of weight Σ_tail q: the best of the tail's own race would have q_tail / Exp(1).
+        # Only rows whose tail wins race over the tail's tokens (token −1 until then).
+        head_word, tail_word, head_fine, tail_fine = tl.randint4x(
+            tl.load(seed_ptr + 1), row.to(tl.int64) * BLOCK + offs
+        )
+        e_head = exponential(head_word, head_fine)
+        e_tail = exponential(tail_word, tail_fine)
+        keys = tl.where(mask & (q > 0), q / e_head, -1.0)
+        best = tl.argmax(keys, axis=0)
+        tail_mass = tl.exp(tail - t - log_z)
+        tail_key = tl.sum(tl.where(offs == 0, tail_mass / e_tail, 0.0), axis=0)
         ids = tl.load(head_index + offs, mask=mask, other=0)
-        token = tl.sum(tl.where(offs == pick, ids, 0), axis=0)
-        in_head = uniform < tl.max(tl.where(mask, cumulative, 0.0), axis=0)
+        token = tl.sum(tl.where(offs == best, ids, 0), axis=0)
+        in_head = tl.max(keys, axis=0) >= tail_key
         tl.store(token_ptr + row, tl.where(in_head, token, -1))
         tl.store(arrivals_ptr + row, 0)
 

@@ -38,7 +38,7 @@ from .candidates import (
     gather_splits,
     load_candidates,
 )
-from .streaming import BLOCK, chunk_for, pow2_at_least, row_lse, row_stats
+from .streaming import BLOCK, chunk_for, load_logits, pow2_at_least, row_lse, row_stats
 
 # log of float32's machine epsilon, 2⁻²³: the tail's closed form is within it.
 LOG_EPS = tl.constexpr(-15.942385152878742)
@@ -108,7 +108,7 @@ def _prob_gather_kernel(
     for start in range(split * CHUNK, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         inside = offs < end
-        z = tl.load(z_ptr + base + offs, mask=inside, other=-float("inf"))
+        z = load_logits(z_ptr + base + offs, inside)
         keep = inside & (slope * (z - z_max) >= gap)
         found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
         a, p, b = _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
@@ -131,7 +131,7 @@ def _solve_full_row(z_ptr, q_ptr, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
     s_hi = 0.0
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        z = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf"))
+        z = load_logits(z_ptr + offs, offs < V)
         a, _, b = _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
         s_lo += tl.sum(tl.exp(a), axis=0)
         s_hi += tl.sum(tl.exp(a + b - top), axis=0)
@@ -140,7 +140,7 @@ def _solve_full_row(z_ptr, q_ptr, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
     t = t_lo
     for start in range(0, V, BLOCK):  # the first warm start, u = A − t
         offs = start + tl.arange(0, BLOCK)
-        z = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf"))
+        z = load_logits(z_ptr + offs, offs < V)
         a, _, _ = _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
         tl.store(q_ptr + offs, tl.maximum(a, -1e30) - t, mask=offs < V)
     last_step = t_hi - t_lo
@@ -173,7 +173,7 @@ def _full_row_inner(z_ptr, q_ptr, V, t, z_max, c, inv_tau_p, lse_p, beta_k, k,
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         inside = offs < V
-        z = tl.load(z_ptr + offs, mask=inside, other=-float("inf"))
+        z = load_logits(z_ptr + offs, inside)
         a, _, b = _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
         b = tl.where(a == -float("inf"), 0.0, b)
         a = tl.maximum(a, -1e30)
@@ -197,7 +197,7 @@ def _mirror_full_row(z_ptr, q_ptr, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top
         for start in range(0, V, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             inside = offs < V
-            z = tl.load(z_ptr + offs, mask=inside, other=-float("inf"))
+            z = load_logits(z_ptr + offs, inside)
             a, p, b = _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
             previous = tl.load(q_ptr + offs, mask=inside & (step > 0), other=0.0)
             q = tl.where(step == 0, p, tl.exp(previous - log_total))
@@ -352,7 +352,7 @@ def _prob_write_kernel(
         for start in range(split * CHUNK, end, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             inside = offs < end
-            z = tl.load(z_ptr + base + offs, mask=inside, other=-float("inf"))
+            z = load_logits(z_ptr + base + offs, inside)
             a, p, b = _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
             if FIRST_STEP_TAIL:
                 b = b * _pow(tl.maximum(1.0 - p, 0.0), k - 1.0)

@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .streaming import BLOCK, cdiv, chunk_for, code_of, pow2_at_least
+from .streaming import BLOCK, cdiv, chunk_for, code_of, load_logits, pow2_at_least
 
 CAP = 256
 MAX_SPLITS = 16
@@ -90,8 +90,12 @@ def _gather_kernel(
         # selects exactly. 16 halvings leave a few extra candidates at most (a 16-way
         # search in 4 passes was slower: 52 against 44 µs on an H100).
         lo = code_of(kth_largest_lower_bound(stats * scale, present, k, 16))
+        z_top = 0.0
     else:
-        lo = code_of(tl.max(stats, axis=0) * scale - offset)
+        # Shifted before scaling, x = (z − max z)·s: a large common offset of z would
+        # otherwise round x by far more than the bound's resolution.
+        z_top = tl.max(stats, axis=0)
+        lo = code_of(tl.zeros((), tl.float32) - offset)
     base = row.to(tl.int64) * stride
     slot = (row * splits + split).to(tl.int64) * CAP
     end = tl.minimum((split + 1) * CHUNK, V)
@@ -99,14 +103,14 @@ def _gather_kernel(
     for start in range(split * CHUNK, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         inside = offs < end
-        x = tl.load(z_ptr + base + offs, mask=inside, other=-float("inf")) * scale
+        x = (load_logits(z_ptr + base + offs, inside) - z_top) * scale
         keep = inside & (code_of(x) >= lo)
         found = append_to_slot(x, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
     tl.store(count_ptr + row * splits + split, found)
 
 
 class Candidates(NamedTuple):
-    """Per (row, split) slots of CAP gathered values x = s·z and their token ids."""
+    """Per (row, split) slots of CAP gathered values x (see `gather_candidates`) and ids."""
 
     x: torch.Tensor  # [rows, splits, CAP] float32
     index: torch.Tensor  # [rows, splits, CAP] int32
@@ -138,10 +142,10 @@ def gather_candidates(
     segmax: torch.Tensor | None = None,
     k: int = 0,
 ) -> Candidates:
-    """Elements of z [rows, V] with s·z ≥ lo, per row (s = scale [rows]).
+    """Elements x of each row of z [rows, V] with x ≥ lo (s = scale [rows]).
 
-    With `segmax` ([rows, NSEG]): lo is at most the k-th largest of s·segmax. Otherwise lo is
-    s·max z − offset, with max z from the per-split `maxes` ([rows, splits]).
+    With `segmax` ([rows, NSEG]): x = s·z, and lo is at most the k-th largest of s·segmax.
+    With `maxes` (per split, [rows, splits]): x = s·(z − max z) and lo = −offset.
     """
     rows, vocab = z.shape
     splits = gather_splits(vocab)

@@ -1,6 +1,10 @@
 """Sampling by the exponential race: argmax_v q_v / E_v with E_v ~ Exp(1) picks v with
 probability q_v / Σ q, exactly, in one streaming pass and without a prefix sum.
 
+Exactness rests on E's small values, which decide the winners (see `exponential`): a token
+can beat the others only as often as its probability allows, down to q ≈ 2⁻⁶⁴ of the
+leader's; a token further below never wins.
+
 Each row is split over several programs; each program keeps a running winner per lane and
 stores its own winner; the row's last program to finish picks the row's winner and
 writes the token, so a draw is one launch after the seed.
@@ -23,12 +27,41 @@ from .streaming import affine_q, chunk_for, pow2_at_least, splits_for
 RACE_BLOCK = 1024
 
 
+# 2⁻³² and 2⁻⁶⁴: the cells of uniforms made of one and of two 32-bit words.
+TWO_POW_M32 = 2.3283064365386963e-10
+TWO_POW_M64 = 5.421010862427522e-20
+
+
 @triton.jit
-def race_update(q, offs, u, best_key, best_index):
+def exponential(word, fine):
+    """E ~ Exp(1) from the 32-bit random `word` (the independent word `fine` is read only
+    where word = 0), to float32 rounding over its whole range.
+
+    E = −log(1 − v) with v = (w + ½)·2⁻³² in (0, 1). Small E decides race winners: a float32
+    1 − v is 1 for v < 2⁻²⁵ (E = 0, a token that wins whatever its probability), so below ½
+    E is log1p's exact rewrite −log(y)·v/(1 − y), y = 1 − v; and the smallest cell, w = 0, is
+    split again by `fine`, v = (f + ½)·2⁻⁶⁴, so that no token can win more often than its
+    probability allows down to q ≈ 2⁻⁶⁴ of the leader's. Above ½, 1 − v = (¬w + ½)·2⁻³² is
+    exact, and E = −log of it (at most 22.9, never +inf).
+    """
+    w = word.to(tl.uint32, bitcast=True)
+    f = fine.to(tl.uint32, bitcast=True)
+    v = tl.where(
+        w == 0,
+        (f.to(tl.float32) + 0.5) * TWO_POW_M64,
+        (w.to(tl.float32) + 0.5) * TWO_POW_M32,
+    )
+    y = 1.0 - tl.minimum(v, 0.5)  # (the clip only keeps the unused lanes finite)
+    low = tl.where(y == 1.0, v, -tl.log(y) * (v / (1.0 - y)))
+    high = -tl.log(((~w).to(tl.float32) + 0.5) * TWO_POW_M32)
+    return tl.where(w < 2147483648, low, high)
+
+
+@triton.jit
+def race_update(q, offs, e, best_key, best_index):
     """One block of the race, lane by lane (no reduction across the program's threads):
-    the best q_v / E_v so far, E_v = −log(1 − u_v) ~ Exp(1), and its index."""
-    # q > 0 with E = 0 gives +inf (that token wins, as it should); q = 0 never wins.
-    key = tl.where(q > 0, q / -tl.log(1.0 - u), -1.0)
+    the best q_v / E_v so far (E ~ Exp(1), from `exponential`) and its index."""
+    key = tl.where(q > 0, q / e, -1.0)
     better = key > best_key
     return tl.where(better, key, best_key), tl.where(better, offs, best_index)
 
@@ -62,15 +95,16 @@ def race_finish(key_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key, best_i
 
 
 @triton.jit
-def _race_block(x_ptr, offs, end, u, best_key, best_index, c, z_max, shift, floor, edge_code,
-                edge_id, WRITTEN: tl.constexpr, FLOOR: tl.constexpr,
+def _race_block(x_ptr, offs, end, word, fine, best_key, best_index, c, z_max, shift, floor,
+                edge_code, edge_id, WRITTEN: tl.constexpr, FLOOR: tl.constexpr,
                 HEAD: tl.constexpr):  # fmt: skip
     # One block of the race, over a written q (WRITTEN) or over `affine_q` of z.
     if WRITTEN:
         q = tl.load(x_ptr + offs, mask=offs < end, other=0.0)
     else:
         q = affine_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR, HEAD)
-    return race_update(q, offs, u, best_key, best_index)
+    e = exponential(word, fine)
+    return race_update(q, offs, e, best_key, best_index)
 
 
 @triton.jit
@@ -84,25 +118,38 @@ def _race_span(x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_c
     best_key = tl.zeros((BLOCK,), tl.float32) - 1.0
     best_index = tl.zeros((BLOCK,), tl.int32)
     for start in range(split * CHUNK, end, 4 * BLOCK):
-        # One Philox call yields four uniforms: one per quarter of this 4·BLOCK span. The
+        # One Philox call yields four words: one per quarter of this 4·BLOCK span. The
         # counters row·V + start + lane never repeat, since start advances by 4·BLOCK.
-        u0, u1, u2, u3 = tl.rand4x(seed, row * V + start + lane)
+        counter = row.to(tl.int64) * V + start + lane
+        w0, w1, w2, w3 = tl.randint4x(seed, counter)
+        f0 = w0 * 0
+        f1 = f0
+        f2 = f0
+        f3 = f0
+        smallest = tl.minimum(
+            tl.minimum(w0.to(tl.uint32, bitcast=True), w1.to(tl.uint32, bitcast=True)),
+            tl.minimum(w2.to(tl.uint32, bitcast=True), w3.to(tl.uint32, bitcast=True)),
+        )
+        if tl.min(smallest, axis=0) == 0:
+            # A zero word (probability 2⁻³² per token) needs 32 more bits; the counters
+            # with the high word 1 are never used by the words above.
+            f0, f1, f2, f3 = tl.randint4x(seed, counter + 4294967296)
         offs = start + lane
-        best_key, best_index = _race_block(base, offs, end, u0, best_key, best_index, c, z_max,
-                                           shift, floor, edge_code, edge_id, WRITTEN, FLOOR,
-                                           HEAD)  # fmt: skip
+        best_key, best_index = _race_block(base, offs, end, w0, f0, best_key, best_index, c,
+                                           z_max, shift, floor, edge_code, edge_id, WRITTEN,
+                                           FLOOR, HEAD)  # fmt: skip
         offs += BLOCK
-        best_key, best_index = _race_block(base, offs, end, u1, best_key, best_index, c, z_max,
-                                           shift, floor, edge_code, edge_id, WRITTEN, FLOOR,
-                                           HEAD)  # fmt: skip
+        best_key, best_index = _race_block(base, offs, end, w1, f1, best_key, best_index, c,
+                                           z_max, shift, floor, edge_code, edge_id, WRITTEN,
+                                           FLOOR, HEAD)  # fmt: skip
         offs += BLOCK
-        best_key, best_index = _race_block(base, offs, end, u2, best_key, best_index, c, z_max,
-                                           shift, floor, edge_code, edge_id, WRITTEN, FLOOR,
-                                           HEAD)  # fmt: skip
+        best_key, best_index = _race_block(base, offs, end, w2, f2, best_key, best_index, c,
+                                           z_max, shift, floor, edge_code, edge_id, WRITTEN,
+                                           FLOOR, HEAD)  # fmt: skip
         offs += BLOCK
-        best_key, best_index = _race_block(base, offs, end, u3, best_key, best_index, c, z_max,
-                                           shift, floor, edge_code, edge_id, WRITTEN, FLOOR,
-                                           HEAD)  # fmt: skip
+        best_key, best_index = _race_block(base, offs, end, w3, f3, best_key, best_index, c,
+                                           z_max, shift, floor, edge_code, edge_id, WRITTEN,
+                                           FLOOR, HEAD)  # fmt: skip
     return best_key, best_index
 
 

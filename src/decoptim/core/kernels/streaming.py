@@ -44,6 +44,14 @@ def splits_for(
 
 
 @triton.jit
+def load_logits(ptr, mask):
+    """Logits as every kernel reads them: masked lanes and NaN as −inf, so that a NaN (only
+    possible with validate=False) drops out of the support as on the CPU."""
+    z = tl.load(ptr, mask=mask, other=-float("inf"))
+    return tl.where(z == z, z, -float("inf"))
+
+
+@triton.jit
 def code_of(x):
     """Order-preserving int64 code of a float32 (-0.0 made +0.0 first, so ties share codes)."""
     bits = (x + 0.0).to(tl.int32, bitcast=True)
@@ -94,7 +102,7 @@ def _row_stats_kernel(
     s2 = 0.0
     for start in range(split * CHUNK, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        z = tl.load(base + offs, mask=offs < end, other=-float("inf"))
+        z = load_logits(base + offs, offs < end)
         new_m = tl.maximum(m, tl.max(z, axis=0))
         safe = tl.where(new_m == -float("inf"), 0.0, new_m)
         s = s * tl.exp(c * (m - safe)) + tl.sum(tl.exp(c * (z - safe)), axis=0)
@@ -175,7 +183,7 @@ def affine_q(z_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR
     """q_v = exp(c·(z_v − max z) − shift) for v in offs below `end` (else 0). With FLOOR, 0
     where c·z_v < floor; with HEAD, 0 on the head: tokens whose (code, id) is at or above
     the head's edge (higher z, or the edge's z and an id ≤ the edge's)."""
-    z = tl.load(z_ptr + offs, mask=offs < end, other=-float("inf"))
+    z = load_logits(z_ptr + offs, offs < end)
     q = tl.exp(c * (z - z_max) - shift)
     if FLOOR:
         q = tl.where(z * c >= floor, q, 0.0)

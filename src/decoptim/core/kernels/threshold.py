@@ -30,7 +30,15 @@ from .candidates import (
 )
 from .race import affine_race, race_seed, race_targets
 from .streaming import BLOCK as STREAM_BLOCK
-from .streaming import chunk_for, code_of, exp_affine, pow2_at_least, row_lse, row_stats
+from .streaming import (
+    chunk_for,
+    code_of,
+    exp_affine,
+    load_logits,
+    pow2_at_least,
+    row_lse,
+    row_stats,
+)
 
 BLOCK = 4096
 
@@ -53,7 +61,7 @@ def _tsallis_mass_of_row(z_ptr, V, inv_tau, top, eta, alpha_minus_one, KIND: tl.
     total = 0.0
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        x = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf")) * inv_tau - top
+        x = (load_logits(z_ptr + offs, offs < V) - top) * inv_tau
         total += tl.sum(_psi(x - eta, alpha_minus_one, KIND), axis=0)
     return total
 
@@ -88,14 +96,13 @@ def _tsallis_solve_kernel(
     maxes = tl.load(
         maxes_ptr + row * SPLITS + split_offs, mask=split_offs < SPLITS, other=-float("inf")
     )
-    top = tl.max(maxes, axis=0) * inv_tau
-    x, _, _, overflow = load_candidates(
+    top = tl.max(maxes, axis=0)
+    # The candidates are y = (z − max z)/τ: shifted before scaling, like the reference, so
+    # neither y nor η's resolution depends on a common offset of the logits.
+    y, _, _, overflow = load_candidates(
         cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
     )
-    y = x - top
     z_row = z_ptr + row.to(tl.int64) * V
-    # Relative to the row maximum, like the reference: the resolution of η does not depend
-    # on a common offset of the logits.
     lo = -1.0 / alpha_minus_one
     hi = 0.0
     for _ in range(ITERATIONS):
@@ -132,7 +139,7 @@ def _tsallis_write_kernel(z_ptr, inv_tau_ptr, top_ptr, eta_ptr, total_ptr, q_ptr
     for start in range(split * CHUNK, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < end
-        x = tl.load(z_ptr + base + offs, mask=mask, other=-float("inf")) * inv_tau - top
+        x = (load_logits(z_ptr + base + offs, mask) - top) * inv_tau
         tl.store(q_ptr + base + offs, _psi(x - eta, alpha_minus_one, KIND) / total, mask=mask)
 
 
@@ -268,7 +275,7 @@ def _top_p_profile_kernel(
     end = tl.minimum((split + 1) * CHUNK, V)
     for start in range(split * CHUNK, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        z = tl.load(z_ptr + base + offs, mask=offs < end, other=-float("inf"))
+        z = load_logits(z_ptr + base + offs, offs < end)
         x = z * inv_tau
         e = tl.exp(inv_tau * (z - z_max))
         above += tl.where(x > hi, e, 0.0)
@@ -325,7 +332,7 @@ def _top_p_gather_kernel(
     for start in range(split * CHUNK, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         inside = offs < end
-        z = tl.load(z_ptr + base + offs, mask=inside, other=-float("inf"))
+        z = load_logits(z_ptr + base + offs, inside)
         x = z * inv_tau
         keep = inside & (x >= lo) & (x <= hi)
         found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
@@ -340,7 +347,7 @@ def _row_mass(z_ptr, V, inv_tau, z_max, code, BLOCK: tl.constexpr):
     mass = 0.0
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        z = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf"))
+        z = load_logits(z_ptr + offs, offs < V)
         keep = (code_of(z * inv_tau) >= code) & (z > -float("inf"))
         mass += tl.sum(tl.where(keep, tl.exp(inv_tau * (z - z_max)), 0.0), axis=0)
     return mass
@@ -354,7 +361,7 @@ def _edge_from_row(z_ptr, V, inv_tau, z_max, target, BLOCK: tl.constexpr):
     low = code_of(x_max)
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        x = tl.load(z_ptr + offs, mask=offs < V, other=-float("inf")) * inv_tau
+        x = load_logits(z_ptr + offs, offs < V) * inv_tau
         low = tl.minimum(low, tl.min(tl.where(x > -float("inf"), code_of(x), low), axis=0))
     lo = low
     hi = code_of(x_max) + 1
