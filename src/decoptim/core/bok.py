@@ -40,6 +40,15 @@ from .problem import FLOAT32_SMALLEST_NORMAL, Certificate, frank_wolfe_certifica
 from .supports import ordered_codes
 
 WEIGHTS = ("prob", "topm", "rank")
+# Upper limits on the iteration budgets, which bound the work of one step: per row, mirror
+# ascent makes `steps` passes over the V logits, the exact solver about
+# outer_iterations × (inner_iterations + 4) passes over V tokens (w = p or a tensor) or over
+# top_m tokens (top-M and rank weights, after one top-M selection over V). The limits are
+# above the paper's budget (5 mirror steps, 20 in its ablation) and the exact solver's
+# automatic one (at most 15 × 8, enough for a relative Frank–Wolfe gap of 1e-6).
+MAX_STEPS = 50
+MAX_OUTER_ITERATIONS = 20
+MAX_INNER_ITERATIONS = 10
 BOK_SOLVERS = ("exact", "mirror")
 TEMPERING = ("tempered", "raw")
 
@@ -49,19 +58,22 @@ class BestOfK(Decoder):
     s = z/τ, p = softmax(z/τ) (by default).
 
     Args:
-        k: K, the number of samples whose coverage is rewarded (int ≥ 1, or per row).
-        beta: β ≥ 0, the coverage weight relative to λ (the paper's β̄ = λβ).
-        lam: λ > 0, the strength of the KL anchor to p.
-        temperature: τ > 0.
+        k: K, the number of samples whose coverage is rewarded (int in [1, 2³¹ − 1], or
+            per row).
+        beta: β ∈ [0, 1e8], the coverage weight relative to λ (the paper's β̄ = λβ).
+        lam: λ ∈ [1e-8, 1e8], the strength of the KL anchor to p.
+        temperature: τ ∈ [1e-8, 1e8].
         weights: "prob" (w = p), "topm" (1 on the `top_m` most probable tokens, ties broken
             toward the lower token id), "rank" (1, 1 − 1/M, …, 1/M on the top M by
             probability, 0 beyond) or a non-negative tensor broadcastable to [..., V].
-        top_m: M for "topm" and "rank".
+        top_m: M for "topm" and "rank", in [1, 2³¹ − 1] (an M above V acts as V).
         solver: "exact" or "mirror" (the paper's algorithm).
-        steps, step_size: mirror ascent's iteration count and step (default 1/λ).
+        steps, step_size: mirror ascent's iteration count (at most MAX_STEPS = 50) and step
+            (in [1e-8, 1e8]; default 1/λ).
         scores, reference: "tempered" (z/τ, the default) or "raw" (z) for s and for p.
         outer_iterations, inner_iterations: the exact solver's fixed Newton budgets (default:
-            chosen from the largest coverage slope βwK, from (8, 4) up to (15, 8)).
+            chosen from the largest coverage slope βwK, from (8, 4) up to (15, 8); at most
+            MAX_OUTER_ITERATIONS = 20 and MAX_INNER_ITERATIONS = 10).
         validate: check logits for NaN, +inf and all -inf rows (one host sync on GPU).
     """
 
@@ -100,7 +112,7 @@ class BestOfK(Decoder):
         if solver not in BOK_SOLVERS:
             raise ValueError(f"solver must be one of {BOK_SOLVERS}, got solver={solver!r}")
         self.solver = solver
-        self.steps = int(count("steps", steps))
+        self.steps = int(count("steps", steps, MAX_STEPS))
         self.step_size = None if step_size is None else positive("step_size", step_size)
         for name, value in (("scores", scores), ("reference", reference)):
             if value not in TEMPERING:
@@ -109,10 +121,18 @@ class BestOfK(Decoder):
         self.reference = reference
         auto_outer, auto_inner = _newton_budget(self.coverage_slope_bound())
         self.outer_iterations = int(
-            count("outer_iterations", auto_outer if outer_iterations is None else outer_iterations)
+            count(
+                "outer_iterations",
+                auto_outer if outer_iterations is None else outer_iterations,
+                MAX_OUTER_ITERATIONS,
+            )
         )
         self.inner_iterations = int(
-            count("inner_iterations", auto_inner if inner_iterations is None else inner_iterations)
+            count(
+                "inner_iterations",
+                auto_inner if inner_iterations is None else inner_iterations,
+                MAX_INNER_ITERATIONS,
+            )
         )
         self.validate = validate
 
@@ -211,6 +231,10 @@ class BestOfK(Decoder):
     def _solve_exact(self, x: Tensor, parts: dict[str, Tensor]) -> Tensor:
         lam, beta, k = parts["lam"], parts["beta"], parts["k"]
         a_full = parts["log_p"] + parts["s"] / lam - 1.0
+        # The solution does not change when a and t shift together. Shifting the row's top
+        # to 0 keeps sums such as the tail's log-sum-exp exact where s/λ is large (at 1e9 a
+        # float32 ulp is 64, and two tied tail tokens would count as one).
+        a_full = a_full - a_full.amax(-1, keepdim=True).clamp_min(-torch.finfo(x.dtype).max)
         if isinstance(self.weights, str) and self.weights in ("topm", "rank"):
             head = self._head(parts["log_p"])
             a_head = a_full.gather(-1, head)

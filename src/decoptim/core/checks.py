@@ -59,6 +59,26 @@ def _first_row(flags: Tensor) -> tuple[int, ...] | int:
     return index[0] if len(index) == 1 else index
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """`repr(value)` for an error message, shortened to `limit` characters (never raises:
+    an int too long for `repr` is shown by its size)."""
+    if isinstance(value, Tensor):
+        text = f"tensor({value.flatten()[:8].tolist()}{', ...' if value.numel() > 8 else ''})"
+    else:
+        try:
+            text = repr(value)
+        except ValueError:  # an int beyond Python's str conversion limit
+            text = f"<int of {value.bit_length()} bits>" if isinstance(value, int) else "<?>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _as_float(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float64
+        return math.copysign(math.inf, value)
+
+
 def check_param(
     name: str,
     value: Param,
@@ -77,31 +97,59 @@ def check_param(
         if value.dtype == torch.bool or value.is_complex():
             raise TypeError(f"{name} must be a real tensor, got dtype={value.dtype}")
         if integer and value.is_floating_point() and not bool((value == value.round()).all()):
-            raise TypeError(f"{name} must hold whole numbers, got {value.tolist()}")
+            raise TypeError(f"{name} must hold whole numbers, got {shown(value)}")
         values = value.detach().to(torch.float64)
         if values.numel() == 0:
             raise ValueError(f"{name} is an empty tensor")
         ok = valid(values) & ~torch.isnan(values)
         if not bool(ok.all()):
             bad = values[~ok].flatten()[0].item()
-            raise ValueError(f"{name} must satisfy {rule}, got {bad!r} in {name}={value.tolist()}")
+            raise ValueError(f"{name} must satisfy {rule}, got {bad!r} in {name}={shown(value)}")
         return value.to(torch.int64) if integer else value
     if integer:
         if not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {shown(value)}")
     elif not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
-    if math.isnan(float(value)) or not bool(valid(torch.tensor(float(value), dtype=torch.float64))):
-        raise ValueError(f"{name} must satisfy {rule}, got {name}={value!r}")
+        raise TypeError(
+            f"{name} must be a float or a tensor, got {type(value).__name__} {shown(value)}"
+        )
+    number = _as_float(value)
+    if math.isnan(number) or not bool(valid(torch.tensor(number, dtype=torch.float64))):
+        raise ValueError(f"{name} must satisfy {rule}, got {name}={shown(value)}")
     return value
 
 
-def positive(name: str, value: Param) -> Param:
-    return check_param(name, value, lambda v: (v > 0) & torch.isfinite(v), f"0 < {name} < inf")
+# Scale parameters (temperatures, BoK's λ and step size) lie in [MIN_SCALE, MAX_SCALE] and
+# BoK's β in [0, MAX_SCALE]: that is what float32 computes. Beyond, z/τ and s/λ overflow to
+# inf near τ, λ ≈ 1e-38 (then inf − inf = NaN), a float32 τ above 3.4e38 is inf, and a huge
+# β or step size overflows the coverage term or the mirror step. Inside, every decoder gives
+# finite distributions for logits up to 1e4 in magnitude (tests/core/test_specs.py).
+MIN_SCALE = 1e-8
+MAX_SCALE = 1e8
+# Counts (top-k's k, BoK's K and top_m) are at most int32's maximum: far beyond any
+# vocabulary (sizes above V act as V), and safe in every int64 and float32 computation.
+MAX_COUNT = 2**31 - 1
 
 
-def nonnegative(name: str, value: Param) -> Param:
-    return check_param(name, value, lambda v: (v >= 0) & torch.isfinite(v), f"0 <= {name} < inf")
+def positive(name: str, value: Param, low: float = MIN_SCALE, high: float = MAX_SCALE) -> Param:
+    """A scale parameter in [low, high] (default [MIN_SCALE, MAX_SCALE])."""
+    return check_param(
+        name, value, lambda v: (v >= low) & (v <= high), f"{low:g} <= {name} <= {high:g}"
+    )
+
+
+def nonnegative(name: str, value: Param, high: float = MAX_SCALE) -> Param:
+    """A weight in [0, high] (default MAX_SCALE)."""
+    return check_param(name, value, lambda v: (v >= 0) & (v <= high), f"0 <= {name} <= {high:g}")
+
+
+def tsallis_alpha(name: str, value: Param) -> Param:
+    """Entmax's α in [1 + MIN_SCALE, MAX_SCALE]: closer to 1, (α − 1)·x underflows the
+    float32 threshold search; near 1e38 the exponent 1/(α − 1) does (NaN rows)."""
+    low = 1.0 + MIN_SCALE
+    return check_param(
+        name, value, lambda v: (v >= low) & (v <= MAX_SCALE), f"{low!r} <= {name} <= {MAX_SCALE:g}"
+    )
 
 
 def unit_interval(name: str, value: Param) -> Param:
@@ -109,8 +157,10 @@ def unit_interval(name: str, value: Param) -> Param:
     return check_param(name, value, lambda v: (v > 0) & (v <= 1), f"0 < {name} <= 1")
 
 
-def count(name: str, value: Param) -> Param:
-    return check_param(name, value, lambda v: v >= 1, f"{name} >= 1", integer=True)
+def count(name: str, value: Param, upper: int = MAX_COUNT) -> Param:
+    """A whole number in [1, upper] (default MAX_COUNT): the bound on the work it drives."""
+    value = check_param(name, value, lambda v: v >= 1, f"{name} >= 1", integer=True)
+    return check_param(name, value, lambda v: v <= upper, f"{name} <= {upper}", integer=True)
 
 
 def per_row(name: str, value: Param, x: Tensor) -> Tensor:

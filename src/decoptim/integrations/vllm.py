@@ -23,6 +23,8 @@ the decoder twice.
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import weakref
 from collections.abc import Mapping
@@ -39,12 +41,19 @@ from vllm.v1.sample.logits_processor import (
 )
 
 from ..core import Decoder
+from ..core.checks import shown
 from ..core.specs import DecoderSpec, parse_spec
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
 
+logger = logging.getLogger(__name__)
+
 EXTRA_ARGS_KEY = "decoptim"
+# `extra_args={"decoptim_probe": 1}` asks the processor to put all mass on token PROBE_TOKEN
+# (id 0 exists in every vocabulary): see `probe_request`.
+PROBE_KEY = "decoptim_probe"
+PROBE_TOKEN = 0
 # vLLM treats a temperature below this as greedy decoding (vllm/v1/sample/sampler.py).
 GREEDY_TEMPERATURE = 1e-5
 # SamplingParams fields applied after the logits processors, with their neutral values.
@@ -57,8 +66,10 @@ NEUTRAL_AFTER_PROCESSORS: dict[str, float] = {
     "repetition_penalty": 1.0,
 }
 
-# (spec, temperature) of one request; requests that share it share one decoder call.
-RequestSetting = tuple[DecoderSpec, float]
+# (spec, temperature) of one request; requests that share it share one decoder call. The
+# probe's setting has no spec.
+RequestSetting = tuple[DecoderSpec | None, float]
+PROBE_SETTING: RequestSetting = (None, 1.0)
 
 
 def decoptim_extra_args(spec: DecoderSpec | str | Mapping[str, object]) -> dict:
@@ -71,9 +82,82 @@ def decoptim_extra_args(spec: DecoderSpec | str | Mapping[str, object]) -> dict:
     return {EXTRA_ARGS_KEY: {"decoder": params.pop("name"), **params}}
 
 
+def probe_request() -> dict:
+    """Keyword arguments for the OpenAI client's `completions.create` (or the JSON body's
+    fields) that show whether decoptim's processor runs on a server.
+
+    The request bans token 0 with `logit_bias` (vLLM applies it before the processors), asks
+    the processor to put all mass on token 0 and stops on it. A server running decoptim
+    samples token 0, so the choice ends with `stop_reason == 0` (`probe_confirmed`); any
+    other server cannot sample it, and the choice ends by length.
+    """
+    return {
+        "max_tokens": 1,
+        "logit_bias": {str(PROBE_TOKEN): -100},
+        "extra_body": {"stop_token_ids": [PROBE_TOKEN], "vllm_xargs": {PROBE_KEY: 1}},
+    }
+
+
+def probe_confirmed(choice: object) -> bool:
+    """Whether a choice answering `probe_request` was sampled by decoptim's processor."""
+    stop_reason = (
+        choice.get("stop_reason")
+        if isinstance(choice, Mapping)
+        else getattr(choice, "stop_reason", None)
+    )
+    return stop_reason == PROBE_TOKEN and not isinstance(stop_reason, bool)
+
+
+def _normalised(key: str) -> str:
+    return re.sub(r"[^a-z]", "", key[:40].lower())
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance with adjacent transpositions (optimal string alignment)."""
+    rows = [list(range(len(b) + 1))]
+    for i, x in enumerate(a, 1):
+        row = [i]
+        for j, y in enumerate(b, 1):
+            cost = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (x != y))
+            if i > 1 and j > 1 and x == b[j - 2] and a[i - 2] == y:
+                cost = min(cost, rows[-2][j - 2] + 1)
+            row.append(cost)
+        rows.append(row)
+    return rows[-1][-1]
+
+
+def looks_like_ours(key: object) -> bool:
+    """A key that is not decoptim's but looks meant for it: `Decoptim`, `decoptm`,
+    `decoptim_spec`, `de-coptim`, ... (within two edits of "decoptim", or containing "decopt")."""
+    if not isinstance(key, str) or key in (EXTRA_ARGS_KEY, PROBE_KEY):
+        return False
+    norm = _normalised(key)
+    return "decopt" in norm or _edit_distance(norm[:12], EXTRA_ARGS_KEY) <= 2
+
+
 def request_setting(params: SamplingParams) -> RequestSetting | None:
-    """The request's (spec, temperature), None without settings; ValueError names a bad field."""
+    """The request's (spec, temperature), None without settings; ValueError names a bad field.
+
+    Everything that could fail later in the engine is checked here, once per request: the
+    keys, the spec (parsed strictly, see `decoptim.core.specs`), the decoder built at the
+    request's temperature, and one trial solve on fixed logits that must give a distribution.
+    """
     extra = params.extra_args or {}
+    for key in extra:
+        if looks_like_ours(key):
+            raise ValueError(
+                f"extra_args key {shown(key)} is not read by decoptim (did you mean "
+                f"{EXTRA_ARGS_KEY!r}?); decoptim reads {EXTRA_ARGS_KEY!r} and {PROBE_KEY!r}"
+            )
+    if PROBE_KEY in extra:
+        value = extra[PROBE_KEY]
+        if value != 1 or isinstance(value, bool) or EXTRA_ARGS_KEY in extra:
+            raise ValueError(
+                f"extra_args[{PROBE_KEY!r}] must be 1 and come without {EXTRA_ARGS_KEY!r}, "
+                f"got {PROBE_KEY}={shown(value)}"
+                + (f" with {EXTRA_ARGS_KEY!r}" if EXTRA_ARGS_KEY in extra else "")
+            )
+        return PROBE_SETTING
     if EXTRA_ARGS_KEY not in extra:
         return None
     settings = extra[EXTRA_ARGS_KEY]
@@ -81,14 +165,14 @@ def request_setting(params: SamplingParams) -> RequestSetting | None:
     if isinstance(settings, Mapping):
         if "temperature" in settings:
             raise ValueError(
-                f"{where}['temperature']={settings['temperature']!r}: set the request's own "
-                "temperature (SamplingParams.temperature); the decoder is built at it"
+                f"{where}['temperature']={shown(settings['temperature'])}: set the request's "
+                "own temperature (SamplingParams.temperature); the decoder is built at it"
             )
         if "decoder" not in settings:
             raise ValueError(f"{where} has no 'decoder' field (for example 'bok' or 'topp')")
     elif not isinstance(settings, str):
         raise ValueError(
-            f"{where} must be a mapping or a spec string like 'bok:k=8', got {settings!r}"
+            f"{where} must be a mapping or a spec string like 'bok:k=8', got {shown(settings)}"
         )
     for name, neutral in NEUTRAL_AFTER_PROCESSORS.items():
         value = getattr(params, name, neutral)
@@ -108,7 +192,7 @@ def request_setting(params: SamplingParams) -> RequestSetting | None:
                 f"temperature={temperature!r} asks vLLM for greedy decoding; a decoptim "
                 f"{spec.name!r} decoder needs temperature > 0 (or use decoder 'greedy')"
             )
-        _decoder(spec, temperature if spec.uses_temperature() else 1.0)
+        _checked_decoder(spec, temperature if spec.uses_temperature() else 1.0)
     except (ValueError, TypeError) as error:  # TypeError: an unhashable (list) value
         raise ValueError(f"{where}: {error}") from None
     return spec, temperature
@@ -118,6 +202,31 @@ def request_setting(params: SamplingParams) -> RequestSetting | None:
 def _decoder(spec: DecoderSpec, temperature: float) -> Decoder:
     # validate=False: vLLM's decode step has no host syncs, and engine logits are trusted.
     return spec.build(temperature, validate=False)
+
+
+def _trial_logits() -> torch.Tensor:
+    """Fixed logits for the admission trial: ordinary, steep (with -inf tokens) and tied."""
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(3, 1000, generator=generator) * torch.tensor([[3.0], [40.0], [0.0]])
+    rows[1, ::7] = -torch.inf
+    rows[2, :5] = 10.0
+    return rows
+
+
+TRIAL_LOGITS = _trial_logits()
+
+
+@lru_cache(maxsize=256)
+def _checked_decoder(spec: DecoderSpec, temperature: float) -> Decoder:
+    """`_decoder`, after one solve on `TRIAL_LOGITS` that must give finite rows summing to 1."""
+    decoder = _decoder(spec, temperature)
+    q = decoder.probs(TRIAL_LOGITS)
+    if not bool(torch.isfinite(q).all() & ((q.sum(-1) - 1).abs() < 1e-3).all()):
+        raise ValueError(
+            f"decoder {spec.text!r} at temperature={temperature!r} gives no distribution on "
+            "test logits (NaN or unnormalised): its parameters cannot be computed in float32"
+        )
+    return decoder
 
 
 class DecoptimLogitsProcessor(LogitsProcessor):
@@ -157,7 +266,7 @@ class DecoptimLogitsProcessor(LogitsProcessor):
         for index in batch_update.removed:
             self.settings.pop(index, None)
         for index, params, _, _ in batch_update.added:
-            setting = request_setting(params)
+            setting = self._admitted(params)
             if setting is None:
                 self.settings.pop(index, None)
             else:
@@ -174,15 +283,28 @@ class DecoptimLogitsProcessor(LogitsProcessor):
                 self.settings[target] = moving
         self._groups = None
 
-    def groups(self) -> list[tuple[Decoder, torch.Tensor, float]]:
-        """(decoder, batch rows, vLLM temperature scale) per distinct request setting."""
+    @staticmethod
+    def _admitted(params: SamplingParams) -> RequestSetting | None:
+        # validate_params accepted this request; should reading it fail here all the same,
+        # the engine (shared by every request) must not: the request samples without decoptim.
+        try:
+            return request_setting(params)
+        except Exception:
+            logger.exception("decoptim: ignoring the settings of a request that failed to load")
+            return None
+
+    def groups(self) -> list[tuple[Decoder | None, torch.Tensor, float]]:
+        """(decoder, batch rows, vLLM temperature scale) per distinct request setting; the
+        probe's rows have no decoder."""
         if self._groups is None:
             rows: dict[RequestSetting, list[int]] = {}
             for index, setting in sorted(self.settings.items()):
                 rows.setdefault(setting, []).append(index)
             self._groups = [
                 (
-                    _decoder(spec, temperature if spec.uses_temperature() else 1.0),
+                    None
+                    if spec is None
+                    else _decoder(spec, temperature if spec.uses_temperature() else 1.0),
                     torch.tensor(indices, dtype=torch.long, device=self.device),
                     temperature if temperature >= GREEDY_TEMPERATURE else 1.0,
                 )
@@ -194,6 +316,16 @@ class DecoptimLogitsProcessor(LogitsProcessor):
         if not self.active:
             return logits
         for decoder, rows, scale in self.groups():
-            q = decoder.probs(logits.index_select(0, rows))
+            if decoder is None:
+                logits.index_fill_(0, rows, -torch.inf)
+                logits[rows, PROBE_TOKEN] = 0.0
+                continue
+            try:
+                q = decoder.probs(logits.index_select(0, rows))
+            except Exception:
+                # Never expected (every setting was built and trial-solved at admission), but
+                # an exception here would stop the engine and fail every request on it.
+                logger.exception("decoptim: %r failed; its rows sample without it", decoder)
+                continue
             logits.index_copy_(0, rows, torch.log(q).mul_(scale).to(logits.dtype))
         return logits
