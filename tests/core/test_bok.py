@@ -245,3 +245,49 @@ def test_weights_of_the_wrong_shape():
     decoder = d.BestOfK(8, 0.1, 0.1, weights=torch.ones(7))
     with pytest.raises(ValueError, match=r"weights of shape \(7,\)"):
         decoder.probs(torch.zeros(2, 5))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(solver="mirror", steps=51), r"steps <= 50, got steps=51"),
+        (dict(solver="mirror", steps=20000), r"steps=20000"),
+        (dict(outer_iterations=21), r"outer_iterations <= 20, got outer_iterations=21"),
+        (dict(inner_iterations=11), r"inner_iterations <= 10, got inner_iterations=11"),
+        (dict(top_m=2**31), r"top_m <= 2147483647"),
+        (dict(lam=1e-45), r"lam=1e-45"),
+        (dict(beta=1e308), r"beta=1e\+308"),
+        (dict(solver="mirror", step_size=1e308), r"step_size=1e\+308"),
+        (dict(temperature=1e-45), r"temperature=1e-45"),
+    ],
+)
+def test_work_and_range_limits(kwargs, match):
+    """Every size that drives a step's cost is bounded, and every scale float32 overflows."""
+    with pytest.raises(ValueError, match=match):
+        d.BestOfK(**{"k": 8, "beta": 0.02, "lam": 0.2, **kwargs})
+
+
+def test_budgets_at_their_limits_are_accepted_and_solve():
+    from decoptim.core.bok import MAX_INNER_ITERATIONS, MAX_OUTER_ITERATIONS, MAX_STEPS
+
+    z = random_logits(2, 60, 11)
+    exact = d.BestOfK(8, 1.0, 0.3, outer_iterations=MAX_OUTER_ITERATIONS,
+                      inner_iterations=MAX_INNER_ITERATIONS)  # fmt: skip
+    assert (exact.certificate(z).gap < 1e-4).all()
+    mirror = d.BestOfK(8, 1.0, 0.3, solver="mirror", steps=MAX_STEPS).probs(z)
+    torch.testing.assert_close(mirror.sum(-1), torch.ones(2))
+
+
+def test_large_scores_keep_ties_in_the_tail_exact():
+    """s/λ near 1e9 (λ = 1e-8): float32 cannot add log 2 to 1e9, so a tail log-sum-exp of
+    two tied tokens must be taken after shifting the row's top to 0."""
+    z = torch.tensor([[5.0, 5.0, 5.0, 1.0, -2.0]])
+    for weights in ("topm", "rank"):
+        q = d.BestOfK(1, 0.0, 1e-8, weights=weights, top_m=1).probs(z)
+        torch.testing.assert_close(q, torch.tensor([[1 / 3, 1 / 3, 1 / 3, 0.0, 0.0]]))
+
+
+def test_matched_temperature_out_of_range_names_temperature_and_lam():
+    bok = d.BestOfK(8, 0.02, 1e-8, temperature=1e-8)
+    with pytest.raises(ValueError, match=r"temperature=1e-08 and lam=1e-08 is out of range"):
+        bok.matched_temperature_control()

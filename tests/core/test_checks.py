@@ -87,3 +87,51 @@ def test_validation_can_be_skipped_for_trusted_hot_loops():
     # Without the check a NaN entry simply drops out of the support (no error, no sync).
     q = d.Softmax(validate=False).probs(z)
     assert q.tolist() == [[0.0, 0.5, 0.5]]
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: d.TopK(2**31), r"k must satisfy k <= 2147483647, got k=2147483648"),
+        (lambda: d.TopK(10**29), r"k <= 2147483647, got k=100000000000000000000000000000"),
+        (lambda: d.TopK(torch.tensor([3, 2**40])), r"k <= 2147483647.*1099511627776"),
+        (lambda: d.Softmax(1e-9), r"1e-08 <= temperature <= 1e\+08, got temperature=1e-09"),
+        (lambda: d.Softmax(1e9), r"temperature=1000000000.0"),
+        (lambda: d.Softmax(10**400), r"temperature=1000000000000"),
+        (lambda: d.Softmax(torch.tensor([1.0, 1e-45])), r"temperature.*e-45 in temperature=tensor\(\[1.0, 1"),
+        (lambda: d.Softmax("hot"), r"temperature must be a float or a tensor, got str 'hot'"),
+    ],
+)
+def test_parameters_beyond_what_float32_or_the_step_budget_allows(make, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make()
+
+
+def test_bounds_are_inclusive():
+    from decoptim.core.checks import MAX_COUNT, MAX_SCALE, MIN_SCALE
+
+    assert d.TopK(MAX_COUNT).support.k == MAX_COUNT
+    assert d.Softmax(MIN_SCALE).temperature == MIN_SCALE
+    assert d.Softmax(MAX_SCALE).temperature == MAX_SCALE
+
+
+def test_error_messages_quote_values_shortened():
+    from decoptim.core.checks import shown
+
+    assert shown("abc") == "'abc'"
+    long = shown("x" * 100_000)
+    assert len(long) < 100 and long.endswith("(100002 characters)")
+    assert shown(10**5000) == "<int of 16610 bits>"
+    assert shown(torch.arange(100)).startswith("tensor([0, 1, 2, 3, 4, 5, 6, 7, ...")
+    with pytest.raises(TypeError) as error:
+        d.TopK("9" * 100_000)
+    assert len(str(error.value)) < 200
+
+
+def test_tsallis_alpha_range():
+    from decoptim.core.checks import tsallis_alpha
+
+    assert tsallis_alpha("alpha", 1.5) == 1.5
+    for bad in (1.0, 1 + 1e-12, 1e9, math.inf, math.nan):
+        with pytest.raises(ValueError, match="alpha"):
+            tsallis_alpha("alpha", bad)

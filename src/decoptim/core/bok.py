@@ -33,6 +33,7 @@ from .checks import (
     nonnegative,
     per_row,
     positive,
+    shown,
 )
 from .decoders import Decoder, Softmax
 from .kernels import MAX_FUSED_TOP_M, use_kernels
@@ -356,7 +357,14 @@ class BestOfK(Decoder):
 
     def matched_temperature_control(self) -> Softmax:
         """Plain sampling at the effective temperature of the β = 0 problem."""
-        return Softmax(self.effective_temperature(), validate=self.validate)
+        tau = self.effective_temperature()
+        try:
+            return Softmax(tau, validate=self.validate)
+        except ValueError as error:
+            raise ValueError(
+                f"the matched temperature τ/(1 + 1/λ) of temperature={shown(self.temperature)} "
+                f"and lam={shown(self.lam)} is out of range: {error}"
+            ) from None
 
     def __repr__(self) -> str:
         weights = "tensor" if isinstance(self.weights, Tensor) else repr(self.weights)

@@ -63,7 +63,8 @@ def shown(value: object, limit: int = 60) -> str:
     """`repr(value)` for an error message, shortened to `limit` characters (never raises:
     an int too long for `repr` is shown by its size)."""
     if isinstance(value, Tensor):
-        text = f"tensor({value.flatten()[:8].tolist()}{', ...' if value.numel() > 8 else ''})"
+        items = [repr(v) for v in value.flatten()[:8].tolist()]
+        text = f"tensor([{', '.join(items + ['...'] * (value.numel() > 8))}])"
     else:
         try:
             text = repr(value)
@@ -76,7 +77,7 @@ def _as_float(value: int | float) -> float:
     try:
         return float(value)
     except OverflowError:  # an int beyond float64
-        return math.copysign(math.inf, value)
+        return math.inf if value > 0 else -math.inf
 
 
 def check_param(

@@ -129,6 +129,10 @@ class DecoderSpec:
                     f"decoder {self.name!r}: unexpected keyword {key!r}; its parameters: "
                     + (", ".join(parameters(self.name)) or "none")
                 )
+            if isinstance(value, int) and value.bit_length() > 1024:  # beyond any float64
+                raise ValueError(
+                    f"decoder {self.name!r}: parameter {key!r} is out of range, got {shown(value)}"
+                )
             if not isinstance(value, (bool, int, float, str)):
                 raise ValueError(
                     f"decoder {self.name!r}: parameter {key!r} must be a number, a boolean or a "

@@ -1,0 +1,266 @@
+"""Decoder specs: strict parsing of untrusted text, and no NaN row at any accepted parameter.
+
+Every decoder name is built at and beyond the bounds of each of its parameters: beyond, a
+ValueError names the parameter and the value; at the bounds, the decoder returns finite
+rows that sum to 1 on ordinary, steep, tied and masked logits in every input dtype.
+"""
+
+import itertools
+import math
+import re
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import decoptim as d
+from decoptim.core.bok import MAX_INNER_ITERATIONS, MAX_OUTER_ITERATIONS, MAX_STEPS
+from decoptim.core.checks import MAX_COUNT, MAX_SCALE, MIN_SCALE
+from decoptim.core.specs import MAX_SPEC_LENGTH, NAMES, DecoderSpec, parameters, parse_spec
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def test_specs_read_back_and_build():
+    spec = parse_spec(" bok : k=8, beta=0.02 ,lam=2e-1,solver=mirror,steps=5 ")
+    assert spec == DecoderSpec(
+        "bok", (("k", 8), ("beta", 0.02), ("lam", 0.2), ("solver", "mirror"), ("steps", 5))
+    )
+    assert parse_spec(spec.text) == spec
+    assert isinstance(parse_spec("topk:k=3,").build(1.0), d.TopK)  # a trailing comma is fine
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("topk:k=3,k=3", ["'k'", "given twice"]),
+        ("topk:k=３", ["'k'", "'３'", "U+FF13"]),
+        ("topk:k=1٣", ["'k'", "U+0663"]),
+        ("top\u200bk:k=3", ["unknown decoder"]),
+        ("topk:k=3\x00", ["'k'", "U+0000"]),
+        ("topk:k=1_000", ["k must be an int", "'1_000'"]),
+        ("topk:k=0x10", ["k must be an int", "'0x10'"]),
+        ("topk:k=1e3", ["k must be an int", "1000.0"]),
+        ("topk:k=inf", ["k must be an int", "inf"]),
+        ("topk:k=100000000000000000000000000000", ["k <= 2147483647", "k=10000000000"]),
+        ("topk:k=-1", ["k >= 1", "k=-1"]),
+        ("topp:p=nan", ["p=nan"]),
+        ("topp:p=1e999", ["p=inf"]),
+        ("bok:k=8,beta=0.02,lam=1e-45", ["lam=1e-45", "1e-08 <= lam"]),
+        ("bok:k=8,beta=1e308,lam=0.2", ["beta=1e+308"]),
+        ("bok:k=8,beta=0.02,lam=0.2,solver=mirror,step_size=1e308", ["step_size=1e+308"]),
+        ("bok:k=8,beta=0.02,lam=0.2,solver=mirror,steps=20000", ["steps <= 50", "steps=20000"]),
+        ("bok:k=8,beta=0.02,lam=0.2,outer_iterations=2000", ["outer_iterations=2000"]),
+        ("bok:k=8,beta=0.02,lam=0.2,inner_iterations=11", ["inner_iterations=11"]),
+        ("bok:k=8,beta=0.02,lam=0.2,top_m=2147483648", ["top_m <= 2147483647"]),
+        ("bok:k=8,beta=true,lam=0.2", ["beta must be a number", "True"]),
+        ("entmax:alpha=1e39", ["alpha=1e+39"]),
+        ("entmax:alpha=1.000000000001", ["alpha=1.000000000001"]),
+        ("topp:q=0.9", ["unexpected keyword 'q'", "its parameters: p"]),
+        ("softmax:temperature=0.5", ["'temperature' cannot be set"]),
+        ("softmax:validate=false", ["'validate' cannot be set"]),
+        ("topk:k", ["expected key=value", "'k'"]),
+        ("topk:=3", ["expected key=value"]),
+        ("nucleus:p=0.9", ["unknown decoder 'nucleus'"]),
+    ],
+)
+def test_bad_specs_are_rejected_naming_the_field_and_value(text, fragments):
+    with pytest.raises(ValueError) as error:
+        parse_spec(text)
+    for fragment in fragments:
+        assert fragment in str(error.value), (text, str(error.value))
+
+
+def test_long_specs_are_rejected_and_quoted_short():
+    for text in ("topk:" + ",".join(["k=3"] * 30_000), "topk:k=" + "9" * 100_000):
+        with pytest.raises(ValueError, match=f"limit of {MAX_SPEC_LENGTH} characters") as error:
+            parse_spec(text)
+        assert len(str(error.value)) < 300
+        assert f"({len(text)} characters)" in str(error.value)
+    longest = "bok:" + ",".join(f"{p}=1" for p in parameters("bok"))
+    assert len(longest) < MAX_SPEC_LENGTH  # every parameter spelled out still fits
+    # a mapping with a long value is held to the same limit as text
+    with pytest.raises(ValueError, match="limit of 512"):
+        DecoderSpec.from_mapping({"name": "bok", "solver": "x" * 10_000})
+
+
+@pytest.mark.parametrize(
+    ("mapping", "fragment"),
+    [
+        ({"name": "topk", "k": [1, 2]}, "parameter 'k' must be a number, a boolean or a string"),
+        ({"name": "topk", "k": None}, "parameter 'k'"),
+        ({"name": "topk", "k": {"a": 1}}, "parameter 'k'"),
+        ({"name": "x" * 10_000}, "(10002 characters)"),
+        ({"name": "topk", "bad key": 1}, "bad parameter name 'bad key'"),
+        ({"k": 3}, "no string 'name'"),
+    ],
+)
+def test_bad_mappings_are_rejected(mapping, fragment):
+    with pytest.raises(ValueError) as error:
+        DecoderSpec.from_mapping(mapping)
+    assert fragment in str(error.value)
+    assert len(str(error.value)) < 300
+
+
+def test_huge_integers_are_named_not_overflow_errors():
+    for value in (10**29, 2**63, 2**1000):
+        with pytest.raises(ValueError, match=r"k must satisfy k <= 2147483647"):
+            DecoderSpec("topk", (("k", value),)).build(1.0)
+        with pytest.raises(ValueError, match=r"lam must satisfy"):
+            DecoderSpec("bok", (("k", 8), ("beta", 0.1), ("lam", value))).build(1.0)
+    # too long even to print: named by its size
+    with pytest.raises(ValueError, match=r"parameter 'k' is out of range, got <int of 16610 bits>"):
+        DecoderSpec("topk", (("k", 10**5000),))
+    with pytest.raises(ValueError, match=r"k must satisfy k <= 2147483647, got k=<int of 16610"):
+        d.TopK(10**5000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80) | st.from_regex(r"(topk|bok|topp|entmax):[a-z_=0-9.,e+-]{0,40}"))
+def test_any_text_parses_or_raises_a_short_value_error(text):
+    try:
+        spec = parse_spec(text)
+    except ValueError as error:
+        assert len(str(error)) < 600
+    else:
+        assert parse_spec(spec.text) == spec
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    k=st.integers(1, MAX_COUNT),
+    beta=st.floats(0.0, MAX_SCALE),
+    lam=st.floats(MIN_SCALE, MAX_SCALE),
+    solver=st.sampled_from(["exact", "mirror"]),
+    steps=st.integers(1, MAX_STEPS),
+)
+def test_generated_specs_read_back(k, beta, lam, solver, steps):
+    text = f"bok:k={k},beta={beta!r},lam={lam!r},solver={solver},steps={steps}"
+    spec = parse_spec(text)
+    assert spec.text == text and parse_spec(spec.text) == spec
+
+
+# --- no NaN row at any accepted parameter ---------------------------------------------------
+
+
+def _logits() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for scale in (1.0, 30.0, 1e4):
+        z = torch.randn(3, 64, generator=generator) * scale
+        z[0, ::5] = -math.inf  # masked tokens
+        z[2, :3] = z[2].max() + 1  # a three-way tie at the top
+        rows.append(z)
+    z = rows[0]
+    flat = torch.where(torch.isfinite(z), 0.0, -math.inf)  # all remaining tokens tied
+    return [*rows, flat, z.half(), z.bfloat16(), z.double()]
+
+
+LOGITS = _logits()
+
+# Each parameter at its bounds (accepted) and just beyond them (rejected).
+BOUNDS: dict[str, tuple[list[object], list[object]]] = {
+    "k": ([1, MAX_COUNT], [0, MAX_COUNT + 1, 10**29]),
+    "p": ([5e-324, 1e-300, 1.0], [0.0, 1.0 + 1e-12, math.inf]),
+    "mass": ([5e-324, 1e-300, 1.0], [0.0, 1.5]),
+    "epsilon": ([5e-324, 1.0], [0.0, 2.0]),
+    "alpha": ([1 + MIN_SCALE, 1.5, 2.0, MAX_SCALE], [1.0, 1 + 1e-12, 1e39, math.inf]),
+    "beta": ([0.0, 5e-324, MAX_SCALE], [-1e-9, 1e9, 1e308]),
+    "lam": ([MIN_SCALE, MAX_SCALE], [1e-45, 1e9, math.nan]),
+    "top_m": ([1, MAX_COUNT], [0, MAX_COUNT + 1]),
+    "steps": ([1, MAX_STEPS], [0, MAX_STEPS + 1, 20000]),
+    "step_size": ([MIN_SCALE, MAX_SCALE], [0.0, 1e308]),
+    "outer_iterations": ([1, MAX_OUTER_ITERATIONS], [0, MAX_OUTER_ITERATIONS + 1]),
+    "inner_iterations": ([1, MAX_INNER_ITERATIONS], [0, MAX_INNER_ITERATIONS + 1]),
+}
+TEMPERATURES = ([MIN_SCALE, 1.0, MAX_SCALE], [0.0, 1e-45, 1e9, 1e38])
+BASE = {"topk": {"k": 5}, "topp": {"p": 0.9}, "minp": {"p": 0.1}, "typical": {"mass": 0.9}}
+BASE |= {"epsilon": {"epsilon": 1e-3}, "eta": {"epsilon": 1e-3}, "entmax": {"alpha": 1.5}}
+BASE |= {name: {"k": 8, "beta": 0.02, "lam": 0.2} for name in ("bok", "bok-beta0", "bok-tau")}
+
+
+def assert_distribution(spec: DecoderSpec, temperature: float) -> None:
+    decoder = spec.build(temperature)
+    for z in LOGITS:
+        q = decoder.probs(z)
+        assert torch.isfinite(q).all(), (spec.text, temperature, z.dtype)
+        total = q.double().sum(-1)
+        assert torch.allclose(total, torch.ones_like(total), atol=1e-4), (spec.text, total)
+
+
+def variants() -> list[tuple[str, str]]:
+    """(name, parameter) for every parameter of every decoder name, plus temperature."""
+    out = [(name, "temperature") for name in NAMES if name != "greedy"]
+    return out + [(name, p) for name in NAMES for p in parameters(name) if p in BOUNDS]
+
+
+@pytest.mark.parametrize(("name", "param"), variants())
+def test_every_parameter_at_and_beyond_its_bounds(name, param):
+    base = BASE.get(name, {})
+    if param in ("step_size", "steps"):
+        base = {**base, "solver": "mirror"}
+    if param == "top_m":
+        base = {**base, "weights": "topm"}
+    if param == "temperature":
+        good, bad = TEMPERATURES
+        if name == "bok-tau":  # its softmax runs at τ/(1 + 1/λ) = τ/6, which must be in range
+            good = [6 * good[0] * (1 + 1e-9), *good[1:]]
+        for value in good:
+            assert_distribution(DecoderSpec(name, tuple(base.items())), value)
+        for value in bad:
+            with pytest.raises(ValueError, match=re.escape(f"temperature={value!r}")):
+                DecoderSpec(name, tuple(base.items())).build(value)
+        return
+    good, bad = BOUNDS[param]
+    if (name, param) == ("bok-tau", "lam"):  # τ/(1 + 1/λ) at τ = 1 is in range from λ ≈ 1e-8
+        good = [2 * MIN_SCALE, *good[1:]]
+    for value in good:
+        assert_distribution(DecoderSpec(name, tuple({**base, param: value}.items())), 1.0)
+    for value in bad:
+        text = f"{name}:" + ",".join(f"{k}={v}" for k, v in {**base, param: value}.items())
+        with pytest.raises(ValueError) as error:
+            parse_spec(text)
+        assert f"{param}=" in str(error.value) or f"{param} must" in str(error.value), str(
+            error.value
+        )
+
+
+def test_greedy_takes_no_parameters_and_gives_a_distribution():
+    assert_distribution(DecoderSpec("greedy"), 1.0)
+    with pytest.raises(ValueError, match="unexpected keyword 'k'"):
+        parse_spec("greedy:k=1")
+
+
+def bok_corners() -> list[dict]:
+    """Extreme τ, λ and β (K alternating between its bounds) for each solver and weights."""
+    rests = [
+        dict(weights="prob"),
+        dict(weights="topm", top_m=1),
+        dict(weights="rank", top_m=MAX_COUNT),
+        dict(weights="prob", solver="mirror", step_size=MAX_SCALE),
+        dict(weights="topm", top_m=3, solver="mirror", steps=MAX_STEPS),
+        dict(weights="prob", scores="raw", reference="raw"),
+    ]
+    scales = itertools.product([MIN_SCALE, MAX_SCALE], [MIN_SCALE, MAX_SCALE], [0.0, MAX_SCALE])
+    return [
+        dict(temperature=t, lam=lam, beta=beta, k=(1, MAX_COUNT)[i % 2], **rest)
+        for i, ((t, lam, beta), rest) in enumerate(itertools.product(scales, rests))
+    ]
+
+
+@pytest.mark.parametrize("corner", bok_corners(), ids=lambda c: ",".join(map(str, c.values())))
+def test_best_of_k_at_the_corners_of_its_ranges(corner):
+    params = dict(corner)
+    temperature = params.pop("temperature")
+    assert_distribution(DecoderSpec("bok", tuple(params.items())), temperature)
+    # its β = 0 and matched-temperature controls: the latter only while τ/(1 + 1/λ) (with
+    # the tempering of s and p) stays in range, else it says so naming τ and λ
+    assert_distribution(DecoderSpec("bok-beta0", tuple(params.items())), temperature)
+    tau_eff = d.BestOfK(temperature=temperature, **params).effective_temperature()
+    if MIN_SCALE <= tau_eff <= MAX_SCALE:
+        assert_distribution(DecoderSpec("bok-tau", tuple(params.items())), temperature)
+    else:
+        expected = f"temperature={temperature!r} and lam={params['lam']!r}"
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            DecoderSpec("bok-tau", tuple(params.items())).build(temperature)
