@@ -254,7 +254,7 @@ def test_weights_of_the_wrong_shape():
         (dict(solver="mirror", steps=20000), r"steps=20000"),
         (dict(outer_iterations=21), r"outer_iterations <= 20, got outer_iterations=21"),
         (dict(inner_iterations=11), r"inner_iterations <= 10, got inner_iterations=11"),
-        (dict(top_m=2**31), r"top_m <= 2147483647"),
+        (dict(top_m=1025), r"top_m <= 1024, got top_m=1025"),
         (dict(lam=1e-45), r"lam=1e-45"),
         (dict(beta=1e308), r"beta=1e\+308"),
         (dict(solver="mirror", step_size=1e308), r"step_size=1e\+308"),
@@ -268,7 +268,7 @@ def test_work_and_range_limits(kwargs, match):
 
 
 def test_budgets_at_their_limits_are_accepted_and_solve():
-    from decoptim.core.bok import MAX_INNER_ITERATIONS, MAX_OUTER_ITERATIONS, MAX_STEPS
+    from decoptim.core.bok import MAX_INNER_ITERATIONS, MAX_OUTER_ITERATIONS, MAX_STEPS, MAX_TOP_M
 
     z = random_logits(2, 60, 11)
     exact = d.BestOfK(8, 1.0, 0.3, outer_iterations=MAX_OUTER_ITERATIONS,
@@ -276,6 +276,9 @@ def test_budgets_at_their_limits_are_accepted_and_solve():
     assert (exact.certificate(z).gap < 1e-4).all()
     mirror = d.BestOfK(8, 1.0, 0.3, solver="mirror", steps=MAX_STEPS).probs(z)
     torch.testing.assert_close(mirror.sum(-1), torch.ones(2))
+    wide = random_logits(2, 2000, 12)
+    top = d.BestOfK(8, 1.0, 0.3, weights="topm", top_m=MAX_TOP_M)
+    assert (top.certificate(wide).gap < 1e-4).all()
 
 
 def test_large_scores_keep_ties_in_the_tail_exact():

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import decoptim as d
-from decoptim.core.bok import MAX_INNER_ITERATIONS, MAX_OUTER_ITERATIONS, MAX_STEPS
+from decoptim.core.bok import MAX_INNER_ITERATIONS, MAX_OUTER_ITERATIONS, MAX_STEPS, MAX_TOP_M
 from decoptim.core.checks import MAX_COUNT, MAX_SCALE, MIN_SCALE
 from decoptim.core.specs import MAX_SPEC_LENGTH, NAMES, DecoderSpec, parameters, parse_spec
 
@@ -53,7 +53,7 @@ def test_specs_read_back_and_build():
         ("bok:k=8,beta=0.02,lam=0.2,solver=mirror,steps=20000", ["steps <= 50", "steps=20000"]),
         ("bok:k=8,beta=0.02,lam=0.2,outer_iterations=2000", ["outer_iterations=2000"]),
         ("bok:k=8,beta=0.02,lam=0.2,inner_iterations=11", ["inner_iterations=11"]),
-        ("bok:k=8,beta=0.02,lam=0.2,top_m=2147483648", ["top_m <= 2147483647"]),
+        ("bok:k=8,beta=0.02,lam=0.2,top_m=2147483648", ["top_m <= 1024"]),
         ("bok:k=8,beta=true,lam=0.2", ["beta must be a number", "True"]),
         ("entmax:alpha=1e39", ["alpha=1e+39"]),
         ("entmax:alpha=1.000000000001", ["alpha=1.000000000001"]),
@@ -168,7 +168,7 @@ BOUNDS: dict[str, tuple[list[object], list[object]]] = {
     "alpha": ([1 + MIN_SCALE, 1.5, 2.0, MAX_SCALE], [1.0, 1 + 1e-12, 1e39, math.inf]),
     "beta": ([0.0, 5e-324, MAX_SCALE], [-1e-9, 1e9, 1e308]),
     "lam": ([MIN_SCALE, MAX_SCALE], [1e-45, 1e9, math.nan]),
-    "top_m": ([1, MAX_COUNT], [0, MAX_COUNT + 1]),
+    "top_m": ([1, MAX_TOP_M], [0, MAX_TOP_M + 1, MAX_COUNT + 1]),
     "steps": ([1, MAX_STEPS], [0, MAX_STEPS + 1, 20000]),
     "step_size": ([MIN_SCALE, MAX_SCALE], [0.0, 1e308]),
     "outer_iterations": ([1, MAX_OUTER_ITERATIONS], [0, MAX_OUTER_ITERATIONS + 1]),
@@ -237,7 +237,7 @@ def bok_corners() -> list[dict]:
     rests = [
         dict(weights="prob"),
         dict(weights="topm", top_m=1),
-        dict(weights="rank", top_m=MAX_COUNT),
+        dict(weights="rank", top_m=MAX_TOP_M),
         dict(weights="prob", solver="mirror", step_size=MAX_SCALE),
         dict(weights="topm", top_m=3, solver="mirror", steps=MAX_STEPS),
         dict(weights="prob", scores="raw", reference="raw"),

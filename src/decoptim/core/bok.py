@@ -41,15 +41,18 @@ from .problem import FLOAT32_SMALLEST_NORMAL, Certificate, frank_wolfe_certifica
 from .supports import ordered_codes
 
 WEIGHTS = ("prob", "topm", "rank")
-# Upper limits on the iteration budgets, which bound the work of one step: per row, mirror
-# ascent makes `steps` passes over the V logits, the exact solver about
-# outer_iterations × (inner_iterations + 4) passes over V tokens (w = p or a tensor) or over
-# top_m tokens (top-M and rank weights, after one top-M selection over V). The limits are
-# above the paper's budget (5 mirror steps, 20 in its ablation) and the exact solver's
-# automatic one (at most 15 × 8, enough for a relative Frank–Wolfe gap of 1e-6).
+# Upper limits on the budgets, which bound the work of one step: per row, mirror ascent makes
+# `steps` passes over the V logits, the exact solver about outer_iterations ×
+# (inner_iterations + 4) passes over V tokens (w = p or a tensor) or over top_m tokens
+# (top-M and rank weights, after one top-M selection over V). The limits are above the
+# paper's budget (5 mirror steps, 20 in its ablation) and the exact solver's automatic one
+# (at most 15 × 8, enough for a relative Frank–Wolfe gap of 1e-6).
 MAX_STEPS = 50
 MAX_OUTER_ITERATIONS = 20
 MAX_INNER_ITERATIONS = 10
+# top-M and rank weights: the exact solver iterates over the M head tokens (a top-M
+# indicator is meant for M ≪ V; CUDA's fused kernels take M ≤ 256).
+MAX_TOP_M = 1024
 BOK_SOLVERS = ("exact", "mirror")
 TEMPERING = ("tempered", "raw")
 
@@ -67,7 +70,7 @@ class BestOfK(Decoder):
         weights: "prob" (w = p), "topm" (1 on the `top_m` most probable tokens, ties broken
             toward the lower token id), "rank" (1, 1 − 1/M, …, 1/M on the top M by
             probability, 0 beyond) or a non-negative tensor broadcastable to [..., V].
-        top_m: M for "topm" and "rank", in [1, 2³¹ − 1] (an M above V acts as V).
+        top_m: M for "topm" and "rank", in [1, MAX_TOP_M = 1024] (an M above V acts as V).
         solver: "exact" or "mirror" (the paper's algorithm).
         steps, step_size: mirror ascent's iteration count (at most MAX_STEPS = 50) and step
             (in [1e-8, 1e8]; default 1/λ).
@@ -109,7 +112,7 @@ class BestOfK(Decoder):
                 f"weights must be one of {WEIGHTS} or a tensor, got weights={weights!r}"
             )
         self.weights = weights
-        self.top_m = int(count("top_m", top_m))
+        self.top_m = int(count("top_m", top_m, MAX_TOP_M))
         if solver not in BOK_SOLVERS:
             raise ValueError(f"solver must be one of {BOK_SOLVERS}, got solver={solver!r}")
         self.solver = solver
