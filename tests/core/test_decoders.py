@@ -195,3 +195,59 @@ def test_custom_decoder_from_parts():
     q = decoder.probs(z)
     assert ((q > 0).sum(-1) <= 20).all()
     assert decoder.certificate(z).ok(1e-5).all()
+
+
+# --- validate=False with NaN, large and overflowing logits --------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(DECODERS))
+def test_without_validation_nan_entries_drop_out_like_minus_inf(name):
+    decoder = DECODERS[name]()
+    decoder.validate = False
+    z = torch.tensor([[0.5, math.nan, 0.2, 0.1], [math.nan, 1.0, math.nan, -2.0]])
+    masked = torch.where(torch.isnan(z), -math.inf, z)
+    expected = DECODERS[name]().probs(masked)
+    got = decoder.probs(z)
+    assert not torch.isnan(got).any(), got
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+    drawn = decoder.sample(z.expand(200, 2, 4).reshape(400, 4))
+    assert (expected.repeat(200, 1).gather(1, drawn[:, None]) > 0).all()
+
+
+def test_topk_without_validation_keeps_the_finite_top_two():
+    decoder = d.TopK(2, validate=False)
+    got = decoder.probs(torch.tensor([[0.5, math.nan, 0.2, 0.1]]))
+    expected = torch.tensor([[0.574443, 0.0, 0.425557, 0.0]])
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda s: d.Sparsemax(3.0, solver=s), lambda s: d.Entmax(1.5, 3.0, solver=s)],
+    ids=["sparsemax", "entmax15"],
+)
+def test_sort_and_bisection_agree_at_large_logits(build):
+    z = torch.tensor([[1e6, 1e6 - 0.25, 1e6 - 0.5, 0.0]])
+    exact = build("bisect").probs(z.double() - 1e6)
+    for solver in ("sort", "bisect"):
+        torch.testing.assert_close(build(solver).probs(z).double(), exact, atol=2e-7, rtol=0)
+    sparse = d.Sparsemax(3.0).probs(z)
+    expected = torch.tensor([[5 / 12, 1 / 3, 1 / 4, 0.0]])
+    torch.testing.assert_close(sparse, expected, atol=2e-7, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(DECODERS))
+def test_logits_near_the_float32_limit_at_small_temperature(name):
+    z = torch.tensor([[3e38, 3e38, -3e38, 2.9e38]])
+    got = DECODERS[name]().probs(z)
+    assert torch.isfinite(got).all() and torch.allclose(got.sum(-1), torch.ones(1)), got
+    tied = got[0, 0] == got[0, 1] > 0.0 if name != "greedy" else got[0, 0] == 1.0
+    assert tied and got[0, 2] == 0.0, got
+    for decoder in (d.Sparsemax(0.5), d.Entmax(1.5, 0.5)):
+        torch.testing.assert_close(decoder.probs(z), torch.tensor([[0.5, 0.5, 0.0, 0.0]]))
+
+
+def test_per_row_alpha_is_a_clear_error():
+    with pytest.raises(TypeError, match=r"alpha must be one number.*shape \(2,\)"):
+        d.Entmax(torch.tensor([1.5, 2.0]))
+    assert d.Entmax(torch.tensor(1.5)).alpha == 1.5

@@ -54,3 +54,12 @@ def test_per_row_parameters_equal_hf_row_by_row():
     for row in range(3):
         expected = hf_probs(lp.TopKLogitsWarper(int(ks[row])), z[row : row + 1], 1.0)
         torch.testing.assert_close(got[row : row + 1], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_typical_keeps_a_whole_tied_group_like_hf():
+    # Both keep all four 1s at the edge (docs/decoders.md once said HF could keep part).
+    z = torch.tensor([[2.0, 1.0, 1.0, 1.0, 1.0, 0.0]])
+    expected = hf_probs(lp.TypicalLogitsWarper(0.5), z, 1.0)
+    got = d.Typical(0.5).probs(z)
+    assert torch.equal(got > 0, expected > 0) and int((got[0, 1:5] > 0).sum()) == 4
+    torch.testing.assert_close(got, expected)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .checks import Param, check_logits, check_param, kernel_rows, per_row, positive
+from .checks import Param, check_logits, kernel_rows, per_row, positive
 from .kernels import use_kernels
 from .problem import Certificate, SimplexProblem
 from .regularizers import Regularizer, Shannon, Tsallis
@@ -41,13 +41,25 @@ class Decoder:
     def _solve(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def _kernel_route(self, x: Tensor) -> str | None:
+        # The Triton path that solves this input, None for the torch path.
+        return None
+
+    def _checked(self, logits: Tensor) -> Tensor:
+        """`logits` checked and upcast. Without validation a NaN entry drops out of the
+        support like −inf: here on the torch path, as the kernels read it on theirs."""
+        x = check_logits(logits, self.validate)
+        if not self.validate and self._kernel_route(x) is None:
+            x = torch.nan_to_num(x, nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)
+        return x
+
     def probs(self, logits: Tensor) -> Tensor:
         """The decoder's distribution: same shape and device as `logits`; rows sum to 1."""
-        return self._solve(check_logits(logits, self.validate))
+        return self._solve(self._checked(logits))
 
     def sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One token id per row ([...], int64), drawn from `probs(logits)`."""
-        x = check_logits(logits, self.validate)
+        x = self._checked(logits)
         if use_kernels(x):
             from .kernels.race import race_sample
 
@@ -63,7 +75,7 @@ class Decoder:
 
     def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:
         """Optimality figures of `probs` (default: this decoder's output) for its problem."""
-        x = check_logits(logits, self.validate)
+        x = self._checked(logits)
         q = self._solve(x) if probs is None else probs
         if q.shape != x.shape:
             raise ValueError(f"probs has shape {tuple(q.shape)}, logits {tuple(x.shape)}")
@@ -80,7 +92,8 @@ class SimplexDecoder(Decoder):
         solver: "auto" (a closed form when one exists, else bisection), "closed_form",
             "sort", "bisect" or "mirror".
         validate: check logits for NaN, +inf and all -inf rows (one host sync on GPU).
-            With `validate=False` NaN entries simply fall out of the support.
+            With `validate=False` NaN entries drop out of the support like −inf (a row with
+            no finite entry gives a row of NaN).
     """
 
     def __init__(
@@ -104,8 +117,11 @@ class SimplexDecoder(Decoder):
         self.validate = validate
 
     def problem(self, x: Tensor) -> SimplexProblem:
+        # Scores shifted by the row maximum: the same problem on the simplex, and neither the
+        # support nor the certificate loses precision to a large common offset.
         tau = per_row("temperature", self.temperature, x).to(x.dtype)
-        return SimplexProblem(x, tau, self.regularizer, self.support.mask(x / tau))
+        scores = x - x.amax(-1, keepdim=True)
+        return SimplexProblem(scores, tau, self.regularizer, self.support.mask(scores / tau))
 
     def _solve(self, x: Tensor) -> Tensor:
         route = self._kernel_route(x)
@@ -167,7 +183,7 @@ class Greedy(Decoder):
         return solve(self.problem(x))
 
     def sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return check_logits(logits, self.validate).argmax(-1)
+        return self._checked(logits).argmax(-1)
 
     def __repr__(self) -> str:
         return "Greedy()"
@@ -244,7 +260,6 @@ class Entmax(SimplexDecoder):
     def __init__(
         self, alpha: float, temperature: Param = 1.0, solver: str = "auto", validate: bool = True
     ):
-        check_param("alpha", alpha, lambda a: (a > 1) & torch.isfinite(a), "1 < alpha < inf")
         super().__init__(Tsallis(alpha), Full(), temperature, solver, validate)
         self.alpha = float(alpha)
 

@@ -94,6 +94,11 @@ class Tsallis(Regularizer):
     """
 
     def __init__(self, alpha: float):
+        if isinstance(alpha, Tensor) and alpha.numel() != 1:
+            raise TypeError(
+                f"alpha must be one number (one α per regulariser or decoder), got a tensor of "
+                f"shape {tuple(alpha.shape)}: alpha={alpha.tolist()}"
+            )
         check_param("alpha", alpha, lambda a: (a > 1) & torch.isfinite(a), "1 < alpha < inf")
         self.alpha = float(alpha)
 

@@ -27,23 +27,30 @@ def argmax_one_hot(scores: Tensor, support: Tensor) -> Tensor:
     return torch.zeros_like(s).scatter_(-1, index, 1.0)
 
 
+def shifted(scores: Tensor, lam: Tensor, support: Tensor) -> Tensor:
+    """(s − max_C s)/λ on C, −inf off it. Every solution is invariant to a common shift of s;
+    shifting before dividing keeps large scores (1e6, or 3e38 at λ = 0.5) from rounding or
+    overflowing in s/λ."""
+    s = torch.where(support, scores, -torch.inf)
+    return (s - s.amax(-1, keepdim=True)) / lam
+
+
 def softmax_on_support(scores: Tensor, lam: Tensor, support: Tensor) -> Tensor:
     """Shannon closed form: q = softmax(s/λ) renormalised on C."""
-    return torch.softmax(torch.where(support, scores / lam, -torch.inf), dim=-1)
+    return torch.softmax(shifted(scores, lam, support), dim=-1)
 
 
-def _finite_for_sort(x: Tensor, support: Tensor, margin: float) -> Tensor:
-    # Entries more than `margin` below the row maximum can never be in the support, so
+def _finite_for_sort(scores: Tensor, lam: Tensor, support: Tensor, margin: float) -> Tensor:
+    # x = (s − max s)/λ. Entries more than `margin` below 0 can never be in the support, so
     # off-support tokens are parked there: the sort-based formulas then see no infinities.
-    # Shifting by the row maximum (the solution is shift-invariant) keeps the moments
-    # small, which avoids cancellation in the float32 formulas.
-    x_max = torch.where(support, x, -torch.inf).amax(-1, keepdim=True)
-    return torch.where(support, x - x_max, -margin)
+    # The shift also keeps the moments small, which avoids cancellation in float32.
+    x = shifted(scores, lam, support)
+    return torch.where(x > -margin, x, -margin)
 
 
 def sparsemax_sort(scores: Tensor, lam: Tensor, support: Tensor) -> Tensor:
     """Exact sparsemax of s/λ on C (Tsallis α = 2) by a sort of each row."""
-    x = _finite_for_sort(scores / lam, support, 2.0)
+    x = _finite_for_sort(scores, lam, support, 2.0)
     x_sorted = torch.sort(x, dim=-1, descending=True).values
     ranks = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
     cumulative = x_sorted.cumsum(-1)
@@ -55,7 +62,7 @@ def sparsemax_sort(scores: Tensor, lam: Tensor, support: Tensor) -> Tensor:
 
 def entmax15_sort(scores: Tensor, lam: Tensor, support: Tensor) -> Tensor:
     """Exact 1.5-entmax of s/λ on C by a sort: q = [(s/λ − η)/2]₊²."""
-    y = _finite_for_sort(scores / lam, support, 4.0) / 2
+    y = _finite_for_sort(scores, lam, support, 4.0) / 2
     y_sorted = torch.sort(y, dim=-1, descending=True).values
     ranks = torch.arange(1, y.shape[-1] + 1, device=y.device, dtype=y.dtype)
     mean = y_sorted.cumsum(-1) / ranks

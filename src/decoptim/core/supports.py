@@ -1,14 +1,23 @@
 """Support constraints C: which tokens a decoder may put mass on.
 
-A support maps tempered logits x = z/τ ([..., V], finite or -inf) to a boolean mask.
-Tokens with x = -inf are never in the support. Semantics follow Hugging Face's warpers
-(temperature first, then truncation, at least one token kept). Ties at a cut-off are
+A support maps tempered logits x = (z − max z)/τ ([..., V], finite or -inf; shifted before
+scaling so that a large common offset of z costs no precision, which no support can notice:
+they all depend on z only through the distribution softmax(z/τ) or through the order of z)
+to a boolean mask. Tokens with x = -inf are never in the support. Semantics follow Hugging
+Face's warpers (temperature first, then truncation, at least one token kept). Ties at a cut-off are
 resolved by one rule everywhere: **every token tied with the last kept token is kept**,
 so the support depends only on the values, never on an ordering of equal values.
 
 Supports compose: `TopKSupport(50) & TopPSupport(0.9)` keeps their intersection.
 Top-p and typical sets are found without sorting, by an exact bisection over the
 order-preserving integer codes of the keys (a fixed number of passes, no host sync).
+
+float32 and float64 rows keep the same tokens except within rounding of the cut: for top-p
+and typical, tokens whose float64 cumulative mass is within 1e-6·(1 + max|x|) of the mass
+target; for min-p, epsilon and eta, tokens whose log-probability is within
+1e-5·(1 + |x| + |log Σ e^x|) of the threshold; for every rule, tokens whose x is within
+float32 rounding of the last kept one's (tests/core/test_supports.py holds the float32
+path to exactly this).
 """
 
 from __future__ import annotations
@@ -109,8 +118,8 @@ class TopPSupport(Support):
         self.p = unit_interval("p", p)
 
     def _mask(self, x: Tensor) -> Tensor:
-        probs = torch.softmax(x, dim=-1)
-        return mass_threshold_mask(-x, probs, per_row("p", self.p, x))
+        weights = torch.exp(x - x.amax(-1, keepdim=True))
+        return mass_threshold_mask(-x, weights, per_row("p", self.p, x))
 
     def __repr__(self) -> str:
         return f"TopPSupport(p={_show(self.p)})"
@@ -123,8 +132,8 @@ class MinPSupport(Support):
         self.p = unit_interval("p", p)
 
     def _mask(self, x: Tensor) -> Tensor:
-        probs = torch.softmax(x, dim=-1)
-        return probs >= per_row("p", self.p, x) * probs.amax(-1, keepdim=True)
+        # π_v ≥ p·max π ⇔ x_v ≥ max x + log p: in log space nothing underflows.
+        return x >= x.amax(-1, keepdim=True) + torch.log(per_row("p", self.p, x))
 
     def __repr__(self) -> str:
         return f"MinPSupport(p={_show(self.p)})"
@@ -141,7 +150,8 @@ class TypicalSupport(Support):
         probs = log_probs.exp()
         entropy = -torch.special.xlogy(probs, probs).sum(-1, keepdim=True)
         deviation = (-log_probs - entropy).abs()
-        return mass_threshold_mask(deviation, probs, per_row("mass", self.mass, x))
+        weights = torch.exp(x - x.amax(-1, keepdim=True))
+        return mass_threshold_mask(deviation, weights, per_row("mass", self.mass, x))
 
     def __repr__(self) -> str:
         return f"TypicalSupport(mass={_show(self.mass)})"
@@ -154,8 +164,7 @@ class EpsilonSupport(Support):
         self.epsilon = unit_interval("epsilon", epsilon)
 
     def _mask(self, x: Tensor) -> Tensor:
-        probs = torch.softmax(x, dim=-1)
-        keep = probs >= per_row("epsilon", self.epsilon, x)
+        keep = torch.log_softmax(x, dim=-1) >= torch.log(per_row("epsilon", self.epsilon, x))
         return keep | (x == x.amax(-1, keepdim=True))
 
     def __repr__(self) -> str:
@@ -169,11 +178,11 @@ class EtaSupport(Support):
         self.epsilon = unit_interval("epsilon", epsilon)
 
     def _mask(self, x: Tensor) -> Tensor:
-        probs = torch.softmax(x, dim=-1)
-        entropy = -torch.special.xlogy(probs, probs).sum(-1, keepdim=True)
-        eps = per_row("epsilon", self.epsilon, x)
-        cutoff = torch.minimum(eps, eps.sqrt() * torch.exp(-entropy))
-        return (probs >= cutoff) | (x == x.amax(-1, keepdim=True))
+        log_probs = torch.log_softmax(x, dim=-1)
+        entropy = -torch.special.xlogy(log_probs.exp(), log_probs.exp()).sum(-1, keepdim=True)
+        log_eps = torch.log(per_row("epsilon", self.epsilon, x))
+        cutoff = torch.minimum(log_eps, 0.5 * log_eps - entropy)
+        return (log_probs >= cutoff) | (x == x.amax(-1, keepdim=True))
 
     def __repr__(self) -> str:
         return f"EtaSupport(epsilon={_show(self.epsilon)})"
@@ -194,15 +203,24 @@ def ordered_codes(keys: Tensor) -> Tensor:
 
 
 def mass_threshold_mask(keys: Tensor, weights: Tensor, mass: Tensor) -> Tensor:
-    """Keep {v : key_v ≤ t*}, t* the smallest key value with Σ_{key_u ≤ t*} weight_u ≥ mass.
+    """Keep {v : key_v ≤ t*}, t* the smallest key value with Σ_{key_u ≤ t*} w_u ≥ mass·Σ w.
 
     Exact and sort-free. For float32 keys a radix select finds t* one byte of its code at a
     time: four passes, each a weighted 256-bin histogram of the tokens that share the bytes
-    found so far. When rounding keeps the total below `mass`, every token is kept.
+    found so far. The weights need no normalisation (a float32 softmax's normaliser is off
+    by up to ~1e-6, enough to move a cut near p = 1), and masses are summed in float64
+    (float32 sums of thousands of tokens misjudge them by up to ~1e-4). mass ≥ 1 keeps every
+    token.
     """
     codes = ordered_codes(keys)
+    weights = weights.to(torch.float64)
+    # A mass below float32's range (p = 1e-300 as a float32 row parameter is 0) still
+    # keeps the most probable tokens, as any tiny positive mass does.
+    mass = mass.to(torch.float64).clamp_min(torch.finfo(torch.float64).tiny)
+    everything = mass >= 1
+    mass = mass * weights.sum(-1, keepdim=True)
     if keys.dtype == torch.float64:
-        return codes <= _bisect_code(codes, weights, mass)
+        return (codes <= _bisect_code(codes, weights, mass)) | everything
     rows = codes.shape[:-1]
     prefix = torch.zeros((*rows, 1), dtype=torch.int64, device=codes.device)
     below = torch.zeros((*rows, 1), dtype=weights.dtype, device=codes.device)
@@ -215,7 +233,7 @@ def mass_threshold_mask(keys: Tensor, weights: Tensor, mass: Tensor) -> Tensor:
         chosen = (cumulative < mass).sum(-1, keepdim=True).clamp(max=255)
         below = torch.where(chosen > 0, cumulative.gather(-1, (chosen - 1).clamp_min(0)), below)
         prefix = (prefix << 8) | chosen
-    return codes <= prefix
+    return (codes <= prefix) | everything
 
 
 def _bisect_code(codes: Tensor, weights: Tensor, mass: Tensor) -> Tensor:

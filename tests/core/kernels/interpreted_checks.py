@@ -123,7 +123,8 @@ def check_bok_topm_sample_draws_from_its_probs() -> None:
     # The fused draw (head or tail by a race of the head's tokens against the tail as one
     # entrant, a tail token by a race over z) against the race over the written q with the
     # same seed: the tail races see the same keys, so whenever both picks are tail tokens
-    # they are the same token; and the head is drawn about Σ_head q of the time. Rows flat enough to split the mass, with ties at the head's edge and masks.
+    # they are the same token; and the head is drawn about Σ_head q of the time. Rows flat
+    # enough to split the mass, with ties at the head's edge and masks.
     vocab, m, draws = 3000, 8, 24
     z = crowded(vocab, 4) * 0.3
     z[0] *= 4  # most of this row's mass is in the head
