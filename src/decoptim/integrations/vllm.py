@@ -19,6 +19,15 @@ decoptim is active in every engine; `LLM(..., logits_processors=[DecoptimLogitsP
 and `vllm serve --logits-processors decoptim.integrations.vllm:DecoptimLogitsProcessor` name
 it explicitly, and a second instance in the same engine stays inert rather than applying
 the decoder twice.
+
+One server serves many users, so nothing a request sends may stop the engine, stall it or
+come back corrupted with HTTP 200. `validate_params` (run before a request is scheduled)
+rejects, naming the field: specs outside `decoptim.core.specs`' strict grammar or the
+decoders' ranges (which also bound each step's work), `extra_args` keys that look meant for
+decoptim (`decoptm`, `Decoptim`, ...), and a decoder whose trial solve on fixed logits is
+not a distribution. Should a decoder still raise in the engine, its rows sample without it
+and the error is logged. A client learns whether decoptim runs on a server with
+`probe_request` (a server without it would ignore `extra_args` silently).
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ from vllm.v1.sample.logits_processor import (
 
 from ..core import Decoder
 from ..core.checks import shown
-from ..core.specs import DecoderSpec, parse_spec
+from ..core.specs import DecoderSpec, parse_spec, quote
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -223,8 +232,8 @@ def _checked_decoder(spec: DecoderSpec, temperature: float) -> Decoder:
     q = decoder.probs(TRIAL_LOGITS)
     if not bool(torch.isfinite(q).all() & ((q.sum(-1) - 1).abs() < 1e-3).all()):
         raise ValueError(
-            f"decoder {spec.text!r} at temperature={temperature!r} gives no distribution on "
-            "test logits (NaN or unnormalised): its parameters cannot be computed in float32"
+            f"decoder {quote(spec.text)} at temperature={temperature!r} gives no distribution "
+            "on test logits (NaN or unnormalised): its parameters cannot be computed in float32"
         )
     return decoder
 
