@@ -239,3 +239,60 @@ def test_bok_routes_to_the_kernels_it_has():
     assert d.BestOfK(8, 0.02, 0.2, solver="mirror", weights="topm")._kernel_route(z) is None
     assert d.BestOfK(8, 0.02, 0.2, weights=torch.rand(1000))._kernel_route(z) is None
     assert d.BestOfK(8, 0.02, 0.2)._kernel_route(z.double()) is None
+
+
+KERNEL_ROUTES = [
+    d.TopP(0.9),
+    d.TopP(1.0),
+    d.Sparsemax(),
+    d.Entmax(1.5),
+    d.Entmax(1.3),
+    d.BestOfK(8, 0.02, 0.2),
+    d.BestOfK(8, 0.02, 0.2, solver="mirror"),
+    d.BestOfK(8, 2.0, 0.2, weights="topm", top_m=64),
+    d.BestOfK(8, 0.5, 1.0, weights="rank", top_m=6),
+]
+
+
+@pytest.mark.parametrize("decoder", KERNEL_ROUTES, ids=repr)
+def test_cuda_kernels_read_nan_as_minus_inf(decoder):
+    """With validate=False a NaN logit drops out like −inf on the kernel paths too."""
+    z = random_logits(8, 32000, 6)
+    z[:, ::7] = torch.nan
+    z[3, :5000] = torch.nan
+    masked = torch.where(torch.isnan(z), -torch.inf, z)
+    decoder.validate = False
+    try:
+        got = decoder.probs(z.cuda())
+        drawn = decoder.sample(z.cuda(), generator=torch.Generator("cuda").manual_seed(0))
+    finally:
+        decoder.validate = True
+    expected = decoder.probs(masked.cuda())
+    assert not torch.isnan(got).any()
+    torch.testing.assert_close(got, expected, atol=1e-7, rtol=1e-5)
+    assert (expected.gather(1, drawn[:, None]) > 0).all()
+
+
+@pytest.mark.parametrize("middle, light", [(-4.0, -16.0), (-2.0, -16.0)])
+@pytest.mark.parametrize("p", [1.0, 0.99999, 0.9999])
+def test_cuda_top_p_near_one_keeps_what_float64_keeps(middle, light, p):
+    """Three tied groups in float16 (7 heavy, 5,150 middling, 10,100 light tokens): the
+    kernel's cut agrees with the float64 rule wherever the light group's mass is more than
+    1e-6 from 1 − p."""
+    from tests.core.test_supports import three_group_row
+
+    z = three_group_row(middle, light).float()
+    light_mass = float(torch.softmax(z.double(), -1)[0, -10100:].sum())
+    if abs(light_mass - (1 - p)) <= 1e-6:
+        pytest.fail(f"the case is at the cut: light mass {light_mass}")  # a bad parameter set
+    got = d.TopP(p).probs(z.cuda()).cpu() > 0
+    assert torch.equal(got, d.TopP(p).probs(z.double()) > 0), int(got.sum())
+
+
+def test_cuda_sparsemax_shifts_before_scaling():
+    z = torch.tensor([[1e6, 1e6 - 0.25, 1e6 - 0.5, 0.0]]).cuda()
+    expected = torch.tensor([[5 / 12, 1 / 3, 1 / 4, 0.0]])
+    torch.testing.assert_close(d.Sparsemax(3.0).probs(z).cpu(), expected, atol=2e-7, rtol=0)
+    torch.testing.assert_close(
+        d.Entmax(1.5, 3.0).probs(z).cpu(), d.Entmax(1.5, 3.0).probs(z.cpu().double()).float()
+    )

@@ -25,7 +25,12 @@ from decoptim.core.kernels.candidates import (  # noqa: E402
     gather_candidates,
     kth_largest_lower_bound,
 )
-from decoptim.core.kernels.race import exponential, race_sample, race_seed  # noqa: E402
+from decoptim.core.kernels.race import (  # noqa: E402
+    _race_pass,
+    exponential,
+    race_sample,
+    race_seed,
+)
 from decoptim.core.kernels.streaming import row_stats, segment_size  # noqa: E402
 from decoptim.core.kernels.threshold import top_p_probs, top_p_sample, tsallis_probs  # noqa: E402
 from tests.conftest import random_logits  # noqa: E402
@@ -266,6 +271,38 @@ def check_exponentials_are_exact_at_every_edge() -> None:
     error = ((out.double() - expected).abs() / expected).max()
     assert error < 4e-7, f"relative error {float(error):.3g}"
     assert float(out[0]) < 2.0**-64, "the cell w = 0 is not split by the fine word"
+
+
+@triton.jit
+def _race_pass_kernel(q_ptr, seed_ptr, key_ptr, index_ptr, zero_ptr, V, CHUNK,
+                      FINE: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    first = tl.program_id(0)  # row 0, split 0 (a grid of one)
+    key, index, zero_word = _race_pass(q_ptr, first, first, V, CHUNK, tl.load(seed_ptr), 0.0,
+                                       0.0, 0.0, 0.0, 0, 0, BLOCK, True, False, False,
+                                       FINE)  # fmt: skip
+    lanes = tl.arange(0, BLOCK)
+    tl.store(key_ptr + lanes, key)
+    tl.store(index_ptr + lanes, index)
+    tl.store(zero_ptr, tl.max(zero_word, axis=0))
+
+
+def check_race_redone_with_fine_words_is_the_same_race() -> None:
+    # A split with a zero word is raced again with the fine words; on a split without one
+    # both passes must pick the same winners (the fine words only touch the cell w = 0).
+    vocab, block = 3000, 256
+    q = torch.softmax(random_logits(1, vocab, 8)[0], -1)
+    for seed in range(3):
+        seeds = race_seed(q.device, torch.Generator().manual_seed(seed))
+        out = {}
+        for fine in (False, True):
+            key, index, zero = torch.empty(block), torch.empty(block, dtype=torch.int32), (
+                torch.empty(1, dtype=torch.int32)
+            )
+            _race_pass_kernel[(1,)](q, seeds, key, index, zero, vocab, 4096, FINE=fine,
+                                    BLOCK=block)  # fmt: skip
+            out[fine] = key, index, int(zero)
+        assert out[False][2] == 0 and out[True][2] == 0
+        assert torch.equal(out[False][0], out[True][0]) and torch.equal(out[False][1], out[True][1])
 
 
 CHECKS = {name: fn for name, fn in globals().items() if name.startswith("check_")}

@@ -28,8 +28,8 @@ RACE_BLOCK = 1024
 
 
 # 2⁻³² and 2⁻⁶⁴: the cells of uniforms made of one and of two 32-bit words.
-TWO_POW_M32 = 2.3283064365386963e-10
-TWO_POW_M64 = 5.421010862427522e-20
+TWO_POW_M32 = tl.constexpr(2.3283064365386963e-10)
+TWO_POW_M64 = tl.constexpr(5.421010862427522e-20)
 
 
 @triton.jit
@@ -37,12 +37,13 @@ def exponential(word, fine):
     """E ~ Exp(1) from the 32-bit random `word` (the independent word `fine` is read only
     where word = 0), to float32 rounding over its whole range.
 
-    E = −log(1 − v) with v = (w + ½)·2⁻³² in (0, 1). Small E decides race winners: a float32
-    1 − v is 1 for v < 2⁻²⁵ (E = 0, a token that wins whatever its probability), so below ½
-    E is log1p's exact rewrite −log(y)·v/(1 − y), y = 1 − v; and the smallest cell, w = 0, is
-    split again by `fine`, v = (f + ½)·2⁻⁶⁴, so that no token can win more often than its
-    probability allows down to q ≈ 2⁻⁶⁴ of the leader's. Above ½, 1 − v = (¬w + ½)·2⁻³² is
-    exact, and E = −log of it (at most 22.9, never +inf).
+    E = −log(1 − v) with v = (w + ½)·2⁻³² in (0, 1). Small E decides race winners. A float32
+    1 − v is 1 for v < 2⁻²⁵ (E = 0: a token that wins whatever its probability), so below ½
+    E = −log(y) + ((y − 1) + v) with y = fl(1 − v): the second term is y's rounding error,
+    exact by Sterbenz's lemma, which makes this log1p(−v) to float32 rounding. The smallest
+    cell, w = 0, is split again by `fine`, v = (f + ½)·2⁻⁶⁴, so that no token can win more
+    often than its probability allows down to q ≈ 2⁻⁶⁴ of the leader's. Above ½,
+    1 − v = (¬w + ½)·2⁻³² exactly, and E = −log of it (at most 22.9, never +inf).
     """
     w = word.to(tl.uint32, bitcast=True)
     f = fine.to(tl.uint32, bitcast=True)
@@ -51,10 +52,10 @@ def exponential(word, fine):
         (f.to(tl.float32) + 0.5) * TWO_POW_M64,
         (w.to(tl.float32) + 0.5) * TWO_POW_M32,
     )
-    y = 1.0 - tl.minimum(v, 0.5)  # (the clip only keeps the unused lanes finite)
-    low = tl.where(y == 1.0, v, -tl.log(y) * (v / (1.0 - y)))
-    high = -tl.log(((~w).to(tl.float32) + 0.5) * TWO_POW_M32)
-    return tl.where(w < 2147483648, low, high)
+    y = 1.0 - v
+    low = w < 2147483648
+    complement = ((~w).to(tl.float32) + 0.5) * TWO_POW_M32
+    return -tl.log(tl.where(low, y, complement)) + tl.where(low, (y - 1.0) + v, 0.0)
 
 
 @triton.jit
@@ -108,32 +109,32 @@ def _race_block(x_ptr, offs, end, word, fine, best_key, best_index, c, z_max, sh
 
 
 @triton.jit
-def _race_span(x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_code, edge_id,
+def _race_pass(x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_code, edge_id,
                BLOCK: tl.constexpr, WRITTEN: tl.constexpr, FLOOR: tl.constexpr,
-               HEAD: tl.constexpr):  # fmt: skip
-    # The race over one split of a row: its winner per lane.
+               HEAD: tl.constexpr, FINE: tl.constexpr):  # fmt: skip
+    # The race over one split of a row: its winner per lane, and whether any word was 0.
+    # Without FINE the cell w = 0 is not split (its E is then wrong), so the caller redoes
+    # the split with FINE when one occurred.
     base = x_ptr + row.to(tl.int64) * V
     end = tl.minimum((split + 1) * CHUNK, V)
     lane = tl.arange(0, BLOCK)
     best_key = tl.zeros((BLOCK,), tl.float32) - 1.0
     best_index = tl.zeros((BLOCK,), tl.int32)
+    zero_word = tl.zeros((BLOCK,), tl.int32)
     for start in range(split * CHUNK, end, 4 * BLOCK):
         # One Philox call yields four words: one per quarter of this 4·BLOCK span. The
-        # counters row·V + start + lane never repeat, since start advances by 4·BLOCK.
+        # counters row·V + start + lane never repeat, since start advances by 4·BLOCK;
+        # the fine words' counters, with the high word 1, are never used by the others.
         counter = row.to(tl.int64) * V + start + lane
         w0, w1, w2, w3 = tl.randint4x(seed, counter)
-        f0 = w0 * 0
-        f1 = f0
-        f2 = f0
-        f3 = f0
-        smallest = tl.minimum(
-            tl.minimum(w0.to(tl.uint32, bitcast=True), w1.to(tl.uint32, bitcast=True)),
-            tl.minimum(w2.to(tl.uint32, bitcast=True), w3.to(tl.uint32, bitcast=True)),
-        )
-        if tl.min(smallest, axis=0) == 0:
-            # A zero word (probability 2⁻³² per token) needs 32 more bits; the counters
-            # with the high word 1 are never used by the words above.
+        if FINE:
             f0, f1, f2, f3 = tl.randint4x(seed, counter + 4294967296)
+        else:
+            f0 = w0 * 0
+            f1 = f0
+            f2 = f0
+            f3 = f0
+            zero_word |= ((w0 == 0) | (w1 == 0) | (w2 == 0) | (w3 == 0)).to(tl.int32)
         offs = start + lane
         best_key, best_index = _race_block(base, offs, end, w0, f0, best_key, best_index, c,
                                            z_max, shift, floor, edge_code, edge_id, WRITTEN,
@@ -150,6 +151,25 @@ def _race_span(x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_c
         best_key, best_index = _race_block(base, offs, end, w3, f3, best_key, best_index, c,
                                            z_max, shift, floor, edge_code, edge_id, WRITTEN,
                                            FLOOR, HEAD)  # fmt: skip
+    return best_key, best_index, zero_word
+
+
+@triton.jit
+def _race_span(x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_code, edge_id,
+               BLOCK: tl.constexpr, WRITTEN: tl.constexpr, FLOOR: tl.constexpr,
+               HEAD: tl.constexpr):  # fmt: skip
+    # The race over one split of a row: its winner per lane. A zero word (probability 2⁻³²
+    # per token) needs 32 more bits; checking for one once per split, not per block, keeps
+    # the common pass free of reductions, and the rare split with one is raced again.
+    best_key, best_index, zero_word = _race_pass(
+        x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_code, edge_id, BLOCK,
+        WRITTEN, FLOOR, HEAD, False,
+    )  # fmt: skip
+    if tl.max(zero_word, axis=0) > 0:
+        best_key, best_index, zero_word = _race_pass(
+            x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_code, edge_id,
+            BLOCK, WRITTEN, FLOOR, HEAD, True,
+        )  # fmt: skip
     return best_key, best_index
 
 
