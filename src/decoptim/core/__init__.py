@@ -4,6 +4,7 @@ Nothing here imports an inference engine.
 """
 
 from .bok import BestOfK
+from .coordinated import Codes, coordinated_sample, group_codes, start_codes
 from .decoders import (
     Decoder,
     Entmax,
@@ -45,6 +46,7 @@ __all__ = [
     "KL",
     "BestOfK",
     "Certificate",
+    "Codes",
     "Decoder",
     "Entmax",
     "Epsilon",
@@ -72,11 +74,14 @@ __all__ = [
     "Typical",
     "TypicalSupport",
     "WeightedSum",
+    "coordinated_sample",
     "entmax15_sort",
     "frank_wolfe_certificate",
+    "group_codes",
     "mirror_ascent",
     "softmax_on_support",
     "solve",
     "sparsemax_sort",
+    "start_codes",
     "threshold_bisect",
 ]

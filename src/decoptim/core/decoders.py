@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .checks import Param, check_logits, kernel_rows, per_row, positive
+from .coordinated import Codes, coordinated_sample
 from .kernels import use_kernels
 from .problem import Certificate, SimplexProblem
 from .regularizers import Regularizer, Shannon, Tsallis
@@ -72,6 +73,12 @@ class Decoder:
     def _sample_cuda(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
         # A draw from the decoder's q that need not write q, where a kernel path has one.
         return None
+
+    def sample_coordinated(self, logits: Tensor, codes: Codes) -> tuple[Tensor, Codes]:
+        """One token per row ([...], int64), each drawn from `probs(logits)` by its row's
+        code, and the codes for the next step: the rows of a group are drawn jointly
+        (stratified), each exactly from q. See `decoptim.core.coordinated`."""
+        return coordinated_sample(self.probs(logits), codes, validate=self.validate)
 
     def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:
         """Optimality figures of `probs` (default: this decoder's output) for its problem."""

@@ -1,0 +1,232 @@
+r"""Coordinated K-sample decoding: the K samples of one prompt drawn jointly, each exact.
+
+Arithmetic sampling (Vilnis et al., ICML 2023). Sample i of a group of K carries a code
+c_i = (U + i/K) mod 1, with one uniform U per group. At a step with distribution q over the
+vocabulary (in token order, cumulative sums F), the sample takes the token t whose bucket
+[F_{t−1}, F_t) holds c·F_V and continues with the code's position inside that bucket,
+
+    c ← (c·F_V − F_{t−1}) / (F_t − F_{t−1}).
+
+Given its prefix a code is uniform on [0, 1), so every sample is exactly a draw from q at
+every step, while the K codes of a group stay evenly spread: a token with q ≥ 1/K at a
+shared prefix is taken by at least one of them. A sample needs only its group's seed, its
+index i and K: no state is shared between rows after the start, so engines that treat the
+K samples as separate requests can run it.
+
+Precision. The buckets are float64 prefix sums (a float32 sum over 150k tokens misplaces
+every bucket by ~1e-6, more than the whole tail's mass), so each token's probability is
+right to about 2⁻⁵² of the row's mass. A float64 code holds 53 bits and each step uses
+about −log₂ q_t of them: after the step the position inside the bucket is known only to
+the grain 2⁻⁵²·F_V/(F_t − F_{t−1}). Fresh random bits are added below that grain (as a range
+coder refills its low bits), c ← (c + u·grain) mod 1, so the code stays uniform given the
+prefix for sequences of any length; those bits come from a counter-based hash of (group
+seed, index, step), so a run repeats exactly for the same seeds on any device.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+_MASK32 = 0xFFFFFFFF
+# Hash streams: the group's starting uniform U, and the refill bits of each step.
+_START, _REFILL = 0x5EED0001, 0x5EED0002
+_TWO_POW_M52 = 2.0**-52
+_TWO_POW_M53 = 2.0**-53
+
+
+class Codes(NamedTuple):
+    """Per sample (shape [...], one entry per row of the logits): its code in [0, 1)
+    (float64), its group's seed and its index in the group (int64), and how many steps it
+    has taken (int64; the refill bits of each step depend on it)."""
+
+    value: Tensor
+    seed: Tensor
+    index: Tensor
+    step: Tensor
+
+    def to(self, device: torch.device | str) -> Codes:
+        return Codes(*(part.to(device) for part in self))
+
+    def select(self, rows: Tensor | slice) -> Codes:
+        """The codes of some rows (an index, a mask or a slice of the sample dimensions)."""
+        return Codes(*(part[rows] for part in self))
+
+
+def _mul32(x: Tensor, constant: int) -> Tensor:
+    # x·constant mod 2³² for 0 ≤ x < 2³² in int64 without overflow: 16-bit halves of the
+    # constant keep every product below 2⁴⁸.
+    low = x * (constant & 0xFFFF)
+    high = ((x * (constant >> 16)) & 0xFFFF) << 16
+    return (low + high) & _MASK32
+
+
+def _mix32(x: Tensor) -> Tensor:
+    # A bijective 32-bit mixer (xor-shift-multiply, "lowbias32" constants).
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def hashed_uniform(seed: Tensor, index: Tensor, step: Tensor, stream: int) -> Tensor:
+    """A float64 uniform in [0, 1) with 53 random bits, a hash of (seed, index, step,
+    stream): the same on every device, independent across any change of its inputs."""
+    h = _mix32((seed & _MASK32) ^ stream)
+    h = _mix32(h ^ ((seed >> 32) & _MASK32))
+    h = _mix32(h ^ (index & _MASK32))
+    h = _mix32(h ^ (step & _MASK32))
+    first = _mix32(h ^ 0x68E31DA4)
+    second = _mix32(first ^ 0xB5297A4D)
+    bits = ((first >> 5) << 26) | (second >> 6)  # 27 + 26 = 53 bits
+    return bits.to(torch.float64) * _TWO_POW_M53
+
+
+def group_seeds(seed: int, groups: Tensor) -> Tensor:
+    """One seed per group id (int64 tensor), derived from a run's `seed`: the codes of a
+    group depend on its id and the run's seed only, never on which groups share a batch."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    ids = groups.to(torch.int64)
+    low = _mix32(_mix32((ids & _MASK32) ^ (seed & _MASK32)) ^ ((seed >> 32) & _MASK32))
+    high = _mix32(low ^ (ids >> 32) ^ 0x3C6EF372)
+    return (high << 31) | (low >> 1)
+
+
+def start_codes(seed: Tensor, index: Tensor, k: Tensor | int) -> Codes:
+    """Codes c_i = (U + i/K) mod 1 for samples with group seeds `seed`, indices `index` (both
+    int64 [...]) and group size `k` (an int or an int64 tensor [...]); U is a hash of the
+    seed, shared by the group."""
+    seed, index = _as_int64("seed", seed), _as_int64("index", index)
+    k = _as_int64("k", k, like=index)
+    if seed.shape != index.shape:
+        raise ValueError(
+            f"seed and index must have the same shape, got {tuple(seed.shape)} and "
+            f"{tuple(index.shape)}"
+        )
+    if bool((k < 1).any()):
+        raise ValueError(f"k must be >= 1, got k={_show(k[k < 1])}")
+    outside = (index < 0) | (index >= k)
+    if bool(outside.any()):
+        raise ValueError(
+            f"index must satisfy 0 <= index < k, got index={_show(index[outside])} "
+            f"with k={_show(torch.broadcast_to(k, index.shape)[outside])}"
+        )
+    zero = torch.zeros_like(index)
+    shared = hashed_uniform(seed, zero, zero, _START)
+    value = torch.remainder(shared + index.to(torch.float64) / k.to(torch.float64), 1.0)
+    return Codes(value, seed, index, zero)
+
+
+def group_codes(
+    groups: int, k: int, seed: int = 0, device: torch.device | str = "cpu", first_group: int = 0
+) -> Codes:
+    """Codes for `groups` groups of `k` samples in group-major rows (row g·k + i is sample
+    i of group `first_group` + g), as `generate(n=k)` and `num_return_sequences=k` lay
+    them out."""
+    for name, value in (("groups", groups), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
+    ids = torch.arange(first_group, first_group + groups, device=device).repeat_interleave(k)
+    index = torch.arange(k, device=device).repeat(groups)
+    return start_codes(group_seeds(seed, ids), index, k)
+
+
+def coordinated_sample(q: Tensor, codes: Codes, validate: bool = True) -> tuple[Tensor, Codes]:
+    """One token per sample, picked by its code from its row of q ([..., V], non-negative;
+    rows need not sum to 1), and the codes for the next step.
+
+    q has one row per sample (q.shape[:-1] == codes.value.shape), or a single row ([V] or
+    [1, V]) that every sample draws from. Every sample's token is distributed exactly as
+    q/Σq (to ~2⁻⁵² of the row's mass) whatever the other rows hold; samples of one group
+    with a shared prefix are stratified.
+    """
+    if not isinstance(codes, Codes):
+        raise TypeError(f"codes must be Codes (see start_codes), got {type(codes).__name__}")
+    if not isinstance(q, Tensor) or q.dim() == 0:
+        raise TypeError(f"q must be a tensor of shape [..., V], got {type(q).__name__}")
+    samples = codes.value.shape
+    flat = q.reshape(-1, q.shape[-1])
+    shared = flat.shape[0] == 1
+    if not shared and tuple(q.shape[:-1]) != tuple(samples):
+        raise ValueError(
+            f"codes hold {tuple(samples)} samples but q has rows {tuple(q.shape[:-1])} "
+            f"(shape {tuple(q.shape)}); give one row per sample or a single row"
+        )
+    if validate:
+        _check_step(q, codes)
+    cumulative = torch.cumsum(flat.to(torch.float64), -1)
+    # Shared row: the samples' targets along one row [1, n]; else one per row [n, 1].
+    layout = (1, -1) if shared else (-1, 1)
+    seed, index, step = (
+        part.to(q.device).reshape(layout) for part in (codes.seed, codes.index, codes.step)
+    )
+    total = cumulative[:, -1:].contiguous()
+    target = (codes.value.to(q.device).reshape(layout) * total).contiguous()
+    # The first token whose bucket ends above the target (rounding can leave the target at
+    # the total: the last token with mass then takes it).
+    last = torch.searchsorted(cumulative, total, right=False)
+    token = torch.minimum(torch.searchsorted(cumulative, target, right=True), last)
+    high = cumulative.gather(-1, token)
+    low = torch.where(token > 0, cumulative.gather(-1, (token - 1).clamp_min(0)), 0.0)
+    width = high - low
+    inside = ((target - low) / width).clamp(0.0, 1.0)
+    grain = _TWO_POW_M52 * total / width
+    refilled = inside + hashed_uniform(seed, index, step + 1, _REFILL) * grain
+    refilled = refilled - torch.floor(refilled)
+    parts = (refilled, seed, index, step + 1)
+    return token.reshape(samples), Codes(*(part.reshape(samples) for part in parts))
+
+
+def _check_step(q: Tensor, codes: Codes) -> None:
+    if not isinstance(q, Tensor) or not q.is_floating_point():
+        raise TypeError(f"q must be a floating-point tensor, got {getattr(q, 'dtype', type(q))}")
+    if q.dim() == 0 or q.shape[-1] == 0:
+        raise ValueError(f"q must have shape [..., V] with V >= 1, got {tuple(q.shape)}")
+    value = codes.value
+    if value.dtype != torch.float64:
+        raise TypeError(f"codes.value must be float64, got dtype={value.dtype}")
+    outside = ~((value >= 0) & (value < 1))
+    bad_q = ~(q >= 0).all(-1) | ~torch.isfinite(q).all(-1) | ~(q.sum(-1) > 0)
+    flags = torch.stack([outside.any(), bad_q.any()]).tolist()
+    if flags[0]:
+        raise ValueError(f"codes must lie in [0, 1), got {_show(value[outside])}")
+    if flags[1]:
+        row = int(torch.nonzero(bad_q.flatten())[0])
+        raise ValueError(
+            f"q row {row} must be finite and non-negative with positive mass, got "
+            f"{_show(q.reshape(-1, q.shape[-1])[row])}"
+        )
+
+
+def _as_int64(name: str, value: Tensor | int, like: Tensor | None = None) -> Tensor:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or an integer tensor, got bool {value!r}")
+    if isinstance(value, int):
+        device = like.device if like is not None else "cpu"
+        return torch.tensor(value, dtype=torch.int64, device=device)
+    if not isinstance(value, Tensor) or value.is_floating_point() or value.dtype == torch.bool:
+        raise TypeError(
+            f"{name} must be an int or an integer tensor, got "
+            f"{getattr(value, 'dtype', type(value).__name__)}"
+        )
+    return value.to(torch.int64)
+
+
+def _show(values: Tensor) -> str:
+    flat = values.flatten()
+    shown = flat[:4].tolist()
+    return f"{shown}{' ...' if flat.numel() > 4 else ''}"
+
+
+__all__ = [
+    "Codes",
+    "coordinated_sample",
+    "group_codes",
+    "group_seeds",
+    "hashed_uniform",
+    "start_codes",
+]

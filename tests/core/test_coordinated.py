@@ -1,0 +1,181 @@
+"""Coordinated K-sample decoding: exact marginals at early and late steps, stratification,
+independence of groups, reproducibility and clear errors."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import decoptim as d
+from decoptim.core.coordinated import Codes, coordinated_sample, group_codes, start_codes
+
+scipy_stats = pytest.importorskip("scipy.stats")
+
+
+def chi_square_pvalue(tokens: torch.Tensor, q: torch.Tensor) -> float:
+    counts = torch.bincount(tokens.flatten(), minlength=q.numel()).double()
+    live = q > 0
+    assert counts[~live].sum() == 0, "a token without mass was drawn"
+    weights = q[live].double()
+    expected = weights / weights.sum() * counts.sum()
+    return float(scipy_stats.chisquare(counts[live].numpy(), expected.numpy()).pvalue)
+
+
+def test_first_step_marginal_of_each_index_is_exact():
+    q = torch.softmax(torch.randn(40, generator=torch.Generator().manual_seed(0)) * 2, -1)
+    tokens, _ = coordinated_sample(q, group_codes(groups=4000, k=8, seed=1))
+    by_index = tokens.reshape(4000, 8)
+    for i in (0, 3, 7):  # each sample index on its own is a draw from q
+        assert chi_square_pvalue(by_index[:, i], q) > 1e-3
+
+
+def run_steps(codes: Codes, steps: int, vocab: int = 64) -> Codes:
+    # Uniform q over 64 tokens: exactly 6 bits per step, the case where a float64 code runs
+    # dry after 9 steps (each step shifts its bits up by 6).
+    q = torch.full((vocab,), 1.0 / vocab)
+    for _ in range(steps):
+        _, codes = coordinated_sample(q, codes, validate=False)
+    return codes
+
+
+def test_marginal_stays_exact_after_thousands_of_steps():
+    """2,000 and 2,500 steps of 6 bits each, then a draw from a skewed q against q."""
+    codes = group_codes(groups=4096 // 8, k=8, seed=7)
+    probe = torch.softmax(torch.randn(64, generator=torch.Generator().manual_seed(3)), -1)
+    for steps in (2000, 500):
+        codes = run_steps(codes, steps)
+        assert scipy_stats.kstest(codes.value.numpy(), "uniform").pvalue > 1e-3
+        tokens, _ = coordinated_sample(probe, codes)
+        assert chi_square_pvalue(tokens, probe) > 1e-3, int(codes.step[0])
+    assert int(codes.step[0]) == 2500
+
+
+def test_without_refill_the_code_runs_dry():
+    # The control for the test above: with the fresh bits switched off, the same steps
+    # leave every code at 0, and every later token is token 0.
+    from decoptim.core import coordinated as module
+
+    original = module.hashed_uniform
+    try:
+        module.hashed_uniform = lambda seed, index, step, stream: (
+            original(seed, index, step, stream) * (stream != module._REFILL)
+        )
+        codes = run_steps(group_codes(groups=64, k=8, seed=7), 20)
+    finally:
+        module.hashed_uniform = original
+    assert (codes.value == 0).all()
+
+
+def test_buckets_are_exact_where_a_float32_prefix_sum_is_not():
+    """A grid of a million codes through one row: token 0 holds 0.5, then 10,000 tokens of
+    5e-9 each (5e-5 in all: a float32 running sum at 0.5 cannot add them), then the rest.
+    Each token's count must be ⌊N·F⌋ differences: the run gets 50 codes."""
+    n = 1_000_000
+    q = torch.cat([torch.tensor([0.5]), torch.full((10000,), 5e-9), torch.tensor([0.5 - 5e-5])])
+    grid = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    zeros = torch.zeros(n, dtype=torch.int64)
+    tokens, _ = coordinated_sample(q.double(), Codes(grid, zeros, zeros, zeros))
+    run = int(((tokens >= 1) & (tokens <= 10000)).sum())
+    assert run == 50, run
+    assert int((tokens == 0).sum()) == 500000
+
+
+def test_long_tail_at_v_150k_is_drawn_no_more_than_its_mass():
+    """8 tokens at logits 0..2 and 151,928 at −24 (tail mass 2.1e-7): 1.6 million draws."""
+    vocab = 151936
+    z = torch.full((vocab,), -24.0)
+    z[:8] = torch.linspace(0, 2, 8)
+    q = torch.softmax(z, -1)
+    tokens = torch.cat(
+        [coordinated_sample(q, group_codes(50000, 8, seed=11, first_group=50000 * b))[0]
+         for b in range(4)]
+    )  # fmt: skip
+    expected = float(q[8:].double().sum()) * tokens.numel()
+    tail = int((tokens >= 8).sum())
+    assert tail <= scipy_stats.poisson.ppf(1 - 1e-6, expected), (tail, expected)
+    head = torch.cat([q[:8], q[8:].sum()[None]])
+    assert chi_square_pvalue(tokens.clamp(max=8), head) > 1e-3
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    k=st.integers(1, 16),
+    vocab=st.integers(1, 30),
+    seed=st.integers(0, 2**40),
+    concentration=st.sampled_from([0.3, 1.0, 5.0]),
+)
+def test_every_group_takes_each_token_between_floor_and_ceil_of_k_q(
+    k, vocab, seed, concentration
+):
+    """K evenly spaced codes: a bucket of width q holds ⌊Kq⌋ or ⌈Kq⌉ of them, so a token
+    with q ≥ 1/K is taken by every group at least once."""
+    generator = torch.Generator().manual_seed(seed % 2**31)
+    q = torch.distributions.Dirichlet(torch.full((vocab,), concentration)).sample()
+    q = q.double()
+    q = q / q.sum()
+    groups = 50
+    tokens, _ = coordinated_sample(q, group_codes(groups, k, seed=seed))
+    counts = torch.stack([torch.bincount(g, minlength=vocab) for g in tokens.reshape(groups, k)])
+    expected = k * q
+    assert (counts >= torch.floor(expected - 1e-9)).all()
+    assert (counts <= torch.ceil(expected + 1e-9)).all()
+    del generator
+
+
+def test_groups_are_independent_of_each_other_and_of_batch_composition():
+    q = torch.tensor([0.5, 0.3, 0.2])
+    codes = group_codes(groups=6000, k=4, seed=5)
+    tokens, _ = coordinated_sample(q, codes)
+    first = tokens.reshape(6000, 4)[:, 0]
+    # sample 0 of group g against sample 0 of group g + 1: a contingency table
+    table = torch.zeros(3, 3)
+    for a, b in zip(first[0::2].tolist(), first[1::2].tolist(), strict=True):
+        table[a, b] += 1
+    assert scipy_stats.chi2_contingency(table.numpy()).pvalue > 1e-3
+    # the same group drawn alone or among others gives the same tokens
+    alone = group_codes(groups=1, k=4, seed=5, first_group=17)
+    drawn_alone, _ = coordinated_sample(q, alone)
+    assert torch.equal(drawn_alone, tokens[17 * 4 : 18 * 4])
+
+
+def test_same_seed_same_tokens_and_codes():
+    q = torch.softmax(torch.randn(3, 8, 100, generator=torch.Generator().manual_seed(1)), -1)
+    a = coordinated_sample(q.reshape(24, 100), group_codes(3, 8, seed=9))
+    b = coordinated_sample(q.reshape(24, 100), group_codes(3, 8, seed=9))
+    c = coordinated_sample(q.reshape(24, 100), group_codes(3, 8, seed=10))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1].value, b[1].value)
+    assert not torch.equal(a[0], c[0])
+
+
+def test_decoder_sample_coordinated_uses_the_decoders_q():
+    z = torch.randn(2000 * 4, 50, generator=torch.Generator().manual_seed(2))
+    z[:] = z[0]  # one prompt state for every group
+    decoder = d.TopP(0.8, temperature=0.7)
+    tokens, codes = decoder.sample_coordinated(z, group_codes(2000, 4, seed=3))
+    q = decoder.probs(z[:1])[0]
+    assert chi_square_pvalue(tokens, q) > 1e-3
+    assert (codes.step == 1).all()
+
+
+def test_bad_input_is_named():
+    q = torch.full((4, 5), 0.2)
+    codes = group_codes(2, 2)
+    with pytest.raises(ValueError, match=r"k must be an int >= 1, got k=0"):
+        group_codes(2, 0)
+    with pytest.raises(ValueError, match=r"k must be >= 1"):
+        start_codes(torch.zeros(2, dtype=torch.int64), torch.zeros(2, dtype=torch.int64), 0)
+    with pytest.raises(ValueError, match=r"index must satisfy 0 <= index < k, got index=\[3\]"):
+        start_codes(torch.zeros(2, dtype=torch.int64), torch.tensor([0, 3]), 2)
+    with pytest.raises(ValueError, match=r"codes must lie in \[0, 1\), got \[1.5\]"):
+        coordinated_sample(q, codes._replace(value=torch.tensor([0.1, 1.5, 0.2, 0.3]).double()))
+    with pytest.raises(ValueError, match=r"codes hold \(4,\) samples but q has rows \(3,\)"):
+        coordinated_sample(q[:3], codes)
+    with pytest.raises(ValueError, match=r"q row 1 must be finite and non-negative"):
+        coordinated_sample(torch.tensor([[1.0, 0], [math.nan, 1], [1, 1], [1, 1]]), codes)
+    with pytest.raises(TypeError, match=r"codes must be Codes"):
+        coordinated_sample(q, codes.value)
+    with pytest.raises(TypeError, match=r"seed must be an int"):
+        group_codes(2, 2, seed=1.5)
+    assert isinstance(codes, Codes)
