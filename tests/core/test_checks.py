@@ -98,7 +98,7 @@ def test_validation_can_be_skipped_for_trusted_hot_loops():
         (lambda: d.Softmax(1e-9), r"1e-08 <= temperature <= 1e\+08, got temperature=1e-09"),
         (lambda: d.Softmax(1e9), r"temperature=1000000000.0"),
         (lambda: d.Softmax(10**400), r"temperature=1000000000000"),
-        (lambda: d.Softmax(torch.tensor([1.0, 1e-45])), r"temperature.*e-45 in temperature=tensor\(\[1.0, 1"),
+        (lambda: d.Softmax(torch.tensor([1.0, 1e-45])), r"e-45 in temperature=tensor\(\[1.0, 1"),
         (lambda: d.Softmax("hot"), r"temperature must be a float or a tensor, got str 'hot'"),
     ],
 )
@@ -120,7 +120,7 @@ def test_error_messages_quote_values_shortened():
 
     assert shown("abc") == "'abc'"
     long = shown("x" * 100_000)
-    assert len(long) < 100 and long.endswith("(100002 characters)")
+    assert len(long) < 100 and long.endswith("(100000 characters)")
     assert shown(10**5000) == "<int of 16610 bits>"
     assert shown(torch.arange(100)).startswith("tensor([0, 1, 2, 3, 4, 5, 6, 7, ...")
     with pytest.raises(TypeError) as error:

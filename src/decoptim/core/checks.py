@@ -60,8 +60,12 @@ def _first_row(flags: Tensor) -> tuple[int, ...] | int:
 
 
 def shown(value: object, limit: int = 60) -> str:
-    """`repr(value)` for an error message, shortened to `limit` characters (never raises:
-    an int too long for `repr` is shown by its size)."""
+    """`repr(value)` for an error message, shortened to about `limit` characters with the
+    full length said (never raises: an int too long for `repr` is shown by its size)."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}... ({len(value)} characters)"
     if isinstance(value, Tensor):
         items = [repr(v) for v in value.flatten()[:8].tolist()]
         text = f"tensor([{', '.join(items + ['...'] * (value.numel() > 8))}])"
@@ -132,16 +136,16 @@ MAX_SCALE = 1e8
 MAX_COUNT = 2**31 - 1
 
 
-def positive(name: str, value: Param, low: float = MIN_SCALE, high: float = MAX_SCALE) -> Param:
-    """A scale parameter in [low, high] (default [MIN_SCALE, MAX_SCALE])."""
-    return check_param(
-        name, value, lambda v: (v >= low) & (v <= high), f"{low:g} <= {name} <= {high:g}"
-    )
+def positive(name: str, value: Param) -> Param:
+    """A scale parameter, in [MIN_SCALE, MAX_SCALE]."""
+    rule = f"{MIN_SCALE:g} <= {name} <= {MAX_SCALE:g}"
+    return check_param(name, value, lambda v: (v >= MIN_SCALE) & (v <= MAX_SCALE), rule)
 
 
-def nonnegative(name: str, value: Param, high: float = MAX_SCALE) -> Param:
-    """A weight in [0, high] (default MAX_SCALE)."""
-    return check_param(name, value, lambda v: (v >= 0) & (v <= high), f"0 <= {name} <= {high:g}")
+def nonnegative(name: str, value: Param) -> Param:
+    """A weight, in [0, MAX_SCALE]."""
+    rule = f"0 <= {name} <= {MAX_SCALE:g}"
+    return check_param(name, value, lambda v: (v >= 0) & (v <= MAX_SCALE), rule)
 
 
 def tsallis_alpha(name: str, value: Param) -> Param:

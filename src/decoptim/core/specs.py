@@ -79,13 +79,6 @@ _FLOAT = re.compile(
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 
 
-def quote(text: str, limit: int = 60) -> str:
-    """`repr(text)`, shortened to its first `limit` characters (with the full length)."""
-    if len(text) <= limit:
-        return repr(text)
-    return f"{text[:limit]!r}... ({len(text)} characters)"
-
-
 @cache
 def parameters(name: str) -> tuple[str, ...]:
     """The parameters a spec of decoder `name` may set."""
@@ -141,7 +134,7 @@ class DecoderSpec:
         text = self.text
         if len(text) > MAX_SPEC_LENGTH:
             raise ValueError(
-                f"decoder spec {quote(text)} is longer than the limit of {MAX_SPEC_LENGTH} "
+                f"decoder spec {shown(text)} is longer than the limit of {MAX_SPEC_LENGTH} "
                 "characters"
             )
 
@@ -191,7 +184,7 @@ class DecoderSpec:
                 tsallis_alpha("alpha", kwargs["alpha"])
             return BUILDERS[self.name](temperature=temperature, **kwargs)
         except (TypeError, ValueError) as error:
-            raise ValueError(f"decoder spec {quote(self.text)}: {error}") from None
+            raise ValueError(f"decoder spec {shown(self.text)}: {error}") from None
 
     def as_dict(self) -> dict:
         return {"name": self.name, **dict(self.params)}
@@ -212,36 +205,36 @@ def parse_spec(text: str) -> DecoderSpec:
         raise ValueError(f"a decoder spec must be a string like 'topk:k=50', got {shown(text)}")
     if len(text) > MAX_SPEC_LENGTH:
         raise ValueError(
-            f"decoder spec {quote(text)} is longer than the limit of {MAX_SPEC_LENGTH} characters"
+            f"decoder spec {shown(text)} is longer than the limit of {MAX_SPEC_LENGTH} characters"
         )
     name, _, rest = text.partition(":")
     # Checked before any stripping: str.strip() would drop a trailing no-break space.
     if _PRINTABLE_ASCII.fullmatch(name) is None or name.strip() not in NAMES:
         raise ValueError(
-            f"unknown decoder {quote(name.strip())} in spec {quote(text)}; known: "
+            f"unknown decoder {shown(name.strip())} in spec {shown(text)}; known: "
             + ", ".join(NAMES)
         )
     params: dict[str, object] = {}
     for item in rest.split(","):
         key, sep, value = (part.strip() for part in item.partition("="))
-        where = f"decoder spec {quote(text)}: parameter {quote(key)}"
+        where = f"decoder spec {shown(text)}: parameter {shown(key)}"
         odd = _PRINTABLE_ASCII.match(item).end()
         if odd < len(item):
             char = item[odd]
             raise ValueError(
                 f"{where} has the character {char!r} (U+{ord(char):04X}); specs are printable "
-                f"ASCII (in {quote(item)})"
+                f"ASCII (in {shown(item)})"
             )
         if not item.strip():
             continue
         if not sep or not key:
-            raise ValueError(f"decoder spec {quote(text)}: expected key=value, got {quote(item)}")
+            raise ValueError(f"decoder spec {shown(text)}: expected key=value, got {shown(item)}")
         if key in params:
             raise ValueError(f"{where} is given twice")
         params[key] = _value(value)
     try:
         spec = DecoderSpec(name.strip(), tuple(params.items()))
     except ValueError as error:
-        raise ValueError(f"decoder spec {quote(text)}: {error}") from None
+        raise ValueError(f"decoder spec {shown(text)}: {error}") from None
     spec.build(1.0)
     return spec

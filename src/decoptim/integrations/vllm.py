@@ -51,7 +51,7 @@ from vllm.v1.sample.logits_processor import (
 
 from ..core import Decoder
 from ..core.checks import shown
-from ..core.specs import DecoderSpec, parse_spec, quote
+from ..core.specs import DecoderSpec, parse_spec
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -232,7 +232,7 @@ def _checked_decoder(spec: DecoderSpec, temperature: float) -> Decoder:
     q = decoder.probs(TRIAL_LOGITS)
     if not bool(torch.isfinite(q).all() & ((q.sum(-1) - 1).abs() < 1e-3).all()):
         raise ValueError(
-            f"decoder {quote(spec.text)} at temperature={temperature!r} gives no distribution "
+            f"decoder {shown(spec.text)} at temperature={temperature!r} gives no distribution "
             "on test logits (NaN or unnormalised): its parameters cannot be computed in float32"
         )
     return decoder
