@@ -21,6 +21,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from ..core import Decoder
 from ..core.checks import check_logits
+from ..core.coordinated import Codes, group_codes
 from .graphs import GraphedStep
 
 # Fields of GenerationConfig that change the distribution, and their neutral values.
@@ -133,6 +134,76 @@ class DecoderLogitsProcessor(LogitsProcessor):
         return self._graphed(scores)
 
 
+class CoordinatedLogitsProcessor(LogitsProcessor):
+    """Draw the K samples of each prompt jointly (arithmetic codes, `decoptim.core.
+    coordinated`), each one exactly from `decoder.probs(logits)`.
+
+    Rows are read group-major, as `model.generate(num_return_sequences=k)` lays them out:
+    row r is sample r % k of prompt r // k (so the batch holds whole groups, and the rows of
+    a group must share their prompt). The processor picks each row's token by its code and
+    forces it: the scores it returns are 0 on that token and −inf elsewhere, so sampling
+    (or greedy search) takes it. It carries the codes from step to step: use one instance
+    per `generate` call. Group g of the call gets the seed `group_seeds(seed, first_group
+    + g)`, so a prompt's samples do not depend on which prompts share its batch.
+    """
+
+    def __init__(
+        self,
+        decoder: Decoder,
+        k: int,
+        seed: int = 0,
+        first_group: int = 0,
+        generation_config: GenerationConfig | None = None,
+    ):
+        if not isinstance(decoder, Decoder):
+            raise TypeError(f"decoder must be a decoptim Decoder, got {type(decoder).__name__}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be an int >= 1, got k={k!r}")
+        if generation_config is not None:
+            check_generation_config(generation_config)
+            returned = generation_config.num_return_sequences or 1
+            if returned != k:
+                raise ValueError(
+                    f"num_return_sequences={returned} in the generation config, but k={k}: "
+                    "the rows of a group are the return sequences of one prompt"
+                )
+        self.decoder = decoder
+        self.k = k
+        self.seed = seed
+        self.first_group = first_group
+        self.codes: Codes | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        rows = scores.shape[0]
+        if self.codes is None:
+            self.codes = self._start(input_ids, rows, scores.device)
+        elif self.codes.value.numel() != rows:
+            raise ValueError(
+                f"this processor started with {self.codes.value.numel()} rows and now sees "
+                f"{rows}: use one CoordinatedLogitsProcessor per generate call"
+            )
+        tokens, self.codes = self.decoder.sample_coordinated(scores, self.codes)
+        forced = torch.full_like(scores, -torch.inf)
+        return forced.scatter_(-1, tokens[:, None], 0.0)
+
+    def _start(self, input_ids: torch.Tensor, rows: int, device: torch.device) -> Codes:
+        if rows % self.k:
+            raise ValueError(
+                f"{rows} rows is not a whole number of groups of k={self.k}: generate with "
+                f"num_return_sequences={self.k} (rows are prompts × k)"
+            )
+        groups = rows // self.k
+        prompts = input_ids.reshape(groups, self.k, -1)
+        differs = (prompts != prompts[:, :1]).flatten(1).any(1)
+        if bool(differs.any()):
+            group = int(torch.nonzero(differs)[0])
+            raise ValueError(
+                f"rows {group * self.k}..{(group + 1) * self.k - 1} form group {group} but do not "
+                "share one prompt: coordinated samples of a group must start from the same prefix"
+            )
+        return group_codes(groups, self.k, self.seed, device, self.first_group)
+
+
 class RawLogProbRecorder(LogitsProcessor):
     """Record log softmax(raw logits) of each sampled token, without storing all logits.
 
@@ -198,6 +269,7 @@ def generate(
     system: str | None = None,
     progress: bool = False,
     cuda_graph: bool = True,
+    coordinated: bool = False,
 ) -> list[PromptSamples]:
     """Draw `n` samples per prompt from `decoder` applied to the model's raw logits.
 
@@ -206,6 +278,11 @@ def generate(
     The global torch RNG is seeded with `seed + call index` before each call, so a run
     is reproducible for the same seed and batch size. On CUDA the decoder's step is
     replayed as a CUDA graph unless `cuda_graph=False` (see `DecoderLogitsProcessor`).
+
+    With `coordinated=True` the n samples of each prompt are drawn jointly
+    (`CoordinatedLogitsProcessor`): each is still exactly a draw from the decoder, and the
+    group covers more distinct continuations. Prompt j's group depends on `seed` and j
+    only, not on the batch size.
     """
     if isinstance(prompts, str):
         raise TypeError("prompts must be a sequence of strings, not one string")
@@ -225,6 +302,8 @@ def generate(
         return_dict_in_generate=True,
     )
     check_generation_config(config)
+    if not isinstance(coordinated, bool):
+        raise TypeError(f"coordinated must be a bool, got {coordinated!r}")
     processor = DecoderLogitsProcessor(decoder, cuda_graph=cuda_graph)
     previous_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -238,6 +317,8 @@ def generate(
             encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             encoded = {k: v.to(model.device) for k, v in encoded.items()}
             recorder = RawLogProbRecorder()
+            if coordinated:  # carries its codes through the call: a new one per call
+                processor = CoordinatedLogitsProcessor(decoder, n, seed, first_group=start)
             torch.manual_seed(seed + call)
             with torch.no_grad():
                 out = model.generate(
@@ -300,6 +381,7 @@ def _progress(batches: range, enabled: bool):
 
 
 __all__ = [
+    "CoordinatedLogitsProcessor",
     "DecoderLogitsProcessor",
     "PromptSamples",
     "RawLogProbRecorder",
