@@ -306,7 +306,7 @@ def test_coordinated_processor_rejects_bad_layouts(tiny_model):
     with pytest.raises(ValueError, match=r"rows 0..1 form group 0 but do not share one prompt"):
         dt.CoordinatedLogitsProcessor(d.Softmax(), 2)(prompts, torch.zeros(2, 64))
     with pytest.raises(
-        ValueError, match=r"num_return_sequences=2 in the generation config, but k=4"
+        ValueError, match=r"num_return_sequences=2 in the generation config is not a multiple"
     ):
         dt.CoordinatedLogitsProcessor(
             d.Softmax(), 4, generation_config=dt.neutral_generation_config(num_return_sequences=2)
@@ -332,3 +332,11 @@ def test_real_model_coordinated_run_is_reproducible(smollm2):
     assert [s.token_ids for s in first] != [s.token_ids for s in other]
     for samples in first:
         assert len(samples.texts) == 4 and all(1 <= n <= 10 for n in samples.lengths)
+    # two groups of 2 per prompt: group 1 of prompt 0 is global group 1, as in any batch
+    halves = dt.generate(
+        model, tokenizer, PROMPTS, d.Softmax(1.0), n=4, max_new_tokens=10, seed=0,
+        batch_size=2, coordinated=True, group_size=2,
+    )  # fmt: skip
+    assert [len(s.texts) for s in halves] == [4, 4]
+    with pytest.raises(ValueError, match=r"n=4 is not a multiple of group_size=3"):
+        dt.generate(model, tokenizer, PROMPTS, d.Softmax(), n=4, coordinated=True, group_size=3)

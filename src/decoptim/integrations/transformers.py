@@ -138,9 +138,10 @@ class CoordinatedLogitsProcessor(LogitsProcessor):
     """Draw the K samples of each prompt jointly (arithmetic codes, `decoptim.core.
     coordinated`), each one exactly from `decoder.probs(logits)`.
 
-    Rows are read group-major, as `model.generate(num_return_sequences=k)` lays them out:
-    row r is sample r % k of prompt r // k (so the batch holds whole groups, and the rows of
-    a group must share their prompt). The processor picks each row's token by its code and
+    Rows are read group-major, as `model.generate(num_return_sequences=n)` lays them out
+    (n a multiple of k): row r is sample r % k of group r // k, and the n/k groups of a
+    prompt follow each other (so the batch holds whole groups, and the rows of a group must
+    share their prompt). The processor picks each row's token by its code and
     forces it: the scores it returns are 0 on that token and −inf elsewhere, so sampling
     (or greedy search) takes it. It carries the codes from step to step: use one instance
     per `generate` call. Group g of the call gets the seed `group_seeds(seed, first_group
@@ -162,10 +163,10 @@ class CoordinatedLogitsProcessor(LogitsProcessor):
         if generation_config is not None:
             check_generation_config(generation_config)
             returned = generation_config.num_return_sequences or 1
-            if returned != k:
+            if returned % k:
                 raise ValueError(
-                    f"num_return_sequences={returned} in the generation config, but k={k}: "
-                    "the rows of a group are the return sequences of one prompt"
+                    f"num_return_sequences={returned} in the generation config is not a "
+                    f"multiple of k={k}: a group's rows are return sequences of one prompt"
                 )
         self.decoder = decoder
         self.k = k
@@ -270,6 +271,7 @@ def generate(
     progress: bool = False,
     cuda_graph: bool = True,
     coordinated: bool = False,
+    group_size: int | None = None,
 ) -> list[PromptSamples]:
     """Draw `n` samples per prompt from `decoder` applied to the model's raw logits.
 
@@ -279,10 +281,11 @@ def generate(
     is reproducible for the same seed and batch size. On CUDA the decoder's step is
     replayed as a CUDA graph unless `cuda_graph=False` (see `DecoderLogitsProcessor`).
 
-    With `coordinated=True` the n samples of each prompt are drawn jointly
-    (`CoordinatedLogitsProcessor`): each is still exactly a draw from the decoder, and the
-    group covers more distinct continuations. Prompt j's group depends on `seed` and j
-    only, not on the batch size.
+    With `coordinated=True` the samples of each prompt are drawn jointly in groups of
+    `group_size` (default n; n must be a multiple of it) by `CoordinatedLogitsProcessor`:
+    each sample is still exactly a draw from the decoder, and each group covers more
+    distinct continuations. Prompt j's groups depend on `seed` and j only, not on the
+    batch size.
     """
     if isinstance(prompts, str):
         raise TypeError("prompts must be a sequence of strings, not one string")
@@ -304,6 +307,11 @@ def generate(
     check_generation_config(config)
     if not isinstance(coordinated, bool):
         raise TypeError(f"coordinated must be a bool, got {coordinated!r}")
+    group_size = n if group_size is None else group_size
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_size must be an int >= 1, got group_size={group_size!r}")
+    if coordinated and n % group_size:
+        raise ValueError(f"n={n} is not a multiple of group_size={group_size}")
     processor = DecoderLogitsProcessor(decoder, cuda_graph=cuda_graph)
     previous_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -318,7 +326,8 @@ def generate(
             encoded = {k: v.to(model.device) for k, v in encoded.items()}
             recorder = RawLogProbRecorder()
             if coordinated:  # carries its codes through the call: a new one per call
-                processor = CoordinatedLogitsProcessor(decoder, n, seed, first_group=start)
+                first = start * (n // group_size)
+                processor = CoordinatedLogitsProcessor(decoder, group_size, seed, first)
             torch.manual_seed(seed + call)
             with torch.no_grad():
                 out = model.generate(
