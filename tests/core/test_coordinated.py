@@ -179,3 +179,14 @@ def test_bad_input_is_named():
     with pytest.raises(TypeError, match=r"seed must be an int"):
         group_codes(2, 2, seed=1.5)
     assert isinstance(codes, Codes)
+
+
+def test_the_runnable_example_in_the_docs_prints_what_the_docs_say(capsys):
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "coordinated.md").read_text()
+    section = doc[doc.index("## Runnable example") :]
+    code, printed = re.findall(r"```(?:python)?\n(.*?)```", section, re.S)[:2]
+    exec(compile(code, "docs/coordinated.md", "exec"), {})
+    assert capsys.readouterr().out == printed

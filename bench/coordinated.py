@@ -1,0 +1,78 @@
+"""Cost of a coordinated decode step against the plain sampling step of the same decoder.
+
+    python bench/coordinated.py [--vocab 151936] [--batches 8 64 256] [--device cuda]
+
+For each decoder and batch: milliseconds per step of `decoder.sample(z)` and of
+`decoder.sample_coordinated(z, codes)` on the same logits (median of timed calls; CUDA
+events on a GPU, a wall clock on the CPU), and their ratio. The issue's goal is a ratio of
+at most 1.5 on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from datetime import date
+
+import torch
+
+import decoptim as d
+
+
+def decoders() -> dict[str, d.Decoder]:
+    v = {"validate": False}
+    return {
+        "softmax": d.Softmax(0.8, **v),
+        "top-p 0.9": d.TopP(0.9, **v),
+        "min-p 0.1": d.MinP(0.1, **v),
+        "sparsemax": d.Sparsemax(**v),
+        "BoK exact top-64": d.BestOfK(8, 0.02, 0.2, weights="topm", top_m=64, **v),
+    }
+
+
+def time_ms(fn, device: str, repeats: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            began = time.perf_counter()
+            fn()
+            times.append(1e3 * (time.perf_counter() - began))
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--vocab", type=int, default=151_936)
+    parser.add_argument("--batches", type=int, nargs="+", default=[8, 64, 256])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    print(f"# coordinated step vs plain sampling, V = {args.vocab}, {name}, {date.today()}")
+    print("| decoder | B | plain ms | coordinated ms | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for batch in args.batches:
+        generator = torch.Generator(device=args.device).manual_seed(0)
+        z = torch.randn(batch, args.vocab, device=args.device, generator=generator) * 3
+        codes = d.group_codes(max(1, batch // 8), min(8, batch), seed=1, device=args.device)
+        for label, decoder in decoders().items():
+            steps = {
+                "plain": lambda dec=decoder, z=z, g=generator: dec.sample(z, generator=g),
+                "joint": lambda dec=decoder, z=z, c=codes: dec.sample_coordinated(z, c),
+            }
+            plain, joint = (time_ms(step, args.device, args.repeats) for step in steps.values())
+            print(f"| {label} | {batch} | {plain:.3f} | {joint:.3f} | {joint / plain:.2f} |",
+                  flush=True)  # fmt: skip
+
+if __name__ == "__main__":
+    main()
