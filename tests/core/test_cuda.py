@@ -296,3 +296,35 @@ def test_cuda_sparsemax_shifts_before_scaling():
     torch.testing.assert_close(
         d.Entmax(1.5, 3.0).probs(z).cpu(), d.Entmax(1.5, 3.0).probs(z.cpu().double()).float()
     )
+
+
+def test_cuda_coordinated_draw_equals_the_cpu_path_and_stays_exact():
+    """The CUDA kernel against the torch path from the same codes (tokens equal, codes to
+    1e-11), then 200 steps on the GPU and a chi-square of the next tokens against q, and
+    the long tail of V = 151,936 drawn no more than its mass."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    z = random_logits(64, 151936, 8)
+    z[1, 10:] -= 30.0
+    q = torch.softmax(z, -1)
+    codes = d.group_codes(8, 8, seed=2)
+    expected, expected_codes = d.coordinated_sample(q, codes)
+    tokens, new = d.coordinated_sample(q.cuda(), codes.to("cuda"))
+    assert torch.equal(tokens.cpu(), expected)
+    torch.testing.assert_close(new.value.cpu(), expected_codes.value, atol=1e-11, rtol=0)
+    rows = 8192
+    codes = d.group_codes(rows // 8, 8, seed=3, device="cuda")
+    flat = torch.full((rows, 64), 1 / 64, device="cuda")
+    for _ in range(200):
+        _, codes = d.coordinated_sample(flat, codes, validate=False)
+    probe = torch.softmax(torch.randn(64, generator=torch.Generator().manual_seed(0)), -1)
+    tokens, _ = d.coordinated_sample(probe.cuda().expand(rows, -1).contiguous(), codes)
+    counts = torch.bincount(tokens.cpu(), minlength=64).double()
+    assert scipy_stats.chisquare(counts.numpy(), (probe.double() * rows).numpy()).pvalue > 1e-3
+    tail = torch.full((1, 151936), -24.0)
+    tail[0, :8] = torch.linspace(0, 2, 8)
+    q_tail = torch.softmax(tail, -1).cuda().expand(rows, -1).contiguous()
+    drawn = torch.cat(
+        [d.coordinated_sample(q_tail, d.group_codes(rows // 8, 8, seed=s, device="cuda"))[0]
+         for s in range(25)]
+    )  # fmt: skip
+    assert int((drawn >= 8).sum()) <= 3  # expected 0.04 of 204,800

@@ -20,7 +20,10 @@ about −log₂ q_t of them: after the step the position inside the bucket is kn
 the grain 2⁻⁵²·F_V/(F_t − F_{t−1}). Fresh random bits are added below that grain (as a range
 coder refills its low bits), c ← (c + u·grain) mod 1, so the code stays uniform given the
 prefix for sequences of any length; those bits come from a counter-based hash of (group
-seed, index, step), so a run repeats exactly for the same seeds on any device.
+seed, index, step), the same on every device, so a run repeats exactly for the same seeds
+on the same device. (Between devices, or between the torch path and the CUDA kernel, the
+float64 sums round differently in their last bits; a code magnifies such a difference by
+1/q_t per step, so two such runs agree token for token only for a while.)
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from .kernels import use_kernels
 
 _MASK32 = 0xFFFFFFFF
 # Hash streams: the group's starting uniform U, and the refill bits of each step.
@@ -158,6 +163,10 @@ def coordinated_sample(q: Tensor, codes: Codes, validate: bool = True) -> tuple[
         )
     if validate:
         _check_step(q, codes)
+    if not shared and q.dtype == torch.float32 and use_kernels(q):
+        from .kernels.coordinated import coordinated_sample_cuda
+
+        return coordinated_sample_cuda(q, codes)
     cumulative = torch.cumsum(flat.to(torch.float64), -1)
     # Shared row: the samples' targets along one row [1, n]; else one per row [n, 1].
     layout = (1, -1) if shared else (-1, 1)

@@ -19,6 +19,8 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
 import decoptim as d  # noqa: E402
 from decoptim.core.checks import kernel_rows  # noqa: E402
+from decoptim.core.coordinated import coordinated_sample, group_codes, hashed_uniform  # noqa: E402
+from decoptim.core.kernels import coordinated as coordinated_kernels  # noqa: E402
 from decoptim.core.kernels.bok_fused import _head, bok_topm_probs, bok_topm_sample  # noqa: E402
 from decoptim.core.kernels.candidates import (  # noqa: E402
     CAP,
@@ -303,6 +305,55 @@ def check_race_redone_with_fine_words_is_the_same_race() -> None:
             out[fine] = key, index, int(zero)
         assert out[False][2] == 0 and out[True][2] == 0
         assert torch.equal(out[False][0], out[True][0]) and torch.equal(out[False][1], out[True][1])
+
+
+@triton.jit
+def _hash_kernel(seed_ptr, index_ptr, step_ptr, out_ptr, n, STREAM: tl.constexpr,
+                 BLOCK: tl.constexpr):  # fmt: skip
+    lanes = tl.arange(0, BLOCK)
+    valid = lanes < n
+    seed = tl.load(seed_ptr + lanes, mask=valid, other=0)
+    index = tl.load(index_ptr + lanes, mask=valid, other=0)
+    step = tl.load(step_ptr + lanes, mask=valid, other=0)
+    out = coordinated_kernels.hashed_uniform(seed, index, step, STREAM)
+    tl.store(out_ptr + lanes, out, mask=valid)
+
+
+def check_coordinated_hash_equals_the_torch_path() -> None:
+    generator = torch.Generator().manual_seed(0)
+    n = 300
+    seed = torch.randint(0, 2**62, (n,), generator=generator)
+    seed[:3] = torch.tensor([0, 2**32 - 1, 2**62 + 12345])
+    index = torch.randint(0, 64, (n,), generator=generator)
+    step = torch.randint(0, 2**33, (n,), generator=generator)
+    out = torch.empty(n, dtype=torch.float64)
+    _hash_kernel[(1,)](seed, index, step, out, n, STREAM=0x5EED0002, BLOCK=512)
+    assert torch.equal(out, hashed_uniform(seed, index, step, 0x5EED0002))
+
+
+def check_coordinated_kernel_equals_the_torch_path() -> None:
+    # Rows with masked tokens, a long flat tail, a single live token and a code pushed to
+    # the end of its row; several chunks per row.
+    vocab, groups, k = 9000, 6, 4
+    z = random_logits(groups * k, vocab, 9)
+    z[1, ::2] = -torch.inf
+    z[2, 10:] -= 30.0
+    z[3] = -torch.inf
+    z[3, 8500] = 0.0
+    q = torch.softmax(z, -1)
+    codes = group_codes(groups, k, seed=4)
+    codes = codes._replace(value=codes.value.clone())
+    codes.value[5] = 1.0 - 2.0**-53
+    # Each step from the same codes (the two paths sum in different orders, and a code's
+    # rounding differences grow by 1/q_t per step, so chained runs part after a while).
+    for _ in range(3):
+        expected, expected_codes = coordinated_sample(q, codes)
+        tokens, new = coordinated_kernels.coordinated_sample_cuda(q, codes)
+        assert torch.equal(tokens, expected), (tokens, expected)
+        assert torch.allclose(new.value, expected_codes.value, rtol=0, atol=1e-11)
+        assert torch.equal(new.step, expected_codes.step)
+        assert int(tokens[3]) == 8500
+        codes = expected_codes
 
 
 CHECKS = {name: fn for name, fn in globals().items() if name.startswith("check_")}
