@@ -126,7 +126,7 @@ def test_expected_distinct_is_the_subset_average():
 def test_pass_ceiling_and_vote_limit():
     assert pass_ceiling(0.1, 8) == pytest.approx(0.8) and pass_ceiling(0.25, 8) == 1.0
     assert pass_ceiling(0.0, 4) == 0.0
-    with pytest.raises(ValueError, match="accuracy=1.5"):
+    with pytest.raises(ValueError, match=r"accuracy=1\.5"):
         pass_ceiling(1.5, 4)
     with pytest.raises(ValueError, match="k=0"):
         pass_ceiling(0.5, 0)
