@@ -294,3 +294,17 @@ def test_matched_temperature_out_of_range_names_temperature_and_lam():
     bok = d.BestOfK(8, 0.02, 1e-8, temperature=1e-8)
     with pytest.raises(ValueError, match=r"temperature=1e-08 and lam=1e-08 is out of range"):
         bok.matched_temperature_control()
+
+
+def test_w_equals_p_kernels_only_within_their_coverage_slope(monkeypatch):
+    """Beyond KERNEL_PROB_MAX_SLOPE the w = p kernels gave NaN rows on an H200; such
+    settings take the torch path (checked here by routing alone, so it runs anywhere)."""
+    import decoptim.core.bok as bok
+
+    monkeypatch.setattr(bok, "use_kernels", lambda x: True)
+    x = torch.zeros(2, 8)
+    for solver, limit in bok.KERNEL_PROB_MAX_SLOPE.items():
+        inside = d.BestOfK(8, limit / 8, 0.5, solver=solver)
+        beyond = d.BestOfK(8, 2 * limit / 8, 0.5, solver=solver)
+        assert inside._kernel_route(x) == "prob" and beyond._kernel_route(x) is None
+    assert d.BestOfK(8, 1e8, 0.5, weights="topm", top_m=8)._kernel_route(x) == "topm"

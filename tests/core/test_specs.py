@@ -180,9 +180,13 @@ BASE |= {"epsilon": {"epsilon": 1e-3}, "eta": {"epsilon": 1e-3}, "entmax": {"alp
 BASE |= {name: {"k": 8, "beta": 0.02, "lam": 0.2} for name in ("bok", "bok-beta0", "bok-tau")}
 
 
+# On a GPU the same checks also run the Triton kernels (their w = p routes at the bounds).
+DEVICES = ["cpu"] + ["cuda"] * torch.cuda.is_available()
+
+
 def assert_distribution(spec: DecoderSpec, temperature: float) -> None:
     decoder = spec.build(temperature)
-    for z in LOGITS:
+    for z in (z.to(device) for device in DEVICES for z in LOGITS):
         q = decoder.probs(z)
         assert torch.isfinite(q).all(), (spec.text, temperature, z.dtype)
         total = q.double().sum(-1)

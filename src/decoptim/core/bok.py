@@ -53,6 +53,10 @@ MAX_INNER_ITERATIONS = 10
 # top-M and rank weights: the exact solver iterates over the M head tokens (a top-M
 # indicator is meant for M ≪ V; CUDA's fused kernels take M ≤ 256).
 MAX_TOP_M = 1024
+# The w = p kernels give NaN rows beyond these coverage slopes βK (measured on an H200:
+# mirror from βK ≈ 800, exact from 1e5, where e^{βK·max p} in their head bound overflows);
+# such settings run on the torch path, which is exact there too.
+KERNEL_PROB_MAX_SLOPE = {"mirror": 128.0, "exact": 1e4}
 BOK_SOLVERS = ("exact", "mirror")
 TEMPERING = ("tempered", "raw")
 
@@ -123,7 +127,8 @@ class BestOfK(Decoder):
                 raise ValueError(f"{name} must be one of {TEMPERING}, got {name}={value!r}")
         self.scores = scores
         self.reference = reference
-        auto_outer, auto_inner = _newton_budget(self.coverage_slope_bound())
+        self._slope_bound = self.coverage_slope_bound()  # read once: no sync per call
+        auto_outer, auto_inner = _newton_budget(self._slope_bound)
         self.outer_iterations = int(
             count(
                 "outer_iterations",
@@ -259,12 +264,14 @@ class BestOfK(Decoder):
     def _kernel_route(self, x: Tensor) -> str | None:
         """Which Triton path solves this (float32 on CUDA): "topm" for the exact solver with
         top-M or rank weights (M ≤ 256), "prob" for w = p with the exact solver or mirror
-        ascent of the default step 1/λ; None for the torch path."""
+        ascent of the default step 1/λ (up to KERNEL_PROB_MAX_SLOPE); None for the torch
+        path."""
         if x.dtype != torch.float32 or not use_kernels(x) or isinstance(self.weights, Tensor):
             return None
         if self.weights == "prob":
             exact_or_default_mirror = self.solver == "exact" or self.step_size is None
-            return "prob" if exact_or_default_mirror else None
+            in_range = self._slope_bound <= KERNEL_PROB_MAX_SLOPE[self.solver]
+            return "prob" if exact_or_default_mirror and in_range else None
         if self.solver == "exact" and self.top_m <= MAX_FUSED_TOP_M:
             return "topm"
         return None
