@@ -6,8 +6,10 @@
         --temperatures 0.7 1.5 --n 8 --out runs/arith
     decoptim eval --preset paper-table1 --model Qwen/Qwen2.5-Math-7B --task math500 \\
         --data math500.jsonl --n 16 --max-new-tokens 3072 --out runs/qwen
+    decoptim eval --model arith --task arith --decoders softmax --temperatures 0.7 1.5 \\
+        --n 16 --coordinated --group-size 8 --out runs/coord   # i.i.d. and coordinated
     decoptim report runs/arith
-    decoptim compare runs/arith                       # BoK minus its controls, paired
+    decoptim compare runs/arith     # BoK minus its controls; coordinated minus i.i.d.
     decoptim train-arith --steps 550
     decoptim train-lora --steps 300 --difficulty 3      # SmolLM2 + an arith LoRA adapter
 """
@@ -108,6 +110,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _grid(args: argparse.Namespace):
+    from dataclasses import replace
+
     from .eval.grid import PRESETS, load_grid_file, make_grid
 
     chosen = [x for x in (args.preset, args.grid, args.decoders) if x]
@@ -118,15 +122,26 @@ def _grid(args: argparse.Namespace):
             raise SystemExit(f"--preset must be one of {sorted(PRESETS)}, got {args.preset!r}")
         grid = PRESETS[args.preset]()
         if args.temperatures:
-            grid = make_grid([s.text for s in grid.decoders], args.temperatures)
-        return grid
-    if args.grid:
-        return load_grid_file(args.grid)
-    return make_grid(args.decoders, args.temperatures or [1.0])
+            grid = replace(grid, temperatures=tuple(float(t) for t in args.temperatures))
+    elif args.grid:
+        grid = load_grid_file(args.grid)
+    else:
+        grid = make_grid(args.decoders, args.temperatures or [1.0])
+    if args.coordinated:
+        grid = grid.with_coordinated(args.group_size)
+    elif args.group_size is not None:
+        if not grid.has_coordinated():
+            raise SystemExit(
+                f"--group-size {args.group_size} applies to coordinated configs, and this grid "
+                "has none: add --coordinated (or sampling in the grid file)"
+            )
+        grid = replace(grid, group_size=args.group_size)
+    grid.configs(args.n)  # a bad group size fails here, before any model is loaded
+    return grid
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.backends import TransformersBackend, VllmBackend
+    from .eval.backends import TransformersBackend, VllmBackend, coordinated_params_function
     from .eval.report import write_report
     from .eval.runner import file_sha256, run_grid
     from .eval.tasks import get_task
@@ -137,6 +152,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.backend == "vllm":
         if args.device:
             raise SystemExit("--device applies to --backend transformers; vLLM picks its own")
+        if grid.has_coordinated():
+            coordinated_params_function()  # fails before the engine starts if missing
         backend = VllmBackend(args.model, max_model_len=args.max_model_len)
     else:
         backend = TransformersBackend(args.model, args.device)
@@ -147,7 +164,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "limit": args.limit,
     }
     print(
-        f"decoptim eval: {len(grid.configs())} configs × {len(problems)} problems × n={args.n} "
+        f"decoptim eval: {len(grid.configs(args.n))} configs × {len(problems)} problems × "
+        f"n={args.n} "
         f"-> {args.out}",
         flush=True,
     )
@@ -305,7 +323,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--temperatures", nargs="+", type=float)
     ev.add_argument("--grid", help="a TOML grid file")
-    ev.add_argument("--preset", help="paper-table1 or demo")
+    ev.add_argument("--preset", help="paper-table1, bok-study or demo")
+    ev.add_argument(
+        "--coordinated",
+        action="store_true",
+        help="also draw every decoder × τ as coordinated groups (the i.i.d. configs stay)",
+    )
+    ev.add_argument(
+        "--group-size",
+        type=int,
+        help="K of the coordinated groups, the K of their pass@K and maj@K; must divide "
+        "--n (default: n, one group per problem)",
+    )
     ev.add_argument("--n", type=int, default=16)
     ev.add_argument("--max-new-tokens", type=int, default=512)
     ev.add_argument("--limit", type=int, help="first N problems only")
@@ -327,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(run=cmd_report)
 
     compare = commands.add_parser(
-        "compare", help="Best-of-K minus its β=0, τ_eff and softmax controls, paired by problem"
+        "compare",
+        help="Best-of-K minus its β=0, τ_eff and softmax controls, and coordinated minus "
+        "i.i.d. at the same decoder and τ, paired by problem",
     )
     compare.add_argument("dir")
     compare.add_argument("--no-plots", action="store_true")

@@ -1,9 +1,17 @@
 """Paired BoK − control differences on a hand-made run whose answers are known."""
 
-import json
 import math
 
-from decoptim.eval.compare import control_of, paired_differences, write_comparison
+from decoptim.eval.compare import (
+    control_of,
+    coordination_differences,
+    iid_twin_of,
+    paired_differences,
+    write_comparison,
+)
+from decoptim.eval.report import summarise
+
+from .runs import COORDINATED, write_mixed_run, write_run
 
 BOK = {"name": "bok", "k": 8, "beta": 0.5, "lam": 0.5, "solver": "exact"}
 CONFIGS = {
@@ -25,40 +33,16 @@ CORRECT = {
 }
 
 
-def write_run(out):
-    out.mkdir()
+def write_bok_run(out):
     configs = [
         {"id": cid, "decoder": decoder, "temperature": tau}
         for cid, (decoder, tau) in CONFIGS.items()
     ]
-    manifest = {"task": "arith", "model": "fixture", "n": 4, "max_new_tokens": 8, "seed": 0}
-    (out / "manifest.json").write_text(json.dumps({**manifest, "configs": configs}))
-    lines = []
-    for cid, counts in CORRECT.items():
-        for problem, right in enumerate(counts):
-            answers = ["7"] * right + ["1"] * (4 - right)
-            samples = [
-                {
-                    "text": a,
-                    "answer": a,
-                    "correct": a == "7",
-                    "tokens": 2,
-                    "logprob_sum": -1.0,
-                    "logprob_mean": -0.5,
-                }
-                for a in answers
-            ]
-            record = {
-                "config": cid,
-                "decoder": cid.split("@")[0],
-                "temperature": 0.7,
-                "problem": f"p{problem}",
-                "gold": "7",
-                "seconds_per_sample": 0.1,
-                "samples": samples,
-            }
-            lines.append(json.dumps(record))
-    (out / "samples.jsonl").write_text("\n".join(lines) + "\n")
+    answers = {
+        cid: [["7"] * right + ["1"] * (4 - right) for right in counts]
+        for cid, counts in CORRECT.items()
+    }
+    write_run(out, configs, answers, ["7"] * 4)
 
 
 def test_controls_are_matched_by_lambda_parameters_and_temperature():
@@ -77,7 +61,7 @@ def test_controls_are_matched_by_lambda_parameters_and_temperature():
 
 def test_paired_differences_per_problem(tmp_path):
     out = tmp_path / "run"
-    write_run(out)
+    write_bok_run(out)
     found = {(c.control, c.metric): c.difference for c in paired_differences(out)}
     assert math.isclose(found[("β=0", "accuracy")].mean, 0.0)
     assert math.isclose(found[("τ_eff", "accuracy")].mean, 0.25)  # one more right of 4, each
@@ -86,5 +70,44 @@ def test_paired_differences_per_problem(tmp_path):
     # majority of 4: BoK right on every problem (ties 2-2 go to the earliest answer, "7")
     assert math.isclose(found[("softmax", "maj@4")].mean, 1.0)
     text = write_comparison(out)
-    assert "**+25.0 [+25.0, +25.0]**" in text
+    assert "**+25.0 [+25.0, +25.0]**" in text and "Coordinated minus" not in text
     assert (out / "compare.md").exists() and (out / "compare.png").stat().st_size > 0
+
+
+def test_coordinated_is_paired_with_its_iid_twin_per_problem(tmp_path):
+    out = tmp_path / "run"
+    write_mixed_run(out)  # per-problem values in test_report
+    found = {c.metric: c for c in coordination_differences(*summarise(out))}
+    assert set(found) == {"accuracy", "maj@2", "pass@2", "distinct@2"}
+    assert {c.control for c in found.values()} == {"i.i.d."}
+    assert found["accuracy"].config == "softmax · coord. K=2"
+    assert math.isclose(found["accuracy"].difference.mean, (0 - 0.25) / 2)
+    assert math.isclose(found["maj@2"].difference.mean, (0.5 - 1 / 3 + 0) / 2, rel_tol=1e-6)
+    assert math.isclose(found["pass@2"].difference.mean, 0.0)
+    assert math.isclose(found["distinct@2"].difference.mean, (1.5 - 11 / 6 + 0.5) / 2)
+    text = write_comparison(out)
+    assert "| softmax · coord. K=2 | 1 | -12.5 [" in text
+    assert "+0.08 [" in text  # distinct@2 in answers, not points
+    assert (out / "compare.png").exists()
+
+
+def test_twins_and_controls_are_matched_on_structured_fields():
+    topk = {"name": "topk", "k": 5}
+    coordinated = {"id": "x", "decoder": topk, "temperature": 0.7, **COORDINATED}
+    candidates = {
+        "same": {"decoder": {"name": "topk", "k": 5}, "temperature": 0.7, "sampling": "iid"},
+        "old run": {"decoder": {"name": "topk", "k": 5}, "temperature": 0.7},  # no key: iid
+        "other k": {"decoder": {"name": "topk", "k": 50}, "temperature": 0.7},
+        "other τ": {"decoder": topk, "temperature": 0.9},
+        "coordinated": {"decoder": topk, "temperature": 0.7, **COORDINATED},
+    }
+    assert [name for name, c in candidates.items() if iid_twin_of(coordinated, c)] == [
+        "same",
+        "old run",
+    ]
+    # a coordinated BoK's controls are coordinated with the same group size
+    bok = {"decoder": BOK, "temperature": 0.7, **COORDINATED}
+    beta0 = {"decoder": {**BOK, "name": "bok-beta0"}, "temperature": 0.7}
+    assert not control_of(bok, beta0, "β=0")
+    assert control_of(bok, {**beta0, **COORDINATED}, "β=0")
+    assert not control_of(bok, {**beta0, "sampling": "coordinated", "group_size": 4}, "β=0")

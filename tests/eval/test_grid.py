@@ -1,7 +1,13 @@
 import pytest
 
 import decoptim as d
-from decoptim.eval.grid import load_grid_file, make_grid, paper_table1, parse_spec
+from decoptim.eval.grid import (
+    demo_grid,
+    load_grid_file,
+    make_grid,
+    paper_table1,
+    parse_spec,
+)
 
 
 def test_specs_build_the_named_decoders():
@@ -29,7 +35,7 @@ def test_bad_specs(spec, match):
 
 def test_grid_cells_and_presets(tmp_path):
     grid = make_grid(["greedy", "softmax", "topp:p=0.9"], [0.5, 1.0])
-    assert [c[0] for c in grid.configs()] == [
+    assert [c.id for c in grid.configs()] == [
         "greedy",
         "softmax@0.5",
         "softmax@1",
@@ -42,7 +48,7 @@ def test_grid_cells_and_presets(tmp_path):
     path.write_text(
         'temperatures = [0.7]\ndecoders = ["softmax"]\n[[decoder]]\nname = "minp"\np = 0.1\n'
     )
-    assert [c[0] for c in load_grid_file(path).configs()] == ["softmax@0.7", "minp(p=0.1)@0.7"]
+    assert [c.id for c in load_grid_file(path).configs()] == ["softmax@0.7", "minp(p=0.1)@0.7"]
     with pytest.raises(ValueError, match="positive"):
         make_grid(["softmax"], [0.0])
 
@@ -51,3 +57,69 @@ def test_spec_text_reads_back_to_the_same_spec():
     for text in ("softmax", "bok:k=8,beta=0.01,lam=0.1,solver=mirror,steps=5", "topp:p=0.9"):
         spec = parse_spec(text)
         assert spec.text == text and parse_spec(spec.text) == spec
+
+
+def test_coordination_is_an_axis_with_its_own_ids_and_manifest_entries():
+    grid = make_grid(["greedy", "softmax", "topp:p=0.9"], [0.5, 1.0]).with_coordinated(4)
+    configs = grid.configs(8)
+    assert [c.id for c in configs] == [
+        "greedy",  # deterministic: never coordinated
+        "softmax@0.5",
+        "softmax@1",
+        "softmax@0.5+coord(K=4)",
+        "softmax@1+coord(K=4)",
+        "topp(p=0.9)@0.5",
+        "topp(p=0.9)@1",
+        "topp(p=0.9)@0.5+coord(K=4)",
+        "topp(p=0.9)@1+coord(K=4)",
+    ]
+    entry = configs[3].manifest_entry()
+    assert entry["sampling"] == "coordinated" and entry["group_size"] == 4
+    assert entry["decoder"] == {"name": "softmax"} and entry["temperature"] == 0.5
+    assert configs[1].manifest_entry()["sampling"] == "iid"
+    assert configs[1].manifest_entry()["group_size"] is None
+    # the group size defaults to n: one group per problem
+    assert make_grid(["softmax"], [1.0]).with_coordinated().configs(6)[1].group_size == 6
+
+
+@pytest.mark.parametrize("n,group_size", [(8, 3), (4, 8)])
+def test_n_must_be_a_multiple_of_the_group_size(n, group_size):
+    grid = make_grid(["softmax"], [1.0]).with_coordinated(group_size)
+    with pytest.raises(
+        ValueError, match=f"n={n} samples per problem must be a multiple of group_size={group_size}"
+    ):
+        grid.configs(n)
+
+
+def test_bad_sampling_and_group_size_are_named():
+    with pytest.raises(ValueError, match=r"sampling=\['iid', 'paired'\]"):
+        make_grid(["softmax"], [1.0], sampling=("iid", "paired"))
+    with pytest.raises(ValueError, match="group_size=0"):
+        make_grid(["softmax"], [1.0]).with_coordinated(0)
+
+
+def test_grid_file_sampling_top_level_and_per_decoder(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text(
+        'temperatures = [0.7]\nsampling = ["iid", "coordinated"]\ngroup_size = 2\n'
+        'decoders = ["softmax"]\n'
+        '[[decoder]]\nname = "minp"\np = 0.1\nsampling = "coordinated"\n'
+        '[[decoder]]\nname = "topk"\nk = 5\nsampling = ["iid"]\n'
+    )
+    assert [c.id for c in load_grid_file(path).configs(4)] == [
+        "softmax@0.7",
+        "softmax@0.7+coord(K=2)",
+        "minp(p=0.1)@0.7+coord(K=2)",
+        "topk(k=5)@0.7",
+    ]
+    path.write_text('decoders = ["softmax"]\nsampling = "arithmetic"\n')
+    with pytest.raises(ValueError, match=r"grid.toml: sampling must be .*'arithmetic'"):
+        load_grid_file(path)
+
+
+def test_demo_grid_holds_coordinated_softmax():
+    coordinated = [c for c in demo_grid().configs(8) if c.coordinated]
+    assert [(c.spec.name, c.temperature, c.group_size) for c in coordinated] == [
+        ("softmax", 0.7, 8),
+        ("softmax", 1.5, 8),
+    ]

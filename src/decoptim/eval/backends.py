@@ -8,7 +8,7 @@ adapter merged); the last two are trained on first use.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -73,7 +73,11 @@ class TransformersBackend:
         max_new_tokens: int,
         seed: int,
         task: Task,
+        coordinated: bool = False,
+        group_size: int | None = None,
     ) -> list[list[GeneratedSample]]:
+        """n samples per prompt; with `coordinated`, n/K coordinated groups of K =
+        `group_size` each (prompt j's groups depend on `seed` and j only)."""
         from ..integrations.transformers import generate
 
         has_template = getattr(self.tokenizer, "chat_template", None) is not None
@@ -91,6 +95,8 @@ class TransformersBackend:
             batch_size=len(prompts),
             chat=use_chat,
             system=task.system if use_chat else None,
+            coordinated=coordinated,
+            group_size=group_size,
         )
         return [
             [
@@ -147,11 +153,13 @@ class VllmBackend:
         max_new_tokens: int,
         seed: int,
         task: Task,
+        coordinated: bool = False,
+        group_size: int | None = None,
     ) -> list[list[GeneratedSample]]:
-        from vllm import SamplingParams
-
+        """n samples per prompt, one request with `n` per prompt; with `coordinated`, n
+        requests per prompt from `coordinated_sampling_params` (n/K groups of K =
+        `group_size`, group-major; prompt j's groups are j·n/K, j·n/K + 1, ...)."""
         from ..integrations.transformers import format_prompt
-        from ..integrations.vllm import decoptim_extra_args
 
         tokenizer = self.llm.get_tokenizer()
         use_chat = task.chat and getattr(tokenizer, "chat_template", None) is not None
@@ -161,28 +169,101 @@ class VllmBackend:
             else (f"{p}\n{task.system}\n" if task.system else p)
             for p in prompts
         ]
-        extra_args = decoptim_extra_args(spec)
-        params = [
-            SamplingParams(
-                n=n,
-                temperature=temperature,
-                max_tokens=max_new_tokens,
-                seed=seed + index * n,  # vLLM seeds the n children seed, seed + 1, ...
-                logprobs=0,  # the sampled token's raw log-probability
-                extra_args=extra_args,
+        # logprobs=0: each sampled token's raw log-probability
+        fields: dict[str, object] = {"max_tokens": max_new_tokens, "logprobs": 0}
+        if coordinated:
+            requests = self._coordinated_requests(
+                texts, spec, temperature, n, group_size, seed, fields
             )
-            for index in range(len(texts))
+        else:
+            requests = self._iid_requests(texts, spec, temperature, n, seed, fields)
+        results = self.llm.generate(
+            [text for text, _ in requests], [params for _, params in requests], use_tqdm=False
+        )
+        completions = [c for result in results for c in result.outputs]
+        if len(completions) != len(texts) * n:
+            raise ValueError(
+                f"vLLM returned {len(completions)} completions for {len(texts)} prompts × n={n}"
+            )
+        samples = [
+            GeneratedSample(
+                c.text,
+                len(c.token_ids),
+                float(c.cumulative_logprob or 0.0),
+                float(c.cumulative_logprob or 0.0) / max(len(c.token_ids), 1),
+            )
+            for c in completions
         ]
-        results = self.llm.generate(texts, params, use_tqdm=False)
+        return [samples[j * n : (j + 1) * n] for j in range(len(texts))]
+
+    @staticmethod
+    def _iid_requests(
+        texts: list[str],
+        spec: DecoderSpec,
+        temperature: float,
+        n: int,
+        seed: int,
+        fields: dict[str, object],
+    ) -> list[tuple[str, object]]:
+        from vllm import SamplingParams
+
+        from ..integrations.vllm import decoptim_extra_args
+
+        extra_args = decoptim_extra_args(spec)
         return [
-            [
-                GeneratedSample(
-                    c.text,
-                    len(c.token_ids),
-                    float(c.cumulative_logprob or 0.0),
-                    float(c.cumulative_logprob or 0.0) / max(len(c.token_ids), 1),
-                )
-                for c in result.outputs
-            ]
-            for result in results
+            (
+                text,
+                SamplingParams(
+                    n=n,
+                    temperature=temperature,
+                    seed=seed + j * n,  # vLLM seeds the n children seed, seed + 1, ...
+                    extra_args=extra_args,
+                    **fields,
+                ),
+            )
+            for j, text in enumerate(texts)
         ]
+
+    @staticmethod
+    def _coordinated_requests(
+        texts: list[str],
+        spec: DecoderSpec,
+        temperature: float,
+        n: int,
+        group_size: int | None,
+        seed: int,
+        fields: dict[str, object],
+    ) -> list[tuple[str, object]]:
+        make_params = coordinated_params_function()
+        if group_size is None or n % group_size:
+            raise ValueError(f"n={n} is not a multiple of group_size={group_size!r}")
+        requests = []
+        for j, text in enumerate(texts):
+            params = make_params(
+                spec, temperature, n, group_size, seed, j * (n // group_size), **fields
+            )
+            if len(params) != n:
+                raise ValueError(
+                    f"coordinated_sampling_params gave {len(params)} SamplingParams for "
+                    f"n={n}; expected one per sample"
+                )
+            requests += [(text, p) for p in params]
+        return requests
+
+
+COORDINATED_PARAMS = "coordinated_sampling_params"
+
+
+def coordinated_params_function() -> Callable[..., list]:
+    """decoptim.integrations.vllm's `coordinated_sampling_params`, or a ValueError saying
+    that this installation cannot draw coordinated samples through vLLM."""
+    from ..integrations import vllm as integration
+
+    function = getattr(integration, COORDINATED_PARAMS, None)
+    if function is None:
+        raise ValueError(
+            "coordinated sampling through --backend vllm needs "
+            f"decoptim.integrations.vllm.{COORDINATED_PARAMS}, which this version of "
+            "decoptim does not have; run coordinated configs with --backend transformers"
+        )
+    return function

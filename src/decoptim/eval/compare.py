@@ -1,12 +1,17 @@
-"""Best-of-K against its controls, paired by problem: is the gain coverage or sharpening?
+"""Paired comparisons by problem: Best-of-K against its controls, coordinated against i.i.d.
 
-For every Best-of-K config of a run, at the same temperature, its controls are
+For every Best-of-K config of a run, at the same temperature and the same sampling (i.i.d.,
+or coordinated with the same group size), its controls are
 - β = 0: `bok-beta0` with the same parameters but β (same λ, solver and weights);
 - τ_eff: `bok-tau` with the same λ, i.e. softmax at τ/(1 + 1/λ), BoK's sharpening alone;
 - softmax at τ, the paper's baseline.
-Each difference BoK − control is taken per problem (the same problems and prompts), then
-averaged, with a 95% bootstrap interval over problems. An interval that excludes 0 is a
-difference this run resolves; one that straddles 0 is not.
+Every coordinated config is paired with the i.i.d. config of the same decoder spec and τ
+(matched on the manifest's structured fields, never on labels) for accuracy, maj@K, pass@K
+and distinct answers among K samples, K its group size: per group for the coordinated row,
+the i.i.d. estimators at k = K for the other.
+Each difference is taken per problem (the same problems and prompts), then averaged, with a
+95% bootstrap interval over problems (a problem carries all its groups). An interval that
+excludes 0 is a difference this run resolves; one that straddles 0 is not.
 """
 
 from __future__ import annotations
@@ -15,18 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..pipelines.metrics import Estimate, bootstrap
-from .report import summarise
+from .grid import COORDINATED, IID
+from .report import sampling_label, sampling_of, summarise
 
 CONTROLS = ("β=0", "τ_eff", "softmax")
+IID_CONTROL = "i.i.d."
+BOK_METRICS = ("accuracy", "maj", "pass")  # the kinds of metric compared against controls
 
 
 @dataclass(frozen=True)
 class Comparison:
-    bok: str  # the BoK row's decoder label
+    config: str  # the treated row's label: its decoder, and its sampling when coordinated
     temperature: float
-    control: str  # one of CONTROLS
+    control: str  # one of CONTROLS, or IID_CONTROL for a coordinated row
     metric: str
-    difference: Estimate  # BoK − control, per problem, averaged
+    difference: Estimate  # treated − control, per problem, averaged
 
 
 def _params(config: dict, drop: tuple[str, ...] = ()) -> tuple:
@@ -35,8 +43,11 @@ def _params(config: dict, drop: tuple[str, ...] = ()) -> tuple:
 
 
 def control_of(bok: dict, candidate: dict, control: str) -> bool:
-    """Whether manifest config `candidate` is `bok`'s `control` (same temperature)."""
+    """Whether manifest config `candidate` is `bok`'s `control` (same temperature and
+    sampling)."""
     if candidate["temperature"] != bok["temperature"]:
+        return False
+    if sampling_of(candidate) != sampling_of(bok):
         return False
     name = candidate["decoder"]["name"]
     if control == "β=0":
@@ -46,35 +57,85 @@ def control_of(bok: dict, candidate: dict, control: str) -> bool:
     return name == "softmax" and len(candidate["decoder"]) == 1
 
 
-def paired_differences(out: Path, metrics: tuple[str, ...] | None = None) -> list[Comparison]:
-    """Every (BoK config, control, metric) difference that the run in `out` holds."""
-    manifest, rows = summarise(out)
+def iid_twin_of(coordinated: dict, candidate: dict) -> bool:
+    """Whether manifest config `candidate` is the i.i.d. config with `coordinated`'s decoder
+    spec (name and parameters) and temperature."""
+    return (
+        sampling_of(candidate)[0] == IID
+        and candidate["decoder"] == coordinated["decoder"]
+        and candidate["temperature"] == coordinated["temperature"]
+    )
+
+
+def row_label(row: dict) -> str:
+    return row["decoder"] + (f" · {sampling_label(row)}" if row["sampling"] == COORDINATED else "")
+
+
+def _difference(mine: dict, theirs: dict, metric: str) -> Estimate | None:
+    """Mean over shared problems of mine − theirs on `metric`, with a bootstrap interval."""
+    if metric not in mine["per_problem"] or metric not in theirs["per_problem"]:
+        return None
+    a = dict(zip(mine["problem_ids"], mine["per_problem"][metric], strict=True))
+    b = dict(zip(theirs["problem_ids"], theirs["per_problem"][metric], strict=True))
+    shared = sorted(set(a) & set(b))
+    return bootstrap([a[p] - b[p] for p in shared]) if shared else None
+
+
+def _configs_with_rows(manifest: dict, rows: list[dict]) -> tuple[list[dict], dict[str, dict]]:
     by_id = {row["config"]: row for row in rows}
-    configs = [c for c in manifest["configs"] if c["id"] in by_id]
+    return [c for c in manifest["configs"] if c["id"] in by_id], by_id
+
+
+def bok_differences(
+    manifest: dict, rows: list[dict], metrics: tuple[str, ...] | None = None
+) -> list[Comparison]:
+    """Every (BoK config, control, metric) difference among a run's summarised rows."""
+    configs, by_id = _configs_with_rows(manifest, rows)
     results = []
     for bok in configs:
         if bok["decoder"]["name"] != "bok":
             continue
         mine = by_id[bok["id"]]
-        chosen = metrics or tuple(mine["per_problem"])
+        chosen = metrics or tuple(
+            m for m in mine["per_problem"] if m.partition("@")[0] in BOK_METRICS
+        )
         for control in CONTROLS:
             match = next((c for c in configs if control_of(bok, c, control)), None)
             if match is None:
                 continue
-            theirs = by_id[match["id"]]
-            shared = sorted(set(mine["problem_ids"]) & set(theirs["problem_ids"]))
             for metric in chosen:
-                if metric not in mine["per_problem"] or metric not in theirs["per_problem"]:
-                    continue
-                a = dict(zip(mine["problem_ids"], mine["per_problem"][metric], strict=True))
-                b = dict(zip(theirs["problem_ids"], theirs["per_problem"][metric], strict=True))
+                difference = _difference(mine, by_id[match["id"]], metric)
+                if difference is not None:
+                    results.append(
+                        Comparison(row_label(mine), bok["temperature"], control, metric, difference)
+                    )
+    return results
+
+
+def paired_differences(out: Path, metrics: tuple[str, ...] | None = None) -> list[Comparison]:
+    """Every (BoK config, control, metric) difference that the run in `out` holds."""
+    return bok_differences(*summarise(out), metrics)
+
+
+def coordination_differences(manifest: dict, rows: list[dict]) -> list[Comparison]:
+    """Coordinated minus i.i.d. (same decoder spec and τ) for accuracy, maj@K, pass@K and
+    distinct@K, K the coordinated config's group size."""
+    configs, by_id = _configs_with_rows(manifest, rows)
+    results = []
+    for coordinated in configs:
+        k = sampling_of(coordinated)[1]
+        if k is None:
+            continue
+        twin = next((c for c in configs if iid_twin_of(coordinated, c)), None)
+        if twin is None:
+            continue
+        mine, theirs = by_id[coordinated["id"]], by_id[twin["id"]]
+        for metric in ("accuracy", f"maj@{k}", f"pass@{k}", f"distinct@{k}"):
+            difference = _difference(mine, theirs, metric)
+            if difference is not None:
                 results.append(
                     Comparison(
-                        mine["decoder"],
-                        bok["temperature"],
-                        control,
-                        metric,
-                        bootstrap([a[p] - b[p] for p in shared]),
+                        row_label(mine), coordinated["temperature"], IID_CONTROL, metric, difference
                     )
                 )
     return results
@@ -84,34 +145,74 @@ def comparison_table(comparisons: list[Comparison], metric: str) -> str:
     """One markdown row per BoK config and temperature; one column per control."""
     cells: dict[tuple[str, float], dict[str, Estimate]] = {}
     for c in comparisons:
-        if c.metric == metric:
-            cells.setdefault((c.bok, c.temperature), {})[c.control] = c.difference
+        if c.metric == metric and c.control in CONTROLS:
+            cells.setdefault((c.config, c.temperature), {})[c.control] = c.difference
     lines = [
         f"| BoK config | τ | {metric}: − β=0 | − τ_eff | − softmax |",
         "|---|---|---|---|---|",
     ]
     for (bok, tau), row in cells.items():
-        shown = [_signed(row[c]) if c in row else "—" for c in CONTROLS]
+        shown = [_signed(row[c], metric) if c in row else "—" for c in CONTROLS]
         lines.append(f"| {bok} | {tau:g} | " + " | ".join(shown) + " |")
     return "\n".join(lines)
 
 
-def _signed(estimate: Estimate) -> str:
-    text = f"{100 * estimate.mean:+.1f} [{100 * estimate.low:+.1f}, {100 * estimate.high:+.1f}]"
+def coordination_table(comparisons: list[Comparison]) -> str:
+    """One markdown row per coordinated config: coordinated − i.i.d. on each metric."""
+    cells: dict[tuple[str, float], dict[str, Estimate]] = {}
+    for c in comparisons:
+        if c.control == IID_CONTROL:
+            cells.setdefault((c.config, c.temperature), {})[c.metric.partition("@")[0]] = (
+                c.difference
+            )
+    kinds = ("accuracy", "maj", "pass", "distinct")
+    lines = [
+        "| coordinated config | τ | accuracy | maj@K | pass@K | distinct@K (answers) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (config, tau), row in cells.items():
+        shown = [_signed(row[kind], kind) if kind in row else "—" for kind in kinds]
+        lines.append(f"| {config} | {tau:g} | " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
+def _signed(estimate: Estimate, metric: str) -> str:
+    """A difference with its interval: in points for rates, in answers for distinct@K;
+    bold when the interval excludes 0."""
+    scale, digits = (1, 2) if metric.startswith("distinct") else (100, 1)
+    mean, low, high = (scale * v for v in (estimate.mean, estimate.low, estimate.high))
+    text = f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
     resolved = estimate.low > 0 or estimate.high < 0
     return f"**{text}**" if resolved else text
 
 
 def write_comparison(out: Path, make_plot: bool = True) -> str:
-    """compare.md (and compare.png) in `out`: BoK minus each control, per metric."""
+    """compare.md (and compare.png) in `out`: BoK minus each control, per metric, and
+    coordinated minus i.i.d."""
     manifest, rows = summarise(out)
-    comparisons = paired_differences(out)
-    metrics = sorted({c.metric for c in comparisons}, key=_metric_order)
-    text = "\n\n".join(f"### {m}\n\n" + comparison_table(comparisons, m) for m in metrics)
+    sections = []
+    bok = bok_differences(manifest, rows)
+    for metric in sorted({c.metric for c in bok}, key=_metric_order):
+        sections.append(
+            f"### BoK against its controls: {metric}\n\n" + comparison_table(bok, metric)
+        )
+    coordination = coordination_differences(manifest, rows)
+    if coordination:
+        sections.append(
+            "### Coordinated minus i.i.d. (same decoder and τ, K = the group size)\n\n"
+            "Coordinated: per group of K; i.i.d.: the unbiased pass@K, maj@K over size-K "
+            "subsets and the expected distinct answers among K of the n samples.\n\n"
+            + coordination_table(coordination)
+        )
+    text = (
+        "\n\n".join(sections)
+        or "No pairs: the run holds no BoK config with a control and no coordinated config "
+        "with its i.i.d. twin."
+    )
     head = (
-        f"# Best-of-K against its controls: {manifest['task']} with {manifest.get('model')}\n\n"
-        "BoK minus control, per problem, in points (%), with 95% bootstrap intervals over "
-        "problems; bold where the interval excludes 0.\n\n"
+        f"# Paired comparisons: {manifest['task']} with {manifest.get('model')}\n\n"
+        "Differences per problem, averaged, in points (%) (distinct@K: in answers), with 95% "
+        "bootstrap intervals over problems; bold where the interval excludes 0.\n\n"
     )
     (out / "compare.md").write_text(head + text + "\n")
     if make_plot and rows:
@@ -121,16 +222,20 @@ def write_comparison(out: Path, make_plot: bool = True) -> str:
 
 def _metric_order(metric: str) -> tuple[int, int]:
     kind, _, k = metric.partition("@")
-    return ({"accuracy": 0, "maj": 1, "pass": 2}[kind], int(k or 0))
+    return ({"accuracy": 0, "maj": 1, "pass": 2, "distinct": 3}[kind], int(k or 0))
 
 
-def plot_controls(rows: list[dict], path: Path, title: str) -> Path:
-    """Accuracy, maj@n and pass@n vs τ for softmax, each BoK family and its τ_eff control."""
+def plot_controls(rows: list[dict], path: Path, title: str) -> Path | None:
+    """Accuracy, maj@n and pass@n vs τ for softmax, each BoK family and its τ_eff control
+    (i.i.d. rows; the report's plots show coordinated against i.i.d.)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r["sampling"] == IID]
+    if not rows:
+        return None
     n = max(r["n"] for r in rows)
     families: dict[str, list[dict]] = {}
     for row in rows:

@@ -5,12 +5,18 @@ A spec is `name[:key=value,...]` (see `decoptim.core.specs`, for example `topk:k
 
 A TOML grid holds `temperatures = [...]` and either `decoders = ["spec", ...]` or
 `[[decoder]]` tables with a `name` key and the parameters.
+
+Sampling is one more axis: each decoder × τ is drawn i.i.d. (`"iid"`, the default), as
+coordinated groups of K (`"coordinated"`, `decoptim.core.coordinated`), or both. In TOML,
+`sampling = ["iid", "coordinated"]` at the top applies to every decoder and a `sampling`
+key in a `[[decoder]]` table to that decoder; `group_size = K` sets K (default: n, one
+group per problem). Greedy is deterministic and is only drawn i.i.d.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..core.specs import DecoderSpec, parse_spec
@@ -24,29 +30,137 @@ PAPER_BOK = [(0.01, 0.1), (0.02, 0.2), (0.05, 0.5)]
 PAPER_TEMPERATURES = [0.1, 0.25, 0.5, 0.7, 0.9]
 
 
+IID, COORDINATED = "iid", "coordinated"
+SAMPLINGS = (IID, COORDINATED)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One cell of a grid: a decoder at a temperature, drawn i.i.d. or coordinated."""
+
+    id: str
+    spec: DecoderSpec
+    temperature: float
+    group_size: int | None = None  # K of a coordinated config; None: i.i.d.
+
+    @property
+    def coordinated(self) -> bool:
+        return self.group_size is not None
+
+    def manifest_entry(self) -> dict:
+        return {
+            "id": self.id,
+            "decoder": self.spec.as_dict(),
+            "temperature": self.temperature,
+            "sampling": COORDINATED if self.coordinated else IID,
+            "group_size": self.group_size,
+            "repr": repr(self.spec.build(self.temperature)),
+        }
+
+
 @dataclass(frozen=True)
 class Grid:
     decoders: tuple[DecoderSpec, ...]
     temperatures: tuple[float, ...]
+    sampling: tuple[tuple[str, ...], ...] = ()  # per decoder; empty: every decoder i.i.d.
+    group_size: int | None = None  # K of the coordinated configs; None: n
 
-    def configs(self) -> list[tuple[str, DecoderSpec, float]]:
-        """(config id, spec, temperature) for every cell; greedy appears once."""
+    def __post_init__(self) -> None:
+        if not self.decoders:
+            raise ValueError("the grid has no decoders")
+        if not self.temperatures or any(t <= 0 for t in self.temperatures):
+            raise ValueError(f"temperatures must be positive, got {list(self.temperatures)}")
+        if self.sampling and len(self.sampling) != len(self.decoders):
+            raise ValueError(
+                f"sampling gives {len(self.sampling)} entries for {len(self.decoders)} decoders"
+            )
+        for chosen in self.sampling:
+            _check_sampling(chosen)
+        if self.group_size is not None:
+            _check_group_size(self.group_size)
+
+    def sampling_of(self, index: int) -> tuple[str, ...]:
+        return self.sampling[index] if self.sampling else (IID,)
+
+    def has_coordinated(self) -> bool:
+        return any(
+            COORDINATED in self.sampling_of(i) and spec.uses_temperature()
+            for i, spec in enumerate(self.decoders)
+        )
+
+    def with_coordinated(self, group_size: int | None = None) -> Grid:
+        """The grid with every decoder also drawn coordinated (its i.i.d. cells kept)."""
+        both = tuple(
+            tuple(dict.fromkeys((*self.sampling_of(i), COORDINATED)))
+            for i in range(len(self.decoders))
+        )
+        k = self.group_size if group_size is None else group_size
+        return replace(self, sampling=both, group_size=k)
+
+    def configs(self, n: int | None = None) -> list[Config]:
+        """Every cell, i.i.d. before coordinated for each decoder; greedy appears once.
+
+        Coordinated cells draw groups of K = `group_size` (default `n`, the samples per
+        problem), which must divide n; their ids end in `+coord(K=...)`.
+        """
         cells = []
-        for spec in self.decoders:
-            temps = self.temperatures if spec.uses_temperature() else (1.0,)
-            for tau in temps:
-                cells.append(
-                    (f"{spec.label}@{tau:g}" if spec.uses_temperature() else spec.label, spec, tau)
-                )
+        for index, spec in enumerate(self.decoders):
+            for sampling in self.sampling_of(index):
+                if not spec.uses_temperature():
+                    if sampling == IID:
+                        cells.append(Config(spec.label, spec, 1.0))
+                    continue
+                k = self._group_size(n) if sampling == COORDINATED else None
+                suffix = f"+coord(K={k})" if k is not None else ""
+                for tau in self.temperatures:
+                    cells.append(Config(f"{spec.label}@{tau:g}{suffix}", spec, tau, k))
         return cells
 
+    def _group_size(self, n: int | None) -> int:
+        k = self.group_size if self.group_size is not None else n
+        if k is None:
+            raise ValueError("coordinated configs need a group size: give group_size or n")
+        if n is not None and (k > n or n % k):
+            raise ValueError(
+                f"n={n} samples per problem must be a multiple of group_size={k} "
+                "(n/K groups of K per problem)"
+            )
+        return k
 
-def make_grid(decoders: list[str], temperatures: list[float]) -> Grid:
-    if not decoders:
-        raise ValueError("the grid has no decoders")
-    if not temperatures or any(t <= 0 for t in temperatures):
-        raise ValueError(f"temperatures must be positive, got {temperatures}")
-    return Grid(tuple(parse_spec(s) for s in decoders), tuple(float(t) for t in temperatures))
+
+def _check_sampling(chosen: tuple[str, ...]) -> None:
+    unknown = [s for s in chosen if s not in SAMPLINGS]
+    if not chosen or unknown or len(set(chosen)) != len(chosen):
+        raise ValueError(
+            f"sampling must be one or more of {', '.join(SAMPLINGS)} without repeats, "
+            f"got sampling={list(chosen)!r}"
+        )
+
+
+def _check_group_size(group_size: object) -> None:
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_size must be an int >= 1, got group_size={group_size!r}")
+
+
+def make_grid(
+    decoders: list[str],
+    temperatures: list[float],
+    sampling: tuple[str, ...] | list[tuple[str, ...]] = (IID,),
+    group_size: int | None = None,
+) -> Grid:
+    """A grid of decoder specs × temperatures; `sampling` applies to every decoder, or is a
+    list with one tuple per decoder."""
+    per_decoder = (
+        [tuple(s) for s in sampling]
+        if isinstance(sampling, list)
+        else [tuple(sampling)] * len(decoders)
+    )
+    return Grid(
+        tuple(parse_spec(s) for s in decoders),
+        tuple(float(t) for t in temperatures),
+        tuple(per_decoder),
+        group_size,
+    )
 
 
 def load_grid_file(path: str | Path) -> Grid:
@@ -55,14 +169,30 @@ def load_grid_file(path: str | Path) -> Grid:
             config = tomllib.load(handle)
         except tomllib.TOMLDecodeError as error:
             raise ValueError(f"{path}: {error}") from None
+    default = _sampling_value(path, config.get("sampling", [IID]))
     specs = list(config.get("decoders", []))
+    sampling = [default] * len(specs)
     for table in config.get("decoder", []):
         table = dict(table)
         name = table.pop("name", None)
         if name is None:
             raise ValueError(f"{path}: a [[decoder]] table has no name")
+        sampling.append(_sampling_value(path, table.pop("sampling", default)))
         specs.append(name + (":" + ",".join(f"{k}={v}" for k, v in table.items()) if table else ""))
-    return make_grid(specs, list(config.get("temperatures", [1.0])))
+    return make_grid(
+        specs, list(config.get("temperatures", [1.0])), sampling, config.get("group_size")
+    )
+
+
+def _sampling_value(path: str | Path, value: object) -> tuple[str, ...]:
+    chosen = (value,) if isinstance(value, str) else value
+    if not isinstance(chosen, (list, tuple)):
+        raise ValueError(f"{path}: sampling must be a string or a list, got sampling={value!r}")
+    try:
+        _check_sampling(tuple(chosen))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return tuple(chosen)
 
 
 def paper_table1(k: int = 8) -> Grid:
@@ -95,18 +225,18 @@ def bok_study(k: int = 8) -> Grid:
 
 
 def demo_grid() -> Grid:
-    """A handful of decoders at a low and a high temperature (what `decoptim demo` runs)."""
-    return make_grid(
-        [
-            "softmax",
-            "topp:p=0.9",
-            "minp:p=0.1",
-            "bok:k=8,beta=0.05,lam=0.5",
-            "bok-beta0:k=8,beta=0.05,lam=0.5",
-            "bok-tau:k=8,beta=0.05,lam=0.5",
-        ],
-        [0.7, 1.5],
-    )
+    """A handful of decoders at a low and a high temperature (what `decoptim demo` runs);
+    softmax is also drawn coordinated (one group of n per problem)."""
+    decoders = [
+        "softmax",
+        "topp:p=0.9",
+        "minp:p=0.1",
+        "bok:k=8,beta=0.05,lam=0.5",
+        "bok-beta0:k=8,beta=0.05,lam=0.5",
+        "bok-tau:k=8,beta=0.05,lam=0.5",
+    ]
+    sampling = [(IID, COORDINATED)] + [(IID,)] * (len(decoders) - 1)
+    return make_grid(decoders, [0.7, 1.5], sampling)
 
 
 PRESETS = {"paper-table1": paper_table1, "bok-study": bok_study, "demo": demo_grid}

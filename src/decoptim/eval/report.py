@@ -1,10 +1,18 @@
 """Summarise a run directory: a table per decoder × temperature and PNG plots.
 
 Per config: accuracy of one sample (the mean over problems of the fraction of correct
-samples), maj@k and pass@k for k in {1, 4, 16} (those ≤ n) and k = n, with 95% bootstrap intervals
-over problems, the mean number of distinct final answers among the n samples, mean
-generated tokens and seconds per sample. Answers are clustered by mathematical
-equivalence for the vote; code tasks report no maj@k.
+samples), maj@k and pass@k for k in {1, 4, 16} (those ≤ n), k = n and every coordinated
+group size K of the run, with 95% bootstrap intervals over problems, the mean number of
+distinct final answers among the n samples, mean generated tokens and seconds per sample.
+Answers are clustered by mathematical equivalence for the vote; code tasks report no maj@k.
+
+Coordinated configs are scored by group (`decoptim.pipelines.metrics`): pass@K, maj@K and
+distinct answers per group of K, averaged over a problem's groups; of the i.i.d. estimators
+only the k = 1 ones (accuracy, pass@1, maj@1) are kept, as they need only each sample's
+marginal. Every config also gets, at each K: pass@K next to its ceiling min(1, K·a) (any
+sampler that keeps the marginals), maj@K next to the vote's limit (the most frequent of
+the n answers right, an estimate from n samples), and distinct answers among K samples
+(the expected number among K of the n for i.i.d. configs).
 """
 
 from __future__ import annotations
@@ -12,18 +20,82 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from ..pipelines.answers import is_equivalent
-from ..pipelines.metrics import bootstrap, maj_at_k, pass_at_k
+from ..pipelines.metrics import (
+    bootstrap,
+    expected_distinct,
+    group_distinct,
+    group_maj,
+    group_pass,
+    maj_at_k,
+    pass_at_k,
+    pass_ceiling,
+    vote_limit,
+)
 from ..pipelines.selection import cluster_answers
+from .grid import COORDINATED, IID
 from .runner import MANIFEST, SAMPLES, read_records
 
 KS = (1, 4, 16)
+MAJ_SUBSETS = 2000  # size-k subsets per problem for the i.i.d. maj@k when there are more
 
 
 def _exact(a: str, b: str) -> bool:
     return a == b
+
+
+def sampling_of(config: dict) -> tuple[str, int | None]:
+    """(sampling, group size) of a manifest config; runs before coordination are i.i.d."""
+    sampling = config.get("sampling", IID)
+    return sampling, (config.get("group_size") if sampling == COORDINATED else None)
+
+
+def group_sizes(manifest: dict) -> list[int]:
+    """The coordinated group sizes K of a run, smallest first."""
+    return sorted({k for c in manifest["configs"] if (k := sampling_of(c)[1]) is not None})
+
+
+def problem_metrics(
+    samples: list[dict],
+    ks: list[int],
+    ceilings: list[int],
+    group_size: int | None,
+    equivalent: Callable[[str, str], bool] | None,
+) -> dict[str, float]:
+    """One problem's metrics: accuracy, pass@k (and maj@k, distinct answers, the vote's
+    limit when `equivalent` is given) for k in `ks`, the pass@K ceiling and distinct@K for
+    K in `ceilings`. With `group_size` (coordinated samples), k = K is scored per group."""
+    n = len(samples)
+    correct = [bool(s["correct"]) for s in samples]
+    accuracy = sum(correct) / n
+    values = {"accuracy": accuracy}
+    clusters: list[int] = []
+    right: dict[int, bool] = {}
+    if equivalent is not None:
+        clusters = cluster_answers([s["answer"] for s in samples], equivalent)
+        right = {c: correct[clusters.index(c)] for c in set(clusters) if c >= 0}
+        values["maj-limit"] = vote_limit(clusters, right)
+        values["distinct"] = len(right)
+    for k in ks:
+        grouped = k == group_size
+        values[f"pass@{k}"] = group_pass(correct, k) if grouped else pass_at_k(n, sum(correct), k)
+        if equivalent is not None:
+            values[f"maj@{k}"] = (
+                group_maj(clusters, right, k)
+                if grouped
+                else maj_at_k(clusters, right, k, max_subsets=MAJ_SUBSETS)
+            )
+    for k in ceilings:
+        values[f"pass-ceiling@{k}"] = pass_ceiling(accuracy, k)
+        if equivalent is not None:
+            grouped = k == group_size
+            values[f"distinct@{k}"] = (
+                group_distinct(clusters, k) if grouped else expected_distinct(clusters, k)
+            )
+    return values
 
 
 def summarise(out: Path) -> tuple[dict, list[dict]]:
@@ -35,60 +107,65 @@ def summarise(out: Path) -> tuple[dict, list[dict]]:
     by_config: dict[str, list[dict]] = defaultdict(list)
     for record in records:
         by_config[record["config"]].append(record)
-    equivalent = _exact if manifest["task"] == "arith" else is_equivalent
-    vote = manifest["task"] != "humaneval"
+    equivalent = {"arith": _exact, "humaneval": None}.get(manifest["task"], is_equivalent)
+    sizes = group_sizes(manifest)
     rows = []
     for config in manifest["configs"]:
         group = by_config.get(config["id"], [])
         if not group:
             continue
         n = min(len(r["samples"]) for r in group)
-        ks = sorted({k for k in KS if k <= n} | {n})
+        sampling, k = sampling_of(config)
+        if k is not None:
+            ks, ceilings = sorted({1, k}), [k]
+        else:
+            ceilings = [size for size in sizes if size <= n] or [n]
+            ks = sorted({size for size in KS if size <= n} | {n} | set(ceilings))
+        per_problem: dict[str, list[float]] = defaultdict(list)
+        for record in group:
+            values = problem_metrics(record["samples"][:n], ks, ceilings, k, equivalent)
+            for key, value in values.items():
+                per_problem[key].append(value)
         row = {
             "config": config["id"],
             "decoder": group[0]["decoder"],
+            "sampling": sampling,
+            "group_size": k,
             "temperature": config["temperature"],
             "problems": len(group),
             "n": n,
+            "ks": ceilings,
         }
-        accuracy, passes, majs, distinct = [], defaultdict(list), defaultdict(list), []
-        row["problem_ids"] = [record["problem"] for record in group]
-        for record in group:
-            samples = record["samples"][:n]
-            correct = [s["correct"] for s in samples]
-            accuracy.append(sum(correct) / n)
-            for k in ks:
-                passes[k].append(pass_at_k(n, sum(correct), k))
-            if vote:
-                clusters = cluster_answers([s["answer"] for s in samples], equivalent)
-                right = {c: correct[clusters.index(c)] for c in set(clusters) if c >= 0}
-                distinct.append(len(right))
-                for k in ks:
-                    majs[k].append(maj_at_k(clusters, right, k, max_subsets=2000))
-        row["accuracy"] = bootstrap(accuracy)
-        row["per_problem"] = {"accuracy": accuracy}
-        for k in ks:
-            row[f"pass@{k}"] = bootstrap(passes[k])
-            row[f"maj@{k}"] = bootstrap(majs[k]) if vote else None
-            row["per_problem"][f"pass@{k}"] = passes[k]
-            if vote:
-                row["per_problem"][f"maj@{k}"] = majs[k]
-        row["distinct"] = sum(distinct) / len(distinct) if distinct else math.nan
+        for key, values in per_problem.items():  # distinct answers: counts, not rates
+            row[key] = (
+                sum(values) / len(values) if key.startswith("distinct") else bootstrap(values)
+            )
+        if "distinct" not in row:
+            row["distinct"] = math.nan
         row["tokens"] = sum(s["tokens"] for r in group for s in r["samples"]) / (len(group) * n)
         row["seconds_per_sample"] = sum(r["seconds_per_sample"] for r in group) / len(group)
+        row["problem_ids"] = [record["problem"] for record in group]
+        row["per_problem"] = dict(per_problem)
         rows.append(row)
     return manifest, rows
 
 
+def sampling_label(row: dict) -> str:
+    return f"coord. K={row['group_size']}" if row["sampling"] == COORDINATED else "i.i.d."
+
+
 def table(rows: list[dict]) -> str:
-    ks = sorted({int(key.split("@")[1]) for row in rows for key in row if key.startswith("pass@")})
-    header = ["decoder", "τ", "problems", "accuracy"]
+    """One line per config: the i.i.d. estimators at every k, or a coordinated config's
+    per-group values at k = K (— where an estimator does not apply)."""
+    ks = metric_ks(rows, "pass")
+    header = ["decoder", "sampling", "τ", "problems", "accuracy"]
     header += [f"maj@{k}" for k in ks] + [f"pass@{k}" for k in ks]
     header += ["distinct", "tokens", "s/sample"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [
             row["decoder"],
+            sampling_label(row),
             f"{row['temperature']:g}",
             str(row["problems"]),
             str(row["accuracy"]),
@@ -104,64 +181,127 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def k_table(rows: list[dict]) -> str:
+    """Every config at each K: pass@K beside its ceiling, maj@K beside the vote's limit."""
+    header = ["decoder", "sampling", "τ", "K", "accuracy", "maj@K", "vote limit", "pass@K"]
+    header += ["ceiling min(1, K·a)", "distinct@K"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        for k in row["ks"]:
+            distinct = row.get(f"distinct@{k}")
+            cells = [
+                row["decoder"],
+                sampling_label(row),
+                f"{row['temperature']:g}",
+                str(k),
+                str(row["accuracy"]),
+                str(row.get(f"maj@{k}") or "—"),
+                str(row.get("maj-limit") or "—"),
+                str(row[f"pass@{k}"]),
+                str(row[f"pass-ceiling@{k}"]),
+                "—" if distinct is None else f"{distinct:.2f}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def metric_ks(rows: list[dict], metric: str) -> list[int]:
+    """The k of every `metric@k` ("maj" or "pass") that some row holds."""
+    prefix = metric + "@"
+    return sorted(
+        {int(key[len(prefix) :]) for row in rows for key in row if key.startswith(prefix)}
+    )
+
+
+def plot_k(rows: list[dict]) -> int:
+    """The K of the plots: the run's smallest group size, or n without coordinated rows."""
+    sizes = [r["group_size"] for r in rows if r["group_size"] is not None]
+    return min(sizes) if sizes else max(r["n"] for r in rows)
+
+
 def plots(rows: list[dict], out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    families: dict[str, list[dict]] = defaultdict(list)
+    k = plot_k(rows)
+    mixed = any(r["sampling"] == COORDINATED for r in rows)
+    colours = {
+        name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(r["decoder"] for r in rows))
+    }
+    families: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
-        families[row["decoder"]].append(row)
+        families[(row["decoder"], sampling_label(row))].append(row)
     written = []
-    ks = sorted({int(key.split("@")[1]) for row in rows for key in row if key.startswith("maj@")})
-    k_max = max(ks) if ks else 1
-    metrics = [("accuracy", "accuracy of one sample"), (f"maj@{k_max}", f"maj@{k_max}")]
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for axis, (key, title) in zip(axes, metrics, strict=True):
-        for name, group in families.items():
+    panels = [
+        ("accuracy", None, "accuracy of one sample"),
+        (f"maj@{k}", "maj-limit", f"maj@{k} (dotted: the vote's limit)"),
+        (f"pass@{k}", f"pass-ceiling@{k}", f"pass@{k} (dotted: ceiling min(1, {k}·a))"),
+    ]
+    figure, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    for axis, (key, bound, title) in zip(axes, panels, strict=True):
+        for (name, sampling), group in families.items():
             group = sorted(group, key=lambda r: r["temperature"])
             values = [r.get(key) for r in group]
             if any(v is None for v in values):
                 continue
             temps = [r["temperature"] for r in group]
-            means = [100 * v.mean for v in values]
+            label = f"{name} · {sampling}" if mixed else name
+            colour = colours[name]
             if len(group) == 1 and name == "greedy":
-                axis.axhline(means[0], linestyle="--", color="gray", label=name)
+                axis.axhline(100 * values[0].mean, linestyle="--", color="gray", label=name)
                 continue
+            coordinated = group[0]["sampling"] == COORDINATED
             axis.errorbar(
                 temps,
-                means,
+                [100 * v.mean for v in values],
                 yerr=[
                     [100 * (v.mean - v.low) for v in values],
                     [100 * (v.high - v.mean) for v in values],
                 ],
-                marker="o",
+                marker="o" if coordinated or not mixed else "s",
+                linestyle="--" if mixed and not coordinated else "-",
+                color=colour,
                 capsize=3,
-                label=name,
+                label=label,
             )
+            ceiling = [r.get(bound) for r in group] if bound else [None]
+            if all(c is not None for c in ceiling) and (coordinated or not mixed):
+                axis.plot(temps, [100 * c.mean for c in ceiling], ":", color=colour, alpha=0.8)
         axis.set_xlabel("temperature τ")
-        axis.set_ylabel(f"{title} (%)")
-        axis.set_title(f"{title} vs temperature")
+        axis.set_ylabel(f"{key} (%)")
+        axis.set_title(title, fontsize=10)
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
+    if mixed:
+        figure.suptitle("solid: coordinated groups of K; dashed: i.i.d.", fontsize=10)
     figure.tight_layout()
     path = out / "accuracy_vs_temperature.png"
     figure.savefig(path, dpi=120)
     plt.close(figure)
     written.append(path)
-    if ks:
+    if metric_ks(rows, "maj"):
         figure, axis = plt.subplots(figsize=(6.5, 4.5))
         for row in rows:
-            values = [row.get(f"maj@{k}") for k in ks]
-            if any(v is None for v in values):
+            ks = metric_ks([row], "maj")
+            if not ks:
                 continue
-            axis.plot(ks, [100 * v.mean for v in values], marker="o", label=row["config"])
+            coordinated = row["sampling"] == COORDINATED
+            axis.plot(
+                ks,
+                [100 * row[f"maj@{j}"].mean for j in ks],
+                "-" if coordinated or not mixed else "--",
+                marker="o",
+                color=colours[row["decoder"]],
+                label=f"{row['config']}",
+            )
+        ticks = metric_ks(rows, "maj")
         axis.set_xscale("log", base=2)
-        axis.set_xticks(ks, [str(k) for k in ks])
+        axis.set_xticks(ticks, [str(j) for j in ticks])
         axis.set_xlabel("k (samples voted)")
         axis.set_ylabel("maj@k (%)")
-        axis.set_title("majority vote accuracy vs k")
+        axis.set_title("majority vote accuracy vs k" + (" (solid: coordinated)" if mixed else ""))
         axis.grid(alpha=0.3)
         axis.legend(fontsize=6, loc="best")
         figure.tight_layout()
@@ -184,9 +324,22 @@ def write_report(out: Path, make_plots: bool = True) -> str:
         f"# decoptim report: {manifest['task']} with {model}\n\n"
         f"n = {manifest['n']} samples per problem, max {manifest['max_new_tokens']} new tokens, "
         f"seed {manifest['seed']}; accuracy, maj@k and pass@k in % with 95% bootstrap "
-        f"intervals over problems.\n\n"
+        f"intervals over problems. i.i.d. rows: pass@k by the unbiased estimator, maj@k over "
+        f"size-k subsets of the n samples. Coordinated rows (coord. K): pass@K and maj@K per "
+        f"group of K, averaged over a problem's n/K groups; the i.i.d. estimators do not "
+        f"apply to them beyond k = 1.\n\n"
     )
-    (out / "report.md").write_text(head + text + "\n")
+    k_head = (
+        "\n\n## At K samples: pass@K against its ceiling, maj@K against the vote's limit\n\n"
+        "ceiling: the mean over problems of min(1, K·a_p), a_p the problem's accuracy; no "
+        "sampler that keeps each sample's distribution passes more. vote limit: the mean over "
+        "problems of whether the most frequent of the n answers is right (ties: the fraction "
+        "of tied answers that are right), an estimate from n samples of maj@K as K grows. "
+        "distinct@K: distinct answers per group (coordinated) or expected among K of the n "
+        "(i.i.d.).\n\n"
+    )
+    body = text + (k_head + k_table(rows) if rows else "")
+    (out / "report.md").write_text(head + body + "\n")
     (out / "report.json").write_text(
         json.dumps(
             [
@@ -198,4 +351,4 @@ def write_report(out: Path, make_plots: bool = True) -> str:
     )
     if make_plots and rows:
         plots(rows, out)
-    return text
+    return body

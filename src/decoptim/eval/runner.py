@@ -12,6 +12,12 @@ problem) pairs already on disk, regenerates any chunk that is incomplete with th
 and writes only its missing lines, so an interrupted run (Ctrl-C, kill -9, a crash) ends
 with exactly the samples of an uninterrupted one: none lost, none duplicated. A torn last
 line (a kill during a write) is cut off before appending.
+
+Coordinated configs (`+coord(K=...)` ids, `"sampling": "coordinated"` and `"group_size"`
+in the manifest) hand `coordinated=True, group_size=K` to the generate function, whose
+groups depend only on the chunk seed and a prompt's place in the chunk, so an incomplete
+chunk regenerates to the same samples. A record's n samples are then group-major: sample
+g·K + i is sample i of group g.
 """
 
 from __future__ import annotations
@@ -28,8 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..core.specs import DecoderSpec
-from .grid import Grid
+from .grid import Config, Grid
 from .tasks import Problem, Task
 
 SAMPLES = "samples.jsonl"
@@ -57,10 +62,9 @@ class GeneratedSample:
     logprob_mean: float
 
 
-# (prompts, decoder spec, temperature, n, max_new_tokens, seed, task) -> per prompt, n samples
-GenerateFn = Callable[
-    [Sequence[str], DecoderSpec, float, int, int, int, Task], list[list[GeneratedSample]]
-]
+# (prompts, decoder spec, temperature, n, max_new_tokens, seed, task) -> per prompt, n samples;
+# coordinated configs add the keywords coordinated=True, group_size=K (n/K groups per prompt).
+GenerateFn = Callable[..., list[list[GeneratedSample]]]
 
 
 def chunk_seed(seed: int, config: str, chunk: int) -> int:
@@ -166,7 +170,7 @@ def run_grid(
     if not problems:
         raise ValueError("the task loaded no problems")
     out.mkdir(parents=True, exist_ok=True)
-    configs = grid.configs()
+    configs = grid.configs(n)
     manifest = {
         **manifest,
         "task": task.name,
@@ -175,15 +179,7 @@ def run_grid(
         "seed": seed,
         "batch_size": batch_size,
         "prompt_template": task.template(),
-        "configs": [
-            {
-                "id": cid,
-                "decoder": spec.as_dict(),
-                "temperature": tau,
-                "repr": repr(spec.build(tau)),
-            }
-            for cid, spec, tau in configs
-        ],
+        "configs": [config.manifest_entry() for config in configs],
         "versions": versions(),
         "git_revision": git_revision(),
         "command": " ".join(sys.argv),
@@ -194,35 +190,44 @@ def run_grid(
     samples_path = out / SAMPLES
     done = {(r["config"], r["problem"]) for r in read_records(samples_path, repair=True)}
     total = len(configs) * len(problems)
-    initial = len(done & {(c, p.id) for c, _, _ in configs for p in problems})
+    initial = len(done & {(c.id, p.id) for c in configs for p in problems})
     bar = progress_bar(total, "eval", "problem", progress, initial)
     chunks = [problems[i : i + batch_size] for i in range(0, len(problems), batch_size)]
     try:
-        for cid, spec, tau in configs:
+        for config in configs:
+            options = (
+                {"coordinated": True, "group_size": config.group_size} if config.coordinated else {}
+            )
             for index, chunk in enumerate(chunks):
-                missing = [p for p in chunk if (cid, p.id) not in done]
+                missing = [p for p in chunk if (config.id, p.id) not in done]
                 if not missing:
                     continue
                 if bar is not None:
-                    bar.set_description(cid[:48])
+                    bar.set_description(_shortened(config.id, 48))
                 start = time.perf_counter()
                 outputs = generate(
                     [p.prompt for p in chunk],
-                    spec,
-                    tau,
+                    config.spec,
+                    config.temperature,
                     n,
                     max_new_tokens,
-                    chunk_seed(seed, cid, index),
+                    chunk_seed(seed, config.id, index),
                     task,
+                    **options,
                 )
                 per_sample = (time.perf_counter() - start) / (len(chunk) * n)
                 lines = []
                 for problem, samples in zip(chunk, outputs, strict=True):
-                    if (cid, problem.id) in done:
+                    if (config.id, problem.id) in done:
                         continue
-                    record = _record(cid, spec, tau, problem, samples, task, per_sample)
+                    if len(samples) != n:
+                        raise ValueError(
+                            f"the backend returned {len(samples)} samples for problem "
+                            f"{problem.id} of {config.id}, expected n={n}"
+                        )
+                    record = _record(config, problem, samples, task, per_sample)
                     lines.append(json.dumps(record) + "\n")
-                    done.add((cid, problem.id))
+                    done.add((config.id, problem.id))
                 with open(samples_path, "a", encoding="utf-8") as handle:
                     handle.write("".join(lines))
                     handle.flush()
@@ -235,12 +240,26 @@ def run_grid(
     return samples_path
 
 
-def _record(cid, spec, tau, problem, samples, task, per_sample) -> dict:
+def _shortened(text: str, width: int) -> str:
+    """`text`, or its start and end around an ellipsis when longer than `width`."""
+    if len(text) <= width:
+        return text
+    half = (width - 1) // 2
+    return text[:half] + "…" + text[len(text) - (width - 1 - half) :]
+
+
+def _record(
+    config: Config,
+    problem: Problem,
+    samples: Sequence[GeneratedSample],
+    task: Task,
+    per_sample: float,
+) -> dict:
     graded = [task.grade(problem, s.text) for s in samples]
     return {
-        "config": cid,
-        "decoder": spec.label,
-        "temperature": tau,
+        "config": config.id,
+        "decoder": config.spec.label,
+        "temperature": config.temperature,
         "problem": problem.id,
         "gold": problem.gold,
         "seconds_per_sample": per_sample,
