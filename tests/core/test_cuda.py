@@ -310,7 +310,10 @@ def test_cuda_coordinated_draw_equals_the_cpu_path_and_stays_exact():
     expected, expected_codes = d.coordinated_sample(q, codes)
     tokens, new = d.coordinated_sample(q.cuda(), codes.to("cuda"))
     assert torch.equal(tokens.cpu(), expected)
-    torch.testing.assert_close(new.value.cpu(), expected_codes.value, atol=1e-11, rtol=0)
+    # The paths sum in different orders: bucket edges differ by up to V·2⁻⁵² of the mass,
+    # so a code by up to that over the chosen token's share q_t.
+    chosen = (q.double() / q.double().sum(-1, keepdim=True)).gather(1, expected[:, None])[:, 0]
+    assert ((new.value.cpu() - expected_codes.value).abs() <= 151936 * 2.0**-52 / chosen).all()
     rows = 8192
     codes = d.group_codes(rows // 8, 8, seed=3, device="cuda")
     flat = torch.full((rows, 64), 1 / 64, device="cuda")
@@ -319,7 +322,8 @@ def test_cuda_coordinated_draw_equals_the_cpu_path_and_stays_exact():
     probe = torch.softmax(torch.randn(64, generator=torch.Generator().manual_seed(0)), -1)
     tokens, _ = d.coordinated_sample(probe.cuda().expand(rows, -1).contiguous(), codes)
     counts = torch.bincount(tokens.cpu(), minlength=64).double()
-    assert scipy_stats.chisquare(counts.numpy(), (probe.double() * rows).numpy()).pvalue > 1e-3
+    expected = probe.double() / probe.double().sum() * rows
+    assert scipy_stats.chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-3
     tail = torch.full((1, 151936), -24.0)
     tail[0, :8] = torch.linspace(0, 2, 8)
     q_tail = torch.softmax(tail, -1).cuda().expand(rows, -1).contiguous()

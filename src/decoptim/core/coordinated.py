@@ -15,7 +15,7 @@ K samples as separate requests can run it.
 
 Precision. The buckets are float64 prefix sums (a float32 sum over 150k tokens misplaces
 every bucket by ~1e-6, more than the whole tail's mass), so each token's probability is
-right to about 2⁻⁵² of the row's mass. A float64 code holds 53 bits and each step uses
+right to about V·2⁻⁵³ of the row's mass (2e-11 at V = 152k). A float64 code holds 53 bits and each step uses
 about −log₂ q_t of them: after the step the position inside the bucket is known only to
 the grain 2⁻⁵²·F_V/(F_t − F_{t−1}). Fresh random bits are added below that grain (as a range
 coder refills its low bits), c ← (c + u·grain) mod 1, so the code stays uniform given the
@@ -146,7 +146,7 @@ def coordinated_sample(q: Tensor, codes: Codes, validate: bool = True) -> tuple[
 
     q has one row per sample (q.shape[:-1] == codes.value.shape), or a single row ([V] or
     [1, V]) that every sample draws from. Every sample's token is distributed exactly as
-    q/Σq (to ~2⁻⁵² of the row's mass) whatever the other rows hold; samples of one group
+    q/Σq (to ~V·2⁻⁵³ of the row's mass) whatever the other rows hold; samples of one group
     with a shared prefix are stratified.
     """
     if not isinstance(codes, Codes):
