@@ -9,10 +9,12 @@ import time
 
 import pytest
 
-from decoptim.eval.runner import read_records
+from decoptim.eval.grid import make_grid
+from decoptim.eval.runner import GeneratedSample, chunk_seed, read_records, run_grid
+from decoptim.eval.tasks import ArithTask
 
 
-def eval_command(model, out, limit=24):
+def eval_command(model, out, limit=12):
     return [
         sys.executable,
         "-m",
@@ -24,12 +26,14 @@ def eval_command(model, out, limit=24):
         "arith",
         "--decoders",
         "softmax",
-        "topp:p=0.9",
         "bok:k=4,beta=0.5,lam=0.5",
         "--temperatures",
         "1.0",
+        "--coordinated",
+        "--group-size",
+        "2",
         "--n",
-        "3",
+        "4",
         "--max-new-tokens",
         "24",
         "--limit",
@@ -45,6 +49,14 @@ def eval_command(model, out, limit=24):
     ]
 
 
+CONFIGS = [
+    "softmax@1",
+    "softmax@1+coord(K=2)",
+    "bok(k=4,beta=0.5,lam=0.5)@1",
+    "bok(k=4,beta=0.5,lam=0.5)@1+coord(K=2)",
+]
+
+
 def final_samples(out):
     records = read_records(out / "samples.jsonl")
     keys = [(r["config"], r["problem"]) for r in records]
@@ -53,12 +65,14 @@ def final_samples(out):
 
 
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_arith_model, tmp_path):
+    """i.i.d. and coordinated configs; the kill lands in a coordinated one, whose
+    incomplete chunk must regenerate to the same samples."""
     reference = tmp_path / "reference"
     subprocess.run(
         eval_command(tiny_arith_model, reference), check=True, capture_output=True, timeout=300
     )
     expected = final_samples(reference)
-    assert len(expected) == 3 * 24
+    assert len(expected) == 4 * 12
 
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(
@@ -69,24 +83,35 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_arith_model, tmp_p
     samples = interrupted / "samples.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
-        if samples.exists() and samples.read_text().count("\n") >= 10:
+        if samples.exists() and samples.read_text().count("\n") >= 14:  # into softmax+coord
             break
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    written = samples.read_text().count("\n")
-    assert 0 < written < len(expected), "the run was not interrupted part-way"
-    # A kill during a write leaves a torn line: resumption must cut it off, not choke on it.
-    with open(samples, "a") as handle:
-        handle.write('{"config": "softmax@1", "problem": "arith-1-9", "sam')
+    lines = samples.read_text().splitlines(keepends=True)
+    assert 14 <= len(lines) < len(expected), "the run was not interrupted part-way"
+    # Drop the last record, which leaves its chunk of two problems incomplete, and add a
+    # torn line as a kill during a write leaves: resumption must cut it off and regenerate
+    # the chunk with the same seed, writing only the missing record.
+    assert json.loads(lines[-1])["config"] == "softmax@1+coord(K=2)"
+    samples.write_text(
+        "".join(lines[:-1]) + '{"config": "softmax@1+coord(K=2)", "problem": "arith-1-9", "sam'
+    )
     subprocess.run(
         eval_command(tiny_arith_model, interrupted), check=True, capture_output=True, timeout=300
     )
     assert final_samples(interrupted) == expected
     manifest = json.loads((interrupted / "manifest.json").read_text())
-    assert manifest["resumed"] == 1 and manifest["n"] == 3 and len(manifest["configs"]) == 3
+    assert manifest["resumed"] == 1 and manifest["n"] == 4
+    assert [c["id"] for c in manifest["configs"]] == CONFIGS
+    assert [(c["sampling"], c["group_size"]) for c in manifest["configs"]] == [
+        ("iid", None),
+        ("coordinated", 2),
+    ] * 2
     assert {"decoptim", "torch", "transformers"} <= set(manifest["versions"])
-    assert "BestOfK(k=4, beta=0.5, lam=0.5" in manifest["configs"][2]["repr"]
+    assert "BestOfK(k=4, beta=0.5, lam=0.5" in manifest["configs"][3]["repr"]
+    # coordinated groups are not the i.i.d. samples under another name
+    assert expected[(CONFIGS[0], "arith-1-0")] != expected[(CONFIGS[1], "arith-1-0")]
 
 
 def test_a_different_run_in_the_same_directory_is_refused(tiny_arith_model, tmp_path):
@@ -95,12 +120,12 @@ def test_a_different_run_in_the_same_directory_is_refused(tiny_arith_model, tmp_
         eval_command(tiny_arith_model, out, limit=2), check=True, capture_output=True, timeout=300
     )
     changed = eval_command(tiny_arith_model, out, limit=2)
-    changed[changed.index("--n") + 1] = "5"
+    changed[changed.index("--n") + 1] = "6"
     result = subprocess.run(changed, capture_output=True, text=True, timeout=300)
     assert (
         result.returncode == 2
         and "holds a different run" in result.stderr
-        and "n: 3" in result.stderr
+        and "n: 4" in result.stderr
     )
 
 
@@ -109,3 +134,48 @@ def test_a_malformed_record_in_the_middle_is_an_error(tmp_path):
     path.write_text('{"config": "a", "problem": "1"}\nnot json\n{"config": "a", "problem": "2"}\n')
     with pytest.raises(ValueError, match=r"samples.jsonl:2: malformed record"):
         read_records(path)
+
+
+def test_coordinated_configs_reach_the_backend_with_their_group_size(tmp_path):
+    calls = []
+
+    def fake(prompts, spec, tau, n, max_new_tokens, seed, task, **options):
+        calls.append((len(prompts), seed, options))
+        return [[GeneratedSample("The answer is 3", 4, -1.0, -0.25)] * n for _ in prompts]
+
+    task = ArithTask()
+    problems = task.load(limit=3)
+    grid = make_grid(["softmax"], [1.0]).with_coordinated(2)
+    run_grid(fake, task, problems, grid, tmp_path, 4, 8, 9, 2, {}, progress=False)
+    coordinated = {"coordinated": True, "group_size": 2}
+    assert calls == [
+        (2, chunk_seed(9, "softmax@1", 0), {}),
+        (1, chunk_seed(9, "softmax@1", 1), {}),
+        (2, chunk_seed(9, "softmax@1+coord(K=2)", 0), coordinated),
+        (1, chunk_seed(9, "softmax@1+coord(K=2)", 1), coordinated),
+    ]
+    assert len({seed for _, seed, _ in calls}) == 4
+    with pytest.raises(ValueError, match="n=3 samples per problem must be a multiple of"):
+        run_grid(fake, task, problems, grid, tmp_path / "odd", 3, 8, 9, 2, {}, progress=False)
+    assert not (tmp_path / "odd").exists()  # refused before anything is written
+
+
+def test_a_backend_returning_too_few_samples_is_an_error(tmp_path):
+    def short(prompts, spec, tau, n, max_new_tokens, seed, task, **options):
+        return [[GeneratedSample("The answer is 3", 4, -1.0, -0.25)] * (n - 1) for _ in prompts]
+
+    task = ArithTask()
+    with pytest.raises(ValueError, match=r"returned 1 samples for problem arith-1-0 .* n=2"):
+        run_grid(
+            short,
+            task,
+            task.load(limit=1),
+            make_grid(["softmax"], [1.0]),
+            tmp_path,
+            2,
+            8,
+            0,
+            1,
+            {},
+            progress=False,
+        )

@@ -169,8 +169,8 @@ def run_grid(
         )
     if not problems:
         raise ValueError("the task loaded no problems")
+    configs = grid.configs(n)  # checks n against the group sizes before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    configs = grid.configs(n)
     manifest = {
         **manifest,
         "task": task.name,
