@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..pipelines.answers import extract_answer, gsm8k_gold, is_equivalent
 from . import arith
-from .sandbox import run_python
+from .sandbox import check_sandbox, run_python
 
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 HUMANEVAL_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
@@ -150,10 +150,12 @@ class HumanEvalTask(Task):
     chat = False
     hub = ("openai/openai_humaneval", "test")
 
-    def __init__(self, timeout: float = 5.0):
+    def __init__(self, timeout: float = 5.0, unsafe_no_sandbox: bool | None = None):
         self.timeout = timeout
+        self.unsafe_no_sandbox = unsafe_no_sandbox  # None: $DECOPTIM_UNSAFE_NO_SANDBOX
 
     def load(self, data=None, limit=None, seed=0):
+        check_sandbox(self.unsafe_no_sandbox)  # refuse before any generation, not at grading
         fields = ("task_id", "prompt", "test", "entry_point")
         rows = read_jsonl(data, fields) if data else _from_hub(*self.hub)
         problems = [
@@ -164,7 +166,7 @@ class HumanEvalTask(Task):
     def grade(self, problem, completion):
         body = truncate_at_stops(completion, HUMANEVAL_STOPS)
         program = f"{problem.prompt}{body}\n\n{problem.meta['test']}\n\ncheck({problem.gold})\n"
-        result = run_python(program, timeout=self.timeout)
+        result = run_python(program, timeout=self.timeout, unsafe_no_sandbox=self.unsafe_no_sandbox)
         return Graded(result.status, result.passed)
 
     def template(self):
