@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from decoptim.cli import DEMO_TOKENS, demo_decoders, demo_table, main
 
 
@@ -52,5 +54,64 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert main(["demo", "--problems", "6", "--n", "2", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert "greedy accuracy on 6 problems" in out and "' Paris'" in out
-    assert "bok-tau(k=8,beta=0.05,lam=0.5)" in out
+    assert "bok-tau(k=8,beta=0.05,lam=0.5)" in out and "| softmax | coord. K=2 |" in out
     assert (tmp_path / "demo" / "grid" / "accuracy_vs_temperature.png").exists()
+
+
+def test_eval_coordinated_report_and_compare(tiny_arith_model, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--model", str(tiny_arith_model), "--task", "arith", "--decoders", "softmax"]
+    common += ["--temperatures", "1.0", "--limit", "2", "--max-new-tokens", "4", "--no-progress"]
+    assert (
+        main(
+            [
+                "eval",
+                *common,
+                "--n",
+                "4",
+                "--coordinated",
+                "--group-size",
+                "2",
+                "--out",
+                str(out),
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "2 configs × 2 problems" in text
+    assert "| softmax | coord. K=2 | 1 | 2 |" in text and "ceiling min(1, K·a)" in text
+    assert main(["compare", str(out), "--no-plots"]) == 0
+    assert "| softmax · coord. K=2 | 1 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--n", "4", "--coordinated", "--group-size", "3"], "n=4 samples per problem"),
+        (["--n", "4", "--group-size", "2"], "--group-size 2 applies to coordinated configs"),
+    ],
+)
+def test_eval_bad_coordination_fails_before_loading_a_model(tmp_path, capsys, extra, message):
+    command = ["eval", "--model", str(tmp_path / "no-model"), "--task", "arith"]
+    command += ["--decoders", "softmax", "--out", str(tmp_path / "run"), *extra]
+    try:
+        code = main(command)
+    except SystemExit as exit_:
+        code, err = 1, str(exit_)
+    else:
+        err = capsys.readouterr().err
+    assert code != 0 and message in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_vllm_coordinated_is_refused_before_the_engine_starts(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("vllm")
+    from decoptim.integrations import vllm as integration
+
+    monkeypatch.delattr(integration, "coordinated_sampling_params", raising=False)
+    command = ["eval", "--backend", "vllm", "--model", str(tmp_path / "no-model")]
+    command += ["--task", "arith", "--decoders", "softmax", "--coordinated", "--n", "2"]
+    assert main([*command, "--out", str(tmp_path / "run")]) == 2
+    assert "coordinated sampling through --backend vllm needs" in capsys.readouterr().err

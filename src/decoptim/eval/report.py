@@ -230,6 +230,7 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
     colours = {
         name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(r["decoder"] for r in rows))
     }
+    with_coord = {r["decoder"] for r in rows if r["sampling"] == COORDINATED}
     families: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
         families[(row["decoder"], sampling_label(row))].append(row)
@@ -266,8 +267,9 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
                 capsize=3,
                 label=label,
             )
+            # one bound per decoder (both samplings estimate it): the coordinated family's
             ceiling = [r.get(bound) for r in group] if bound else [None]
-            if all(c is not None for c in ceiling) and (coordinated or not mixed):
+            if all(c is not None for c in ceiling) and (coordinated or name not in with_coord):
                 axis.plot(temps, [100 * c.mean for c in ceiling], ":", color=colour, alpha=0.8)
         axis.set_xlabel("temperature τ")
         axis.set_ylabel(f"{key} (%)")
@@ -283,6 +285,9 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
     written.append(path)
     if metric_ks(rows, "maj"):
         figure, axis = plt.subplots(figsize=(6.5, 4.5))
+        # a config and its coordinated twin share a colour
+        twins = dict.fromkeys((r["decoder"], r["temperature"]) for r in rows)
+        twin_colours = {twin: f"C{i % 10}" for i, twin in enumerate(twins)}
         for row in rows:
             ks = metric_ks([row], "maj")
             if not ks:
@@ -293,7 +298,7 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
                 [100 * row[f"maj@{j}"].mean for j in ks],
                 "-" if coordinated or not mixed else "--",
                 marker="o",
-                color=colours[row["decoder"]],
+                color=twin_colours[(row["decoder"], row["temperature"])],
                 label=f"{row['config']}",
             )
         ticks = metric_ks(rows, "maj")
