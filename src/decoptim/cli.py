@@ -165,8 +165,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     }
     print(
         f"decoptim eval: {len(grid.configs(args.n))} configs × {len(problems)} problems × "
-        f"n={args.n} "
-        f"-> {args.out}",
+        f"n={args.n} -> {args.out}",
         flush=True,
     )
     run_grid(

@@ -112,6 +112,8 @@ def test_grid_file_sampling_top_level_and_per_decoder(tmp_path):
         "minp(p=0.1)@0.7+coord(K=2)",
         "topk(k=5)@0.7",
     ]
+    path.write_text('decoders = ["greedy", "softmax"]\nsampling = "coordinated"\n')
+    assert [c.id for c in load_grid_file(path).configs(2)] == ["greedy", "softmax@1+coord(K=2)"]
     path.write_text('decoders = ["softmax"]\nsampling = "arithmetic"\n')
     with pytest.raises(ValueError, match=r"grid.toml: sampling must be .*'arithmetic'"):
         load_grid_file(path)

@@ -20,7 +20,7 @@ def test_report_numbers_on_a_fixture(tmp_path):
     # maj@4: problem 0 votes "5" (right), problem 1 votes "8" (wrong), problem 2 "1" (wrong).
     assert math.isclose(row["maj@4"].mean, 1 / 3)
     assert math.isclose(row["distinct"], (2 + 3 + 1) / 3)
-    assert row["ks"] == [4] and math.isclose(row["maj-limit"].mean, 1 / 3)
+    assert row["K_values"] == [4] and math.isclose(row["maj-limit"].mean, 1 / 3)
     text = write_report(out)
     assert "| softmax | i.i.d. | 1 | 3 |" in text
     for name in ("report.md", "report.json", "accuracy_vs_temperature.png", "maj_vs_k.png"):
@@ -32,7 +32,7 @@ def test_coordinated_rows_are_scored_per_group_and_iid_rows_at_k(tmp_path):
     write_mixed_run(out)
     _, (iid, coordinated) = summarise(out)
     # coordinated: groups (7,1) (2,2) | (7,7) (7,3); 2-2 ties go to the group's first answer
-    assert coordinated["sampling"] == "coordinated" and coordinated["ks"] == [2]
+    assert coordinated["sampling"] == "coordinated" and coordinated["K_values"] == [2]
     assert coordinated["per_problem"]["pass@2"] == [0.5, 1.0]
     assert coordinated["per_problem"]["maj@2"] == [0.5, 1.0]
     assert coordinated["per_problem"]["distinct@2"] == [1.5, 1.5]
@@ -41,7 +41,7 @@ def test_coordinated_rows_are_scored_per_group_and_iid_rows_at_k(tmp_path):
     assert "pass@4" not in coordinated and "maj@4" not in coordinated  # no i.i.d. estimator
     assert math.isclose(coordinated["pass@1"].mean, (1 / 4 + 3 / 4) / 2)  # k = 1 stays valid
     # i.i.d.: estimators over subsets at every k, including the run's K = 2
-    assert iid["ks"] == [2] and {"pass@1", "pass@2", "pass@4", "maj@4"} <= set(iid)
+    assert iid["K_values"] == [2] and {"pass@1", "pass@2", "pass@4", "maj@4"} <= set(iid)
     assert iid["per_problem"]["pass@2"] == [0.5, 1.0]  # 1 − C(3,2)/C(4,2)
     assert iid["per_problem"]["maj@2"] == pytest.approx([1 / 3, 1.0])  # pairs won by "7": 2/6
     assert iid["per_problem"]["distinct@2"] == pytest.approx([5 / 6 + 1 / 2 + 1 / 2, 1.0])

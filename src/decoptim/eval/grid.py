@@ -105,11 +105,10 @@ class Grid:
         """
         cells = []
         for index, spec in enumerate(self.decoders):
+            if not spec.uses_temperature():  # deterministic: one i.i.d. cell, whatever sampling
+                cells.append(Config(spec.label, spec, 1.0))
+                continue
             for sampling in self.sampling_of(index):
-                if not spec.uses_temperature():
-                    if sampling == IID:
-                        cells.append(Config(spec.label, spec, 1.0))
-                    continue
                 k = self._group_size(n) if sampling == COORDINATED else None
                 suffix = f"+coord(K={k})" if k is not None else ""
                 for tau in self.temperatures:

@@ -134,7 +134,7 @@ def summarise(out: Path) -> tuple[dict, list[dict]]:
             "temperature": config["temperature"],
             "problems": len(group),
             "n": n,
-            "ks": ceilings,
+            "K_values": ceilings,  # the K of the K table
         }
         for key, values in per_problem.items():  # distinct answers: counts, not rates
             row[key] = (
@@ -187,7 +187,7 @@ def k_table(rows: list[dict]) -> str:
     header += ["ceiling min(1, K·a)", "distinct@K"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        for k in row["ks"]:
+        for k in row["K_values"]:
             distinct = row.get(f"distinct@{k}")
             cells = [
                 row["decoder"],
