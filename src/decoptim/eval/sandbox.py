@@ -11,9 +11,9 @@ and a wall-clock timeout after which the whole sandbox (every process in its PID
 namespace) is killed; run_python returns only once it is gone. The audit hook of
 sandbox_guard.py stays as a second layer inside.
 
-Without bubblewrap, run_python refuses (SandboxUnavailableError says how to install it) unless
-the caller opts out with `unsafe_no_sandbox=True` or DECOPTIM_UNSAFE_NO_SANDBOX=1; then
-the program runs as the user with only rlimits and the audit hook, which model-written
+Without bubblewrap, run_python refuses (SandboxUnavailableError says how to install it)
+unless the caller opts out with `unsafe_no_sandbox=True` or DECOPTIM_UNSAFE_NO_SANDBOX=1;
+then the program runs as the user with only rlimits and the audit hook, which model-written
 code can escape. See docs/sandbox.md.
 """
 
@@ -35,6 +35,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 GUARD = Path(__file__).with_name("sandbox_guard.py").read_text()
 UNSAFE_ENV = "DECOPTIM_UNSAFE_NO_SANDBOX"
@@ -77,9 +78,9 @@ def run_python(
     """Execute `code`; passed means it exited with status 0 within the limits.
 
     memory_mb bounds each process's address space, max_file_mb each file, disk_mb all the
-    files the program writes together, max_processes the processes in the sandbox (its init
-    included). unsafe_no_sandbox=None reads DECOPTIM_UNSAFE_NO_SANDBOX. audit_hook=False
-    leaves bubblewrap as the only layer (the tests use it to show that it holds alone).
+    files the program writes together, max_processes the processes it runs at once.
+    unsafe_no_sandbox=None reads DECOPTIM_UNSAFE_NO_SANDBOX. audit_hook=False leaves
+    bubblewrap as the only layer (the tests use it to show that it holds alone).
     """
     if not timeout > 0:
         raise ValueError(f"timeout must be > 0, got timeout={timeout}")
@@ -88,7 +89,6 @@ def run_python(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}")
     bwrap = check_sandbox(unsafe_no_sandbox)
-    uid = secrets.randbelow(UID_RANGE[1] - UID_RANGE[0]) + UID_RANGE[0] if bwrap else None
     limits = {
         "RLIMIT_CPU": int(timeout) + 1,
         "RLIMIT_AS": memory_mb << 20,
@@ -96,7 +96,7 @@ def run_python(
         "RLIMIT_NPROC": max_processes,
         "RLIMIT_CORE": 0,
     }
-    program = _prelude(uid if os.geteuid() == 0 else None, limits)
+    program = _prelude(_drop_to() if bwrap else None, limits)
     program += (GUARD if audit_hook else "") + "\n" + code
     if bwrap:
         return _run_sandboxed(bwrap, program, timeout, disk_mb << 20)
@@ -142,19 +142,29 @@ def _unsafe_from_env() -> bool:
 def _probe(bwrap: str) -> None:
     """Raise SandboxUnavailableError unless `bwrap` is recent enough and can run a program here."""
     version = subprocess.run([bwrap, "--version"], capture_output=True, text=True).stdout
-    numbers = tuple(int(part) for part in version.split()[-1].split(".") if part.isdigit())
+    numbers = tuple(
+        int(part) for part in (version.split() or ["0"])[-1].split(".") if part.isdigit()
+    )
     if numbers < MIN_BWRAP:
         raise SandboxUnavailableError(
             f"bubblewrap {'.'.join(map(str, MIN_BWRAP))} or newer is needed, {bwrap} is "
             f"{version.strip()!r}: {INSTALL} from a newer release"
         )
-    uid = UID_RANGE[0] if os.geteuid() == 0 else None
-    result = _run_sandboxed(bwrap, _prelude(uid, {}) + "print('ok')", 30.0, 1 << 20)
+    # Imports after the prelude: the interpreter's files must be readable by the sandbox's uid.
+    program = _prelude(_drop_to(), {}) + "import decimal, hashlib, json"
+    result = _run_sandboxed(bwrap, program, 30.0, 1 << 20)
     if not result.passed:
         raise SandboxUnavailableError(
             f"bubblewrap ({bwrap}) cannot start a sandbox on this machine (it needs user "
             f"or PID namespaces, or root): {result.status}: {result.detail.strip()}"
         )
+
+
+def _drop_to() -> int | None:
+    """Run as root, a fresh uid for the program to drop to (None otherwise)."""
+    if os.geteuid() != 0:
+        return None
+    return UID_RANGE[0] + secrets.randbelow(UID_RANGE[1] - UID_RANGE[0])
 
 
 def _prelude(uid: int | None, limits: dict[str, int]) -> str:
@@ -257,34 +267,18 @@ def _within(path: str, root: str) -> bool:
 
 def _run_sandboxed(bwrap: str, program: str, timeout: float, disk_bytes: int) -> ExecResult:
     interpreter = _interpreter()
-    env = {"PATH": "/usr/bin:/bin", "HOME": SANDBOX_DIR, "TMPDIR": SANDBOX_DIR, "LANG": "C.UTF-8"}
     seccomp = _seccomp_filter()
-    program_fd = _memfd("program.py", program.encode())
-    seccomp_fd = _memfd("seccomp", seccomp)
-    info_read, info_write = os.pipe()
+    fds = [_memfd("program.py", program.encode()), _memfd("seccomp", seccomp), *os.pipe()]
+    program_fd, seccomp_fd, info_read, info_write = fds
     try:
         args = _bwrap_args(interpreter, program_fd, seccomp_fd, info_write, disk_bytes)
         command = [bwrap, *args, "--", interpreter, "-I", "-B", f"{SANDBOX_DIR}/program.py"]
-        with tempfile.TemporaryFile() as stderr:
-            process = subprocess.Popen(
-                command, cwd="/", env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=stderr,
-                pass_fds=(program_fd, seccomp_fd, info_write), start_new_session=True,
-            )  # fmt: skip
-            os.close(info_write)
-            info_write = -1
-            timed_out = _wait(process, timeout)
-            if timed_out:
-                # The sandbox's init is bwrap's child; a pidfd on it (taken while bwrap
-                # still holds it) tells when the kernel has killed its whole PID namespace.
-                init = _child_pidfd(info_read)
-                _kill_group(process)
-                _await_exit(init)
-            return _result(process.returncode, timed_out, timeout, stderr)
+        return _execute(
+            command, "/", SANDBOX_DIR, timeout, (program_fd, seccomp_fd, info_write), info_read
+        )
     finally:
-        for fd in (program_fd, seccomp_fd, info_read, info_write):
-            if fd >= 0:
-                os.close(fd)
+        for fd in fds:
+            os.close(fd)
 
 
 def _memfd(name: str, data: bytes) -> int:
@@ -298,18 +292,37 @@ def _run_unsafe(program: str, timeout: float) -> ExecResult:
     with tempfile.TemporaryDirectory(prefix="decoptim-sandbox-") as workdir:
         script = Path(workdir) / "program.py"
         script.write_text(program)
-        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
-        with tempfile.TemporaryFile() as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-I", "-B", str(script)], cwd=workdir, env=env,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                start_new_session=True,
-            )  # fmt: skip
-            try:
-                timed_out = _wait(process, timeout)
-            finally:
-                _kill_group(process)
-            return _result(process.returncode, timed_out, timeout, stderr)
+        return _execute([sys.executable, "-I", "-B", str(script)], workdir, workdir, timeout)
+
+
+def _execute(
+    command: list[str],
+    cwd: str,
+    home: str,
+    timeout: float,
+    pass_fds: tuple[int, ...] = (),
+    info_fd: int | None = None,
+) -> ExecResult:
+    """Run `command` in a session of its own; at the end its process group is killed.
+
+    With bwrap's --info-fd report (`info_fd`), a pidfd on the sandbox's init (bwrap's
+    child, taken while bwrap still holds it) tells when the kernel has killed its whole
+    PID namespace: this returns only after that.
+    """
+    env = {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8"}
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=stderr, pass_fds=pass_fds, start_new_session=True,
+        )  # fmt: skip
+        timed_out = True
+        try:
+            timed_out = _wait(process, timeout)
+        finally:
+            init = _child_pidfd(info_fd) if timed_out and info_fd is not None else None
+            _kill_group(process)
+            _await_exit(init)
+        return _result(process.returncode, timed_out, timeout, stderr)
 
 
 def _wait(process: subprocess.Popen, timeout: float) -> bool:
@@ -321,7 +334,7 @@ def _wait(process: subprocess.Popen, timeout: float) -> bool:
     return False
 
 
-def _result(returncode: int, timed_out: bool, timeout: float, stderr) -> ExecResult:
+def _result(returncode: int, timed_out: bool, timeout: float, stderr: BinaryIO) -> ExecResult:
     if timed_out:
         return ExecResult(False, "timeout", f"exceeded {timeout} s")
     stderr.seek(max(0, os.fstat(stderr.fileno()).st_size - STDERR_TAIL))
