@@ -235,6 +235,7 @@ def _bwrap_args(
             args += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
+    args += ["--perms", "0111", "--dir", "/etc"]  # reachable by path, not listable
     for path in SYSTEM_FILES:
         args += ["--ro-bind-try", path, path]
     bound = [path for path in SYSTEM_DIRS if os.path.isdir(path) and not os.path.islink(path)]
