@@ -84,8 +84,8 @@ def run_python(
     """
     if not timeout > 0:
         raise ValueError(f"timeout must be > 0, got timeout={timeout}")
-    sizes = {"memory_mb": memory_mb, "max_file_mb": max_file_mb, "disk_mb": disk_mb}
-    for name, value in {**sizes, "max_processes": max_processes}.items():
+    counts = dict(memory_mb=memory_mb, max_file_mb=max_file_mb, disk_mb=disk_mb)
+    for name, value in dict(counts, max_processes=max_processes).items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}")
     bwrap = check_sandbox(unsafe_no_sandbox)
