@@ -15,15 +15,15 @@ K samples as separate requests can run it.
 
 Precision. The buckets are float64 prefix sums (a float32 sum over 150k tokens misplaces
 every bucket by ~1e-6, more than the whole tail's mass), so each token's probability is
-right to about V·2⁻⁵³ of the row's mass (2e-11 at V = 152k). A float64 code holds 53 bits and each step uses
-about −log₂ q_t of them: after the step the position inside the bucket is known only to
-the grain 2⁻⁵²·F_V/(F_t − F_{t−1}). Fresh random bits are added below that grain (as a range
-coder refills its low bits), c ← (c + u·grain) mod 1, so the code stays uniform given the
-prefix for sequences of any length; those bits come from a counter-based hash of (group
-seed, index, step), the same on every device, so a run repeats exactly for the same seeds
-on the same device. (Between devices, or between the torch path and the CUDA kernel, the
-float64 sums round differently in their last bits; a code magnifies such a difference by
-1/q_t per step, so two such runs agree token for token only for a while.)
+right to about V·2⁻⁵³ of the row's mass (2e-11 at V = 152k). A float64 code holds 53 bits
+and each step uses about −log₂ q_t of them: after the step the position inside the bucket
+is known only to the grain 2⁻⁵²·F_V/(F_t − F_{t−1}). Fresh random bits are added below that
+grain (as a range coder refills its low bits), c ← (c + u·grain) mod 1, so the code stays
+uniform given the prefix for sequences of any length; those bits come from a counter-based
+hash of (group seed, index, step), the same on every device, so a run repeats exactly for
+the same seeds on the same device. (Between devices, or between the torch path and the CUDA
+kernel, the float64 sums round differently in their last bits; a code magnifies such a
+difference by 1/q_t per step, so two such runs agree token for token only for a while.)
 """
 
 from __future__ import annotations
