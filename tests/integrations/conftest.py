@@ -89,9 +89,13 @@ def vllm_server(tmp_path_factory) -> VllmServer:
     served = re.search(r"--served-model-name (\S+)", command)
     assert served, "the doc's serve command names no --served-model-name"
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    # `python` in the doc is the one with decoptim and vLLM installed: this one
+    # `python` in the doc is the one with decoptim and vLLM installed: this one. Without
+    # the in-process engine that other tests ask for (VLLM_ENABLE_V1_MULTIPROCESSING=0):
+    # the server would then run its engine in the API server's process and both would
+    # wait on each other.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "MODEL": str(smollm2_path()), "PATH": path}
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    env |= {"MODEL": str(smollm2_path()), "PATH": path}
     with open(log, "wb") as out:
         process = subprocess.Popen(
             ["bash", "-c", command], stdout=out, stderr=subprocess.STDOUT, env=env,
