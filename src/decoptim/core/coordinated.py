@@ -91,14 +91,15 @@ def hashed_uniform(seed: Tensor, index: Tensor, step: Tensor, stream: int) -> Te
 
 
 def group_seeds(seed: int, groups: Tensor) -> Tensor:
-    """One seed per group id (int64 tensor), derived from a run's `seed`: the codes of a
-    group depend on its id and the run's seed only, never on which groups share a batch."""
+    """One seed in [0, 2⁶²) per group id (int64 tensor), derived from a run's `seed`: the
+    codes of a group depend on its id and the run's seed only, never on which groups share
+    a batch."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
     ids = groups.to(torch.int64)
     low = _mix32(_mix32((ids & _MASK32) ^ (seed & _MASK32)) ^ ((seed >> 32) & _MASK32))
     high = _mix32(low ^ (ids >> 32) ^ 0x3C6EF372)
-    return (high << 31) | (low >> 1)
+    return (high << 30) | (low >> 2)  # 62 bits: a seed plus an index stays an int64
 
 
 def start_codes(seed: Tensor, index: Tensor, k: Tensor | int) -> Codes:
