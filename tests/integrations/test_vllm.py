@@ -195,6 +195,15 @@ def test_other_processors_keys_pass():
         assert request_setting(SamplingParams(extra_args={key: 1})) is None
 
 
+def test_decoptims_own_keys_pass_and_their_misspellings_do_not():
+    coordinated = {"decoptim": "topk:k=3", "decoptim_group_size": 4, "decoptim_group_seed": 7}
+    DecoptimLogitsProcessor.validate_params(SamplingParams(seed=7, extra_args=coordinated))
+    with pytest.raises(VLLMValidationError, match="'decoptim_group_sise' is not read"):
+        DecoptimLogitsProcessor.validate_params(
+            SamplingParams(extra_args={"decoptim": "topk:k=3", "decoptim_group_sise": 4})
+        )
+
+
 def test_long_and_odd_specs_get_short_messages_naming_the_field():
     cases = [
         ("topk:" + ",".join(["k=3"] * 30_000), "longer than the limit of 512"),

@@ -52,6 +52,7 @@ from vllm.v1.sample.logits_processor import (
 from ..core import Decoder
 from ..core.checks import shown
 from ..core.specs import DecoderSpec, parse_spec
+from .vllm_coordinated import GROUP_KEYS
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -63,6 +64,9 @@ EXTRA_ARGS_KEY = "decoptim"
 # (id 0 exists in every vocabulary): see `probe_request`.
 PROBE_KEY = "decoptim_probe"
 PROBE_TOKEN = 0
+# Every extra_args key decoptim reads (the coordination keys are read by vllm_coordinated);
+# other keys that look like these are rejected as misspellings.
+OWN_KEYS = (EXTRA_ARGS_KEY, PROBE_KEY, *GROUP_KEYS)
 # vLLM treats a temperature below this as greedy decoding (vllm/v1/sample/sampler.py).
 GREEDY_TEMPERATURE = 1e-5
 # SamplingParams fields applied after the logits processors, with their neutral values.
@@ -138,7 +142,7 @@ def _edit_distance(a: str, b: str) -> int:
 def looks_like_ours(key: object) -> bool:
     """A key that is not decoptim's but looks meant for it: `Decoptim`, `decoptm`,
     `decoptim_spec`, `de-coptim`, ... (within two edits of "decoptim", or containing "decopt")."""
-    if not isinstance(key, str) or key in (EXTRA_ARGS_KEY, PROBE_KEY):
+    if not isinstance(key, str) or key in OWN_KEYS:
         return False
     norm = _normalised(key)
     return "decopt" in norm or _edit_distance(norm[:12], EXTRA_ARGS_KEY) <= 2
@@ -155,8 +159,8 @@ def request_setting(params: SamplingParams) -> RequestSetting | None:
     for key in extra:
         if looks_like_ours(key):
             raise ValueError(
-                f"extra_args key {shown(key)} is not read by decoptim (did you mean "
-                f"{EXTRA_ARGS_KEY!r}?); decoptim reads {EXTRA_ARGS_KEY!r} and {PROBE_KEY!r}"
+                f"extra_args key {shown(key)} is not read by decoptim (a misspelling?); "
+                f"decoptim reads {', '.join(map(repr, OWN_KEYS))}"
             )
     if PROBE_KEY in extra:
         value = extra[PROBE_KEY]
