@@ -308,3 +308,30 @@ def test_w_equals_p_kernels_only_within_their_coverage_slope(monkeypatch):
         beyond = d.BestOfK(8, 2 * limit / 8, 0.5, solver=solver)
         assert inside._kernel_route(x) == "prob" and beyond._kernel_route(x) is None
     assert d.BestOfK(8, 1e8, 0.5, weights="topm", top_m=8)._kernel_route(x) == "topm"
+
+
+@pytest.mark.parametrize(
+    "decoder",
+    [
+        d.BestOfK(8, 0.02, 0.2, temperature=3.0),
+        d.BestOfK(8, 2.0, 0.2, weights="topm", top_m=2, temperature=3.0),
+        d.BestOfK(8, 0.02, 0.2, solver="mirror", temperature=3.0),
+        d.BestOfK(8, 0.02, 0.2, temperature=3.0, scores="raw"),
+    ],
+    ids=repr,
+)
+def test_large_logits_cost_no_precision(decoder):
+    # Dividing 1e6 by τ before shifting by the max rounded the gaps (0.547 for 0.505).
+    z = torch.tensor([[1e6, 1e6 - 0.25, 1e6 - 0.5, 0.0]])
+    expected = decoder.probs(z.double() - 1e6)
+    torch.testing.assert_close(decoder.probs(z).double(), expected, atol=1e-6, rtol=0)
+    near_limit = torch.tensor([[3e38, 3e38, -3e38, 2.9e38]])
+    q = decoder.probs(near_limit)
+    assert torch.isfinite(q).all() and q[0, 0] == q[0, 1] and q[0, 2] == 0, q
+
+
+def test_certificate_without_validation_drops_nan_like_the_probs():
+    decoder = d.BestOfK(8, 0.02, 0.2, validate=False)
+    z = torch.tensor([[0.5, math.nan, 0.2, 0.1]])
+    certificate = decoder.certificate(z)
+    assert certificate.gap.item() < 1e-6 and certificate.infeasibility.item() < 1e-6

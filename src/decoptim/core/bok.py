@@ -26,7 +26,6 @@ from torch import Tensor
 
 from .checks import (
     Param,
-    check_logits,
     count,
     kernel_rows,
     max_int,
@@ -154,11 +153,15 @@ class BestOfK(Decoder):
     # -- the problem ---------------------------------------------------------------------
 
     def _parts(self, x: Tensor) -> dict[str, Tensor]:
-        """s, log p, λ, β, K (each broadcastable to [..., V] or [..., 1])."""
+        """s, log p, λ, β, K (each broadcastable to [..., V] or [..., 1]).
+
+        s is shifted by the row's max (the same problem on the simplex, whose objective moves
+        by a constant): shifting before dividing by τ keeps logits of 1e6 or 3e38 exact."""
         tau = per_row("temperature", self.temperature, x).to(x.dtype)
-        tempered = x / tau
-        s = tempered if self.scores == "tempered" else x
-        log_p = torch.log_softmax(tempered if self.reference == "tempered" else x, dim=-1)
+        shifted = x - x.amax(-1, keepdim=True)
+        tempered = shifted / tau
+        s = tempered if self.scores == "tempered" else shifted
+        log_p = torch.log_softmax(tempered if self.reference == "tempered" else shifted, dim=-1)
         return {
             "s": s,
             "log_p": log_p,
@@ -325,7 +328,7 @@ class BestOfK(Decoder):
 
     def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:
         """Frank–Wolfe gap of this objective (in float64) and infeasibility of `probs`."""
-        x = check_logits(logits, self.validate)
+        x = self._checked(logits)
         q = self._solve(x) if probs is None else probs
         if q.shape != x.shape:
             raise ValueError(f"probs has shape {tuple(q.shape)}, logits {tuple(x.shape)}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .checks import check_param
+from .checks import check_param, tsallis_alpha
 
 # A float32 zero stands for "below the smallest subnormal": derivatives that blow up at 0
 # (entropy, KL) are evaluated there instead, so exact underflow zeros stay finite.
@@ -99,7 +99,7 @@ class Tsallis(Regularizer):
                 f"alpha must be one number (one α per regulariser or decoder), got a tensor of "
                 f"shape {tuple(alpha.shape)}: alpha={alpha.tolist()}"
             )
-        check_param("alpha", alpha, lambda a: (a > 1) & torch.isfinite(a), "1 < alpha < inf")
+        tsallis_alpha("alpha", alpha)
         self.alpha = float(alpha)
 
     def elementwise(self, q: Tensor) -> Tensor:
