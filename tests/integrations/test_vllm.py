@@ -377,6 +377,58 @@ def test_engine_rejects_bad_settings_with_the_field(engine):
         engine.generate([PROMPT], [bad_k], use_tqdm=False)
 
 
+def test_engine_draws_a_coordinated_group_from_its_codes(engine):
+    """A request with n = 8 and seed S, and eight requests with n = 1 and seeds S..S + 7,
+    form the same group: the same texts; the first tokens are the core's draws from the
+    decoder's q by the group's codes, so each token with q ≥ 1/8 is taken at least once."""
+    from decoptim.core.coordinated import coordinated_sample, start_codes
+    from decoptim.integrations.vllm_coordinated import (
+        coordinated_extra_args,
+        coordinated_sampling_params,
+    )
+
+    vocab = engine.llm_engine.model_config.get_vocab_size()
+    spec, k, seed = "softmax", 8, 1234
+    raw = engine.generate(
+        [PROMPT], [params(None, 1.0, max_tokens=1, logprobs=-1)], use_tqdm=False
+    )[0].outputs[0].logprobs[0]  # fmt: skip
+    q = parse_spec(spec).build(1.3).probs(dense(raw, vocab).float()[None])
+    extra = coordinated_extra_args(spec, k, seed)
+    one = engine.generate(
+        [PROMPT], [SamplingParams(n=k, seed=seed, temperature=1.3, max_tokens=6,
+                                  extra_args=extra)], use_tqdm=False,
+    )[0].outputs  # fmt: skip
+    several = engine.generate(
+        [PROMPT] * k,
+        [SamplingParams(n=1, seed=seed + i, temperature=1.3, max_tokens=6, extra_args=extra)
+         for i in range(k)],
+        use_tqdm=False,
+    )  # fmt: skip
+    assert [o.token_ids for o in one] == [r.outputs[0].token_ids for r in several]
+    codes = start_codes(torch.full((k,), seed), torch.arange(k), k)
+    expected, _ = coordinated_sample(q, codes)
+    assert [o.token_ids[0] for o in one] == expected.tolist()
+    heavy = torch.nonzero(q[0] >= 1 / k).flatten().tolist()
+    assert all(token in [o.token_ids[0] for o in one] for token in heavy)
+    built = coordinated_sampling_params(spec, 1.3, 8, 4, seed=5, first_group=2, max_tokens=3)
+    outputs = engine.generate([PROMPT] * 8, built, use_tqdm=False)
+    assert all(len(o.outputs[0].token_ids) == 3 for o in outputs)
+
+
+def test_engine_rejects_bad_coordination_with_the_field(engine):
+    from decoptim.integrations.vllm_coordinated import coordinated_extra_args
+
+    extra = coordinated_extra_args("softmax", 4, 10)
+    with pytest.raises(VLLMValidationError, match=r"seed=None"):
+        engine.generate([PROMPT], [SamplingParams(n=4, extra_args=extra)], use_tqdm=False)
+    with pytest.raises(VLLMValidationError, match=r"seed=12 with n=4 gives samples 2..5"):
+        engine.generate([PROMPT], [SamplingParams(n=4, seed=12, extra_args=extra)],
+                        use_tqdm=False)  # fmt: skip
+    alone = {"decoptim_group_size": 4, "decoptim_group_seed": 10}
+    with pytest.raises(VLLMValidationError, match=r"needs extra_args\['decoptim'\]"):
+        engine.generate([PROMPT], [SamplingParams(seed=10, extra_args=alone)], use_tqdm=False)
+
+
 def test_eval_backend_runs_a_grid_with_n_samples(engine, tmp_path):
     from decoptim.eval.backends import VllmBackend
     from decoptim.eval.grid import make_grid
@@ -697,6 +749,22 @@ def test_the_docs_curl_and_python_examples_run_as_written(vllm_server):
     assert len(printed) == 5, printed
     top = ast.literal_eval(printed[-1])  # [(token, logprob), ...] of the first step
     assert sum(logprob > -9999 for _, logprob in top) <= 2 and top[0][1] > -9999
+
+
+def test_the_docs_coordinated_example_runs_as_written(vllm_server):
+    first = run_doc_block("coordinated", vllm_server.port, "python")
+    assert first.startswith("8 samples,"), first
+    assert first == run_doc_block("coordinated", vllm_server.port, "python")  # seeded
+    client = vllm_server.client(max_retries=0)
+    import openai
+
+    group = {"decoptim": "softmax", "decoptim_group_size": 8, "decoptim_group_seed": 2024}
+    with pytest.raises(openai.BadRequestError, match=r"seed=2030 with n=8 gives samples 6..13"):
+        client.completions.create(
+            model=vllm_server.model, prompt="Hi", n=8, seed=2030, max_tokens=2,
+            extra_body={"vllm_xargs": group},
+        )  # fmt: skip
+    assert vllm_server.healthy()
 
 
 def test_the_docs_offline_example_runs_as_written(vllm_server):

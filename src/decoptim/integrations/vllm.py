@@ -14,6 +14,10 @@ from exactly q. Everything vLLM would apply after the processors (top-k, top-p, 
 penalties) must stay neutral for such requests, and `validate_params` rejects a request
 that sets one, naming the field. Requests without the `decoptim` key pass through untouched.
 
+With `decoptim_group_size` and `decoptim_group_seed` next to the decoder, a request's
+samples are drawn coordinated (`vllm_coordinated`): the processor picks each such row's
+token by its code and forces it.
+
 The processor is registered under the `vllm.logits_processors` entry point, so an installed
 decoptim is active in every engine; `LLM(..., logits_processors=[DecoptimLogitsProcessor])`
 and `vllm serve --logits-processors decoptim.integrations.vllm:DecoptimLogitsProcessor` name
@@ -38,7 +42,7 @@ import threading
 import weakref
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import torch
 from vllm import SamplingParams
@@ -52,7 +56,7 @@ from vllm.v1.sample.logits_processor import (
 from ..core import Decoder
 from ..core.checks import shown
 from ..core.specs import DecoderSpec, parse_spec
-from .vllm_coordinated import GROUP_KEYS
+from .vllm_coordinated import GROUP_KEYS, CodeBook, request_membership
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -83,6 +87,16 @@ NEUTRAL_AFTER_PROCESSORS: dict[str, float] = {
 # probe's setting has no spec.
 RequestSetting = tuple[DecoderSpec | None, float]
 PROBE_SETTING: RequestSetting = (None, 1.0)
+
+
+class SettingRows(NamedTuple):
+    """The batch rows that share one request setting (see `DecoptimLogitsProcessor.groups`)."""
+
+    decoder: Decoder | None
+    rows: torch.Tensor
+    scale: float
+    coordinated: list[int]
+    positions: torch.Tensor
 
 
 def decoptim_extra_args(spec: DecoderSpec | str | Mapping[str, object]) -> dict:
@@ -172,7 +186,14 @@ def request_setting(params: SamplingParams) -> RequestSetting | None:
             )
         return PROBE_SETTING
     if EXTRA_ARGS_KEY not in extra:
+        grouped = [key for key in GROUP_KEYS if key in extra]
+        if grouped:
+            raise ValueError(
+                f"extra_args[{grouped[0]!r}] coordinates the samples of a decoder: it needs "
+                f"extra_args[{EXTRA_ARGS_KEY!r}] (for example 'softmax' or 'topp:p=0.9')"
+            )
         return None
+    request_membership(params)  # the coordination keys, if any (ValueError names the field)
     settings = extra[EXTRA_ARGS_KEY]
     where = f"extra_args[{EXTRA_ARGS_KEY!r}]"
     if isinstance(settings, Mapping):
@@ -255,7 +276,8 @@ class DecoptimLogitsProcessor(LogitsProcessor):
         self.device = device
         self.vllm_config = vllm_config  # kept alive, so that its id is not reused meanwhile
         self.settings: dict[int, RequestSetting] = {}
-        self._groups: list[tuple[Decoder, torch.Tensor, float]] | None = []
+        self.codes = CodeBook(device)  # the coordinated rows' codes
+        self._groups: list[SettingRows] | None = []
         # Loaded both from the entry point and from logits_processors=[...], the engine
         # builds two instances over one config; only the first may act.
         with self._owners_lock:
@@ -278,13 +300,19 @@ class DecoptimLogitsProcessor(LogitsProcessor):
             return
         for index in batch_update.removed:
             self.settings.pop(index, None)
-        for index, params, _, _ in batch_update.added:
+            self.codes.remove(index)
+        for index, params, _, outputs in batch_update.added:
             setting = self._admitted(params)
+            self.codes.remove(index)
             if setting is None:
                 self.settings.pop(index, None)
             else:
                 self.settings[index] = setting
+                membership = request_membership(params) if setting[0] is not None else None
+                if membership is not None:
+                    self.codes.add(index, membership, outputs)
         for source, target, direction in batch_update.moved:
+            self.codes.move(source, target, direction == MoveDirectionality.SWAP)
             moving = self.settings.pop(source, None)
             if direction == MoveDirectionality.SWAP:
                 staying = self.settings.pop(target, None)
@@ -306,39 +334,53 @@ class DecoptimLogitsProcessor(LogitsProcessor):
             logger.exception("decoptim: ignoring the settings of a request that failed to load")
             return None
 
-    def groups(self) -> list[tuple[Decoder | None, torch.Tensor, float]]:
-        """(decoder, batch rows, vLLM temperature scale) per distinct request setting; the
-        probe's rows have no decoder."""
+    def groups(self) -> list[SettingRows]:
+        """Per distinct request setting: its decoder (None for the probe's rows), its batch
+        rows, vLLM's temperature scale, and which of those rows draw coordinated (their
+        batch indices, and their positions among the setting's rows)."""
         if self._groups is None:
             rows: dict[RequestSetting, list[int]] = {}
             for index, setting in sorted(self.settings.items()):
                 rows.setdefault(setting, []).append(index)
-            self._groups = [
-                (
-                    None
-                    if spec is None
-                    else _decoder(spec, temperature if spec.uses_temperature() else 1.0),
-                    torch.tensor(indices, dtype=torch.long, device=self.device),
-                    temperature if temperature >= GREEDY_TEMPERATURE else 1.0,
+            self._groups = []
+            for (spec, temperature), indices in rows.items():
+                coordinated = [i for i in indices if i in self.codes.rows]
+                positions = [indices.index(i) for i in coordinated]
+                self._groups.append(
+                    SettingRows(
+                        None
+                        if spec is None
+                        else _decoder(spec, temperature if spec.uses_temperature() else 1.0),
+                        torch.tensor(indices, dtype=torch.long, device=self.device),
+                        temperature if temperature >= GREEDY_TEMPERATURE else 1.0,
+                        coordinated,
+                        torch.tensor(positions, dtype=torch.long, device=self.device),
+                    )
                 )
-                for (spec, temperature), indices in rows.items()
-            ]
         return self._groups
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.active:
             return logits
-        for decoder, rows, scale in self.groups():
+        for decoder, rows, scale, coordinated, positions in self.groups():
             if decoder is None:
                 logits.index_fill_(0, rows, -torch.inf)
                 logits[rows, PROBE_TOKEN] = 0.0
                 continue
             try:
                 q = decoder.probs(logits.index_select(0, rows))
+                scores = torch.log(q).mul_(scale)
+                if coordinated:
+                    # The rows' tokens come from their codes: all mass on each one, which
+                    # vLLM's sampler then takes whatever its temperature.
+                    tokens = self.codes.draw(coordinated, q.index_select(0, positions))
+                    forced = torch.full_like(scores[: len(coordinated)], -torch.inf)
+                    forced.scatter_(-1, tokens[:, None], 0.0)
+                    scores.index_copy_(0, positions, forced)
             except Exception:
                 # Never expected (every setting was built and trial-solved at admission), but
                 # an exception here would stop the engine and fail every request on it.
                 logger.exception("decoptim: %r failed; its rows sample without it", decoder)
                 continue
-            logits.index_copy_(0, rows, torch.log(q).mul_(scale).to(logits.dtype))
+            logits.index_copy_(0, rows, scores.to(logits.dtype))
         return logits
