@@ -367,6 +367,29 @@ def test_rows_keep_their_settings_as_the_batch_reshuffles(engine):
             assert finite == (k if k else len(step)), (k, finite)
 
 
+def test_eval_backend_runs_a_coordinated_grid_through_the_engine(engine, tmp_path):
+    from decoptim.eval.backends import VllmBackend
+    from decoptim.eval.grid import COORDINATED, IID, make_grid
+    from decoptim.eval.runner import read_records, run_grid
+    from decoptim.eval.tasks import ArithTask
+
+    backend = VllmBackend("smollm2", llm=engine)
+    task = ArithTask()
+    problems = task.load(limit=2)
+    grid = make_grid(["softmax"], [1.0], sampling=(IID, COORDINATED), group_size=4)
+    manifest = {**backend.describe(), "data": None, "data_sha256": None, "limit": 2}
+    path = run_grid(backend.generate, task, problems, grid, tmp_path, 8, 6, 3, 2, manifest,
+                    progress=False)  # fmt: skip
+    records = read_records(path)
+    assert len(records) == 2 * 2 and all(len(r["samples"]) == 8 for r in records)
+    again = run_grid(backend.generate, task, problems, grid, tmp_path / "again", 8, 6, 3, 2,
+                     manifest, progress=False)  # fmt: skip
+    texts = lambda records: sorted(  # noqa: E731
+        (r["config"], r["problem"], [x["text"] for x in r["samples"]]) for r in records
+    )
+    assert texts(read_records(again)) == texts(records)
+
+
 def test_engine_rejects_bad_settings_with_the_field(engine):
     with pytest.raises(VLLMValidationError, match=r"top_p=0\.5"):
         engine.generate(

@@ -56,7 +56,12 @@ from vllm.v1.sample.logits_processor import (
 from ..core import Decoder
 from ..core.checks import shown
 from ..core.specs import DecoderSpec, parse_spec
-from .vllm_coordinated import GROUP_KEYS, CodeBook, request_membership
+from .vllm_coordinated import (  # noqa: F401  (coordinated_sampling_params: the harness)
+    GROUP_KEYS,
+    CodeBook,
+    coordinated_sampling_params,
+    request_membership,
+)
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
