@@ -54,7 +54,7 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert main(["demo", "--problems", "6", "--n", "2", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert "greedy accuracy on 6 problems" in out and "' Paris'" in out
-    assert "bok-tau(k=8,beta=0.05,lam=0.5)" in out and "| softmax | coord. K=2 |" in out
+    assert "bok-tau(k=8,beta=0.05,lam=0.5)" in out and "| softmax | coord. K=1 |" in out
     assert (tmp_path / "demo" / "grid" / "accuracy_vs_temperature.png").exists()
 
 

@@ -269,11 +269,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     correct = sum(r["samples"][0]["correct"] for r in read_records(greedy))
     print(f"greedy accuracy on {len(problems)} problems: {correct}/{len(problems)}\n")
     manifest = {**backend.describe(), "data": None, "data_sha256": None, "limit": args.problems}
+    # two coordinated groups per problem: the pass@K ceiling, estimated from each problem's
+    # n samples, is then more than that problem's pass@n
     run_grid(
         backend.generate,
         task,
         problems,
-        demo_grid(),
+        demo_grid(args.n // 2 if args.n % 2 == 0 else None),
         out / "grid",
         args.n,
         40,

@@ -125,3 +125,4 @@ def test_demo_grid_holds_coordinated_softmax():
         ("softmax", 0.7, 8),
         ("softmax", 1.5, 8),
     ]
+    assert {c.group_size for c in demo_grid(4).configs(8) if c.coordinated} == {4}

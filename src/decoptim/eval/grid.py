@@ -223,9 +223,9 @@ def bok_study(k: int = 8) -> Grid:
     return make_grid([s.text for s in paper.decoders] + coverage, list(paper.temperatures))
 
 
-def demo_grid() -> Grid:
+def demo_grid(group_size: int | None = None) -> Grid:
     """A handful of decoders at a low and a high temperature (what `decoptim demo` runs);
-    softmax is also drawn coordinated (one group of n per problem)."""
+    softmax is also drawn coordinated, in groups of `group_size` (default: n)."""
     decoders = [
         "softmax",
         "topp:p=0.9",
@@ -235,7 +235,7 @@ def demo_grid() -> Grid:
         "bok-tau:k=8,beta=0.05,lam=0.5",
     ]
     sampling = [(IID, COORDINATED)] + [(IID,)] * (len(decoders) - 1)
-    return make_grid(decoders, [0.7, 1.5], sampling)
+    return make_grid(decoders, [0.7, 1.5], sampling, group_size)
 
 
 PRESETS = {"paper-table1": paper_table1, "bok-study": bok_study, "demo": demo_grid}
