@@ -264,7 +264,7 @@ def test_a_failing_decoder_leaves_the_engine_running(caplog):
     added = [(0, params("topk:k=2"), None, []), (1, params("topp:p=0.5"), None, [])]
     processor.update_state(BatchUpdate(2, removed=[], added=added, moved=[]))
     working, broken = processor.groups()
-    processor._groups = [working, (Broken(), broken[1], broken[2])]
+    processor._groups = [working, broken._replace(decoder=Broken())]
     logits = random_logits(2, 30, seed=5)
     with caplog.at_level("ERROR"):
         out = processor.apply(logits.clone())
