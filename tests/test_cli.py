@@ -115,3 +115,22 @@ def test_eval_vllm_coordinated_is_refused_before_the_engine_starts(tmp_path, cap
     command += ["--task", "arith", "--decoders", "softmax", "--coordinated", "--n", "2"]
     assert main([*command, "--out", str(tmp_path / "run")]) == 2
     assert "coordinated sampling through --backend vllm needs" in capsys.readouterr().err
+
+
+def test_eval_without_a_sandbox_refuses_with_a_message_not_a_traceback(monkeypatch, capsys):
+    from decoptim.eval import sandbox, tasks
+
+    def missing(unsafe_no_sandbox=None):
+        if unsafe_no_sandbox:
+            return None
+        raise sandbox.SandboxUnavailableError("bubblewrap is missing: apt-get install bubblewrap")
+
+    monkeypatch.setattr(tasks, "check_sandbox", missing)
+    code = main(["eval", "--model", "smollm2", "--task", "humaneval", "--data", "x.jsonl",
+                 "--decoders", "softmax", "--temperatures", "1", "--out", "unused"])  # fmt: skip
+    assert code == 2
+    assert "apt-get install bubblewrap" in capsys.readouterr().err
+    code = main(["eval", "--model", "arith", "--task", "arith", "--unsafe-no-sandbox",
+                 "--decoders", "softmax", "--temperatures", "1", "--out", "unused"])  # fmt: skip
+    assert code == 2
+    assert "--unsafe-no-sandbox only applies to --task humaneval" in capsys.readouterr().err

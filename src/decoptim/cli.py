@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from . import core as d
+from .eval.sandbox import SandboxUnavailableError
 
 # A next-token distribution with a clear favourite, a few plausible runners-up and a tail.
 DEMO_TOKENS = ["Paris", "Lyon", "the", "France", "Marseille", "a", "Nice", "it", "Rome", "banana"]
@@ -148,6 +149,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     grid = _grid(args)
     task = get_task(args.task)
+    if args.unsafe_no_sandbox:
+        if args.task != "humaneval":
+            raise ValueError("--unsafe-no-sandbox only applies to --task humaneval")
+        from .eval.tasks import HumanEvalTask
+
+        task = HumanEvalTask(unsafe_no_sandbox=True)
     problems = task.load(args.data, args.limit, args.seed)
     if args.backend == "vllm":
         if args.device:
@@ -320,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", required=True, choices=["math500", "gsm8k", "humaneval", "arith"])
     ev.add_argument("--data", help="JSONL(.gz) path; arith takes difficulty=N")
     ev.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="humaneval: run model-written code WITHOUT bubblewrap (see docs/sandbox.md); "
+        "never on a machine with anything to lose",
+    )
+    ev.add_argument(
         "--decoders", nargs="+", help="decoder specs, e.g. topk:k=50 bok:k=8,beta=0.02,lam=0.2"
     )
     ev.add_argument("--temperatures", nargs="+", type=float)
@@ -388,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, SandboxUnavailableError) as error:
         print(f"decoptim {args.command}: error: {error}", file=sys.stderr)
         return 2
 
