@@ -4,7 +4,8 @@
 2. One program per row: the splits' running sums locate the chunk whose bucket holds the
    code's target; the program scans only that chunk (float64 running sums, block by block)
    for the token, then refills the code below its grain with the same hashed bits as the
-   torch path, so both give the same tokens and codes.
+   torch path (both are exact; their float64 sums differ in the last bits, V·2⁻⁵² of the
+   mass at most, so their tokens agree unless a code falls that close to a bucket edge).
 """
 
 from __future__ import annotations
