@@ -190,3 +190,25 @@ def test_the_runnable_example_in_the_docs_prints_what_the_docs_say(capsys):
     code, printed = re.findall(r"```(?:python)?\n(.*?)```", section, re.S)[:2]
     exec(compile(code, "docs/coordinated.md", "exec"), {})
     assert capsys.readouterr().out == printed
+
+
+@pytest.mark.parametrize("vocab", [1, 7, 1024, 1025, 151936])
+def test_one_row_per_sample_draws_what_a_shared_row_draws(vocab):
+    """The per-row path (block sums, then one block) against the shared row's full prefix
+    sum, with codes at 0, near 1 and on a grid, on a row with empty blocks."""
+    z = torch.randn(vocab, generator=torch.Generator().manual_seed(vocab)) * 4
+    z[vocab // 3 : vocab // 2] = -torch.inf
+    q = torch.softmax(z, -1)
+    n = 512
+    grid = (torch.arange(n - 2, dtype=torch.float64) + 0.5) / n
+    value = torch.cat([torch.tensor([0.0, 1 - 2.0**-53], dtype=torch.float64), grid])
+    zeros = torch.zeros(n, dtype=torch.int64)
+    codes = Codes(value, zeros, zeros, zeros)
+    shared, shared_codes = coordinated_sample(q, codes)
+    per_row, per_row_codes = coordinated_sample(q.expand(n, -1).contiguous(), codes)
+    assert torch.equal(shared, per_row)
+    assert (q[per_row] > 0).all()
+    chosen = q.double()[per_row] / q.double().sum()
+    apart = (shared_codes.value - per_row_codes.value).abs()
+    apart = torch.minimum(apart, 1 - apart)  # codes live on a circle: 1 − ε is next to 0
+    assert (apart <= vocab * 2.0**-50 / chosen).all()

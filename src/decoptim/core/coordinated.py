@@ -168,27 +168,56 @@ def coordinated_sample(q: Tensor, codes: Codes, validate: bool = True) -> tuple[
         from .kernels.coordinated import coordinated_sample_cuda
 
         return coordinated_sample_cuda(q, codes)
-    cumulative = torch.cumsum(flat.to(torch.float64), -1)
     # Shared row: the samples' targets along one row [1, n]; else one per row [n, 1].
     layout = (1, -1) if shared else (-1, 1)
     seed, index, step = (
         part.to(q.device).reshape(layout) for part in (codes.seed, codes.index, codes.step)
     )
-    total = cumulative[:, -1:].contiguous()
-    target = (codes.value.to(q.device).reshape(layout) * total).contiguous()
-    # The first token whose bucket ends above the target (rounding can leave the target at
-    # the total: the last token with mass then takes it).
-    last = torch.searchsorted(cumulative, total, right=False)
-    token = torch.minimum(torch.searchsorted(cumulative, target, right=True), last)
-    high = cumulative.gather(-1, token)
-    low = torch.where(token > 0, cumulative.gather(-1, (token - 1).clamp_min(0)), 0.0)
-    width = high - low
+    value = codes.value.to(q.device).reshape(layout)
+    if shared:
+        token, low, width, total = _buckets(torch.cumsum(flat.to(torch.float64), -1), value)
+    else:
+        token, low, width, total = _buckets_by_block(flat, value)
+    target = value * total
     inside = ((target - low) / width).clamp(0.0, 1.0)
     grain = _TWO_POW_M52 * total / width
     refilled = inside + hashed_uniform(seed, index, step + 1, _REFILL) * grain
     refilled = refilled - torch.floor(refilled)
     parts = (refilled, seed, index, step + 1)
     return token.reshape(samples), Codes(*(part.reshape(samples) for part in parts))
+
+
+def _buckets(cumulative: Tensor, value: Tensor) -> tuple[Tensor, ...]:
+    """Per code (value [rows, n] or [1, n] against cumulative [rows, V] float64 sums): the
+    token whose bucket holds value·total, the bucket's start and width, and the total."""
+    total = cumulative[:, -1:].contiguous()
+    target = (value * total).contiguous()
+    # The first token whose bucket ends above the target (rounding can leave the target at
+    # the total: the last token with mass then takes it).
+    last = torch.searchsorted(cumulative, total, right=False)
+    token = torch.minimum(torch.searchsorted(cumulative, target, right=True), last)
+    high = cumulative.gather(-1, token)
+    low = torch.where(token > 0, cumulative.gather(-1, (token - 1).clamp_min(0)), 0.0)
+    return token, low, high - low, total
+
+
+def _buckets_by_block(q: Tensor, value: Tensor, block: int = 1024) -> tuple[Tensor, ...]:
+    """`_buckets` for one code per row of q [rows, V] without a [rows, V] float64 prefix sum
+    (a sequential pass that costs more than the rest of the draw on a CPU): float64 sums of
+    blocks of `block` tokens locate the block, a prefix sum inside it the token."""
+    rows, vocab = q.shape
+    blocks = torch.nn.functional.pad(q, (0, -vocab % block)).view(rows, -1, block)
+    sums = blocks.sum(-1, dtype=torch.float64)
+    block_token, start, _, total = _buckets(sums.cumsum(-1), value)
+    inside = blocks.gather(1, block_token[:, :, None].expand(rows, 1, block))[:, 0]
+    ends = start + torch.cumsum(inside.to(torch.float64), -1)
+    # The block's token as in `_buckets`; a target past the block's last bucket end (the
+    # two sums round differently) goes to the block's last token with mass.
+    last = torch.searchsorted(ends, ends[:, -1:].contiguous(), right=False)
+    token = torch.minimum(torch.searchsorted(ends, (value * total).contiguous(), right=True), last)
+    high = ends.gather(-1, token)
+    low = torch.where(token > 0, ends.gather(-1, (token - 1).clamp_min(0)), start)
+    return block_token * block + token, low, high - low, total
 
 
 def _check_step(q: Tensor, codes: Codes) -> None:
@@ -200,7 +229,9 @@ def _check_step(q: Tensor, codes: Codes) -> None:
     if value.dtype != torch.float64:
         raise TypeError(f"codes.value must be float64, got dtype={value.dtype}")
     outside = ~((value >= 0) & (value < 1))
-    bad_q = ~(q >= 0).all(-1) | ~torch.isfinite(q).all(-1) | ~(q.sum(-1) > 0)
+    # Non-negative entries with a finite, positive sum are finite (a NaN fails amin ≥ 0).
+    total = q.sum(-1)
+    bad_q = ~(q.amin(-1) >= 0) | ~torch.isfinite(total) | ~(total > 0)
     flags = torch.stack([outside.any(), bad_q.any()]).tolist()
     if flags[0]:
         raise ValueError(f"codes must lie in [0, 1), got {_show(value[outside])}")
