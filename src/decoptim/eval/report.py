@@ -23,7 +23,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from ..pipelines.answers import is_equivalent
 from ..pipelines.metrics import (
     bootstrap,
     expected_distinct,
@@ -37,14 +36,11 @@ from ..pipelines.metrics import (
 )
 from ..pipelines.selection import cluster_answers
 from .grid import COORDINATED, IID
-from .runner import MANIFEST, SAMPLES, read_records
+from .shards import load_run
+from .tasks import vote_equivalence
 
 KS = (1, 4, 16)
 MAJ_SUBSETS = 2000  # size-k subsets per problem for the i.i.d. maj@k when there are more
-
-
-def _exact(a: str, b: str) -> bool:
-    return a == b
 
 
 def sampling_of(config: dict) -> tuple[str, int | None]:
@@ -99,15 +95,11 @@ def problem_metrics(
 
 
 def summarise(out: Path) -> tuple[dict, list[dict]]:
-    manifest_path, samples_path = out / MANIFEST, out / SAMPLES
-    if not manifest_path.exists() or not samples_path.exists():
-        raise FileNotFoundError(f"{out} has no {MANIFEST} and {SAMPLES}: not a decoptim eval run")
-    manifest = json.loads(manifest_path.read_text())
-    records = read_records(samples_path)
+    manifest, records = load_run(out)
     by_config: dict[str, list[dict]] = defaultdict(list)
     for record in records:
         by_config[record["config"]].append(record)
-    equivalent = {"arith": _exact, "humaneval": None}.get(manifest["task"], is_equivalent)
+    equivalent = vote_equivalence(manifest)
     sizes = group_sizes(manifest)
     rows = []
     for config in manifest["configs"]:

@@ -13,6 +13,11 @@ and writes only its missing lines, so an interrupted run (Ctrl-C, kill -9, a cra
 with exactly the samples of an uninterrupted one: none lost, none duplicated. A torn last
 line (a kill during a write) is cut off before appending.
 
+Sharded runs (`shard`, `decoptim.eval.shards`): shard i of N generates only its share of the
+(config, chunk) pairs, with the same chunk seeds, into `manifest.shard-i-of-N.json` and
+`samples.shard-i-of-N.jsonl`; the manifest lists the run's problem ids in order, which is
+how the shards are read back as one run.
+
 Coordinated configs (`+coord(K=...)` ids, `"sampling": "coordinated"` and `"group_size"`
 in the manifest) hand `coordinated=True, group_size=K` to the generate function, whose
 groups depend only on the chunk seed and a prompt's place in the chunk, so an incomplete
@@ -33,9 +38,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .grid import Config, Grid
 from .tasks import Problem, Task
+
+if TYPE_CHECKING:
+    from .shards import Shard
 
 SAMPLES = "samples.jsonl"
 MANIFEST = "manifest.json"
@@ -44,6 +53,7 @@ IDENTITY = (
     "backend",
     "model",
     "task",
+    "task_options",
     "data",
     "data_sha256",
     "n",
@@ -58,8 +68,8 @@ IDENTITY = (
 class GeneratedSample:
     text: str
     tokens: int
-    logprob_sum: float
-    logprob_mean: float
+    logprob_sum: float | None  # the model's raw log-probability; None: the backend has none
+    logprob_mean: float | None
 
 
 # (prompts, decoder spec, temperature, n, max_new_tokens, seed, task) -> per prompt, n samples;
@@ -124,8 +134,8 @@ def file_sha256(path: str | None) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def write_manifest(out: Path, manifest: dict) -> None:
-    path = out / MANIFEST
+def write_manifest(out: Path, manifest: dict, name: str = MANIFEST) -> None:
+    path = out / name
     previous = json.loads(path.read_text()) if path.exists() else None
     if previous is not None:
         clashes = [
@@ -160,8 +170,12 @@ def run_grid(
     batch_size: int,
     manifest: dict,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> Path:
-    """Generate and grade every missing (config, problem); returns the samples file."""
+    """Generate and grade every missing (config, problem), of `shard`'s share only when given;
+    returns the samples file."""
+    from .shards import check_directory
+
     if n < 1 or max_new_tokens < 1 or batch_size < 1:
         raise ValueError(
             "n, max_new_tokens and batch_size must be >= 1, "
@@ -174,66 +188,74 @@ def run_grid(
     manifest = {
         **manifest,
         "task": task.name,
+        "task_options": task.options(),
         "n": n,
         "max_new_tokens": max_new_tokens,
         "seed": seed,
         "batch_size": batch_size,
         "prompt_template": task.template(),
         "configs": [config.manifest_entry() for config in configs],
+        "problem_ids": [problem.id for problem in problems],
+        "shard": str(shard) if shard else None,
         "versions": versions(),
         "git_revision": git_revision(),
         "command": " ".join(sys.argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_manifest(out, manifest)
-    samples_path = out / SAMPLES
+    check_directory(out, shard, manifest)
+    write_manifest(out, manifest, shard.manifest_name if shard else MANIFEST)
+    samples_path = out / (shard.samples_name if shard else SAMPLES)
     done = {(r["config"], r["problem"]) for r in read_records(samples_path, repair=True)}
-    total = len(configs) * len(problems)
-    initial = len(done & {(c.id, p.id) for c in configs for p in problems})
-    bar = progress_bar(total, "eval", "problem", progress, initial)
     chunks = [problems[i : i + batch_size] for i in range(0, len(problems), batch_size)]
+    work = [
+        (config, index, chunk)
+        for config in configs
+        for index, chunk in enumerate(chunks)
+        if shard is None or shard.owns(config.id, index)
+    ]
+    owned = {(config.id, p.id) for config, _, chunk in work for p in chunk}
+    bar = progress_bar(len(owned), "eval", "problem", progress, len(done & owned))
     try:
-        for config in configs:
+        for config, index, chunk in work:
             options = (
                 {"coordinated": True, "group_size": config.group_size} if config.coordinated else {}
             )
-            for index, chunk in enumerate(chunks):
-                missing = [p for p in chunk if (config.id, p.id) not in done]
-                if not missing:
+            missing = [p for p in chunk if (config.id, p.id) not in done]
+            if not missing:
+                continue
+            if bar is not None:
+                bar.set_description(_shortened(config.id, 48))
+            start = time.perf_counter()
+            outputs = generate(
+                [p.prompt for p in chunk],
+                config.spec,
+                config.temperature,
+                n,
+                max_new_tokens,
+                chunk_seed(seed, config.id, index),
+                task,
+                **options,
+            )
+            per_sample = (time.perf_counter() - start) / (len(chunk) * n)
+            lines = []
+            for problem, samples in zip(chunk, outputs, strict=True):
+                if (config.id, problem.id) in done:
                     continue
-                if bar is not None:
-                    bar.set_description(_shortened(config.id, 48))
-                start = time.perf_counter()
-                outputs = generate(
-                    [p.prompt for p in chunk],
-                    config.spec,
-                    config.temperature,
-                    n,
-                    max_new_tokens,
-                    chunk_seed(seed, config.id, index),
-                    task,
-                    **options,
-                )
-                per_sample = (time.perf_counter() - start) / (len(chunk) * n)
-                lines = []
-                for problem, samples in zip(chunk, outputs, strict=True):
-                    if (config.id, problem.id) in done:
-                        continue
-                    if len(samples) != n:
-                        raise ValueError(
-                            f"the backend returned {len(samples)} samples for problem "
-                            f"{problem.id} of {config.id}, expected n={n}"
-                        )
-                    record = _record(config, problem, samples, task, per_sample)
-                    lines.append(json.dumps(record) + "\n")
-                    done.add((config.id, problem.id))
-                with open(samples_path, "a", encoding="utf-8") as handle:
-                    handle.write("".join(lines))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                if bar is not None:
-                    bar.update(len(lines))
+                if len(samples) != n:
+                    raise ValueError(
+                        f"the backend returned {len(samples)} samples for problem "
+                        f"{problem.id} of {config.id}, expected n={n}"
+                    )
+                record = _record(config, problem, samples, task, per_sample)
+                lines.append(json.dumps(record) + "\n")
+                done.add((config.id, problem.id))
+            with open(samples_path, "a", encoding="utf-8") as handle:
+                handle.write("".join(lines))
+                handle.flush()
+                os.fsync(handle.fileno())
+            if bar is not None:
+                bar.update(len(lines))
     finally:
         if bar is not None:
             bar.close()

@@ -1,4 +1,5 @@
-"""Benchmarks: MATH500, GSM8K, HumanEval (local JSONL or the Hugging Face hub) and `arith`.
+"""Benchmarks: MATH500, GSM8K, HumanEval (local JSONL or the Hugging Face hub), `arith`, and
+`jsonl`: any JSONL dataset, given its question and answer fields and a grader.
 
 A task loads `Problem`s (an id, the user-facing prompt, the gold answer) and grades one
 completion. Math prompts follow the paper (Qwen's default math prompt): the system message
@@ -10,11 +11,22 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+import re
+import string
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..pipelines.answers import extract_answer, gsm8k_gold, is_equivalent
+from ..core.checks import shown
+from ..pipelines.answers import (
+    as_number,
+    extract_answer,
+    gsm8k_gold,
+    is_equivalent,
+    same_number,
+    same_text,
+    stated_answer,
+)
 from . import arith
 from .sandbox import check_sandbox, run_python
 
@@ -38,6 +50,12 @@ class Graded:
 
 def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[dict]:
     """Rows of a JSONL file (plain or .gz); a bad line raises ValueError naming file:line."""
+    for _, row in numbered_rows(path, required):
+        yield row
+
+
+def numbered_rows(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
+    """(line number, row) for each row of a JSONL file, as `read_jsonl` checks them."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data file {path} does not exist")
@@ -57,7 +75,7 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[dic
             missing = [key for key in required if key not in row]
             if missing:
                 raise ValueError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
-            yield row
+            yield number, row
 
 
 class Task:
@@ -76,6 +94,10 @@ class Task:
     def template(self) -> str:
         """A description of the prompt format, for the run manifest."""
         return f"chat={self.chat}, system={self.system!r}"
+
+    def options(self) -> dict | None:
+        """The task's settings beyond its name, for the run manifest (None: it has none)."""
+        return None
 
 
 class MathTask(Task):
@@ -173,6 +195,214 @@ class HumanEvalTask(Task):
         return "completion: the function prompt as is"
 
 
+GRADERS = ("math", "number", "exact", "code")
+# Per grader: the instruction given by default (the system message, or appended to the prompt
+# without a chat template) and whether prompts go through the chat template.
+DEFAULT_INSTRUCTIONS: dict[str, str | None] = {
+    "math": MATH_INSTRUCTION,
+    "number": "End your reply with 'The answer is N.', N a number.",
+    "exact": "End your reply with 'The answer is X.', X your answer alone.",
+    "code": None,
+}
+_FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.S)
+
+
+def text_answer(completion: str) -> str | None:
+    """The answer of a reply graded by `exact`: the one stated ("The answer is X", \\boxed{X}),
+    else the reply's first non-empty line."""
+    stated = stated_answer(completion)
+    if stated is not None:
+        return stated
+    lines = [line.strip() for line in completion.splitlines() if line.strip()]
+    return lines[0] if lines else None
+
+
+class JsonlTask(Task):
+    """Any JSONL dataset: one problem per line, its question and gold answer in named fields.
+
+    `prompt_template` is a `str.format` template: `{question}` is the question field, and any
+    other `{name}` is that field of the line. `instruction` (default: the grader's, see
+    DEFAULT_INSTRUCTIONS; "" for none) is the system message through the chat template, or
+    appended to the prompt without one. Graders:
+    - `math`: the final answer extracted as for math500, equivalent by math-verify;
+    - `number`: the final answer extracted the same way, equal as a number (the gold must be
+      one);
+    - `exact`: the stated answer ("The answer is X", \\boxed{X}; else the first line) equal to
+      the gold after trimming whitespace, quotes and a final period, ignoring case;
+    - `code`: the answer field holds test code; the program (the prompt and the completion cut
+      at the usual stop sequences, or the completion's fenced code block when it has one)
+      runs with the tests in the sandbox and passes when it exits with status 0.
+    Problem ids are the `id_field` when given (each must be unique), else `line-N`.
+    """
+
+    name = "jsonl"
+
+    def __init__(
+        self,
+        question_field: str = "question",
+        answer_field: str = "answer",
+        grader: str = "math",
+        prompt_template: str = "{question}",
+        instruction: str | None = None,
+        chat: bool | None = None,
+        id_field: str | None = None,
+        timeout: float = 5.0,
+        unsafe_no_sandbox: bool | None = None,
+    ):
+        if grader not in GRADERS:
+            raise ValueError(f"grader must be one of {', '.join(GRADERS)}, got grader={grader!r}")
+        for option, value in (
+            ("question_field", question_field),
+            ("answer_field", answer_field),
+            ("id_field", id_field),
+        ):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{option} must be a field name, got {option}={value!r}")
+        self.question_field = question_field
+        self.answer_field = answer_field
+        self.id_field = id_field
+        self.grader = grader
+        self.prompt_template = prompt_template
+        self.fields = template_fields(prompt_template)
+        if "question" not in self.fields:
+            raise ValueError(
+                f"prompt_template must contain {{question}} (the {question_field!r} field), got "
+                f"prompt_template={prompt_template!r}"
+            )
+        if question_field == answer_field:
+            raise ValueError(
+                f"question_field and answer_field must differ, both are {question_field!r}"
+            )
+        if answer_field in self.fields - {"question"}:
+            raise ValueError(
+                f"prompt_template={prompt_template!r} would show the gold answer "
+                f"({{{answer_field}}})"
+            )
+        self.system = DEFAULT_INSTRUCTIONS[grader] if instruction is None else instruction or None
+        self.chat = grader != "code" if chat is None else chat
+        self.timeout = timeout
+        self.unsafe_no_sandbox = unsafe_no_sandbox
+
+    def load(self, data=None, limit=None, seed=0):
+        if not data:
+            raise ValueError("--task jsonl needs --data FILE (a JSONL file; .gz allowed)")
+        if self.grader == "code":
+            check_sandbox(self.unsafe_no_sandbox)  # refuse before any generation
+        extra = sorted(self.fields - {"question"})
+        required = tuple(dict.fromkeys([self.question_field, self.answer_field, *extra]))
+        required += (self.id_field,) if self.id_field else ()
+        problems, lines = [], {}
+        for number, row in numbered_rows(data, required):
+            where = f"{data}:{number}"
+            values = {name: _field_text(row, name, where) for name in extra}
+            question = _field_text(row, self.question_field, where)
+            gold = _field_text(row, self.answer_field, where)
+            if self.grader == "number" and as_number(gold) is None:
+                raise ValueError(
+                    f"{where}: field {self.answer_field!r} must be a number for grader "
+                    f"'number', got {shown(gold)}"
+                )
+            key = _field_text(row, self.id_field, where) if self.id_field else f"line-{number}"
+            if key in lines:
+                raise ValueError(
+                    f"{where}: field {self.id_field!r} = {shown(key)} repeats line {lines[key]}"
+                )
+            lines[key] = number
+            prompt = self.prompt_template.format_map({**values, "question": question})
+            problems.append(Problem(key, prompt, gold))
+        if not problems:
+            raise ValueError(f"{data} holds no problems")
+        return problems[:limit] if limit else problems
+
+    def grade(self, problem, completion):
+        if self.grader == "code":
+            fenced = _FENCE.search(completion)
+            code = (
+                fenced.group(1)
+                if fenced
+                else problem.prompt + truncate_at_stops(completion, HUMANEVAL_STOPS)
+            )
+            result = run_python(
+                f"{code}\n\n{problem.gold}\n",
+                timeout=self.timeout,
+                unsafe_no_sandbox=self.unsafe_no_sandbox,
+            )
+            return Graded(result.status, result.passed)
+        extract = text_answer if self.grader == "exact" else extract_answer
+        answer = extract(completion)
+        return Graded(answer, GRADER_EQUIVALENCE[self.grader](answer, problem.gold))
+
+    def template(self):
+        return f"{self.prompt_template!r}, chat={self.chat}, instruction={self.system!r}"
+
+    def options(self):
+        return {
+            "question_field": self.question_field,
+            "answer_field": self.answer_field,
+            "id_field": self.id_field,
+            "grader": self.grader,
+            "prompt_template": self.prompt_template,
+            "instruction": self.system,
+            "chat": self.chat,
+        }
+
+
+def template_fields(template: str) -> set[str]:
+    """The field names of a `str.format` template; ValueError for anything but plain
+    `{name}` fields (positional, attribute, index or nested fields)."""
+    if not isinstance(template, str):
+        raise ValueError(f"prompt_template must be a string, got {shown(template)}")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise ValueError(f"prompt_template={template!r}: {error}") from None
+    names = set()
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not re.fullmatch(r"[^\W\d]\w*", name) or spec or conversion:
+            raise ValueError(
+                f"prompt_template={template!r}: fields must be plain {{name}}, got "
+                f"{{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+            )
+        names.add(name)
+    return names
+
+
+def _field_text(row: dict, name: str, where: str) -> str:
+    value = row[name]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(
+            f"{where}: field {name!r} must be a string or a number, got "
+            f"{type(value).__name__} {shown(value)}"
+        )
+    text = str(value)
+    if not text.strip():
+        raise ValueError(f"{where}: field {name!r} is empty")
+    return text
+
+
+def _same_string(a: str | None, b: str | None) -> bool:
+    return a is not None and a == b
+
+
+# Per grader (and for the built-in tasks' votes): when two answers count as the same.
+GRADER_EQUIVALENCE: dict[str, Callable[[str | None, str | None], bool]] = {
+    "math": is_equivalent,
+    "number": same_number,
+    "exact": same_text,
+}
+
+
+def vote_equivalence(manifest: dict) -> Callable[[str, str], bool] | None:
+    """How a run's answers are clustered for votes (None: code, no vote), from its manifest."""
+    task = manifest["task"]
+    if task == "jsonl":
+        grader = (manifest.get("task_options") or {}).get("grader", "math")
+        return GRADER_EQUIVALENCE.get(grader)
+    return {"arith": _same_string, "humaneval": None}.get(task, is_equivalent)
+
+
 def truncate_at_stops(text: str, stops: tuple[str, ...]) -> str:
     cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
     return text[:cut]
@@ -194,10 +424,13 @@ TASKS: dict[str, type[Task]] = {
     "gsm8k": GSM8KTask,
     "humaneval": HumanEvalTask,
     "arith": ArithTask,
+    "jsonl": JsonlTask,
 }
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, **options) -> Task:
+    """A task by name; `options` go to its constructor (the `jsonl` task's fields, grader,
+    template, ...)."""
     if name not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got task={name!r}")
-    return TASKS[name]()
+    return TASKS[name](**options)

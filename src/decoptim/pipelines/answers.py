@@ -39,8 +39,9 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def extract_answer(text: str) -> str | None:
-    """The final answer stated in a model's output (see the module docstring), or None."""
+def stated_answer(text: str) -> str | None:
+    """The answer a text states explicitly: the last `\\boxed{}`, else the text after the last
+    "The answer is" (rules 1 and 2 of the module docstring), or None."""
     if not text:
         return None
     boxed = last_boxed(text)
@@ -54,6 +55,16 @@ def extract_answer(text: str) -> str | None:
         answer = (inner if inner is not None else answer).strip().rstrip(".").strip("$ ")
         if answer:
             return answer
+    return None
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer stated in a model's output (see the module docstring), or None."""
+    if not text:
+        return None
+    answer = stated_answer(text)
+    if answer is not None:
+        return answer
     if "####" in text:
         answer = text.rsplit("####", 1)[1].strip().splitlines()
         if answer and answer[0].strip():
@@ -93,14 +104,37 @@ def _as_number(s: str) -> Fraction | float | None:
         return None
 
 
-def fallback_equivalent(a: str, b: str) -> bool:
-    na, nb = normalize(a), normalize(b)
-    if na == nb:
-        return True
-    x, y = _as_number(na), _as_number(nb)
+def as_number(answer: str | None) -> float | None:
+    """An answer as a number (thousands separators, `$`, a trailing period, `a/b` and
+    `\\frac{a}{b}` allowed), or None when it is not one."""
+    if answer is None:
+        return None
+    value = _as_number(normalize(answer))
+    return None if value is None else float(value)
+
+
+def same_number(a: str | None, b: str | None) -> bool:
+    """Whether two answers are the same number (relative tolerance 1e-9)."""
+    x, y = as_number(a), as_number(b)
     if x is None or y is None:
         return False
-    return abs(float(x) - float(y)) <= 1e-9 * max(1.0, abs(float(x)), abs(float(y)))
+    return abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y))
+
+
+def normalize_text(answer: str) -> str:
+    """A text answer for exact comparison: surrounding whitespace, quotes and a final
+    period removed, inner whitespace collapsed, case folded."""
+    text = " ".join(answer.split()).strip("\"'` ").rstrip(".").strip()
+    return text.casefold()
+
+
+def same_text(a: str | None, b: str | None) -> bool:
+    """Exact equality of two text answers after `normalize_text`."""
+    return a is not None and b is not None and normalize_text(a) == normalize_text(b)
+
+
+def fallback_equivalent(a: str, b: str) -> bool:
+    return normalize(a) == normalize(b) or same_number(a, b)
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,0 +1,265 @@
+"""Sharded runs: `--shard i/N` splits a run's work among N processes or machines.
+
+The work of a run is its (config, problem chunk) pairs, chunks of `batch_size` problems as the
+runner cuts them. Shard i of N (numbered from 1) generates the pairs `shard_of` assigns to it:
+each config's chunks go round robin over the shards, starting at an offset hashed from the
+config's id. The assignment depends on the config id, the chunk and N only, so it is the same
+on every machine, every shard gets a fair share of every config, and a config added later
+moves no work. A pair is generated with the same seed as in an unsharded run, so the samples
+are the same.
+
+A shard writes its own files beside the others: `manifest.shard-i-of-N.json` and
+`samples.shard-i-of-N.jsonl`, each resumable as an unsharded run's. Shards may share one
+directory (a shared file system) or run in separate ones whose files are copied together
+afterwards. `load_run` reads a directory of shards as one run, records in the order of an
+unsharded run (config, then problem), so that `decoptim report` and `compare` give the
+unsharded run's results; `merge_run` (`decoptim merge`) writes that run as `manifest.json` and
+`samples.jsonl`, once every shard is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .runner import IDENTITY, MANIFEST, SAMPLES, read_records
+
+_SPEC = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+_MANIFEST_NAME = re.compile(r"manifest\.shard-(\d+)-of-(\d+)\.json")
+# What every shard of one run must agree on, beyond the runner's identity fields.
+SHARD_IDENTITY = (*IDENTITY, "task_options", "problem_ids")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` (1 to `count`) of a run split `count` ways."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        for name, value in (("index", self.index), ("count", self.count)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"shard {name} must be an int, got {name}={value!r}")
+        if self.count < 1 or not 1 <= self.index <= self.count:
+            raise ValueError(
+                "--shard must be i/N with 1 <= i <= N (shards are numbered from 1), got "
+                f"--shard {self.index}/{self.count}"
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """A shard from its command-line form `i/N`; ValueError naming the value otherwise."""
+        found = _SPEC.fullmatch(text) if isinstance(text, str) else None
+        if found is None:
+            raise ValueError(
+                f"--shard must be i/N with 1 <= i <= N (e.g. 2/4), got --shard {text!r}"
+            )
+        return cls(int(found.group(1)), int(found.group(2)))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    @property
+    def manifest_name(self) -> str:
+        return f"manifest.shard-{self.index}-of-{self.count}.json"
+
+    @property
+    def samples_name(self) -> str:
+        return f"samples.shard-{self.index}-of-{self.count}.jsonl"
+
+    def owns(self, config_id: str, chunk: int) -> bool:
+        return shard_of(config_id, chunk, self.count) == self.index
+
+
+def shard_of(config_id: str, chunk: int, count: int) -> int:
+    """The shard (1 to `count`) that generates chunk `chunk` of config `config_id`."""
+    offset = int(hashlib.sha256(config_id.encode()).hexdigest()[:8], 16)
+    return (offset + chunk) % count + 1
+
+
+def shards_in(out: Path) -> dict[Shard, Path]:
+    """The shards that have a manifest in `out`, by shard."""
+    found = {}
+    for path in sorted(out.glob("manifest.shard-*-of-*.json")):
+        name = _MANIFEST_NAME.fullmatch(path.name)
+        if name is None:
+            continue
+        try:
+            found[Shard(int(name.group(1)), int(name.group(2)))] = path
+        except ValueError:
+            raise ValueError(f"{path}: not a shard's manifest name (shard {name.group(1)} "
+                             f"of {name.group(2)})") from None  # fmt: skip
+    return found
+
+
+def check_directory(out: Path, shard: Shard | None, manifest: dict) -> None:
+    """Refuse, before anything is written, a run that would mix with another in `out`: an
+    unsharded run beside shards or a merge, a shard beside an unsharded run, shards of
+    different splits, or a shard of another run (its identity differs from another shard's)."""
+    shards = shards_in(out)
+    plain = out / MANIFEST
+    merged = plain.exists() and "merged_from" in json.loads(plain.read_text())
+    if shard is None:
+        if shards or merged:
+            split = next(iter(shards)).count if shards else len(_read(plain)["merged_from"])
+            raise ValueError(
+                f"{out} holds a run sharded {split} ways: continue it with --shard i/{split} "
+                "(then `decoptim merge`), or use another --out"
+            )
+        return
+    if plain.exists() and not merged:
+        raise ValueError(
+            f"{out} holds an unsharded run ({MANIFEST}); a sharded run needs another --out"
+        )
+    counts = sorted({other.count for other in shards})
+    if counts and counts != [shard.count]:
+        raise ValueError(
+            f"{out} holds shards of a run split {' and '.join(map(str, counts))} ways; got "
+            f"--shard {shard}"
+        )
+    for other, path in shards.items():
+        if other == shard:
+            continue  # its own manifest: the runner's resumption check
+        clashes = _clashes(_read(path), manifest, SHARD_IDENTITY)
+        if clashes:
+            raise ValueError(
+                f"{out} holds shard {other} of a different run; use another --out "
+                f"({'; '.join(clashes)})"
+            )
+
+
+def load_run(out: Path) -> tuple[dict, list[dict]]:
+    """(manifest, records) of a run directory: its shards read as one run when it has shard
+    files (all N of them must have started), else `manifest.json` and `samples.jsonl`."""
+    shards = shards_in(out)
+    if shards:
+        return _combine(out, shards, complete=False)
+    manifest_path, samples_path = out / MANIFEST, out / SAMPLES
+    if not manifest_path.exists() or not samples_path.exists():
+        raise FileNotFoundError(
+            f"{out} has no {MANIFEST} and {SAMPLES} (nor shard files): not a decoptim eval run"
+        )
+    return _read(manifest_path), read_records(samples_path)
+
+
+def merge_run(out: Path) -> tuple[Path, int]:
+    """Write the complete run of `out`'s shards as `manifest.json` and `samples.jsonl` (the
+    shard files stay); returns the samples path and the number of records."""
+    shards = shards_in(out)
+    if not shards:
+        raise ValueError(
+            f"{out} holds no shard files (manifest.shard-i-of-N.json): nothing to merge"
+        )
+    plain = out / MANIFEST
+    if plain.exists() and "merged_from" not in _read(plain):
+        raise ValueError(f"{plain} is an unsharded run's; merging would replace it")
+    manifest, records = _combine(out, shards, complete=True)
+    samples = out / SAMPLES
+    _replace(samples, "".join(json.dumps(record) + "\n" for record in records))
+    _replace(plain, json.dumps(manifest, indent=2, default=str))
+    return samples, len(records)
+
+
+def _combine(out: Path, shards: dict[Shard, Path], complete: bool) -> tuple[dict, list[dict]]:
+    counts = sorted({shard.count for shard in shards})
+    if len(counts) > 1:
+        raise ValueError(
+            f"{out} holds shards of runs split {' and '.join(map(str, counts))} ways: "
+            + ", ".join(path.name for path in shards.values())
+        )
+    count = counts[0]
+    missing = [Shard(i, count) for i in range(1, count + 1) if Shard(i, count) not in shards]
+    if missing:
+        raise ValueError(
+            f"{out}: shard(s) {', '.join(map(str, missing))} have not started (no "
+            f"{missing[0].manifest_name}): run them with --shard i/{count}, or copy their "
+            "files into this directory"
+        )
+    manifests = {shard: _read(shards[shard]) for shard in sorted(shards, key=lambda s: s.index)}
+    first = manifests[Shard(1, count)]
+    for shard, manifest in manifests.items():
+        clashes = _clashes(first, manifest, SHARD_IDENTITY)
+        if clashes:
+            raise ValueError(
+                f"{out}: shard {shard} is not the same run as shard 1/{count} "
+                f"({'; '.join(clashes)})"
+            )
+    if not first.get("problem_ids"):
+        raise ValueError(f"{shards[Shard(1, count)]} lists no problem_ids")
+    configs = list({c["id"]: c for m in manifests.values() for c in m["configs"]}.values())
+    config_index = {config["id"]: i for i, config in enumerate(configs)}
+    problem_index = {problem: i for i, problem in enumerate(first["problem_ids"])}
+    records, seen = [], set()
+    for shard in manifests:
+        path = out / shard.samples_name
+        for record in read_records(path):
+            key = (record["config"], record["problem"])
+            if key[0] not in config_index or key[1] not in problem_index:
+                raise ValueError(f"{path}: a record of an unknown config or problem {key}")
+            owner = shard_of(key[0], problem_index[key[1]] // first["batch_size"], count)
+            if owner != shard.index or key in seen:
+                raise ValueError(
+                    f"{path}: the record of {key} belongs to shard {owner}/{count}"
+                    + (" and is there already" if key in seen else "")
+                    + ": a shard's files under another shard's name?"
+                )
+            seen.add(key)
+            records.append(record)
+    records.sort(key=lambda r: (config_index[r["config"]], problem_index[r["problem"]]))
+    if complete:
+        _check_complete(out, configs, first, count, seen)
+    merged_from = [
+        {
+            "shard": str(shard),
+            **{k: m.get(k) for k in ("started", "resumed", "machine", "git_revision", "command")},
+        }
+        for shard, m in manifests.items()
+    ]
+    return {**first, "configs": configs, "shard": None, "merged_from": merged_from}, records
+
+
+def _check_complete(out: Path, configs: list[dict], first: dict, count: int, seen: set) -> None:
+    lacking: dict[int, list[tuple[str, str]]] = {}
+    for config in configs:
+        for position, problem in enumerate(first["problem_ids"]):
+            if (config["id"], problem) not in seen:
+                owner = shard_of(config["id"], position // first["batch_size"], count)
+                lacking.setdefault(owner, []).append((config["id"], problem))
+    if lacking:
+        total = len(configs) * len(first["problem_ids"])
+        parts = [
+            f"shard {i}/{count} lacks {len(keys)} (first: {keys[0][0]} on {keys[0][1]})"
+            for i, keys in sorted(lacking.items())
+        ]
+        raise ValueError(
+            f"{out}: {sum(map(len, lacking.values()))} of {total} (config, problem) records "
+            f"are missing; {'; '.join(parts)}. Finish those shards (run them again with the "
+            "same --shard) and merge again"
+        )
+
+
+def _clashes(a: dict, b: dict, keys: tuple[str, ...]) -> list[str]:
+    def short(value: object) -> str:
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    return [f"{k}: {short(a.get(k))} vs {short(b.get(k))}" for k in keys if a.get(k) != b.get(k)]
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write `path` whole or not at all (a staging file, fsync'd, renamed over it)."""
+    staging = path.with_name(path.name + ".tmp")
+    with open(staging, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    staging.replace(path)
