@@ -1,5 +1,7 @@
+import json
 import subprocess
 import sys
+from typing import ClassVar
 
 import pytest
 
@@ -134,3 +136,284 @@ def test_eval_without_a_sandbox_refuses_with_a_message_not_a_traceback(monkeypat
                  "--decoders", "softmax", "--temperatures", "1", "--out", "unused"])  # fmt: skip
     assert code == 2
     assert "--unsafe-no-sandbox only applies to --task humaneval" in capsys.readouterr().err
+
+
+def test_the_custom_dataset_example_of_the_docs_runs_as_written(tmp_path):
+    """docs/evaluation.md's `--task jsonl` block, on a dataset the project has never seen."""
+    from tests.eval.doc_examples import evaluation_block, run_bash
+
+    result = run_bash(evaluation_block("custom-dataset"), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "runs" / "capitals"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["task"] == "jsonl" and manifest["task_options"]["grader"] == "exact"
+    assert manifest["task_options"]["answer_field"] == "capital"
+    assert "What is the capital of {question}?" in manifest["prompt_template"]
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert sorted({r["gold"] for r in records}) == ["Lima", "Paris", "Tokyo"]
+    assert len(records) == 2 * 3 and all(len(r["samples"]) == 4 for r in records)
+    assert "| topk(k=3) | i.i.d. | 0.7 | 3 |" in result.stdout
+
+
+def test_eval_jsonl_end_to_end_with_numbers(tiny_arith_model, tmp_path, capsys):
+    data = tmp_path / "sums.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"a": a, "b": b, "total": a + b}) + "\n"
+            for a, b in ((2, 3), (10, 7), (4, 4))
+        )
+    )
+    out = tmp_path / "run"
+    command = [
+        "eval",
+        "--model",
+        str(tiny_arith_model),
+        "--task",
+        "jsonl",
+        "--data",
+        str(data),
+        "--question-field",
+        "a",
+        "--answer-field",
+        "total",
+        "--grader",
+        "number",
+        "--prompt-template",
+        "Q: Mia has {question} pens and {b} more. How many?\nA:",
+        "--instruction",
+        "",
+        "--no-chat",
+        "--decoders",
+        "softmax",
+        "--n",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-plots",
+    ]
+    assert main(command) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["task_options"] == {
+        "question_field": "a",
+        "answer_field": "total",
+        "id_field": None,
+        "grader": "number",
+        "prompt_template": "Q: Mia has {question} pens and {b} more. How many?\nA:",
+        "instruction": None,
+        "chat": False,
+    }
+    assert manifest["problem_ids"] == ["line-1", "line-2", "line-3"]
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [r["gold"] for r in records] == ["5", "17", "8"]
+    # resuming with another grader is another run
+    changed = [*command]
+    changed[changed.index("number")] = "math"
+    assert main(changed) == 2
+    assert "holds a different run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (
+            ["--shard", "3/2"],
+            "--shard must be i/N with 1 <= i <= N (shards are numbered from 1), got --shard '3/2'",
+        ),
+        (["--shard", "0/0"], "got --shard '0/0'"),
+        (["--question-field", "q"], "--question-field applies to --task jsonl"),
+        (["--base-url", "http://localhost:8000/v1"], "--base-url applies to --backend openai"),
+        (["--tensor-parallel-size", "2"], "--tensor-parallel-size applies to --backend vllm"),
+        (["--engine-arg", "enforce_eager=true"], "--engine-arg applies to --backend vllm"),
+        (["--backend", "openai"], "--backend openai needs --base-url"),
+        (
+            [
+                "--backend",
+                "vllm",
+                "--tensor-parallel-size",
+                "2",
+                "--engine-arg",
+                "tensor-parallel-size=4",
+            ],
+            "--engine-arg tensor_parallel_size=4 repeats --tensor-parallel-size",
+        ),
+        (["--backend", "vllm", "--kv-cache-memory-bytes", "2.5G"], "must be a byte count"),
+        (["--backend", "vllm", "--engine-arg", "no equals"], "must be KEY=VALUE"),
+    ],
+)
+def test_eval_bad_flags_fail_before_anything_loads(tmp_path, capsys, extra, message):
+    command = ["eval", "--model", str(tmp_path / "no-model"), "--task", "arith"]
+    command += ["--decoders", "softmax", "--out", str(tmp_path / "run"), *extra]
+    try:
+        code = main(command)
+    except SystemExit as exit_:
+        code, err = exit_.code, str(exit_) + capsys.readouterr().err
+    else:
+        err = capsys.readouterr().err
+    assert code not in (0, None) and message in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_against_an_unreachable_server_names_it_and_writes_nothing(tmp_path, capsys):
+    pytest.importorskip("vllm")
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    command = [
+        "eval",
+        "--backend",
+        "openai",
+        "--base-url",
+        url,
+        "--model",
+        "smollm2",
+        "--task",
+        "arith",
+        "--decoders",
+        "softmax",
+        "--retries",
+        "1",
+        "--retry-backoff",
+        "0.05",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert f"decoptim eval: error: decoptim's probe failed: {url}/completions: no answer" in err
+    assert "retry 1/1" in err and not (tmp_path / "run").exists()
+
+
+def test_byte_counts_and_engine_args_parse_as_vllm_reads_them():
+    from decoptim.cli import parse_bytes, parse_engine_arg
+
+    assert parse_bytes("2G") == 2 * 2**30 and parse_bytes("1.5g") == 1_500_000_000
+    assert parse_bytes("512M") == 2**29 and parse_bytes("1000") == 1000
+    assert parse_engine_arg("enforce-eager=true") == ("enforce_eager", True)
+    assert parse_engine_arg("dtype=bfloat16") == ("dtype", "bfloat16")
+    assert parse_engine_arg("max_num_seqs=64") == ("max_num_seqs", 64)
+    assert parse_engine_arg('hf_overrides={"a": 1}') == ("hf_overrides", {"a": 1})
+
+
+class FakeEngine:
+    """Stands in for vllm.LLM: records its keyword arguments, answers every request."""
+
+    made: ClassVar[list[dict]] = []
+
+    def __init__(self, **kwargs):
+        from types import SimpleNamespace
+
+        FakeEngine.made.append(kwargs)
+        config = SimpleNamespace(
+            hf_config=SimpleNamespace(architectures=["Fake"]),
+            get_vocab_size=lambda: 7,
+            dtype="float32",
+        )
+        self.llm_engine = SimpleNamespace(model_config=config)
+
+    def get_tokenizer(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(chat_template=None)
+
+    def generate(self, texts, params, use_tqdm=False):
+        from types import SimpleNamespace
+
+        completion = SimpleNamespace(text="The answer is 3", token_ids=[1], cumulative_logprob=-1)
+        return [SimpleNamespace(outputs=[completion] * p.n) for p in params]
+
+
+def test_engine_arguments_reach_vllm_and_the_manifest(tmp_path, monkeypatch, capsys):
+    vllm = pytest.importorskip("vllm")
+    monkeypatch.setattr(vllm, "LLM", FakeEngine)
+    FakeEngine.made.clear()
+    out = tmp_path / "run"
+    command = [
+        "eval",
+        "--backend",
+        "vllm",
+        "--model",
+        "some/model",
+        "--task",
+        "arith",
+        "--decoders",
+        "softmax",
+        "--n",
+        "2",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--tensor-parallel-size",
+        "2",
+        "--gpu-memory-utilization",
+        "0.5",
+        "--kv-cache-memory-bytes",
+        "2G",
+        "--engine-arg",
+        "enforce-eager=true",
+        "--engine-arg",
+        "max_num_seqs=16",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-plots",
+    ]
+    assert main(command) == 0
+    expected = {
+        "max_model_len": 4096,
+        "tensor_parallel_size": 2,
+        "gpu_memory_utilization": 0.5,
+        "kv_cache_memory_bytes": 2 * 2**30,
+        "enforce_eager": True,
+        "max_num_seqs": 16,
+        "generation_config": "vllm",
+    }
+    made = FakeEngine.made[0]
+    assert made["model"] == "some/model" and {k: made[k] for k in expected} == expected
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["engine_args"] == expected
+    # a key vLLM does not know fails before the engine starts
+    FakeEngine.made.clear()
+    assert (
+        main(
+            [
+                *command[:-4],
+                "--engine-arg",
+                "tensor_paralel_size=2",
+                "--out",
+                str(tmp_path / "typo"),
+            ]
+        )
+        == 2
+    )
+    assert "no engine argument(s) tensor_paralel_size" in capsys.readouterr().err
+    assert not FakeEngine.made and not (tmp_path / "typo").exists()
+
+
+def test_data_parallel_size_reaches_vllm_which_refuses_it_offline(tmp_path, capsys):
+    """Not faked: vLLM 0.32's own LLM refuses data_parallel_size > 1 in one process, and the
+    error it raises is what the user sees."""
+    pytest.importorskip("vllm")
+    command = [
+        "eval",
+        "--backend",
+        "vllm",
+        "--model",
+        str(tmp_path / "no-model"),
+        "--task",
+        "arith",
+        "--decoders",
+        "softmax",
+        "--data-parallel-size",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    assert main(command) == 2
+    assert "data_parallel_size=2" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -55,15 +55,23 @@ class Script:
                 else {"token_logprobs": [-1.0, -2.0], "tokens": ["a", "b"]}
             )
             choice = {"index": i, "logprobs": logprobs}
-            choice |= {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+            choice |= (
+                {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+            )
             choices.append(choice)
         return 200, {"choices": list(reversed(choices))}, {}  # any order: sorted by index
 
     def probe_reply(self) -> dict:
-        choice = {"index": 0, "text": "", "finish_reason": "stop" if self.decoptim else "length",
-                  "stop_reason": 0 if self.decoptim else None,
-                  "logprobs": {"token_logprobs": [self.probe_logprob],
-                               "top_logprobs": [{"<eos>": self.probe_logprob, "x": -0.1}]}}  # fmt: skip
+        choice = {
+            "index": 0,
+            "text": "",
+            "finish_reason": "stop" if self.decoptim else "length",
+            "stop_reason": 0 if self.decoptim else None,
+            "logprobs": {
+                "token_logprobs": [self.probe_logprob],
+                "top_logprobs": [{"<eos>": self.probe_logprob, "x": -0.1}],
+            },
+        }
         return {"choices": [choice], "system_fingerprint": "stand-in"}
 
 
@@ -74,7 +82,7 @@ def server():
 
     def start(script: Script) -> str:
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with script.lock:
                     script.in_flight += 1
@@ -209,8 +217,11 @@ def test_requests_carry_the_decoder_seeds_and_groups(server):
     ids = [0, 1, 2, 3]  # prompt j's groups are j·n/K + r: as generate(coordinated=True)
     seeds = group_seeds(100, torch.tensor(ids)).tolist()
     assert [(b["prompt"], b["n"], b["seed"]) for b in sent] == [
-        ("A", 2, seeds[0]), ("A", 2, seeds[1]), ("B", 2, seeds[2]), ("B", 2, seeds[3]),
-    ]  # fmt: skip
+        ("A", 2, seeds[0]),
+        ("A", 2, seeds[1]),
+        ("B", 2, seeds[2]),
+        ("B", 2, seeds[3]),
+    ]
     assert sent[0]["vllm_xargs"] == {
         "decoptim": "topk:k=5",
         "decoptim_group_size": 2,
@@ -218,7 +229,10 @@ def test_requests_carry_the_decoder_seeds_and_groups(server):
     }
     assert sent[0]["temperature"] == 0.7 and sent[0]["max_tokens"] == 8
     assert [s.text for s in out[1]] == [
-        f"B|{seeds[2]}", f"B|{seeds[2] + 1}", f"B|{seeds[3]}", f"B|{seeds[3] + 1}"
+        f"B|{seeds[2]}",
+        f"B|{seeds[2] + 1}",
+        f"B|{seeds[3]}",
+        f"B|{seeds[3] + 1}",
     ]  # group-major
     assert out[0][0].logprob_sum is None and out[0][0].tokens == 2
     assert made.describe()["logprobs"] == LOGPROB_NOTES["processed"]
@@ -233,7 +247,11 @@ def test_requests_carry_the_decoder_seeds_and_groups(server):
         {"role": "user", "content": "Capital of Peru?"},
     ]
     assert body["vllm_xargs"] == {"decoptim": "topk:k=5"} and body["logprobs"] is True
-    assert [s.text for s in out[0]] == ["Capital of Peru?|7", "Capital of Peru?|8", "Capital of Peru?|9"]  # fmt: skip
+    assert [s.text for s in out[0]] == [
+        "Capital of Peru?|7",
+        "Capital of Peru?|8",
+        "Capital of Peru?|9",
+    ]
 
 
 def test_logprob_kind_reads_the_probe():

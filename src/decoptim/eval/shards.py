@@ -29,6 +29,7 @@ from pathlib import Path
 from .runner import IDENTITY, MANIFEST, SAMPLES, read_records
 
 _SPEC = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+_BAD_SPEC = "--shard must be i/N with 1 <= i <= N (shards are numbered from 1), got --shard '"
 _MANIFEST_NAME = re.compile(r"manifest\.shard-(\d+)-of-(\d+)\.json")
 # What every shard of one run must agree on, beyond the runner's identity fields.
 SHARD_IDENTITY = (*IDENTITY, "task_options", "problem_ids")
@@ -46,19 +47,14 @@ class Shard:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"shard {name} must be an int, got {name}={value!r}")
         if self.count < 1 or not 1 <= self.index <= self.count:
-            raise ValueError(
-                "--shard must be i/N with 1 <= i <= N (shards are numbered from 1), got "
-                f"--shard {self.index}/{self.count}"
-            )
+            raise ValueError(_BAD_SPEC + f"{self.index}/{self.count}'")
 
     @classmethod
     def parse(cls, text: str) -> Shard:
         """A shard from its command-line form `i/N`; ValueError naming the value otherwise."""
         found = _SPEC.fullmatch(text) if isinstance(text, str) else None
-        if found is None:
-            raise ValueError(
-                f"--shard must be i/N with 1 <= i <= N (e.g. 2/4), got --shard {text!r}"
-            )
+        if found is None or not 1 <= int(found.group(1)) <= int(found.group(2)):
+            raise ValueError(_BAD_SPEC + f"{text}'")
         return cls(int(found.group(1)), int(found.group(2)))
 
     def __str__(self) -> str:
