@@ -18,6 +18,23 @@ one, is a draw from no sampler anyone runs. For them the group is the unit:
 - k = 1 quantities (single-sample accuracy, pass@1, maj@1) stay valid: every coordinated
   sample is exactly distributed as an i.i.d. one, and a mean over samples only needs the
   marginals.
+- Strided subgroups (`subgroups`): within a group of G with codes c_i = (U + i/G) mod 1,
+  for k dividing G the k samples r, r + G/k, ..., r + (k − 1)·G/k carry the codes
+  (U + r/G) + j/k mod 1, j = 0..k−1: the codes of a group of k whose shift U + r/G is
+  again uniform, and their refill bits are hashed per sample index, hence independent as
+  in any group. So each of the G/k strided subgroups is itself an exact coordinated group
+  of k, and the `group_*` functions take a `k` to score them: one run with groups of 16
+  gives group metrics at k = 16, 8, 4 and 2. (The subgroups of one group share U, so they
+  are not independent of each other; their mean is still an unbiased per-problem value,
+  and the bootstrap over problems carries that dependence.) A contiguous slice of a group
+  is not such a subgroup.
+
+Gold-free selection (`decoptim.pipelines.selection`: `rerank_pick`, `weighted_vote`, from
+each sample's `logprob_mean`):
+- `rerank_at_k`, `wvote_at_k`: for i.i.d. samples, the expected correctness of the
+  selection over size-k subsets of the n: rerank in closed form by rank, the weighted vote
+  over subsets as `maj_at_k` (exact, or `max_subsets` seeded random ones);
+- `group_rerank`, `group_wvote`: per group (or strided subgroup) of coordinated samples.
 
 For both kinds:
 - `expected_distinct`: for i.i.d. samples, the expected number of distinct answers among
@@ -30,6 +47,7 @@ For both kinds:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import random
@@ -37,6 +55,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from .selection import rank_score, rerank_pick, vote_weight, vote_winner, weighted_vote
 
 MAX_SUBSETS = 1_000_000  # bounds memory: the subsets are materialised as one tensor
 
@@ -65,18 +85,10 @@ def maj_at_k(
     numbered by first appearance; `cluster_correct` says which classes are right.
     """
     n = len(clusters)
-    if not 1 <= k <= n:
-        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
-    if not 1 <= max_subsets <= MAX_SUBSETS:
-        raise ValueError(f"max_subsets must be in [1, {MAX_SUBSETS}], got {max_subsets}")
+    subsets = _subsets(n, k, max_subsets, seed)
     n_clusters = max(max(clusters), -1) + 1
     if n_clusters == 0:
         return 0.0
-    if math.comb(n, k) <= max_subsets:
-        subsets = torch.tensor(list(itertools.combinations(range(n), k)), dtype=torch.long)
-    else:
-        rng = random.Random(seed)
-        subsets = torch.tensor([sorted(rng.sample(range(n), k)) for _ in range(max_subsets)])
     ids = torch.tensor(list(clusters), dtype=torch.long)[subsets]  # [S, k]
     valid = ids >= 0
     slots = ids.clamp_min(0)
@@ -89,7 +101,78 @@ def maj_at_k(
     winner = score.argmax(-1)
     has_vote = counts.sum(-1) > 0
     correct = torch.tensor([cluster_correct.get(c, False) for c in range(n_clusters)])
-    return float((correct[winner] & has_vote).float().mean())
+    return float((correct[winner] & has_vote).double().mean())
+
+
+@functools.lru_cache(maxsize=32)
+def _subsets(n: int, k: int, max_subsets: int, seed: int) -> torch.Tensor:
+    """The size-k subsets of range(n) that the subset estimators average over, [S, k], each
+    sorted: all of them when C(n, k) <= `max_subsets`, else that many uniformly random ones
+    from `seed` (the same for every problem with this n). Cached; not to be modified."""
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+    if not 1 <= max_subsets <= MAX_SUBSETS:
+        raise ValueError(f"max_subsets must be in [1, {MAX_SUBSETS}], got {max_subsets}")
+    if math.comb(n, k) <= max_subsets:
+        return torch.tensor(list(itertools.combinations(range(n), k)), dtype=torch.long)
+    rng = random.Random(seed)
+    return torch.tensor([sorted(rng.sample(range(n), k)) for _ in range(max_subsets)])
+
+
+def rerank_at_k(correct: Sequence[bool], scores: Sequence[float | None], k: int) -> float:
+    """Expected correctness of `rerank_pick` (highest `logprob_mean`, ties to the earliest)
+    over the size-k subsets of the n i.i.d. samples, in closed form.
+
+    Order the samples by (score descending, index ascending), missing scores last: the j-th
+    (from 0) is picked exactly when it is in the subset and none of the j before it is,
+    which C(n − 1 − j, k − 1) of the C(n, k) subsets do.
+    """
+    n = len(correct)
+    if len(scores) != n:
+        raise ValueError(f"{n} samples but {len(scores)} scores")
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+    keys = [rank_score(s) for s in scores]
+    order = sorted(range(n), key=lambda i: (-keys[i], i))
+    picked = sum(math.comb(n - 1 - j, k - 1) for j, i in enumerate(order) if correct[i])
+    return picked / math.comb(n, k)
+
+
+def wvote_at_k(
+    clusters: Sequence[int],
+    cluster_correct: dict[int, bool],
+    scores: Sequence[float | None],
+    k: int,
+    max_subsets: int = 20000,
+    seed: int = 0,
+) -> float:
+    """Expected correctness of `weighted_vote` (Σ exp(logprob_mean) per answer cluster,
+    exact ties to the cluster seen first) over size-k subsets of the n i.i.d. samples: all
+    of them when C(n, k) <= `max_subsets`, else that many random ones, as `maj_at_k`."""
+    n = len(clusters)
+    if len(scores) != n:
+        raise ValueError(f"{n} samples but {len(scores)} scores")
+    subsets = _subsets(n, k, max_subsets, seed)
+    n_clusters = max(max(clusters), -1) + 1
+    if n_clusters == 0:
+        return 0.0
+    ids = torch.tensor(list(clusters), dtype=torch.long)[subsets]  # [S, k]
+    weights = torch.tensor([vote_weight(s) for s in scores], dtype=torch.float64)[subsets]
+    valid = ids >= 0
+    slots = ids.clamp_min(0)
+    total = torch.zeros(len(subsets), n_clusters, dtype=torch.float64)
+    total.scatter_add_(1, slots, torch.where(valid, weights, 0.0))  # in subset order
+    present = torch.zeros(len(subsets), n_clusters, dtype=torch.long)
+    present.scatter_add_(1, slots, valid.long())
+    present = present > 0
+    position = torch.arange(k).expand_as(ids)
+    first = torch.full((len(subsets), n_clusters), k, dtype=torch.long)
+    first.scatter_reduce_(1, slots, torch.where(valid, position, k), reduce="amin")
+    total = torch.where(present, total, -math.inf)
+    tied = present & (total == total.max(-1, keepdim=True).values)
+    winner = torch.where(tied, first, k + 1).argmin(-1)  # the earliest of the heaviest
+    correct = torch.tensor([cluster_correct.get(c, False) for c in range(n_clusters)])
+    return float((correct[winner] & valid.any(-1)).double().mean())
 
 
 @dataclass(frozen=True)
@@ -128,26 +211,80 @@ def groups_of(values: Sequence, group_size: int) -> list[Sequence]:
     return [values[i : i + group_size] for i in range(0, len(values), group_size)]
 
 
-def group_pass(correct: Sequence[bool], group_size: int) -> float:
-    """pass@K of coordinated samples: the fraction of the groups holding a correct sample."""
-    groups = groups_of(correct, group_size)
+def subgroups(values: Sequence, group_size: int, k: int | None = None) -> list[Sequence]:
+    """The strided subgroups of size k of each group of `group_size` (consecutive,
+    group-major): for each group and r < G/k, its samples r, r + G/k, r + 2G/k, ... Each is
+    an exact coordinated group of k (see the module's docstring); k = None or G: the
+    groups themselves."""
+    groups = groups_of(values, group_size)
+    if k is None or k == group_size:
+        return groups
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or group_size % k:
+        raise ValueError(f"k must be an int >= 1 dividing group_size={group_size}, got k={k!r}")
+    stride = group_size // k
+    return [group[r::stride] for group in groups for r in range(stride)]
+
+
+def group_pass(correct: Sequence[bool], group_size: int, k: int | None = None) -> float:
+    """pass@K of coordinated samples: the fraction of the groups holding a correct sample
+    (with `k`: of the strided subgroups of k)."""
+    groups = subgroups(correct, group_size, k)
     return sum(any(group) for group in groups) / len(groups)
 
 
-def group_maj(clusters: Sequence[int], cluster_correct: dict[int, bool], group_size: int) -> float:
-    """maj@K of coordinated samples: the fraction of the groups whose vote is right.
+def group_maj(
+    clusters: Sequence[int],
+    cluster_correct: dict[int, bool],
+    group_size: int,
+    k: int | None = None,
+) -> float:
+    """maj@K of coordinated samples: the fraction of the groups (with `k`: strided
+    subgroups of k) whose vote is right.
 
     `clusters` and `cluster_correct` as in `maj_at_k`; ties within a group go to the answer
     that appears first in the group.
     """
-    groups = groups_of(clusters, group_size)
-    return sum(maj_at_k(group, cluster_correct, group_size) for group in groups) / len(groups)
+    groups = subgroups(clusters, group_size, k)
+    return sum(
+        bool(cluster_correct.get(vote_winner(group, [1.0] * len(group)), False)) for group in groups
+    ) / len(groups)
 
 
-def group_distinct(clusters: Sequence[int], group_size: int) -> float:
-    """Mean number of distinct answers (cluster ids >= 0) per group of coordinated samples."""
-    groups = groups_of(clusters, group_size)
+def group_distinct(clusters: Sequence[int], group_size: int, k: int | None = None) -> float:
+    """Mean number of distinct answers (cluster ids >= 0) per group (with `k`: strided
+    subgroup of k) of coordinated samples."""
+    groups = subgroups(clusters, group_size, k)
     return sum(len({c for c in group if c >= 0}) for group in groups) / len(groups)
+
+
+def group_rerank(
+    correct: Sequence[bool],
+    scores: Sequence[float | None],
+    group_size: int,
+    k: int | None = None,
+) -> float:
+    """rerank@K of coordinated samples: the fraction of the groups (with `k`: strided
+    subgroups of k) whose highest-`logprob_mean` sample is correct."""
+    if len(scores) != len(correct):
+        raise ValueError(f"{len(correct)} samples but {len(scores)} scores")
+    groups = subgroups(range(len(correct)), group_size, k)
+    return sum(bool(correct[g[rerank_pick([scores[i] for i in g])]]) for g in groups) / len(groups)
+
+
+def group_wvote(
+    clusters: Sequence[int],
+    cluster_correct: dict[int, bool],
+    scores: Sequence[float | None],
+    group_size: int,
+    k: int | None = None,
+) -> float:
+    """wvote@K of coordinated samples: the fraction of the groups (with `k`: strided
+    subgroups of k) whose vote weighted by exp(logprob_mean) is right."""
+    if len(scores) != len(clusters):
+        raise ValueError(f"{len(clusters)} samples but {len(scores)} scores")
+    groups = subgroups(range(len(clusters)), group_size, k)
+    won = (weighted_vote([clusters[i] for i in g], [scores[i] for i in g]) for g in groups)
+    return sum(bool(cluster_correct.get(w, False)) for w in won) / len(groups)
 
 
 def _answer_counts(clusters: Sequence[int]) -> dict[int, int]:
