@@ -1,18 +1,27 @@
 """Summarise a run directory: a table per decoder × temperature and PNG plots.
 
 Per config: accuracy of one sample (the mean over problems of the fraction of correct
-samples), maj@k and pass@k for k in {1, 4, 16} (those ≤ n), k = n and every coordinated
-group size K of the run, with 95% bootstrap intervals over problems, the mean number of
-distinct final answers among the n samples, mean generated tokens and seconds per sample.
-Answers are clustered by mathematical equivalence for the vote; code tasks report no maj@k.
+samples), maj@k and pass@k for k in {1, 4, 16} (those ≤ n), k = n and every K of the run
+(below), with 95% bootstrap intervals over problems, the mean number of distinct final
+answers among the n samples, mean generated tokens and seconds per sample. Answers are
+clustered by mathematical equivalence for the vote; code tasks report no maj@k.
 
-Coordinated configs are scored by group (`decoptim.pipelines.metrics`): pass@K, maj@K and
-distinct answers per group of K, averaged over a problem's groups; of the i.i.d. estimators
-only the k = 1 ones (accuracy, pass@1, maj@1) are kept, as they need only each sample's
-marginal. Every config also gets, at each K: pass@K next to its ceiling min(1, K·a) (any
-sampler that keeps the marginals), maj@K next to the vote's limit (the most frequent of
-the n answers right, an estimate from n samples), and distinct answers among K samples
-(the expected number among K of the n for i.i.d. configs).
+The K of a run: for each coordinated group size G, every k in {4, 8, 16, 32, 64, G} that
+divides G (`group_ks`). Coordinated configs are scored by group (`decoptim.pipelines.metrics`):
+at each such k, pass@k, maj@k and distinct answers per strided subgroup of k of each group
+of G (samples r, r + G/k, ...: each is an exact coordinated group of k, see
+`decoptim.pipelines.metrics.subgroups`), averaged over a problem's subgroups; of the i.i.d.
+estimators only the k = 1 ones (accuracy, pass@1, maj@1) are kept, as they need only each
+sample's marginal. i.i.d. configs get their estimators at every K ≤ n (only k = n when the
+run has no coordinated config). Every config also gets, at each K: pass@K next to its
+ceiling min(1, K·a) (any sampler that keeps the marginals), maj@K next to the vote's limit
+(the most frequent of the n answers right, an estimate from n samples), distinct answers
+among K samples (the expected number among K of the n for i.i.d. configs), and the
+gold-free selections from each sample's `logprob_mean`: rerank@K (the sample the model
+scores highest) and wvote@K (the answer with the largest Σ exp(logprob_mean); not for code
+tasks), per (sub)group or as the expectation over size-K subsets. Those two are left out
+of a config unless every one of its samples has a `logprob_mean` (None on backends that
+return none).
 """
 
 from __future__ import annotations
@@ -29,10 +38,14 @@ from ..pipelines.metrics import (
     group_distinct,
     group_maj,
     group_pass,
+    group_rerank,
+    group_wvote,
     maj_at_k,
     pass_at_k,
     pass_ceiling,
+    rerank_at_k,
     vote_limit,
+    wvote_at_k,
 )
 from ..pipelines.selection import cluster_answers
 from .grid import COORDINATED, IID
@@ -40,7 +53,9 @@ from .shards import load_run
 from .tasks import vote_equivalence
 
 KS = (1, 4, 16)
-MAJ_SUBSETS = 2000  # size-k subsets per problem for the i.i.d. maj@k when there are more
+STRIDED_KS = (4, 8, 16, 32, 64)  # subgroup sizes scored in coordinated groups (and G)
+MAJ_SUBSETS = 2000  # size-k subsets per problem for the i.i.d. maj@k and wvote@k when more
+SELECTIONS = ("rerank", "wvote")  # gold-free selections from logprob_mean
 
 
 def sampling_of(config: dict) -> tuple[str, int | None]:
@@ -54,18 +69,40 @@ def group_sizes(manifest: dict) -> list[int]:
     return sorted({k for c in manifest["configs"] if (k := sampling_of(c)[1]) is not None})
 
 
+def group_ks(group_size: int) -> list[int]:
+    """The k at which a coordinated config with groups of `group_size` G is scored: every k
+    in {4, 8, 16, 32, 64, G} that divides G (its strided subgroups of k are exact groups)."""
+    return sorted({k for k in (*STRIDED_KS, group_size) if group_size % k == 0})
+
+
+def run_ks(manifest: dict) -> list[int]:
+    """Every K of a run: the union of `group_ks` over its coordinated group sizes."""
+    return sorted({k for size in group_sizes(manifest) for k in group_ks(size)})
+
+
+def has_scores(records: list[dict], n: int) -> bool:
+    """Whether every sample (of the first n per record) has a `logprob_mean`."""
+    return all(
+        isinstance(s.get("logprob_mean"), (int, float)) for r in records for s in r["samples"][:n]
+    )
+
+
 def problem_metrics(
     samples: list[dict],
     ks: list[int],
     ceilings: list[int],
     group_size: int | None,
     equivalent: Callable[[str, str], bool] | None,
+    scored: bool = False,
 ) -> dict[str, float]:
     """One problem's metrics: accuracy, pass@k (and maj@k, distinct answers, the vote's
     limit when `equivalent` is given) for k in `ks`, the pass@K ceiling and distinct@K for
-    K in `ceilings`. With `group_size` (coordinated samples), k = K is scored per group."""
+    K in `ceilings`, and with `scored` rerank@K (and wvote@K with `equivalent`) for K in
+    `ceilings`. With `group_size` (coordinated samples), every k > 1 is scored per strided
+    subgroup of k of each group (k must divide `group_size`)."""
     n = len(samples)
     correct = [bool(s["correct"]) for s in samples]
+    scores = [s.get("logprob_mean") for s in samples] if scored else []
     accuracy = sum(correct) / n
     values = {"accuracy": accuracy}
     clusters: list[int] = []
@@ -76,21 +113,31 @@ def problem_metrics(
         values["maj-limit"] = vote_limit(clusters, right)
         values["distinct"] = len(right)
     for k in ks:
-        grouped = k == group_size
-        values[f"pass@{k}"] = group_pass(correct, k) if grouped else pass_at_k(n, sum(correct), k)
+        g = group_size if group_size is not None and k > 1 else None
+        values[f"pass@{k}"] = group_pass(correct, g, k) if g else pass_at_k(n, sum(correct), k)
         if equivalent is not None:
             values[f"maj@{k}"] = (
-                group_maj(clusters, right, k)
-                if grouped
+                group_maj(clusters, right, g, k)
+                if g
                 else maj_at_k(clusters, right, k, max_subsets=MAJ_SUBSETS)
             )
     for k in ceilings:
+        g = group_size if group_size is not None and k > 1 else None
         values[f"pass-ceiling@{k}"] = pass_ceiling(accuracy, k)
         if equivalent is not None:
-            grouped = k == group_size
             values[f"distinct@{k}"] = (
-                group_distinct(clusters, k) if grouped else expected_distinct(clusters, k)
+                group_distinct(clusters, g, k) if g else expected_distinct(clusters, k)
             )
+        if scored:
+            values[f"rerank@{k}"] = (
+                group_rerank(correct, scores, g, k) if g else rerank_at_k(correct, scores, k)
+            )
+            if equivalent is not None:
+                values[f"wvote@{k}"] = (
+                    group_wvote(clusters, right, scores, g, k)
+                    if g
+                    else wvote_at_k(clusters, right, scores, k, max_subsets=MAJ_SUBSETS)
+                )
     return values
 
 
@@ -100,7 +147,7 @@ def summarise(out: Path) -> tuple[dict, list[dict]]:
     for record in records:
         by_config[record["config"]].append(record)
     equivalent = vote_equivalence(manifest)
-    sizes = group_sizes(manifest)
+    every_k = run_ks(manifest)
     rows = []
     for config in manifest["configs"]:
         group = by_config.get(config["id"], [])
@@ -109,13 +156,15 @@ def summarise(out: Path) -> tuple[dict, list[dict]]:
         n = min(len(r["samples"]) for r in group)
         sampling, k = sampling_of(config)
         if k is not None:
-            ks, ceilings = sorted({1, k}), [k]
+            ceilings = group_ks(k)
+            ks = sorted({1, *ceilings})
         else:
-            ceilings = [size for size in sizes if size <= n] or [n]
+            ceilings = [size for size in every_k if size <= n] or [n]
             ks = sorted({size for size in KS if size <= n} | {n} | set(ceilings))
+        scored = has_scores(group, n)
         per_problem: dict[str, list[float]] = defaultdict(list)
         for record in group:
-            values = problem_metrics(record["samples"][:n], ks, ceilings, k, equivalent)
+            values = problem_metrics(record["samples"][:n], ks, ceilings, k, equivalent, scored)
             for key, value in values.items():
                 per_problem[key].append(value)
         row = {
@@ -137,6 +186,7 @@ def summarise(out: Path) -> tuple[dict, list[dict]]:
         row["tokens"] = sum(s["tokens"] for r in group for s in r["samples"]) / (len(group) * n)
         row["seconds_per_sample"] = sum(r["seconds_per_sample"] for r in group) / len(group)
         row["problem_ids"] = [record["problem"] for record in group]
+        row["problem_seconds"] = [record["seconds_per_sample"] for record in group]
         row["per_problem"] = dict(per_problem)
         rows.append(row)
     return manifest, rows
@@ -173,28 +223,37 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def k_table(rows: list[dict]) -> str:
-    """Every config at each K: pass@K beside its ceiling, maj@K beside the vote's limit."""
+def k_table(rows: list[dict], k: int | None = None) -> str:
+    """Every config at each of its K (or at `k` only): pass@K beside its ceiling, maj@K
+    beside the vote's limit, distinct answers, and the gold-free selections."""
     header = ["decoder", "sampling", "τ", "K", "accuracy", "maj@K", "vote limit", "pass@K"]
-    header += ["ceiling min(1, K·a)", "distinct@K"]
+    header += ["ceiling min(1, K·a)", "distinct@K", "rerank@K", "wvote@K"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        for k in row["K_values"]:
-            distinct = row.get(f"distinct@{k}")
+        sizes = row["K_values"] if k is None else [k] if k in row["K_values"] else []
+        for size in sizes:
+            distinct = row.get(f"distinct@{size}")
             cells = [
                 row["decoder"],
                 sampling_label(row),
                 f"{row['temperature']:g}",
-                str(k),
+                str(size),
                 str(row["accuracy"]),
-                str(row.get(f"maj@{k}") or "—"),
+                str(row.get(f"maj@{size}") or "—"),
                 str(row.get("maj-limit") or "—"),
-                str(row[f"pass@{k}"]),
-                str(row[f"pass-ceiling@{k}"]),
+                str(row[f"pass@{size}"]),
+                str(row[f"pass-ceiling@{size}"]),
                 "—" if distinct is None else f"{distinct:.2f}",
+                *(str(row.get(f"{name}@{size}") or "—") for name in SELECTIONS),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def k_tables(rows: list[dict]) -> str:
+    """`k_table` once per K of the run, smallest first, each under its heading."""
+    every_k = sorted({k for row in rows for k in row["K_values"]})
+    return "\n\n".join(f"### K = {k}\n\n" + k_table(rows, k) for k in every_k)
 
 
 def metric_ks(rows: list[dict], metric: str) -> list[int]:
@@ -232,7 +291,12 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
         (f"maj@{k}", "maj-limit", f"maj@{k} (dotted: the vote's limit)"),
         (f"pass@{k}", f"pass-ceiling@{k}", f"pass@{k} (dotted: ceiling min(1, {k}·a))"),
     ]
-    figure, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    panels += [
+        (f"{name}@{k}", None, f"{name}@{k} (from logprob_mean)")
+        for name in SELECTIONS
+        if any(f"{name}@{k}" in r for r in rows)
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.7 * len(panels), 4.8))
     for axis, (key, bound, title) in zip(axes, panels, strict=True):
         for (name, sampling), group in families.items():
             group = sorted(group, key=lambda r: r["temperature"])
@@ -276,13 +340,31 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
     plt.close(figure)
     written.append(path)
     if metric_ks(rows, "maj"):
-        figure, axis = plt.subplots(figsize=(6.5, 4.5))
-        # a config and its coordinated twin share a colour
-        twins = dict.fromkeys((r["decoder"], r["temperature"]) for r in rows)
-        twin_colours = {twin: f"C{i % 10}" for i, twin in enumerate(twins)}
+        path = out / "maj_vs_k.png"
+        plot_maj_vs_k(rows, path, colours, mixed)
+        written.append(path)
+    return written
+
+
+PER_PROBLEM_KEYS = ("per_problem", "problem_ids", "problem_seconds")
+
+
+def plot_maj_vs_k(rows: list[dict], path: Path, colours: dict[str, str], mixed: bool) -> None:
+    """maj@k against k, one panel per temperature, one line per decoder and sampling (a
+    decoder keeps its colour; solid: coordinated, dashed: i.i.d.)."""
+    import matplotlib.pyplot as plt
+
+    temperatures = sorted({r["temperature"] for r in rows if metric_ks([r], "maj")})
+    columns = min(len(temperatures), 4)
+    lines = -(-len(temperatures) // columns)
+    figure, axes = plt.subplots(
+        lines, columns, figsize=(5 * columns, 4 * lines), squeeze=False, sharey=True
+    )
+    ticks = metric_ks(rows, "maj")
+    for axis, tau in zip(axes.flat, temperatures, strict=False):
         for row in rows:
             ks = metric_ks([row], "maj")
-            if not ks:
+            if row["temperature"] != tau or not ks:
                 continue
             coordinated = row["sampling"] == COORDINATED
             axis.plot(
@@ -290,27 +372,29 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
                 [100 * row[f"maj@{j}"].mean for j in ks],
                 "-" if coordinated or not mixed else "--",
                 marker="o",
-                color=twin_colours[(row["decoder"], row["temperature"])],
-                label=f"{row['config']}",
+                markersize=3,
+                color=colours[row["decoder"]],
+                label=f"{row['decoder']} · {sampling_label(row)}" if mixed else row["decoder"],
             )
-        ticks = metric_ks(rows, "maj")
         axis.set_xscale("log", base=2)
         axis.set_xticks(ticks, [str(j) for j in ticks])
         axis.set_xlabel("k (samples voted)")
-        axis.set_ylabel("maj@k (%)")
-        axis.set_title("majority vote accuracy vs k" + (" (solid: coordinated)" if mixed else ""))
+        axis.set_title(f"τ = {tau:g}", fontsize=10)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=6, loc="best")
-        figure.tight_layout()
-        path = out / "maj_vs_k.png"
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
-        written.append(path)
-    return written
+    for axis in axes.flat[len(temperatures) :]:
+        axis.set_visible(False)
+    for axis in axes[:, 0]:
+        axis.set_ylabel("maj@k (%)")
+    axes.flat[0].legend(fontsize=6, loc="best")
+    title = "majority vote accuracy vs k"
+    figure.suptitle(title + (" (solid: coordinated, dashed: i.i.d.)" if mixed else ""))
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def rows_without_per_problem(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("per_problem", "problem_ids")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in PER_PROBLEM_KEYS} for r in rows]
 
 
 def write_report(out: Path, make_plots: bool = True) -> str:
@@ -322,20 +406,31 @@ def write_report(out: Path, make_plots: bool = True) -> str:
         f"n = {manifest['n']} samples per problem, max {manifest['max_new_tokens']} new tokens, "
         f"seed {manifest['seed']}; accuracy, maj@k and pass@k in % with 95% bootstrap "
         f"intervals over problems. i.i.d. rows: pass@k by the unbiased estimator, maj@k over "
-        f"size-k subsets of the n samples. Coordinated rows (coord. K): pass@K and maj@K per "
-        f"group of K, averaged over a problem's n/K groups; the i.i.d. estimators do not "
-        f"apply to them beyond k = 1.\n\n"
+        f"size-k subsets of the n samples. Coordinated rows (coord. K): pass@k and maj@k per "
+        f"group of K and per strided subgroup of k of each group (k dividing K, each an "
+        f"exact coordinated group of k), averaged over a problem's groups; the i.i.d. "
+        f"estimators do not apply to them beyond k = 1.\n\n"
     )
     k_head = (
         "\n\n## At K samples: pass@K against its ceiling, maj@K against the vote's limit\n\n"
+        "One table per K. A coordinated row (coord. K=G: groups of G) is scored at every K "
+        "in {4, 8, 16, 32, 64, G} that divides G, per strided subgroup of K of each group "
+        "(samples r, r + G/K, r + 2G/K, ...: an exact coordinated group of K), averaged over "
+        "the problem's subgroups; i.i.d. rows by their estimators at the same K. "
         "ceiling: the mean over problems of min(1, K·a_p), a_p the problem's accuracy; no "
         "sampler that keeps each sample's distribution passes more. vote limit: the mean over "
         "problems of whether the most frequent of the n answers is right (ties: the fraction "
         "of tied answers that are right), an estimate from n samples of maj@K as K grows. "
-        "distinct@K: distinct answers per group (coordinated) or expected among K of the n "
-        "(i.i.d.).\n\n"
+        "distinct@K: distinct answers per (sub)group (coordinated) or expected among K of "
+        "the n (i.i.d.). Gold-free selection from each sample's logprob_mean (the model's "
+        "mean log-probability per token): rerank@K, the sample scored highest is right "
+        "(ties: the earlier sample); wvote@K, the answer with the largest Σ exp(logprob_mean) "
+        "over its samples is right (exact ties: the answer seen first); per (sub)group, or "
+        "the expectation over size-K subsets of the n (i.i.d.: rerank exact by rank, wvote "
+        f"over all subsets or {MAJ_SUBSETS} random ones); — where the backend recorded no "
+        "log-probabilities.\n\n"
     )
-    body = text + (k_head + k_table(rows) if rows else "")
+    body = text + (k_head + k_tables(rows) if rows else "")
     (out / "report.md").write_text(head + body + "\n")
     (out / "report.json").write_text(
         json.dumps(
