@@ -1,10 +1,14 @@
 """Paired BoK − control differences on a hand-made run whose answers are known."""
 
+import json
 import math
+
+import pytest
 
 from decoptim.eval.compare import (
     control_of,
     coordination_differences,
+    cost_ratios,
     iid_twin_of,
     paired_differences,
     write_comparison,
@@ -12,6 +16,17 @@ from decoptim.eval.compare import (
 from decoptim.eval.report import summarise
 
 from .runs import COORDINATED, write_mixed_run, write_run
+from .test_report import write_strided_run
+
+
+def set_seconds(out, seconds: dict[str, list[float]]) -> None:
+    """Rewrite each record's seconds_per_sample: seconds[config id][problem]."""
+    path = out / "samples.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        record["seconds_per_sample"] = seconds[record["config"]][int(record["problem"][1:])]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
 
 BOK = {"name": "bok", "k": 8, "beta": 0.5, "lam": 0.5, "solver": "exact"}
 CONFIGS = {
@@ -78,7 +93,7 @@ def test_coordinated_is_paired_with_its_iid_twin_per_problem(tmp_path):
     out = tmp_path / "run"
     write_mixed_run(out)  # per-problem values in test_report
     found = {c.metric: c for c in coordination_differences(*summarise(out))}
-    assert set(found) == {"accuracy", "maj@2", "pass@2", "distinct@2"}
+    assert set(found) == {"accuracy", "maj@2", "pass@2", "distinct@2", "rerank@2", "wvote@2"}
     assert {c.control for c in found.values()} == {"i.i.d."}
     assert found["accuracy"].config == "softmax · coord. K=2"
     assert math.isclose(found["accuracy"].difference.mean, (0 - 0.25) / 2)
@@ -111,3 +126,40 @@ def test_twins_and_controls_are_matched_on_structured_fields():
     assert not control_of(bok, beta0, "β=0")
     assert control_of(bok, {**beta0, **COORDINATED}, "β=0")
     assert not control_of(bok, {**beta0, "sampling": "coordinated", "group_size": 4}, "β=0")
+
+
+def test_coordinated_and_iid_are_paired_at_every_strided_k(tmp_path):
+    out = tmp_path / "run"
+    write_strided_run(out)  # per-problem values in test_report
+    manifest, rows = summarise(out)
+    iid, coordinated = rows
+    found = {c.metric: c.difference for c in coordination_differences(manifest, rows)}
+    kinds = ("maj", "pass", "distinct", "rerank", "wvote")
+    assert set(found) == {"accuracy"} | {f"{kind}@{k}" for kind in kinds for k in (4, 8, 16)}
+    for metric, difference in found.items():
+        mine, theirs = coordinated["per_problem"][metric], iid["per_problem"][metric]
+        assert difference.mean == pytest.approx(sum(mine) / 2 - sum(theirs) / 2), metric
+    # pass@4: 1/4 per subgroup of 4 against 1 − C(12,4)/C(16,4) over subsets, problem 0
+    assert found["pass@4"].mean == pytest.approx((0.25 - (1 - 495 / 1820)) / 2)
+    assert found["accuracy"].mean == 0.0 and found["pass@16"].mean == 0.0
+    text = write_comparison(out)
+    assert [x.split("\n")[0] for x in text.split("#### K = ")[1:]] == ["4", "8", "16"]
+    header = "| coordinated config | τ | maj@8 | pass@8 | distinct@8 | rerank@8 | wvote@8 |"
+    assert header in text
+    assert "| softmax · coord. K=16 | 1 | +0.0 [+0.0, +0.0] | 1.00 (0.5 s / 0.5 s) |" in text
+
+
+def test_cost_ratio_is_coordinated_over_iid_seconds_per_sample_on_shared_problems(tmp_path):
+    out = tmp_path / "run"
+    write_strided_run(out)
+    set_seconds(out, {"softmax@1": [0.5, 1.5], "softmax@1+coord(K=16)": [0.75, 2.25]})
+    (cost,) = cost_ratios(*summarise(out))
+    assert (cost.config, cost.temperature) == ("softmax · coord. K=16", 1.0)
+    assert (cost.coordinated, cost.iid, cost.ratio) == (1.5, 1.0, 1.5)
+    assert "| 1.50 (1.5 s / 1 s) |" in write_comparison(out, make_plot=False)
+    # only the problems both configs hold count
+    path = out / "samples.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # drop i.i.d. problem 1
+    (cost,) = cost_ratios(*summarise(out))
+    assert (cost.coordinated, cost.iid) == (0.75, 0.5)

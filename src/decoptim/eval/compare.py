@@ -6,9 +6,13 @@ or coordinated with the same group size), its controls are
 - τ_eff: `bok-tau` with the same λ, i.e. softmax at τ/(1 + 1/λ), BoK's sharpening alone;
 - softmax at τ, the paper's baseline.
 Every coordinated config is paired with the i.i.d. config of the same decoder spec and τ
-(matched on the manifest's structured fields, never on labels) for accuracy, maj@K, pass@K
-and distinct answers among K samples, K its group size: per group for the coordinated row,
-the i.i.d. estimators at k = K for the other.
+(matched on the manifest's structured fields, never on labels) for accuracy and, at every
+k the report scores it at (each k in {4, 8, 16, 32, 64, G} dividing its group size G), for
+maj@k, pass@k, distinct answers among k samples and the gold-free selections rerank@k and
+wvote@k (when the run has log-probabilities): per group or strided subgroup of k for the
+coordinated row (`decoptim.pipelines.metrics.subgroups`), the i.i.d. estimators at k for
+the other. Each pair also gets the ratio of their mean seconds per sample (the backend's
+generate wall time per sample, as recorded; coordinated / i.i.d., no interval).
 Each difference is taken per problem (the same problems and prompts), then averaged, with a
 95% bootstrap interval over problems (a problem carries all its groups). An interval that
 excludes 0 is a difference this run resolves; one that straddles 0 is not.
@@ -16,6 +20,7 @@ excludes 0 is a difference this run resolves; one that straddles 0 is not.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +31,8 @@ from .report import sampling_label, sampling_of, summarise
 CONTROLS = ("β=0", "τ_eff", "softmax")
 IID_CONTROL = "i.i.d."
 BOK_METRICS = ("accuracy", "maj", "pass")  # the kinds of metric compared against controls
+AT_K = ("maj", "pass", "distinct", "rerank", "wvote")  # coordinated − i.i.d. at each k
+METRIC_ORDER = ("accuracy", *AT_K)
 
 
 @dataclass(frozen=True)
@@ -117,20 +124,60 @@ def paired_differences(out: Path, metrics: tuple[str, ...] | None = None) -> lis
     return bok_differences(*summarise(out), metrics)
 
 
-def coordination_differences(manifest: dict, rows: list[dict]) -> list[Comparison]:
-    """Coordinated minus i.i.d. (same decoder spec and τ) for accuracy, maj@K, pass@K and
-    distinct@K, K the coordinated config's group size."""
+@dataclass(frozen=True)
+class CostRatio:
+    config: str  # the coordinated row's label
+    temperature: float
+    coordinated: float  # mean seconds per sample over the shared problems
+    iid: float
+
+    @property
+    def ratio(self) -> float:
+        return self.coordinated / self.iid if self.iid > 0 else float("nan")
+
+
+def _twins(manifest: dict, rows: list[dict]) -> list[tuple[dict, dict, dict]]:
+    """(coordinated manifest config, its row, its i.i.d. twin's row) for every coordinated
+    config of the run that has a twin."""
     configs, by_id = _configs_with_rows(manifest, rows)
-    results = []
+    pairs = []
     for coordinated in configs:
-        k = sampling_of(coordinated)[1]
-        if k is None:
+        if sampling_of(coordinated)[1] is None:
             continue
         twin = next((c for c in configs if iid_twin_of(coordinated, c)), None)
-        if twin is None:
-            continue
-        mine, theirs = by_id[coordinated["id"]], by_id[twin["id"]]
-        for metric in ("accuracy", f"maj@{k}", f"pass@{k}", f"distinct@{k}"):
+        if twin is not None:
+            pairs.append((coordinated, by_id[coordinated["id"]], by_id[twin["id"]]))
+    return pairs
+
+
+def cost_ratios(manifest: dict, rows: list[dict]) -> list[CostRatio]:
+    """For each coordinated config and its i.i.d. twin: the mean `seconds_per_sample` of
+    each over the problems both hold (the backend's generate wall time per sample)."""
+    results = []
+    for coordinated, mine, theirs in _twins(manifest, rows):
+        a = dict(zip(mine["problem_ids"], mine["problem_seconds"], strict=True))
+        b = dict(zip(theirs["problem_ids"], theirs["problem_seconds"], strict=True))
+        shared = sorted(set(a) & set(b))
+        if shared:
+            results.append(
+                CostRatio(
+                    row_label(mine),
+                    coordinated["temperature"],
+                    sum(a[p] for p in shared) / len(shared),
+                    sum(b[p] for p in shared) / len(shared),
+                )
+            )
+    return results
+
+
+def coordination_differences(manifest: dict, rows: list[dict]) -> list[Comparison]:
+    """Coordinated minus i.i.d. (same decoder spec and τ) for accuracy and, at every K of
+    the coordinated row (its `K_values`), maj@K, pass@K, distinct@K, rerank@K and
+    wvote@K (those both rows hold)."""
+    results = []
+    for coordinated, mine, theirs in _twins(manifest, rows):
+        at_k = [f"{kind}@{k}" for k in mine["K_values"] for kind in AT_K]
+        for metric in ("accuracy", *at_k):
             difference = _difference(mine, theirs, metric)
             if difference is not None:
                 results.append(
@@ -157,23 +204,44 @@ def comparison_table(comparisons: list[Comparison], metric: str) -> str:
     return "\n".join(lines)
 
 
-def coordination_table(comparisons: list[Comparison]) -> str:
-    """One markdown row per coordinated config: coordinated − i.i.d. on each metric."""
+def coordination_table(comparisons: list[Comparison], costs: Sequence[CostRatio] = ()) -> str:
+    """Coordinated − i.i.d.: one table of accuracy and the cost ratio per coordinated
+    config, then one table per K with maj@K, pass@K, distinct@K, rerank@K and wvote@K."""
     cells: dict[tuple[str, float], dict[str, Estimate]] = {}
     for c in comparisons:
         if c.control == IID_CONTROL:
-            cells.setdefault((c.config, c.temperature), {})[c.metric.partition("@")[0]] = (
-                c.difference
-            )
-    kinds = ("accuracy", "maj", "pass", "distinct")
+            cells.setdefault((c.config, c.temperature), {})[c.metric] = c.difference
+    ratio = {(c.config, c.temperature): c for c in costs}
     lines = [
-        "| coordinated config | τ | accuracy | maj@K | pass@K | distinct@K (answers) |",
-        "|---|---|---|---|---|---|",
+        "| coordinated config | τ | accuracy | s/sample coord. / i.i.d. |",
+        "|---|---|---|---|",
     ]
     for (config, tau), row in cells.items():
-        shown = [_signed(row[kind], kind) if kind in row else "—" for kind in kinds]
-        lines.append(f"| {config} | {tau:g} | " + " | ".join(shown) + " |")
-    return "\n".join(lines)
+        cost = ratio.get((config, tau))
+        shown = _signed(row["accuracy"], "accuracy") if "accuracy" in row else "—"
+        timing = (
+            "—"
+            if cost is None
+            else f"{cost.ratio:.2f} ({cost.coordinated:.4g} s / {cost.iid:.4g} s)"
+        )
+        lines.append(f"| {config} | {tau:g} | {shown} | {timing} |")
+    tables = ["\n".join(lines)]
+    every_k = sorted({int(m.partition("@")[2]) for row in cells.values() for m in row if "@" in m})
+    for k in every_k:
+        header = " | ".join(f"{kind}@{k}" for kind in AT_K)
+        lines = [
+            f"| coordinated config | τ | {header} |",
+            "|---|---|" + "---|" * len(AT_K),
+        ]
+        for (config, tau), row in cells.items():
+            if not any(f"{kind}@{k}" in row for kind in AT_K):
+                continue
+            shown = [
+                _signed(row[f"{kind}@{k}"], kind) if f"{kind}@{k}" in row else "—" for kind in AT_K
+            ]
+            lines.append(f"| {config} | {tau:g} | " + " | ".join(shown) + " |")
+        tables.append(f"#### K = {k}\n\n" + "\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def _signed(estimate: Estimate, metric: str) -> str:
@@ -199,10 +267,18 @@ def write_comparison(out: Path, make_plot: bool = True) -> str:
     coordination = coordination_differences(manifest, rows)
     if coordination:
         sections.append(
-            "### Coordinated minus i.i.d. (same decoder and τ, K = the group size)\n\n"
-            "Coordinated: per group of K; i.i.d.: the unbiased pass@K, maj@K over size-K "
-            "subsets and the expected distinct answers among K of the n samples.\n\n"
-            + coordination_table(coordination)
+            "### Coordinated minus i.i.d. (same decoder and τ, at each K)\n\n"
+            "Coordinated (coord. K=G, groups of G): per strided subgroup of K of each group "
+            "(samples r, r + G/K, ...: an exact coordinated group of K) for every K in "
+            "{4, 8, 16, 32, 64, G} dividing G; i.i.d.: the unbiased pass@K, maj@K and "
+            "wvote@K over size-K subsets, rerank@K's exact expectation over them and the "
+            "expected distinct answers among K of the n samples. rerank@K: the sample with "
+            "the highest logprob_mean is right; wvote@K: the answer with the largest "
+            "Σ exp(logprob_mean) is right (absent without log-probabilities). "
+            "s/sample: the mean seconds_per_sample of the two configs' records over their "
+            "shared problems (the wall time of the backend's generate per sample, in this "
+            "run), coordinated / i.i.d., without an interval.\n\n"
+            + coordination_table(coordination, cost_ratios(manifest, rows))
         )
     text = (
         "\n\n".join(sections)
@@ -222,7 +298,8 @@ def write_comparison(out: Path, make_plot: bool = True) -> str:
 
 def _metric_order(metric: str) -> tuple[int, int]:
     kind, _, k = metric.partition("@")
-    return ({"accuracy": 0, "maj": 1, "pass": 2, "distinct": 3}[kind], int(k or 0))
+    rank = METRIC_ORDER.index(kind) if kind in METRIC_ORDER else len(METRIC_ORDER)
+    return (rank, int(k or 0))
 
 
 def plot_controls(rows: list[dict], path: Path, title: str) -> Path | None:
