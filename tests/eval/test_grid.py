@@ -1,7 +1,10 @@
 import pytest
 
 import decoptim as d
+from decoptim.eval.compare import CONTROLS, control_of, iid_twin_of
 from decoptim.eval.grid import (
+    PRESETS,
+    coord_study,
     demo_grid,
     load_grid_file,
     make_grid,
@@ -126,3 +129,68 @@ def test_demo_grid_holds_coordinated_softmax():
         ("softmax", 1.5, 8),
     ]
     assert {c.group_size for c in demo_grid(4).configs(8) if c.coordinated} == {4}
+
+
+PAPER = "bok(k=8,beta=0.02,lam=0.2,solver=mirror,steps=5)"
+COVERAGE = "bok(beta=2.0,k=8,lam=0.5,weights=topm,top_m=8,solver=exact)"
+
+
+def test_coord_study_preset_configs_in_order_of_importance():
+    assert PRESETS["coord-study"] is coord_study
+    configs = coord_study().configs(16)
+    taus = ("0.5", "0.7", "1", "1.3")
+    both = ["softmax", "topp(p=0.95)", "minp(p=0.05)", PAPER, COVERAGE]
+    controls = [
+        "bok-tau(k=8,beta=0.02,lam=0.2)",
+        "bok-beta0(k=8,beta=0.02,lam=0.2,solver=mirror,steps=5)",
+        "bok-tau(k=8,beta=2.0,lam=0.5)",
+        "bok-beta0(beta=2.0,k=8,lam=0.5,weights=topm,top_m=8,solver=exact)",
+    ]
+    expected = []
+    for label in both:  # i.i.d. at every τ, then coordinated at every τ
+        expected += [f"{label}@{t}" for t in taus] + [f"{label}@{t}+coord(K=16)" for t in taus]
+    for label in controls:
+        expected += [f"{label}@{t}" for t in taus]
+    assert [c.id for c in configs] == expected and len(configs) == 4 * (5 * 2 + 4) == 56
+    assert len({c.id for c in configs}) == 56
+    coordinated = [c for c in configs if c.coordinated]
+    assert {c.spec.label for c in coordinated} == set(both) and len(coordinated) == 20
+    assert {c.group_size for c in coordinated} == {16}  # default: n, one group per problem
+    assert {c.group_size for c in coord_study(8).configs(16) if c.coordinated} == {8}
+    paper = next(c for c in configs if c.spec.label == PAPER).spec.build(0.7)
+    assert (paper.k, paper.beta, paper.lam, paper.solver, paper.steps) == (
+        8,
+        0.02,
+        0.2,
+        "mirror",
+        5,
+    )
+    coverage = next(c for c in configs if c.spec.label == COVERAGE).spec.build(0.7)
+    assert (coverage.beta, coverage.lam, coverage.weights, coverage.top_m) == (2.0, 0.5, "topm", 8)
+    assert coverage.solver == "exact"
+
+
+def test_coord_study_controls_and_twins_pair_up_in_compare():
+    entries = [c.manifest_entry() for c in coord_study().configs(16)]
+    boks = [e for e in entries if e["decoder"]["name"] == "bok"]
+    assert len(boks) == 2 * 4 * 2  # two BoKs, four τ, both samplings
+    for bok in boks:
+        matched = {
+            control: [e["id"] for e in entries if control_of(bok, e, control)]
+            for control in CONTROLS
+        }
+        # every control exactly once; the β = 0 and τ_eff ones are i.i.d. only
+        coordinated = bok["sampling"] == "coordinated"
+        assert len(matched["softmax"]) == 1
+        assert [len(matched[c]) for c in ("β=0", "τ_eff")] == ([0, 0] if coordinated else [1, 1])
+        if not coordinated:
+            tau = f"@{bok['temperature']:g}"
+            lam = bok["decoder"]["lam"]
+            assert (
+                matched["τ_eff"][0].startswith("bok-tau(")
+                and f"lam={lam})" + tau in (matched["τ_eff"][0])
+            )
+            assert matched["β=0"][0] == bok["id"].replace("bok(", "bok-beta0(")
+    for coordinated in (e for e in entries if e["sampling"] == "coordinated"):
+        twins = [e["id"] for e in entries if iid_twin_of(coordinated, e)]
+        assert twins == [coordinated["id"].removesuffix("+coord(K=16)")]
