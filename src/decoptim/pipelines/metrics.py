@@ -169,7 +169,7 @@ def wvote_at_k(
     first = torch.full((len(subsets), n_clusters), k, dtype=torch.long)
     first.scatter_reduce_(1, slots, torch.where(valid, position, k), reduce="amin")
     total = torch.where(present, total, -math.inf)
-    tied = present & (total == total.max(-1, keepdim=True).values)
+    tied = present & (total == total.amax(-1, keepdim=True))
     winner = torch.where(tied, first, k + 1).argmin(-1)  # the earliest of the heaviest
     correct = torch.tensor([cluster_correct.get(c, False) for c in range(n_clusters)])
     return float((correct[winner] & valid.any(-1)).double().mean())
