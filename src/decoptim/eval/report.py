@@ -296,8 +296,11 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
         for name in SELECTIONS
         if any(f"{name}@{k}" in r for r in rows)
     ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.7 * len(panels), 4.8))
-    for axis, (key, bound, title) in zip(axes, panels, strict=True):
+    columns = 3
+    lines = -(-len(panels) // columns)
+    figure, grid = plt.subplots(lines, columns, figsize=(17, 4.8 * lines), squeeze=False)
+    axes = list(grid.flat)
+    for axis, (key, bound, title) in zip(axes, panels, strict=False):
         for (name, sampling), group in families.items():
             group = sorted(group, key=lambda r: r["temperature"])
             values = [r.get(key) for r in group]
@@ -331,7 +334,13 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
         axis.set_ylabel(f"{key} (%)")
         axis.set_title(title, fontsize=10)
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
+    spare = axes[len(panels) :]
+    for axis in spare:
+        axis.axis("off")
+    if spare:  # the legend gets a panel of its own
+        spare[0].legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="center")
+    else:
+        axes[0].legend(fontsize=7, loc="best")
     if mixed:
         figure.suptitle("solid: coordinated groups of K; dashed: i.i.d.", fontsize=10)
     figure.tight_layout()
