@@ -1,4 +1,5 @@
-"""decoptim's command line: demo, decode, eval, report, compare, merge, train-arith, train-lora.
+"""decoptim's command line: demo, decode, eval, report, compare, merge, train-arith, train-lora,
+train-gsm8k.
 
     decoptim demo                                   # the embedded default (make demo)
     decoptim decode --model smollm2 --prompt "The capital of France is"
@@ -17,6 +18,7 @@
     decoptim compare runs/arith     # BoK minus its controls; coordinated minus i.i.d.
     decoptim train-arith --steps 550
     decoptim train-lora --steps 300 --difficulty 3      # SmolLM2 + an arith LoRA adapter
+    decoptim train-gsm8k --data gsm8k_train.jsonl       # SmolLM2 fully fine-tuned on GSM8K
 """
 
 from __future__ import annotations
@@ -373,6 +375,33 @@ def cmd_train_lora(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_gsm8k(args: argparse.Namespace) -> int:
+    from .eval.gsm8k_model import (
+        GSM8KTraining,
+        check_data_file,
+        smollm2_gsm8k_path,
+        train_smollm2_gsm8k,
+    )
+
+    config = GSM8KTraining(
+        seed=args.seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        warmup=args.warmup,
+        max_length=args.max_length,
+        limit=args.limit,
+    )
+    data = check_data_file(args.data)  # before the model loads
+    progress = not args.no_progress
+    if args.out:
+        path = train_smollm2_gsm8k(data, Path(args.out), config, progress)
+    else:
+        path = smollm2_gsm8k_path(data, config, progress=progress)
+    print(path)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .eval.arith_model import arith_model_path
     from .eval.backends import TransformersBackend, load_model
@@ -457,7 +486,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     decode = commands.add_parser("decode", help="every decoder on the next token of a prompt")
-    decode.add_argument("--model", default="smollm2", help="path, hub id, or smollm2 / arith")
+    decode.add_argument(
+        "--model",
+        default="smollm2",
+        help="path, hub id, or smollm2 / arith / smollm2-arith / smollm2-gsm8k",
+    )
     decode.add_argument("--prompt", default=DEMO_PROMPT)
     decode.add_argument("--decoders", nargs="*", help="decoder specs (default: the demo set)")
     decode.add_argument("--temperature", type=float, default=1.0)
@@ -467,7 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("eval", help="run decoders × temperatures on a task")
     ev.add_argument(
-        "--model", required=True, help="path, hub id, or smollm2 / arith / smollm2-arith"
+        "--model",
+        required=True,
+        help="path, hub id, or smollm2 / arith / smollm2-arith / smollm2-gsm8k (the last "
+        "needs `decoptim train-gsm8k` once, or $DECOPTIM_GSM8K_TRAIN)",
     )
     ev.add_argument(
         "--task", required=True, choices=["math500", "gsm8k", "humaneval", "arith", "jsonl"]
@@ -617,6 +653,57 @@ def build_parser() -> argparse.ArgumentParser:
     lora.add_argument("--seed", type=int, default=0)
     lora.add_argument("--out", help="a directory (default: the cache; alias smollm2-arith)")
     lora.set_defaults(run=cmd_train_lora)
+
+    from .eval.gsm8k_model import GSM8KTraining
+
+    gsm8k_defaults = GSM8KTraining()
+    gsm8k = commands.add_parser(
+        "train-gsm8k",
+        help="fully fine-tune SmolLM2 on GSM8K's training split (cached; alias smollm2-gsm8k)",
+    )
+    gsm8k.add_argument(
+        "--data", required=True, help="GSM8K training JSONL (question, answer per line)"
+    )
+    gsm8k.add_argument(
+        "--epochs",
+        type=int,
+        default=gsm8k_defaults.epochs,
+        help="passes over the rows (%(default)s)",
+    )
+    gsm8k.add_argument(
+        "--batch-size",
+        type=int,
+        default=gsm8k_defaults.batch_size,
+        help="rows per step (%(default)s)",
+    )
+    gsm8k.add_argument(
+        "--learning-rate",
+        type=float,
+        default=gsm8k_defaults.learning_rate,
+        help="peak AdamW rate (%(default)s)",
+    )
+    gsm8k.add_argument(
+        "--warmup",
+        type=float,
+        default=gsm8k_defaults.warmup,
+        help="fraction of the steps spent warming up (%(default)s)",
+    )
+    gsm8k.add_argument(
+        "--max-length",
+        type=int,
+        default=gsm8k_defaults.max_length,
+        help="longest prompt + target in tokens; longer rows are left out (%(default)s)",
+    )
+    gsm8k.add_argument("--limit", type=int, help="the data file's first N rows only")
+    gsm8k.add_argument(
+        "--seed", type=int, default=gsm8k_defaults.seed, help="of the shuffle (%(default)s)"
+    )
+    gsm8k.add_argument(
+        "--out",
+        help="a directory (default: the cache; the default settings are alias smollm2-gsm8k)",
+    )
+    gsm8k.add_argument("--no-progress", action="store_true")
+    gsm8k.set_defaults(run=cmd_train_gsm8k)
     return parser
 
 

