@@ -1,3 +1,6 @@
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
 import decoptim as d
@@ -132,7 +135,7 @@ def test_demo_grid_holds_coordinated_softmax():
 
 
 PAPER = "bok(k=8,beta=0.02,lam=0.2,solver=mirror,steps=5)"
-COVERAGE = "bok(beta=2.0,k=8,lam=0.5,weights=topm,top_m=8,solver=exact)"
+COVERAGE = "bok(k=8,beta=0.5,lam=0.5,weights=topm,top_m=8,solver=exact)"
 
 
 def test_coord_study_preset_configs_in_order_of_importance():
@@ -143,8 +146,8 @@ def test_coord_study_preset_configs_in_order_of_importance():
     controls = [
         "bok-tau(k=8,beta=0.02,lam=0.2)",
         "bok-beta0(k=8,beta=0.02,lam=0.2,solver=mirror,steps=5)",
-        "bok-tau(k=8,beta=2.0,lam=0.5)",
-        "bok-beta0(beta=2.0,k=8,lam=0.5,weights=topm,top_m=8,solver=exact)",
+        "bok-tau(k=8,beta=0.5,lam=0.5)",
+        "bok-beta0(k=8,beta=0.5,lam=0.5,weights=topm,top_m=8,solver=exact)",
     ]
     expected = []
     for label in both:  # i.i.d. at every τ, then coordinated at every τ
@@ -166,8 +169,21 @@ def test_coord_study_preset_configs_in_order_of_importance():
         5,
     )
     coverage = next(c for c in configs if c.spec.label == COVERAGE).spec.build(0.7)
-    assert (coverage.beta, coverage.lam, coverage.weights, coverage.top_m) == (2.0, 0.5, "topm", 8)
+    assert (coverage.beta, coverage.lam, coverage.weights, coverage.top_m) == (0.5, 0.5, "topm", 8)
     assert coverage.solver == "exact"
+
+
+STUDY_TOML = Path(__file__).parents[2] / "bench" / "coord_study.toml"
+
+
+@pytest.mark.skipif(not STUDY_TOML.exists(), reason="no bench/coord_study.toml")
+def test_coord_study_preset_is_the_bench_grid():
+    """The preset and bench/coord_study.toml give the same configs (ids, specs, sampling),
+    so a run started with either resumes with the other."""
+    for n, group_size in ((16, None), (16, 8)):
+        bench = replace(load_grid_file(STUDY_TOML), group_size=group_size).configs(n)
+        preset = coord_study(group_size).configs(n)
+        assert [c.manifest_entry() for c in bench] == [c.manifest_entry() for c in preset]
 
 
 def test_coord_study_controls_and_twins_pair_up_in_compare():

@@ -240,16 +240,17 @@ def demo_grid(group_size: int | None = None) -> Grid:
 
 STUDY_TEMPERATURES = [0.5, 0.7, 1.0, 1.3]
 PAPER_STUDY_BOK = "k=8,beta=0.02,lam=0.2"  # the paper's middle (β, λ), as in paper_table1
-STUDY_COVERAGE_BETA = COVERAGE_BETAS[-1]  # the strongest coverage of bok_study (λβK = 8)
+# bok_study's strong coverage at its first β: λβK·w = 2 logits on the top-8 tokens
+STUDY_COVERAGE_BOK = f"k=8,beta={COVERAGE_BETAS[0]},lam=0.5"
 
 
 def coord_study(group_size: int | None = None) -> Grid:
     """Coordinated K-sample decoding against i.i.d. sampling and Best-of-K, at
-    τ ∈ {0.5, 0.7, 1.0, 1.3}.
+    τ ∈ {0.5, 0.7, 1.0, 1.3} (the grid of bench/coord_study.toml, config for config).
 
     Softmax, top-p 0.95, min-p 0.05, BoK at the paper's (β, λ) = (0.02, 0.2) with K = 8 and
     its solver (5 mirror steps, as paper_table1's row) and BoK with bok_study's strong
-    top-8 coverage (β = 2, λ = 0.5, exact solver) are each drawn i.i.d. and coordinated
+    top-8 coverage (β = 0.5, λ = 0.5, exact solver) are each drawn i.i.d. and coordinated
     (groups of `group_size`, default n: the run's --group-size). Each BoK's τ_eff
     (`bok-tau`, the same λ) and β = 0 (`bok-beta0`) controls are drawn i.i.d. only.
 
@@ -258,12 +259,12 @@ def coord_study(group_size: int | None = None) -> Grid:
     controls.
     """
     paper = f"{PAPER_STUDY_BOK},solver=mirror,steps=5"
-    coverage = f"beta={STUDY_COVERAGE_BETA},{COVERAGE_BOK}"
+    coverage = f"{STUDY_COVERAGE_BOK},weights=topm,top_m=8,solver=exact"
     both = ["softmax", "topp:p=0.95", "minp:p=0.05", f"bok:{paper}", f"bok:{coverage}"]
     controls = [
         f"bok-tau:{PAPER_STUDY_BOK}",
         f"bok-beta0:{paper}",
-        f"bok-tau:k=8,beta={STUDY_COVERAGE_BETA},lam=0.5",
+        f"bok-tau:{STUDY_COVERAGE_BOK}",
         f"bok-beta0:{coverage}",
     ]
     sampling = [(IID, COORDINATED)] * len(both) + [(IID,)] * len(controls)
