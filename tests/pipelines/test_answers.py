@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from decoptim.pipelines.answers import (
     extract_answer,
@@ -116,3 +118,14 @@ def test_extraction_rules_in_order():
     assert extract_answer("The answer is \t") is None  # whitespace only: nothing stated
     assert extract_answer("3 + 4 = 7. The answer is \n") == "7"
     assert extract_answer("") is None
+
+
+@given(st.integers(-(10**6), 10**6), st.integers(-(10**6), 10**6), st.sampled_from(["", "$", " "]))
+@settings(max_examples=60, deadline=None)
+def test_integers_are_equivalent_exactly_when_equal_as_math_verify_says(a, b, wrap):
+    """Two integers skip math-verify (milliseconds a call): the answer must be its answer."""
+    from math_verify import parse, verify
+
+    x, y = f"{wrap}{a:,}{wrap}" if abs(a) > 999 else f"{wrap}{a}{wrap}", f"{b}"
+    expected = bool(verify(parse(f"${a}$"), parse(f"${b}$")))
+    assert is_equivalent(x, y) == expected == (a == b)

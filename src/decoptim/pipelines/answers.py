@@ -133,6 +133,9 @@ def same_text(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and normalize_text(a) == normalize_text(b)
 
 
+_INTEGER = re.compile(r"-?\d+")
+
+
 def fallback_equivalent(a: str, b: str) -> bool:
     return normalize(a) == normalize(b) or same_number(a, b)
 
@@ -153,6 +156,8 @@ def is_equivalent(a: str | None, b: str | None) -> bool:
         return False
     if fallback_equivalent(a, b):
         return True
+    if _INTEGER.fullmatch(normalize(a)) and _INTEGER.fullmatch(normalize(b)):
+        return False  # two different integers: math-verify would take milliseconds to agree
     backend = _math_verify()
     if backend is None:
         return False
