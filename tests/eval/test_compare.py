@@ -14,6 +14,7 @@ from decoptim.eval.compare import (
     write_comparison,
 )
 from decoptim.eval.report import summarise
+from decoptim.eval.shards import load_run
 
 from .runs import COORDINATED, write_mixed_run, write_run
 from .test_report import write_strided_run
@@ -153,7 +154,7 @@ def test_cost_ratio_is_coordinated_over_iid_seconds_per_sample_on_shared_problem
     out = tmp_path / "run"
     write_strided_run(out)
     set_seconds(out, {"softmax@1": [0.5, 1.5], "softmax@1+coord(K=16)": [0.75, 2.25]})
-    (cost,) = cost_ratios(*summarise(out))
+    (cost,) = cost_ratios(*summarise(out), load_run(out)[1])
     assert (cost.config, cost.temperature) == ("softmax · coord. K=16", 1.0)
     assert (cost.coordinated, cost.iid, cost.ratio) == (1.5, 1.0, 1.5)
     assert "| 1.50 (1.5 s / 1 s) |" in write_comparison(out, make_plot=False)
@@ -161,5 +162,5 @@ def test_cost_ratio_is_coordinated_over_iid_seconds_per_sample_on_shared_problem
     path = out / "samples.jsonl"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # drop i.i.d. problem 1
-    (cost,) = cost_ratios(*summarise(out))
+    (cost,) = cost_ratios(*summarise(out), load_run(out)[1])
     assert (cost.coordinated, cost.iid) == (0.75, 0.5)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from ..pipelines.metrics import Estimate, bootstrap
 from .grid import COORDINATED, IID
-from .report import sampling_label, sampling_of, summarise
+from .report import sampling_label, sampling_of, summarise, summarise_records
+from .shards import load_run
 
 CONTROLS = ("β=0", "τ_eff", "softmax")
 IID_CONTROL = "i.i.d."
@@ -150,13 +151,16 @@ def _twins(manifest: dict, rows: list[dict]) -> list[tuple[dict, dict, dict]]:
     return pairs
 
 
-def cost_ratios(manifest: dict, rows: list[dict]) -> list[CostRatio]:
+def cost_ratios(manifest: dict, rows: list[dict], records: list[dict]) -> list[CostRatio]:
     """For each coordinated config and its i.i.d. twin: the mean `seconds_per_sample` of
-    each over the problems both hold (the backend's generate wall time per sample)."""
+    each over the problems both hold, from the run's `records` (the backend's generate wall
+    time per sample)."""
+    seconds: dict[str, dict[str, float]] = {}
+    for record in records:
+        seconds.setdefault(record["config"], {})[record["problem"]] = record["seconds_per_sample"]
     results = []
     for coordinated, mine, theirs in _twins(manifest, rows):
-        a = dict(zip(mine["problem_ids"], mine["problem_seconds"], strict=True))
-        b = dict(zip(theirs["problem_ids"], theirs["problem_seconds"], strict=True))
+        a, b = seconds.get(mine["config"], {}), seconds.get(theirs["config"], {})
         shared = sorted(set(a) & set(b))
         if shared:
             results.append(
@@ -257,7 +261,8 @@ def _signed(estimate: Estimate, metric: str) -> str:
 def write_comparison(out: Path, make_plot: bool = True) -> str:
     """compare.md (and compare.png) in `out`: BoK minus each control, per metric, and
     coordinated minus i.i.d."""
-    manifest, rows = summarise(out)
+    manifest, records = load_run(out)
+    rows = summarise_records(manifest, records)
     sections = []
     bok = bok_differences(manifest, rows)
     for metric in sorted({c.metric for c in bok}, key=_metric_order):
@@ -278,7 +283,7 @@ def write_comparison(out: Path, make_plot: bool = True) -> str:
             "s/sample: the mean seconds_per_sample of the two configs' records over their "
             "shared problems (the wall time of the backend's generate per sample, in this "
             "run), coordinated / i.i.d., without an interval.\n\n"
-            + coordination_table(coordination, cost_ratios(manifest, rows))
+            + coordination_table(coordination, cost_ratios(manifest, rows, records))
         )
     text = (
         "\n\n".join(sections)

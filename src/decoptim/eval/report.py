@@ -143,6 +143,11 @@ def problem_metrics(
 
 def summarise(out: Path) -> tuple[dict, list[dict]]:
     manifest, records = load_run(out)
+    return manifest, summarise_records(manifest, records)
+
+
+def summarise_records(manifest: dict, records: list[dict]) -> list[dict]:
+    """One row per config of the manifest that has records (see the module docstring)."""
     by_config: dict[str, list[dict]] = defaultdict(list)
     for record in records:
         by_config[record["config"]].append(record)
@@ -186,10 +191,9 @@ def summarise(out: Path) -> tuple[dict, list[dict]]:
         row["tokens"] = sum(s["tokens"] for r in group for s in r["samples"]) / (len(group) * n)
         row["seconds_per_sample"] = sum(r["seconds_per_sample"] for r in group) / len(group)
         row["problem_ids"] = [record["problem"] for record in group]
-        row["problem_seconds"] = [record["seconds_per_sample"] for record in group]
         row["per_problem"] = dict(per_problem)
         rows.append(row)
-    return manifest, rows
+    return rows
 
 
 def sampling_label(row: dict) -> str:
@@ -355,7 +359,7 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
     return written
 
 
-PER_PROBLEM_KEYS = ("per_problem", "problem_ids", "problem_seconds")
+PER_PROBLEM_KEYS = ("per_problem", "problem_ids")
 
 
 def plot_maj_vs_k(rows: list[dict], path: Path, colours: dict[str, str], mixed: bool) -> None:
