@@ -5,7 +5,7 @@
 #   bash bench/coord_study.sh gsm8k   OUT   # SmolLM2-135M-Instruct fine-tuned on GSM8K train
 # gsm8k reads $GSM8K_TRAIN and $GSM8K_TEST (default: ../shared/data/gsm8k_{train,test}.jsonl)
 # and evaluates the first 500 test problems. Each testbed runs greedy once, then the grid of
-# bench/coord_study.toml with n = 16 samples per problem, the coordinated ones one group of
+# `--preset coord-study` with n = 16 samples per problem, the coordinated ones one group of
 # 16 (its strided halves and quarters are exact groups of 8 and 4).
 # Resumable: rerun the same line after an interruption (a time limit, a lost machine).
 # Extra arguments go to `decoptim eval`.
@@ -33,5 +33,5 @@ esac
 common=(--model "$model" --task "$task" --data "$data" --limit "$limit"
         --max-new-tokens "$tokens" --batch-size "$batch" --seed 0 --no-plots "$@")
 $py -m decoptim eval "${common[@]}" --decoders greedy --n 1 --out "$out/$testbed-greedy"
-$py -m decoptim eval "${common[@]}" --grid "$here/coord_study.toml" --n 16 --group-size 16 \
+$py -m decoptim eval "${common[@]}" --preset coord-study --n 16 --group-size 16 \
     --out "$out/$testbed"

@@ -546,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--temperatures", nargs="+", type=float)
     ev.add_argument("--grid", help="a TOML grid file")
-    ev.add_argument("--preset", help="paper-table1, bok-study or demo")
+    ev.add_argument("--preset", help="paper-table1, bok-study, coord-study or demo")
     ev.add_argument(
         "--coordinated",
         action="store_true",

@@ -1,6 +1,3 @@
-from dataclasses import replace
-from pathlib import Path
-
 import pytest
 
 import decoptim as d
@@ -171,19 +168,6 @@ def test_coord_study_preset_configs_in_order_of_importance():
     coverage = next(c for c in configs if c.spec.label == COVERAGE).spec.build(0.7)
     assert (coverage.beta, coverage.lam, coverage.weights, coverage.top_m) == (0.5, 0.5, "topm", 8)
     assert coverage.solver == "exact"
-
-
-STUDY_TOML = Path(__file__).parents[2] / "bench" / "coord_study.toml"
-
-
-@pytest.mark.skipif(not STUDY_TOML.exists(), reason="no bench/coord_study.toml")
-def test_coord_study_preset_is_the_bench_grid():
-    """The preset and bench/coord_study.toml give the same configs (ids, specs, sampling),
-    so a run started with either resumes with the other."""
-    for n, group_size in ((16, None), (16, 8)):
-        bench = replace(load_grid_file(STUDY_TOML), group_size=group_size).configs(n)
-        preset = coord_study(group_size).configs(n)
-        assert [c.manifest_entry() for c in bench] == [c.manifest_entry() for c in preset]
 
 
 def test_coord_study_controls_and_twins_pair_up_in_compare():

@@ -2,6 +2,7 @@
 merged, give exactly the unsharded run's results."""
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -94,7 +95,10 @@ def test_a_sharded_run_reads_and_merges_to_the_unsharded_run(tiny_arith_model, t
     _, rows = summarise(parts)
     _, expected_rows = summarise(whole)
     assert without_timing(rows) == without_timing(expected_rows)
-    assert write_comparison(parts, make_plot=False) == write_comparison(whole, make_plot=False)
+    # the same text but for the wall-time ratios of coordinated against i.i.d. configs
+    untimed = lambda text: re.sub(r"[\d.]+ \([^()]* s / [^()]* s\)", "", text)  # noqa: E731
+    compared = write_comparison(parts, make_plot=False)
+    assert untimed(compared) == untimed(write_comparison(whole, make_plot=False))
 
     assert main(["merge", str(parts)]) == 0
     merged = json.loads((parts / "manifest.json").read_text())
