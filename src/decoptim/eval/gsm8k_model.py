@@ -34,8 +34,8 @@ row, fused AdamW (no weight decay) with linear warm-up and cosine decay to zero,
 to norm 1, bf16 autocast on CUDA over float32 weights. No attention mask is needed: padding
 sits after every real token, and causal attention never looks ahead. The loop does not wait
 on the GPU except when the progress bar reads the loss (every 25 steps). 3 epochs of the
-7,473 rows are 351 steps of 64 rows (about 8.2 M tokens with the padding), meant to take
-a few minutes on one H200 (not yet measured there).
+7,473 rows are 351 steps of 64 rows (about 8.2 M tokens with the padding): 68 s on one H200
+(2026-11-28, docs/results.md part two; loss 1.41 at the start, 0.61 over the last 50 steps).
 """
 
 from __future__ import annotations
