@@ -14,6 +14,8 @@ train-gsm8k.
     decoptim eval ... --shard 2/4   # this machine's quarter of the run; then: decoptim merge DIR
     decoptim eval --model smollm2 --task jsonl --data capitals.jsonl --question-field country \\
         --answer-field capital --grader exact --decoders softmax --n 4 --out runs/capitals
+    decoptim eval --plugin my_decoders.py --model arith --task arith --decoders mine:k=5 \\
+        --n 4 --out runs/mine   # a decoder of the user's own (decoptim.register_decoder)
     decoptim report runs/arith
     decoptim compare runs/arith     # BoK minus its controls; coordinated minus i.i.d.
     decoptim train-arith --steps 550
@@ -112,6 +114,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from .eval.backends import load_model
     from .eval.grid import parse_spec
 
+    _plugins(args)
     model, tokenizer, _ = load_model(args.model, args.device)
     if args.decoders:
         decoders = {s: parse_spec(s).build(args.temperature) for s in args.decoders}
@@ -120,6 +123,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
     print(f"next token after {args.prompt!r} ({args.model}):\n")
     print(one_step_view(model, tokenizer, args.prompt, decoders, args.top))
     return 0
+
+
+def _plugins(args: argparse.Namespace) -> list[dict]:
+    """Import $DECOPTIM_PLUGINS, then each --plugin (files or modules that register
+    decoders); their records (path and sha256) go into the run manifest."""
+    from .core.specs import load_plugins
+
+    return load_plugins(getattr(args, "plugin", None) or [])
 
 
 def _grid(args: argparse.Namespace):
@@ -289,6 +300,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.report import write_report
     from .eval.runner import file_sha256, run_grid
 
+    plugins = _plugins(args)  # before the grid: it may name the plugins' decoders
     grid = _grid(args)
     task = _task(args)
     _check_backend_flags(args)
@@ -300,6 +312,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "data_sha256": file_sha256(args.data),
         "limit": args.limit,
     }
+    if plugins:  # only then, so that runs without plugins resume as before
+        manifest["plugins"] = plugins
     share = f" (shard {args.shard})" if args.shard else ""
     print(
         f"decoptim eval: {len(grid.configs(args.n))} configs × {len(problems)} problems × "
@@ -496,6 +510,14 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--temperature", type=float, default=1.0)
     decode.add_argument("--top", type=int, default=5)
     decode.add_argument("--device", default=None)
+    decode.add_argument(
+        "--plugin",
+        action="append",
+        metavar="FILE_OR_MODULE",
+        help="a .py file or module that registers decoders (decoptim.register_decoder), "
+        "imported before the decoders are read; repeatable (also: $DECOPTIM_PLUGINS, "
+        "os.pathsep-separated)",
+    )
     decode.set_defaults(run=cmd_decode)
 
     ev = commands.add_parser("eval", help="run decoders × temperatures on a task")
@@ -546,6 +568,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--temperatures", nargs="+", type=float)
     ev.add_argument("--grid", help="a TOML grid file")
+    ev.add_argument(
+        "--plugin",
+        action="append",
+        metavar="FILE_OR_MODULE",
+        help="a .py file or module that registers decoders (decoptim.register_decoder), "
+        "imported before the decoders are read; repeatable (also: $DECOPTIM_PLUGINS, "
+        "os.pathsep-separated)",
+    )
     ev.add_argument("--preset", help="paper-table1, bok-study, coord-study or demo")
     ev.add_argument(
         "--coordinated",

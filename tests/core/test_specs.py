@@ -7,7 +7,9 @@ rows that sum to 1 on ordinary, steep, tied and masked logits in every input dty
 
 import itertools
 import math
+import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import decoptim as d
+from decoptim.core import specs
 from decoptim.core.bok import MAX_INNER_ITERATIONS, MAX_OUTER_ITERATIONS, MAX_STEPS, MAX_TOP_M
 from decoptim.core.checks import MAX_COUNT, MAX_SCALE, MIN_SCALE
 from decoptim.core.specs import MAX_SPEC_LENGTH, NAMES, DecoderSpec, parameters, parse_spec
@@ -268,3 +271,146 @@ def test_best_of_k_at_the_corners_of_its_ranges(corner):
         expected = f"temperature={temperature!r} and lam={params['lam']!r}"
         with pytest.raises(ValueError, match=re.escape(expected)):
             DecoderSpec("bok-tau", tuple(params.items())).build(temperature)
+
+
+# --- registered decoders: register_decoder, entry points, plugins ----------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "my_decoder.py"
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    """The decoder registry, the plugin cache and the entry-point state as they were, after."""
+    monkeypatch.setattr(specs, "_REGISTRY", dict(specs._REGISTRY))
+    monkeypatch.setattr(specs, "_PLUGINS", {})
+    monkeypatch.setattr(specs, "_entry_point_errors", {})
+    monkeypatch.setattr(specs, "_entry_points_loaded", specs._entry_points_loaded)
+    return specs._REGISTRY
+
+
+def _capped(temperature=1.0, cap=3, validate=True):
+    return d.TopK(cap, temperature=temperature, validate=validate)
+
+
+def test_builtins_are_in_the_registry_in_their_order():
+    assert tuple(NAMES)[:13] == (
+        "greedy",
+        "softmax",
+        "topk",
+        "topp",
+        "minp",
+        "typical",
+        "epsilon",
+        "eta",
+        "sparsemax",
+        "entmax",
+        "bok",
+        "bok-beta0",
+        "bok-tau",
+    )
+    assert "topk" in NAMES and "nucleus" not in NAMES and 3 not in NAMES
+    assert parameters("topk") == ("k",) and parameters("greedy") == ()
+    assert (
+        not DecoderSpec("greedy").uses_temperature() and DecoderSpec("softmax").uses_temperature()
+    )
+
+
+def test_a_registered_decoder_works_like_a_builtin(fresh_registry):
+    assert d.register_decoder("capped", _capped) is _capped
+    assert "capped" in NAMES and parameters("capped") == ("cap",)
+    spec = parse_spec("capped:cap=2")
+    assert spec.label == "capped(cap=2)" and spec.as_dict() == {"name": "capped", "cap": 2}
+    assert parse_spec(spec.text) == spec and DecoderSpec.from_mapping(spec.as_dict()) == spec
+    decoder = parse_spec(spec.text).build(0.5)
+    assert isinstance(decoder, d.TopK) and repr(decoder) == repr(spec.build(0.5))
+    assert spec.build(0.5, validate=False).validate is False
+    q = decoder.probs(torch.randn(3, 50))
+    assert ((q > 0).sum(-1) == 2).all()
+    with pytest.raises(ValueError, match=r"decoder 'capped': unexpected keyword 'k'; its param"):
+        parse_spec("capped:k=2")
+    with pytest.raises(ValueError, match=r"'capped:cap=0'.*k >= 1, got k=0"):
+        parse_spec("capped:cap=0")
+    with pytest.raises(ValueError, match=r"known: greedy, .*, bok-tau, capped"):
+        parse_spec("nucleus:p=0.9")
+
+
+def test_register_refuses_taken_names_bad_names_and_bad_factories(fresh_registry):
+    with pytest.raises(ValueError, match=r"decoder 'topk' is already registered.*replace=True"):
+        d.register_decoder("topk", _capped)
+    d.register_decoder("capped", _capped)
+    with pytest.raises(ValueError, match=r"'capped' is already registered"):
+        d.register_decoder("capped", _capped)
+    d.register_decoder("capped", lambda temperature=1.0: d.Softmax(temperature), replace=True)
+    assert parameters("capped") == () and isinstance(parse_spec("capped").build(1.0), d.Softmax)
+    for bad in ("", "a:b", "a b", "a,b", "a=b", "top(k)", "x@1", "3k", "ｋ", "x" * 65, None, 3):
+        with pytest.raises(ValueError, match="bad decoder name"):
+            d.register_decoder(bad, _capped)
+    with pytest.raises(TypeError, match=r"register_decoder\('x'\): factory must be callable, got"):
+        d.register_decoder("x", 3)
+    with pytest.raises(TypeError, match=r"takes no 'temperature' parameter"):
+        d.register_decoder("x", lambda k=1: d.Greedy())
+    d.register_decoder("plain", lambda: d.Greedy(), uses_temperature=False)
+    assert not parse_spec("plain").uses_temperature()
+    d.register_decoder("wrong", lambda temperature=1.0: "not a decoder")
+    with pytest.raises(ValueError, match=r"'wrong'.*returned str 'not a decoder', not a decoptim"):
+        parse_spec("wrong")
+
+
+def _fake_entry_points(monkeypatch, points):
+    from importlib.metadata import EntryPoint
+
+    made = [EntryPoint(name, value, specs.ENTRY_POINT_GROUP) for name, value in points]
+    calls = []
+
+    def entry_points(**selection):
+        calls.append(selection)
+        return [p for p in made if selection.get("group") == p.group]
+
+    monkeypatch.setattr(specs.importlib.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(specs, "_entry_points_loaded", False)
+    return calls
+
+
+def test_entry_points_are_loaded_once_on_the_first_unknown_name(fresh_registry, monkeypatch):
+    calls = _fake_entry_points(
+        monkeypatch,
+        [
+            ("capped", "tests.core.test_specs:_capped"),
+            ("broken", "no_such_module_for_decoptim:factory"),
+        ],
+    )
+    assert isinstance(parse_spec("topk:k=3").build(1.0), d.TopK) and calls == []  # known names
+    spec = parse_spec("capped:cap=4")
+    assert calls == [{"group": "decoptim.decoders"}] and parameters("capped") == ("cap",)
+    assert "TopKSupport(k=4)" in repr(spec.build(1.0))
+    with pytest.raises(ValueError, match=r"entry point 'broken' = 'no_such_module_for_decop"):
+        parse_spec("broken")
+    with pytest.raises(ValueError, match=r"unknown decoder 'other'.*capped"):
+        parse_spec("other")
+    assert len(calls) == 1  # read once
+
+
+def test_an_entry_point_without_temperature_is_registered_as_deterministic(
+    fresh_registry, monkeypatch
+):
+    _fake_entry_points(monkeypatch, [("argmax", "decoptim.core.decoders:Greedy")])
+    assert not parse_spec("argmax").uses_temperature()
+
+
+def test_plugins_load_once_and_are_recorded(fresh_registry, tmp_path, monkeypatch):
+    record = d.load_plugin(str(EXAMPLE))
+    assert record["path"] == str(EXAMPLE) and len(record["sha256"]) == 64
+    assert d.load_plugin(str(EXAMPLE)) is record  # not imported twice (no "already registered")
+    spec = parse_spec("mine:k=2,width=1.5")
+    assert "Band(1.5)" in repr(spec.build(0.7)) and parse_spec(spec.text) == spec
+    with pytest.raises(FileNotFoundError, match=r"plugin '.*nowhere.py': no such file"):
+        d.load_plugin(str(tmp_path / "nowhere.py"))
+    bad = tmp_path / "bad_plugin.py"
+    bad.write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(ValueError, match=r"plugin '.*bad_plugin.py' failed to import: Runtime"):
+        d.load_plugin(str(bad))
+    with pytest.raises(ValueError, match=r"plugin 'no_such_module_for_decoptim' failed to import"):
+        d.load_plugin("no_such_module_for_decoptim")
+    monkeypatch.setenv(specs.PLUGINS_ENV, os.pathsep.join([str(EXAMPLE), "json"]))
+    records = specs.load_plugins()
+    assert records[0] is record and records[1]["plugin"] == "json"

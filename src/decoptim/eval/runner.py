@@ -61,6 +61,7 @@ IDENTITY = (
     "seed",
     "batch_size",
     "limit",
+    "plugins",  # the decoder plugins' paths and sha256 (absent without plugins)
 )
 
 

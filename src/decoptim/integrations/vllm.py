@@ -32,11 +32,17 @@ decoptim (`decoptm`, `Decoptim`, ...), and a decoder whose trial solve on fixed 
 not a distribution. Should a decoder still raise in the engine, its rows sample without it
 and the error is logged. A client learns whether decoptim runs on a server with
 `probe_request` (a server without it would ignore `extra_args` silently).
+
+A user's own decoders (`decoptim.register_decoder`) are accepted by name once the server
+imports them: from an installed package's `decoptim.decoders` entry point, or from the files
+or modules in `$DECOPTIM_PLUGINS` (os.pathsep-separated), which the processor imports when
+it is constructed and before it validates a request.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import weakref
@@ -55,7 +61,7 @@ from vllm.v1.sample.logits_processor import (
 
 from ..core import Decoder
 from ..core.checks import shown
-from ..core.specs import DecoderSpec, parse_spec
+from ..core.specs import PLUGINS_ENV, DecoderSpec, load_plugins, parse_spec
 from .vllm_coordinated import (  # noqa: F401  (coordinated_sampling_params: the harness)
     GROUP_KEYS,
     CodeBook,
@@ -237,6 +243,18 @@ def request_setting(params: SamplingParams) -> RequestSetting | None:
     return spec, temperature
 
 
+def load_env_plugins() -> None:
+    """Import the plugins of `$DECOPTIM_PLUGINS` (os.pathsep-separated files or modules that
+    register decoders), once per value of the variable: a server started with it accepts
+    the plugins' decoder names in `extra_args` / `vllm_xargs`."""
+    _load_env_plugins(os.environ.get(PLUGINS_ENV, ""))
+
+
+@lru_cache(maxsize=8)
+def _load_env_plugins(value: str) -> None:
+    load_plugins()
+
+
 @lru_cache(maxsize=256)
 def _decoder(spec: DecoderSpec, temperature: float) -> Decoder:
     # validate=False: vLLM's decode step has no host syncs, and engine logits are trusted.
@@ -278,6 +296,7 @@ class DecoptimLogitsProcessor(LogitsProcessor):
     _owners_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
+        load_env_plugins()  # $DECOPTIM_PLUGINS: a bad plugin stops the engine here, named
         self.device = device
         self.vllm_config = vllm_config  # kept alive, so that its id is not reused meanwhile
         self.settings: dict[int, RequestSetting] = {}
@@ -292,8 +311,10 @@ class DecoptimLogitsProcessor(LogitsProcessor):
     def validate_params(cls, sampling_params: SamplingParams) -> None:
         """Reject bad settings when the request arrives (HTTP 400 when serving)."""
         try:
+            # The API server's process validates without constructing a processor.
+            load_env_plugins()
             request_setting(sampling_params)
-        except ValueError as error:
+        except (ValueError, FileNotFoundError) as error:
             raise VLLMValidationError(str(error)) from None
 
     def is_argmax_invariant(self) -> bool:
