@@ -300,8 +300,8 @@ class BestOfK(Decoder):
         }
 
     def _solve_cuda(self, x: Tensor, route: str) -> Tensor:
-        from .kernels.bok_fused import bok_topm_probs
         from .kernels.bok_prob import bok_prob_probs
+        from .kernels.bok_topm import bok_topm_probs
 
         rows = self._kernel_params(x)
         if route == "prob":
@@ -318,7 +318,7 @@ class BestOfK(Decoder):
     def _sample_cuda(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
         if self._kernel_route(x) != "topm":
             return None
-        from .kernels.bok_fused import bok_topm_sample
+        from .kernels.bok_topm import bok_topm_sample
 
         rows = self._kernel_params(x)
         return bok_topm_sample(

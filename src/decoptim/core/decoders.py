@@ -133,12 +133,12 @@ class SimplexDecoder(Decoder):
     def _solve(self, x: Tensor) -> Tensor:
         route = self._kernel_route(x)
         if route == "tsallis":
-            from .kernels.threshold import tsallis_probs
+            from .kernels.tsallis import tsallis_probs
 
             inv_tau = _rows("temperature", 1.0 / self.temperature, x)
             return tsallis_probs(x, inv_tau, self.regularizer.alpha)
         if route == "top_p":
-            from .kernels.threshold import top_p_probs
+            from .kernels.top_p import top_p_probs
 
             return top_p_probs(x, *self._top_p_rows(x))
         return solve(self.problem(x), self.solver)
@@ -146,7 +146,7 @@ class SimplexDecoder(Decoder):
     def _sample_cuda(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
         if self._kernel_route(x) != "top_p":
             return None
-        from .kernels.threshold import top_p_sample
+        from .kernels.top_p import top_p_sample
 
         return top_p_sample(x, *self._top_p_rows(x), generator)
 

@@ -21,7 +21,7 @@ import decoptim as d  # noqa: E402
 from decoptim.core.checks import kernel_rows  # noqa: E402
 from decoptim.core.coordinated import coordinated_sample, group_codes, hashed_uniform  # noqa: E402
 from decoptim.core.kernels import coordinated as coordinated_kernels  # noqa: E402
-from decoptim.core.kernels.bok_fused import _head, bok_topm_probs, bok_topm_sample  # noqa: E402
+from decoptim.core.kernels.bok_topm import _head, bok_topm_probs, bok_topm_sample  # noqa: E402
 from decoptim.core.kernels.candidates import (  # noqa: E402
     CAP,
     gather_candidates,
@@ -34,7 +34,8 @@ from decoptim.core.kernels.race import (  # noqa: E402
     race_seed,
 )
 from decoptim.core.kernels.streaming import row_stats, segment_size  # noqa: E402
-from decoptim.core.kernels.threshold import top_p_probs, top_p_sample, tsallis_probs  # noqa: E402
+from decoptim.core.kernels.top_p import top_p_probs, top_p_sample  # noqa: E402
+from decoptim.core.kernels.tsallis import tsallis_probs  # noqa: E402
 from tests.conftest import random_logits  # noqa: E402
 
 

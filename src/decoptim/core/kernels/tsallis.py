@@ -1,0 +1,173 @@
+"""Sort-free Tsallis-α decoders on CUDA (sparsemax α = 2, entmax).
+
+Bisection on η in q_v = [(α−1)(x_v − η)]₊^{1/(α−1)}, x = z/τ, inside
+[max x − 1/(α−1), max x]. Only tokens with x ≥ max x − 1/(α−1) can be in the support, so
+they are gathered first (`candidates.py`) and the 32 bisection steps run on them in
+registers; a row with too many falls back to re-reading the whole row in the same program.
+A streaming pass writes q.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .candidates import (
+    CAP,
+    ROW_WARPS,
+    gather_candidates,
+    load_candidates,
+)
+from .streaming import BLOCK as STREAM_BLOCK
+from .streaming import (
+    chunk_for,
+    load_logits,
+    pow2_at_least,
+    row_stats,
+)
+
+BLOCK = 4096
+
+
+@triton.jit
+def _psi(y, alpha_minus_one, KIND: tl.constexpr):
+    base = tl.maximum(alpha_minus_one * y, 0.0)
+    if KIND == 0:  # α = 2
+        return base
+    elif KIND == 1:  # α = 1.5
+        return base * base
+    else:
+        safe = tl.where(base > 0, base, 1.0)
+        return tl.where(base > 0, tl.exp(tl.log(safe) / alpha_minus_one), 0.0)
+
+
+@triton.jit
+def _tsallis_mass_of_row(z_ptr, V, inv_tau, top, eta, alpha_minus_one, KIND: tl.constexpr,
+                         BLOCK: tl.constexpr):  # fmt: skip
+    total = 0.0
+    for start in range(0, V, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        x = (load_logits(z_ptr + offs, offs < V) - top) * inv_tau
+        total += tl.sum(_psi(x - eta, alpha_minus_one, KIND), axis=0)
+    return total
+
+
+@triton.jit
+def _tsallis_solve_kernel(
+    z_ptr,
+    inv_tau_ptr,
+    maxes_ptr,
+    cand_x_ptr,
+    cand_index_ptr,
+    cand_count_ptr,
+    top_ptr,
+    eta_ptr,
+    total_ptr,
+    V,
+    SPLITS,
+    CAND_SPLITS,
+    alpha_minus_one,
+    KIND: tl.constexpr,
+    ITERATIONS: tl.constexpr,
+    SPLIT_BLOCK: tl.constexpr,
+    CAP: tl.constexpr,
+    SLOTS: tl.constexpr,
+    ROW_BLOCK: tl.constexpr,
+):
+    # η by bisection on the gathered candidates (x ≥ max x − 1/(α−1), every token that can
+    # be in the support), or on the whole row if they overflowed.
+    row = tl.program_id(0)
+    inv_tau = tl.load(inv_tau_ptr + row)
+    split_offs = tl.arange(0, SPLIT_BLOCK)
+    maxes = tl.load(
+        maxes_ptr + row * SPLITS + split_offs, mask=split_offs < SPLITS, other=-float("inf")
+    )
+    top = tl.max(maxes, axis=0)
+    # The candidates are y = (z − max z)/τ: shifted before scaling, like the reference, so
+    # neither y nor η's resolution depends on a common offset of the logits.
+    y, _, _, overflow = load_candidates(
+        cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
+    )
+    z_row = z_ptr + row.to(tl.int64) * V
+    lo = -1.0 / alpha_minus_one
+    hi = 0.0
+    for _ in range(ITERATIONS):
+        mid = 0.5 * (lo + hi)
+        if overflow:
+            total = _tsallis_mass_of_row(z_row, V, inv_tau, top, mid, alpha_minus_one, KIND,
+                                         ROW_BLOCK)  # fmt: skip
+        else:
+            total = tl.sum(_psi(y - mid, alpha_minus_one, KIND), axis=0)
+        too_much = total >= 1.0
+        lo = tl.where(too_much, mid, lo)
+        hi = tl.where(too_much, hi, mid)
+    if overflow:
+        total = _tsallis_mass_of_row(z_row, V, inv_tau, top, lo, alpha_minus_one, KIND,
+                                     ROW_BLOCK)  # fmt: skip
+    else:
+        total = tl.sum(_psi(y - lo, alpha_minus_one, KIND), axis=0)
+    tl.store(top_ptr + row, top)
+    tl.store(eta_ptr + row, lo)
+    tl.store(total_ptr + row, total)
+
+
+@triton.jit
+def _tsallis_write_kernel(z_ptr, inv_tau_ptr, top_ptr, eta_ptr, total_ptr, q_ptr, V, CHUNK,
+                          alpha_minus_one, KIND: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    inv_tau = tl.load(inv_tau_ptr + row)
+    top = tl.load(top_ptr + row)
+    eta = tl.load(eta_ptr + row)
+    total = tl.load(total_ptr + row)
+    base = row.to(tl.int64) * V
+    end = tl.minimum((split + 1) * CHUNK, V)
+    for start in range(split * CHUNK, end, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < end
+        x = (load_logits(z_ptr + base + offs, mask) - top) * inv_tau
+        tl.store(q_ptr + base + offs, _psi(x - eta, alpha_minus_one, KIND) / total, mask=mask)
+
+
+def tsallis_probs(z: torch.Tensor, inv_tau: torch.Tensor, alpha: float) -> torch.Tensor:
+    """α-entmax of z/τ per row (z [..., V] float32 CUDA; 1/τ float32 [rows])."""
+    flat = z.reshape(-1, z.shape[-1]).contiguous()
+    rows, vocab = flat.shape
+    kind = 0 if alpha == 2.0 else 1 if alpha == 1.5 else 2
+    maxes = row_stats(flat, inv_tau).maxes
+    candidates = gather_candidates(flat, inv_tau, maxes=maxes, offset=1.0 / (alpha - 1.0))
+    top, eta, total = (torch.empty(rows, device=z.device, dtype=torch.float32) for _ in "abc")
+    _tsallis_solve_kernel[(rows,)](
+        flat,
+        inv_tau,
+        maxes,
+        candidates.x,
+        candidates.index,
+        candidates.count,
+        top,
+        eta,
+        total,
+        vocab,
+        maxes.shape[1],
+        candidates.splits,
+        alpha - 1.0,
+        KIND=kind,
+        ITERATIONS=32,
+        SPLIT_BLOCK=pow2_at_least(maxes.shape[1], 16),
+        CAP=CAP,
+        SLOTS=pow2_at_least(candidates.splits),
+        ROW_BLOCK=BLOCK,
+        num_warps=ROW_WARPS,
+    )
+    q = torch.empty_like(flat)
+    splits = maxes.shape[1]
+    chunk = chunk_for(vocab, splits, STREAM_BLOCK)
+    _tsallis_write_kernel[(rows, splits)](
+        flat, inv_tau, top, eta, total, q, vocab, chunk, alpha - 1.0, KIND=kind,
+        BLOCK=STREAM_BLOCK, num_warps=4,
+    )  # fmt: skip
+    return q.reshape(z.shape)
+
+
+# Thresholds per profile pass: LEVELS = 2 passes narrow the bracket of the nucleus's edge

@@ -1,0 +1,34 @@
+"""The CUDA paths import their kernels lazily, inside functions that only run on a GPU; a
+renamed module or function would only fail there. Every such import must resolve on any
+machine that has Triton."""
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+CORE = Path(__file__).parents[3] / "src" / "decoptim" / "core"
+
+
+def lazy_kernel_imports() -> list[tuple[str, str, str]]:
+    found = []
+    for path in sorted(CORE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level and "kernels" in (node.module or ""):
+                package = ".".join(path.relative_to(CORE.parent.parent).with_suffix("").parts)
+                base = package.rsplit(".", node.level)[0]
+                module = f"{base}.{node.module}"
+                found += [(path.name, module, alias.name) for alias in node.names]
+    return found
+
+
+def test_there_are_lazy_kernel_imports_to_check():
+    modules = {module for _, module, _ in lazy_kernel_imports()}
+    assert {"decoptim.core.kernels.top_p", "decoptim.core.kernels.bok_topm"} <= modules
+
+
+@pytest.mark.parametrize(("where", "module", "name"), lazy_kernel_imports())
+def test_each_lazy_kernel_import_resolves(where, module, name):
+    pytest.importorskip("triton")
+    assert hasattr(importlib.import_module(module), name), f"{where}: {module}.{name}"
