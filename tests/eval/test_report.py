@@ -184,3 +184,51 @@ def test_code_tasks_get_rerank_but_no_vote(tmp_path):
     _, (row,) = summarise(out)
     assert row["per_problem"]["rerank@4"] == [0.0] and "wvote@4" not in row
     assert row["K_values"] == [4]  # no coordinated config: K = n only
+
+
+def test_a_registered_task_class_brings_its_own_vote(tmp_path, monkeypatch):
+    from decoptim.eval.tasks import TASKS, Task
+
+    seen = []
+
+    class FirstLetter(Task):
+        """Answers agree when they start with the same letter; options pick the letter case."""
+
+        name = "first-letter"
+
+        @classmethod
+        def vote_equivalence(cls, options=None):
+            seen.append(options)
+            fold = str.lower if (options or {}).get("fold") else str
+
+            def same(a, b):
+                return a is not None and b is not None and fold(a[:1]) == fold(b[:1])
+
+            return same
+
+    class NoVote(Task):
+        name = "no-vote"
+
+        @classmethod
+        def vote_equivalence(cls, options=None):
+            return None
+
+    monkeypatch.setitem(TASKS, FirstLetter.name, FirstLetter)
+    monkeypatch.setitem(TASKS, NoVote.name, NoVote)
+    configs = [{"id": "softmax@1", "decoder": SOFTMAX, "temperature": 1.0}]
+    answers = {"softmax@1": [["x1", "y", "y", "X2"]]}
+    runs = {}
+    for task in ("arith", "first-letter", "no-vote"):
+        runs[task] = tmp_path / task
+        write_run(runs[task], configs, answers, ["x1"], task=task)
+    _, (plain,) = summarise(runs["arith"])  # exact strings: four answers, three distinct
+    assert plain["distinct@4"] == 3.0 and plain["per_problem"]["maj@4"] == [0.0]
+    _, (row,) = summarise(runs["first-letter"])  # x1 ≁ X2 without the fold
+    assert row["distinct@4"] == 3.0 and seen == [None]
+    manifest = json.loads((runs["first-letter"] / "manifest.json").read_text())
+    manifest["task_options"] = {"fold": True}
+    (runs["first-letter"] / "manifest.json").write_text(json.dumps(manifest))
+    _, (row,) = summarise(runs["first-letter"])  # x1 ~ X2: two clusters of two
+    assert row["distinct@4"] == 2.0 and seen == [None, {"fold": True}]
+    _, (row,) = summarise(runs["no-vote"])
+    assert "maj@4" not in row and "wvote@4" not in row and "rerank@4" in row

@@ -218,3 +218,17 @@ def test_jsonl_code_grader_runs_the_tests_in_the_sandbox(tmp_path):
     assert not task.grade(problem, "    return a - b\n").correct
     fenced = "Here:\n```python\ndef add(a, b):\n    return b + a\n```\n"
     assert task.grade(problem, fenced).correct
+
+
+def test_task_classes_say_whether_they_run_code_and_how_they_vote():
+    from decoptim.eval.tasks import TASKS, vote_equivalence
+    from decoptim.pipelines.answers import is_equivalent
+
+    assert [name for name, task in TASKS.items() if task.runs_code()] == ["humaneval"]
+    assert TASKS["jsonl"].runs_code({"grader": "code"})
+    assert not TASKS["jsonl"].runs_code({"grader": "exact"})
+    assert TASKS["math500"].vote_equivalence() is is_equivalent
+    assert TASKS["humaneval"].vote_equivalence() is None
+    # a manifest of a task no longer registered votes as before: by math equivalence
+    assert vote_equivalence({"task": "retired"}) is is_equivalent
+    assert vote_equivalence({"task": "jsonl"}) is is_equivalent  # the default grader, math

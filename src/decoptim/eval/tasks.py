@@ -16,6 +16,7 @@ import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 from ..core.checks import shown
 from ..pipelines.answers import (
@@ -30,6 +31,7 @@ from ..pipelines.answers import (
 from . import arith
 from .sandbox import check_sandbox, run_python
 
+Equivalence: TypeAlias = Callable[[str | None, str | None], bool]
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 HUMANEVAL_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
 
@@ -99,6 +101,21 @@ class Task:
         """The task's settings beyond its name, for the run manifest (None: it has none)."""
         return None
 
+    # The constructor's keywords that `decoptim eval` takes from same-named flags.
+    flag_options: tuple[str, ...] = ()
+
+    @classmethod
+    def runs_code(cls, options: dict | None = None) -> bool:
+        """Whether the task, with these constructor options, runs model-written code (and so
+        takes `unsafe_no_sandbox`)."""
+        return False
+
+    @classmethod
+    def vote_equivalence(cls, options: dict | None = None) -> Equivalence | None:
+        """When two answers count as the same in a vote (None: no vote), for a run of this
+        task with `options` as its manifest's task_options."""
+        return is_equivalent
+
 
 class MathTask(Task):
     name = "math500"
@@ -164,6 +181,10 @@ class ArithTask(Task):
     def template(self):
         return "plain text: 'Q: {question}\\nA:'"
 
+    @classmethod
+    def vote_equivalence(cls, options=None):
+        return _same_string
+
 
 class HumanEvalTask(Task):
     """Code completion; each completion runs with the tests in a sandboxed subprocess."""
@@ -193,6 +214,14 @@ class HumanEvalTask(Task):
 
     def template(self):
         return "completion: the function prompt as is"
+
+    @classmethod
+    def runs_code(cls, options=None):
+        return True
+
+    @classmethod
+    def vote_equivalence(cls, options=None):
+        return None
 
 
 GRADERS = ("math", "number", "exact", "code")
@@ -236,6 +265,15 @@ class JsonlTask(Task):
     """
 
     name = "jsonl"
+    flag_options = (
+        "question_field",
+        "answer_field",
+        "id_field",
+        "grader",
+        "prompt_template",
+        "instruction",
+        "chat",
+    )
 
     def __init__(
         self,
@@ -346,6 +384,14 @@ class JsonlTask(Task):
             "chat": self.chat,
         }
 
+    @classmethod
+    def runs_code(cls, options=None):
+        return (options or {}).get("grader", GRADERS[0]) == "code"
+
+    @classmethod
+    def vote_equivalence(cls, options=None):
+        return GRADER_EQUIVALENCE.get((options or {}).get("grader", GRADERS[0]))
+
 
 def template_fields(template: str) -> set[str]:
     """The field names of a `str.format` template; ValueError for anything but plain
@@ -386,21 +432,19 @@ def _same_string(a: str | None, b: str | None) -> bool:
     return a is not None and a == b
 
 
-# Per grader (and for the built-in tasks' votes): when two answers count as the same.
-GRADER_EQUIVALENCE: dict[str, Callable[[str | None, str | None], bool]] = {
+# Per grader (and for the jsonl task's votes): when two answers count as the same.
+GRADER_EQUIVALENCE: dict[str, Equivalence] = {
     "math": is_equivalent,
     "number": same_number,
     "exact": same_text,
 }
 
 
-def vote_equivalence(manifest: dict) -> Callable[[str, str], bool] | None:
-    """How a run's answers are clustered for votes (None: code, no vote), from its manifest."""
-    task = manifest["task"]
-    if task == "jsonl":
-        grader = (manifest.get("task_options") or {}).get("grader", "math")
-        return GRADER_EQUIVALENCE.get(grader)
-    return {"arith": _same_string, "humaneval": None}.get(task, is_equivalent)
+def vote_equivalence(manifest: dict) -> Equivalence | None:
+    """How a run's answers are clustered for votes (None: code, no vote), from its manifest:
+    its task class's `vote_equivalence` (the base Task's for a task no longer registered)."""
+    task = TASKS.get(manifest["task"], Task)
+    return task.vote_equivalence(manifest.get("task_options"))
 
 
 def truncate_at_stops(text: str, stops: tuple[str, ...]) -> str:
