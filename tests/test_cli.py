@@ -417,3 +417,24 @@ def test_data_parallel_size_reaches_vllm_which_refuses_it_offline(tmp_path, caps
     assert main(command) == 2
     assert "data_parallel_size=2" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_choices_come_from_the_registries(monkeypatch, tmp_path):
+    from decoptim.cli import build_parser
+    from decoptim.eval.grid import PRESETS
+    from decoptim.eval.tasks import TASKS, ArithTask
+
+    actions = {
+        a.dest: a for a in build_parser()._subparsers._group_actions[0].choices["eval"]._actions
+    }
+    assert list(actions["task"].choices) == list(TASKS)
+    assert list(actions["preset"].choices) == list(PRESETS)
+
+    class Shouting(ArithTask):
+        name = "shouting"
+
+    monkeypatch.setitem(TASKS, "shouting", Shouting)
+    command = ["eval", "--model", str(tmp_path / "no-model"), "--task", "shouting"]
+    command += ["--decoders", "softmax", "--grader", "exact", "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit, match="--grader applies to --task jsonl"):
+        main(command)  # a new task class is a --task choice, without jsonl's flags

@@ -142,8 +142,6 @@ def _grid(args: argparse.Namespace):
     if len(chosen) != 1:
         raise SystemExit("give exactly one of --preset, --grid or --decoders")
     if args.preset:
-        if args.preset not in PRESETS:
-            raise SystemExit(f"--preset must be one of {sorted(PRESETS)}, got {args.preset!r}")
         grid = PRESETS[args.preset]()
         if args.temperatures:
             grid = replace(grid, temperatures=tuple(float(t) for t in args.temperatures))
@@ -164,15 +162,6 @@ def _grid(args: argparse.Namespace):
     return grid
 
 
-JSONL_OPTIONS = (
-    "question_field",
-    "answer_field",
-    "id_field",
-    "grader",
-    "prompt_template",
-    "instruction",
-    "chat",
-)
 # --backend openai's flags; those after the first two are OpenAIBackend's keywords
 SERVER_OPTIONS = (
     "base_url",
@@ -202,22 +191,22 @@ def _refuse_foreign(args: argparse.Namespace, options: tuple[str, ...], applies:
 
 
 def _task(args: argparse.Namespace):
-    from .eval.tasks import GRADERS, get_task
+    """The task of `--task`: its class takes its `flag_options` from the flags of those names,
+    and the flags of another task's options are refused."""
+    from .eval.tasks import TASKS, get_task
 
-    code = args.task == "humaneval" or (args.task == "jsonl" and args.grader == "code")
+    task = TASKS[args.task]
+    options = {k: getattr(args, k) for k in task.flag_options if getattr(args, k) is not None}
+    code = task.runs_code(options)
     if args.unsafe_no_sandbox and not code:
         raise ValueError(
             "--unsafe-no-sandbox only applies to --task humaneval and --task jsonl --grader code"
         )
+    for name, other in TASKS.items():
+        foreign = tuple(k for k in other.flag_options if k not in task.flag_options)
+        _refuse_foreign(args, foreign, f"--task {name}")
     sandbox = {"unsafe_no_sandbox": True} if args.unsafe_no_sandbox else {}
-    if args.task != "jsonl":
-        _refuse_foreign(args, JSONL_OPTIONS, "--task jsonl")
-        return get_task(args.task, **sandbox)
-    options = {k: getattr(args, k) for k in JSONL_OPTIONS if getattr(args, k) is not None}
-    options.setdefault("grader", GRADERS[0])
-    if options["grader"] != "code":
-        sandbox = {}
-    return get_task("jsonl", **options, **sandbox)
+    return get_task(args.task, **options, **sandbox)
 
 
 def parse_bytes(text: str) -> int:
@@ -298,7 +287,7 @@ def _backend(args: argparse.Namespace, grid):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.report import write_report
-    from .eval.runner import file_sha256, run_grid
+    from .eval.runner import RunSettings, file_sha256, run_grid
 
     plugins = _plugins(args)  # before the grid: it may name the plugins' decoders
     grid = _grid(args)
@@ -320,11 +309,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"n={args.n}{share} -> {args.out}",
         flush=True,
     )
-    samples = run_grid(
-        backend.generate,
-        task,
-        problems,
-        grid,
+    settings = RunSettings(
         Path(args.out),
         args.n,
         args.max_new_tokens,
@@ -334,6 +319,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         shard=args.shard,
     )
+    samples = run_grid(backend.generate, task, problems, grid, settings)
     if args.shard:
         print(
             f"shard {args.shard} done: {samples}. Once all {args.shard.count} shards are done "
@@ -389,6 +375,17 @@ def cmd_train_lora(args: argparse.Namespace) -> int:
     return 0
 
 
+# train-gsm8k's flags for GSM8KTraining's fields (besides --seed and --limit), with its
+# defaults: (field, type, help)
+GSM8K_FLAGS = (
+    ("epochs", int, "passes over the rows"),
+    ("batch_size", int, "rows per step"),
+    ("learning_rate", float, "peak AdamW rate"),
+    ("warmup", float, "fraction of the steps spent warming up"),
+    ("max_length", int, "longest prompt + target in tokens; longer rows are left out"),
+)
+
+
 def cmd_train_gsm8k(args: argparse.Namespace) -> int:
     from .eval.gsm8k_model import (
         GSM8KTraining,
@@ -397,14 +394,9 @@ def cmd_train_gsm8k(args: argparse.Namespace) -> int:
         train_smollm2_gsm8k,
     )
 
+    options = (option for option, _, _ in GSM8K_FLAGS)
     config = GSM8KTraining(
-        seed=args.seed,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        warmup=args.warmup,
-        max_length=args.max_length,
-        limit=args.limit,
+        seed=args.seed, limit=args.limit, **{option: getattr(args, option) for option in options}
     )
     data = check_data_file(args.data)  # before the model loads
     progress = not args.no_progress
@@ -421,7 +413,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .eval.backends import TransformersBackend, load_model
     from .eval.grid import demo_grid, make_grid
     from .eval.report import write_report
-    from .eval.runner import read_records, run_grid
+    from .eval.runner import RunSettings, read_records, run_grid
     from .eval.tasks import ArithTask
 
     start = time.time()
@@ -448,22 +440,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     task = ArithTask()
     problems = task.load(limit=args.problems)
     out = Path(args.out)
+    manifest = {**backend.describe(), "data": None, "data_sha256": None, "limit": args.problems}
     greedy = run_grid(
         backend.generate,
         task,
         problems,
         make_grid(["greedy"], [1.0]),
-        out / "greedy",
-        1,
-        40,
-        0,
-        args.problems,
-        {**backend.describe(), "data": None, "data_sha256": None, "limit": args.problems},
-        progress=False,
+        RunSettings(out / "greedy", 1, 40, 0, args.problems, manifest, progress=False),
     )
     correct = sum(r["samples"][0]["correct"] for r in read_records(greedy))
     print(f"greedy accuracy on {len(problems)} problems: {correct}/{len(problems)}\n")
-    manifest = {**backend.describe(), "data": None, "data_sha256": None, "limit": args.problems}
     # two coordinated groups per problem: the pass@K ceiling, estimated from each problem's
     # n samples, is then more than that problem's pass@n
     run_grid(
@@ -471,13 +457,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         task,
         problems,
         demo_grid(args.n // 2 if args.n % 2 == 0 else None),
-        out / "grid",
-        args.n,
-        40,
-        0,
-        50,
-        manifest,
-        progress=True,
+        RunSettings(out / "grid", args.n, 40, 0, 50, manifest),
     )
     print(write_report(out / "grid"))
     print(
@@ -485,6 +465,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     print(f"demo finished in {time.time() - start:.0f} s")
     return 0
+
+
+def _add_plugin_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        metavar="FILE_OR_MODULE",
+        help="a .py file or module that registers decoders (decoptim.register_decoder), "
+        "imported before the decoders are read; repeatable (also: $DECOPTIM_PLUGINS, "
+        "os.pathsep-separated)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -510,14 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--temperature", type=float, default=1.0)
     decode.add_argument("--top", type=int, default=5)
     decode.add_argument("--device", default=None)
-    decode.add_argument(
-        "--plugin",
-        action="append",
-        metavar="FILE_OR_MODULE",
-        help="a .py file or module that registers decoders (decoptim.register_decoder), "
-        "imported before the decoders are read; repeatable (also: $DECOPTIM_PLUGINS, "
-        "os.pathsep-separated)",
-    )
+    _add_plugin_flag(decode)
     decode.set_defaults(run=cmd_decode)
 
     ev = commands.add_parser("eval", help="run decoders × temperatures on a task")
@@ -527,9 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="path, hub id, or smollm2 / arith / smollm2-arith / smollm2-gsm8k (the last "
         "needs `decoptim train-gsm8k` once, or $DECOPTIM_GSM8K_TRAIN)",
     )
-    ev.add_argument(
-        "--task", required=True, choices=["math500", "gsm8k", "humaneval", "arith", "jsonl"]
-    )
+    from .eval.grid import PRESETS
+    from .eval.tasks import GRADERS, TASKS
+
+    ev.add_argument("--task", required=True, choices=list(TASKS))
     ev.add_argument("--data", help="JSONL(.gz) path; arith takes difficulty=N")
     ev.add_argument(
         "--unsafe-no-sandbox",
@@ -543,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--id-field", help="a unique problem id field (default: line-N)")
     data.add_argument(
         "--grader",
-        choices=["math", "number", "exact", "code"],
+        choices=GRADERS,
         help="math: math-verify equivalence (default); number: equal as numbers; exact: the "
         "stated answer equals the gold (case, spaces, a final period aside); code: the answer "
         "field holds tests, run in the sandbox",
@@ -568,15 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--temperatures", nargs="+", type=float)
     ev.add_argument("--grid", help="a TOML grid file")
-    ev.add_argument(
-        "--plugin",
-        action="append",
-        metavar="FILE_OR_MODULE",
-        help="a .py file or module that registers decoders (decoptim.register_decoder), "
-        "imported before the decoders are read; repeatable (also: $DECOPTIM_PLUGINS, "
-        "os.pathsep-separated)",
-    )
-    ev.add_argument("--preset", help="paper-table1, bok-study, coord-study or demo")
+    _add_plugin_flag(ev)
+    ev.add_argument("--preset", choices=list(PRESETS), help="a named grid")
     ev.add_argument(
         "--coordinated",
         action="store_true",
@@ -694,36 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
     gsm8k.add_argument(
         "--data", required=True, help="GSM8K training JSONL (question, answer per line)"
     )
-    gsm8k.add_argument(
-        "--epochs",
-        type=int,
-        default=gsm8k_defaults.epochs,
-        help="passes over the rows (%(default)s)",
-    )
-    gsm8k.add_argument(
-        "--batch-size",
-        type=int,
-        default=gsm8k_defaults.batch_size,
-        help="rows per step (%(default)s)",
-    )
-    gsm8k.add_argument(
-        "--learning-rate",
-        type=float,
-        default=gsm8k_defaults.learning_rate,
-        help="peak AdamW rate (%(default)s)",
-    )
-    gsm8k.add_argument(
-        "--warmup",
-        type=float,
-        default=gsm8k_defaults.warmup,
-        help="fraction of the steps spent warming up (%(default)s)",
-    )
-    gsm8k.add_argument(
-        "--max-length",
-        type=int,
-        default=gsm8k_defaults.max_length,
-        help="longest prompt + target in tokens; longer rows are left out (%(default)s)",
-    )
+    for option, kind, text in GSM8K_FLAGS:
+        default = getattr(gsm8k_defaults, option)
+        gsm8k.add_argument(_flag(option), type=kind, default=default, help=f"{text} (%(default)s)")
     gsm8k.add_argument("--limit", type=int, help="the data file's first N rows only")
     gsm8k.add_argument(
         "--seed", type=int, default=gsm8k_defaults.seed, help="of the shuffle (%(default)s)"

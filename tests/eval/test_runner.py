@@ -1,5 +1,6 @@
 """Resumable runs: kill -9 mid-run, resume, and get exactly the uninterrupted result."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -10,7 +11,13 @@ import time
 import pytest
 
 from decoptim.eval.grid import make_grid
-from decoptim.eval.runner import GeneratedSample, chunk_seed, read_records, run_grid
+from decoptim.eval.runner import (
+    GeneratedSample,
+    RunSettings,
+    chunk_seed,
+    read_records,
+    run_grid,
+)
 from decoptim.eval.tasks import ArithTask
 
 
@@ -146,7 +153,7 @@ def test_coordinated_configs_reach_the_backend_with_their_group_size(tmp_path):
     task = ArithTask()
     problems = task.load(limit=3)
     grid = make_grid(["softmax"], [1.0]).with_coordinated(2)
-    run_grid(fake, task, problems, grid, tmp_path, 4, 8, 9, 2, {}, progress=False)
+    run_grid(fake, task, problems, grid, RunSettings(tmp_path, 4, 8, 9, 2, progress=False))
     coordinated = {"coordinated": True, "group_size": 2}
     assert calls == [
         (2, chunk_seed(9, "softmax@1", 0), {}),
@@ -156,7 +163,8 @@ def test_coordinated_configs_reach_the_backend_with_their_group_size(tmp_path):
     ]
     assert len({seed for _, seed, _ in calls}) == 4
     with pytest.raises(ValueError, match="n=3 samples per problem must be a multiple of"):
-        run_grid(fake, task, problems, grid, tmp_path / "odd", 3, 8, 9, 2, {}, progress=False)
+        settings = RunSettings(tmp_path / "odd", 3, 8, 9, 2, progress=False)
+        run_grid(fake, task, problems, grid, settings)
     assert not (tmp_path / "odd").exists()  # refused before anything is written
 
 
@@ -171,11 +179,20 @@ def test_a_backend_returning_too_few_samples_is_an_error(tmp_path):
             task,
             task.load(limit=1),
             make_grid(["softmax"], [1.0]),
-            tmp_path,
-            2,
-            8,
-            0,
-            1,
-            {},
-            progress=False,
+            RunSettings(tmp_path, 2, 8, 0, 1, progress=False),
         )
+
+
+@pytest.mark.parametrize("sizes", [(0, 8, 2), (4, 0, 2), (4, 8, 0)])
+def test_run_settings_refuse_sizes_below_one(tmp_path, sizes):
+    n, max_new_tokens, batch_size = sizes
+    with pytest.raises(ValueError, match="n, max_new_tokens and batch_size must be >= 1"):
+        RunSettings(tmp_path, n, max_new_tokens, 0, batch_size)
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_settings_are_frozen_and_take_a_string_path(tmp_path):
+    settings = RunSettings(str(tmp_path), 4, 8, 0, 2)
+    assert settings.out == tmp_path and settings.manifest == {} and settings.shard is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.n = 8  # type: ignore[misc]

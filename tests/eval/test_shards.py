@@ -11,7 +11,7 @@ from decoptim.cli import main
 from decoptim.eval.compare import write_comparison
 from decoptim.eval.grid import make_grid
 from decoptim.eval.report import summarise
-from decoptim.eval.runner import GeneratedSample, read_records, run_grid
+from decoptim.eval.runner import GeneratedSample, RunSettings, read_records, run_grid
 from decoptim.eval.shards import Shard, load_run, merge_run, shard_of
 from decoptim.eval.tasks import ArithTask
 
@@ -120,7 +120,7 @@ def fake(prompts, spec, tau, n, max_new_tokens, seed, task, **options):
 def run(out, shard=None, n=2):
     task = ArithTask()
     grid = make_grid(["softmax"], [0.5, 1.0])
-    run_grid(fake, task, task.load(limit=5), grid, out, n, 8, 0, 2, {}, False, shard)
+    run_grid(fake, task, task.load(limit=5), grid, RunSettings(out, n, 8, 0, 2, {}, False, shard))
 
 
 def test_runs_that_would_mix_are_refused_before_anything_is_written(tmp_path):

@@ -15,12 +15,12 @@ builds it once).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 
 from ..core.specs import DecoderSpec
-from .runner import GeneratedSample
+from .runner import Backend, GeneratedSample, GenerateRequest
 from .tasks import Task
 
 ALIASES = ("smollm2", "arith", "smollm2-arith", "smollm2-gsm8k")
@@ -69,7 +69,7 @@ def load_model(name: str, device: str | None = None):
     return model.to(device).eval(), tokenizer, path
 
 
-class TransformersBackend:
+class TransformersBackend(Backend):
     def __init__(self, model: str, device: str | None = None, progress: bool = False):
         self.model, self.tokenizer, self.path = load_model(model, device)
         self.name = model
@@ -86,35 +86,25 @@ class TransformersBackend:
             "device": str(self.model.device),
         }
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        spec: DecoderSpec,
-        temperature: float,
-        n: int,
-        max_new_tokens: int,
-        seed: int,
-        task: Task,
-        coordinated: bool = False,
-        group_size: int | None = None,
-    ) -> list[list[GeneratedSample]]:
+    def sample(self, request: GenerateRequest) -> list[list[GeneratedSample]]:
         """n samples per prompt; with `coordinated`, n/K coordinated groups of K =
         `group_size` each (prompt j's groups depend on `seed` and j only)."""
         from ..integrations.transformers import generate
 
-        texts = [task_prompt(self.tokenizer, task, p) for p in prompts]
+        r = request
+        texts = [task_prompt(self.tokenizer, r.task, p) for p in r.prompts]
         results = generate(
             self.model,
             self.tokenizer,
             texts,
-            spec.build(temperature),
-            n=n,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-            batch_size=len(prompts),
+            r.spec.build(r.temperature),
+            n=r.n,
+            max_new_tokens=r.max_new_tokens,
+            seed=r.seed,
+            batch_size=len(r.prompts),
             chat=False,  # task_prompt has applied the template
-            coordinated=coordinated,
-            group_size=group_size,
+            coordinated=r.coordinated,
+            group_size=r.group_size,
         )
         return [
             [
@@ -127,7 +117,7 @@ class TransformersBackend:
         ]
 
 
-class VllmBackend:
+class VllmBackend(Backend):
     """Generation through vLLM, with the decoder chosen per request by decoptim's processor.
 
     `llm` reuses an engine built elsewhere (it must have been built with the processor);
@@ -168,28 +158,18 @@ class VllmBackend:
             "engine_args": self.engine_args,
         }
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        spec: DecoderSpec,
-        temperature: float,
-        n: int,
-        max_new_tokens: int,
-        seed: int,
-        task: Task,
-        coordinated: bool = False,
-        group_size: int | None = None,
-    ) -> list[list[GeneratedSample]]:
+    def sample(self, request: GenerateRequest) -> list[list[GeneratedSample]]:
         """n samples per prompt, one request with `n` per prompt; with `coordinated`, n
         requests per prompt from `coordinated_sampling_params` (n/K groups of K =
         `group_size`, group-major; prompt j's groups are j·n/K, j·n/K + 1, ...)."""
+        spec, temperature, n, seed = request.spec, request.temperature, request.n, request.seed
         tokenizer = self.llm.get_tokenizer()
-        texts = [task_prompt(tokenizer, task, p) for p in prompts]
+        texts = [task_prompt(tokenizer, request.task, p) for p in request.prompts]
         # logprobs=0: each sampled token's raw log-probability
-        fields: dict[str, object] = {"max_tokens": max_new_tokens, "logprobs": 0}
-        if coordinated:
+        fields: dict[str, object] = {"max_tokens": request.max_new_tokens, "logprobs": 0}
+        if request.coordinated:
             requests = self._coordinated_requests(
-                texts, spec, temperature, n, group_size, seed, fields
+                texts, spec, temperature, n, request.group_size, seed, fields
             )
         else:
             requests = self._iid_requests(texts, spec, temperature, n, seed, fields)

@@ -39,14 +39,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 
 from ..core.coordinated import group_seeds
-from ..core.specs import DecoderSpec
 from ..integrations.vllm_coordinated import GROUP_SEED_KEY, GROUP_SIZE_KEY
-from .runner import GeneratedSample
+from .runner import Backend, GeneratedSample, GenerateRequest
 from .tasks import Task
 
 RETRY_STATUSES = frozenset({408, 409, 429})  # and every 5xx
@@ -97,7 +96,7 @@ LOGPROB_NOTES = {
 }
 
 
-class OpenAIBackend:
+class OpenAIBackend(Backend):
     """Generation through an OpenAI-compatible server with decoptim's processor (see the
     module docstring); `check` (run by the constructor unless `check=False`) probes it."""
 
@@ -206,25 +205,20 @@ class OpenAIBackend:
             "request_timeout": self.timeout,
         }
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        spec: DecoderSpec,
-        temperature: float,
-        n: int,
-        max_new_tokens: int,
-        seed: int,
-        task: Task,
-        coordinated: bool = False,
-        group_size: int | None = None,
-    ) -> list[list[GeneratedSample]]:
+    def sample(self, request: GenerateRequest) -> list[list[GeneratedSample]]:
         """n samples per prompt (see the module docstring for the requests)."""
+        prompts, task, n, seed = request.prompts, request.task, request.n, request.seed
+        spec, coordinated, group_size = request.spec, request.coordinated, request.group_size
         if self.logprobs is None:
             self.check()
         key, _, _ = _protocol()
         if coordinated and (group_size is None or n % group_size):
             raise ValueError(f"n={n} is not a multiple of group_size={group_size!r}")
-        common = {"model": self.model, "temperature": temperature, "max_tokens": max_new_tokens}
+        common = {
+            "model": self.model,
+            "temperature": request.temperature,
+            "max_tokens": request.max_new_tokens,
+        }
         requests: list[tuple[int, dict]] = []
         for j, prompt in enumerate(prompts):
             body = {**common, **self._prompt_fields(prompt, task)}

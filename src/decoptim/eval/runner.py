@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +44,7 @@ from .grid import Config, Grid
 from .tasks import Problem, Task
 
 if TYPE_CHECKING:
+    from ..core.specs import DecoderSpec
     from .shards import Shard
 
 SAMPLES = "samples.jsonl"
@@ -76,6 +77,52 @@ class GeneratedSample:
 # (prompts, decoder spec, temperature, n, max_new_tokens, seed, task) -> per prompt, n samples;
 # coordinated configs add the keywords coordinated=True, group_size=K (n/K groups per prompt).
 GenerateFn = Callable[..., list[list[GeneratedSample]]]
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One generate call: n samples per prompt of at most `max_new_tokens` tokens, drawn by
+    `spec` at `temperature` from `seed`, the prompts shown as `task` shows them; with
+    `coordinated`, n/K coordinated groups of K = `group_size` per prompt."""
+
+    prompts: Sequence[str]
+    spec: DecoderSpec
+    temperature: float
+    n: int
+    max_new_tokens: int
+    seed: int
+    task: Task
+    coordinated: bool = False
+    group_size: int | None = None
+
+
+class Backend:
+    """A generation backend: `describe()` (its manifest fields) and `sample(request)`; its
+    `generate` is the harness's GenerateFn."""
+
+    def describe(self) -> dict:
+        raise NotImplementedError
+
+    def sample(self, request: GenerateRequest) -> list[list[GeneratedSample]]:
+        """Per prompt, its n samples."""
+        raise NotImplementedError
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        spec: DecoderSpec,
+        temperature: float,
+        n: int,
+        max_new_tokens: int,
+        seed: int,
+        task: Task,
+        coordinated: bool = False,
+        group_size: int | None = None,
+    ) -> list[list[GeneratedSample]]:
+        request = GenerateRequest(
+            prompts, spec, temperature, n, max_new_tokens, seed, task, coordinated, group_size
+        )
+        return self.sample(request)
 
 
 def chunk_seed(seed: int, config: str, chunk: int) -> int:
@@ -159,35 +206,50 @@ def write_manifest(out: Path, manifest: dict, name: str = MANIFEST) -> None:
     staging.replace(path)
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """How `run_grid` runs: where to (`out`), n samples per (config, problem) of at most
+    `max_new_tokens` tokens each, the run's seed, problems per generate call, the caller's
+    manifest fields (backend, model, data, ...), a progress bar or not, and `shard`'s share
+    of the work only when given."""
+
+    out: Path
+    n: int
+    max_new_tokens: int
+    seed: int
+    batch_size: int
+    manifest: dict = field(default_factory=dict)
+    progress: bool = True
+    shard: Shard | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "out", Path(self.out))
+        if self.n < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError(
+                "n, max_new_tokens and batch_size must be >= 1, "
+                f"got {self.n}, {self.max_new_tokens}, {self.batch_size}"
+            )
+
+
 def run_grid(
     generate: GenerateFn,
     task: Task,
     problems: list[Problem],
     grid: Grid,
-    out: Path,
-    n: int,
-    max_new_tokens: int,
-    seed: int,
-    batch_size: int,
-    manifest: dict,
-    progress: bool = True,
-    shard: Shard | None = None,
+    settings: RunSettings,
 ) -> Path:
-    """Generate and grade every missing (config, problem), of `shard`'s share only when given;
-    returns the samples file."""
+    """Generate and grade every missing (config, problem), of `settings.shard`'s share only
+    when given; returns the samples file."""
     from .shards import check_directory
 
-    if n < 1 or max_new_tokens < 1 or batch_size < 1:
-        raise ValueError(
-            "n, max_new_tokens and batch_size must be >= 1, "
-            f"got {n}, {max_new_tokens}, {batch_size}"
-        )
+    out, n, seed, batch_size = settings.out, settings.n, settings.seed, settings.batch_size
+    max_new_tokens, shard = settings.max_new_tokens, settings.shard
     if not problems:
         raise ValueError("the task loaded no problems")
     configs = grid.configs(n)  # checks n against the group sizes before anything is written
     out.mkdir(parents=True, exist_ok=True)
     manifest = {
-        **manifest,
+        **settings.manifest,
         "task": task.name,
         "task_options": task.options(),
         "n": n,
@@ -216,7 +278,7 @@ def run_grid(
         if shard is None or shard.owns(config.id, index)
     ]
     owned = {(config.id, p.id) for config, _, chunk in work for p in chunk}
-    bar = progress_bar(len(owned), "eval", "problem", progress, len(done & owned))
+    bar = progress_bar(len(owned), "eval", "problem", settings.progress, len(done & owned))
     try:
         for config, index, chunk in work:
             options = (
