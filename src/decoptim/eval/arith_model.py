@@ -12,7 +12,6 @@ perfect: greedy accuracy lands between 50% and 90% (measured: 48.5% after 450 st
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
@@ -24,9 +23,10 @@ from typing import ClassVar
 
 import torch
 
-from ..integrations.models import build_atomically, cache_dir
+from ..integrations.models import build_atomically
 from .arith import make_problem, prompt
 from .runner import progress_bar
+from .training import cached_or_built, optimizer_step, save_trained, seeded
 
 SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
 CHARS = sorted(set(string.printable) - set("\t\r\x0b\x0c"))
@@ -138,11 +138,7 @@ def fit_on_arith(
         batch = training_batch(tokenizer, rng, config.difficulty, config.batch_size, bos)
         input_ids, mask, labels = (t.to(device) for t in batch)
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        lr_schedule.step()
+        optimizer_step(loss, optimizer, lr_schedule, trainable)
         if bar is not None:
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             bar.update(1)
@@ -156,8 +152,7 @@ def train_arith_model(
 ) -> Path:
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(config.seed)
-    rng = random.Random(f"arith-train:{config.seed}")
+    rng = seeded(config)
     tokenizer = build_tokenizer()
     model_config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -192,19 +187,13 @@ def train_arith_model(
         pad_token_id=tokenizer.pad_token_id,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "decoptim_training.json").write_text(
-        json.dumps(
-            {
-                **asdict(config),
-                "seconds": round(time.time() - start, 1),
-                "final_loss": loss,
-                "device": device.type,
-            },
-            indent=2,
-        )
-    )
+    record = {
+        **asdict(config),
+        "seconds": round(time.time() - start, 1),
+        "final_loss": loss,
+        "device": device.type,
+    }
+    save_trained(out_dir, model, tokenizer, record)
     return out_dir
 
 
@@ -212,7 +201,8 @@ def arith_model_path(
     config: ArithTraining = ArithTraining(), cache: Path | None = None, progress: bool = True
 ) -> Path:
     """Directory of the trained arith model for `config`, training it on first use."""
-    target = (cache or cache_dir()) / config.key()
-    if (target / "model.safetensors").exists() and (target / "decoptim_training.json").exists():
-        return target
-    return build_atomically(target, lambda folder: train_arith_model(folder, config, progress))
+
+    def build(target: Path) -> Path:
+        return build_atomically(target, lambda folder: train_arith_model(folder, config, progress))
+
+    return cached_or_built(config, cache, "model.safetensors", build)

@@ -44,7 +44,6 @@ import hashlib
 import json
 import math
 import os
-import random
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -57,9 +56,16 @@ from ..integrations.models import build_atomically, cache_dir, smollm2_path
 from ..pipelines.answers import gsm8k_gold
 from .runner import progress_bar
 from .tasks import GSM8KTask, read_jsonl
+from .training import (
+    TRAINING_RECORD,
+    end_with_tokenizer_eos,
+    optimizer_step,
+    save_trained,
+    seeded,
+    smollm2_tokenizer,
+)
 
 DATA_ENV = "DECOPTIM_GSM8K_TRAIN"
-TRAINING_RECORD = "decoptim_training.json"
 CALCULATOR = re.compile(r"<<[^<>]*>>")
 LOSS_READOUT_EVERY = 25  # steps between the progress bar's loss readouts (each one syncs)
 IGNORE = -100
@@ -186,7 +192,7 @@ def train_smollm2_gsm8k(
 ) -> Path:
     """Fine-tune every weight of SmolLM2 on the GSM8K rows of `data_path` and write the
     model to `out_dir` (atomically); returns `out_dir`. `max_steps` stops early (tests)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     data_path = check_data_file(data_path)
     if max_steps is not None:
@@ -196,11 +202,9 @@ def train_smollm2_gsm8k(
         raise ValueError(f"data file {data_path} holds no rows")
     used = rows[: config.limit] if config.limit else rows
 
-    torch.manual_seed(config.seed)
+    rng = seeded(config)
     base = smollm2_path()
-    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
-    if tokenizer.pad_token is None:  # some transformers versions convert the GGUF without one
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = smollm2_tokenizer(base)
     examples, too_long = encode_rows(tokenizer, used, config.max_length)
     if not examples:
         raise ValueError(
@@ -222,7 +226,6 @@ def train_smollm2_gsm8k(
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, warmup))
     losses = torch.zeros(steps, device=device)
-    rng = random.Random(f"smollm2-gsm8k-train:{config.seed}")
     bar = progress_bar(steps, "train smollm2-gsm8k", "step", progress)
     start = time.time()
     step = 0
@@ -239,11 +242,7 @@ def train_smollm2_gsm8k(
                 labels = labels.pin_memory().to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 loss = model(input_ids=input_ids, labels=labels, use_cache=False).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-            optimizer.step()
-            scheduler.step()
+            optimizer_step(loss, optimizer, scheduler, parameters)
             losses[step] = loss.detach()
             step += 1
             if bar is not None:
@@ -256,9 +255,7 @@ def train_smollm2_gsm8k(
     seconds = time.time() - start
 
     model.eval().cpu()
-    # trained to end with the tokenizer's EOS, whatever the converted config names
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    end_with_tokenizer_eos(model, tokenizer)
     record = {
         **asdict(config),
         "base_model": str(base),
@@ -280,9 +277,7 @@ def train_smollm2_gsm8k(
     }
 
     def write(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-        (folder / TRAINING_RECORD).write_text(json.dumps(record, indent=2))
+        save_trained(folder, model, tokenizer, record)
 
     return build_atomically(Path(out_dir), write)
 

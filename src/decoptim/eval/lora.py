@@ -10,9 +10,7 @@ once and caches the result; the model alias is `smollm2-arith`.
 
 from __future__ import annotations
 
-import json
 import math
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,8 +19,15 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..integrations.models import build_atomically, cache_dir, smollm2_path
+from ..integrations.models import build_atomically, smollm2_path
 from .arith_model import ArithFit, fit_on_arith
+from .training import (
+    cached_or_built,
+    end_with_tokenizer_eos,
+    save_trained,
+    seeded,
+    smollm2_tokenizer,
+)
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -100,14 +105,11 @@ def train_smollm2_arith(
     out_dir: Path, config: LoraTraining = LoraTraining(), progress: bool = True
 ) -> Path:
     from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(config.seed)
-    rng = random.Random(f"smollm2-arith-train:{config.seed}")
+    rng = seeded(config)
     base = smollm2_path()
-    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
-    if tokenizer.pad_token is None:  # some transformers versions convert the GGUF without one
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = smollm2_tokenizer(base)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True).to(device)
     layers = add_lora(model, config.rank, config.alpha)
@@ -126,27 +128,19 @@ def train_smollm2_arith(
     adapter = lora_state_dict(model)
     merge_lora(model)
     model.cpu()
-    # trained to end with the tokenizer's EOS, whatever the converted config names
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    end_with_tokenizer_eos(model, tokenizer)
 
     def write(folder: Path) -> None:
         save_file(adapter, str(folder / "adapter.safetensors"))
-        model.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-        (folder / "decoptim_training.json").write_text(
-            json.dumps(
-                {
-                    **asdict(config),
-                    "adapted_layers": layers,
-                    "adapter_parameters": sum(t.numel() for t in adapter.values()),
-                    "seconds": round(time.time() - start, 1),
-                    "final_loss": loss,
-                    "device": device.type,
-                },
-                indent=2,
-            )
-        )
+        record = {
+            **asdict(config),
+            "adapted_layers": layers,
+            "adapter_parameters": sum(t.numel() for t in adapter.values()),
+            "seconds": round(time.time() - start, 1),
+            "final_loss": loss,
+            "device": device.type,
+        }
+        save_trained(folder, model, tokenizer, record)
 
     return build_atomically(out_dir, write)
 
@@ -155,7 +149,8 @@ def smollm2_arith_path(
     config: LoraTraining = LoraTraining(), cache: Path | None = None, progress: bool = True
 ) -> Path:
     """Directory of SmolLM2 + the merged arith adapter for `config`, training on first use."""
-    target = (cache or cache_dir()) / config.key()
-    if (target / "adapter.safetensors").exists() and (target / "decoptim_training.json").exists():
-        return target
-    return train_smollm2_arith(target, config, progress)
+
+    def build(target: Path) -> Path:
+        return train_smollm2_arith(target, config, progress)
+
+    return cached_or_built(config, cache, "adapter.safetensors", build)
