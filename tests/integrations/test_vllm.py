@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from typing import ClassVar
 
@@ -370,7 +370,7 @@ def test_rows_keep_their_settings_as_the_batch_reshuffles(engine):
 def test_eval_backend_runs_a_coordinated_grid_through_the_engine(engine, tmp_path):
     from decoptim.eval.backends import VllmBackend
     from decoptim.eval.grid import COORDINATED, IID, make_grid
-    from decoptim.eval.runner import read_records, run_grid
+    from decoptim.eval.runner import RunSettings, read_records, run_grid
     from decoptim.eval.tasks import ArithTask
 
     backend = VllmBackend("smollm2", llm=engine)
@@ -378,12 +378,13 @@ def test_eval_backend_runs_a_coordinated_grid_through_the_engine(engine, tmp_pat
     problems = task.load(limit=2)
     grid = make_grid(["softmax"], [1.0], sampling=(IID, COORDINATED), group_size=4)
     manifest = {**backend.describe(), "data": None, "data_sha256": None, "limit": 2}
-    path = run_grid(backend.generate, task, problems, grid, tmp_path, 8, 6, 3, 2, manifest,
-                    progress=False)  # fmt: skip
+    settings = RunSettings(tmp_path, 8, 6, 3, 2, manifest, progress=False)
+    path = run_grid(backend.generate, task, problems, grid, settings)
     records = read_records(path)
     assert len(records) == 2 * 2 and all(len(r["samples"]) == 8 for r in records)
-    again = run_grid(backend.generate, task, problems, grid, tmp_path / "again", 8, 6, 3, 2,
-                     manifest, progress=False)  # fmt: skip
+    again = run_grid(
+        backend.generate, task, problems, grid, replace(settings, out=tmp_path / "again")
+    )
     texts = lambda records: sorted(  # noqa: E731
         (r["config"], r["problem"], [x["text"] for x in r["samples"]]) for r in records
     )
@@ -455,7 +456,7 @@ def test_engine_rejects_bad_coordination_with_the_field(engine):
 def test_eval_backend_runs_a_grid_with_n_samples(engine, tmp_path):
     from decoptim.eval.backends import VllmBackend
     from decoptim.eval.grid import make_grid
-    from decoptim.eval.runner import read_records, run_grid
+    from decoptim.eval.runner import RunSettings, read_records, run_grid
     from decoptim.eval.tasks import ArithTask
 
     backend = VllmBackend("smollm2", llm=engine)
@@ -464,9 +465,8 @@ def test_eval_backend_runs_a_grid_with_n_samples(engine, tmp_path):
     grid = make_grid(["softmax", "bok:k=4,beta=0.3,lam=0.3"], [0.8])
     manifest = {**backend.describe(), "data": None, "data_sha256": None, "limit": 3}
     assert manifest["backend"] == "vllm" and manifest["vocab_size"] == 49152
-    path = run_grid(
-        backend.generate, task, problems, grid, tmp_path, 3, 12, 7, 3, manifest, progress=False
-    )
+    settings = RunSettings(tmp_path, 3, 12, 7, 3, manifest, progress=False)
+    path = run_grid(backend.generate, task, problems, grid, settings)
     records = read_records(path)
     assert len(records) == 2 * 3
     for record in records:
