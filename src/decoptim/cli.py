@@ -162,15 +162,9 @@ def _grid(args: argparse.Namespace):
     return grid
 
 
-# --backend openai's flags; those after the first two are OpenAIBackend's keywords
-SERVER_OPTIONS = (
-    "base_url",
-    "api_key",
-    "concurrency",
-    "retries",
-    "retry_backoff",
-    "request_timeout",
-)
+# --backend openai's flags: the server, and OpenAIBackend's optional keywords
+SERVER_TUNING = ("concurrency", "retries", "retry_backoff", "request_timeout")
+SERVER_OPTIONS = ("base_url", "api_key", *SERVER_TUNING)
 ENGINE_OPTIONS = (
     "tensor_parallel_size",
     "data_parallel_size",
@@ -275,7 +269,7 @@ def _backend(args: argparse.Namespace, grid):
     if args.backend == "openai":
         from .eval.openai_backend import OpenAIBackend
 
-        given = {k: getattr(args, k) for k in SERVER_OPTIONS[2:] if getattr(args, k) is not None}
+        given = {k: getattr(args, k) for k in SERVER_TUNING if getattr(args, k) is not None}
         api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
         return OpenAIBackend(args.base_url, args.model, api_key=api_key, **given)
     if args.backend == "vllm":

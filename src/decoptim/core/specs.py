@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .bok import BestOfK
-from .checks import shown, tsallis_alpha
+from .checks import shown
 from .decoders import (
     Decoder,
     Entmax,
@@ -321,13 +321,6 @@ def load_plugins(plugins: Sequence[str | os.PathLike] = (), env: bool = True) ->
 # --- the built-in decoders, through the same registry ---------------------------------------
 
 
-def _entmax(**kwargs: object) -> Decoder:
-    if "alpha" in kwargs:
-        # Entmax itself only asks for 1 < α < inf; this range is what float32 computes.
-        tsallis_alpha("alpha", kwargs["alpha"])
-    return Entmax(**kwargs)
-
-
 def _bok_beta0(**kwargs: object) -> Decoder:
     return BestOfK(**kwargs).beta_zero_control()
 
@@ -336,13 +329,11 @@ def _bok_tau(**kwargs: object) -> Decoder:
     return BestOfK(**kwargs).matched_temperature_control()
 
 
-for _factory in (_entmax,):
-    _factory.__signature__ = inspect.signature(Entmax)
 for _factory in (_bok_beta0, _bok_tau):
     _factory.__signature__ = inspect.signature(BestOfK)
 register_decoder("greedy", Greedy, uses_temperature=False)
 for _name, _builder in BUILDERS.items():
-    register_decoder(_name, _entmax if _name == "entmax" else _builder)
+    register_decoder(_name, _builder)  # Entmax checks α against its computable range
 register_decoder("bok", BestOfK)
 register_decoder("bok-beta0", _bok_beta0)
 register_decoder("bok-tau", _bok_tau)

@@ -1,9 +1,10 @@
 """Summarise a run directory: a table per decoder × temperature and PNG plots.
 
 Per config: accuracy of one sample (the mean over problems of the fraction of correct
-samples), maj@k and pass@k for k in {1, 4, 16} (those ≤ n), k = n and every K of the run
-(below), with 95% bootstrap intervals over problems, the mean number of distinct final
-answers among the n samples, mean generated tokens and seconds per sample. Answers are
+samples), maj@k and pass@k (i.i.d. configs: k in {1, 4, 16} up to n, k = n and every K
+of the run; coordinated configs: k = 1 and their own K, both below), with 95% bootstrap
+intervals over problems, the mean number of distinct final answers among the n samples,
+mean generated tokens and seconds per sample. Answers are
 clustered by mathematical equivalence for the vote; code tasks report no maj@k.
 
 The K of a run: for each coordinated group size G, every k in {4, 8, 16, 32, 64, G} that

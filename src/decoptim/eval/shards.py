@@ -32,7 +32,7 @@ _SPEC = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 _BAD_SPEC = "--shard must be i/N with 1 <= i <= N (shards are numbered from 1), got --shard '"
 _MANIFEST_NAME = re.compile(r"manifest\.shard-(\d+)-of-(\d+)\.json")
 # What every shard of one run must agree on, beyond the runner's identity fields.
-SHARD_IDENTITY = (*IDENTITY, "task_options", "problem_ids")
+SHARD_IDENTITY = (*IDENTITY, "problem_ids")
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,8 @@ class CodeBook:
         self.step.pop(row, None)
 
     def move(self, source: int, target: int, swap: bool) -> None:
+        if source not in self.rows and target not in self.rows:
+            return  # neither row is coordinated: no code to carry, no kernel to launch
         self._grow(max(source, target) + 1)
         moving = (self.rows.pop(source, None), self.step.pop(source, None))
         staying = (self.rows.pop(target, None), self.step.pop(target, None))

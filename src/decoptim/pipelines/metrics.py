@@ -84,24 +84,7 @@ def maj_at_k(
     `clusters` holds one equivalence-class id per sample (-1: no answer, never wins),
     numbered by first appearance; `cluster_correct` says which classes are right.
     """
-    n = len(clusters)
-    subsets = _subsets(n, k, max_subsets, seed)
-    n_clusters = max(max(clusters), -1) + 1
-    if n_clusters == 0:
-        return 0.0
-    ids = torch.tensor(list(clusters), dtype=torch.long)[subsets]  # [S, k]
-    valid = ids >= 0
-    slots = ids.clamp_min(0)
-    counts = torch.zeros(len(subsets), n_clusters, dtype=torch.long)
-    counts.scatter_add_(1, slots, valid.long())
-    position = torch.arange(k).expand_as(ids)
-    first = torch.full((len(subsets), n_clusters), k, dtype=torch.long)
-    first.scatter_reduce_(1, slots, torch.where(valid, position, k), reduce="amin")
-    score = torch.where(counts > 0, counts * (k + 1) - first, -1)  # votes, then earliest
-    winner = score.argmax(-1)
-    has_vote = counts.sum(-1) > 0
-    correct = torch.tensor([cluster_correct.get(c, False) for c in range(n_clusters)])
-    return float((correct[winner] & has_vote).double().mean())
+    return _vote_at_k(clusters, cluster_correct, [1.0] * len(clusters), k, max_subsets, seed)
 
 
 @functools.lru_cache(maxsize=32)
@@ -149,19 +132,34 @@ def wvote_at_k(
     """Expected correctness of `weighted_vote` (Σ exp(logprob_mean) per answer cluster,
     exact ties to the cluster seen first) over size-k subsets of the n i.i.d. samples: all
     of them when C(n, k) <= `max_subsets`, else that many random ones, as `maj_at_k`."""
+    if len(scores) != len(clusters):
+        raise ValueError(f"{len(clusters)} samples but {len(scores)} scores")
+    weights = [vote_weight(s) for s in scores]
+    return _vote_at_k(clusters, cluster_correct, weights, k, max_subsets, seed)
+
+
+def _vote_at_k(
+    clusters: Sequence[int],
+    cluster_correct: dict[int, bool],
+    weights: Sequence[float],
+    k: int,
+    max_subsets: int,
+    seed: int,
+) -> float:
+    """Expected correctness over size-k subsets of a vote in which sample i counts
+    `weights[i]`: the answer with the largest total wins, exact ties to the answer seen
+    first in the subset; a subset without answers is wrong. Unit weights: maj@k."""
     n = len(clusters)
-    if len(scores) != n:
-        raise ValueError(f"{n} samples but {len(scores)} scores")
     subsets = _subsets(n, k, max_subsets, seed)
     n_clusters = max(max(clusters), -1) + 1
     if n_clusters == 0:
         return 0.0
     ids = torch.tensor(list(clusters), dtype=torch.long)[subsets]  # [S, k]
-    weights = torch.tensor([vote_weight(s) for s in scores], dtype=torch.float64)[subsets]
+    weight = torch.tensor(list(weights), dtype=torch.float64)[subsets]
     valid = ids >= 0
     slots = ids.clamp_min(0)
     total = torch.zeros(len(subsets), n_clusters, dtype=torch.float64)
-    total.scatter_add_(1, slots, torch.where(valid, weights, 0.0))  # in subset order
+    total.scatter_add_(1, slots, torch.where(valid, weight, 0.0))  # in subset order
     present = torch.zeros(len(subsets), n_clusters, dtype=torch.long)
     present.scatter_add_(1, slots, valid.long())
     present = present > 0

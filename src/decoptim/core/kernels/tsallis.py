@@ -169,5 +169,3 @@ def tsallis_probs(z: torch.Tensor, inv_tau: torch.Tensor, alpha: float) -> torch
     )  # fmt: skip
     return q.reshape(z.shape)
 
-
-# Thresholds per profile pass: LEVELS = 2 passes narrow the bracket of the nucleus's edge
