@@ -6,6 +6,7 @@ rows that sum to 1 on ordinary, steep, tied and masked logits in every input dty
 """
 
 import itertools
+import json
 import math
 import os
 import re
@@ -21,6 +22,7 @@ from decoptim.core import specs
 from decoptim.core.bok import MAX_INNER_ITERATIONS, MAX_OUTER_ITERATIONS, MAX_STEPS, MAX_TOP_M
 from decoptim.core.checks import MAX_COUNT, MAX_SCALE, MIN_SCALE
 from decoptim.core.specs import MAX_SPEC_LENGTH, NAMES, DecoderSpec, parameters, parse_spec
+from decoptim.eval.grid import Config
 
 # --- parsing ---------------------------------------------------------------------------------
 
@@ -414,3 +416,86 @@ def test_plugins_load_once_and_are_recorded(fresh_registry, tmp_path, monkeypatc
     monkeypatch.setenv(specs.PLUGINS_ENV, os.pathsep.join([str(EXAMPLE), "json"]))
     records = specs.load_plugins()
     assert records[0] is record and records[1]["plugin"] == "json"
+
+
+def test_membership_iteration_and_length_see_the_entry_points(fresh_registry, monkeypatch):
+    calls = _fake_entry_points(monkeypatch, [("capped", "tests.core.test_specs:_capped")])
+    assert "topk" in NAMES and calls == []  # a known name needs no entry points
+    assert "capped" in NAMES and len(calls) == 1
+    assert NAMES[-1] == "capped" and len(NAMES) == len(tuple(NAMES)) and "capped" in list(NAMES)
+    assert "nucleus" not in NAMES and len(calls) == 1  # read once
+    # iteration alone reads them too
+    calls = _fake_entry_points(monkeypatch, [("argmax", "decoptim.core.decoders:Greedy")])
+    assert "argmax" in tuple(NAMES) and len(calls) == 1
+    # a broken entry point is no member, and says why when looked up
+    calls = _fake_entry_points(monkeypatch, [("broken", "no_such_module_for_decoptim:f")])
+    assert "broken" not in NAMES and "broken" not in specs.names() and len(calls) == 1
+    with pytest.raises(ValueError, match=r"entry point 'broken'.*failed to load"):
+        specs.registered("broken")
+
+
+def test_a_factory_that_takes_validate_gets_it_else_the_decoder_has_it_set(fresh_registry):
+    assert specs.registered("topk").takes_validate and specs.registered("bok-tau").takes_validate
+    d.register_decoder("plain", lambda temperature=1.0: d.Softmax(temperature))
+    assert not specs.registered("plain").takes_validate
+    assert parse_spec("plain").build(1.0, validate=False).validate is False
+    assert parse_spec("topk:k=2").build(1.0, validate=False).validate is False
+
+
+# Parameters that build each built-in name (the others take none or have defaults).
+ROUND_TRIP = BASE | {"bok": {"k": 8, "beta": 0.02, "lam": 0.2, "solver": "mirror", "steps": 3}}
+
+
+@pytest.mark.parametrize("name", list(NAMES))
+def test_every_name_round_trips_through_text_mapping_and_manifest(name):
+    spec = DecoderSpec(name, tuple(ROUND_TRIP.get(name, {}).items()))
+    assert parse_spec(spec.text) == spec
+    assert DecoderSpec.from_mapping(spec.as_dict()) == spec
+    entry = json.loads(json.dumps(Config("x", spec, 0.7).manifest_entry()))
+    assert DecoderSpec.from_mapping(entry["decoder"]) == spec
+    # the manifest's repr is the decoder's, readable: an expression naming its parts
+    decoder = spec.build(0.7)
+    assert (
+        entry["repr"]
+        == repr(decoder)
+        == repr(DecoderSpec.from_mapping(entry["decoder"]).build(0.7))
+    )
+    assert " at 0x" not in entry["repr"] and entry["repr"].startswith(type(decoder).__name__ + "(")
+    if isinstance(decoder, d.SimplexDecoder):
+        for part in (decoder.support, decoder.regularizer):
+            assert re.fullmatch(r"[A-Za-z]+\(([a-z_]+=[0-9.e+-]+)?\)", repr(part)), repr(part)
+            assert f"={part!r}" in entry["repr"]
+
+
+def test_specs_name_the_controls_of_best_of_k():
+    bok = parse_spec("bok:k=8,beta=0.5,lam=0.5,solver=exact")
+    assert specs.registered("bok-beta0").control == specs.Control("bok", "β=0", free=("beta",))
+    assert bok.resolved()["scores"] == "tempered" and bok.resolved()["k"] == 8
+    kinds = {
+        text: parse_spec(text).control_kind(bok)
+        for text in (
+            "bok-beta0:k=8,beta=0.5,lam=0.5,solver=exact",
+            "bok-beta0:k=8,beta=0.1,lam=0.5",  # β is free; exact is the default solver
+            "bok-beta0:k=8,beta=0.5,lam=0.5,solver=mirror",
+            "bok-beta0:k=4,beta=0.5,lam=0.5",
+            "bok-tau:k=4,beta=0.01,lam=0.5,solver=mirror",  # τ_eff: λ and the tempering only
+            "bok-tau:k=8,beta=0.5,lam=0.2",
+            "bok-tau:k=8,beta=0.5,lam=0.5,scores=raw",
+            "bok-tau:k=8,beta=0.5,lam=0.5,reference=tempered",
+            "bok:k=8,beta=0.5,lam=0.5",
+            "softmax",
+        )
+    }
+    assert kinds == {
+        "bok-beta0:k=8,beta=0.5,lam=0.5,solver=exact": "β=0",
+        "bok-beta0:k=8,beta=0.1,lam=0.5": "β=0",
+        "bok-beta0:k=8,beta=0.5,lam=0.5,solver=mirror": None,
+        "bok-beta0:k=4,beta=0.5,lam=0.5": None,
+        "bok-tau:k=4,beta=0.01,lam=0.5,solver=mirror": "τ_eff",
+        "bok-tau:k=8,beta=0.5,lam=0.2": None,
+        "bok-tau:k=8,beta=0.5,lam=0.5,scores=raw": None,
+        "bok-tau:k=8,beta=0.5,lam=0.5,reference=tempered": "τ_eff",
+        "bok:k=8,beta=0.5,lam=0.5": None,
+        "softmax": None,
+    }
+    assert parse_spec("bok-tau:k=8,beta=0.5,lam=0.5").control_kind(parse_spec("softmax")) is None

@@ -48,33 +48,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import decoders
 from .bok import BestOfK
 from .checks import shown
-from .decoders import (
-    Decoder,
-    Entmax,
-    Epsilon,
-    Eta,
-    Greedy,
-    MinP,
-    Softmax,
-    Sparsemax,
-    TopK,
-    TopP,
-    Typical,
-)
+from .decoders import Decoder
 
-BUILDERS: dict[str, type[Decoder]] = {
-    "softmax": Softmax,
-    "topk": TopK,
-    "topp": TopP,
-    "minp": MinP,
-    "typical": Typical,
-    "epsilon": Epsilon,
-    "eta": Eta,
-    "sparsemax": Sparsemax,
-    "entmax": Entmax,
-}
+# BestOfK and its two controls (see `Control`), each taking BestOfK's parameters.
 BOK_NAMES = ("bok", "bok-beta0", "bok-tau")
 # The longest spec (text form) accepted: the longest real one, every BoK parameter spelled
 # out, is about 200 characters.
@@ -92,15 +71,32 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
+class Control:
+    """What a control decoder stands for: the `kind` of control ("β=0", "τ_eff", ...) of
+    decoder `of`. A spec of the control is the control of a spec of `of` when the two agree
+    on the parameters `same`, or on every parameter but `free` when `same` is None, each
+    with its factory's default where a spec leaves it out (see `DecoderSpec.control_kind`).
+    """
+
+    of: str
+    kind: str
+    same: tuple[str, ...] | None = None
+    free: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Registered:
-    """One decoder name: its factory, the parameters a spec may set, and where it came from."""
+    """One decoder name: its factory, the parameters a spec may set (and the defaults of
+    those that have one), where it came from, and what it is a control of."""
 
     name: str
     factory: Callable[..., Decoder]
     parameters: tuple[str, ...]
+    defaults: tuple[tuple[str, object], ...]
     uses_temperature: bool
-    options: tuple[str, ...]  # the build options (validate) the factory takes itself
+    takes_validate: bool  # the factory takes `validate` itself (else it is set on the decoder)
     origin: str
+    control: Control | None = None
 
 
 _REGISTRY: dict[str, Registered] = {}
@@ -109,22 +105,13 @@ _entry_points_loaded = False
 _entry_point_errors: dict[str, str] = {}
 
 
-def _signature_of(name: str, factory: Callable[..., Decoder]) -> inspect.Signature:
-    try:
-        return inspect.signature(factory)
-    except (TypeError, ValueError) as error:
-        raise TypeError(
-            f"register_decoder({name!r}): cannot read the signature of factory {factory!r} "
-            f"({error})"
-        ) from None
-
-
 def register_decoder(
     name: str,
     factory: Callable[..., Decoder],
     *,
     uses_temperature: bool = True,
     replace: bool = False,
+    control: Control | None = None,
 ) -> Callable[..., Decoder]:
     """Make decoder `name` available to specs everywhere (`parse_spec`, `decoptim eval
     --decoders`, TOML grids, vLLM requests).
@@ -135,9 +122,27 @@ def register_decoder(
     `validate` gets the caller's, else the built decoder's `validate` attribute is set).
     Names are printable ASCII: a letter or `_`, then letters, digits, `_`, `.` or `-`, at
     most 64 characters. Registering a taken name raises ValueError unless `replace=True`.
+    `control` says what the decoder is a control of (`decoptim compare` pairs them).
     Returns `factory`, so that this also works as `register_decoder("x", f)` in a module
     that a plugin loads.
     """
+    if not isinstance(uses_temperature, bool):
+        raise TypeError(
+            f"register_decoder({name!r}): uses_temperature must be a bool, got "
+            f"{shown(uses_temperature)}"
+        )
+    return _register(name, factory, uses_temperature, replace, control)
+
+
+def _register(
+    name: str,
+    factory: Callable[..., Decoder],
+    uses_temperature: bool | None,
+    replace: bool = False,
+    control: Control | None = None,
+) -> Callable[..., Decoder]:
+    """`register_decoder`; `uses_temperature=None`: whether the factory takes a temperature
+    (an entry point's, which cannot say)."""
     if not isinstance(name, str) or _NAME.fullmatch(name) is None:
         raise ValueError(
             f"register_decoder: bad decoder name {shown(name)}; a name is a letter or '_', "
@@ -148,33 +153,44 @@ def register_decoder(
             f"register_decoder({name!r}): factory must be callable, got "
             f"{type(factory).__name__} {shown(factory)}"
         )
-    if not isinstance(uses_temperature, bool):
+    if control is not None and not isinstance(control, Control):
         raise TypeError(
-            f"register_decoder({name!r}): uses_temperature must be a bool, got "
-            f"{shown(uses_temperature)}"
+            f"register_decoder({name!r}): control must be a Control, got {shown(control)}"
         )
-    signature = _signature_of(name, factory)
-    kinds = {p.name: p.kind for p in signature.parameters.values()}
-    named = [
-        p
-        for p, kind in kinds.items()
-        if kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-        and kind != inspect.Parameter.POSITIONAL_ONLY
-    ]
-    takes_any = inspect.Parameter.VAR_KEYWORD in kinds.values()
-    if uses_temperature and "temperature" not in named and not takes_any:
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"register_decoder({name!r}): cannot read the signature of factory {factory!r} "
+            f"({error})"
+        ) from None
+    named = {
+        p.name: p
+        for p in signature.parameters.values()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    takes_any = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    takes_temperature = "temperature" in named or takes_any
+    if uses_temperature is None:
+        uses_temperature = takes_temperature
+    elif uses_temperature and not takes_temperature:
         raise TypeError(
             f"register_decoder({name!r}): factory {getattr(factory, '__name__', factory)!r} "
             "takes no 'temperature' parameter; give it one (it is called as "
             "factory(temperature=t, **params)) or pass uses_temperature=False"
         )
+    parameters = tuple(p for p in named if p not in ("self", *NOT_PARAMETERS))
     entry = Registered(
         name=name,
         factory=factory,
-        parameters=tuple(p for p in named if p not in ("self", *NOT_PARAMETERS)),
+        parameters=parameters,
+        defaults=tuple(
+            (p, named[p].default) for p in parameters if named[p].default is not named[p].empty
+        ),
         uses_temperature=uses_temperature,
-        options=tuple(p for p in named if p == "validate") or (("validate",) if takes_any else ()),
+        takes_validate="validate" in named or takes_any,
         origin=getattr(factory, "__module__", None) or "?",
+        control=control,
     )
     with _LOCK:
         if name in _REGISTRY and not replace:
@@ -187,9 +203,12 @@ def register_decoder(
 
 
 def _load_entry_points() -> None:
-    """Register the decoders of the `decoptim.decoders` entry points, once per process.
+    """Register the decoders of the `decoptim.decoders` entry points, once per process (the
+    first time a name is not found, or all names are asked for).
 
-    A failure is kept (naming the entry point) and raised when its name is looked up."""
+    A failure is kept (naming the entry point) and raised when its name is looked up. Other
+    threads wait on the lock until the entry points are read; the reading thread itself (a
+    plugin that looks names up as it loads) sees the names registered so far."""
     global _entry_points_loaded
     with _LOCK:
         if _entry_points_loaded:
@@ -198,26 +217,27 @@ def _load_entry_points() -> None:
         for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             where = f"entry point {point.name!r} = {point.value!r} (group {ENTRY_POINT_GROUP!r})"
             try:
-                factory = point.load()
-                takes = _signature_of(point.name, factory).parameters if callable(factory) else {}
-                uses = "temperature" in takes or any(
-                    p.kind == inspect.Parameter.VAR_KEYWORD for p in takes.values()
-                )
-                register_decoder(point.name, factory, uses_temperature=uses)
+                _register(point.name, point.load(), uses_temperature=None)
             except Exception as error:  # a plugin may raise anything
                 _entry_point_errors[point.name] = (
                     f"{where} failed to load: {type(error).__name__}: {error}"
                 )
 
 
-def _lookup(name: object) -> Registered | None:
-    """The registered decoder `name`; an unknown name first loads the entry points."""
+def _find(name: object) -> Registered | None:
+    """The registered decoder `name`, or None; an unknown name first loads the entry points."""
     if not isinstance(name, str):
         return None
     found = _REGISTRY.get(name)
-    if found is None and not _entry_points_loaded:
+    if found is None:
         _load_entry_points()
         found = _REGISTRY.get(name)
+    return found
+
+
+def _lookup(name: object) -> Registered | None:
+    """`_find`, raising ValueError for an entry point of that name that failed to load."""
+    found = _find(name)
     if found is None and name in _entry_point_errors:
         raise ValueError(_entry_point_errors[name])
     return found
@@ -232,24 +252,27 @@ def registered(name: str) -> Registered:
 
 
 def names() -> tuple[str, ...]:
-    """Every registered decoder name, built-ins first, in registration order."""
+    """Every registered decoder name (the entry points' included), built-ins first, in
+    registration order."""
+    _load_entry_points()
     return tuple(_REGISTRY)
 
 
 class _Names(Sequence):
-    """`NAMES`: a live, read-only view of the registered decoder names."""
+    """`NAMES`: a live, read-only view of the registered decoder names (the entry points'
+    included: membership, iteration and length read them first)."""
 
     def __getitem__(self, index):  # type: ignore[override]
         return names()[index]
 
     def __len__(self) -> int:
-        return len(_REGISTRY)
+        return len(names())
 
     def __iter__(self) -> Iterator[str]:
         return iter(names())
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in _REGISTRY
+        return _find(name) is not None
 
     def __repr__(self) -> str:
         return repr(names())
@@ -331,13 +354,30 @@ def _bok_tau(**kwargs: object) -> Decoder:
 
 for _factory in (_bok_beta0, _bok_tau):
     _factory.__signature__ = inspect.signature(BestOfK)
-register_decoder("greedy", Greedy, uses_temperature=False)
-for _name, _builder in BUILDERS.items():
-    register_decoder(_name, _builder)  # Entmax checks α against its computable range
-register_decoder("bok", BestOfK)
-register_decoder("bok-beta0", _bok_beta0)
-register_decoder("bok-tau", _bok_tau)
-del _factory, _name, _builder
+register_decoder("greedy", decoders.Greedy, uses_temperature=False)
+register_decoder("softmax", decoders.Softmax)
+register_decoder("topk", decoders.TopK)
+register_decoder("topp", decoders.TopP)
+register_decoder("minp", decoders.MinP)
+register_decoder("typical", decoders.Typical)
+register_decoder("epsilon", decoders.Epsilon)
+register_decoder("eta", decoders.Eta)
+register_decoder("sparsemax", decoders.Sparsemax)
+register_decoder("entmax", decoders.Entmax)  # Entmax checks α against its computable range
+# β = 0: the same BoK without its coverage term; τ_eff: softmax at the temperature of BoK's
+# β = 0 optimum, which depends on λ and the tempering of the scores and the reference only.
+for _name, _factory, _control in zip(
+    BOK_NAMES,
+    (BestOfK, _bok_beta0, _bok_tau),
+    (
+        None,
+        Control("bok", "β=0", free=("beta",)),
+        Control("bok", "τ_eff", same=("lam", "scores", "reference")),
+    ),
+    strict=True,
+):
+    register_decoder(_name, _factory, control=_control)
+del _factory, _name, _control
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INT = re.compile(r"[+-]?[0-9]+")
@@ -429,7 +469,7 @@ class DecoderSpec:
         """
         entry = registered(self.name)
         kwargs = dict(self.params)
-        kwargs |= {k: v for k, v in options.items() if k in entry.options or k != "validate"}
+        kwargs |= {k: v for k, v in options.items() if k != "validate" or entry.takes_validate}
         if entry.uses_temperature:
             kwargs["temperature"] = temperature
         try:
@@ -441,12 +481,27 @@ class DecoderSpec:
                 f"decoder spec {shown(self.text)}: the factory of {self.name!r} ({entry.origin}) "
                 f"returned {type(decoder).__name__} {shown(decoder)}, not a decoptim Decoder"
             )
-        if "validate" in options and "validate" not in entry.options:
+        if "validate" in options and not entry.takes_validate:
             decoder.validate = options["validate"]
         return decoder
 
     def as_dict(self) -> dict:
         return {"name": self.name, **dict(self.params)}
+
+    def resolved(self) -> dict[str, object]:
+        """Every parameter that the spec sets or its factory defaults, by name."""
+        return {**dict(registered(self.name).defaults), **dict(self.params)}
+
+    def control_kind(self, treated: DecoderSpec) -> str | None:
+        """The kind of control (`Control.kind`, e.g. "β=0") of `treated` that this spec is,
+        or None: its name is registered as a control of `treated`'s name and the two agree
+        on the parameters the control keeps (defaults filled in)."""
+        control = registered(self.name).control
+        if control is None or control.of != treated.name:
+            return None
+        mine, theirs = self.resolved(), treated.resolved()
+        keys = control.same if control.same is not None else {*mine, *theirs} - {*control.free}
+        return control.kind if all(mine.get(k) == theirs.get(k) for k in keys) else None
 
 
 def _value(text: str) -> object:
