@@ -6,11 +6,11 @@ import math
 import pytest
 
 from decoptim.eval.compare import (
+    bok_differences,
     control_of,
     coordination_differences,
     cost_ratios,
     iid_twin_of,
-    paired_differences,
     write_comparison,
 )
 from decoptim.eval.report import summarise
@@ -33,6 +33,9 @@ BOK = {"name": "bok", "k": 8, "beta": 0.5, "lam": 0.5, "solver": "exact"}
 CONFIGS = {
     "bok@0.7": (BOK, 0.7),
     "bok-beta0@0.7": ({**BOK, "name": "bok-beta0"}, 0.7),
+    # the same λ, but raw scores: another effective temperature (listed first:
+    # matched on λ alone, it would be τ_eff's control)
+    "bok-tau-raw@0.7": ({"name": "bok-tau", "k": 8, "beta": 0.5, "lam": 0.5, "scores": "raw"}, 0.7),
     "bok-tau@0.7": ({"name": "bok-tau", "k": 8, "beta": 0.01, "lam": 0.5}, 0.7),
     "bok-tau-other-lam@0.7": ({"name": "bok-tau", "k": 8, "beta": 0.01, "lam": 0.1}, 0.7),
     "softmax@0.7": ({"name": "softmax"}, 0.7),
@@ -44,6 +47,7 @@ CORRECT = {
     "bok-beta0@0.7": [4, 3, 2, 4],
     "bok-tau@0.7": [3, 2, 1, 3],
     "bok-tau-other-lam@0.7": [0, 0, 0, 0],
+    "bok-tau-raw@0.7": [0, 0, 0, 0],
     "softmax@0.7": [0, 1, 0, 0],
     "softmax@0.9": [4, 4, 4, 4],
 }
@@ -61,7 +65,7 @@ def write_bok_run(out):
     write_run(out, configs, answers, ["7"] * 4)
 
 
-def test_controls_are_matched_by_lambda_parameters_and_temperature():
+def test_controls_are_matched_by_structured_spec_fields_and_temperature():
     configs = [{"id": c, "decoder": d, "temperature": t} for c, (d, t) in CONFIGS.items()]
     bok = configs[0]
     matched = {
@@ -78,7 +82,12 @@ def test_controls_are_matched_by_lambda_parameters_and_temperature():
 def test_paired_differences_per_problem(tmp_path):
     out = tmp_path / "run"
     write_bok_run(out)
-    found = {(c.control, c.metric): c.difference for c in paired_differences(out)}
+    found = {(c.control, c.metric): c.difference for c in bok_differences(*summarise(out))}
+    assert found[("τ_eff", "maj@4")] == next(
+        c.difference
+        for c in bok_differences(*summarise(out))
+        if (c.control, c.kind, c.k) == ("τ_eff", "maj", 4)
+    )
     assert math.isclose(found[("β=0", "accuracy")].mean, 0.0)
     assert math.isclose(found[("τ_eff", "accuracy")].mean, 0.25)  # one more right of 4, each
     assert found[("τ_eff", "accuracy")].low > 0  # the same +0.25 on every problem

@@ -3,8 +3,12 @@
 For every Best-of-K config of a run, at the same temperature and the same sampling (i.i.d.,
 or coordinated with the same group size), its controls are
 - β = 0: `bok-beta0` with the same parameters but β (same λ, solver and weights);
-- τ_eff: `bok-tau` with the same λ, i.e. softmax at τ/(1 + 1/λ), BoK's sharpening alone;
+- τ_eff: `bok-tau` with the same λ (and tempering of the scores and the reference), i.e.
+  softmax at τ/(1 + 1/λ), BoK's sharpening alone;
 - softmax at τ, the paper's baseline.
+The first two are found from the decoder specs' structured fields: each control's name is
+registered with what it controls (`decoptim.core.specs.Control`), and parameters are
+compared with their defaults filled in.
 Every coordinated config is paired with the i.i.d. config of the same decoder spec and τ
 (matched on the manifest's structured fields, never on labels) for accuracy and, at every
 k the report scores it at (each k in {4, 8, 16, 32, 64, G} dividing its group size G), for
@@ -24,9 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.specs import DecoderSpec, registered
 from ..pipelines.metrics import Estimate, bootstrap
 from .grid import COORDINATED, IID
-from .report import sampling_label, sampling_of, summarise, summarise_records
+from .report import metric_ks, sampling_label, sampling_of, summarise_records
 from .shards import load_run
 
 CONTROLS = ("β=0", "τ_eff", "softmax")
@@ -41,13 +46,35 @@ class Comparison:
     config: str  # the treated row's label: its decoder, and its sampling when coordinated
     temperature: float
     control: str  # one of CONTROLS, or IID_CONTROL for a coordinated row
-    metric: str
+    kind: str  # "accuracy", or the metric scored at k: "maj", "pass", "distinct", ...
+    k: int | None  # None for accuracy
     difference: Estimate  # treated − control, per problem, averaged
 
+    @property
+    def metric(self) -> str:
+        """The report's name of the metric: `kind`, or `kind@k`."""
+        return metric_name(self.kind, self.k)
 
-def _params(config: dict, drop: tuple[str, ...] = ()) -> tuple:
-    decoder = config["decoder"]
-    return tuple(sorted((k, str(v)) for k, v in decoder.items() if k not in ("name", *drop)))
+
+def metric_name(kind: str, k: int | None) -> str:
+    return kind if k is None else f"{kind}@{k}"
+
+
+def _spec(config: dict) -> DecoderSpec | None:
+    """A manifest config's decoder spec; None for a decoder this process does not know (a
+    plugin's, not loaded)."""
+    try:
+        return DecoderSpec.from_mapping(config["decoder"])
+    except ValueError:
+        return None
+
+
+def control_kind(config: dict) -> str | None:
+    """The kind of control ("β=0", "τ_eff") that manifest config `config`'s decoder is
+    registered as, or None."""
+    spec = _spec(config)
+    control = registered(spec.name).control if spec is not None else None
+    return control.kind if control is not None else None
 
 
 def control_of(bok: dict, candidate: dict, control: str) -> bool:
@@ -57,12 +84,10 @@ def control_of(bok: dict, candidate: dict, control: str) -> bool:
         return False
     if sampling_of(candidate) != sampling_of(bok):
         return False
-    name = candidate["decoder"]["name"]
-    if control == "β=0":
-        return name == "bok-beta0" and _params(candidate, ("beta",)) == _params(bok, ("beta",))
-    if control == "τ_eff":
-        return name == "bok-tau" and candidate["decoder"].get("lam") == bok["decoder"].get("lam")
-    return name == "softmax" and len(candidate["decoder"]) == 1
+    if control == "softmax":
+        return candidate["decoder"] == {"name": "softmax"}
+    treated, mine = _spec(bok), _spec(candidate)
+    return treated is not None and mine is not None and mine.control_kind(treated) == control
 
 
 def iid_twin_of(coordinated: dict, candidate: dict) -> bool:
@@ -79,8 +104,10 @@ def row_label(row: dict) -> str:
     return row["decoder"] + (f" · {sampling_label(row)}" if row["sampling"] == COORDINATED else "")
 
 
-def _difference(mine: dict, theirs: dict, metric: str) -> Estimate | None:
-    """Mean over shared problems of mine − theirs on `metric`, with a bootstrap interval."""
+def _difference(mine: dict, theirs: dict, kind: str, k: int | None) -> Estimate | None:
+    """Mean over shared problems of mine − theirs on metric `kind` at `k`, with a bootstrap
+    interval."""
+    metric = metric_name(kind, k)
     if metric not in mine["per_problem"] or metric not in theirs["per_problem"]:
         return None
     a = dict(zip(mine["problem_ids"], mine["per_problem"][metric], strict=True))
@@ -94,35 +121,40 @@ def _configs_with_rows(manifest: dict, rows: list[dict]) -> tuple[list[dict], di
     return [c for c in manifest["configs"] if c["id"] in by_id], by_id
 
 
+def _scored(row: dict, kinds: tuple[str, ...]) -> list[tuple[str, int | None]]:
+    """(kind, k) of every metric of `kinds` that `row` holds: accuracy, and each other kind
+    at every k the report scored it at."""
+    return [
+        (kind, k)
+        for kind in kinds
+        for k in ([None] if kind == "accuracy" else metric_ks([row], kind))
+    ]
+
+
 def bok_differences(
-    manifest: dict, rows: list[dict], metrics: tuple[str, ...] | None = None
+    manifest: dict, rows: list[dict], kinds: tuple[str, ...] = BOK_METRICS
 ) -> list[Comparison]:
-    """Every (BoK config, control, metric) difference among a run's summarised rows."""
+    """Every (BoK config, control, metric) difference among a run's summarised rows, for
+    the metrics of `kinds` at every k the BoK row holds."""
     configs, by_id = _configs_with_rows(manifest, rows)
     results = []
     for bok in configs:
         if bok["decoder"]["name"] != "bok":
             continue
         mine = by_id[bok["id"]]
-        chosen = metrics or tuple(
-            m for m in mine["per_problem"] if m.partition("@")[0] in BOK_METRICS
-        )
         for control in CONTROLS:
             match = next((c for c in configs if control_of(bok, c, control)), None)
             if match is None:
                 continue
-            for metric in chosen:
-                difference = _difference(mine, by_id[match["id"]], metric)
+            for kind, k in _scored(mine, kinds):
+                difference = _difference(mine, by_id[match["id"]], kind, k)
                 if difference is not None:
                     results.append(
-                        Comparison(row_label(mine), bok["temperature"], control, metric, difference)
+                        Comparison(
+                            row_label(mine), bok["temperature"], control, kind, k, difference
+                        )
                     )
     return results
-
-
-def paired_differences(out: Path, metrics: tuple[str, ...] | None = None) -> list[Comparison]:
-    """Every (BoK config, control, metric) difference that the run in `out` holds."""
-    return bok_differences(*summarise(out), metrics)
 
 
 @dataclass(frozen=True)
@@ -180,30 +212,36 @@ def coordination_differences(manifest: dict, rows: list[dict]) -> list[Compariso
     wvote@K (those both rows hold)."""
     results = []
     for coordinated, mine, theirs in _twins(manifest, rows):
-        at_k = [f"{kind}@{k}" for k in mine["K_values"] for kind in AT_K]
-        for metric in ("accuracy", *at_k):
-            difference = _difference(mine, theirs, metric)
+        at_k = [(kind, k) for k in mine["K_values"] for kind in AT_K]
+        for kind, k in [("accuracy", None), *at_k]:
+            difference = _difference(mine, theirs, kind, k)
             if difference is not None:
                 results.append(
                     Comparison(
-                        row_label(mine), coordinated["temperature"], IID_CONTROL, metric, difference
+                        row_label(mine),
+                        coordinated["temperature"],
+                        IID_CONTROL,
+                        kind,
+                        k,
+                        difference,
                     )
                 )
     return results
 
 
-def comparison_table(comparisons: list[Comparison], metric: str) -> str:
-    """One markdown row per BoK config and temperature; one column per control."""
+def comparison_table(comparisons: list[Comparison], kind: str, k: int | None = None) -> str:
+    """One markdown row per BoK config and temperature; one column per control; the metric
+    `kind` at `k`."""
     cells: dict[tuple[str, float], dict[str, Estimate]] = {}
     for c in comparisons:
-        if c.metric == metric and c.control in CONTROLS:
+        if (c.kind, c.k) == (kind, k) and c.control in CONTROLS:
             cells.setdefault((c.config, c.temperature), {})[c.control] = c.difference
     lines = [
-        f"| BoK config | τ | {metric}: − β=0 | − τ_eff | − softmax |",
+        f"| BoK config | τ | {metric_name(kind, k)}: − β=0 | − τ_eff | − softmax |",
         "|---|---|---|---|---|",
     ]
     for (bok, tau), row in cells.items():
-        shown = [_signed(row[c], metric) if c in row else "—" for c in CONTROLS]
+        shown = [_signed(row[c], kind) if c in row else "—" for c in CONTROLS]
         lines.append(f"| {bok} | {tau:g} | " + " | ".join(shown) + " |")
     return "\n".join(lines)
 
@@ -211,10 +249,10 @@ def comparison_table(comparisons: list[Comparison], metric: str) -> str:
 def coordination_table(comparisons: list[Comparison], costs: Sequence[CostRatio] = ()) -> str:
     """Coordinated − i.i.d.: one table of accuracy and the cost ratio per coordinated
     config, then one table per K with maj@K, pass@K, distinct@K, rerank@K and wvote@K."""
-    cells: dict[tuple[str, float], dict[str, Estimate]] = {}
+    cells: dict[tuple[str, float], dict[tuple[str, int | None], Estimate]] = {}
     for c in comparisons:
         if c.control == IID_CONTROL:
-            cells.setdefault((c.config, c.temperature), {})[c.metric] = c.difference
+            cells.setdefault((c.config, c.temperature), {})[c.kind, c.k] = c.difference
     ratio = {(c.config, c.temperature): c for c in costs}
     lines = [
         "| coordinated config | τ | accuracy | s/sample coord. / i.i.d. |",
@@ -222,7 +260,8 @@ def coordination_table(comparisons: list[Comparison], costs: Sequence[CostRatio]
     ]
     for (config, tau), row in cells.items():
         cost = ratio.get((config, tau))
-        shown = _signed(row["accuracy"], "accuracy") if "accuracy" in row else "—"
+        accuracy = row.get(("accuracy", None))
+        shown = "—" if accuracy is None else _signed(accuracy, "accuracy")
         timing = (
             "—"
             if cost is None
@@ -230,7 +269,7 @@ def coordination_table(comparisons: list[Comparison], costs: Sequence[CostRatio]
         )
         lines.append(f"| {config} | {tau:g} | {shown} | {timing} |")
     tables = ["\n".join(lines)]
-    every_k = sorted({int(m.partition("@")[2]) for row in cells.values() for m in row if "@" in m})
+    every_k = sorted({k for row in cells.values() for _, k in row if k is not None})
     for k in every_k:
         header = " | ".join(f"{kind}@{k}" for kind in AT_K)
         lines = [
@@ -238,20 +277,18 @@ def coordination_table(comparisons: list[Comparison], costs: Sequence[CostRatio]
             "|---|---|" + "---|" * len(AT_K),
         ]
         for (config, tau), row in cells.items():
-            if not any(f"{kind}@{k}" in row for kind in AT_K):
+            if not any((kind, k) in row for kind in AT_K):
                 continue
-            shown = [
-                _signed(row[f"{kind}@{k}"], kind) if f"{kind}@{k}" in row else "—" for kind in AT_K
-            ]
+            shown = [_signed(row[kind, k], kind) if (kind, k) in row else "—" for kind in AT_K]
             lines.append(f"| {config} | {tau:g} | " + " | ".join(shown) + " |")
         tables.append(f"#### K = {k}\n\n" + "\n".join(lines))
     return "\n\n".join(tables)
 
 
-def _signed(estimate: Estimate, metric: str) -> str:
+def _signed(estimate: Estimate, kind: str) -> str:
     """A difference with its interval: in points for rates, in answers for distinct@K;
     bold when the interval excludes 0."""
-    scale, digits = (1, 2) if metric.startswith("distinct") else (100, 1)
+    scale, digits = (1, 2) if kind == "distinct" else (100, 1)
     mean, low, high = (scale * v for v in (estimate.mean, estimate.low, estimate.high))
     text = f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
     resolved = estimate.low > 0 or estimate.high < 0
@@ -265,9 +302,10 @@ def write_comparison(out: Path, make_plot: bool = True) -> str:
     rows = summarise_records(manifest, records)
     sections = []
     bok = bok_differences(manifest, rows)
-    for metric in sorted({c.metric for c in bok}, key=_metric_order):
+    for kind, k in sorted({(c.kind, c.k) for c in bok}, key=_metric_order):
         sections.append(
-            f"### BoK against its controls: {metric}\n\n" + comparison_table(bok, metric)
+            f"### BoK against its controls: {metric_name(kind, k)}\n\n"
+            + comparison_table(bok, kind, k)
         )
     coordination = coordination_differences(manifest, rows)
     if coordination:
@@ -297,19 +335,22 @@ def write_comparison(out: Path, make_plot: bool = True) -> str:
     )
     (out / "compare.md").write_text(head + text + "\n")
     if make_plot and rows:
-        plot_controls(rows, out / "compare.png", f"{manifest['task']} · {manifest.get('model')}")
+        title = f"{manifest['task']} · {manifest.get('model')}"
+        plot_controls(manifest, rows, out / "compare.png", title)
     return head + text
 
 
-def _metric_order(metric: str) -> tuple[int, int]:
-    kind, _, k = metric.partition("@")
+def _metric_order(metric: tuple[str, int | None]) -> tuple[int, int]:
+    kind, k = metric
     rank = METRIC_ORDER.index(kind) if kind in METRIC_ORDER else len(METRIC_ORDER)
-    return (rank, int(k or 0))
+    return (rank, k or 0)
 
 
-def plot_controls(rows: list[dict], path: Path, title: str) -> Path | None:
+def plot_controls(manifest: dict, rows: list[dict], path: Path, title: str) -> Path | None:
     """Accuracy, maj@n and pass@n vs τ for softmax, each BoK family and its τ_eff control
-    (i.i.d. rows; the report's plots show coordinated against i.i.d.)."""
+    (i.i.d. rows; the report's plots show coordinated against i.i.d.); β = 0 controls and
+    mirror-solver rows are left out (they coincide with τ_eff and exact rows: see the
+    tables)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -319,18 +360,21 @@ def plot_controls(rows: list[dict], path: Path, title: str) -> Path | None:
     if not rows:
         return None
     n = max(r["n"] for r in rows)
+    configs = {config["id"]: config for config in manifest["configs"]}
     families: dict[str, list[dict]] = {}
     for row in rows:
         families.setdefault(row["decoder"], []).append(row)
     figure, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     for axis, metric in zip(axes, ("accuracy", f"maj@{n}", f"pass@{n}"), strict=True):
         for name, group in families.items():
-            if name.startswith("bok-beta0") or "mirror" in name:
-                continue  # β=0 rows coincide with τ_eff; mirror rows with exact (see tables)
+            config = configs[group[0]["config"]]
+            kind = control_kind(config)
+            if kind == "β=0" or config["decoder"].get("solver") == "mirror":
+                continue
             group = sorted(group, key=lambda r: r["temperature"])
             if any(r.get(metric) is None for r in group):
                 continue
-            style = "--" if name.startswith("bok-tau") else "-"
+            style = "--" if kind == "τ_eff" else "-"
             axis.plot(
                 [r["temperature"] for r in group],
                 [100 * r[metric].mean for r in group],
