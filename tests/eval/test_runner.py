@@ -17,6 +17,7 @@ from decoptim.eval.runner import (
     chunk_seed,
     read_records,
     run_grid,
+    write_atomically,
 )
 from decoptim.eval.tasks import ArithTask
 
@@ -196,3 +197,13 @@ def test_run_settings_are_frozen_and_take_a_string_path(tmp_path):
     assert settings.out == tmp_path and settings.manifest == {} and settings.shard is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.n = 8  # type: ignore[misc]
+
+
+def test_atomic_writes_replace_whole_or_leave_the_file_as_it_was(tmp_path):
+    path = tmp_path / "manifest.json"
+    write_atomically(path, "first")
+    write_atomically(path, "second")
+    assert path.read_text() == "second"
+    with pytest.raises(UnicodeEncodeError):
+        write_atomically(path, "half \ud800 written")  # fails in the middle of the write
+    assert path.read_text() == "second" and [p.name for p in tmp_path.iterdir()] == [path.name]

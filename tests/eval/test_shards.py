@@ -137,9 +137,21 @@ def test_runs_that_would_mix_are_refused_before_anything_is_written(tmp_path):
         run(sharded)
     with pytest.raises(ValueError, match=r"holds shards of a run split 2 ways; got --shard 1/3"):
         run(sharded, Shard(1, 3))
-    with pytest.raises(ValueError, match=r"of a different run; use another --out \(n: 2 vs 4\)"):
+    with pytest.raises(
+        ValueError, match=r"shard 1/2 of a different run; use another --out \(n: 2 on disk, 4 now\)"
+    ):
         run(sharded, Shard(2, 2), n=4)
     assert not (sharded / Shard(2, 2).manifest_name).exists()
+    # shards of two splits: refused by name, whether continuing, sharding or reading
+    (sharded / Shard(1, 3).manifest_name).write_text("{}")
+    for attempt in (
+        lambda: run(sharded),
+        lambda: run(sharded, Shard(1, 2)),
+        lambda: load_run(sharded),
+    ):
+        with pytest.raises(ValueError, match=r"holds shards of runs split 2 and 3 ways: manifest"):
+            attempt()
+    (sharded / Shard(1, 3).manifest_name).unlink()
     with pytest.raises(ValueError, match=r"shard\(s\) 2/2 have not started"):
         merge_run(sharded)
     with pytest.raises(ValueError, match="unsharded run's; merging would replace it"):
@@ -168,3 +180,15 @@ def test_merge_refuses_an_incomplete_or_misfiled_run(tmp_path):
     (out / Shard(2, 2).samples_name).write_text((out / Shard(1, 2).samples_name).read_text())
     with pytest.raises(ValueError, match=r"belongs to shard 1/2"):
         merge_run(out)
+
+
+def test_shards_of_different_runs_are_not_read_as_one(tmp_path):
+    out = tmp_path / "run"
+    run(out, Shard(1, 2))
+    run(out, Shard(2, 2))
+    path = out / Shard(2, 2).manifest_name
+    path.write_text(json.dumps({**json.loads(path.read_text()), "seed": 5}))
+    with pytest.raises(
+        ValueError, match=r"shard 2/2 is not the same run as shard 1/2 \(seed: 0 in shard 1/2, 5 in"
+    ):
+        load_run(out)

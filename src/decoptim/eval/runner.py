@@ -182,28 +182,68 @@ def file_sha256(path: str | None) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write `path` whole or not at all: a staging file in the same directory, flushed and
+    fsync'd, then os.replace'd over `path` (and the directory fsync'd where it can be)."""
+    staging = path.with_name(path.name + ".tmp")
+    try:
+        with open(staging, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    try:
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # a platform without directory handles
+        return
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass
+    finally:
+        os.close(folder)
+
+
+def check_same_run(
+    before: dict,
+    now: dict,
+    refusal: str,
+    keys: Sequence[str] = IDENTITY,
+    sides: tuple[str, str] = ("on disk", "now"),
+) -> None:
+    """Raise ValueError(`refusal` and the clashes) when manifests `before` and `now` differ
+    on any of `keys`: each clash as `key: value <sides[0]>, value <sides[1]>`."""
+
+    def short(value: object) -> str:
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    clashes = [
+        f"{k}: {short(before.get(k))} {sides[0]}, {short(now.get(k))} {sides[1]}"
+        for k in keys
+        if before.get(k) != now.get(k)
+    ]
+    if clashes:
+        raise ValueError(f"{refusal} ({'; '.join(clashes)})")
+
+
 def write_manifest(out: Path, manifest: dict, name: str = MANIFEST) -> None:
+    """Write `manifest` as `out/name`; a manifest already there must be the same run's
+    (`IDENTITY`), whose configs, start and resumption count it keeps."""
     path = out / name
     previous = json.loads(path.read_text()) if path.exists() else None
     if previous is not None:
-        clashes = [
-            f"{k}: {previous.get(k)!r} on disk, {manifest.get(k)!r} now"
-            for k in IDENTITY
-            if previous.get(k) != manifest.get(k)
-        ]
-        if clashes:
-            raise ValueError(
-                f"{out} holds a different run; use another --out ({'; '.join(clashes)})"
-            )
+        check_same_run(previous, manifest, f"{out} holds a different run; use another --out")
         known = {c["id"] for c in previous["configs"]}
         manifest["configs"] = previous["configs"] + [
             c for c in manifest["configs"] if c["id"] not in known
         ]
         manifest["started"] = previous.get("started", manifest["started"])
         manifest["resumed"] = previous.get("resumed", 0) + 1
-    staging = path.with_suffix(".tmp")
-    staging.write_text(json.dumps(manifest, indent=2, default=str))
-    staging.replace(path)
+    write_atomically(path, json.dumps(manifest, indent=2, default=str))
 
 
 @dataclass(frozen=True)
@@ -230,6 +270,16 @@ class RunSettings:
                 f"got {self.n}, {self.max_new_tokens}, {self.batch_size}"
             )
 
+    @property
+    def manifest_name(self) -> str:
+        """The run's manifest file: its shard's, or `MANIFEST`."""
+        return self.shard.manifest_name if self.shard else MANIFEST
+
+    @property
+    def samples_name(self) -> str:
+        """The run's samples file: its shard's, or `SAMPLES`."""
+        return self.shard.samples_name if self.shard else SAMPLES
+
 
 def run_grid(
     generate: GenerateFn,
@@ -242,40 +292,41 @@ def run_grid(
     when given; returns the samples file."""
     from .shards import check_directory
 
-    out, n, seed, batch_size = settings.out, settings.n, settings.seed, settings.batch_size
-    max_new_tokens, shard = settings.max_new_tokens, settings.shard
     if not problems:
         raise ValueError("the task loaded no problems")
-    configs = grid.configs(n)  # checks n against the group sizes before anything is written
-    out.mkdir(parents=True, exist_ok=True)
+    # grid.configs checks n against the group sizes, before anything is written
+    configs = grid.configs(settings.n)
+    settings.out.mkdir(parents=True, exist_ok=True)
     manifest = {
         **settings.manifest,
         "task": task.name,
         "task_options": task.options(),
-        "n": n,
-        "max_new_tokens": max_new_tokens,
-        "seed": seed,
-        "batch_size": batch_size,
+        "n": settings.n,
+        "max_new_tokens": settings.max_new_tokens,
+        "seed": settings.seed,
+        "batch_size": settings.batch_size,
         "prompt_template": task.template(),
         "configs": [config.manifest_entry() for config in configs],
         "problem_ids": [problem.id for problem in problems],
-        "shard": str(shard) if shard else None,
+        "shard": str(settings.shard) if settings.shard else None,
         "versions": versions(),
         "git_revision": git_revision(),
         "command": " ".join(sys.argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    check_directory(out, shard, manifest)
-    write_manifest(out, manifest, shard.manifest_name if shard else MANIFEST)
-    samples_path = out / (shard.samples_name if shard else SAMPLES)
+    check_directory(settings.out, settings.shard, manifest)
+    write_manifest(settings.out, manifest, settings.manifest_name)
+    samples_path = settings.out / settings.samples_name
     done = {(r["config"], r["problem"]) for r in read_records(samples_path, repair=True)}
-    chunks = [problems[i : i + batch_size] for i in range(0, len(problems), batch_size)]
+    chunks = [
+        problems[i : i + settings.batch_size] for i in range(0, len(problems), settings.batch_size)
+    ]
     work = [
         (config, index, chunk)
         for config in configs
         for index, chunk in enumerate(chunks)
-        if shard is None or shard.owns(config.id, index)
+        if settings.shard is None or settings.shard.owns(config.id, index)
     ]
     owned = {(config.id, p.id) for config, _, chunk in work for p in chunk}
     bar = progress_bar(len(owned), "eval", "problem", settings.progress, len(done & owned))
@@ -294,21 +345,21 @@ def run_grid(
                 [p.prompt for p in chunk],
                 config.spec,
                 config.temperature,
-                n,
-                max_new_tokens,
-                chunk_seed(seed, config.id, index),
+                settings.n,
+                settings.max_new_tokens,
+                chunk_seed(settings.seed, config.id, index),
                 task,
                 **options,
             )
-            per_sample = (time.perf_counter() - start) / (len(chunk) * n)
+            per_sample = (time.perf_counter() - start) / (len(chunk) * settings.n)
             lines = []
             for problem, samples in zip(chunk, outputs, strict=True):
                 if (config.id, problem.id) in done:
                     continue
-                if len(samples) != n:
+                if len(samples) != settings.n:
                     raise ValueError(
                         f"the backend returned {len(samples)} samples for problem "
-                        f"{problem.id} of {config.id}, expected n={n}"
+                        f"{problem.id} of {config.id}, expected n={settings.n}"
                     )
                 record = _record(config, problem, samples, task, per_sample)
                 lines.append(json.dumps(record) + "\n")

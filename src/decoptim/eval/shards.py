@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runner import IDENTITY, MANIFEST, SAMPLES, read_records
+from .runner import IDENTITY, MANIFEST, SAMPLES, check_same_run, read_records, write_atomically
 
 _SPEC = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 _BAD_SPEC = "--shard must be i/N with 1 <= i <= N (shards are numbered from 1), got --shard '"
@@ -93,16 +92,29 @@ def shards_in(out: Path) -> dict[Shard, Path]:
     return found
 
 
+def _split(out: Path, shards: dict[Shard, Path]) -> int | None:
+    """N, the split of the shards in `out` (None: no shards); ValueError when they are of
+    runs split different ways."""
+    counts = sorted({shard.count for shard in shards})
+    if len(counts) > 1:
+        raise ValueError(
+            f"{out} holds shards of runs split {' and '.join(map(str, counts))} ways: "
+            + ", ".join(path.name for path in shards.values())
+        )
+    return counts[0] if counts else None
+
+
 def check_directory(out: Path, shard: Shard | None, manifest: dict) -> None:
     """Refuse, before anything is written, a run that would mix with another in `out`: an
     unsharded run beside shards or a merge, a shard beside an unsharded run, shards of
     different splits, or a shard of another run (its identity differs from another shard's)."""
     shards = shards_in(out)
+    split = _split(out, shards)
     plain = out / MANIFEST
     merged = plain.exists() and "merged_from" in json.loads(plain.read_text())
     if shard is None:
         if shards or merged:
-            split = next(iter(shards)).count if shards else len(_read(plain)["merged_from"])
+            split = split or len(_read(plain)["merged_from"])
             raise ValueError(
                 f"{out} holds a run sharded {split} ways: continue it with --shard i/{split} "
                 "(then `decoptim merge`), or use another --out"
@@ -112,20 +124,15 @@ def check_directory(out: Path, shard: Shard | None, manifest: dict) -> None:
         raise ValueError(
             f"{out} holds an unsharded run ({MANIFEST}); a sharded run needs another --out"
         )
-    counts = sorted({other.count for other in shards})
-    if counts and counts != [shard.count]:
-        raise ValueError(
-            f"{out} holds shards of a run split {' and '.join(map(str, counts))} ways; got "
-            f"--shard {shard}"
-        )
+    if split is not None and split != shard.count:
+        raise ValueError(f"{out} holds shards of a run split {split} ways; got --shard {shard}")
     for other, path in shards.items():
-        if other == shard:
-            continue  # its own manifest: the runner's resumption check
-        clashes = _clashes(_read(path), manifest, SHARD_IDENTITY)
-        if clashes:
-            raise ValueError(
-                f"{out} holds shard {other} of a different run; use another --out "
-                f"({'; '.join(clashes)})"
+        if other != shard:  # its own manifest: the runner's resumption check
+            check_same_run(
+                _read(path),
+                manifest,
+                f"{out} holds shard {other} of a different run; use another --out",
+                SHARD_IDENTITY,
             )
 
 
@@ -156,19 +163,13 @@ def merge_run(out: Path) -> tuple[Path, int]:
         raise ValueError(f"{plain} is an unsharded run's; merging would replace it")
     manifest, records = _combine(out, shards, complete=True)
     samples = out / SAMPLES
-    _replace(samples, "".join(json.dumps(record) + "\n" for record in records))
-    _replace(plain, json.dumps(manifest, indent=2, default=str))
+    write_atomically(samples, "".join(json.dumps(record) + "\n" for record in records))
+    write_atomically(plain, json.dumps(manifest, indent=2, default=str))
     return samples, len(records)
 
 
 def _combine(out: Path, shards: dict[Shard, Path], complete: bool) -> tuple[dict, list[dict]]:
-    counts = sorted({shard.count for shard in shards})
-    if len(counts) > 1:
-        raise ValueError(
-            f"{out} holds shards of runs split {' and '.join(map(str, counts))} ways: "
-            + ", ".join(path.name for path in shards.values())
-        )
-    count = counts[0]
+    count = _split(out, shards)
     missing = [Shard(i, count) for i in range(1, count + 1) if Shard(i, count) not in shards]
     if missing:
         raise ValueError(
@@ -179,12 +180,13 @@ def _combine(out: Path, shards: dict[Shard, Path], complete: bool) -> tuple[dict
     manifests = {shard: _read(shards[shard]) for shard in sorted(shards, key=lambda s: s.index)}
     first = manifests[Shard(1, count)]
     for shard, manifest in manifests.items():
-        clashes = _clashes(first, manifest, SHARD_IDENTITY)
-        if clashes:
-            raise ValueError(
-                f"{out}: shard {shard} is not the same run as shard 1/{count} "
-                f"({'; '.join(clashes)})"
-            )
+        check_same_run(
+            first,
+            manifest,
+            f"{out}: shard {shard} is not the same run as shard 1/{count}",
+            SHARD_IDENTITY,
+            (f"in shard 1/{count}", f"in shard {shard}"),
+        )
     if not first.get("problem_ids"):
         raise ValueError(f"{shards[Shard(1, count)]} lists no problem_ids")
     configs = list({c["id"]: c for m in manifests.values() for c in m["configs"]}.values())
@@ -239,23 +241,5 @@ def _check_complete(out: Path, configs: list[dict], first: dict, count: int, see
         )
 
 
-def _clashes(a: dict, b: dict, keys: tuple[str, ...]) -> list[str]:
-    def short(value: object) -> str:
-        text = repr(value)
-        return text if len(text) <= 80 else text[:77] + "..."
-
-    return [f"{k}: {short(a.get(k))} vs {short(b.get(k))}" for k in keys if a.get(k) != b.get(k)]
-
-
 def _read(path: Path) -> dict:
     return json.loads(path.read_text())
-
-
-def _replace(path: Path, text: str) -> None:
-    """Write `path` whole or not at all (a staging file, fsync'd, renamed over it)."""
-    staging = path.with_name(path.name + ".tmp")
-    with open(staging, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    staging.replace(path)
