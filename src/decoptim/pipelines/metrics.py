@@ -61,12 +61,29 @@ from .selection import rank_score, rerank_pick, vote_weight, vote_winner, weight
 MAX_SUBSETS = 1_000_000  # bounds memory: the subsets are materialised as one tensor
 
 
+def _check_k(k: int, n: int) -> None:
+    """k samples drawn from n: 1 <= k <= n."""
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+
+
+def _check_scores(scores: Sequence, n: int) -> None:
+    """One score per sample."""
+    if len(scores) != n:
+        raise ValueError(f"{n} samples but {len(scores)} scores")
+
+
+def _check_count(name: str, value: object) -> None:
+    """`value` (a group size or a k) is an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k for one problem with n samples of which c are correct."""
     if not 0 <= c <= n:
         raise ValueError(f"need 0 <= c <= n, got c={c}, n={n}")
-    if not 1 <= k <= n:
-        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+    _check_k(k, n)
     if n - c < k:
         return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
@@ -92,8 +109,7 @@ def _subsets(n: int, k: int, max_subsets: int, seed: int) -> torch.Tensor:
     """The size-k subsets of range(n) that the subset estimators average over, [S, k], each
     sorted: all of them when C(n, k) <= `max_subsets`, else that many uniformly random ones
     from `seed` (the same for every problem with this n). Cached; not to be modified."""
-    if not 1 <= k <= n:
-        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+    _check_k(k, n)
     if not 1 <= max_subsets <= MAX_SUBSETS:
         raise ValueError(f"max_subsets must be in [1, {MAX_SUBSETS}], got {max_subsets}")
     if math.comb(n, k) <= max_subsets:
@@ -111,10 +127,8 @@ def rerank_at_k(correct: Sequence[bool], scores: Sequence[float | None], k: int)
     which C(n − 1 − j, k − 1) of the C(n, k) subsets do.
     """
     n = len(correct)
-    if len(scores) != n:
-        raise ValueError(f"{n} samples but {len(scores)} scores")
-    if not 1 <= k <= n:
-        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+    _check_scores(scores, n)
+    _check_k(k, n)
     keys = [rank_score(s) for s in scores]
     order = sorted(range(n), key=lambda i: (-keys[i], i))
     picked = sum(math.comb(n - 1 - j, k - 1) for j, i in enumerate(order) if correct[i])
@@ -132,8 +146,7 @@ def wvote_at_k(
     """Expected correctness of `weighted_vote` (Σ exp(logprob_mean) per answer cluster,
     exact ties to the cluster seen first) over size-k subsets of the n i.i.d. samples: all
     of them when C(n, k) <= `max_subsets`, else that many random ones, as `maj_at_k`."""
-    if len(scores) != len(clusters):
-        raise ValueError(f"{len(clusters)} samples but {len(scores)} scores")
+    _check_scores(scores, len(clusters))
     weights = [vote_weight(s) for s in scores]
     return _vote_at_k(clusters, cluster_correct, weights, k, max_subsets, seed)
 
@@ -200,8 +213,7 @@ def bootstrap(
 
 def groups_of(values: Sequence, group_size: int) -> list[Sequence]:
     """The consecutive groups of `group_size` in `values` (group-major order)."""
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"group_size must be an int >= 1, got group_size={group_size!r}")
+    _check_count("group_size", group_size)
     if not values or len(values) % group_size:
         raise ValueError(
             f"{len(values)} samples are not a positive multiple of group_size={group_size}"
@@ -263,8 +275,7 @@ def group_rerank(
 ) -> float:
     """rerank@K of coordinated samples: the fraction of the groups (with `k`: strided
     subgroups of k) whose highest-`logprob_mean` sample is correct."""
-    if len(scores) != len(correct):
-        raise ValueError(f"{len(correct)} samples but {len(scores)} scores")
+    _check_scores(scores, len(correct))
     groups = subgroups(range(len(correct)), group_size, k)
     return sum(bool(correct[g[rerank_pick([scores[i] for i in g])]]) for g in groups) / len(groups)
 
@@ -278,8 +289,7 @@ def group_wvote(
 ) -> float:
     """wvote@K of coordinated samples: the fraction of the groups (with `k`: strided
     subgroups of k) whose vote weighted by exp(logprob_mean) is right."""
-    if len(scores) != len(clusters):
-        raise ValueError(f"{len(clusters)} samples but {len(scores)} scores")
+    _check_scores(scores, len(clusters))
     groups = subgroups(range(len(clusters)), group_size, k)
     won = (weighted_vote([clusters[i] for i in g], [scores[i] for i in g]) for g in groups)
     return sum(bool(cluster_correct.get(w, False)) for w in won) / len(groups)
@@ -297,8 +307,7 @@ def expected_distinct(clusters: Sequence[int], k: int) -> float:
     """Expected number of distinct answers among k of the n i.i.d. samples (without
     replacement): Σ over answers of P(the answer is among the k) = Σ_c pass@k(n, m_c)."""
     n = len(clusters)
-    if not 1 <= k <= n:
-        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+    _check_k(k, n)
     return sum(pass_at_k(n, m, k) for m in _answer_counts(clusters).values())
 
 
@@ -306,8 +315,7 @@ def pass_ceiling(accuracy: float, k: int) -> float:
     """min(1, k·accuracy): no sampler whose every sample keeps its marginal passes more."""
     if not 0.0 <= accuracy <= 1.0:
         raise ValueError(f"accuracy must be in [0, 1], got accuracy={accuracy!r}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got k={k!r}")
+    _check_count("k", k)
     return min(1.0, k * accuracy)
 
 
