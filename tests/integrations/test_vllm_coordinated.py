@@ -100,7 +100,30 @@ def test_code_book_moves_and_swaps_rows_with_their_codes():
     book2.draw([0, 1], q.flip(0))
     assert torch.equal(book.current[:2], book2.current[:2])
     assert torch.equal(book.following[:2], book2.following[:2])
-    assert book.rows[0][0].index == 1 and book.rows[1][0].index == 0
+    assert torch.equal(book.index[:2], book2.index[:2])
+    assert book.slots[0].membership.index == 1 and book.slots[1].membership.index == 0
     book.move(1, 3, swap=False)
-    assert 1 not in book.rows and book.rows[3][0].index == 0
+    assert 1 not in book.slots and book.slots[3].membership.index == 0
+    assert int(book.index[3]) == 0 and int(book.seed[3]) == 5
     assert before.shape == (2,)
+
+
+def test_code_book_gives_a_row_that_accepted_several_tokens_a_fresh_code():
+    # Speculative decoding (or a resumed request) can accept tokens the row was not drawn
+    # for: its code is then the step's refill hash, not the code of its last draw.
+    from decoptim.core.coordinated import _REFILL, hashed_uniform
+
+    book = CodeBook(torch.device("cpu"))
+    outputs = [[], []]
+    for row in range(2):
+        book.add(row, Membership(2, 9, row), outputs[row])
+    q = torch.softmax(torch.randn(2, 25, generator=torch.Generator().manual_seed(3)), -1)
+    book.draw([0, 1], q)
+    outputs[0].extend([1, 2, 3])  # row 0 accepted three tokens at once; row 1 none
+    got = book.draw([0, 1], q)
+    fresh = hashed_uniform(torch.tensor([9]), torch.tensor([0]), torch.tensor([3]), _REFILL)
+    codes = d.start_codes(torch.full((2,), 9), torch.arange(2), 2)
+    value = torch.stack([fresh[0], codes.value[1]])
+    expected = d.coordinated_sample(q, codes._replace(value=value, step=torch.tensor([3, 0])))[0]
+    assert torch.equal(got, expected)
+    assert book.slots[0].step == 3 and book.slots[1].step == 0

@@ -187,18 +187,20 @@ def coordinated_sample(q: Tensor, codes: Codes, validate: bool = True) -> tuple[
     return token.reshape(samples), Codes(*(part.reshape(samples) for part in parts))
 
 
+def forced_scores(tokens: Tensor, like: Tensor) -> Tensor:
+    """Scores (shape and dtype of `like`, [rows, V]) that put all mass on each row's token
+    of `tokens` ([rows]): 0 there, −inf elsewhere. An engine that samples from softmax of
+    the scores, at any temperature, then takes the token the code picked."""
+    forced = torch.full_like(like, -torch.inf)
+    return forced.scatter_(-1, tokens.reshape(-1, 1), 0.0)
+
+
 def _buckets(cumulative: Tensor, value: Tensor) -> tuple[Tensor, ...]:
     """Per code (value [rows, n] or [1, n] against cumulative [rows, V] float64 sums): the
     token whose bucket holds value·total, the bucket's start and width, and the total."""
     total = cumulative[:, -1:].contiguous()
-    target = (value * total).contiguous()
-    # The first token whose bucket ends above the target (rounding can leave the target at
-    # the total: the last token with mass then takes it).
-    last = torch.searchsorted(cumulative, total, right=False)
-    token = torch.minimum(torch.searchsorted(cumulative, target, right=True), last)
-    high = cumulative.gather(-1, token)
-    low = torch.where(token > 0, cumulative.gather(-1, (token - 1).clamp_min(0)), 0.0)
-    return token, low, high - low, total
+    token, low, width = _locate(cumulative, value * total, 0.0)
+    return token, low, width, total
 
 
 def _buckets_by_block(q: Tensor, value: Tensor, block: int = 1024) -> tuple[Tensor, ...]:
@@ -211,13 +213,21 @@ def _buckets_by_block(q: Tensor, value: Tensor, block: int = 1024) -> tuple[Tens
     block_token, start, _, total = _buckets(sums.cumsum(-1), value)
     inside = blocks.gather(1, block_token[:, :, None].expand(rows, 1, block))[:, 0]
     ends = start + torch.cumsum(inside.to(torch.float64), -1)
-    # The block's token as in `_buckets`; a target past the block's last bucket end (the
-    # two sums round differently) goes to the block's last token with mass.
+    token, low, width = _locate(ends, value * total, start)
+    return block_token * block + token, low, width, total
+
+
+def _locate(ends: Tensor, target: Tensor, start: Tensor | float) -> tuple[Tensor, ...]:
+    """The bucket holding each target: bucket j of a row spans [ends[j − 1], ends[j]) (bucket
+    0 starts at `start`); returns its position, start and width. The first bucket ending
+    above the target is taken; rounding can leave a target at or past the row's last end
+    (two sums of the same mass round differently), and the last bucket with mass then
+    takes it."""
     last = torch.searchsorted(ends, ends[:, -1:].contiguous(), right=False)
-    token = torch.minimum(torch.searchsorted(ends, (value * total).contiguous(), right=True), last)
+    token = torch.minimum(torch.searchsorted(ends, target.contiguous(), right=True), last)
     high = ends.gather(-1, token)
     low = torch.where(token > 0, ends.gather(-1, (token - 1).clamp_min(0)), start)
-    return block_token * block + token, low, high - low, total
+    return token, low, high - low
 
 
 def _check_step(q: Tensor, codes: Codes) -> None:
@@ -266,6 +276,7 @@ def _show(values: Tensor) -> str:
 __all__ = [
     "Codes",
     "coordinated_sample",
+    "forced_scores",
     "group_codes",
     "group_seeds",
     "hashed_uniform",

@@ -21,7 +21,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from ..core import Decoder
 from ..core.checks import check_logits
-from ..core.coordinated import Codes, group_codes
+from ..core.coordinated import Codes, forced_scores, group_codes
 from .graphs import GraphedStep
 
 # Fields of GenerationConfig that change the distribution, and their neutral values.
@@ -184,8 +184,7 @@ class CoordinatedLogitsProcessor(LogitsProcessor):
                 f"{rows}: use one CoordinatedLogitsProcessor per generate call"
             )
         tokens, self.codes = self.decoder.sample_coordinated(scores, self.codes)
-        forced = torch.full_like(scores, -torch.inf)
-        return forced.scatter_(-1, tokens[:, None], 0.0)
+        return forced_scores(tokens, scores)
 
     def _start(self, input_ids: torch.Tensor, rows: int, device: torch.device) -> Codes:
         if rows % self.k:

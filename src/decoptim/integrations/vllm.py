@@ -61,6 +61,7 @@ from vllm.v1.sample.logits_processor import (
 
 from ..core import Decoder
 from ..core.checks import shown
+from ..core.coordinated import forced_scores
 from ..core.specs import PLUGINS_ENV, DecoderSpec, load_plugins, parse_spec
 from .vllm_coordinated import (  # noqa: F401  (coordinated_sampling_params: the harness)
     GROUP_KEYS,
@@ -370,8 +371,8 @@ class DecoptimLogitsProcessor(LogitsProcessor):
                 rows.setdefault(setting, []).append(index)
             self._groups = []
             for (spec, temperature), indices in rows.items():
-                coordinated = [i for i in indices if i in self.codes.rows]
-                positions = [indices.index(i) for i in coordinated]
+                positions = [p for p, i in enumerate(indices) if i in self.codes.slots]
+                coordinated = [indices[p] for p in positions]
                 self._groups.append(
                     SettingRows(
                         None
@@ -399,10 +400,9 @@ class DecoptimLogitsProcessor(LogitsProcessor):
                 if coordinated:
                     # The rows' tokens come from their codes: all mass on each one, which
                     # vLLM's sampler then takes whatever its temperature.
-                    tokens = self.codes.draw(coordinated, q.index_select(0, positions))
-                    forced = torch.full_like(scores[: len(coordinated)], -torch.inf)
-                    forced.scatter_(-1, tokens[:, None], 0.0)
-                    scores.index_copy_(0, positions, forced)
+                    chosen = q.index_select(0, positions)
+                    tokens = self.codes.draw(coordinated, chosen)
+                    scores.index_copy_(0, positions, forced_scores(tokens, chosen))
             except Exception:
                 # Never expected (every setting was built and trial-solved at admission), but
                 # an exception here would stop the engine and fail every request on it.

@@ -131,56 +131,65 @@ def coordinated_sampling_params(
     ]
 
 
+@dataclass
+class _Slot:
+    """A coordinated row of the batch, host-side: its request's membership, vLLM's list of
+    the tokens it has accepted (it grows as the request runs), and the step its current
+    code is for."""
+
+    membership: Membership
+    outputs: list[int]
+    step: int
+
+
 class CodeBook:
     """The codes of the coordinated rows of vLLM's persistent batch, on its device.
 
-    Per row, host-side: the sample's membership, a reference to its output token list and
-    the step s its current code is for; on the device: that code and the one its last draw
-    produced (for step s + 1). A step looks at how many tokens each row has accepted to
-    pick one of the two, draws, and stores the new codes: no host sync.
+    Per batch slot, host-side a `_Slot`; on the device the slot's group seed and index, its
+    current code (for step s) and the code its last draw produced (for step s + 1). A step
+    compares how many tokens each row has accepted with s to pick one of the two, draws,
+    and stores the new codes: one host-to-device copy per step, no host sync.
     """
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.rows: dict[int, tuple[Membership, list[int]]] = {}
-        self.step: dict[int, int] = {}
+        self.slots: dict[int, _Slot] = {}
         self.current = torch.zeros(0, dtype=torch.float64, device=device)
         self.following = torch.zeros(0, dtype=torch.float64, device=device)
+        self.seed = torch.zeros(0, dtype=torch.int64, device=device)
+        self.index = torch.zeros(0, dtype=torch.int64, device=device)
 
     def add(self, row: int, membership: Membership, outputs: list[int]) -> None:
         self._grow(row + 1)
         step = len(outputs)
-        codes = start_codes(
-            torch.tensor([membership.seed]), torch.tensor([membership.index]), membership.size
-        )
-        value = codes.value
+        seed, index = torch.tensor([membership.seed]), torch.tensor([membership.index])
         if step:  # joined late (resumed): a fresh uniform code for this step
             from ..core.coordinated import _REFILL, hashed_uniform
 
-            value = hashed_uniform(codes.seed, codes.index, torch.tensor([step]), _REFILL)
+            value = hashed_uniform(seed, index, torch.tensor([step]), _REFILL)
+        else:
+            value = start_codes(seed, index, membership.size).value
         self.current[row] = value.to(self.device)[0]
-        self.rows[row] = (membership, outputs)
-        self.step[row] = step
+        self.seed[row], self.index[row] = membership.seed, membership.index
+        self.slots[row] = _Slot(membership, outputs, step)
 
     def remove(self, row: int) -> None:
-        self.rows.pop(row, None)
-        self.step.pop(row, None)
+        self.slots.pop(row, None)
 
     def move(self, source: int, target: int, swap: bool) -> None:
-        if source not in self.rows and target not in self.rows:
+        if source not in self.slots and target not in self.slots:
             return  # neither row is coordinated: no code to carry, no kernel to launch
         self._grow(max(source, target) + 1)
-        moving = (self.rows.pop(source, None), self.step.pop(source, None))
-        staying = (self.rows.pop(target, None), self.step.pop(target, None))
-        for tensor in (self.current, self.following):
+        moving, staying = self.slots.pop(source, None), self.slots.pop(target, None)
+        for tensor in self._device_state():
             values = tensor[[source, target]].clone()
             tensor[target] = values[0]
             if swap:
                 tensor[source] = values[1]
-        if moving[0] is not None:
-            self.rows[target], self.step[target] = moving
-        if swap and staying[0] is not None:
-            self.rows[source], self.step[source] = staying
+        if moving is not None:
+            self.slots[target] = moving
+        if swap and staying is not None:
+            self.slots[source] = staying
 
     def draw(self, rows: list[int], q: torch.Tensor) -> torch.Tensor:
         """Tokens for batch `rows` (whose q is given row for row), advancing their codes.
@@ -188,33 +197,32 @@ class CodeBook:
         A row whose request accepted its last draw moves on to the code that draw left; a
         row whose last draw was discarded (same count) draws again with the same code; a
         row that accepted tokens it was not drawn for (several at once) gets a fresh code."""
-        accepted = []
+        took, steps = [], []
         for row in rows:
-            outputs_now = len(self.rows[row][1])
-            if outputs_now > self.step[row] + 1:
-                membership, outputs = self.rows[row]
-                self.add(row, membership, outputs)
-            accepted.append(outputs_now == self.step[row] + 1)
-            self.step[row] = outputs_now
-        index = torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
-        took = torch.tensor(accepted, dtype=torch.bool).to(self.device, non_blocking=True)
-        value = torch.where(took, self.following[index], self.current[index])
-        members = [self.rows[row][0] for row in rows]
-        codes = Codes(
-            value,
-            torch.tensor([m.seed for m in members]).to(self.device, non_blocking=True),
-            torch.tensor([m.index for m in members]).to(self.device, non_blocking=True),
-            torch.tensor([self.step[row] for row in rows]).to(self.device, non_blocking=True),
-        )
+            slot = self.slots[row]
+            accepted = len(slot.outputs)
+            if accepted > slot.step + 1:
+                self.add(row, slot.membership, slot.outputs)
+                slot = self.slots[row]
+            took.append(int(accepted == slot.step + 1))
+            steps.append(accepted)
+            slot.step = accepted
+        host = torch.tensor([rows, took, steps], dtype=torch.int64)  # one copy to the device
+        index, took_code, step = host.to(self.device, non_blocking=True)
+        value = torch.where(took_code.bool(), self.following[index], self.current[index])
+        codes = Codes(value, self.seed[index], self.index[index], step)
         tokens, following = coordinated_sample(q, codes, validate=False)
         self.current[index] = value
         self.following[index] = following.value
         return tokens
 
+    def _device_state(self) -> tuple[torch.Tensor, ...]:
+        return self.current, self.following, self.seed, self.index
+
     def _grow(self, size: int) -> None:
         if size <= self.current.numel():
             return
         extra = max(size, 2 * self.current.numel()) - self.current.numel()
-        pad = torch.zeros(extra, dtype=torch.float64, device=self.device)
-        self.current = torch.cat([self.current, pad])
-        self.following = torch.cat([self.following, pad.clone()])
+        self.current, self.following, self.seed, self.index = (
+            torch.cat([tensor, tensor.new_zeros(extra)]) for tensor in self._device_state()
+        )
