@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 # SmolLM2-135M-Instruct as safetensors under $${DECOPTIM_CACHE:-~/.cache/decoptim} (converted once).
 model: $(VENV)/.installed
-	$(PY) -m decoptim.integrations.models
+	$(PY) -m decoptim.eval.model_cache
 
 # The code sandbox (docs/sandbox.md) runs model-written programs under bubblewrap. Installed
 # here when `bwrap` is missing and make runs as root with apt-get (as in CI); otherwise a note.

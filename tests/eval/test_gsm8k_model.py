@@ -34,7 +34,7 @@ ROW = {
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from decoptim.integrations.models import smollm2_path
+    from decoptim.eval.model_cache import smollm2_path
 
     return AutoTokenizer.from_pretrained(smollm2_path(), local_files_only=True)
 

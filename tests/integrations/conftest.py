@@ -82,7 +82,7 @@ def vllm_server(tmp_path_factory) -> VllmServer:
     else:
         pytest.importorskip("vllm")
     pytest.importorskip("openai")
-    from decoptim.integrations.models import smollm2_path
+    from decoptim.eval.model_cache import smollm2_path
 
     port = _free_port()
     command = on_port(doc_block("serve"), port)

@@ -124,7 +124,7 @@ def test_a_chat_dataset_over_the_server(vllm_server, tmp_path, capsys):
 def start_server(port: int, log: Path) -> subprocess.Popen:
     """The docs' serve command on `port`, with vLLM's default (raw) log-probabilities and
     --enforce-eager (a minute less to start on a CPU)."""
-    from decoptim.integrations.models import smollm2_path
+    from decoptim.eval.model_cache import smollm2_path
 
     command = on_port(doc_block("serve"), port)
     command = re.sub(r"\s--logprobs-mode \S+", "", command).rstrip() + " --enforce-eager\n"

@@ -34,7 +34,7 @@ def tiny_model():
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from decoptim.integrations.models import load_smollm2
+    from decoptim.eval.model_cache import load_smollm2
 
     return load_smollm2()
 

@@ -294,7 +294,7 @@ class RecordingProcessor(DecoptimLogitsProcessor):
 
 @pytest.fixture(scope="module")
 def engine():
-    from decoptim.integrations.models import smollm2_path
+    from decoptim.eval.model_cache import smollm2_path
 
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine in this process
     llm = vllm.LLM(

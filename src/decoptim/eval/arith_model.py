@@ -23,8 +23,8 @@ from typing import ClassVar
 
 import torch
 
-from ..integrations.models import build_atomically
 from .arith import make_problem, prompt
+from .model_cache import build_atomically
 from .runner import progress_bar
 from .training import cached_or_built, optimizer_step, save_trained, seeded
 

@@ -29,7 +29,7 @@ ALIASES = ("smollm2", "arith", "smollm2-arith", "smollm2-gsm8k")
 def resolve_model(name: str) -> str:
     """A path or hub id for a model name; aliases are built on first use."""
     if name == "smollm2":
-        from ..integrations.models import smollm2_path
+        from .model_cache import smollm2_path
 
         return str(smollm2_path())
     if name == "arith":

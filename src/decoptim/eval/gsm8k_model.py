@@ -52,8 +52,8 @@ from typing import ClassVar
 
 import torch
 
-from ..integrations.models import build_atomically, cache_dir, smollm2_path
 from ..pipelines.answers import gsm8k_gold
+from .model_cache import build_atomically, cache_dir, smollm2_path
 from .runner import progress_bar
 from .tasks import GSM8KTask, read_jsonl
 from .training import (

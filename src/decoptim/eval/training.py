@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..integrations.models import cache_dir
+from .model_cache import cache_dir
 
 TRAINING_RECORD = "decoptim_training.json"  # beside a trained model: how it was trained
 
