@@ -299,15 +299,16 @@ def test_matched_temperature_out_of_range_names_temperature_and_lam():
 def test_w_equals_p_kernels_only_within_their_coverage_slope(monkeypatch):
     """Beyond KERNEL_PROB_MAX_SLOPE the w = p kernels gave NaN rows on an H200; such
     settings take the torch path (checked here by routing alone, so it runs anywhere)."""
-    import decoptim.core.bok as bok
+    from decoptim.core.kernels import table
 
-    monkeypatch.setattr(bok, "use_kernels", lambda x: True)
+    monkeypatch.setattr(table, "use_kernels", lambda x: True)
     x = torch.zeros(2, 8)
-    for solver, limit in bok.KERNEL_PROB_MAX_SLOPE.items():
+    for solver, limit in table.KERNEL_PROB_MAX_SLOPE.items():
         inside = d.BestOfK(8, limit / 8, 0.5, solver=solver)
         beyond = d.BestOfK(8, 2 * limit / 8, 0.5, solver=solver)
-        assert inside._kernel_route(x) == "prob" and beyond._kernel_route(x) is None
-    assert d.BestOfK(8, 1e8, 0.5, weights="topm", top_m=8)._kernel_route(x) == "topm"
+        assert table.route_name(inside, x) == "bok_prob"
+        assert table.route_name(beyond, x) == "torch"
+    assert table.route_name(d.BestOfK(8, 1e8, 0.5, weights="topm", top_m=8), x) == "bok_topm"
 
 
 @pytest.mark.parametrize(
@@ -335,3 +336,133 @@ def test_certificate_without_validation_drops_nan_like_the_probs():
     z = torch.tensor([[0.5, math.nan, 0.2, 0.1]])
     certificate = decoder.certificate(z)
     assert certificate.gap.item() < 1e-6 and certificate.infeasibility.item() < 1e-6
+
+
+# --- Best-of-K as a SimplexProblem: problem(), certificate() and a support -----------------
+
+SETTINGS = [
+    dict(k=8, beta=0.02, lam=0.2),
+    dict(k=4, beta=2.0, lam=0.3, weights="topm", top_m=6),
+    dict(k=16, beta=0.5, lam=0.1, weights="rank", top_m=10, temperature=0.7),
+    dict(k=8, beta=1.0, lam=0.5, scores="raw"),
+]
+
+
+def design_gradient(z, q, k, beta, lam, w, tau=1.0):
+    """g_v(q) = s_v − λ(log(q_v/p_v) + 1) + λβ w_v K (1 − q_v)^{K−1} (DESIGN.md §3), with
+    q floored at float32's smallest normal number inside the log."""
+    s = z / tau
+    log_p = torch.log_softmax(s, -1)
+    log_q = torch.log(q.clamp_min(1.1754943508222875e-38))
+    return s - lam * (log_q - log_p + 1) + lam * beta * w * k * (1 - q) ** (k - 1)
+
+
+@pytest.mark.parametrize("case", SETTINGS, ids=repr)
+def test_problem_and_certificate_agree_with_the_solver(case):
+    z = random_logits(6, 300, 21, scale=2.0).double()
+    decoder = d.BestOfK(**case)
+    q = decoder.probs(z)
+    problem = decoder.problem(z)
+    assert isinstance(problem.objective, d.KLCoverage)
+    assert problem.objective.kl_strength == case["lam"] == decoder.kl_strength
+    certificate = decoder.certificate(z)
+    assert (certificate.gap <= 1e-6).all() and (certificate.infeasibility <= 1e-9).all()
+    # The base-class certificate is the Frank–Wolfe certificate of problem(z).
+    direct = d.frank_wolfe_certificate(q, problem.gradient, problem.support)
+    torch.testing.assert_close(certificate.gap, direct.gap, atol=1e-12, rtol=0)
+    # Its gradient is the one DESIGN.md states (s = z/τ tempered; shifted by the row max).
+    if case.get("scores") != "raw":
+        w = decoder.coverage_weights(z)
+        tau = case.get("temperature", 1.0)
+        shifted = z - z.amax(-1, keepdim=True)
+        expected = design_gradient(shifted, q, case["k"], case["beta"], case["lam"], w, tau)
+        torch.testing.assert_close(problem.gradient(q), expected, atol=1e-9, rtol=1e-9)
+    # q maximises the objective: any mix towards another distribution is worse.
+    p = torch.softmax(z, -1)
+    for mix in (1e-3, 0.1):
+        assert (problem.value(q) >= problem.value((1 - mix) * q + mix * p) - 1e-12).all()
+
+
+@pytest.mark.parametrize("case", SETTINGS, ids=repr)
+@pytest.mark.parametrize("solver", ["exact", "mirror"])
+@pytest.mark.parametrize(
+    "support", [d.TopKSupport(7), d.MinPSupport(0.05), d.TopKSupport(1)], ids=repr
+)
+def test_support_equals_the_problem_on_the_restricted_logits(case, solver, support):
+    z = random_logits(5, 200, 22, scale=2.0).double()
+    z[0, :50] = -torch.inf
+    decoder = d.BestOfK(**case, solver=solver, support=support)
+    q = decoder.probs(z)
+    tau = case.get("temperature", 1.0)
+    allowed = support.mask((z - z.amax(-1, keepdim=True)) / tau)
+    assert (q[~allowed] == 0).all()
+    torch.testing.assert_close(q.sum(-1), torch.ones(5, dtype=torch.float64), atol=1e-12, rtol=0)
+    restricted = torch.where(allowed, z, -torch.inf)
+    expected = d.BestOfK(**case, solver=solver).probs(restricted)
+    torch.testing.assert_close(q, expected, atol=1e-13, rtol=0)
+    if isinstance(support, d.TopKSupport):
+        assert ((q > 0).sum(-1) <= support.k).all()
+    if solver == "exact":
+        certificate = decoder.certificate(z)
+        assert (certificate.gap <= 1e-6).all() and (certificate.infeasibility <= 1e-12).all()
+        # Mass off the support is infeasible for this problem.
+        outside = d.BestOfK(**case).probs(z)
+        assert (decoder.certificate(z, outside).infeasibility > 0).all()
+
+
+def test_support_in_float32_stays_on_the_support():
+    z = random_logits(4, 5000, 23)
+    for support in (d.TopKSupport(40), d.MinPSupport(0.1), d.TopPSupport(0.9)):
+        decoder = d.BestOfK(8, 2.0, 0.2, weights="topm", top_m=16, support=support)
+        q = decoder.probs(z)
+        allowed = support.mask(z - z.amax(-1, keepdim=True))
+        assert (q[~allowed] == 0).all() and (q[allowed] > 0).all()
+        torch.testing.assert_close(q.sum(-1), torch.ones(4))
+        torch.testing.assert_close(q.double(), decoder.probs(z.double()), atol=2e-6, rtol=0)
+        assert (decoder.certificate(z).gap < 1e-5).all()
+
+
+def test_support_composes_with_the_controls_and_sampling():
+    z = random_logits(3, 100, 24)
+    decoder = d.BestOfK(8, 0.5, 0.25, temperature=0.8, support=d.TopKSupport(5))
+    control = decoder.beta_zero_control()
+    assert control.support is decoder.support and control.beta == 0.0
+    matched = decoder.matched_temperature_control()
+    torch.testing.assert_close(control.probs(z), matched.probs(z), atol=1e-6, rtol=1e-5)
+    assert "support=TopKSupport(k=5)" in repr(decoder)
+    assert "support" not in repr(d.BestOfK(8, 0.5, 0.25))  # default repr unchanged
+    drawn = decoder.sample(z.expand(50, 3, 100).reshape(150, 100))
+    assert (decoder.probs(z).repeat(50, 1).gather(1, drawn[:, None]) > 0).all()
+    with pytest.raises(TypeError, match="support must be a Support, got str"):
+        d.BestOfK(8, 0.5, 0.25, support="topk")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(st.floats(-1e4, 1e4, width=32), st.sampled_from([0.0, 1.0, -math.inf])),
+        min_size=1,
+        max_size=30,
+    ),
+    weights=st.sampled_from(["prob", "topm", "rank"]),
+    solver=st.sampled_from(["exact", "mirror"]),
+    support=st.sampled_from(
+        [
+            d.TopKSupport(1),
+            d.TopKSupport(3),
+            d.MinPSupport(0.3),
+            d.TopKSupport(5) & d.MinPSupport(1e-3),
+        ]
+    ),
+)
+def test_support_gives_a_distribution_on_it_for_adversarial_logits(
+    values, weights, solver, support
+):
+    z = torch.tensor([values], dtype=torch.float32)
+    if (z == -math.inf).all():
+        z[0, 0] = 0.0
+    decoder = d.BestOfK(8, 0.5, 0.2, weights=weights, top_m=4, solver=solver, support=support)
+    q = decoder.probs(z)
+    assert torch.isfinite(q).all() and (q >= 0).all()
+    assert abs(float(q.sum()) - 1) < 1e-5
+    assert (q[~support.mask(z - z.amax(-1, keepdim=True))] == 0).all()

@@ -230,15 +230,31 @@ def test_fused_bok_breaks_head_ties_toward_the_lower_id_like_the_cpu():
 
 
 def test_bok_routes_to_the_kernels_it_has():
+    from decoptim.core.kernels.table import route_name
+
     z = random_logits(2, 1000, 7).cuda()
-    assert d.BestOfK(8, 0.02, 0.2)._kernel_route(z) == "prob"
-    assert d.BestOfK(8, 0.02, 0.2, solver="mirror")._kernel_route(z) == "prob"
-    assert d.BestOfK(8, 0.02, 0.2, weights="rank", top_m=64)._kernel_route(z) == "topm"
+    assert route_name(d.BestOfK(8, 0.02, 0.2), z) == "bok_prob"
+    assert route_name(d.BestOfK(8, 0.02, 0.2, solver="mirror"), z) == "bok_prob"
+    assert route_name(d.BestOfK(8, 0.02, 0.2, weights="rank", top_m=64), z) == "bok_topm"
     # Not fused: other mirror step sizes, top-M mirror, tensor weights, float64.
-    assert d.BestOfK(8, 0.02, 0.2, solver="mirror", step_size=1.0)._kernel_route(z) is None
-    assert d.BestOfK(8, 0.02, 0.2, solver="mirror", weights="topm")._kernel_route(z) is None
-    assert d.BestOfK(8, 0.02, 0.2, weights=torch.rand(1000))._kernel_route(z) is None
-    assert d.BestOfK(8, 0.02, 0.2)._kernel_route(z.double()) is None
+    assert route_name(d.BestOfK(8, 0.02, 0.2, solver="mirror", step_size=1.0), z) == "torch"
+    assert route_name(d.BestOfK(8, 0.02, 0.2, solver="mirror", weights="topm"), z) == "torch"
+    assert route_name(d.BestOfK(8, 0.02, 0.2, weights=torch.rand(1000)), z) == "torch"
+    assert route_name(d.BestOfK(8, 0.02, 0.2), z.double()) == "torch"
+
+
+def test_cuda_bok_with_a_support_takes_the_torch_path_and_equals_cpu():
+    """No kernel covers BoK on a top-k or min-p support: the torch path on the GPU (with a
+    warning once), the same q as on the CPU, nothing off the support."""
+    z = random_logits(8, 32000, 9)
+    for support in (d.TopKSupport(50), d.MinPSupport(0.05)):
+        decoder = d.BestOfK(8, 2.0, 0.2, support=support)
+        q_gpu = decoder.probs(z.cuda()).cpu()
+        q_cpu = decoder.probs(z)
+        torch.testing.assert_close(q_gpu, q_cpu, atol=2e-6, rtol=1e-4)
+        assert (q_gpu[q_cpu == 0] == 0).all()
+        drawn = decoder.sample(z.cuda(), generator=torch.Generator("cuda").manual_seed(0))
+        assert (q_cpu.gather(1, drawn.cpu()[:, None]) > 0).all()
 
 
 KERNEL_ROUTES = [

@@ -251,3 +251,15 @@ def test_per_row_alpha_is_a_clear_error():
     with pytest.raises(TypeError, match=r"alpha must be one number.*shape \(2,\)"):
         d.Entmax(torch.tensor([1.5, 2.0]))
     assert d.Entmax(torch.tensor(1.5)).alpha == 1.5
+
+
+def test_every_decoder_states_its_problem_in_two_lines_of_math():
+    classes = [getattr(d, name) for name in d.__all__]
+    decoders = [c for c in classes if isinstance(c, type) and issubclass(c, d.Decoder)]
+    assert d.BestOfK in decoders and d.SimplexDecoder in decoders
+    for cls in decoders:
+        if cls is d.Decoder:
+            continue
+        first, second = cls.__doc__.strip().splitlines()[:2]
+        assert "argmax_{q ∈ Δ" in first and second.strip(), cls
+    assert "supp q ⊆ C" in d.BestOfK.__doc__.splitlines()[0]

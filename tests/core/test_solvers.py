@@ -19,7 +19,7 @@ def test_softmax_closed_form_equals_bisection_and_mirror(seed, scale):
     tau = torch.rand(16, 1, generator=torch.Generator().manual_seed(seed + 1)) + 0.2
     closed = d.softmax_on_support(z, tau, support)
     bisect = d.threshold_bisect(z, tau, d.Shannon(), support)
-    problem = d.SimplexProblem(z, tau, d.Shannon(), support)
+    problem = d.SimplexProblem(d.RegularizedLinear(z, tau, d.Shannon()), support)
     mirror = solve(problem, "mirror", mirror_steps=3)
     torch.testing.assert_close(bisect, closed, atol=1e-5, rtol=0)
     torch.testing.assert_close(mirror, closed, atol=1e-5, rtol=0)

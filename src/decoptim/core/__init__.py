@@ -19,7 +19,14 @@ from .decoders import (
     TopP,
     Typical,
 )
-from .problem import Certificate, SimplexProblem, frank_wolfe_certificate
+from .problem import (
+    Certificate,
+    KLCoverage,
+    Objective,
+    RegularizedLinear,
+    SimplexProblem,
+    frank_wolfe_certificate,
+)
 from .regularizers import KL, Regularizer, Shannon, Tsallis, WeightedSum
 from .solvers import (
     entmax15_sort,
@@ -56,9 +63,12 @@ __all__ = [
     "Full",
     "Greedy",
     "Intersect",
+    "KLCoverage",
     "Mask",
     "MinP",
     "MinPSupport",
+    "Objective",
+    "RegularizedLinear",
     "Regularizer",
     "Shannon",
     "SimplexDecoder",

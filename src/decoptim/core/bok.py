@@ -1,10 +1,12 @@
 r"""Best-of-K: the coverage decoder for multi-sample pipelines.
 
-    q* = argmax_{q ∈ Δ} <q, s> − λ·KL(q ‖ p) + λβ·Σ_v w_v (1 − (1 − q_v)^K)
+    q* = argmax_{q ∈ Δ, supp q ⊆ C} <q, s> − λ·KL(q ‖ p) + λβ·Σ_v w_v (1 − (1 − q_v)^K)
 
 1 − (1 − q_v)^K is the chance that token v appears at least once among K draws from q,
 so the last term rewards spreading mass over the tokens that weights w deem worth
-covering. By default s = z/τ and p = softmax(z/τ).
+covering. By default s = z/τ, p = softmax(z/τ) and C is every token; with a support C
+(top-k, min-p, ...) the problem is the same one on the logits restricted to C. The
+objective is `decoptim.core.problem.KLCoverage`; this module holds its solvers.
 
 Two solvers:
 - "mirror": the paper's Algorithm 1, `steps` exponentiated-gradient steps from q₀ = p
@@ -19,25 +21,22 @@ Two solvers:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
 from .checks import (
     Param,
     count,
-    kernel_rows,
     max_int,
     nonnegative,
     per_row,
     positive,
     shown,
 )
-from .decoders import Decoder, Softmax
-from .kernels import MAX_FUSED_TOP_M, use_kernels
-from .problem import FLOAT32_SMALLEST_NORMAL, Certificate, frank_wolfe_certificate
-from .supports import ordered_codes
+from .decoders import Decoder, SimplexDecoder, Softmax
+from .problem import KLCoverage, SimplexProblem
+from .regularizers import Shannon
+from .supports import Full, Support, ordered_codes
 
 WEIGHTS = ("prob", "topm", "rank")
 # Upper limits on the budgets, which bound the work of one step: per row, mirror ascent makes
@@ -52,23 +51,22 @@ MAX_INNER_ITERATIONS = 10
 # top-M and rank weights: the exact solver iterates over the M head tokens (a top-M
 # indicator is meant for M ≪ V; CUDA's fused kernels take M ≤ 256).
 MAX_TOP_M = 1024
-# The w = p kernels give NaN rows beyond these coverage slopes βK (measured on an H200:
-# mirror from βK ≈ 800, exact from 1e5, where e^{βK·max p} in their head bound overflows);
-# such settings run on the torch path, which is exact there too.
-KERNEL_PROB_MAX_SLOPE = {"mirror": 128.0, "exact": 1e4}
+# The CUDA routes (and KERNEL_PROB_MAX_SLOPE, the w = p kernels' range of βK) are in the
+# kernel table, decoptim.core.kernels.table.
 BOK_SOLVERS = ("exact", "mirror")
 TEMPERING = ("tempered", "raw")
 
 
 class BestOfK(Decoder):
-    r"""argmax_{q ∈ Δ} <q, s> − λ KL(q ‖ p) + λβ Σ_v w_v (1 − (1 − q_v)^K),
-    s = z/τ, p = softmax(z/τ) (by default).
+    r"""argmax_{q ∈ Δ, supp q ⊆ C} <q, s> − λ KL(q ‖ p) + λβ Σ_v w_v (1 − (1 − q_v)^K),
+    s = z/τ, p = softmax(z/τ) renormalised on C = C(z/τ) (by default every finite token).
 
     Args:
         k: K, the number of samples whose coverage is rewarded (int in [1, 2³¹ − 1], or
             per row).
         beta: β ∈ [0, 1e8], the coverage weight relative to λ (the paper's β̄ = λβ).
-        lam: λ ∈ [1e-8, 1e8], the strength of the KL anchor to p.
+        lam: λ ∈ [1e-8, 1e8], the strength of the KL anchor to p (the paper's λ; the
+            problem's `KLCoverage.kl_strength`, also `self.kl_strength`). Not a temperature.
         temperature: τ ∈ [1e-8, 1e8].
         weights: "prob" (w = p), "topm" (1 on the `top_m` most probable tokens, ties broken
             toward the lower token id), "rank" (1, 1 − 1/M, …, 1/M on the top M by
@@ -82,6 +80,13 @@ class BestOfK(Decoder):
             chosen from the largest coverage slope βwK, from (8, 4) up to (15, 8); at most
             MAX_OUTER_ITERATIONS = 20 and MAX_INNER_ITERATIONS = 10).
         validate: check logits for NaN, +inf and all -inf rows (one host sync on GPU).
+        support: C, any `Support` (e.g. `TopKSupport(50)`, `MinPSupport(0.1)`), computed from
+            the tempered logits (z − max z)/τ like every decoder's; default every finite
+            token. The problem is then BoK's on the logits restricted to C (−inf off it):
+            p and the named weights are renormalised on C, the top M are taken inside C.
+
+    On CUDA the kernel table (`decoptim.core.kernels.table`) has routes for the full
+    support; with another support BoK runs on the torch path (and warns once).
     """
 
     def __init__(
@@ -100,6 +105,7 @@ class BestOfK(Decoder):
         outer_iterations: int | None = None,
         inner_iterations: int | None = None,
         validate: bool = True,
+        support: Support | None = None,
     ):
         self.k = count("k", k)
         self.beta = nonnegative("beta", beta)
@@ -143,6 +149,16 @@ class BestOfK(Decoder):
             )
         )
         self.validate = validate
+        if support is not None and not isinstance(support, Support):
+            raise TypeError(
+                f"support must be a Support, got {type(support).__name__} {shown(support)}"
+            )
+        self.support = support if support is not None else Full()
+
+    @property
+    def kl_strength(self) -> Param:
+        """λ, the strength of the KL anchor (the constructor's `lam`)."""
+        return self.lam
 
     def coverage_slope_bound(self) -> float:
         """An upper bound on b = βwK over all rows and tokens (w ≤ 1 for named weights)."""
@@ -152,11 +168,35 @@ class BestOfK(Decoder):
 
     # -- the problem ---------------------------------------------------------------------
 
-    def _parts(self, x: Tensor) -> dict[str, Tensor]:
-        """s, log p, λ, β, K (each broadcastable to [..., V] or [..., 1]).
+    def problem(self, x: Tensor) -> SimplexProblem:
+        """The `KLCoverage` objective for checked logits `x`, on the support C(z/τ).
 
         s is shifted by the row's max (the same problem on the simplex, whose objective moves
         by a constant): shifting before dividing by τ keeps logits of 1e6 or 3e38 exact."""
+        if type(self.support) is not Full:
+            tau = per_row("temperature", self.temperature, x).to(x.dtype)
+            allowed = self.support.mask((x - x.amax(-1, keepdim=True)) / tau)
+            x = torch.where(allowed, x, -torch.inf)
+        parts = self._parts(x)
+        head = None
+        if isinstance(self.weights, str) and self.weights in ("topm", "rank"):
+            head = self._head(parts["log_p"])
+        objective = KLCoverage(
+            scores=parts["s"],
+            log_reference=parts["log_p"],
+            kl_strength=parts["lam"],
+            beta=parts["beta"],
+            k=parts["k"],
+            weights=self.coverage_weights(x, parts["log_p"], head),
+            head=head,
+        )
+        return SimplexProblem(objective, x > -torch.inf)
+
+    def kernel_key(self) -> tuple[type, type]:
+        return KLCoverage, type(self.support)
+
+    def _parts(self, x: Tensor) -> dict[str, Tensor]:
+        """s, log p, λ, β, K (each broadcastable to [..., V] or [..., 1])."""
         tau = per_row("temperature", self.temperature, x).to(x.dtype)
         shifted = x - x.amax(-1, keepdim=True)
         tempered = shifted / tau
@@ -178,8 +218,10 @@ class BestOfK(Decoder):
         key = (ordered_codes(log_p.float()) << 31) | (2**31 - 1 - index)
         return torch.topk(key, m, dim=-1).indices
 
-    def coverage_weights(self, x: Tensor, log_p: Tensor | None = None) -> Tensor:
-        """w ([..., V]) for checked logits `x`."""
+    def coverage_weights(
+        self, x: Tensor, log_p: Tensor | None = None, head: Tensor | None = None
+    ) -> Tensor:
+        """w ([..., V]) for checked logits `x` (restricted to the support, if any)."""
         if log_p is None:
             log_p = self._parts(x)["log_p"]
         if isinstance(self.weights, Tensor):
@@ -192,7 +234,8 @@ class BestOfK(Decoder):
                 ) from None
         if self.weights == "prob":
             return log_p.exp()
-        head = self._head(log_p)
+        if head is None:
+            head = self._head(log_p)
         return torch.zeros_like(x).scatter_(-1, head, self._head_weights(head).to(x.dtype))
 
     def _head_weights(self, head: Tensor) -> Tensor:
@@ -202,140 +245,18 @@ class BestOfK(Decoder):
         ranks = torch.arange(m, device=head.device, dtype=torch.float64)
         return (1.0 - ranks / m).expand(head.shape)
 
-    def gradient(self, x: Tensor, q: Tensor) -> Tensor:
-        """g(q) = s − λ(log(q/p) + 1) + λβ w K (1 − q)^{K−1}."""
-        parts = self._parts(x)
-        w = self.coverage_weights(x, parts["log_p"])
-        return _gradient(q, w, **parts)
+    # -- solving on the torch path (the kernel table's routes are in core/kernels) --------
 
-    def objective(self, x: Tensor, q: Tensor) -> Tensor:
-        """f(q) for checked logits `x` ([...])."""
-        parts = self._parts(x)
-        w = self.coverage_weights(x, parts["log_p"])
-        kl_terms = torch.where(q > 0, q * (torch.log(q) - parts["log_p"]), 0.0)
-        per_token = (
-            q * parts["s"]
-            - parts["lam"] * kl_terms
-            + parts["lam"] * parts["beta"] * w * (1 - (1 - q) ** parts["k"])
-        )
-        return torch.where(x > -torch.inf, per_token, 0.0).sum(-1)
-
-    # -- solving -------------------------------------------------------------------------
-
-    def _solve(self, x: Tensor) -> Tensor:
-        route = self._kernel_route(x)
-        if route is not None:
-            return self._solve_cuda(x, route)
-        parts = self._parts(x)
+    def _solve_torch(self, x: Tensor) -> Tensor:
+        objective = self.problem(x).objective
         if self.solver == "mirror":
-            w = self.coverage_weights(x, parts["log_p"])
             step = (
-                (1.0 / parts["lam"])
+                (1.0 / objective.kl_strength)
                 if self.step_size is None
                 else per_row("step_size", self.step_size, x).to(x.dtype)
             )
-            return _mirror_ascent(
-                lambda q: _potential(q, w, **parts), parts["log_p"].exp(), self.steps,
-                step * parts["lam"],
-            )  # fmt: skip
-        return self._solve_exact(x, parts)
-
-    def _solve_exact(self, x: Tensor, parts: dict[str, Tensor]) -> Tensor:
-        lam, beta, k = parts["lam"], parts["beta"], parts["k"]
-        a_full = parts["log_p"] + parts["s"] / lam - 1.0
-        # The solution does not change when a and t shift together. Shifting the row's top
-        # to 0 keeps sums such as the tail's log-sum-exp exact where s/λ is large (at 1e9 a
-        # float32 ulp is 64, and two tied tail tokens would count as one).
-        a_full = a_full - a_full.amax(-1, keepdim=True).clamp_min(-torch.finfo(x.dtype).max)
-        if isinstance(self.weights, str) and self.weights in ("topm", "rank"):
-            head = self._head(parts["log_p"])
-            a_head = a_full.gather(-1, head)
-            b_head = beta * k * self._head_weights(head).to(x.dtype)
-            tail_lse = torch.logsumexp(a_full.scatter(-1, head, -torch.inf), -1, keepdim=True)
-            u, t, log_z = _coverage_roots(
-                a_head, b_head, k, tail_lse, self.outer_iterations, self.inner_iterations
-            )
-            q = torch.exp(a_full - t - log_z)
-            return q.scatter_(-1, head, torch.exp(u - log_z))
-        b = beta * k * self.coverage_weights(x, parts["log_p"])
-        no_tail = torch.full_like(a_full[..., :1], -torch.inf)
-        u, _, log_z = _coverage_roots(
-            a_full, b, k, no_tail, self.outer_iterations, self.inner_iterations
-        )
-        return torch.exp(u - log_z)
-
-    def _kernel_route(self, x: Tensor) -> str | None:
-        """Which Triton path solves this (float32 on CUDA): "topm" for the exact solver with
-        top-M or rank weights (M ≤ 256), "prob" for w = p with the exact solver or mirror
-        ascent of the default step 1/λ (up to KERNEL_PROB_MAX_SLOPE); None for the torch
-        path."""
-        if x.dtype != torch.float32 or not use_kernels(x) or isinstance(self.weights, Tensor):
-            return None
-        if self.weights == "prob":
-            exact_or_default_mirror = self.solver == "exact" or self.step_size is None
-            in_range = self._slope_bound <= KERNEL_PROB_MAX_SLOPE[self.solver]
-            return "prob" if exact_or_default_mirror and in_range else None
-        if self.solver == "exact" and self.top_m <= MAX_FUSED_TOP_M:
-            return "topm"
-        return None
-
-    def _kernel_params(self, x: Tensor) -> dict[str, Tensor]:
-        """Per-row float32 vectors for the kernels: c = 1/τ_p + 1/(λτ_s), βK, K and 1/τ_p."""
-
-        def value(name: str, v: Param) -> float | Tensor:
-            # Python numbers stay numbers, so the per-row vectors below come from a cache.
-            return per_row(name, v, x) if isinstance(v, Tensor) else float(v)
-
-        tau = value("temperature", self.temperature)
-        tau_s = tau if self.scores == "tempered" else 1.0
-        tau_p = tau if self.reference == "tempered" else 1.0
-        k = value("k", self.k)
-        c = 1.0 / tau_p + 1.0 / (value("lam", self.lam) * tau_s)
-        beta_k = value("beta", self.beta) * k
-        return {
-            "c": kernel_rows(c, x),
-            "beta_k": kernel_rows(beta_k, x),
-            "k": kernel_rows(k, x),
-            "inv_tau_p": kernel_rows(1.0 / tau_p, x),
-        }
-
-    def _solve_cuda(self, x: Tensor, route: str) -> Tensor:
-        from .kernels.bok_prob import bok_prob_probs
-        from .kernels.bok_topm import bok_topm_probs
-
-        rows = self._kernel_params(x)
-        if route == "prob":
-            steps = self.steps if self.solver == "mirror" else 0
-            return bok_prob_probs(
-                x, rows["c"], rows["inv_tau_p"], rows["beta_k"], rows["k"], steps,
-                self.outer_iterations, self.inner_iterations,
-            )  # fmt: skip
-        return bok_topm_probs(
-            x, rows["c"], rows["beta_k"], rows["k"], self.top_m, self.weights == "rank",
-            self.outer_iterations, self.inner_iterations,
-        )  # fmt: skip
-
-    def _sample_cuda(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
-        if self._kernel_route(x) != "topm":
-            return None
-        from .kernels.bok_topm import bok_topm_sample
-
-        rows = self._kernel_params(x)
-        return bok_topm_sample(
-            x, rows["c"], rows["beta_k"], rows["k"], self.top_m, self.weights == "rank",
-            self.outer_iterations, self.inner_iterations, generator,
-        )  # fmt: skip
-
-    def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:
-        """Frank–Wolfe gap of this objective (in float64) and infeasibility of `probs`."""
-        x = self._checked(logits)
-        q = self._solve(x) if probs is None else probs
-        if q.shape != x.shape:
-            raise ValueError(f"probs has shape {tuple(q.shape)}, logits {tuple(x.shape)}")
-        x64 = x.to(torch.float64)
-        return frank_wolfe_certificate(
-            q.to(torch.float64), lambda v: self.gradient(x64, v), x64 > -torch.inf
-        )
+            return coverage_mirror(objective, self.steps, step * objective.kl_strength)
+        return coverage_exact(objective, self.outer_iterations, self.inner_iterations)
 
     # -- controls ------------------------------------------------------------------------
 
@@ -356,6 +277,7 @@ class BestOfK(Decoder):
             self.outer_iterations,
             self.inner_iterations,
             self.validate,
+            self.support,
         )
 
     def effective_temperature(self) -> Param:
@@ -368,11 +290,15 @@ class BestOfK(Decoder):
         tau_p = self.temperature if self.reference == "tempered" else 1.0
         return 1.0 / (1.0 / tau_p + 1.0 / (self.lam * tau_s))
 
-    def matched_temperature_control(self) -> Softmax:
-        """Plain sampling at the effective temperature of the β = 0 problem."""
+    def matched_temperature_control(self) -> SimplexDecoder:
+        """Plain sampling at the effective temperature of the β = 0 problem (a `Softmax`;
+        with a support, softmax on that support, which is then computed at τ_eff: the
+        same tokens for top-k, not in general for probability-based supports)."""
         tau = self.effective_temperature()
         try:
-            return Softmax(tau, validate=self.validate)
+            if type(self.support) is Full:
+                return Softmax(tau, validate=self.validate)
+            return SimplexDecoder(Shannon(), self.support, tau, validate=self.validate)
         except ValueError as error:
             raise ValueError(
                 f"the matched temperature τ/(1 + 1/λ) of temperature={shown(self.temperature)} "
@@ -384,38 +310,51 @@ class BestOfK(Decoder):
         return (
             f"BestOfK(k={self.k!r}, beta={self.beta!r}, lam={self.lam!r}, "
             f"temperature={self.temperature!r}, weights={weights}, top_m={self.top_m}, "
-            f"solver={self.solver!r}, steps={self.steps})"
+            f"solver={self.solver!r}, steps={self.steps}"
+            + ("" if type(self.support) is Full else f", support={self.support!r}")
+            + ")"
         )
 
 
-def _potential(
-    q: Tensor, w: Tensor, s: Tensor, log_p: Tensor, lam: Tensor, beta: Tensor, k: Tensor
-) -> Tensor:
-    """ψ(q) = s/λ + log p − 1 + βwK(1 − q)^{K−1}, so that g(q) = λ(ψ(q) − log q)."""
-    return s / lam + log_p - 1.0 + beta * w * k * (1 - q).clamp_min(0) ** (k - 1)
-
-
-def _gradient(
-    q: Tensor, w: Tensor, s: Tensor, log_p: Tensor, lam: Tensor, beta: Tensor, k: Tensor
-) -> Tensor:
-    """g(q) = s − λ(log(q/p) + 1) + λβwK(1 − q)^{K−1} (log q floored at float32's
-    smallest normal, so that underflowed tokens keep a finite gradient)."""
-    log_q = torch.log(q.clamp_min(FLOAT32_SMALLEST_NORMAL))
-    return lam * (_potential(q, w, s, log_p, lam, beta, k) - log_q)
-
-
-def _mirror_ascent(
-    potential: Callable[[Tensor], Tensor], q0: Tensor, steps: int, step_lam: Tensor
-) -> Tensor:
-    """`solvers.mirror_ascent` for g = λ(ψ − log q), step η: log q ← (1 − ηλ)·log q + ηλ·ψ(q),
+def coverage_mirror(objective: KLCoverage, steps: int, step_lam: Tensor) -> Tensor:
+    """The paper's Algorithm 1: `steps` steps of mirror ascent from q₀ = p, step η (given
+    as ηλ). `solvers.mirror_ascent` for g = λ(ψ − log q): log q ← (1 − ηλ)·log q + ηλ·ψ(q),
     renormalised. The same iterates, without the floor that g puts under log q (which
-    would pin tokens below 1e-38); at the default η = 1/λ, log q drops out."""
-    q = q0
+    would pin tokens below 1e-38); at the default η = 1/λ, log q drops out. Tokens off the
+    support (p = 0) stay at 0."""
+    q = objective.log_reference.exp()
     for _ in range(steps):
         log_q = torch.where(q > 0, torch.log(q), 0.0)
-        u = torch.where(q > 0, (1 - step_lam) * log_q + step_lam * potential(q), -torch.inf)
+        u = torch.where(
+            q > 0, (1 - step_lam) * log_q + step_lam * objective.potential(q), -torch.inf
+        )
         q = torch.softmax(u, dim=-1)
     return q
+
+
+def coverage_exact(objective: KLCoverage, outer: int, inner: int) -> Tensor:
+    """The maximiser of a `KLCoverage` objective to float precision (see the module doc):
+    u_v = a_v − t + b_v(1 − e^{u_v})^{K−1}, a = log p + s/λ − 1, b = βwK, one t per row.
+    With `objective.head` (w = 0 off it) the tail's roots are closed-form. Tokens with
+    s = −inf (off the support) get exactly 0."""
+    lam, beta, k = objective.kl_strength, objective.beta, objective.k
+    a_full = objective.log_reference + objective.scores / lam - 1.0
+    # The solution does not change when a and t shift together. Shifting the row's top
+    # to 0 keeps sums such as the tail's log-sum-exp exact where s/λ is large (at 1e9 a
+    # float32 ulp is 64, and two tied tail tokens would count as one).
+    a_full = a_full - a_full.amax(-1, keepdim=True).clamp_min(-torch.finfo(a_full.dtype).max)
+    head = objective.head
+    if head is not None:
+        a_head = a_full.gather(-1, head)
+        b_head = beta * k * objective.weights.gather(-1, head)
+        tail_lse = torch.logsumexp(a_full.scatter(-1, head, -torch.inf), -1, keepdim=True)
+        u, t, log_z = _coverage_roots(a_head, b_head, k, tail_lse, outer, inner)
+        q = torch.exp(a_full - t - log_z)
+        return q.scatter_(-1, head, torch.exp(u - log_z))
+    b = beta * k * objective.weights
+    no_tail = torch.full_like(a_full[..., :1], -torch.inf)
+    u, _, log_z = _coverage_roots(a_full, b, k, no_tail, outer, inner)
+    return torch.exp(u - log_z)
 
 
 # Fixed Newton budgets (outer, inner) by the largest coverage slope b: measured to reach a
@@ -520,4 +459,4 @@ def _coverage_roots(
     return u, t, log_total(u, t)
 
 
-__all__ = ["BestOfK"]
+__all__ = ["BestOfK", "coverage_exact", "coverage_mirror"]

@@ -1,6 +1,9 @@
-r"""Decoders: each one a (regulariser, support, λ) instance of the master problem.
+r"""Decoders: each one a (regulariser, support, τ) instance of the master problem.
 
     q* = argmax_{q ∈ Δ, supp q ⊆ C} <q, z> − τ·Ω(q)        (z: logits, τ: temperature)
+
+(`RegularizedLinear` on a support; Best-of-K, in `decoptim.core.bok`, is another objective
+on the simplex through the same `Decoder` base.)
 
 Every decoder offers `probs`, `sample` and `certificate`, takes logits [..., V] in
 float16, bfloat16, float32 (computed in float32) or float64 (computed in float64), and
@@ -12,10 +15,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .checks import Param, check_logits, kernel_rows, per_row, positive
+from .checks import Param, check_logits, per_row, positive
 from .coordinated import Codes, coordinated_sample
 from .kernels import use_kernels
-from .problem import Certificate, SimplexProblem
+from .kernels.table import Route, kernel_route
+from .problem import Certificate, RegularizedLinear, SimplexProblem
 from .regularizers import Regularizer, Shannon, Tsallis
 from .solvers import SOLVERS, solve
 from .supports import (
@@ -31,7 +35,8 @@ from .supports import (
 
 
 class Decoder:
-    """Base class. Subclasses implement `problem` (and may override `_solve`)."""
+    """Base class. Subclasses implement `problem` and `kernel_key` (and may override
+    `_solve_torch`, the torch path's solver, or `_solve` as a whole)."""
 
     validate: bool = True
 
@@ -39,18 +44,27 @@ class Decoder:
         """The optimisation problem this decoder solves for already-checked logits `x`."""
         raise NotImplementedError
 
-    def _solve(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def _kernel_route(self, x: Tensor) -> str | None:
-        # The Triton path that solves this input, None for the torch path.
+    def kernel_key(self) -> tuple[type | None, type] | None:
+        """(objective or regulariser type, support type): this decoder's key in the kernel
+        table (`decoptim.core.kernels.table`); None looks up no kernel."""
         return None
+
+    def _kernel(self, x: Tensor) -> Route | None:
+        # The Triton path that solves this input, None for the torch path.
+        return kernel_route(self, x)
+
+    def _solve(self, x: Tensor) -> Tensor:
+        route = self._kernel(x)
+        return self._solve_torch(x) if route is None else route.probs(self, x)
+
+    def _solve_torch(self, x: Tensor) -> Tensor:
+        return solve(self.problem(x))
 
     def _checked(self, logits: Tensor) -> Tensor:
         """`logits` checked and upcast. Without validation a NaN entry drops out of the
         support like −inf: here on the torch path, as the kernels read it on theirs."""
         x = check_logits(logits, self.validate)
-        if not self.validate and self._kernel_route(x) is None:
+        if not self.validate and self._kernel(x) is None:
             x = torch.nan_to_num(x, nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)
         return x
 
@@ -64,15 +78,13 @@ class Decoder:
         if use_kernels(x):
             from .kernels.race import race_sample
 
-            drawn = self._sample_cuda(x, generator)
-            return race_sample(self._solve(x), generator) if drawn is None else drawn
+            route = self._kernel(x)
+            if route is not None and route.sample is not None:
+                return route.sample(self, x, generator)
+            return race_sample(self._solve(x), generator)
         q = self._solve(x)
         flat = q.reshape(-1, q.shape[-1])
         return torch.multinomial(flat, 1, generator=generator).reshape(q.shape[:-1])
-
-    def _sample_cuda(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
-        # A draw from the decoder's q that need not write q, where a kernel path has one.
-        return None
 
     def sample_coordinated(self, logits: Tensor, codes: Codes) -> tuple[Tensor, Codes]:
         """One token per row ([...], int64), each drawn from `probs(logits)` by its row's
@@ -81,7 +93,8 @@ class Decoder:
         return coordinated_sample(self.probs(logits), codes, validate=self.validate)
 
     def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:
-        """Optimality figures of `probs` (default: this decoder's output) for its problem."""
+        """Optimality figures of `probs` (default: this decoder's output) for its problem:
+        the Frank–Wolfe gap of `problem(logits)` in float64 and the infeasibility."""
         x = self._checked(logits)
         q = self._solve(x) if probs is None else probs
         if q.shape != x.shape:
@@ -90,7 +103,8 @@ class Decoder:
 
 
 class SimplexDecoder(Decoder):
-    r"""A decoder built from parts: argmax_{q ∈ Δ, supp q ⊆ C(z/τ)} <q, z> − τ·Ω(q).
+    r"""A decoder built from parts: argmax_{q ∈ Δ, supp q ⊆ C(z/τ)} <q, z> − τ·Ω(q),
+    C(z/τ) the support's tokens for the tempered logits (every finite one by default).
 
     Args:
         regularizer: Ω, for example `Shannon()`, `Tsallis(1.5)` or `0.5 * Shannon() + Tsallis(2)`.
@@ -101,6 +115,9 @@ class SimplexDecoder(Decoder):
         validate: check logits for NaN, +inf and all -inf rows (one host sync on GPU).
             With `validate=False` NaN entries drop out of the support like −inf (a row with
             no finite entry gives a row of NaN).
+
+    On CUDA the kernel table (`decoptim.core.kernels.table`) picks the path from
+    (type(Ω), type(C)).
     """
 
     def __init__(
@@ -128,42 +145,14 @@ class SimplexDecoder(Decoder):
         # support nor the certificate loses precision to a large common offset.
         tau = per_row("temperature", self.temperature, x).to(x.dtype)
         scores = x - x.amax(-1, keepdim=True)
-        return SimplexProblem(scores, tau, self.regularizer, self.support.mask(scores / tau))
+        objective = RegularizedLinear(scores, tau, self.regularizer)
+        return SimplexProblem(objective, self.support.mask(scores / tau))
 
-    def _solve(self, x: Tensor) -> Tensor:
-        route = self._kernel_route(x)
-        if route == "tsallis":
-            from .kernels.tsallis import tsallis_probs
+    def kernel_key(self) -> tuple[type | None, type]:
+        return type(self.regularizer), type(self.support)
 
-            inv_tau = _rows("temperature", 1.0 / self.temperature, x)
-            return tsallis_probs(x, inv_tau, self.regularizer.alpha)
-        if route == "top_p":
-            from .kernels.top_p import top_p_probs
-
-            return top_p_probs(x, *self._top_p_rows(x))
+    def _solve_torch(self, x: Tensor) -> Tensor:
         return solve(self.problem(x), self.solver)
-
-    def _sample_cuda(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
-        if self._kernel_route(x) != "top_p":
-            return None
-        from .kernels.top_p import top_p_sample
-
-        return top_p_sample(x, *self._top_p_rows(x), generator)
-
-    def _kernel_route(self, x: Tensor) -> str | None:
-        """Which Triton path solves this (float32 on CUDA): "tsallis" for Tsallis-α over
-        every token by bisection, "top_p" for Shannon over a top-p support; else None."""
-        if x.dtype != torch.float32 or not use_kernels(x):
-            return None
-        reg, support = self.regularizer, self.support
-        if type(reg) is Tsallis and type(support) is Full and self.solver in ("auto", "bisect"):
-            return "tsallis"
-        if type(reg) is Shannon and type(support) is TopPSupport:
-            return "top_p"
-        return None
-
-    def _top_p_rows(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return _rows("temperature", 1.0 / self.temperature, x), _rows("p", self.support.p, x)
 
     def __repr__(self) -> str:
         return (
@@ -172,22 +161,19 @@ class SimplexDecoder(Decoder):
         )
 
 
-def _rows(name: str, value: Param, x: Tensor) -> Tensor:
-    # A scalar or per-row parameter as the float32 [rows] vector that kernels read.
-    return kernel_rows(per_row(name, value, x) if isinstance(value, Tensor) else value, x)
-
-
 class Greedy(Decoder):
-    r"""argmax_{q ∈ Δ} <q, z>: all mass on the first (lowest-index) maximiser of z."""
+    r"""argmax_{q ∈ Δ} <q, z>
+    = all mass on the first (lowest-index) maximiser of z."""
 
     def __init__(self, validate: bool = True):
         self.validate = validate
 
     def problem(self, x: Tensor) -> SimplexProblem:
-        return SimplexProblem(x, torch.zeros((), dtype=x.dtype), None, x > -torch.inf)
+        objective = RegularizedLinear(x, torch.zeros((), dtype=x.dtype), None)
+        return SimplexProblem(objective, x > -torch.inf)
 
-    def _solve(self, x: Tensor) -> Tensor:
-        return solve(self.problem(x))
+    def kernel_key(self) -> tuple[type | None, type]:
+        return None, Full
 
     def sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return self._checked(logits).argmax(-1)

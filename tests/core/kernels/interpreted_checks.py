@@ -21,6 +21,7 @@ import decoptim as d  # noqa: E402
 from decoptim.core.checks import kernel_rows  # noqa: E402
 from decoptim.core.coordinated import coordinated_sample, group_codes, hashed_uniform  # noqa: E402
 from decoptim.core.kernels import coordinated as coordinated_kernels  # noqa: E402
+from decoptim.core.kernels import table  # noqa: E402
 from decoptim.core.kernels.bok_topm import _head, bok_topm_probs, bok_topm_sample  # noqa: E402
 from decoptim.core.kernels.candidates import (  # noqa: E402
     CAP,
@@ -179,7 +180,7 @@ def check_bok_prob_weights_equal_reference() -> None:
     for setting in settings:
         for solver, steps in (("exact", 5), ("mirror", 5), ("mirror", 1)):
             decoder = d.BestOfK(**setting, weights="prob", solver=solver, steps=steps)
-            q = decoder._solve_cuda(z, "prob")
+            q = table.BOK_PROB.probs(decoder, z)
             ref = decoder.probs(z.double())
             err = float((q.double() - ref).abs().max())
             assert err < 2e-6, f"{setting} {solver} {steps}: max error {err}"
@@ -221,6 +222,36 @@ def check_top_p_sample_equals_the_race_over_its_probs() -> None:
             raced = race_sample(q, torch.Generator().manual_seed(seed))
             assert torch.equal(drawn, raced), (p, tau, seed, drawn, raced)
             assert (q.gather(1, drawn[:, None]) > 0).all(), (p, tau, seed, drawn)
+
+
+def check_table_routes_equal_reference() -> None:
+    """Every kernel route of the kernel table, reached through the decoders' own `probs` and
+    `sample` (with the CUDA check patched to say yes), against the float64 torch path."""
+    from decoptim.core import decoders
+
+    z = crowded(3000, 7)
+    routed = [
+        (d.Sparsemax(), "tsallis"),
+        (d.Entmax(1.5, 0.7), "tsallis"),
+        (d.TopP(0.9, 0.8), "top_p"),
+        (d.BestOfK(8, 0.5, 0.3), "bok_prob"),
+        (d.BestOfK(8, 0.5, 0.3, solver="mirror"), "bok_prob"),
+        (d.BestOfK(8, 2.0, 0.2, weights="rank", top_m=16), "bok_topm"),
+        (d.BestOfK(8, 2.0, 0.2, support=d.TopKSupport(40)), "torch"),
+    ]
+    saved = table.use_kernels, decoders.use_kernels
+    table.use_kernels = decoders.use_kernels = lambda x: True
+    try:
+        for decoder, name in routed:
+            assert table.route_name(decoder, z) == name, (decoder, table.route_name(decoder, z))
+            q = decoder.probs(z)
+            ref = decoder.probs(z.double())
+            err = float((q.double() - ref).abs().max())
+            assert err < 2e-6, f"{decoder!r}: max error {err}"
+            drawn = decoder.sample(z, generator=torch.Generator().manual_seed(0))
+            assert (ref.gather(1, drawn[:, None]) > 0).all(), (decoder, drawn)
+    finally:
+        table.use_kernels, decoders.use_kernels = saved
 
 
 def check_race_combines_its_programs_winners() -> None:

@@ -1,5 +1,6 @@
 """Triton kernels for the hot paths on CUDA. The torch code in decoptim.core stays the CPU
-path and the reference; a kernel is used only for CUDA tensors when Triton imports."""
+path and the reference; a kernel is used only for CUDA tensors when Triton imports. Which
+kernel solves which decoder is read from one table, `decoptim.core.kernels.table`."""
 
 from __future__ import annotations
 

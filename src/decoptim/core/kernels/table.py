@@ -1,0 +1,231 @@
+r"""The kernel table: which Triton path solves (and samples) a decoder's problem on CUDA.
+
+    KERNELS[(objective or regulariser type, support type)] = routes, tried in order
+
+A decoder names its key with `kernel_key()`: (type(Ω), type(C)) for a regularised linear
+problem (None for Ω when there is none, as for greedy), (KLCoverage, type(C)) for
+Best-of-K. Types match exactly: a subclass is a new composite. A `Route` is one kernel
+entry: `probs` writes q, `sample` (where there is one) draws without writing q, and
+`covers` says which settings of the decoder it handles (a budget, a solver, a range).
+
+- A key whose routes do not cover the decoder's settings runs on the torch path; so does a
+  key listed with no routes (its torch ops are that composite's GPU implementation).
+- A key missing from the table runs on the torch path too, and says so with a warning,
+  once per (decoder class, support type).
+- Only float32 rows on CUDA with the kernels enabled are routed; all else is torch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..checks import Param, kernel_rows, per_row
+from ..problem import KLCoverage
+from ..regularizers import Shannon, Tsallis
+from ..supports import (
+    EpsilonSupport,
+    EtaSupport,
+    Full,
+    MinPSupport,
+    TopKSupport,
+    TopPSupport,
+    TypicalSupport,
+)
+from . import MAX_FUSED_TOP_M, use_kernels
+
+# The w = p Best-of-K kernels give NaN rows beyond these coverage slopes βK (measured on an
+# H200: mirror from βK ≈ 800, exact from 1e5, where e^{βK·max p} in their head bound
+# overflows); such settings run on the torch path, which is exact there too.
+KERNEL_PROB_MAX_SLOPE = {"mirror": 128.0, "exact": 1e4}
+
+Decoder = Any  # decoptim.core.decoders.Decoder (which imports this module)
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    covers: Callable[[Decoder], bool]
+    probs: Callable[[Decoder, Tensor], Tensor]
+    sample: Callable[[Decoder, Tensor, torch.Generator | None], Tensor] | None = None
+
+
+def _rows(name: str, value: Param, x: Tensor) -> Tensor:
+    # A scalar or per-row parameter as the float32 [rows] vector that kernels read.
+    return kernel_rows(per_row(name, value, x) if isinstance(value, Tensor) else value, x)
+
+
+# --- Tsallis-α over every token (sparsemax, entmax): bisection on the threshold ------------
+
+
+def _tsallis_probs(decoder: Decoder, x: Tensor) -> Tensor:
+    from .tsallis import tsallis_probs
+
+    inv_tau = _rows("temperature", 1.0 / decoder.temperature, x)
+    return tsallis_probs(x, inv_tau, decoder.regularizer.alpha)
+
+
+TSALLIS = Route(
+    "tsallis", covers=lambda decoder: decoder.solver in ("auto", "bisect"), probs=_tsallis_probs
+)
+
+
+# --- Shannon over a top-p support (nucleus sampling) ---------------------------------------
+
+
+def _top_p_rows(decoder: Decoder, x: Tensor) -> tuple[Tensor, Tensor]:
+    return _rows("temperature", 1.0 / decoder.temperature, x), _rows("p", decoder.support.p, x)
+
+
+def _top_p_probs(decoder: Decoder, x: Tensor) -> Tensor:
+    from .top_p import top_p_probs
+
+    return top_p_probs(x, *_top_p_rows(decoder, x))
+
+
+def _top_p_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    from .top_p import top_p_sample
+
+    return top_p_sample(x, *_top_p_rows(decoder, x), generator)
+
+
+TOP_P = Route("top_p", covers=lambda decoder: True, probs=_top_p_probs, sample=_top_p_sample)
+
+
+# --- Best-of-K over every token: w = p (exact or mirror), top-M and rank weights (exact) ----
+
+
+def _bok_rows(decoder: Decoder, x: Tensor) -> dict[str, Tensor]:
+    """Per-row float32 vectors for the kernels: c = 1/τ_p + 1/(λτ_s), βK, K and 1/τ_p."""
+
+    def value(name: str, v: Param) -> float | Tensor:
+        # Python numbers stay numbers, so the per-row vectors below come from a cache.
+        return per_row(name, v, x) if isinstance(v, Tensor) else float(v)
+
+    tau = value("temperature", decoder.temperature)
+    tau_s = tau if decoder.scores == "tempered" else 1.0
+    tau_p = tau if decoder.reference == "tempered" else 1.0
+    k = value("k", decoder.k)
+    c = 1.0 / tau_p + 1.0 / (value("lam", decoder.lam) * tau_s)
+    beta_k = value("beta", decoder.beta) * k
+    return {
+        "c": kernel_rows(c, x),
+        "beta_k": kernel_rows(beta_k, x),
+        "k": kernel_rows(k, x),
+        "inv_tau_p": kernel_rows(1.0 / tau_p, x),
+    }
+
+
+def _bok_prob_covers(decoder: Decoder) -> bool:
+    # w = p, with the exact solver or mirror ascent of the default step 1/λ, up to the slope.
+    if isinstance(decoder.weights, Tensor) or decoder.weights != "prob":
+        return False
+    exact_or_default_mirror = decoder.solver == "exact" or decoder.step_size is None
+    return exact_or_default_mirror and decoder._slope_bound <= KERNEL_PROB_MAX_SLOPE[decoder.solver]
+
+
+def _bok_prob_probs(decoder: Decoder, x: Tensor) -> Tensor:
+    from .bok_prob import bok_prob_probs
+
+    rows = _bok_rows(decoder, x)
+    steps = decoder.steps if decoder.solver == "mirror" else 0
+    return bok_prob_probs(
+        x, rows["c"], rows["inv_tau_p"], rows["beta_k"], rows["k"], steps,
+        decoder.outer_iterations, decoder.inner_iterations,
+    )  # fmt: skip
+
+
+def _bok_topm_covers(decoder: Decoder) -> bool:
+    # Top-M or rank weights with the exact solver, M ≤ MAX_FUSED_TOP_M.
+    if isinstance(decoder.weights, Tensor) or decoder.weights not in ("topm", "rank"):
+        return False
+    return decoder.solver == "exact" and decoder.top_m <= MAX_FUSED_TOP_M
+
+
+def _bok_topm_probs(decoder: Decoder, x: Tensor) -> Tensor:
+    from .bok_topm import bok_topm_probs
+
+    rows = _bok_rows(decoder, x)
+    return bok_topm_probs(
+        x, rows["c"], rows["beta_k"], rows["k"], decoder.top_m, decoder.weights == "rank",
+        decoder.outer_iterations, decoder.inner_iterations,
+    )  # fmt: skip
+
+
+def _bok_topm_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    from .bok_topm import bok_topm_sample
+
+    rows = _bok_rows(decoder, x)
+    return bok_topm_sample(
+        x, rows["c"], rows["beta_k"], rows["k"], decoder.top_m, decoder.weights == "rank",
+        decoder.outer_iterations, decoder.inner_iterations, generator,
+    )  # fmt: skip
+
+
+BOK_PROB = Route("bok_prob", covers=_bok_prob_covers, probs=_bok_prob_probs)
+BOK_TOPM = Route(
+    "bok_topm", covers=_bok_topm_covers, probs=_bok_topm_probs, sample=_bok_topm_sample
+)
+
+
+# --- the table -----------------------------------------------------------------------------
+
+Key = tuple[type | None, type]
+
+KERNELS: dict[Key, tuple[Route, ...]] = {
+    (Tsallis, Full): (TSALLIS,),
+    (Shannon, TopPSupport): (TOP_P,),
+    (KLCoverage, Full): (BOK_PROB, BOK_TOPM),
+    # The torch path by design: softmax and a mask are a few passes of torch ops, and
+    # sampling goes through the race kernel over q (greedy takes the argmax).
+    (None, Full): (),
+    (Shannon, Full): (),
+    (Shannon, TopKSupport): (),
+    (Shannon, MinPSupport): (),
+    (Shannon, TypicalSupport): (),
+    (Shannon, EpsilonSupport): (),
+    (Shannon, EtaSupport): (),
+}
+
+_WARNED: set[tuple[type, type]] = set()
+
+
+def kernel_route(decoder: Decoder, x: Tensor) -> Route | None:
+    """The kernel route that solves `decoder`'s problem for checked logits `x`; None for
+    the torch path (a composite missing from `KERNELS` warns once, see the module doc)."""
+    if x.dtype != torch.float32 or not use_kernels(x):
+        return None
+    key = decoder.kernel_key()
+    if key is None:
+        return None
+    routes = KERNELS.get(key)
+    if routes is None:
+        _warn_uncovered(decoder, key)
+        return None
+    return next((route for route in routes if route.covers(decoder)), None)
+
+
+def _warn_uncovered(decoder: Decoder, key: Key) -> None:
+    objective, support = key
+    seen = (type(decoder), support)
+    if seen in _WARNED:
+        return
+    _WARNED.add(seen)
+    name = "none" if objective is None else objective.__name__
+    warnings.warn(
+        f"{type(decoder).__name__} with support {support.__name__} (objective {name}) has no "
+        "entry in decoptim's kernel table; it runs on the torch path on CUDA (slower, "
+        "same result). This is said once per decoder class and support type.",
+        stacklevel=4,
+    )
+
+
+def route_name(decoder: Decoder, x: Tensor) -> str:
+    """The name of the route `kernel_route` picks ("torch" for the torch path)."""
+    route = kernel_route(decoder, x)
+    return "torch" if route is None else route.name
