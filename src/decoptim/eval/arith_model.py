@@ -26,7 +26,7 @@ import torch
 from .arith import make_problem, prompt
 from .model_cache import build_atomically
 from .runner import progress_bar
-from .training import cached_or_built, optimizer_step, save_trained, seeded
+from .training import TrainingConfig, cached_or_built, optimizer_step, save_trained, seeded
 
 SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
 CHARS = sorted(set(string.printable) - set("\t\r\x0b\x0c"))
@@ -47,18 +47,19 @@ def arith_words() -> list[str]:
 
 
 @dataclass(frozen=True)
-class ArithFit:
-    """What `fit_on_arith` reads; subclasses add their model's settings and a cache prefix."""
+class ArithFit(TrainingConfig):
+    """What `fit_on_arith` reads; subclasses add their model's settings and a cache prefix.
 
-    seed: int = 0
+    BOS starts every training text, WEIGHT_DECAY is AdamW's: fixed for each kind of model,
+    so not fields (nor part of the cache key)."""
+
     difficulty: int = 1
     steps: int = 550
     batch_size: int = 64
     learning_rate: float = 3e-3
     PREFIX: ClassVar[str] = "arith"
-
-    def key(self) -> str:
-        return f"{self.PREFIX}-" + "-".join(f"{k}{v}" for k, v in asdict(self).items())
+    BOS: ClassVar[str] = "<bos>"
+    WEIGHT_DECAY: ClassVar[float] = 0.01
 
 
 @dataclass(frozen=True)
@@ -109,21 +110,18 @@ def training_batch(tokenizer, rng: random.Random, difficulty: int, batch_size: i
 
 
 def fit_on_arith(
-    model,
-    tokenizer,
-    rng: random.Random,
-    config: ArithFit,
-    weight_decay: float,
-    bos: str,
-    desc: str,
-    progress: bool = True,
-) -> float:
+    model, tokenizer, rng: random.Random, config: ArithFit, desc: str, progress: bool = True
+) -> dict:
     """AdamW with warm-up and cosine decay on fresh arith problems; the trainable parameters
-    are those with requires_grad. Returns the last step's loss."""
+    are those with requires_grad. Returns what the training record says of the fit: its
+    seconds, the last step's loss (`final_loss`) and the device type."""
+    start = time.time()
     device = next(model.parameters()).device
     trainable = [p for p in model.parameters() if p.requires_grad]
     steps = config.steps
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(
+        trainable, lr=config.learning_rate, weight_decay=config.WEIGHT_DECAY
+    )
     warmup = max(1, steps // 20)
 
     def schedule(step: int) -> float:
@@ -135,7 +133,7 @@ def fit_on_arith(
     bar = progress_bar(steps, desc, "step", progress)
     model.train()
     for _step in range(steps):
-        batch = training_batch(tokenizer, rng, config.difficulty, config.batch_size, bos)
+        batch = training_batch(tokenizer, rng, config.difficulty, config.batch_size, config.BOS)
         input_ids, mask, labels = (t.to(device) for t in batch)
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         optimizer_step(loss, optimizer, lr_schedule, trainable)
@@ -144,7 +142,11 @@ def fit_on_arith(
             bar.update(1)
     if bar is not None:
         bar.close()
-    return float(loss.detach())
+    return {
+        "seconds": round(time.time() - start, 1),
+        "final_loss": float(loss.detach()),
+        "device": device.type,
+    }
 
 
 def train_arith_model(
@@ -169,17 +171,7 @@ def train_arith_model(
     )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = LlamaForCausalLM(model_config).to(device)
-    start = time.time()
-    loss = fit_on_arith(
-        model,
-        tokenizer,
-        rng,
-        config,
-        weight_decay=0.01,
-        bos="<bos>",
-        desc="train arith model",
-        progress=progress,
-    )
+    fit = fit_on_arith(model, tokenizer, rng, config, "train arith model", progress)
     model.eval().cpu()
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
@@ -187,13 +179,7 @@ def train_arith_model(
         pad_token_id=tokenizer.pad_token_id,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {
-        **asdict(config),
-        "seconds": round(time.time() - start, 1),
-        "final_loss": loss,
-        "device": device.type,
-    }
-    save_trained(out_dir, model, tokenizer, record)
+    save_trained(out_dir, model, tokenizer, {**asdict(config), **fit})
     return out_dir
 
 

@@ -58,6 +58,7 @@ from .runner import progress_bar
 from .tasks import GSM8KTask, read_jsonl
 from .training import (
     TRAINING_RECORD,
+    TrainingConfig,
     end_with_tokenizer_eos,
     optimizer_step,
     save_trained,
@@ -72,14 +73,13 @@ IGNORE = -100
 
 
 @dataclass(frozen=True)
-class GSM8KTraining:
-    """The settings of a fine-tune; `key()` names its cache directory.
+class GSM8KTraining(TrainingConfig):
+    """The settings of a fine-tune (and `seed`); `key()` names its cache directory.
 
     `warmup` is the fraction of the steps spent warming up (at least one step); `limit`
     keeps the data file's first rows only (None: all of them).
     """
 
-    seed: int = 0
     epochs: int = 3
     batch_size: int = 64
     learning_rate: float = 1e-4
@@ -101,9 +101,6 @@ class GSM8KTraining:
         warmup = self.warmup
         if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup < 1:
             raise ValueError(f"warmup must be a fraction in [0, 1), got warmup={warmup!r}")
-
-    def key(self) -> str:
-        return f"{self.PREFIX}-" + "-".join(f"{k}{v}" for k, v in asdict(self).items())
 
 
 def _check_int(name: str, value: object, least: int) -> None:

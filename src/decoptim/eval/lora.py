@@ -1,23 +1,22 @@
 """SmolLM2-135M-Instruct fine-tuned on `arith` with a LoRA adapter: a pretrained testbed.
 
 LoRA (Hu et al., 2021) freezes each targeted weight W and learns W + (α/r)·B·A with
-A ∈ R^{r×in}, B ∈ R^{out×r}, B = 0 at the start. `train_smollm2_arith` trains the adapter
-on freshly generated arith problems (seeded), saves it (`adapter.safetensors`, a few MB)
-and, beside it, the merged model as an ordinary Hugging Face directory, so that every
-backend (transformers, vLLM) loads it like any other model. `smollm2_arith_path` trains
-once and caches the result; the model alias is `smollm2-arith`.
+A ∈ R^{r×in}, B ∈ R^{out×r}, B = 0 at the start; the adapter is peft's (`with_lora`:
+LoraConfig and get_peft_model, no dropout, no bias; merged by merge_and_unload).
+`train_smollm2_arith` trains the adapter on freshly generated arith problems (seeded),
+saves it (`adapter.safetensors`, peft's state dict, a few MB) and, beside it, the merged
+model as an ordinary Hugging Face directory, so that every backend (transformers, vLLM)
+loads it like any other model. `smollm2_arith_path` trains once and caches the result; the
+model alias is `smollm2-arith`.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import torch
-from torch import nn
 
 from .arith_model import ArithFit, fit_on_arith
 from .model_cache import build_atomically, smollm2_path
@@ -32,62 +31,29 @@ from .training import (
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-class LoRALinear(nn.Module):
-    """A frozen linear layer plus a trainable low-rank update (α/r)·B·A."""
+def with_lora(model, rank: int, alpha: float, targets=TARGETS):
+    """`model` as a peft model with a fresh LoRA adapter (rank `rank`, scale alpha/rank) on
+    every linear layer named in `targets`; only the adapter is trainable. peft raises a
+    ValueError for a rank below 1 or targets that name no layer."""
+    from peft import LoraConfig, get_peft_model
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float):
-        super().__init__()
-        if rank < 1:
-            raise ValueError(f"rank must be >= 1, got rank={rank}")
-        self.base = base.requires_grad_(False)
-        self.scale = alpha / rank
-        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device))
-        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
-        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + (x @ self.lora_a.T @ self.lora_b.T) * self.scale
-
-    def merged(self) -> nn.Linear:
-        with torch.no_grad():
-            self.base.weight += (self.lora_b @ self.lora_a) * self.scale
-        return self.base
-
-
-def _swap_modules(model: nn.Module, make) -> int:
-    swapped = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            replacement = make(name, child)
-            if replacement is not None:
-                setattr(parent, name, replacement)
-                swapped += 1
-    return swapped
-
-
-def add_lora(model: nn.Module, rank: int, alpha: float, targets=TARGETS) -> int:
-    """Freeze `model` and wrap every linear layer named in `targets`; returns how many."""
-    model.requires_grad_(False)
-    count = _swap_modules(
-        model,
-        lambda name, child: (
-            LoRALinear(child, rank, alpha)
-            if name in targets and isinstance(child, nn.Linear)
-            else None
-        ),
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=list(targets),
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
     )
-    if count == 0:
-        raise ValueError(f"no linear layer named one of {targets} in {type(model).__name__}")
-    return count
+    return get_peft_model(model, config)
 
 
-def merge_lora(model: nn.Module) -> None:
-    """Fold every adapter into its base weight, leaving a plain model."""
-    _swap_modules(model, lambda _, child: child.merged() if isinstance(child, LoRALinear) else None)
+def adapter_weights(adapted) -> dict[str, torch.Tensor]:
+    """The adapter's tensors (peft's state dict: lora_A and lora_B per layer), on the CPU."""
+    from peft import get_peft_model_state_dict
 
-
-def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in model.named_parameters() if "lora_" in k}
+    state = get_peft_model_state_dict(adapted)
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
 @dataclass(frozen=True)
@@ -99,6 +65,14 @@ class LoraTraining(ArithFit):
     rank: int = 8
     alpha: float = 16.0
     PREFIX: ClassVar[str] = "smollm2-arith"
+    BOS: ClassVar[str] = ""  # the eval prompt is tokenized without a BOS
+    WEIGHT_DECAY: ClassVar[float] = 0.0
+
+    def key(self) -> str:
+        # "-peft": since the adapter is peft's, its A matrices start from other draws of the
+        # same seed than the former hand-written LoRA's, so the trained weights differ from
+        # those cached under the old key.
+        return super().key() + "-peft"
 
 
 def train_smollm2_arith(
@@ -112,34 +86,22 @@ def train_smollm2_arith(
     tokenizer = smollm2_tokenizer(base)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True).to(device)
-    layers = add_lora(model, config.rank, config.alpha)
-    start = time.time()
-    loss = fit_on_arith(
-        model,
-        tokenizer,
-        rng,
-        config,
-        weight_decay=0.0,
-        bos="",  # the eval prompt is tokenized without a BOS
-        desc="train smollm2-arith LoRA",
-        progress=progress,
-    )
-    model.eval()
-    adapter = lora_state_dict(model)
-    merge_lora(model)
-    model.cpu()
+    adapted = with_lora(model, config.rank, config.alpha)
+    fit = fit_on_arith(adapted, tokenizer, rng, config, "train smollm2-arith LoRA", progress)
+    adapted.eval()
+    adapter = adapter_weights(adapted)
+    layers = len(adapted.targeted_module_names)
+    model = adapted.merge_and_unload().cpu()
     end_with_tokenizer_eos(model, tokenizer)
+    record = {
+        **asdict(config),
+        "adapted_layers": layers,
+        "adapter_parameters": sum(t.numel() for t in adapter.values()),
+        **fit,
+    }
 
     def write(folder: Path) -> None:
         save_file(adapter, str(folder / "adapter.safetensors"))
-        record = {
-            **asdict(config),
-            "adapted_layers": layers,
-            "adapter_parameters": sum(t.numel() for t in adapter.values()),
-            "seconds": round(time.time() - start, 1),
-            "final_loss": loss,
-            "device": device.type,
-        }
         save_trained(folder, model, tokenizer, record)
 
     return build_atomically(out_dir, write)

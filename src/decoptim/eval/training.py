@@ -1,12 +1,15 @@
-"""What the trainers (arith_model, lora, gsm8k_model) share: their seeding, SmolLM2's
-tokenizer, an optimizer step and how a trained model is saved."""
+"""What the trainers (arith_model, lora, gsm8k_model) share: their settings' base class (a
+seed and a cache key), their seeding, SmolLM2's tokenizer, an optimizer step and how a
+trained model is saved."""
 
 from __future__ import annotations
 
 import json
 import random
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -15,7 +18,19 @@ from .model_cache import cache_dir
 TRAINING_RECORD = "decoptim_training.json"  # beside a trained model: how it was trained
 
 
-def seeded(config) -> random.Random:
+@dataclass(frozen=True)
+class TrainingConfig:
+    """A trainer's settings (subclasses add theirs): `seed` seeds the training (`seeded`);
+    PREFIX and every field's value name its cache directory (`key()`)."""
+
+    seed: int = 0
+    PREFIX: ClassVar[str] = "model"
+
+    def key(self) -> str:
+        return f"{self.PREFIX}-" + "-".join(f"{k}{v}" for k, v in asdict(self).items())
+
+
+def seeded(config: TrainingConfig) -> random.Random:
     """Seeds torch with `config.seed`; returns the training data's own random stream,
     named by the config's PREFIX."""
     torch.manual_seed(config.seed)
