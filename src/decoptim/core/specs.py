@@ -10,7 +10,8 @@ The text form is `name[:key=value,...]`, for example `topk:k=50` or
     scores, reference, outer_iterations, inner_iterations)  bok-beta0(...)  bok-tau(...)
 
 `bok-beta0` is BoK's β = 0 control and `bok-tau` plain sampling at BoK's matched effective
-temperature; both take the same parameters as the `bok` they control.
+temperature; both take the same parameters as the `bok` they control, and are registered
+as its controls (`Control`: `DecoderSpec.control_kind` says which `bok` spec one controls).
 
 More names come from `register_decoder(name, factory)`: `factory(temperature=τ, **params)`
 returns the decoder, and its signature lists the parameters a spec may set. The built-in
