@@ -310,7 +310,7 @@ def test_builtins_are_in_the_registry_in_their_order():
         "bok-beta0",
         "bok-tau",
     )
-    assert "topk" in NAMES and "nucleus" not in NAMES and 3 not in NAMES
+    assert "topk" in NAMES and "nucleus" not in NAMES and 3 not in NAMES and [] not in NAMES
     assert parameters("topk") == ("k",) and parameters("greedy") == ()
     assert (
         not DecoderSpec("greedy").uses_temperature() and DecoderSpec("softmax").uses_temperature()

@@ -239,7 +239,7 @@ def _find(name: object) -> Registered | None:
 def _lookup(name: object) -> Registered | None:
     """`_find`, raising ValueError for an entry point of that name that failed to load."""
     found = _find(name)
-    if found is None and name in _entry_point_errors:
+    if found is None and isinstance(name, str) and name in _entry_point_errors:
         raise ValueError(_entry_point_errors[name])
     return found
 
@@ -256,7 +256,8 @@ def names() -> tuple[str, ...]:
     """Every registered decoder name (the entry points' included), built-ins first, in
     registration order."""
     _load_entry_points()
-    return tuple(_REGISTRY)
+    with _LOCK:
+        return tuple(_REGISTRY)
 
 
 class _Names(Sequence):
