@@ -9,13 +9,7 @@
 # Resumable: rerun the same line after an interruption (a time limit, a lost machine).
 # Extra arguments go to `decoptim eval`.
 set -euo pipefail
-testbed=${1:?arith, smollm2 or gsm8k}
-out=${2:?output directory}
-shift 2
-py=${PYTHON:-python3}
-source "$(dirname "$0")/testbed.sh"
-common=(--model "$model" --task "$task" --data "$data" --limit "$limit"
-        --max-new-tokens "$tokens" --batch-size "$batch" --seed 0 --no-plots "$@")
+source "$(dirname "$0")/testbed.sh"  # testbed, out, py, the model (trained) and common
 $py -m decoptim eval "${common[@]}" --decoders greedy --n 1 --out "$out/$testbed-greedy"
 $py -m decoptim eval "${common[@]}" --preset coord-study --n 16 --group-size 16 \
     --out "$out/$testbed"

@@ -88,26 +88,6 @@ def test_eval_coordinated_report_and_compare(tiny_arith_model, tmp_path, capsys)
     assert "| softmax · coord. K=2 | 1 |" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "extra,message",
-    [
-        (["--n", "4", "--coordinated", "--group-size", "3"], "n=4 samples per problem"),
-        (["--n", "4", "--group-size", "2"], "--group-size 2 applies to coordinated configs"),
-    ],
-)
-def test_eval_bad_coordination_fails_before_loading_a_model(tmp_path, capsys, extra, message):
-    command = ["eval", "--model", str(tmp_path / "no-model"), "--task", "arith"]
-    command += ["--decoders", "softmax", "--out", str(tmp_path / "run"), *extra]
-    try:
-        code = main(command)
-    except SystemExit as exit_:
-        code, err = 1, str(exit_)
-    else:
-        err = capsys.readouterr().err
-    assert code != 0 and message in err
-    assert not (tmp_path / "run").exists()
-
-
 def test_eval_vllm_coordinated_is_refused_before_the_engine_starts(tmp_path, capsys, monkeypatch):
     pytest.importorskip("vllm")
     from decoptim.integrations import vllm as integration
@@ -241,6 +221,8 @@ def test_eval_jsonl_end_to_end_with_numbers(tiny_arith_model, tmp_path, capsys):
         ),
         (["--backend", "vllm", "--kv-cache-memory-bytes", "2.5G"], "must be a byte count"),
         (["--backend", "vllm", "--engine-arg", "no equals"], "must be KEY=VALUE"),
+        (["--n", "4", "--coordinated", "--group-size", "3"], "n=4 samples per problem"),
+        (["--n", "4", "--group-size", "2"], "--group-size 2 applies to coordinated configs"),
     ],
 )
 def test_eval_bad_flags_fail_before_anything_loads(tmp_path, capsys, extra, message):

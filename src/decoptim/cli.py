@@ -165,6 +165,14 @@ def _grid(args: argparse.Namespace):
 # --backend openai's flags: the server, and OpenAIBackend's optional keywords
 SERVER_TUNING = ("concurrency", "retries", "retry_backoff", "request_timeout")
 SERVER_OPTIONS = ("base_url", "api_key", *SERVER_TUNING)
+SERVER_FLAGS = {  # option: (type, help)
+    "base_url": (str, "the API root, e.g. http://localhost:8000/v1"),
+    "api_key": (str, "bearer token (default: $OPENAI_API_KEY, else none)"),
+    "concurrency": (int, "requests in flight at most (default 8)"),
+    "retries": (int, "retries of a request after 429/5xx/timeouts/connection errors (default 8)"),
+    "retry_backoff": (float, "first wait in seconds, doubled per retry up to 60 s (default 1)"),
+    "request_timeout": (float, "seconds to wait for a reply (default 600)"),
+}
 ENGINE_OPTIONS = (
     "tensor_parallel_size",
     "data_parallel_size",
@@ -575,22 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(then `decoptim merge`)",
     )
     server = ev.add_argument_group("--backend openai: an OpenAI-compatible server")
-    server.add_argument("--base-url", help="the API root, e.g. http://localhost:8000/v1")
-    server.add_argument("--api-key", help="bearer token (default: $OPENAI_API_KEY, else none)")
-    server.add_argument("--concurrency", type=int, help="requests in flight at most (default 8)")
-    server.add_argument(
-        "--retries",
-        type=int,
-        help="retries of a request after 429/5xx/timeouts/connection errors (default 8)",
-    )
-    server.add_argument(
-        "--retry-backoff",
-        type=float,
-        help="first wait in seconds, doubled per retry up to 60 s (default 1)",
-    )
-    server.add_argument(
-        "--request-timeout", type=float, help="seconds to wait for a reply (default 600)"
-    )
+    for option in SERVER_OPTIONS:
+        kind, text = SERVER_FLAGS[option]
+        server.add_argument(_flag(option), type=kind, help=text)
     engine = ev.add_argument_group("--backend vllm: engine arguments (recorded in the manifest)")
     engine.add_argument(
         "--max-model-len", type=int, help="prompt + generation tokens (default 4096)"

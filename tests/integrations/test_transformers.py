@@ -39,25 +39,31 @@ def smollm2():
     return load_smollm2()
 
 
-def sampled_distributions(model, decoder, input_ids, steps=3, **extra):
+def generate_through(model, processor_for, input_ids, steps, **extra):
+    """model.generate's output for `steps` new tokens after `input_ids` (no EOS, pad 0, the
+    logits returned), through the processor `processor_for(config)` builds."""
     config = dt.neutral_generation_config(
         model.generation_config,
         max_new_tokens=steps,
         return_dict_in_generate=True,
-        output_scores=True,
         output_logits=True,
         pad_token_id=0,
         eos_token_id=None,
         **extra,
     )
-    processor = dt.DecoderLogitsProcessor(decoder, config)
-    out = model.generate(
+    return model.generate(
         input_ids,
         attention_mask=torch.ones_like(input_ids),
         generation_config=config,
-        logits_processor=LogitsProcessorList([processor]),
+        logits_processor=LogitsProcessorList([processor_for(config)]),
     )
-    return out
+
+
+def sampled_distributions(model, decoder, input_ids, steps=3, **extra):
+    def processor(config):
+        return dt.DecoderLogitsProcessor(decoder, config)
+
+    return generate_through(model, processor, input_ids, steps, output_scores=True, **extra)
 
 
 @pytest.mark.parametrize("decoder", DECODERS, ids=repr)
@@ -232,22 +238,10 @@ def test_generate_rejects_bad_arguments(smollm2):
 
 
 def coordinated_run(model, decoder, prompts, k, steps=3, seed=0, first_group=0):
-    config = dt.neutral_generation_config(
-        model.generation_config,
-        max_new_tokens=steps,
-        num_return_sequences=k,
-        return_dict_in_generate=True,
-        output_logits=True,
-        pad_token_id=0,
-        eos_token_id=None,
-    )
-    processor = dt.CoordinatedLogitsProcessor(decoder, k, seed, first_group, config)
-    out = model.generate(
-        prompts,
-        attention_mask=torch.ones_like(prompts),
-        generation_config=config,
-        logits_processor=LogitsProcessorList([processor]),
-    )
+    def processor(config):
+        return dt.CoordinatedLogitsProcessor(decoder, k, seed, first_group, config)
+
+    out = generate_through(model, processor, prompts, steps, num_return_sequences=k)
     return out.sequences[:, prompts.shape[1] :], out.logits
 
 
