@@ -43,7 +43,7 @@ def test_cuda_equals_cpu(decoder, dtype):
 
 
 @pytest.mark.parametrize(
-    "decoder", [d.TopP(0.9), d.BestOfK(8, 0.05, 1.0, weights="topm")], ids=repr
+    "decoder", [d.Softmax(0.8), d.TopP(0.9), d.BestOfK(8, 0.05, 1.0, weights="topm")], ids=repr
 )
 def test_cuda_sampling_is_reproducible(decoder):
     z = random_logits(64, 32000, 1).cuda()
@@ -81,7 +81,12 @@ def test_cuda_sampler_follows_probs(decoder):
 
 @pytest.mark.parametrize(
     "decoder",
-    [d.TopP(0.95), d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=2), d.Sparsemax(3.0)],
+    [
+        d.Softmax(0.6),
+        d.TopP(0.95),
+        d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=2),
+        d.Sparsemax(3.0),
+    ],
     ids=repr,
 )
 def test_cuda_race_over_rows_split_across_programs_follows_probs(decoder):
@@ -151,6 +156,25 @@ def test_cuda_top_p_sample_equals_the_race_over_its_probs():
         drawn = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(seed))
         raced = race_sample(decoder.probs(z), torch.Generator("cuda").manual_seed(seed))
         assert torch.equal(drawn, raced)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.35, 1e-8, torch.tensor([0.5, 1.5] * 32)])
+def test_cuda_softmax_sample_equals_the_race_over_its_probs(temperature):
+    """Softmax's sample races over exp((z − max z)/τ) in registers, with the race's Philox
+    counters: the same draws as the race over the written q, bar float32 rounding of q's
+    normalisation (q differs from the closed form by one rounding of a common factor)."""
+    from decoptim.core.kernels.race import race_sample
+    from decoptim.core.kernels.table import route_name
+
+    decoder = d.Softmax(temperature)
+    z = random_logits(64, 151936, 7).cuda()
+    assert route_name(decoder, z) == "softmax"
+    same = 0
+    for seed in range(4):
+        drawn = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(seed))
+        raced = race_sample(decoder.probs(z), torch.Generator("cuda").manual_seed(seed))
+        same += int((drawn == raced).sum())
+    assert same >= 4 * 64 - 2, same
 
 
 @pytest.mark.parametrize(
@@ -258,6 +282,7 @@ def test_cuda_bok_with_a_support_takes_the_torch_path_and_equals_cpu():
 
 
 KERNEL_ROUTES = [
+    d.Softmax(0.9),
     d.TopP(0.9),
     d.TopP(1.0),
     d.Sparsemax(),

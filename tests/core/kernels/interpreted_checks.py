@@ -34,7 +34,8 @@ from decoptim.core.kernels.race import (  # noqa: E402
     race_sample,
     race_seed,
 )
-from decoptim.core.kernels.streaming import row_stats, segment_size  # noqa: E402
+from decoptim.core.kernels.streaming import exp_affine, row_stats, segment_size  # noqa: E402
+from decoptim.core.kernels.temperature import softmax_probs, softmax_sample  # noqa: E402
 from decoptim.core.kernels.top_p import top_p_probs, top_p_sample  # noqa: E402
 from decoptim.core.kernels.tsallis import tsallis_probs  # noqa: E402
 from tests.conftest import random_logits  # noqa: E402
@@ -224,6 +225,40 @@ def check_top_p_sample_equals_the_race_over_its_probs() -> None:
             assert (q.gather(1, drawn[:, None]) > 0).all(), (p, tau, seed, drawn)
 
 
+def check_softmax_equals_reference_and_samples_as_the_race_over_its_probs() -> None:
+    # q from the row's max and split sums; the sample races over the same closed form
+    # (shift 0) with the race's Philox counters: the same seed gives the same tokens as the
+    # race over exp((z − max z)/τ) written out.
+    z = crowded(6000, 8) * 0.3
+    for tau in (1.0, 0.7, 1e-8):  # 1e-8, the smallest τ: |z|/τ up to ~1e9
+        inv_tau = kernel_rows(1.0 / tau, z)
+        q = softmax_probs(z, inv_tau)
+        ref = d.Softmax(tau).probs(z.double())
+        err = float((q.double() - ref).abs().max())
+        assert err < 2e-6, f"tau={tau}: max error {err}"
+        z_max = z.amax(-1)
+        written = exp_affine(z, inv_tau, z_max, torch.zeros_like(z_max))
+        for seed in range(4):
+            drawn = softmax_sample(z, inv_tau, torch.Generator().manual_seed(seed))
+            raced = race_sample(written, torch.Generator().manual_seed(seed))
+            assert torch.equal(drawn, raced), (tau, seed, drawn, raced)
+            assert (ref.gather(1, drawn[:, None]) > 0).all(), (tau, seed, drawn)
+
+
+def check_softmax_sample_follows_probs() -> None:
+    scipy_stats = __import__("scipy.stats").stats
+    z = torch.tensor([[2.0, 1.0, 0.5, -1.0, -torch.inf, 0.0, 3.0, -4.0]])
+    q = d.Softmax(1.3).probs(z.double())[0]
+    draws = 4000
+    tokens = softmax_sample(z.expand(draws, -1), kernel_rows(1 / 1.3, z.expand(draws, -1)),
+                            torch.Generator().manual_seed(11))  # fmt: skip
+    counts = torch.bincount(tokens, minlength=8).double()
+    assert counts[4] == 0, counts
+    live = q > 0
+    p_value = scipy_stats.chisquare(counts[live].numpy(), (q[live] * draws).numpy()).pvalue
+    assert p_value > 1e-3, (counts, q * draws, p_value)
+
+
 def check_table_routes_equal_reference() -> None:
     """Every kernel route of the kernel table, reached through the decoders' own `probs` and
     `sample` (with the CUDA check patched to say yes), against the float64 torch path."""
@@ -231,6 +266,8 @@ def check_table_routes_equal_reference() -> None:
 
     z = crowded(3000, 7)
     routed = [
+        (d.Softmax(0.8), "softmax"),
+        (d.Softmax(torch.tensor([0.5, 1.0, 2.0, 1e-3, 1.0])), "softmax"),
         (d.Sparsemax(), "tsallis"),
         (d.Entmax(1.5, 0.7), "tsallis"),
         (d.TopP(0.9, 0.8), "top_p"),

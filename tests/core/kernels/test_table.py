@@ -11,11 +11,12 @@ import decoptim as d
 from decoptim.core import decoders
 from decoptim.core.kernels import MAX_FUSED_TOP_M, table
 
-# The routes each built-in decoder took before the table (decoders.py's and bok.py's own
-# `_kernel_route`), by name: "torch" is the torch path.
+# The route each built-in decoder takes, by name ("torch" is the torch path): those of the
+# former `_kernel_route` methods of decoders.py and bok.py, and softmax's closed form.
 EXPECTED = [
     (d.Greedy(), "torch"),
-    (d.Softmax(0.7), "torch"),
+    (d.Softmax(0.7), "softmax"),
+    (d.SimplexDecoder(d.Shannon(), solver="mirror"), "torch"),
     (d.TopK(50), "torch"),
     (d.TopP(0.9), "top_p"),
     (d.TopP(torch.tensor([0.5, 0.9]), temperature=torch.tensor([0.7, 1.3])), "top_p"),
@@ -47,7 +48,7 @@ EXPECTED = [
     (d.BestOfK(8, 128 / 8, 0.5, solver="mirror"), "bok_prob"),
     (d.BestOfK(8, 256 / 8, 0.5, solver="mirror"), "torch"),
     (d.BestOfK(8, 0.02, 0.2).beta_zero_control(), "bok_prob"),
-    (d.BestOfK(8, 0.02, 0.2).matched_temperature_control(), "torch"),
+    (d.BestOfK(8, 0.02, 0.2).matched_temperature_control(), "softmax"),
 ]
 
 

@@ -75,6 +75,29 @@ TSALLIS = Route(
 )
 
 
+# --- Shannon over every token (temperature sampling): exp((z − max z)/τ), never sorted ---
+
+
+def _softmax_probs(decoder: Decoder, x: Tensor) -> Tensor:
+    from .temperature import softmax_probs
+
+    return softmax_probs(x, _rows("temperature", 1.0 / decoder.temperature, x))
+
+
+def _softmax_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    from .temperature import softmax_sample
+
+    return softmax_sample(x, _rows("temperature", 1.0 / decoder.temperature, x), generator)
+
+
+SOFTMAX = Route(
+    "softmax",
+    covers=lambda decoder: decoder.solver in ("auto", "closed_form"),
+    probs=_softmax_probs,
+    sample=_softmax_sample,
+)
+
+
 # --- Shannon over a top-p support (nucleus sampling) ---------------------------------------
 
 
@@ -179,12 +202,12 @@ Key = tuple[type | None, type]
 
 KERNELS: dict[Key, tuple[Route, ...]] = {
     (Tsallis, Full): (TSALLIS,),
+    (Shannon, Full): (SOFTMAX,),
     (Shannon, TopPSupport): (TOP_P,),
     (KLCoverage, Full): (BOK_PROB, BOK_TOPM),
-    # The torch path by design: softmax and a mask are a few passes of torch ops, and
+    # The torch path by design: a mask and a softmax are a few passes of torch ops, and
     # sampling goes through the race kernel over q (greedy takes the argmax).
     (None, Full): (),
-    (Shannon, Full): (),
     (Shannon, TopKSupport): (),
     (Shannon, MinPSupport): (),
     (Shannon, TypicalSupport): (),
