@@ -1,4 +1,5 @@
-"""Code blocks of docs/evaluation.md that the tests run as written."""
+"""Code blocks of the docs that the tests run as written: a block is marked by a
+`<!-- test: MARKER -->` line before it."""
 
 import os
 import re
@@ -6,16 +7,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-EVALUATION = Path(__file__).resolve().parents[2] / "docs" / "evaluation.md"
+ROOT = Path(__file__).resolve().parents[2]
+EVALUATION = ROOT / "docs" / "evaluation.md"
+
+
+def marked_block(doc: Path, marker: str) -> str:
+    """The fenced code block after `<!-- test: {marker} -->` in the Markdown file `doc`."""
+    found = re.search(
+        rf"<!-- test: {re.escape(marker)} -->\s*```[a-z]*\n(.*?)```", doc.read_text(), re.S
+    )
+    if found is None:
+        name = doc.relative_to(ROOT) if doc.is_relative_to(ROOT) else doc
+        raise LookupError(f"{name} has no code block marked <!-- test: {marker} -->")
+    return found.group(1)
 
 
 def evaluation_block(marker: str) -> str:
     """The fenced block after `<!-- test: {marker} -->` in docs/evaluation.md."""
-    text = EVALUATION.read_text()
-    found = re.search(rf"<!-- test: {re.escape(marker)} -->\s*```[a-z]*\n(.*?)```", text, re.S)
-    if found is None:
-        raise LookupError(f"docs/evaluation.md has no code block marked <!-- test: {marker} -->")
-    return found.group(1)
+    return marked_block(EVALUATION, marker)
 
 
 def run_bash(code: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:

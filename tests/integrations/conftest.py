@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.eval.doc_examples import marked_block
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "vllm.md"
 DOC_PORT = 8000  # the port the doc's examples use
 START_TIMEOUT_S = 900
@@ -30,11 +32,7 @@ START_TIMEOUT_S = 900
 
 def doc_block(marker: str) -> str:
     """The fenced code block that follows `<!-- test: {marker} -->` in docs/vllm.md."""
-    text = DOC.read_text()
-    found = re.search(rf"<!-- test: {re.escape(marker)} -->\s*```[a-z]*\n(.*?)```", text, re.S)
-    if found is None:
-        raise LookupError(f"docs/vllm.md has no code block marked <!-- test: {marker} -->")
-    return found.group(1)
+    return marked_block(DOC, marker)
 
 
 def on_port(code: str, port: int) -> str:
