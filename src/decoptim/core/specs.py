@@ -59,8 +59,9 @@ BOK_NAMES = ("bok", "bok-beta0", "bok-tau")
 # The longest spec (text form) accepted: the longest real one, every BoK parameter spelled
 # out, is about 200 characters.
 MAX_SPEC_LENGTH = 512
-# Given by the caller (the temperature) or an option of `build` (validate), never by a spec.
-NOT_PARAMETERS = ("temperature", "validate")
+# Given by the caller (the temperature) or an option of `build` (validate), never by a spec;
+# a `support` argument (Best-of-K's) is a Python object, composed in Python, not a value.
+NOT_PARAMETERS = ("temperature", "validate", "support")
 # Installed packages add decoders here: each entry point's name is the decoder's name and it
 # loads to the factory (see `register_decoder`).
 ENTRY_POINT_GROUP = "decoptim.decoders"
