@@ -57,6 +57,7 @@ from vllm.v1.sample.logits_processor import (
     BatchUpdate,
     LogitsProcessor,
     MoveDirectionality,
+    process_dict_updates,
 )
 
 from ..core import Decoder
@@ -325,30 +326,21 @@ class DecoptimLogitsProcessor(LogitsProcessor):
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         if batch_update is None or not self.active:
             return
+        # The requests' settings, kept as vLLM's own sparse processors keep theirs.
+        process_dict_updates(
+            self.settings, batch_update, lambda params, _prompt, _outputs: self._admitted(params)
+        )
+        # The coordinated rows' codes (on the device) follow the same updates.
         for index in batch_update.removed:
-            self.settings.pop(index, None)
             self.codes.remove(index)
         for index, params, _, outputs in batch_update.added:
-            setting = self._admitted(params)
             self.codes.remove(index)
-            if setting is None:
-                self.settings.pop(index, None)
-            else:
-                self.settings[index] = setting
-                membership = request_membership(params) if setting[0] is not None else None
-                if membership is not None:
-                    self.codes.add(index, membership, outputs)
+            spec = self.settings.get(index, (None,))[0]
+            membership = request_membership(params) if spec is not None else None
+            if membership is not None:
+                self.codes.add(index, membership, outputs)
         for source, target, direction in batch_update.moved:
             self.codes.move(source, target, direction == MoveDirectionality.SWAP)
-            moving = self.settings.pop(source, None)
-            if direction == MoveDirectionality.SWAP:
-                staying = self.settings.pop(target, None)
-                if staying is not None:
-                    self.settings[source] = staying
-            else:
-                self.settings.pop(target, None)
-            if moving is not None:
-                self.settings[target] = moving
         self._groups = None
 
     @staticmethod
