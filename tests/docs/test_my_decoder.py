@@ -2,7 +2,6 @@
 TOML grid, run as written; the samples come from the user's decoder."""
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import decoptim as d
 from decoptim.cli import main
 from decoptim.eval.grid import load_grid_file
 from tests.core.test_specs import EXAMPLE, fresh_registry  # noqa: F401  (a fixture, used by name)
-from tests.eval.doc_examples import run_bash
+from tests.eval.doc_examples import marked_block, run_bash
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "decoders.md"
@@ -20,12 +19,7 @@ DOC = ROOT / "docs" / "decoders.md"
 
 def decoders_block(marker: str) -> str:
     """The fenced block after `<!-- test: {marker} -->` in docs/decoders.md."""
-    found = re.search(
-        rf"<!-- test: {re.escape(marker)} -->\s*```[a-z]*\n(.*?)```", DOC.read_text(), re.S
-    )
-    if found is None:
-        raise LookupError(f"docs/decoders.md has no code block marked <!-- test: {marker} -->")
-    return found.group(1)
+    return marked_block(DOC, marker)
 
 
 @pytest.mark.usefixtures("fresh_registry")
