@@ -189,13 +189,17 @@ def test_user_weight_tensor_and_top_m_tie_rule():
     assert q_user[0, 4] > q_none[0, 4] and q_user[0, 1] > q_none[0, 1]
 
 
+# A row of logits built to be hard: large, tied and masked values.
+ADVERSARIAL_ROW = st.lists(
+    st.one_of(st.floats(-1e4, 1e4, width=32), st.sampled_from([0.0, 1.0, -math.inf])),
+    min_size=1,
+    max_size=30,
+)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
-    values=st.lists(
-        st.one_of(st.floats(-1e4, 1e4, width=32), st.sampled_from([0.0, 1.0, -math.inf])),
-        min_size=1,
-        max_size=30,
-    ),
+    values=ADVERSARIAL_ROW,
     weights=st.sampled_from(["prob", "topm", "rank"]),
     solver=st.sampled_from(["exact", "mirror"]),
 )
@@ -439,11 +443,7 @@ def test_support_composes_with_the_controls_and_sampling():
 
 @settings(max_examples=40, deadline=None)
 @given(
-    values=st.lists(
-        st.one_of(st.floats(-1e4, 1e4, width=32), st.sampled_from([0.0, 1.0, -math.inf])),
-        min_size=1,
-        max_size=30,
-    ),
+    values=ADVERSARIAL_ROW,
     weights=st.sampled_from(["prob", "topm", "rank"]),
     solver=st.sampled_from(["exact", "mirror"]),
     support=st.sampled_from(

@@ -4,6 +4,7 @@ merged, give exactly the unsharded run's results."""
 import json
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -159,10 +160,16 @@ def test_runs_that_would_mix_are_refused_before_anything_is_written(tmp_path):
         merge_run(plain)
 
 
-def test_merge_refuses_an_incomplete_or_misfiled_run(tmp_path):
+def both_halves(tmp_path: Path) -> Path:
+    """A run split in two, both shards run to the end."""
     out = tmp_path / "run"
     run(out, Shard(1, 2))
     run(out, Shard(2, 2))
+    return out
+
+
+def test_merge_refuses_an_incomplete_or_misfiled_run(tmp_path):
+    out = both_halves(tmp_path)
     second = out / Shard(2, 2).samples_name
     lines = second.read_text().splitlines(keepends=True)
     second.write_text("".join(lines[:-1]))  # shard 2 stopped one record short
@@ -183,9 +190,7 @@ def test_merge_refuses_an_incomplete_or_misfiled_run(tmp_path):
 
 
 def test_shards_of_different_runs_are_not_read_as_one(tmp_path):
-    out = tmp_path / "run"
-    run(out, Shard(1, 2))
-    run(out, Shard(2, 2))
+    out = both_halves(tmp_path)
     path = out / Shard(2, 2).manifest_name
     path.write_text(json.dumps({**json.loads(path.read_text()), "seed": 5}))
     with pytest.raises(
