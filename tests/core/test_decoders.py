@@ -263,3 +263,47 @@ def test_every_decoder_states_its_problem_in_two_lines_of_math():
         first, second = cls.__doc__.strip().splitlines()[:2]
         assert "argmax_{q ∈ Δ" in first and second.strip(), cls
     assert "supp q ⊆ C" in d.BestOfK.__doc__.splitlines()[0]
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_each_call_looks_up_the_kernel_route_once_and_solves_by_it(monkeypatch, validate):
+    # A fake route that puts all mass on token 2: probs and sample must solve by the route
+    # that `_checked` looked up, and no call may look it up twice.
+    from decoptim.core import decoders as decoders_module
+    from decoptim.core.kernels.table import Route
+
+    def on_token_2(decoder, x):
+        return torch.nn.functional.one_hot(torch.full(x.shape[:-1], 2), x.shape[-1]).to(x.dtype)
+
+    lookups = []
+
+    def counted(decoder, x):
+        lookups.append(type(decoder).__name__)
+        return Route("fake", covers=lambda decoder: True, probs=on_token_2)
+
+    def looked_up(method, *args):
+        lookups.clear()
+        result = method(*args)
+        return len(lookups), result
+
+    monkeypatch.setattr(decoders_module, "kernel_route", counted)
+    logits = random_logits(3, 7, seed=1)
+    token_2 = torch.full((3,), 2)
+    for make in [*DECODERS.values(), lambda: d.BestOfK(4, 0.5, 1.0)]:
+        decoder = make()
+        decoder.validate = validate
+        greedy = isinstance(decoder, d.Greedy)
+
+        count, q = looked_up(decoder.probs, logits)
+        assert count == 1 and torch.equal(q.argmax(-1), token_2), decoder
+        count, tokens = looked_up(decoder.sample, logits)
+        # Greedy's sample is the argmax of the checked logits: no route unless NaN cleaning
+        # (validate=False) needs it.
+        assert count == (0 if greedy and validate else 1), decoder
+        assert greedy or torch.equal(tokens, token_2), decoder
+        count, certificate = looked_up(decoder.certificate, logits)
+        assert count == 1, decoder
+        count, given = looked_up(decoder.certificate, logits, on_token_2(None, logits))
+        assert count == (0 if validate else 1), decoder
+        torch.testing.assert_close(certificate.gap, given.gap, equal_nan=True)
+        torch.testing.assert_close(certificate.infeasibility, given.infeasibility)

@@ -36,7 +36,7 @@ from .supports import (
 
 class Decoder:
     """Base class. Subclasses implement `problem` and `kernel_key` (and may override
-    `_solve_torch`, the torch path's solver, or `_solve` as a whole)."""
+    `_solve_torch`, the torch path's solver, or `_solve(x, route)` as a whole)."""
 
     validate: bool = True
 
@@ -53,36 +53,40 @@ class Decoder:
         # The Triton path that solves this input, None for the torch path.
         return kernel_route(self, x)
 
-    def _solve(self, x: Tensor) -> Tensor:
-        route = self._kernel(x)
+    def _solve(self, x: Tensor, route: Route | None) -> Tensor:
+        # `route`: `_kernel(x)`, looked up once per call by `_checked`.
         return self._solve_torch(x) if route is None else route.probs(self, x)
 
     def _solve_torch(self, x: Tensor) -> Tensor:
         return solve(self.problem(x))
 
-    def _checked(self, logits: Tensor) -> Tensor:
-        """`logits` checked and upcast. Without validation a NaN entry drops out of the
-        support like −inf: here on the torch path, as the kernels read it on theirs."""
+    def _checked(self, logits: Tensor, solving: bool = True) -> tuple[Tensor, Route | None]:
+        """`logits` checked and upcast, and the kernel route for them (`_kernel`, looked up
+        once per call; not looked up, None, when not `solving` and validating). Without
+        validation a NaN entry drops out of the support like −inf: here on the torch path,
+        as the kernels read it on theirs."""
         x = check_logits(logits, self.validate)
-        if not self.validate and self._kernel(x) is None:
+        if not solving and self.validate:
+            return x, None
+        route = self._kernel(x)
+        if not self.validate and route is None:
             x = torch.nan_to_num(x, nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)
-        return x
+        return x, route
 
     def probs(self, logits: Tensor) -> Tensor:
         """The decoder's distribution: same shape and device as `logits`; rows sum to 1."""
-        return self._solve(self._checked(logits))
+        return self._solve(*self._checked(logits))
 
     def sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One token id per row ([...], int64), drawn from `probs(logits)`."""
-        x = self._checked(logits)
+        x, route = self._checked(logits)
         if use_kernels(x):
             from .kernels.race import race_sample
 
-            route = self._kernel(x)
             if route is not None and route.sample is not None:
                 return route.sample(self, x, generator)
-            return race_sample(self._solve(x), generator)
-        q = self._solve(x)
+            return race_sample(self._solve(x, route), generator)
+        q = self._solve(x, route)
         flat = q.reshape(-1, q.shape[-1])
         return torch.multinomial(flat, 1, generator=generator).reshape(q.shape[:-1])
 
@@ -95,8 +99,8 @@ class Decoder:
     def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:
         """Optimality figures of `probs` (default: this decoder's output) for its problem:
         the Frank–Wolfe gap of `problem(logits)` in float64 and the infeasibility."""
-        x = self._checked(logits)
-        q = self._solve(x) if probs is None else probs
+        x, route = self._checked(logits, solving=probs is None)
+        q = self._solve(x, route) if probs is None else probs
         if q.shape != x.shape:
             raise ValueError(f"probs has shape {tuple(q.shape)}, logits {tuple(x.shape)}")
         return self.problem(x).certificate(q)
@@ -176,7 +180,7 @@ class Greedy(Decoder):
         return None, Full
 
     def sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return self._checked(logits).argmax(-1)
+        return self._checked(logits, solving=False)[0].argmax(-1)
 
     def __repr__(self) -> str:
         return "Greedy()"
