@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import decoptim as d
-from decoptim.core.coordinated import Codes, coordinated_sample, group_codes, start_codes
+from decoptim.core.coordinated import (
+    Codes,
+    coordinated_sample,
+    group_codes,
+    resumed_codes,
+    start_codes,
+)
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
@@ -106,9 +112,7 @@ def test_long_tail_at_v_150k_is_drawn_no_more_than_its_mass():
     seed=st.integers(0, 2**40),
     concentration=st.sampled_from([0.3, 1.0, 5.0]),
 )
-def test_every_group_takes_each_token_between_floor_and_ceil_of_k_q(
-    k, vocab, seed, concentration
-):
+def test_every_group_takes_each_token_between_floor_and_ceil_of_k_q(k, vocab, seed, concentration):
     """K evenly spaced codes: a bucket of width q holds ⌊Kq⌋ or ⌈Kq⌉ of them, so a token
     with q ≥ 1/K is taken by every group at least once."""
     generator = torch.Generator().manual_seed(seed % 2**31)
@@ -212,3 +216,55 @@ def test_one_row_per_sample_draws_what_a_shared_row_draws(vocab):
     apart = (shared_codes.value - per_row_codes.value).abs()
     apart = torch.minimum(apart, 1 - apart)  # codes live on a circle: 1 − ε is next to 0
     assert (apart <= vocab * 2.0**-50 / chosen).all()
+
+
+def resumed_tokens(codes_at_3) -> tuple[list[torch.Tensor], torch.Tensor]:
+    # 20,000 samples take three tokens from q, then a fourth with codes_at_3(codes after the
+    # three draws): returns the three prefix tokens and the fourth.
+    q = torch.tensor([0.4, 0.3, 0.15, 0.1, 0.05], dtype=torch.float64)
+    codes = group_codes(groups=2500, k=8, seed=11)
+    prefix = []
+    for _ in range(3):
+        token, codes = coordinated_sample(q, codes)
+        prefix.append(token)
+    token, _ = coordinated_sample(q, codes_at_3(codes))
+    assert chi_square_pvalue(token, q) > 1e-3
+    return prefix, token
+
+
+def independence_pvalues(prefix: list[torch.Tensor], token: torch.Tensor) -> list[float]:
+    pvalues = []
+    for earlier in prefix:
+        table = torch.zeros(5, 5, dtype=torch.float64)
+        table.index_put_((earlier, token), torch.ones(len(token), dtype=torch.float64), True)
+        pvalues.append(float(scipy_stats.chi2_contingency(table.numpy()).pvalue))
+    return pvalues
+
+
+def test_a_resumed_sample_draws_from_q_independently_of_its_prefix():
+    """Codes from `resumed_codes` at step 3 (a request that lost its codes) draw each token
+    from q whatever tokens the sample took at steps 0..2. The control: a stale code (the
+    sample's start code again) is uniform too, but repeats the first token."""
+    prefix, token = resumed_tokens(lambda codes: resumed_codes(codes.seed, codes.index, 3))
+    assert min(independence_pvalues(prefix, token)) > 1e-3
+    prefix, token = resumed_tokens(lambda codes: start_codes(codes.seed, codes.index, 8))
+    assert torch.equal(token, prefix[0]) and independence_pvalues(prefix, token)[0] < 1e-9
+
+
+def test_resumed_codes_are_the_refill_hash_of_their_step():
+    # The values vLLM's CodeBook gave resumed rows before resumed_codes existed (a run
+    # repeats across versions), with the step broadcast to every sample.
+    from decoptim.core.coordinated import _REFILL, hashed_uniform
+
+    seed, index = torch.tensor([5, 5, 2**61]), torch.tensor([0, 1, 7])
+    codes = resumed_codes(seed, index, 4)
+    four = torch.full((3,), 4)
+    assert torch.equal(codes.value, hashed_uniform(seed, index, four, _REFILL))
+    assert torch.equal(codes.step, four) and torch.equal(codes.seed, seed)
+    assert ((codes.value >= 0) & (codes.value < 1)).all()
+    per_row = resumed_codes(seed, index, torch.tensor([4, 2, 4])).value  # a step per sample
+    assert torch.equal(per_row[[0, 2]], codes.value[[0, 2]]) and per_row[1] != codes.value[1]
+    with pytest.raises(ValueError, match=r"step must be >= 0, got step=\[-1\]"):
+        resumed_codes(seed, index, torch.tensor([0, -1, 2]))
+    with pytest.raises(ValueError, match=r"seed and index must have the same shape"):
+        resumed_codes(seed[:2], index, 1)

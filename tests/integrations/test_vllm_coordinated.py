@@ -110,8 +110,8 @@ def test_code_book_moves_and_swaps_rows_with_their_codes():
 
 def test_code_book_gives_a_row_that_accepted_several_tokens_a_fresh_code():
     # Speculative decoding (or a resumed request) can accept tokens the row was not drawn
-    # for: its code is then the step's refill hash, not the code of its last draw.
-    from decoptim.core.coordinated import _REFILL, hashed_uniform
+    # for: its code is then `resumed_codes` at that step, not the code of its last draw.
+    from decoptim.core.coordinated import resumed_codes
 
     book = CodeBook(torch.device("cpu"))
     outputs = [[], []]
@@ -121,7 +121,7 @@ def test_code_book_gives_a_row_that_accepted_several_tokens_a_fresh_code():
     book.draw([0, 1], q)
     outputs[0].extend([1, 2, 3])  # row 0 accepted three tokens at once; row 1 none
     got = book.draw([0, 1], q)
-    fresh = hashed_uniform(torch.tensor([9]), torch.tensor([0]), torch.tensor([3]), _REFILL)
+    fresh = resumed_codes(torch.tensor([9]), torch.tensor([0]), 3).value
     codes = d.start_codes(torch.full((2,), 9), torch.arange(2), 2)
     value = torch.stack([fresh[0], codes.value[1]])
     expected = d.coordinated_sample(q, codes._replace(value=value, step=torch.tensor([3, 0])))[0]

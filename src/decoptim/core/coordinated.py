@@ -127,6 +127,30 @@ def start_codes(seed: Tensor, index: Tensor, k: Tensor | int) -> Codes:
     return Codes(value, seed, index, zero)
 
 
+def resumed_codes(seed: Tensor, index: Tensor, step: Tensor | int) -> Codes:
+    """Fresh codes for samples that continue at `step` (the number of tokens they have
+    taken) without the codes their earlier draws left: a request resumed after preemption,
+    or one that accepted several tokens at once. Arguments as for `start_codes` (group seeds
+    and indices, int64 [...]), `step` an int or an int64 tensor [...], >= 0.
+
+    Each code is the refill hash of (seed, index, step), a uniform that no draw before
+    `step` read (the draw of step s − 1 adds the hash of step s below the grain of the code
+    it leaves for step s), so it is independent of the sample's tokens so far: the sample
+    stays exact given its prefix, but is no longer stratified against its group (at step
+    0, `start_codes` gives the stratified code)."""
+    seed, index = _as_int64("seed", seed), _as_int64("index", index)
+    step = _as_int64("step", step, like=index)
+    if seed.shape != index.shape:
+        raise ValueError(
+            f"seed and index must have the same shape, got {tuple(seed.shape)} and "
+            f"{tuple(index.shape)}"
+        )
+    step = torch.broadcast_to(step, index.shape).clone()
+    if bool((step < 0).any()):
+        raise ValueError(f"step must be >= 0, got step={_show(step[step < 0])}")
+    return Codes(hashed_uniform(seed, index, step, _REFILL), seed, index, step)
+
+
 def group_codes(
     groups: int, k: int, seed: int = 0, device: torch.device | str = "cpu", first_group: int = 0
 ) -> Codes:
@@ -280,5 +304,6 @@ __all__ = [
     "group_codes",
     "group_seeds",
     "hashed_uniform",
+    "resumed_codes",
     "start_codes",
 ]

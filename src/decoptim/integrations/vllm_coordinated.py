@@ -29,7 +29,13 @@ from dataclasses import dataclass
 import torch
 
 from ..core.checks import shown
-from ..core.coordinated import Codes, coordinated_sample, group_seeds, start_codes
+from ..core.coordinated import (
+    Codes,
+    coordinated_sample,
+    group_seeds,
+    resumed_codes,
+    start_codes,
+)
 from ..core.specs import DecoderSpec, parse_spec
 
 GROUP_SIZE_KEY = "decoptim_group_size"
@@ -164,9 +170,7 @@ class CodeBook:
         step = len(outputs)
         seed, index = torch.tensor([membership.seed]), torch.tensor([membership.index])
         if step:  # joined late (resumed): a fresh uniform code for this step
-            from ..core.coordinated import _REFILL, hashed_uniform
-
-            value = hashed_uniform(seed, index, torch.tensor([step]), _REFILL)
+            value = resumed_codes(seed, index, step).value
         else:
             value = start_codes(seed, index, membership.size).value
         self.current[row] = value.to(self.device)[0]
@@ -198,6 +202,7 @@ class CodeBook:
         row whose last draw was discarded (same count) draws again with the same code; a
         row that accepted tokens it was not drawn for (several at once) gets a fresh code."""
         took, steps = [], []
+        # Stays a loop: the counts exist only as len() of vLLM's per-request Python lists.
         for row in rows:
             slot = self.slots[row]
             accepted = len(slot.outputs)
