@@ -11,6 +11,11 @@
    read once), and ratios to each of those.
 `--scaling` adds tables of milliseconds for B ∈ {1, 8, 64, 256} × V ∈ {32k, 152k, 256k}, as
 calls and replayed as CUDA graphs.
+`--flashinfer` adds the side-by-side table of issue #20: each sampler against FlashInfer's
+equivalent (its `*_from_logits` entry point where one exists, else its fused softmax then
+`*_from_probs`) on the same logits in the same process, for B ∈ {1, 8, 64, 256}, as calls and
+replayed as CUDA graphs. Where FlashInfer does not import, its columns say so and the rest
+still runs (`../shared/tools/flashinfer-slim.sh DIR` builds one that travels).
 `--profile` adds, per decoder, the GPU time of its kernels (torch.profiler) and the time of
 the same step replayed as a CUDA graph (no host-side launch cost), next to the plain call
 and the call through `GraphedStep` (logits copied in, the graph replayed, the tokens
@@ -179,6 +184,8 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=151_936)
     parser.add_argument("--scaling", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--flashinfer", action="store_true")
+    parser.add_argument("--only-flashinfer", action="store_true", help="skip the other tables")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py needs a CUDA device")
@@ -186,6 +193,10 @@ def main() -> None:
         f"# decoptim {d.__version__}, torch {torch.__version__}, {torch.cuda.get_device_name()}, "
         f"triton kernels: {triton_available()}, {date.today()}"
     )
+    if args.flashinfer or args.only_flashinfer:
+        flashinfer_table(args.vocab)
+        if args.only_flashinfer:
+            return
     print("\n## correctness against float64 (fresh random logits, B=16)")
     print(f"{'decoder':22} {'max |q - ref|':>14} {'rel L1':>10}")
     for name, max_err, rel in check(16, args.vocab):
@@ -244,7 +255,102 @@ def graph_replay_ms(step, inputs) -> str:
             step(static)
     except RuntimeError as error:  # not capturable (a host sync inside the step)
         return f"n/a ({str(error)[:40]})"
-    return f"{time_ms(lambda _z: graph.replay(), inputs):.3f}"
+    return f"{time_ms(lambda _z: graph.replay(), inputs):.4f}"
+
+
+def side_by_side_decoders() -> dict[str, d.Decoder]:
+    """The samplers of issue #20's table, in decoptim (τ = 1, as FlashInfer's rows)."""
+    v = {"validate": False}
+    return {
+        "softmax": d.Softmax(1.0, **v),
+        "top-k 50": d.TopK(50, **v),
+        "top-p 0.9": d.TopP(0.9, **v),
+        "min-p 0.1": d.MinP(0.1, **v),
+        "top-k 50 & top-p 0.9": d.SimplexDecoder(
+            d.Shannon(), d.TopKSupport(50) & d.TopPSupport(0.9), **v
+        ),
+        "typical 0.9": d.Typical(0.9, **v),
+        "epsilon 3e-4": d.Epsilon(3e-4, **v),
+        "eta 3e-4": d.Eta(3e-4, **v),
+        "sparsemax": d.Sparsemax(**v),
+        "entmax 1.5": d.Entmax(1.5, **v),
+        "BoK exact top-64": d.BestOfK(8, 0.02, 0.2, weights="topm", top_m=64, **v),
+        "BoK exact prob": d.BestOfK(8, 0.02, 0.2, weights="prob", **v),
+        "BoK mirror 5": d.BestOfK(8, 0.02, 0.2, solver="mirror", **v),
+    }
+
+
+def flashinfer_steps() -> tuple[dict, str]:
+    """FlashInfer's equivalent of each side-by-side sampler (missing where it has none), and
+    its version or why it is absent. Fixed seed and offset: capturable, and the timing does
+    not depend on the random numbers."""
+    try:
+        import flashinfer
+        import flashinfer.sampling as fi
+    except Exception as error:  # not installed, or no compiler for its JIT
+        return {}, f"FlashInfer absent ({type(error).__name__}: {str(error)[:60]})"
+    rng = {"seed": 1234, "offset": 0}
+
+    def probs(z):
+        return fi.softmax(z, temperature=1.0)
+
+    steps = {
+        "softmax": lambda z: fi.sampling_from_logits(z, **rng),
+        "top-k 50": lambda z: fi.top_k_sampling_from_probs(probs(z), 50, **rng),
+        "top-p 0.9": lambda z: fi.top_p_sampling_from_probs(probs(z), 0.9, **rng),
+        "min-p 0.1": lambda z: fi.min_p_sampling_from_probs(probs(z), 0.1, **rng),
+        "top-k 50 & top-p 0.9": lambda z: fi.top_k_top_p_sampling_from_logits(z, 50, 0.9, **rng),
+    }
+    return steps, f"FlashInfer {flashinfer.__version__}"
+
+
+def flashinfer_table(vocab: int) -> None:
+    """decoptim against FlashInfer, ms per step, for B ∈ {1, 8, 64, 256}: as calls, and
+    replayed as CUDA graphs; with each one's ratio to the copy of the logits."""
+    import warnings
+
+    fi_steps, fi_version = flashinfer_steps()
+    print(f"\n## side by side with FlashInfer, V = {vocab}, fp32 ({fi_version})\n")
+    print("ms per step: call / CUDA-graph replay; ×copy is the replayed step over the replayed")
+    print("copy of the logits; 'fi' is FlashInfer's equivalent ('—' where it has none).\n")
+    print("| B | sampler | decoptim call | decoptim replay | ×copy | fi call | fi replay "
+          "| ×copy | decoptim / fi (replay) |")  # fmt: skip
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    ours = side_by_side_decoders()
+    for batch in (1, 8, 64, 256):
+        buffers = max(2, min(8, int(3 * 50e6 // (batch * vocab * 4)) + 1))
+        inputs = make_inputs(batch, vocab, buffers, seed=7)
+        copy_call = time_ms(lambda z: z.clone(), inputs)
+        copy_replay = graph_replay_ms(lambda z: z.clone(), inputs)
+        print(f"| {batch} | copy | {copy_call:.4f} | {copy_replay} | 1.00 | | | | |", flush=True)
+        floor = float(copy_replay)
+        for name, decoder in ours.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the composite's "no kernel table entry" note
+                call = time_ms(decoder.sample, inputs, 30)
+                replay = graph_replay_ms(decoder.sample, inputs)
+            cells = [f"{call:.4f}", replay, _ratio(replay, floor)]
+            step = fi_steps.get(name)
+            if step is None:
+                cells += ["—", "—", "—", "—"]
+            else:
+                fi_call = time_ms(step, inputs, 30)
+                fi_replay = graph_replay_ms(step, inputs)
+                cells += [f"{fi_call:.4f}", fi_replay, _ratio(fi_replay, floor)]
+                cells.append(_ratio(replay, _number(fi_replay)))
+            print(f"| {batch} | {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+def _number(cell: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        return float("nan")
+
+
+def _ratio(cell: str, base: float) -> str:
+    value = _number(cell) / base
+    return "n/a" if value != value else f"{value:.2f}"
 
 
 SCALING = ["softmax", "top-p 0.9", "min-p 0.1", "sparsemax", "entmax 1.5",

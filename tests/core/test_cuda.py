@@ -43,7 +43,9 @@ def test_cuda_equals_cpu(decoder, dtype):
 
 
 @pytest.mark.parametrize(
-    "decoder", [d.Softmax(0.8), d.TopP(0.9), d.BestOfK(8, 0.05, 1.0, weights="topm")], ids=repr
+    "decoder",
+    [d.Softmax(0.8), d.TopP(0.9), d.MinP(0.05), d.BestOfK(8, 0.05, 1.0, weights="topm")],
+    ids=repr,
 )
 def test_cuda_sampling_is_reproducible(decoder):
     z = random_logits(64, 32000, 1).cuda()
@@ -57,6 +59,8 @@ def test_cuda_sampling_is_reproducible(decoder):
 SAMPLED = [
     d.Softmax(0.8),
     d.TopP(0.7),
+    d.MinP(0.1, 1.3),
+    d.Epsilon(0.02, 0.8),
     d.BestOfK(8, 2.0, 0.3),
     # Top-M Best-of-K draws without writing q: head or tail by a race, then the tail's race.
     d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=4),
@@ -84,6 +88,7 @@ def test_cuda_sampler_follows_probs(decoder):
     [
         d.Softmax(0.6),
         d.TopP(0.95),
+        d.MinP(0.3),
         d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=2),
         d.Sparsemax(3.0),
     ],
@@ -175,6 +180,58 @@ def test_cuda_softmax_sample_equals_the_race_over_its_probs(temperature):
         raced = race_sample(decoder.probs(z), torch.Generator("cuda").manual_seed(seed))
         same += int((drawn == raced).sum())
     assert same >= 4 * 64 - 2, same
+
+
+@pytest.mark.parametrize(
+    "decoder",
+    [d.MinP(0.1, 0.45), d.MinP(0.3, 2.3), d.MinP(torch.tensor([0.05, 0.2] * 32), 1.3),
+     d.Epsilon(3e-4, 0.8)],
+    ids=repr,
+)  # fmt: skip
+def test_cuda_floor_route_keeps_the_torch_paths_tokens_and_samples_as_the_race(decoder):
+    """Min-p and epsilon race over exp((z − max z)/τ) above their floor. On rows whose
+    tempered scores crowd min-p's cut, the kernel keeps exactly the tokens the float32 torch
+    path on the same GPU keeps; its draws equal the race over the written q."""
+    from decoptim.core.kernels import set_kernels_enabled
+    from decoptim.core.kernels.race import race_sample
+    from decoptim.core.kernels.table import route_name
+
+    z = random_logits(64, 151936, 8).cuda()
+    if isinstance(decoder.support, d.MinPSupport):
+        # Rows 0–7: z = 2 + τ·x for x on the 64 float32 neighbours either side of log p.
+        p = per_row_values(decoder.support.p, 64)
+        tau = per_row_values(decoder.temperature, 64)
+        for row in range(8):
+            cut = torch.log(torch.tensor(p[row], dtype=torch.float32))
+            step = torch.nextafter(cut, torch.tensor(0.0)) - cut
+            x = cut + torch.arange(-64, 65, dtype=torch.float32) * step
+            z[row] = -30.0
+            z[row, 0] = 2.0
+            z[row, 1:130] = (2.0 + tau[row] * x).cuda()
+    assert route_name(decoder, z) == "floor"
+    q = decoder.probs(z)
+    set_kernels_enabled(False)
+    try:
+        q_torch = decoder.probs(z)
+    finally:
+        set_kernels_enabled(True)
+    if isinstance(decoder.support, d.MinPSupport):
+        assert torch.equal(q > 0, q_torch > 0)
+    torch.testing.assert_close(q, q_torch, atol=2e-6, rtol=1e-4)
+    same = 0
+    for seed in range(4):
+        drawn = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(seed))
+        raced = race_sample(q, torch.Generator("cuda").manual_seed(seed))
+        assert (q.gather(1, drawn[:, None]) > 0).all()
+        same += int((drawn == raced).sum())
+    assert same >= 4 * 64 - 2, same
+
+
+def per_row_values(value, rows: int) -> list[float]:
+    """A scalar or per-row parameter as a list of `rows` Python floats."""
+    if isinstance(value, torch.Tensor):
+        return value.expand(rows).tolist()
+    return [float(value)] * rows
 
 
 @pytest.mark.parametrize(
@@ -284,6 +341,8 @@ def test_cuda_bok_with_a_support_takes_the_torch_path_and_equals_cpu():
 KERNEL_ROUTES = [
     d.Softmax(0.9),
     d.TopP(0.9),
+    d.MinP(0.1),
+    d.Epsilon(3e-4),
     d.TopP(1.0),
     d.Sparsemax(),
     d.Entmax(1.5),

@@ -28,6 +28,7 @@ from decoptim.core.kernels.candidates import (  # noqa: E402
     gather_candidates,
     kth_largest_lower_bound,
 )
+from decoptim.core.kernels.min_p import floor_probs, floor_sample  # noqa: E402
 from decoptim.core.kernels.race import (  # noqa: E402
     _race_pass,
     exponential,
@@ -259,6 +260,80 @@ def check_softmax_sample_follows_probs() -> None:
     assert p_value > 1e-3, (counts, q * draws, p_value)
 
 
+def _near_the_cut(vocab: int, log_p: float, tau: float) -> torch.Tensor:
+    # One row whose tempered scores x = (z − max z)/τ crowd the floor log p: z = max z + τ·x
+    # for x on the 64 float32 neighbours either side of log p, so that the torch path's
+    # rounding of (z − max z)/τ puts some at, some just above and some just below the cut.
+    cut = torch.tensor(log_p, dtype=torch.float32)
+    steps = torch.arange(-64, 65, dtype=torch.float32)
+    x = cut + steps * (torch.nextafter(cut, torch.tensor(0.0)) - cut)
+    row = torch.full((vocab,), -30.0)
+    row[0] = 2.0
+    row[1 : 1 + len(x)] = 2.0 + tau * x
+    return row
+
+
+def check_floor_routes_keep_the_torch_support_and_equal_reference() -> None:
+    # Min-p keeps exactly the float32 torch path's tokens (its x is computed to the bit as
+    # torch computes it), at the cut included; epsilon's floor carries log Σ exp(x) from
+    # split sums, so on rows without a token at its cut it keeps the same tokens too.
+    z = crowded(6000, 9) * 0.5
+    for decoder, epsilon in (
+        (d.MinP(0.1, 0.7), False), (d.MinP(0.5, 1.0), False), (d.MinP(1.0, 1.3), False),
+        (d.Epsilon(3e-4, 0.7), True), (d.Epsilon(0.9, 1.0), True),
+    ):  # fmt: skip
+        p = decoder.support.epsilon if epsilon else decoder.support.p
+        tau = decoder.temperature
+        rows = kernel_rows(tau, z), torch.log(kernel_rows(p, z))
+        q = floor_probs(z, *rows, epsilon=epsilon)
+        ref32, ref = decoder.probs(z), decoder.probs(z.double())
+        err = float((q.double() - ref).abs().max())
+        assert err < 2e-6, f"{decoder!r}: max error {err}"
+        assert torch.equal(q > 0, ref32 > 0), f"{decoder!r}: support differs from torch's"
+    # At these (p, τ) a multiply by 1/τ instead of the division keeps 1–2 tokens more or
+    # fewer on this row than torch does.
+    for p, tau in ((0.1, 0.45), (0.1, 1.3), (0.3, 1.1), (0.3, 2.3)):
+        row = _near_the_cut(3000, float(torch.log(torch.tensor(p))), tau)[None]
+        q = floor_probs(row, kernel_rows(tau, row), torch.log(kernel_rows(p, row)))
+        kept = d.MinP(p, tau).probs(row) > 0
+        assert 0 < int(kept[0, 1:130].sum()) < 129, "the row does not straddle the cut"
+        assert torch.equal(q > 0, kept), (p, tau, (q > 0).nonzero(), kept.nonzero())
+
+
+def check_floor_sample_equals_the_race_over_its_probs() -> None:
+    # The race over exp(x) on the floor, with the race's Philox counters: the same seed gives
+    # the same tokens as the race over that closed form written out.
+    z = crowded(6000, 10) * 0.3
+    for p, tau, epsilon in ((0.1, 1.0, False), (0.02, 0.6, False), (1e-3, 1.3, True)):
+        rows = kernel_rows(tau, z), torch.log(kernel_rows(p, z))
+        z_max = z.amax(-1)
+        q = floor_probs(z, *rows, epsilon=epsilon)
+        for seed in range(4):
+            drawn = floor_sample(z, *rows, epsilon, torch.Generator().manual_seed(seed))
+            raced = race_sample(q, torch.Generator().manual_seed(seed))
+            assert (q.gather(1, drawn[:, None]) > 0).all(), (p, tau, seed, drawn)
+            # q's normalisation rounds each q_v once more than the race's exp(x) does: the
+            # draws may differ on a near tie, so count.
+            assert int((drawn == raced).sum()) >= len(z) - 1, (p, tau, seed, drawn, raced)
+        assert z_max.shape == (len(z),)
+
+
+def check_min_p_sample_follows_probs() -> None:
+    scipy_stats = __import__("scipy.stats").stats
+    z = torch.tensor([[2.0, 1.0, 0.5, -1.0, -torch.inf, 0.0, 3.0, -4.0]])
+    decoder = d.MinP(0.1, 1.3)
+    q = decoder.probs(z.double())[0]
+    draws = 4000
+    rows = z.expand(draws, -1)
+    tokens = floor_sample(rows, kernel_rows(1.3, rows), torch.log(kernel_rows(0.1, rows)),
+                          generator=torch.Generator().manual_seed(12))  # fmt: skip
+    counts = torch.bincount(tokens, minlength=8).double()
+    assert (counts[q == 0] == 0).all(), (counts, q)
+    live = q > 0
+    p_value = scipy_stats.chisquare(counts[live].numpy(), (q[live] * draws).numpy()).pvalue
+    assert p_value > 1e-3, (counts, q * draws, p_value)
+
+
 def check_table_routes_equal_reference() -> None:
     """Every kernel route of the kernel table, reached through the decoders' own `probs` and
     `sample` (with the CUDA check patched to say yes), against the float64 torch path."""
@@ -271,6 +346,9 @@ def check_table_routes_equal_reference() -> None:
         (d.Sparsemax(), "tsallis"),
         (d.Entmax(1.5, 0.7), "tsallis"),
         (d.TopP(0.9, 0.8), "top_p"),
+        (d.MinP(0.1, 0.8), "floor"),
+        (d.MinP(torch.tensor([0.1, 0.3, 0.05, 0.5, 1.0]), 1.2), "floor"),
+        (d.Epsilon(3e-4, 0.9), "floor"),
         (d.BestOfK(8, 0.5, 0.3), "bok_prob"),
         (d.BestOfK(8, 0.5, 0.3, solver="mirror"), "bok_prob"),
         (d.BestOfK(8, 2.0, 0.2, weights="rank", top_m=16), "bok_topm"),
@@ -348,9 +426,9 @@ def check_exponentials_are_exact_at_every_edge() -> None:
 def _race_pass_kernel(q_ptr, seed_ptr, key_ptr, index_ptr, zero_ptr, V, CHUNK,
                       FINE: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     first = tl.program_id(0)  # row 0, split 0 (a grid of one)
-    key, index, zero_word = _race_pass(q_ptr, first, first, V, CHUNK, tl.load(seed_ptr), 0.0,
-                                       0.0, 0.0, 0.0, 0, 0, BLOCK, True, False, False,
-                                       FINE)  # fmt: skip
+    key, _, index, zero_word = _race_pass(q_ptr, first, first, V, CHUNK, tl.load(seed_ptr),
+                                          0.0, 0.0, 0.0, 0.0, 0, 0, BLOCK, True, False, False,
+                                          FINE, False)  # fmt: skip
     lanes = tl.arange(0, BLOCK)
     tl.store(key_ptr + lanes, key)
     tl.store(index_ptr + lanes, index)

@@ -20,7 +20,14 @@ import torch
 import triton
 import triton.language as tl
 
-from .streaming import affine_q, chunk_for, pow2_at_least, splits_for
+from .streaming import (
+    affine_q,
+    chunk_for,
+    floor_mode,
+    load_logits,
+    pow2_at_least,
+    splits_for,
+)
 
 # With lane-wise running maxima, smaller blocks and more programs measured fastest on an
 # H100 (30.6 against 38.8 µs at B = 64, V = 152k).
@@ -68,18 +75,29 @@ def race_update(q, offs, e, best_key, best_index):
 
 
 @triton.jit
-def race_finish(key_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key, best_index,
-                SPLIT_BLOCK: tl.constexpr):  # fmt: skip
+def logit_keys(z, e, c):
+    """Race keys exp(c·(z − max z))/E of candidates given as (z, E), relative to their own
+    max (−1 for z = −inf): the same order as q/E for any common factor of q."""
+    top = tl.max(z, axis=0)
+    return tl.where(z > -float("inf"), tl.exp(c * (z - top)) / e, -1.0)
+
+
+@triton.jit
+def race_finish(key_ptr, e_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key, best_e,
+                best_index, c, SPLIT_BLOCK: tl.constexpr, LOGITS: tl.constexpr):  # fmt: skip
     """Store this program's winner; the row's last program to arrive (counted in
-    arrivals[row], zero before the race) writes the row's winner to out[row]."""
+    arrivals[row], zero before the race) writes the row's winner to out[row]. With LOGITS
+    the lanes hold (z, E), compared by `logit_keys`, and each program stores its (z, E)."""
     split = tl.program_id(1)
     splits = tl.num_programs(1)
     lane = tl.arange(0, best_key.shape[0])
-    winner = tl.argmax(best_key, axis=0)
-    tl.store(key_ptr + row * splits + split, tl.max(best_key, axis=0))
-    tl.store(
-        index_ptr + row * splits + split, tl.sum(tl.where(lane == winner, best_index, 0), axis=0)
-    )
+    keys = logit_keys(best_key, best_e, c) if LOGITS else best_key
+    at_winner = lane == tl.argmax(keys, axis=0)
+    slot = row * splits + split
+    tl.store(key_ptr + slot, tl.max(tl.where(at_winner, best_key, -float("inf")), axis=0))
+    if LOGITS:
+        tl.store(e_ptr + slot, tl.sum(tl.where(at_winner, best_e, 0.0), axis=0))
+    tl.store(index_ptr + slot, tl.sum(tl.where(at_winner, best_index, 0), axis=0))
     # The barrier and the count's release put this program's stores before its arrival;
     # the last program's acquire puts its loads after every arrival. ".cg" reads from L2,
     # past any stale line in this SM's L1.
@@ -87,8 +105,13 @@ def race_finish(key_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key, best_i
     if tl.atomic_add(arrivals_ptr + row, 1, sem="acq_rel", scope="gpu") == splits - 1:
         offs = tl.arange(0, SPLIT_BLOCK)
         present = offs < splits
-        keys = tl.load(key_ptr + row * splits + offs, mask=present, other=-2.0,
-                       cache_modifier=".cg")  # fmt: skip
+        keys = tl.load(key_ptr + row * splits + offs, mask=present,
+                       other=-float("inf") if LOGITS else -2.0, cache_modifier=".cg")  # fmt: skip
+        if LOGITS:
+            es = tl.load(e_ptr + row * splits + offs, mask=present, other=1.0,
+                         cache_modifier=".cg")  # fmt: skip
+            keys = logit_keys(keys, es, c)
+            keys = tl.where(present, keys, -2.0)
         indices = tl.load(index_ptr + row * splits + offs, mask=present, other=0,
                           cache_modifier=".cg")  # fmt: skip
         best = tl.argmax(keys, axis=0)
@@ -96,29 +119,40 @@ def race_finish(key_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key, best_i
 
 
 @triton.jit
-def _race_block(x_ptr, offs, end, word, fine, best_key, best_index, c, z_max, shift, floor,
-                edge_code, edge_id, WRITTEN: tl.constexpr, FLOOR: tl.constexpr,
-                HEAD: tl.constexpr):  # fmt: skip
-    # One block of the race, over a written q (WRITTEN) or over `affine_q` of z.
+def _race_block(x_ptr, offs, end, word, fine, best_key, best_e, best_index, c, z_max, shift,
+                floor, edge_code, edge_id, WRITTEN: tl.constexpr, FLOOR: tl.constexpr,
+                HEAD: tl.constexpr, LOGITS: tl.constexpr):  # fmt: skip
+    # One block of the race: over a written q (WRITTEN), over `affine_q` of z, or (LOGITS)
+    # over exp(c·z) with each lane's best kept as (z, E) rather than as a key q/E.
+    e = exponential(word, fine)
+    if LOGITS:
+        z = load_logits(x_ptr + offs, offs < end)
+        # q_v/E_v > q_b/E_b ⇔ exp(c·(z_v − z_b))·E_b > E_v: no max z needed, nothing
+        # overflows into a wrong answer (exp → inf means v wins, → 0 means it loses), and a
+        # −inf z gives NaN or 0 on the left, so it never wins.
+        better = tl.exp(c * (z - best_key)) * best_e > e
+        return (tl.where(better, z, best_key), tl.where(better, e, best_e),
+                tl.where(better, offs, best_index))  # fmt: skip
     if WRITTEN:
         q = tl.load(x_ptr + offs, mask=offs < end, other=0.0)
     else:
         q = affine_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR, HEAD)
-    e = exponential(word, fine)
-    return race_update(q, offs, e, best_key, best_index)
+    best_key, best_index = race_update(q, offs, e, best_key, best_index)
+    return best_key, best_e, best_index
 
 
 @triton.jit
 def _race_pass(x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_code, edge_id,
                BLOCK: tl.constexpr, WRITTEN: tl.constexpr, FLOOR: tl.constexpr,
-               HEAD: tl.constexpr, FINE: tl.constexpr):  # fmt: skip
-    # The race over one split of a row: its winner per lane, and whether any word was 0.
-    # Without FINE the cell w = 0 is not split (its E is then wrong), so the caller redoes
-    # the split with FINE when one occurred.
+               HEAD: tl.constexpr, FINE: tl.constexpr, LOGITS: tl.constexpr):  # fmt: skip
+    # The race over one split of a row: its winner per lane (key, or z with LOGITS; E; the
+    # index), and whether any word was 0. Without FINE the cell w = 0 is not split (its E
+    # is then wrong), so the caller redoes the split with FINE when one occurred.
     base = x_ptr + row.to(tl.int64) * V
     end = tl.minimum((split + 1) * CHUNK, V)
     lane = tl.arange(0, BLOCK)
-    best_key = tl.zeros((BLOCK,), tl.float32) - 1.0
+    best_key = tl.zeros((BLOCK,), tl.float32) + (-float("inf") if LOGITS else -1.0)
+    best_e = tl.zeros((BLOCK,), tl.float32) + 1.0
     best_index = tl.zeros((BLOCK,), tl.int32)
     zero_word = tl.zeros((BLOCK,), tl.int32)
     for start in range(split * CHUNK, end, 4 * BLOCK):
@@ -136,41 +170,45 @@ def _race_pass(x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_c
             f3 = f0
             zero_word |= ((w0 == 0) | (w1 == 0) | (w2 == 0) | (w3 == 0)).to(tl.int32)
         offs = start + lane
-        best_key, best_index = _race_block(base, offs, end, w0, f0, best_key, best_index, c,
-                                           z_max, shift, floor, edge_code, edge_id, WRITTEN,
-                                           FLOOR, HEAD)  # fmt: skip
+        best_key, best_e, best_index = _race_block(
+            base, offs, end, w0, f0, best_key, best_e, best_index, c, z_max, shift, floor,
+            edge_code, edge_id, WRITTEN, FLOOR, HEAD, LOGITS,
+        )  # fmt: skip
         offs += BLOCK
-        best_key, best_index = _race_block(base, offs, end, w1, f1, best_key, best_index, c,
-                                           z_max, shift, floor, edge_code, edge_id, WRITTEN,
-                                           FLOOR, HEAD)  # fmt: skip
+        best_key, best_e, best_index = _race_block(
+            base, offs, end, w1, f1, best_key, best_e, best_index, c, z_max, shift, floor,
+            edge_code, edge_id, WRITTEN, FLOOR, HEAD, LOGITS,
+        )  # fmt: skip
         offs += BLOCK
-        best_key, best_index = _race_block(base, offs, end, w2, f2, best_key, best_index, c,
-                                           z_max, shift, floor, edge_code, edge_id, WRITTEN,
-                                           FLOOR, HEAD)  # fmt: skip
+        best_key, best_e, best_index = _race_block(
+            base, offs, end, w2, f2, best_key, best_e, best_index, c, z_max, shift, floor,
+            edge_code, edge_id, WRITTEN, FLOOR, HEAD, LOGITS,
+        )  # fmt: skip
         offs += BLOCK
-        best_key, best_index = _race_block(base, offs, end, w3, f3, best_key, best_index, c,
-                                           z_max, shift, floor, edge_code, edge_id, WRITTEN,
-                                           FLOOR, HEAD)  # fmt: skip
-    return best_key, best_index, zero_word
+        best_key, best_e, best_index = _race_block(
+            base, offs, end, w3, f3, best_key, best_e, best_index, c, z_max, shift, floor,
+            edge_code, edge_id, WRITTEN, FLOOR, HEAD, LOGITS,
+        )  # fmt: skip
+    return best_key, best_e, best_index, zero_word
 
 
 @triton.jit
 def _race_span(x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_code, edge_id,
                BLOCK: tl.constexpr, WRITTEN: tl.constexpr, FLOOR: tl.constexpr,
-               HEAD: tl.constexpr):  # fmt: skip
+               HEAD: tl.constexpr, LOGITS: tl.constexpr):  # fmt: skip
     # The race over one split of a row: its winner per lane. A zero word (probability 2⁻³²
     # per token) needs 32 more bits; checking for one once per split, not per block, keeps
     # the common pass free of reductions, and the rare split with one is raced again.
-    best_key, best_index, zero_word = _race_pass(
+    best_key, best_e, best_index, zero_word = _race_pass(
         x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_code, edge_id, BLOCK,
-        WRITTEN, FLOOR, HEAD, False,
+        WRITTEN, FLOOR, HEAD, False, LOGITS,
     )  # fmt: skip
     if tl.max(zero_word, axis=0) > 0:
-        best_key, best_index, zero_word = _race_pass(
+        best_key, best_e, best_index, zero_word = _race_pass(
             x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_code, edge_id,
-            BLOCK, WRITTEN, FLOOR, HEAD, True,
+            BLOCK, WRITTEN, FLOOR, HEAD, True, LOGITS,
         )  # fmt: skip
-    return best_key, best_index
+    return best_key, best_e, best_index
 
 
 @triton.jit
@@ -178,12 +216,12 @@ def _race_kernel(q_ptr, seed_ptr, key_ptr, index_ptr, arrivals_ptr, out_ptr, V, 
                  BLOCK: tl.constexpr, SPLIT_BLOCK: tl.constexpr):  # fmt: skip
     row = tl.program_id(0)
     split = tl.program_id(1)
-    best_key, best_index = _race_span(
+    best_key, best_e, best_index = _race_span(
         q_ptr, row, split, V, CHUNK, tl.load(seed_ptr), 0.0, 0.0, 0.0, 0.0, 0, 0,
-        BLOCK, True, False, False,
+        BLOCK, True, False, False, False,
     )  # fmt: skip
-    race_finish(key_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key, best_index,
-                SPLIT_BLOCK)  # fmt: skip
+    race_finish(key_ptr, key_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key, best_e,
+                best_index, 0.0, SPLIT_BLOCK, False)  # fmt: skip
 
 
 @triton.jit
@@ -196,13 +234,29 @@ def _affine_race_kernel(z_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_
     row = tl.program_id(0)
     pending = tl.load(out_ptr + row) < 0 if HEAD else True
     if pending:
-        best_key, best_index = _race_span(
+        best_key, best_e, best_index = _race_span(
             z_ptr, row, tl.program_id(1), V, CHUNK, tl.load(seed_ptr), tl.load(c_ptr + row),
             tl.load(zmax_ptr + row), tl.load(shift_ptr + row), tl.load(floor_ptr + row),
             tl.load(edge_code_ptr + row), tl.load(edge_id_ptr + row), BLOCK, False, FLOOR, HEAD,
+            False,
         )  # fmt: skip
-        race_finish(key_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key, best_index,
-                    SPLIT_BLOCK)  # fmt: skip
+        race_finish(key_ptr, key_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key, best_e,
+                    best_index, 0.0, SPLIT_BLOCK, False)  # fmt: skip
+
+
+@triton.jit
+def _logit_race_kernel(z_ptr, c_ptr, seed_ptr, z_win_ptr, e_win_ptr, index_ptr, arrivals_ptr,
+                       out_ptr, V, CHUNK, BLOCK: tl.constexpr,
+                       SPLIT_BLOCK: tl.constexpr):  # fmt: skip
+    # The race over q ∝ exp(c·z) in one read of z, with the same Philox counters.
+    row = tl.program_id(0)
+    c = tl.load(c_ptr + row)
+    best_z, best_e, best_index = _race_span(
+        z_ptr, row, tl.program_id(1), V, CHUNK, tl.load(seed_ptr), c, 0.0, 0.0, 0.0, 0, 0,
+        BLOCK, False, False, False, True,
+    )  # fmt: skip
+    race_finish(z_win_ptr, e_win_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_z, best_e,
+                best_index, c, SPLIT_BLOCK, True)  # fmt: skip
 
 
 def race_seed(device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
@@ -254,10 +308,12 @@ def affine_race(
     targets: tuple[torch.Tensor, torch.Tensor],
     floor: torch.Tensor | None = None,
     head_edge: tuple[torch.Tensor, torch.Tensor] | None = None,
+    tempered: bool = False,
 ) -> torch.Tensor:
     """One token per row of z [rows, V] from q ∝ exp(c·(z − z_max) − shift) ([rows] each):
-    with `floor`, only over c·z ≥ floor; with `head_edge` (code, id per row), only over the
-    tail below that edge and only on rows whose token (in `targets`) is still −1."""
+    with `floor`, only over c·z ≥ floor (with `tempered`, c holds τ and the floor is on
+    (z − z_max)/τ, see `streaming.affine_q`); with `head_edge` (code, id per row), only over
+    the tail below that edge and only on rows whose token (in `targets`) is still −1."""
     rows, vocab = z.shape
     tokens, arrivals = targets
     grid, chunk, winners, meta = _race_plan(rows, vocab, z.device)
@@ -265,6 +321,23 @@ def affine_race(
     _affine_race_kernel[grid](
         z, c, z_max, shift, shift if floor is None else floor, edge_code, edge_id, seed,
         *winners, arrivals, tokens, vocab, chunk,
-        FLOOR=floor is not None, HEAD=head_edge is not None, **meta,
+        FLOOR=floor_mode(floor, tempered), HEAD=head_edge is not None, **meta,
+    )  # fmt: skip
+    return tokens
+
+
+def logit_race(
+    z: torch.Tensor, c: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One token per row of z [rows, V] (CUDA, float32) from q ∝ exp(c·z) (c: float32
+    [rows], > 0), reading z once: no max z, no normaliser, nothing of size [rows, V] written.
+    NaN logits count as −inf."""
+    rows, vocab = z.shape
+    tokens = torch.empty(rows, device=z.device, dtype=torch.int64)
+    arrivals = torch.zeros(rows, device=z.device, dtype=torch.int32)
+    grid, chunk, (z_win, index), meta = _race_plan(rows, vocab, z.device)
+    _logit_race_kernel[grid](
+        z, c, race_seed(z.device, generator), z_win, torch.empty_like(z_win), index, arrivals,
+        tokens, vocab, chunk, **meta,
     )  # fmt: skip
     return tokens

@@ -177,21 +177,41 @@ def row_stats(
     return RowStats(maxes, sums, sums2, segmax)
 
 
+# How `affine_q` cuts q below a floor (its FLOOR argument).
+NO_FLOOR = tl.constexpr(0)
+SCALED_FLOOR = tl.constexpr(1)  # keep c·z ≥ floor
+TEMPERED_FLOOR = tl.constexpr(2)  # c holds τ; keep x ≥ floor, x = (z − max z)/τ
+
+
 @triton.jit
 def affine_q(z_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR: tl.constexpr,
              HEAD: tl.constexpr):  # fmt: skip
-    """q_v = exp(c·(z_v − max z) − shift) for v in offs below `end` (else 0). With FLOOR, 0
-    where c·z_v < floor; with HEAD, 0 on the head: tokens whose (code, id) is at or above
-    the head's edge (higher z, or the edge's z and an id ≤ the edge's)."""
+    """q_v = exp(c·(z_v − max z) − shift) for v in offs below `end` (else 0). With
+    FLOOR = SCALED_FLOOR, 0 where c·z_v < floor. With FLOOR = TEMPERED_FLOOR, c is τ and
+    q_v = exp(x_v − shift) on x_v ≥ floor, x_v = (z_v − max z)/τ rounded as an IEEE
+    division: the tempered score the torch path computes, to the bit, so a cut on it keeps
+    exactly the torch path's tokens. With HEAD, 0 on the head: tokens whose (code, id) is at
+    or above the head's edge (higher z, or the edge's z and an id ≤ the edge's)."""
     z = load_logits(z_ptr + offs, offs < end)
-    q = tl.exp(c * (z - z_max) - shift)
-    if FLOOR:
-        q = tl.where(z * c >= floor, q, 0.0)
+    if FLOOR == TEMPERED_FLOOR:
+        x = tl.math.div_rn(z - z_max, c)
+        q = tl.where(x >= floor, tl.exp(x - shift), 0.0)
+    else:
+        q = tl.exp(c * (z - z_max) - shift)
+        if FLOOR == SCALED_FLOOR:
+            q = tl.where(z * c >= floor, q, 0.0)
     if HEAD:
         codes = code_of(z)
         in_head = (codes > edge_code) | ((codes == edge_code) & (offs <= edge_id))
         q = tl.where(in_head, 0.0, q)
     return q
+
+
+def floor_mode(floor: torch.Tensor | None, tempered: bool) -> int:
+    """The FLOOR argument of `affine_q` for a floor (or None) on c·z or on (z − max z)/τ."""
+    if floor is None:
+        return 0
+    return 2 if tempered else 1
 
 
 @triton.jit
@@ -219,14 +239,17 @@ def exp_affine(
     m: torch.Tensor,
     shift: torch.Tensor,
     floor: torch.Tensor | None = None,
+    tempered: bool = False,
 ) -> torch.Tensor:
     """q = exp(c·(z − m) − shift) per row of z [rows, V] (c, m, shift, floor: [rows]); with
-    `floor`, q = 0 where c·z < floor."""
+    `floor`, q = 0 where c·z < floor. With `tempered`, c holds τ, q = exp(x − shift) and
+    q = 0 where x < floor, for x = (z − m)/τ (see `affine_q`)."""
     rows, vocab = z.shape
     splits = splits_for(rows, vocab, z.device)
     q = torch.empty_like(z)
     _exp_affine_kernel[(rows, splits)](
         z, c, m, shift, shift if floor is None else floor, q, vocab,
-        chunk_for(vocab, splits, BLOCK), BLOCK=BLOCK, FLOOR=floor is not None, num_warps=4,
+        chunk_for(vocab, splits, BLOCK), BLOCK=BLOCK, FLOOR=floor_mode(floor, tempered),
+        num_warps=4,
     )  # fmt: skip
     return q

@@ -120,6 +120,37 @@ def _top_p_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None
 TOP_P = Route("top_p", covers=lambda decoder: True, probs=_top_p_probs, sample=_top_p_sample)
 
 
+# --- Shannon above a floor on x = (z − max z)/τ: min-p (x ≥ log p) and epsilon ----------
+
+
+def _floor_rows(decoder: Decoder, x: Tensor) -> tuple[Tensor, Tensor, bool]:
+    # τ, log p (or log ε) as the torch path computes it, and whether the floor is epsilon's.
+    epsilon = isinstance(decoder.support, EpsilonSupport)
+    p = decoder.support.epsilon if epsilon else decoder.support.p
+    name = "epsilon" if epsilon else "p"
+    return _rows("temperature", decoder.temperature, x), torch.log(_rows(name, p, x)), epsilon
+
+
+def _floor_probs(decoder: Decoder, x: Tensor) -> Tensor:
+    from .min_p import floor_probs
+
+    return floor_probs(x, *_floor_rows(decoder, x))
+
+
+def _floor_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    from .min_p import floor_sample
+
+    return floor_sample(x, *_floor_rows(decoder, x), generator)
+
+
+FLOOR = Route(
+    "floor",
+    covers=lambda decoder: decoder.solver in ("auto", "closed_form"),
+    probs=_floor_probs,
+    sample=_floor_sample,
+)
+
+
 # --- Best-of-K over every token: w = p (exact or mirror), top-M and rank weights (exact) ----
 
 
@@ -208,10 +239,10 @@ KERNELS: dict[Key, tuple[Route, ...]] = {
     # The torch path by design: a mask and a softmax are a few passes of torch ops, and
     # sampling goes through the race kernel over q (greedy takes the argmax).
     (None, Full): (),
+    (Shannon, MinPSupport): (FLOOR,),
+    (Shannon, EpsilonSupport): (FLOOR,),
     (Shannon, TopKSupport): (),
-    (Shannon, MinPSupport): (),
     (Shannon, TypicalSupport): (),
-    (Shannon, EpsilonSupport): (),
     (Shannon, EtaSupport): (),
 }
 

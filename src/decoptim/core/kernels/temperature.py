@@ -1,18 +1,18 @@
 """Temperature sampling, q ∝ exp(z/τ), from the closed form.
 
-One pass finds each row's max z and Σ exp((z − max z)/τ) per split (`row_stats`).
-`softmax_probs` then writes q = exp((z − max z)/τ − log Σ) in a second pass.
-`softmax_sample` instead runs the exponential race over exp((z − max z)/τ) computed in
-registers (`race.affine_race`): the logits are read twice and nothing of size [rows, V]
-is written. The race needs no normalisation (argmax q_v/E_v is unchanged by a common
-factor), so it makes the race's draw over the written q, up to float32 rounding of q.
+`softmax_probs`: one pass finds each row's max z and Σ exp((z − max z)/τ) per split
+(`row_stats`), a second writes q = exp((z − max z)/τ − log Σ).
+`softmax_sample` runs the exponential race over exp(z/τ) in one read of z (`race.logit_race`):
+the race needs neither the max nor the normaliser, since each lane compares candidates as
+exp((z_v − z_b)/τ)·E_b > E_v. It is the race's draw over the written q, with the same
+Philox counters, up to float32 rounding of the keys.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .race import affine_race, race_seed, race_targets
+from .race import logit_race
 from .streaming import exp_affine, row_stats
 
 
@@ -31,12 +31,7 @@ def softmax_probs(z: torch.Tensor, inv_tau: torch.Tensor) -> torch.Tensor:
 def softmax_sample(
     z: torch.Tensor, inv_tau: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """One token per row of z ([..., V] on CUDA) drawn from softmax(z·inv_tau), without
-    writing q."""
+    """One token per row of z ([..., V] on CUDA) drawn from softmax(z·inv_tau), in one read
+    of z and without writing q (`race.logit_race`)."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    seed = race_seed(z.device, generator)
-    tokens, arrivals = race_targets(flat.shape[0], z.device)
-    arrivals.zero_()
-    z_max = row_stats(flat, inv_tau).maxes.amax(-1)
-    tokens = affine_race(flat, inv_tau, z_max, torch.zeros_like(z_max), seed, (tokens, arrivals))
-    return tokens.reshape(z.shape[:-1])
+    return logit_race(flat, inv_tau, generator).reshape(z.shape[:-1])
