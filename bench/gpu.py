@@ -301,6 +301,12 @@ def flashinfer_steps() -> tuple[dict, str]:
         "min-p 0.1": lambda z: fi.min_p_sampling_from_probs(probs(z), 0.1, **rng),
         "top-k 50 & top-p 0.9": lambda z: fi.top_k_top_p_sampling_from_logits(z, 50, 0.9, **rng),
     }
+    try:  # the first call JIT-compiles FlashInfer's sampling module (~90 s)
+        trial = torch.randn(2, 1000, device="cuda")
+        for step in steps.values():
+            step(trial)
+    except Exception as error:
+        return {}, f"FlashInfer {flashinfer.__version__} failed ({str(error)[:80]})"
     return steps, f"FlashInfer {flashinfer.__version__}"
 
 
