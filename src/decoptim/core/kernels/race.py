@@ -105,16 +105,15 @@ def race_finish(key_ptr, e_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key,
     if tl.atomic_add(arrivals_ptr + row, 1, sem="acq_rel", scope="gpu") == splits - 1:
         offs = tl.arange(0, SPLIT_BLOCK)
         present = offs < splits
-        keys = tl.load(key_ptr + row * splits + offs, mask=present,
-                       other=-float("inf") if LOGITS else -2.0, cache_modifier=".cg")  # fmt: skip
+        stored = tl.load(key_ptr + row * splits + offs, mask=present,
+                         other=-float("inf") if LOGITS else -2.0, cache_modifier=".cg")  # fmt: skip
         if LOGITS:
             es = tl.load(e_ptr + row * splits + offs, mask=present, other=1.0,
                          cache_modifier=".cg")  # fmt: skip
-            keys = logit_keys(keys, es, c)
-            keys = tl.where(present, keys, -2.0)
+            stored = tl.where(present, logit_keys(stored, es, c), -2.0)
         indices = tl.load(index_ptr + row * splits + offs, mask=present, other=0,
                           cache_modifier=".cg")  # fmt: skip
-        best = tl.argmax(keys, axis=0)
+        best = tl.argmax(stored, axis=0)
         tl.store(out_ptr + row, tl.sum(tl.where(offs == best, indices, 0), axis=0).to(tl.int64))
 
 
