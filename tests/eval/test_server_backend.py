@@ -4,6 +4,7 @@ test_openai_backend.py runs it against a real vLLM server.)"""
 
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -24,8 +25,9 @@ else:
 
 
 class Script:
-    """What the stand-in answers: `failures` (status, body, headers) are used up first by
-    generation requests; the probe answers as decoptim (or not, `decoptim=False`)."""
+    """What the stand-in answers: `failures` (status, body, headers; a bytes body is sent as
+    it is) are used up first by generation requests; the probe answers as decoptim (or not,
+    `decoptim=False`)."""
 
     def __init__(self, failures=(), decoptim=True, probe_logprob=-3.0, delay=0.0):
         self.failures = list(failures)
@@ -93,7 +95,7 @@ def server():
                 finally:
                     with script.lock:
                         script.in_flight -= 1
-                data = json.dumps(reply).encode()
+                data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
                 try:
                     self.send_response(status)
                     for key, value in {"Content-Type": "application/json", **headers}.items():
@@ -197,6 +199,79 @@ def test_a_server_that_comes_back_without_decoptim_is_refused_before_writing(ser
     script.decoptim = False  # it restarts without decoptim
     with pytest.raises(ServerError, match="does not run decoptim's vLLM processor"):
         made.generate(["Q"], parse_spec("softmax"), 1.0, 2, 8, 0, ArithTask())
+
+
+class StopScript(Script):
+    """Prompt "A" is refused (400) after `delay_a` s; prompt "B" gets a 503 at once (then
+    waits its backoff to be sent again); the others are answered. `sent_after_refusal`
+    counts the requests that arrive once A's refusal is on its way."""
+
+    def __init__(self, delay_a: float):
+        super().__init__()
+        self.delay_a = delay_a
+        self.refused = False
+        self.sent_after_refusal = 0
+
+    def answer(self, path: str, body: dict) -> tuple[int, dict, dict]:
+        with self.lock:
+            if self.refused:
+                self.sent_after_refusal += 1
+        prompt = body.get("prompt")
+        if prompt == "A":
+            time.sleep(self.delay_a)
+            with self.lock:
+                self.requests.append((path, body))
+                self.refused = True
+            return error(400, "bad setting")
+        with self.lock:
+            first_b = prompt == "B" and all(b.get("prompt") != "B" for _, b in self.requests)
+            if first_b:
+                self.requests.append((path, body))
+        return error(503, "busy") if first_b else super().answer(path, body)
+
+
+def test_no_request_is_sent_after_one_fails_for_good(server):
+    # B waits 10-20 s to be sent again when A's 400 stops the run: B's worker wakes, and
+    # neither it nor the other worker sends anything more (C and D are not sent either)
+    script = StopScript(delay_a=1.0)
+    made = backend(server(script), concurrency=2, retries=3, retry_backoff=20.0)
+    start = time.monotonic()
+    with pytest.raises(ServerError, match="HTTP 400: bad setting"):
+        made.generate(["A", "B", "C", "D"], parse_spec("softmax"), 1.0, 1, 8, 0, ArithTask())
+    assert time.monotonic() - start < 9  # B's worker did not sit out its backoff
+    assert script.sent_after_refusal == 0
+    assert [b.get("prompt") for _, b in script.requests if "decoptim" in b["vllm_xargs"]] == [
+        "B",
+        "A",
+    ]
+    assert len(made.messages) == 1 and "HTTP 503: busy; retry 1/3" in made.messages[0]
+
+
+@pytest.mark.parametrize(
+    "payload,problem",
+    [
+        (b'{"choices": "\xff"}', r"a reply that is not utf-8 \(invalid start byte at byte 13\)"),
+        (b"\x80\x81", r"a reply that is not utf-8 \(invalid start byte at byte 0\)"),
+        (b'{"choices": [', r"a reply that is not JSON: b'\{\"choices\": \['"),
+        (b"[" * 100_000, "a reply that is not JSON"),
+        (b"[1, 2]", r"a reply that is not a JSON object: b'\[1, 2\]'"),
+    ],
+)
+def test_a_malformed_reply_is_retried_then_named(server, payload, problem):
+    script = Script([(200, payload, {})] * 2)  # the second retry is answered
+    made = backend(server(script), retries=2)
+    out = made.generate(["Q"], parse_spec("softmax"), 1.0, 1, 8, 5, ArithTask())
+    assert [s.text for s in out[0]] == ["Q|5"]
+    assert len(made.messages) == 2 and "retry 2/2" in made.messages[1]
+    assert re.search(problem, made.messages[0]), made.messages[0]
+
+    url = server(Script([(200, payload, {})] * 3))
+    made = backend(url, retries=2)
+    with pytest.raises(ServerError) as raised:
+        made.generate(["Q"], parse_spec("softmax"), 1.0, 1, 8, 5, ArithTask())
+    message = str(raised.value)
+    assert message.startswith(f"{url}/completions: no answer after 3 attempt(s)")
+    assert re.search(f"last error: {problem}", message) and "\n" not in message, message
 
 
 def test_concurrency_is_bounded(server):

@@ -11,11 +11,13 @@ go to `/chat/completions` (the server applies the model's chat template; the tas
 instruction is the system message), the others to `/completions`.
 
 At most `concurrency` requests are in flight. A request that fails with 408, 409, 429 or a
-5xx status, a timeout, a connection error or a torn reply is sent again after an exponential
-backoff (`backoff`·2^attempt seconds with jitter, at most `max_backoff`, or the server's
-`Retry-After`), `retries` times at most; then `ServerError` names the URL, the attempts and
-the last error. Other statuses (a 400 for a bad setting, a 404 for an unknown model) fail at
-once with the server's message.
+5xx status, a timeout, a connection error, a torn reply or a malformed one (not UTF-8, not
+JSON, not a JSON object) is sent again after an exponential backoff (`backoff`·2^attempt
+seconds with jitter, at most `max_backoff`, or the server's `Retry-After`), `retries` times
+at most; then `ServerError` names the URL, the attempts and the last error. Other statuses (a
+400 for a bad setting, a 404 for an unknown model) fail at once with the server's message.
+The first request that fails for good stops the others: the requests not yet sent and those
+waiting to be sent again are not sent, and its error is the one raised.
 
 Before a run, `check` sends decoptim's probe (`decoptim.integrations.vllm.probe_request`) and
 refuses a server where decoptim's processor does not run: such a server would answer every
@@ -328,7 +330,11 @@ class OpenAIBackend(Backend):
         started = time.monotonic()
         stop = stop or threading.Event()
         attempt = 0
+        problem = ""
         while True:
+            if stop.is_set():  # another request failed for good: send nothing more
+                after = f" after {attempt} attempt(s); last error: {problem}" if attempt else ""
+                raise ServerError(f"{url}: not sent: another request failed{after}")
             retry_after = None
             try:
                 request = urllib.request.Request(url, data, self._headers(), method="POST")
@@ -339,7 +345,12 @@ class OpenAIBackend(Backend):
                     if isinstance(reply, dict):
                         return reply
                     problem = f"a reply that is not a JSON object: {payload[:200]!r}"
-                except json.JSONDecodeError:
+                except UnicodeDecodeError as error:  # a ValueError, not a JSONDecodeError
+                    problem = (
+                        f"a reply that is not {error.encoding} ({error.reason} at byte "
+                        f"{error.start}): {payload[:200]!r}"
+                    )
+                except (ValueError, RecursionError):  # JSONDecodeError; nesting too deep
                     problem = f"a reply that is not JSON: {payload[:200]!r}"
             except urllib.error.HTTPError as error:
                 message = _error_message(error)
