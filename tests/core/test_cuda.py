@@ -61,6 +61,7 @@ SAMPLED = [
     d.TopP(0.7),
     d.MinP(0.1, 1.3),
     d.Epsilon(0.02, 0.8),
+    d.TopK(7, 0.9),
     d.BestOfK(8, 2.0, 0.3),
     # Top-M Best-of-K draws without writing q: head or tail by a race, then the tail's race.
     d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=4),
@@ -185,13 +186,14 @@ def test_cuda_softmax_sample_equals_the_race_over_its_probs(temperature):
 @pytest.mark.parametrize(
     "decoder",
     [d.MinP(0.1, 0.45), d.MinP(0.3, 2.3), d.MinP(torch.tensor([0.05, 0.2] * 32), 1.3),
-     d.Epsilon(3e-4, 0.8)],
+     d.Epsilon(3e-4, 0.8), d.TopK(103, 0.7), d.TopK(torch.tensor([1, 62, 5000, 151936] * 16))],
     ids=repr,
 )  # fmt: skip
 def test_cuda_floor_route_keeps_the_torch_paths_tokens_and_samples_as_the_race(decoder):
-    """Min-p and epsilon race over exp((z − max z)/τ) above their floor. On rows whose
-    tempered scores crowd min-p's cut, the kernel keeps exactly the tokens the float32 torch
-    path on the same GPU keeps; its draws equal the race over the written q."""
+    """Min-p, epsilon and top-k race over exp((z − max z)/τ) above their floor. On rows
+    whose tempered scores crowd min-p's cut, or tie top-k's k-th after rounding, the kernel
+    keeps exactly the tokens the float32 torch path on the same GPU keeps; its draws equal
+    the race over the written q."""
     from decoptim.core.kernels import set_kernels_enabled
     from decoptim.core.kernels.race import race_sample
     from decoptim.core.kernels.table import route_name
@@ -208,6 +210,14 @@ def test_cuda_floor_route_keeps_the_torch_paths_tokens_and_samples_as_the_race(d
             z[row] = -30.0
             z[row, 0] = 2.0
             z[row, 1:130] = (2.0 + tau[row] * x).cuda()
+    if isinstance(decoder.support, d.TopKSupport):
+        # Rows 0–7: 200 logits one float32 step apart below the max, which (z − max z)/τ
+        # rounds into ties.
+        start = torch.tensor(-7.3)
+        step = torch.nextafter(start, start + 1) - start
+        z[:8] = -40.0
+        z[:8, 0] = 2.0
+        z[:8, 1:201] = (start + torch.arange(200) * step).cuda()
     assert route_name(decoder, z) == "floor"
     q = decoder.probs(z)
     set_kernels_enabled(False)
@@ -215,7 +225,7 @@ def test_cuda_floor_route_keeps_the_torch_paths_tokens_and_samples_as_the_race(d
         q_torch = decoder.probs(z)
     finally:
         set_kernels_enabled(True)
-    if isinstance(decoder.support, d.MinPSupport):
+    if not isinstance(decoder.support, d.EpsilonSupport):
         assert torch.equal(q > 0, q_torch > 0)
     torch.testing.assert_close(q, q_torch, atol=2e-6, rtol=1e-4)
     same = 0
@@ -342,6 +352,7 @@ KERNEL_ROUTES = [
     d.Softmax(0.9),
     d.TopP(0.9),
     d.MinP(0.1),
+    d.TopK(50),
     d.Epsilon(3e-4),
     d.TopP(1.0),
     d.Sparsemax(),

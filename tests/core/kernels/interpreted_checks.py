@@ -28,7 +28,6 @@ from decoptim.core.kernels.candidates import (  # noqa: E402
     gather_candidates,
     kth_largest_lower_bound,
 )
-from decoptim.core.kernels.min_p import floor_probs, floor_sample  # noqa: E402
 from decoptim.core.kernels.race import (  # noqa: E402
     _race_pass,
     exponential,
@@ -274,18 +273,16 @@ def _near_the_cut(vocab: int, log_p: float, tau: float) -> torch.Tensor:
 
 
 def check_floor_routes_keep_the_torch_support_and_equal_reference() -> None:
-    # Min-p keeps exactly the float32 torch path's tokens (its x is computed to the bit as
-    # torch computes it), at the cut included; epsilon's floor carries log Σ exp(x) from
+    # Min-p and top-k keep exactly the float32 torch path's tokens (x is computed to the bit
+    # as torch computes it), at the cut included; epsilon's floor carries log Σ exp(x) from
     # split sums, so on rows without a token at its cut it keeps the same tokens too.
     z = crowded(6000, 9) * 0.5
-    for decoder, epsilon in (
-        (d.MinP(0.1, 0.7), False), (d.MinP(0.5, 1.0), False), (d.MinP(1.0, 1.3), False),
-        (d.Epsilon(3e-4, 0.7), True), (d.Epsilon(0.9, 1.0), True),
+    for decoder in (
+        d.MinP(0.1, 0.7), d.MinP(0.5, 1.0), d.MinP(1.0, 1.3), d.Epsilon(3e-4, 0.7),
+        d.Epsilon(0.9, 1.0), d.TopK(50, 0.7), d.TopK(1), d.TopK(7000, 1.3),
+        d.TopK(torch.tensor([1, 40, 900, 3, 6000]), 0.8),
     ):  # fmt: skip
-        p = decoder.support.epsilon if epsilon else decoder.support.p
-        tau = decoder.temperature
-        rows = kernel_rows(tau, z), torch.log(kernel_rows(p, z))
-        q = floor_probs(z, *rows, epsilon=epsilon)
+        q = table.FLOOR.probs(decoder, z)
         ref32, ref = decoder.probs(z), decoder.probs(z.double())
         err = float((q.double() - ref).abs().max())
         assert err < 2e-6, f"{decoder!r}: max error {err}"
@@ -294,44 +291,64 @@ def check_floor_routes_keep_the_torch_support_and_equal_reference() -> None:
     # fewer on this row than torch does.
     for p, tau in ((0.1, 0.45), (0.1, 1.3), (0.3, 1.1), (0.3, 2.3)):
         row = _near_the_cut(3000, float(torch.log(torch.tensor(p))), tau)[None]
-        q = floor_probs(row, kernel_rows(tau, row), torch.log(kernel_rows(p, row)))
+        q = table.FLOOR.probs(d.MinP(p, tau), row)
         kept = d.MinP(p, tau).probs(row) > 0
         assert 0 < int(kept[0, 1:130].sum()) < 129, "the row does not straddle the cut"
         assert torch.equal(q > 0, kept), (p, tau, (q > 0).nonzero(), kept.nonzero())
+    # Top-k on 200 logits one float32 step apart: rounding (z − max z)/τ merges neighbours,
+    # so torch keeps every token whose x ties the k-th x, more than the k largest z.
+    row = torch.full((1, 3000), -40.0)
+    row[0, 0] = 2.0
+    start = torch.tensor(-7.3)
+    row[0, 1:201] = start + torch.arange(200) * (torch.nextafter(start, start + 1) - start)
+    for k, tau in ((103, 0.7), (62, 1.3), (151, 0.45)):
+        decoder = d.TopK(k, tau)
+        q = table.FLOOR.probs(decoder, row)
+        kept = decoder.probs(row) > 0
+        assert int(kept.sum()) > k, "no tie after rounding at the k-th: the row tests nothing"
+        assert torch.equal(q > 0, kept), (k, tau, int((q > 0).sum()), int(kept.sum()))
+
+
+def check_top_k_floor_reads_nan_as_minus_inf() -> None:
+    # Unvalidated NaN logits drop out as −inf: torch.topk would rank a NaN first.
+    z = crowded(3000, 11)
+    z[:, ::7] = torch.nan
+    masked = torch.where(torch.isnan(z), -torch.inf, z)
+    decoder = d.TopK(30, 0.8, validate=False)
+    q = table.FLOOR.probs(decoder, z)
+    assert not torch.isnan(q).any()
+    assert torch.equal(q > 0, d.TopK(30, 0.8).probs(masked) > 0)
+    drawn = table.FLOOR.sample(decoder, z, torch.Generator().manual_seed(1))
+    assert (q.gather(1, drawn[:, None]) > 0).all(), drawn
 
 
 def check_floor_sample_equals_the_race_over_its_probs() -> None:
     # The race over exp(x) on the floor, with the race's Philox counters: the same seed gives
-    # the same tokens as the race over that closed form written out.
+    # the same tokens as the race over q written out, bar q's normalisation (one rounding
+    # more per q_v than the race's exp(x)): the draws may differ on a near tie, so count.
     z = crowded(6000, 10) * 0.3
-    for p, tau, epsilon in ((0.1, 1.0, False), (0.02, 0.6, False), (1e-3, 1.3, True)):
-        rows = kernel_rows(tau, z), torch.log(kernel_rows(p, z))
-        z_max = z.amax(-1)
-        q = floor_probs(z, *rows, epsilon=epsilon)
+    for decoder in (d.MinP(0.1, 1.0), d.MinP(0.02, 0.6), d.Epsilon(1e-3, 1.3), d.TopK(40, 0.9)):
+        q = table.FLOOR.probs(decoder, z)
         for seed in range(4):
-            drawn = floor_sample(z, *rows, epsilon, torch.Generator().manual_seed(seed))
+            drawn = table.FLOOR.sample(decoder, z, torch.Generator().manual_seed(seed))
             raced = race_sample(q, torch.Generator().manual_seed(seed))
-            assert (q.gather(1, drawn[:, None]) > 0).all(), (p, tau, seed, drawn)
-            # q's normalisation rounds each q_v once more than the race's exp(x) does: the
-            # draws may differ on a near tie, so count.
-            assert int((drawn == raced).sum()) >= len(z) - 1, (p, tau, seed, drawn, raced)
-        assert z_max.shape == (len(z),)
+            assert (q.gather(1, drawn[:, None]) > 0).all(), (decoder, seed, drawn)
+            assert int((drawn == raced).sum()) >= len(z) - 1, (decoder, seed, drawn, raced)
 
 
-def check_min_p_sample_follows_probs() -> None:
+def check_floor_sample_follows_probs() -> None:
     scipy_stats = __import__("scipy.stats").stats
     z = torch.tensor([[2.0, 1.0, 0.5, -1.0, -torch.inf, 0.0, 3.0, -4.0]])
-    decoder = d.MinP(0.1, 1.3)
-    q = decoder.probs(z.double())[0]
     draws = 4000
-    rows = z.expand(draws, -1)
-    tokens = floor_sample(rows, kernel_rows(1.3, rows), torch.log(kernel_rows(0.1, rows)),
-                          generator=torch.Generator().manual_seed(12))  # fmt: skip
-    counts = torch.bincount(tokens, minlength=8).double()
-    assert (counts[q == 0] == 0).all(), (counts, q)
-    live = q > 0
-    p_value = scipy_stats.chisquare(counts[live].numpy(), (q[live] * draws).numpy()).pvalue
-    assert p_value > 1e-3, (counts, q * draws, p_value)
+    for decoder in (d.MinP(0.1, 1.3), d.TopK(4, 0.8)):
+        q = decoder.probs(z.double())[0]
+        generator = torch.Generator().manual_seed(12)
+        tokens = table.FLOOR.sample(decoder, z.expand(draws, -1), generator)
+        counts = torch.bincount(tokens, minlength=8).double()
+        assert (counts[q == 0] == 0).all(), (decoder, counts, q)
+        live = q > 0
+        p_value = scipy_stats.chisquare(counts[live].numpy(), (q[live] * draws).numpy()).pvalue
+        assert p_value > 1e-3, (decoder, counts, q * draws, p_value)
 
 
 def check_table_routes_equal_reference() -> None:
@@ -349,6 +366,8 @@ def check_table_routes_equal_reference() -> None:
         (d.MinP(0.1, 0.8), "floor"),
         (d.MinP(torch.tensor([0.1, 0.3, 0.05, 0.5, 1.0]), 1.2), "floor"),
         (d.Epsilon(3e-4, 0.9), "floor"),
+        (d.TopK(50, 0.7), "floor"),
+        (d.TopK(torch.tensor([1, 7, 300, 2999, 3000]), 1.1), "floor"),
         (d.BestOfK(8, 0.5, 0.3), "bok_prob"),
         (d.BestOfK(8, 0.5, 0.3, solver="mirror"), "bok_prob"),
         (d.BestOfK(8, 2.0, 0.2, weights="rank", top_m=16), "bok_topm"),

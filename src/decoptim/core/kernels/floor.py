@@ -1,16 +1,22 @@
-"""Min-p and epsilon sampling, q ∝ exp(z/τ) above a floor on the tempered score.
+"""Shannon on a support that is a floor on the tempered score: min-p, epsilon and top-k.
 
-Both supports are a floor on x = (z − max z)/τ: min-p keeps x ≥ log p, epsilon keeps
-x − log Σ exp(x) ≥ log ε and the most probable tokens, i.e. x ≥ min(log ε + log Σ exp(x), 0)
-(x ≤ 0, with 0 at the row's max). One pass finds max z per split (with Σ exp(x) for
-epsilon, `row_stats`); `*_sample` then races over exp(x) on the floor in a second read of z
-(`race.affine_race`, tempered), writing nothing of size [rows, V]; `*_probs` writes q.
+On each of these supports q ∝ exp(x) on {x ≥ floor}, x = (z − max z)/τ:
+
+- min-p keeps x ≥ log p;
+- epsilon keeps x − log Σ exp(x) ≥ log ε and the most probable tokens, i.e.
+  x ≥ min(log ε + log Σ exp(x), 0) (x ≤ 0, with 0 at the row's max);
+- top-k keeps x ≥ the k-th largest x, which is x of the k-th largest z (x is
+  non-decreasing in z), found by `torch.topk`.
+
+`*_terms` find max z and the floor per row; `floor_sample` then races over exp(x) on the
+floor in one read of z (`race.affine_race`, tempered), writing nothing of size [rows, V];
+`floor_probs` writes q.
 
 x is computed as the torch path does, (z − max z) then an IEEE division by τ (see
-`streaming.affine_q`), so min-p keeps exactly the tokens the float32 torch path keeps, at
-the cut included. Epsilon's floor holds log Σ exp(x) from split sums, which agrees with
-torch's log_softmax to float32 rounding: a token within that rounding of the cut may be in
-one support and not the other.
+`streaming.affine_q`), so min-p and top-k keep exactly the tokens the float32 torch path
+keeps, at the cut included. Epsilon's floor holds log Σ exp(x) from split sums, which
+agrees with torch's log_softmax to float32 rounding: a token within that rounding of the
+cut may be in one support and not the other.
 """
 
 from __future__ import annotations
@@ -21,47 +27,60 @@ from .race import affine_race, race_seed
 from .streaming import exp_affine, row_stats
 
 
-def _floor_terms(
-    flat: torch.Tensor, tau: torch.Tensor, log_p: torch.Tensor, epsilon: bool
+def min_p_terms(
+    flat: torch.Tensor, tau: torch.Tensor, log_p: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    # max z per row, and the floor on x: log p (min-p) or min(log ε + log Σ exp(x), 0).
+    """max z and the floor log p, per row of flat [rows, V] (tau, log_p: float32 [rows])."""
+    return row_stats(flat, 1.0 / tau).maxes.amax(-1), log_p
+
+
+def epsilon_terms(
+    flat: torch.Tensor, tau: torch.Tensor, log_epsilon: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """max z and the floor min(log ε + log Σ exp(x), 0), per row of flat [rows, V]."""
     stats = row_stats(flat, 1.0 / tau)
     z_max = stats.maxes.amax(-1)
-    if not epsilon:
-        return z_max, log_p
     rescale = torch.exp((stats.maxes - z_max[:, None]) / tau[:, None])
     total = (stats.sums * torch.where(stats.maxes > -torch.inf, rescale, 0.0)).sum(-1)
-    return z_max, torch.clamp(log_p + torch.log(total), max=0.0)
+    return z_max, torch.clamp(log_epsilon + torch.log(total), max=0.0)
+
+
+def top_k_terms(
+    flat: torch.Tensor, tau: torch.Tensor, k: torch.Tensor, k_max: int, may_hold_nan: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """max z and the floor x(k-th largest z), per row of flat [rows, V] (k: int64 [rows],
+    each ≤ k_max ≤ V). With `may_hold_nan` (unvalidated logits), NaN counts as −inf, as the
+    kernels read it: torch.topk would rank it first."""
+    if may_hold_nan:
+        flat = torch.where(flat == flat, flat, -torch.inf)
+    top = torch.topk(flat, k_max, dim=-1).values
+    z_max = top[:, 0].contiguous()  # kernels read [rows] vectors with stride 1
+    kth = top.gather(-1, (k - 1)[:, None])[:, 0]
+    return z_max, (kth - z_max) / tau
 
 
 def floor_probs(
-    z: torch.Tensor, tau: torch.Tensor, log_p: torch.Tensor, epsilon: bool = False
+    flat: torch.Tensor, tau: torch.Tensor, z_max: torch.Tensor, floor: torch.Tensor
 ) -> torch.Tensor:
-    """q ∝ exp(x) on the floor, per row of z ([..., V] on CUDA; tau and log_p the float32
-    [rows] vectors of τ and of log p, or of log ε with `epsilon`), as float32."""
-    flat = z.reshape(-1, z.shape[-1]).contiguous()
-    z_max, floor = _floor_terms(flat, tau, log_p, epsilon)
+    """q ∝ exp(x) on x ≥ floor, per row of flat [rows, V] on CUDA, as float32."""
     q = exp_affine(flat, tau, z_max, torch.zeros_like(z_max), floor, tempered=True)
-    return (q / q.sum(-1, keepdim=True)).reshape(z.shape)
+    return q / q.sum(-1, keepdim=True)
 
 
 def floor_sample(
-    z: torch.Tensor,
+    flat: torch.Tensor,
     tau: torch.Tensor,
-    log_p: torch.Tensor,
-    epsilon: bool = False,
+    z_max: torch.Tensor,
+    floor: torch.Tensor,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """One token per row of z drawn from `floor_probs(z, tau, log_p, epsilon)`, without
+    """One token per row of flat drawn from `floor_probs(flat, tau, z_max, floor)`, without
     writing q."""
-    flat = z.reshape(-1, z.shape[-1]).contiguous()
     rows = flat.shape[0]
-    seed = race_seed(z.device, generator)
-    z_max, floor = _floor_terms(flat, tau, log_p, epsilon)
     targets = (
-        torch.empty(rows, device=z.device, dtype=torch.int64),
-        torch.zeros(rows, device=z.device, dtype=torch.int32),
+        torch.empty(rows, device=flat.device, dtype=torch.int64),
+        torch.zeros(rows, device=flat.device, dtype=torch.int32),
     )
+    seed = race_seed(flat.device, generator)
     shift = torch.zeros_like(z_max)
-    tokens = affine_race(flat, tau, z_max, shift, seed, targets, floor=floor, tempered=True)
-    return tokens.reshape(z.shape[:-1])
+    return affine_race(flat, tau, z_max, shift, seed, targets, floor=floor, tempered=True)

@@ -120,27 +120,37 @@ def _top_p_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None
 TOP_P = Route("top_p", covers=lambda decoder: True, probs=_top_p_probs, sample=_top_p_sample)
 
 
-# --- Shannon above a floor on x = (z − max z)/τ: min-p (x ≥ log p) and epsilon ----------
+# --- Shannon above a floor on x = (z − max z)/τ: min-p, epsilon, top-k -----------------
 
 
-def _floor_rows(decoder: Decoder, x: Tensor) -> tuple[Tensor, Tensor, bool]:
-    # τ, log p (or log ε) as the torch path computes it, and whether the floor is epsilon's.
-    epsilon = isinstance(decoder.support, EpsilonSupport)
-    p = decoder.support.epsilon if epsilon else decoder.support.p
-    name = "epsilon" if epsilon else "p"
-    return _rows("temperature", decoder.temperature, x), torch.log(_rows(name, p, x)), epsilon
+def _floor_terms(decoder: Decoder, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    # Flat z, τ, and max z and the floor per row, each as the torch path computes it.
+    from . import floor
+
+    flat = x.reshape(-1, x.shape[-1]).contiguous()
+    tau = _rows("temperature", decoder.temperature, x)
+    support = decoder.support
+    if isinstance(support, TopKSupport):
+        vocab = x.shape[-1]
+        k = per_row("k", support.k, x).clamp(max=vocab).expand(*x.shape[:-1], 1).reshape(-1)
+        terms = floor.top_k_terms(flat, tau, k, min(support.k_max, vocab), not decoder.validate)
+    elif isinstance(support, EpsilonSupport):
+        terms = floor.epsilon_terms(flat, tau, torch.log(_rows("epsilon", support.epsilon, x)))
+    else:
+        terms = floor.min_p_terms(flat, tau, torch.log(_rows("p", support.p, x)))
+    return flat, tau, *terms
 
 
 def _floor_probs(decoder: Decoder, x: Tensor) -> Tensor:
-    from .min_p import floor_probs
+    from .floor import floor_probs
 
-    return floor_probs(x, *_floor_rows(decoder, x))
+    return floor_probs(*_floor_terms(decoder, x)).reshape(x.shape)
 
 
 def _floor_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None) -> Tensor:
-    from .min_p import floor_sample
+    from .floor import floor_sample
 
-    return floor_sample(x, *_floor_rows(decoder, x), generator)
+    return floor_sample(*_floor_terms(decoder, x), generator).reshape(x.shape[:-1])
 
 
 FLOOR = Route(
@@ -241,7 +251,7 @@ KERNELS: dict[Key, tuple[Route, ...]] = {
     (None, Full): (),
     (Shannon, MinPSupport): (FLOOR,),
     (Shannon, EpsilonSupport): (FLOOR,),
-    (Shannon, TopKSupport): (),
+    (Shannon, TopKSupport): (FLOOR,),
     (Shannon, TypicalSupport): (),
     (Shannon, EtaSupport): (),
 }
