@@ -249,7 +249,7 @@ def check_softmax_sample_follows_probs() -> None:
     scipy_stats = __import__("scipy.stats").stats
     z = torch.tensor([[2.0, 1.0, 0.5, -1.0, -torch.inf, 0.0, 3.0, -4.0]])
     q = d.Softmax(1.3).probs(z.double())[0]
-    draws = 4000
+    draws = 800  # each row is one interpreted program: a few ms each
     tokens = softmax_sample(z.expand(draws, -1), kernel_rows(1 / 1.3, z.expand(draws, -1)),
                             torch.Generator().manual_seed(11))  # fmt: skip
     counts = torch.bincount(tokens, minlength=8).double()
@@ -339,7 +339,7 @@ def check_floor_sample_equals_the_race_over_its_probs() -> None:
 def check_floor_sample_follows_probs() -> None:
     scipy_stats = __import__("scipy.stats").stats
     z = torch.tensor([[2.0, 1.0, 0.5, -1.0, -torch.inf, 0.0, 3.0, -4.0]])
-    draws = 4000
+    draws = 800  # each row is one interpreted program: a few ms each
     for decoder in (d.MinP(0.1, 1.3), d.TopK(4, 0.8)):
         q = decoder.probs(z.double())[0]
         generator = torch.Generator().manual_seed(12)
