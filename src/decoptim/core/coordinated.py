@@ -102,17 +102,23 @@ def group_seeds(seed: int, groups: Tensor) -> Tensor:
     return (high << 30) | (low >> 2)  # 62 bits: a seed plus an index stays an int64
 
 
-def start_codes(seed: Tensor, index: Tensor, k: Tensor | int) -> Codes:
-    """Codes c_i = (U + i/K) mod 1 for samples with group seeds `seed`, indices `index` (both
-    int64 [...]) and group size `k` (an int or an int64 tensor [...]); U is a hash of the
-    seed, shared by the group."""
+def _seeds_and_indices(seed: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    # Group seeds and sample indices as int64 tensors of one shape.
     seed, index = _as_int64("seed", seed), _as_int64("index", index)
-    k = _as_int64("k", k, like=index)
     if seed.shape != index.shape:
         raise ValueError(
             f"seed and index must have the same shape, got {tuple(seed.shape)} and "
             f"{tuple(index.shape)}"
         )
+    return seed, index
+
+
+def start_codes(seed: Tensor, index: Tensor, k: Tensor | int) -> Codes:
+    """Codes c_i = (U + i/K) mod 1 for samples with group seeds `seed`, indices `index` (both
+    int64 [...]) and group size `k` (an int or an int64 tensor [...]); U is a hash of the
+    seed, shared by the group."""
+    seed, index = _seeds_and_indices(seed, index)
+    k = _as_int64("k", k, like=index)
     if bool((k < 1).any()):
         raise ValueError(f"k must be >= 1, got k={_show(k[k < 1])}")
     outside = (index < 0) | (index >= k)
@@ -138,13 +144,8 @@ def resumed_codes(seed: Tensor, index: Tensor, step: Tensor | int) -> Codes:
     it leaves for step s), so it is independent of the sample's tokens so far: the sample
     stays exact given its prefix, but is no longer stratified against its group (at step
     0, `start_codes` gives the stratified code)."""
-    seed, index = _as_int64("seed", seed), _as_int64("index", index)
+    seed, index = _seeds_and_indices(seed, index)
     step = _as_int64("step", step, like=index)
-    if seed.shape != index.shape:
-        raise ValueError(
-            f"seed and index must have the same shape, got {tuple(seed.shape)} and "
-            f"{tuple(index.shape)}"
-        )
     step = torch.broadcast_to(step, index.shape).clone()
     if bool((step < 0).any()):
         raise ValueError(f"step must be >= 0, got step={_show(step[step < 0])}")
