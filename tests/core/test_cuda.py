@@ -237,6 +237,33 @@ def test_cuda_floor_route_keeps_the_torch_paths_tokens_and_samples_as_the_race(d
     assert same >= 4 * 64 - 2, same
 
 
+@pytest.mark.parametrize(
+    "support",
+    [d.TopKSupport(50) & d.TopPSupport(0.9), d.TopPSupport(0.5) & d.TopKSupport(2000),
+     d.TopKSupport(100) & d.MinPSupport(0.05) & d.TopPSupport(0.95)],
+    ids=repr,
+)  # fmt: skip
+def test_cuda_top_k_intersections_keep_the_torch_paths_tokens(support):
+    """Top-k ∩ top-p (∩ min-p) on the top-k list: the same tokens as the torch path on the
+    same GPU, q to float32 rounding, draws inside the support."""
+    from decoptim.core.kernels import set_kernels_enabled
+    from decoptim.core.kernels.table import route_name
+
+    decoder = d.SimplexDecoder(d.Shannon(), support, 0.8)
+    z = random_logits(64, 151936, 9).cuda() * 2
+    assert route_name(decoder, z) == "top_k_intersection"
+    q = decoder.probs(z)
+    set_kernels_enabled(False)
+    try:
+        q_torch = decoder.probs(z)
+    finally:
+        set_kernels_enabled(True)
+    assert torch.equal(q > 0, q_torch > 0)
+    torch.testing.assert_close(q, q_torch, atol=2e-6, rtol=1e-4)
+    drawn = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(0))
+    assert (q.gather(1, drawn[:, None]) > 0).all()
+
+
 def per_row_values(value, rows: int) -> list[float]:
     """A scalar or per-row parameter as a list of `rows` Python floats."""
     if isinstance(value, torch.Tensor):
@@ -353,6 +380,7 @@ KERNEL_ROUTES = [
     d.TopP(0.9),
     d.MinP(0.1),
     d.TopK(50),
+    d.SimplexDecoder(d.Shannon(), d.TopKSupport(50) & d.TopPSupport(0.9)),
     d.Epsilon(3e-4),
     d.TopP(1.0),
     d.Sparsemax(),

@@ -200,3 +200,13 @@ def test_float32_keeps_the_float64_support_except_at_the_cut(name, data):
         f"{int(unexplained.sum())} of {vocab} tokens differ away from the cut; first at "
         f"distance {float(distance[unexplained][0]):.3g}"
     )
+
+
+def test_nested_intersections_are_flattened_and_keep_the_same_tokens():
+    a, b, c = d.TopKSupport(5), d.TopPSupport(0.7), d.MinPSupport(0.2)
+    nested = (a & b) & c
+    assert [type(part) for part in nested.parts] == [type(a), type(b), type(c)]
+    assert [type(part) for part in (a & (b & c)).parts] == [type(a), type(b), type(c)]
+    x = torch.randn(6, 40, generator=torch.Generator().manual_seed(0)) * 2
+    assert torch.equal(nested.mask(x), a.mask(x) & b.mask(x) & c.mask(x))
+    assert repr(nested) == f"{a!r} & {b!r} & {c!r}"

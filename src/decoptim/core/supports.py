@@ -52,8 +52,14 @@ class Full(Support):
 
 
 class Intersect(Support):
+    """Tokens in every part. Nested intersections are flattened: (A & B) & C has the three
+    parts A, B, C."""
+
     def __init__(self, *parts: Support):
-        self.parts = parts
+        self.parts = tuple(
+            inner for part in parts
+            for inner in (part.parts if isinstance(part, Intersect) else (part,))
+        )  # fmt: skip
 
     def _mask(self, x: Tensor) -> Tensor:
         out = self.parts[0].mask(x)

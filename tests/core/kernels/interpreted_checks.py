@@ -309,6 +309,39 @@ def check_floor_routes_keep_the_torch_support_and_equal_reference() -> None:
         assert torch.equal(q > 0, kept), (k, tau, int((q > 0).sum()), int(kept.sum()))
 
 
+def check_top_k_intersections_keep_the_torch_support() -> None:
+    # Top-k ∩ top-p (∩ min-p): top-p's cut found on the top-k list, its masses summed in
+    # float64 from the torch path's own float32 weights: the same tokens as the torch path,
+    # whether top-k or top-p binds, with ties at either edge, per-row parameters and p = 1.
+    z = crowded(3000, 12) * 0.6
+    z[0, 40:60] = z[0].max() - 0.5  # a tied group near both edges
+    shannon = d.Shannon()
+    for support, tau in (
+        (d.TopKSupport(50) & d.TopPSupport(0.9), 0.8),
+        (d.TopKSupport(5) & d.TopPSupport(0.99), 1.0),
+        (d.TopPSupport(0.3) & d.TopKSupport(400), 1.3),
+        (d.TopKSupport(60) & d.TopPSupport(1.0), 0.7),
+        (d.TopKSupport(torch.tensor([3, 900, 45, 2, 3000])) & d.TopPSupport(
+            torch.tensor([0.5, 0.95, 0.2, 1.0, 0.7])), 0.9),
+        (d.TopKSupport(200) & d.MinPSupport(0.05), 1.1),
+        (d.TopKSupport(200) & d.TopPSupport(0.8) & d.MinPSupport(0.3), 0.6),
+    ):  # fmt: skip
+        decoder = d.SimplexDecoder(shannon, support, tau)
+        q = table.TOP_K_INTERSECTION.probs(decoder, z)
+        ref32, ref = decoder.probs(z), decoder.probs(z.double())
+        err = float((q.double() - ref).abs().max())
+        assert err < 2e-6, f"{support!r}: max error {err}"
+        assert torch.equal(q > 0, ref32 > 0), (support, (q > 0).sum(-1), (ref32 > 0).sum(-1))
+        drawn = table.TOP_K_INTERSECTION.sample(decoder, z, torch.Generator().manual_seed(3))
+        assert (q.gather(1, drawn[:, None]) > 0).all(), (support, drawn)
+    z[:, ::5] = torch.nan
+    masked = torch.where(torch.isnan(z), -torch.inf, z)
+    support = d.TopKSupport(50) & d.TopPSupport(0.9)
+    unvalidated = d.SimplexDecoder(shannon, support, 0.8, validate=False)
+    q = table.TOP_K_INTERSECTION.probs(unvalidated, z)
+    assert torch.equal(q > 0, d.SimplexDecoder(shannon, support, 0.8).probs(masked) > 0)
+
+
 def check_top_k_floor_reads_nan_as_minus_inf() -> None:
     # Unvalidated NaN logits drop out as −inf: torch.topk would rank a NaN first.
     z = crowded(3000, 11)

@@ -1,4 +1,5 @@
-"""Shannon on a support that is a floor on the tempered score: min-p, epsilon and top-k.
+"""Shannon on a support that is a floor on the tempered score: min-p, epsilon, top-k, and
+top-k intersected with top-p or min-p.
 
 On each of these supports q ∝ exp(x) on {x ≥ floor}, x = (z − max z)/τ:
 
@@ -6,7 +7,10 @@ On each of these supports q ∝ exp(x) on {x ≥ floor}, x = (z − max z)/τ:
 - epsilon keeps x − log Σ exp(x) ≥ log ε and the most probable tokens, i.e.
   x ≥ min(log ε + log Σ exp(x), 0) (x ≤ 0, with 0 at the row's max);
 - top-k keeps x ≥ the k-th largest x, which is x of the k-th largest z (x is
-  non-decreasing in z), found by `torch.topk`.
+  non-decreasing in z), found by `torch.topk`;
+- an intersection keeps x ≥ the largest of its parts' floors. Top-p's floor, the x at which
+  the cumulative mass (by decreasing x) first reaches p·Σ exp(x), is found on the top-k
+  list when top-k is a part: a top-p cut below the k-th keeps all of top-k anyway.
 
 `*_terms` find max z and the floor per row; `floor_sample` then races over exp(x) on the
 floor in one read of z (`race.affine_race`, tempered), writing nothing of size [rows, V];
@@ -14,9 +18,10 @@ floor in one read of z (`race.affine_race`, tempered), writing nothing of size [
 
 x is computed as the torch path does, (z − max z) then an IEEE division by τ (see
 `streaming.affine_q`), so min-p and top-k keep exactly the tokens the float32 torch path
-keeps, at the cut included. Epsilon's floor holds log Σ exp(x) from split sums, which
-agrees with torch's log_softmax to float32 rounding: a token within that rounding of the
-cut may be in one support and not the other.
+keeps, at the cut included; top-p's masses are summed in float64 from the same float32
+weights as the torch path's, in another order. Epsilon's floor holds log Σ exp(x) from
+split sums, which agrees with torch's log_softmax to float32 rounding: a token within that
+rounding of the cut may be in one support and not the other.
 """
 
 from __future__ import annotations
@@ -57,6 +62,38 @@ def top_k_terms(
     z_max = top[:, 0].contiguous()  # kernels read [rows] vectors with stride 1
     kth = top.gather(-1, (k - 1)[:, None])[:, 0]
     return z_max, (kth - z_max) / tau
+
+
+def top_k_intersection_terms(
+    flat: torch.Tensor,
+    tau: torch.Tensor,
+    k: torch.Tensor,
+    k_max: int,
+    top_p: torch.Tensor | None,
+    log_min_p: torch.Tensor | None,
+    may_hold_nan: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """max z and the floor of top-k ∩ top-p (p: float32 [rows]) and/or ∩ min-p (log p),
+    per row of flat [rows, V]; arguments as for `top_k_terms`."""
+    if may_hold_nan:
+        flat = torch.where(flat == flat, flat, -torch.inf)
+    top = torch.topk(flat, k_max, dim=-1).values
+    z_max = top[:, 0].contiguous()
+    x_top = (top - z_max[:, None]) / tau[:, None]  # descending; as the torch path's x
+    floor = x_top.gather(-1, (k - 1)[:, None])[:, 0]
+    if log_min_p is not None:
+        floor = torch.maximum(floor, log_min_p)
+    if top_p is not None:
+        # The torch path's weights exp(x − max x) = exp(x), summed in float64.
+        total = torch.exp((flat - z_max[:, None]) / tau[:, None]).sum(-1, dtype=torch.float64)
+        mass = top_p.double().clamp_min(torch.finfo(torch.float64).tiny) * total
+        # The first position whose cumulative mass reaches p·Σ: its x is the cut (a tie group
+        # shares one x, so the whole group is kept wherever inside it the mass is reached).
+        reached = torch.exp(x_top).double().cumsum(-1) >= mass[:, None]
+        cut = x_top.gather(-1, reached.int().argmax(-1, keepdim=True))[:, 0]
+        everything = (top_p >= 1) | ~reached.any(-1)
+        floor = torch.maximum(floor, torch.where(everything, -torch.inf, cut))
+    return z_max, floor
 
 
 def floor_probs(

@@ -32,6 +32,7 @@ from ..supports import (
     EpsilonSupport,
     EtaSupport,
     Full,
+    Intersect,
     MinPSupport,
     TopKSupport,
     TopPSupport,
@@ -130,15 +131,36 @@ def _floor_terms(decoder: Decoder, x: Tensor) -> tuple[Tensor, Tensor, Tensor, T
     flat = x.reshape(-1, x.shape[-1]).contiguous()
     tau = _rows("temperature", decoder.temperature, x)
     support = decoder.support
-    if isinstance(support, TopKSupport):
-        vocab = x.shape[-1]
-        k = per_row("k", support.k, x).clamp(max=vocab).expand(*x.shape[:-1], 1).reshape(-1)
-        terms = floor.top_k_terms(flat, tau, k, min(support.k_max, vocab), not decoder.validate)
+    if isinstance(support, Intersect):
+        parts = {type(part): part for part in support.parts}
+        top_k, top_p, min_p = parts[TopKSupport], parts.get(TopPSupport), parts.get(MinPSupport)
+        terms = floor.top_k_intersection_terms(
+            flat, tau, _top_k_rows(top_k, x), min(top_k.k_max, x.shape[-1]),
+            None if top_p is None else _rows("p", top_p.p, x),
+            None if min_p is None else torch.log(_rows("p", min_p.p, x)),
+            not decoder.validate,
+        )  # fmt: skip
+    elif isinstance(support, TopKSupport):
+        k_max = min(support.k_max, x.shape[-1])
+        terms = floor.top_k_terms(flat, tau, _top_k_rows(support, x), k_max, not decoder.validate)
     elif isinstance(support, EpsilonSupport):
         terms = floor.epsilon_terms(flat, tau, torch.log(_rows("epsilon", support.epsilon, x)))
     else:
         terms = floor.min_p_terms(flat, tau, torch.log(_rows("p", support.p, x)))
     return flat, tau, *terms
+
+
+def _top_k_rows(support: TopKSupport, x: Tensor) -> Tensor:
+    # k per row, clipped to V, as int64 [rows].
+    k = per_row("k", support.k, x).clamp(max=x.shape[-1])
+    return k.expand(*x.shape[:-1], 1).reshape(-1)
+
+
+def _covered_intersection(decoder: Decoder) -> bool:
+    # Top-k with top-p and/or min-p, each once: a floor found on the top-k list.
+    parts = [type(part) for part in decoder.support.parts]
+    allowed = {TopKSupport, TopPSupport, MinPSupport}
+    return TopKSupport in parts and len(set(parts)) == len(parts) and set(parts) <= allowed
 
 
 def _floor_probs(decoder: Decoder, x: Tensor) -> Tensor:
@@ -156,6 +178,12 @@ def _floor_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None
 FLOOR = Route(
     "floor",
     covers=lambda decoder: decoder.solver in ("auto", "closed_form"),
+    probs=_floor_probs,
+    sample=_floor_sample,
+)
+TOP_K_INTERSECTION = Route(
+    "top_k_intersection",
+    covers=lambda decoder: FLOOR.covers(decoder) and _covered_intersection(decoder),
     probs=_floor_probs,
     sample=_floor_sample,
 )
@@ -252,6 +280,7 @@ KERNELS: dict[Key, tuple[Route, ...]] = {
     (Shannon, MinPSupport): (FLOOR,),
     (Shannon, EpsilonSupport): (FLOOR,),
     (Shannon, TopKSupport): (FLOOR,),
+    (Shannon, Intersect): (TOP_K_INTERSECTION,),
     (Shannon, TypicalSupport): (),
     (Shannon, EtaSupport): (),
 }
@@ -271,7 +300,10 @@ def kernel_route(decoder: Decoder, x: Tensor) -> Route | None:
     if routes is None:
         _warn_uncovered(decoder, key)
         return None
-    return next((route for route in routes if route.covers(decoder)), None)
+    route = next((route for route in routes if route.covers(decoder)), None)
+    if route is None and key[1] is Intersect:  # other intersections: say so, as uncovered
+        _warn_uncovered(decoder, key)
+    return route
 
 
 def _warn_uncovered(decoder: Decoder, key: Key) -> None:
@@ -283,8 +315,8 @@ def _warn_uncovered(decoder: Decoder, key: Key) -> None:
     name = "none" if objective is None else objective.__name__
     warnings.warn(
         f"{type(decoder).__name__} with support {support.__name__} (objective {name}) has no "
-        "entry in decoptim's kernel table; it runs on the torch path on CUDA (slower, "
-        "same result). This is said once per decoder class and support type.",
+        "entry in decoptim's kernel table that covers it; it runs on the torch path on CUDA "
+        "(slower, same result). This is said once per decoder class and support type.",
         stacklevel=4,
     )
 
