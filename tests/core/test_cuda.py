@@ -194,7 +194,6 @@ def test_cuda_floor_route_keeps_the_torch_paths_tokens_and_samples_as_the_race(d
     whose tempered scores crowd min-p's cut, or tie top-k's k-th after rounding, the kernel
     keeps exactly the tokens the float32 torch path on the same GPU keeps; its draws equal
     the race over the written q."""
-    from decoptim.core.kernels import set_kernels_enabled
     from decoptim.core.kernels.race import race_sample
     from decoptim.core.kernels.table import route_name
 
@@ -219,12 +218,7 @@ def test_cuda_floor_route_keeps_the_torch_paths_tokens_and_samples_as_the_race(d
         z[:8, 0] = 2.0
         z[:8, 1:201] = (start + torch.arange(200) * step).cuda()
     assert route_name(decoder, z) == "floor"
-    q = decoder.probs(z)
-    set_kernels_enabled(False)
-    try:
-        q_torch = decoder.probs(z)
-    finally:
-        set_kernels_enabled(True)
+    q, q_torch = decoder.probs(z), torch_path_probs(decoder, z)
     if not isinstance(decoder.support, d.EpsilonSupport):
         assert torch.equal(q > 0, q_torch > 0)
     torch.testing.assert_close(q, q_torch, atol=2e-6, rtol=1e-4)
@@ -246,22 +240,27 @@ def test_cuda_floor_route_keeps_the_torch_paths_tokens_and_samples_as_the_race(d
 def test_cuda_top_k_intersections_keep_the_torch_paths_tokens(support):
     """Top-k ∩ top-p (∩ min-p) on the top-k list: the same tokens as the torch path on the
     same GPU, q to float32 rounding, draws inside the support."""
-    from decoptim.core.kernels import set_kernels_enabled
     from decoptim.core.kernels.table import route_name
 
     decoder = d.SimplexDecoder(d.Shannon(), support, 0.8)
     z = random_logits(64, 151936, 9).cuda() * 2
     assert route_name(decoder, z) == "top_k_intersection"
-    q = decoder.probs(z)
-    set_kernels_enabled(False)
-    try:
-        q_torch = decoder.probs(z)
-    finally:
-        set_kernels_enabled(True)
+    q, q_torch = decoder.probs(z), torch_path_probs(decoder, z)
     assert torch.equal(q > 0, q_torch > 0)
     torch.testing.assert_close(q, q_torch, atol=2e-6, rtol=1e-4)
     drawn = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(0))
     assert (q.gather(1, drawn[:, None]) > 0).all()
+
+
+def torch_path_probs(decoder, z):
+    """The decoder's q on the same device through its torch ops, kernels switched off."""
+    from decoptim.core.kernels import set_kernels_enabled
+
+    set_kernels_enabled(False)
+    try:
+        return decoder.probs(z)
+    finally:
+        set_kernels_enabled(True)
 
 
 def per_row_values(value, rows: int) -> list[float]:

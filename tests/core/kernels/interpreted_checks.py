@@ -259,6 +259,11 @@ def check_softmax_sample_follows_probs() -> None:
     assert p_value > 1e-3, (counts, q * draws, p_value)
 
 
+def route_of(decoder: d.Decoder) -> table.Route:
+    """The decoder's first kernel route in the table (run here without a GPU)."""
+    return table.KERNELS[decoder.kernel_key()][0]
+
+
 def _near_the_cut(vocab: int, log_p: float, tau: float) -> torch.Tensor:
     # One row whose tempered scores x = (z − max z)/τ crowd the floor log p: z = max z + τ·x
     # for x on the 64 float32 neighbours either side of log p, so that the torch path's
@@ -282,7 +287,7 @@ def check_floor_routes_keep_the_torch_support_and_equal_reference() -> None:
         d.Epsilon(0.9, 1.0), d.TopK(50, 0.7), d.TopK(1), d.TopK(7000, 1.3),
         d.TopK(torch.tensor([1, 40, 900, 3, 6000]), 0.8),
     ):  # fmt: skip
-        q = table.FLOOR.probs(decoder, z)
+        q = route_of(decoder).probs(decoder, z)
         ref32, ref = decoder.probs(z), decoder.probs(z.double())
         err = float((q.double() - ref).abs().max())
         assert err < 2e-6, f"{decoder!r}: max error {err}"
@@ -291,7 +296,7 @@ def check_floor_routes_keep_the_torch_support_and_equal_reference() -> None:
     # fewer on this row than torch does.
     for p, tau in ((0.1, 0.45), (0.1, 1.3), (0.3, 1.1), (0.3, 2.3)):
         row = _near_the_cut(3000, float(torch.log(torch.tensor(p))), tau)[None]
-        q = table.FLOOR.probs(d.MinP(p, tau), row)
+        q = route_of(d.MinP(p, tau)).probs(d.MinP(p, tau), row)
         kept = d.MinP(p, tau).probs(row) > 0
         assert 0 < int(kept[0, 1:130].sum()) < 129, "the row does not straddle the cut"
         assert torch.equal(q > 0, kept), (p, tau, (q > 0).nonzero(), kept.nonzero())
@@ -303,7 +308,7 @@ def check_floor_routes_keep_the_torch_support_and_equal_reference() -> None:
     row[0, 1:201] = start + torch.arange(200) * (torch.nextafter(start, start + 1) - start)
     for k, tau in ((103, 0.7), (62, 1.3), (151, 0.45)):
         decoder = d.TopK(k, tau)
-        q = table.FLOOR.probs(decoder, row)
+        q = route_of(decoder).probs(decoder, row)
         kept = decoder.probs(row) > 0
         assert int(kept.sum()) > k, "no tie after rounding at the k-th: the row tests nothing"
         assert torch.equal(q > 0, kept), (k, tau, int((q > 0).sum()), int(kept.sum()))
@@ -348,10 +353,10 @@ def check_top_k_floor_reads_nan_as_minus_inf() -> None:
     z[:, ::7] = torch.nan
     masked = torch.where(torch.isnan(z), -torch.inf, z)
     decoder = d.TopK(30, 0.8, validate=False)
-    q = table.FLOOR.probs(decoder, z)
+    q = route_of(decoder).probs(decoder, z)
     assert not torch.isnan(q).any()
     assert torch.equal(q > 0, d.TopK(30, 0.8).probs(masked) > 0)
-    drawn = table.FLOOR.sample(decoder, z, torch.Generator().manual_seed(1))
+    drawn = route_of(decoder).sample(decoder, z, torch.Generator().manual_seed(1))
     assert (q.gather(1, drawn[:, None]) > 0).all(), drawn
 
 
@@ -361,9 +366,9 @@ def check_floor_sample_equals_the_race_over_its_probs() -> None:
     # more per q_v than the race's exp(x)): the draws may differ on a near tie, so count.
     z = crowded(6000, 10) * 0.3
     for decoder in (d.MinP(0.1, 1.0), d.MinP(0.02, 0.6), d.Epsilon(1e-3, 1.3), d.TopK(40, 0.9)):
-        q = table.FLOOR.probs(decoder, z)
+        q = route_of(decoder).probs(decoder, z)
         for seed in range(4):
-            drawn = table.FLOOR.sample(decoder, z, torch.Generator().manual_seed(seed))
+            drawn = route_of(decoder).sample(decoder, z, torch.Generator().manual_seed(seed))
             raced = race_sample(q, torch.Generator().manual_seed(seed))
             assert (q.gather(1, drawn[:, None]) > 0).all(), (decoder, seed, drawn)
             assert int((drawn == raced).sum()) >= len(z) - 1, (decoder, seed, drawn, raced)
@@ -376,7 +381,7 @@ def check_floor_sample_follows_probs() -> None:
     for decoder in (d.MinP(0.1, 1.3), d.TopK(4, 0.8)):
         q = decoder.probs(z.double())[0]
         generator = torch.Generator().manual_seed(12)
-        tokens = table.FLOOR.sample(decoder, z.expand(draws, -1), generator)
+        tokens = route_of(decoder).sample(decoder, z.expand(draws, -1), generator)
         counts = torch.bincount(tokens, minlength=8).double()
         assert (counts[q == 0] == 0).all(), (decoder, counts, q)
         live = q > 0

@@ -43,42 +43,28 @@ def epsilon_terms(
     flat: torch.Tensor, tau: torch.Tensor, log_epsilon: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """max z and the floor min(log ε + log Σ exp(x), 0), per row of flat [rows, V]."""
-    stats = row_stats(flat, 1.0 / tau)
-    z_max = stats.maxes.amax(-1)
-    rescale = torch.exp((stats.maxes - z_max[:, None]) / tau[:, None])
-    total = (stats.sums * torch.where(stats.maxes > -torch.inf, rescale, 0.0)).sum(-1)
-    return z_max, torch.clamp(log_epsilon + torch.log(total), max=0.0)
+    inv_tau = 1.0 / tau
+    z_max, log_sum = row_stats(flat, inv_tau).max_and_log_sum(inv_tau)
+    return z_max, torch.clamp(log_epsilon + log_sum, max=0.0)
 
 
 def top_k_terms(
-    flat: torch.Tensor, tau: torch.Tensor, k: torch.Tensor, k_max: int, may_hold_nan: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """max z and the floor x(k-th largest z), per row of flat [rows, V] (k: int64 [rows],
-    each ≤ k_max ≤ V). With `may_hold_nan` (unvalidated logits), NaN counts as −inf, as the
-    kernels read it: torch.topk would rank it first."""
-    if may_hold_nan:
-        flat = torch.where(flat == flat, flat, -torch.inf)
-    top = torch.topk(flat, k_max, dim=-1).values
-    z_max = top[:, 0].contiguous()  # kernels read [rows] vectors with stride 1
-    kth = top.gather(-1, (k - 1)[:, None])[:, 0]
-    return z_max, (kth - z_max) / tau
-
-
-def top_k_intersection_terms(
     flat: torch.Tensor,
     tau: torch.Tensor,
     k: torch.Tensor,
     k_max: int,
-    top_p: torch.Tensor | None,
-    log_min_p: torch.Tensor | None,
     may_hold_nan: bool,
+    top_p: torch.Tensor | None = None,
+    log_min_p: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """max z and the floor of top-k ∩ top-p (p: float32 [rows]) and/or ∩ min-p (log p),
-    per row of flat [rows, V]; arguments as for `top_k_terms`."""
+    """max z and the floor x(k-th largest z), per row of flat [rows, V] (k: int64 [rows],
+    each ≤ k_max ≤ V), raised to top-p's cut (p: float32 [rows]) and/or min-p's floor
+    (log p) for an intersection. With `may_hold_nan` (unvalidated logits), NaN counts as
+    −inf, as the kernels read it: torch.topk would rank it first."""
     if may_hold_nan:
         flat = torch.where(flat == flat, flat, -torch.inf)
     top = torch.topk(flat, k_max, dim=-1).values
-    z_max = top[:, 0].contiguous()
+    z_max = top[:, 0].contiguous()  # kernels read [rows] vectors with stride 1
     x_top = (top - z_max[:, None]) / tau[:, None]  # descending; as the torch path's x
     floor = x_top.gather(-1, (k - 1)[:, None])[:, 0]
     if log_min_p is not None:

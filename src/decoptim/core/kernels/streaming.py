@@ -141,6 +141,15 @@ class RowStats(NamedTuple):
     def splits(self) -> int:
         return self.maxes.shape[1]
 
+    def max_and_log_sum(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row: max z and log Σ exp(c·(z − max z)), the splits combined (the host-side
+        `row_lse`): each split's sum is relative to its own max, so it is rescaled to the
+        row's, and an empty split adds 0."""
+        z_max = self.maxes.amax(-1)
+        rescale = torch.exp(c[:, None] * (self.maxes - z_max[:, None]))
+        total = (self.sums * torch.where(self.maxes > -torch.inf, rescale, 0.0)).sum(-1)
+        return z_max, torch.log(total)
+
 
 def row_stats(
     z: torch.Tensor, c: torch.Tensor, segment: int = 0, c2: torch.Tensor | None = None

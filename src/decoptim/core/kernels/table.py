@@ -124,36 +124,38 @@ TOP_P = Route("top_p", covers=lambda decoder: True, probs=_top_p_probs, sample=_
 # --- Shannon above a floor on x = (z − max z)/τ: min-p, epsilon, top-k -----------------
 
 
-def _floor_terms(decoder: Decoder, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    # Flat z, τ, and max z and the floor per row, each as the torch path computes it.
-    from . import floor
+def _top_k_rows(support: TopKSupport, x: Tensor) -> tuple[Tensor, int]:
+    # k per row, clipped to V, as int64 [rows], and the largest k.
+    k = per_row("k", support.k, x).clamp(max=x.shape[-1])
+    return k.expand(*x.shape[:-1], 1).reshape(-1), min(support.k_max, x.shape[-1])
 
-    flat = x.reshape(-1, x.shape[-1]).contiguous()
-    tau = _rows("temperature", decoder.temperature, x)
+
+def _min_p_terms(decoder: Decoder, flat: Tensor, tau: Tensor, x: Tensor):
+    from .floor import min_p_terms
+
+    return min_p_terms(flat, tau, torch.log(_rows("p", decoder.support.p, x)))
+
+
+def _epsilon_terms(decoder: Decoder, flat: Tensor, tau: Tensor, x: Tensor):
+    from .floor import epsilon_terms
+
+    return epsilon_terms(flat, tau, torch.log(_rows("epsilon", decoder.support.epsilon, x)))
+
+
+def _top_k_terms(decoder: Decoder, flat: Tensor, tau: Tensor, x: Tensor):
+    from .floor import top_k_terms
+
     support = decoder.support
     if isinstance(support, Intersect):
         parts = {type(part): part for part in support.parts}
         top_k, top_p, min_p = parts[TopKSupport], parts.get(TopPSupport), parts.get(MinPSupport)
-        terms = floor.top_k_intersection_terms(
-            flat, tau, _top_k_rows(top_k, x), min(top_k.k_max, x.shape[-1]),
-            None if top_p is None else _rows("p", top_p.p, x),
-            None if min_p is None else torch.log(_rows("p", min_p.p, x)),
-            not decoder.validate,
-        )  # fmt: skip
-    elif isinstance(support, TopKSupport):
-        k_max = min(support.k_max, x.shape[-1])
-        terms = floor.top_k_terms(flat, tau, _top_k_rows(support, x), k_max, not decoder.validate)
-    elif isinstance(support, EpsilonSupport):
-        terms = floor.epsilon_terms(flat, tau, torch.log(_rows("epsilon", support.epsilon, x)))
+        extra = {
+            "top_p": None if top_p is None else _rows("p", top_p.p, x),
+            "log_min_p": None if min_p is None else torch.log(_rows("p", min_p.p, x)),
+        }
     else:
-        terms = floor.min_p_terms(flat, tau, torch.log(_rows("p", support.p, x)))
-    return flat, tau, *terms
-
-
-def _top_k_rows(support: TopKSupport, x: Tensor) -> Tensor:
-    # k per row, clipped to V, as int64 [rows].
-    k = per_row("k", support.k, x).clamp(max=x.shape[-1])
-    return k.expand(*x.shape[:-1], 1).reshape(-1)
+        top_k, extra = support, {}
+    return top_k_terms(flat, tau, *_top_k_rows(top_k, x), not decoder.validate, **extra)
 
 
 def _covered_intersection(decoder: Decoder) -> bool:
@@ -163,30 +165,35 @@ def _covered_intersection(decoder: Decoder) -> bool:
     return TopKSupport in parts and len(set(parts)) == len(parts) and set(parts) <= allowed
 
 
-def _floor_probs(decoder: Decoder, x: Tensor) -> Tensor:
-    from .floor import floor_probs
+def _floor_route(name: str, terms, covers=lambda decoder: True) -> Route:
+    """A route for q ∝ exp(x) on x ≥ floor: `terms(decoder, flat, tau, x)` gives max z and
+    the floor per row, as the torch path computes them (`kernels/floor.py`)."""
 
-    return floor_probs(*_floor_terms(decoder, x)).reshape(x.shape)
+    def solved(decoder: Decoder, x: Tensor):
+        flat = x.reshape(-1, x.shape[-1]).contiguous()
+        tau = _rows("temperature", decoder.temperature, x)
+        return flat, tau, *terms(decoder, flat, tau, x)
+
+    def probs(decoder: Decoder, x: Tensor) -> Tensor:
+        from .floor import floor_probs
+
+        return floor_probs(*solved(decoder, x)).reshape(x.shape)
+
+    def sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        from .floor import floor_sample
+
+        return floor_sample(*solved(decoder, x), generator).reshape(x.shape[:-1])
+
+    def covered(decoder: Decoder) -> bool:
+        return decoder.solver in ("auto", "closed_form") and covers(decoder)
+
+    return Route(name, covers=covered, probs=probs, sample=sample)
 
 
-def _floor_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None) -> Tensor:
-    from .floor import floor_sample
-
-    return floor_sample(*_floor_terms(decoder, x), generator).reshape(x.shape[:-1])
-
-
-FLOOR = Route(
-    "floor",
-    covers=lambda decoder: decoder.solver in ("auto", "closed_form"),
-    probs=_floor_probs,
-    sample=_floor_sample,
-)
-TOP_K_INTERSECTION = Route(
-    "top_k_intersection",
-    covers=lambda decoder: FLOOR.covers(decoder) and _covered_intersection(decoder),
-    probs=_floor_probs,
-    sample=_floor_sample,
-)
+MIN_P = _floor_route("floor", _min_p_terms)
+EPSILON = _floor_route("floor", _epsilon_terms)
+TOP_K = _floor_route("floor", _top_k_terms)
+TOP_K_INTERSECTION = _floor_route("top_k_intersection", _top_k_terms, _covered_intersection)
 
 
 # --- Best-of-K over every token: w = p (exact or mirror), top-M and rank weights (exact) ----
@@ -277,9 +284,9 @@ KERNELS: dict[Key, tuple[Route, ...]] = {
     # The torch path by design: a mask and a softmax are a few passes of torch ops, and
     # sampling goes through the race kernel over q (greedy takes the argmax).
     (None, Full): (),
-    (Shannon, MinPSupport): (FLOOR,),
-    (Shannon, EpsilonSupport): (FLOOR,),
-    (Shannon, TopKSupport): (FLOOR,),
+    (Shannon, MinPSupport): (MIN_P,),
+    (Shannon, EpsilonSupport): (EPSILON,),
+    (Shannon, TopKSupport): (TOP_K,),
     (Shannon, Intersect): (TOP_K_INTERSECTION,),
     (Shannon, TypicalSupport): (),
     (Shannon, EtaSupport): (),

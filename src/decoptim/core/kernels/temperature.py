@@ -20,12 +20,8 @@ def softmax_probs(z: torch.Tensor, inv_tau: torch.Tensor) -> torch.Tensor:
     """softmax(z·inv_tau) per row of z ([..., V] on CUDA; inv_tau the float32 [rows]
     vector of 1/τ, see `checks.kernel_rows`), as float32."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    stats = row_stats(flat, inv_tau)
-    z_max = stats.maxes.amax(-1)
-    # Each split's sum is relative to its own max: rescale to the row's (empty splits add 0).
-    rescale = torch.exp(inv_tau[:, None] * (stats.maxes - z_max[:, None]))
-    total = (stats.sums * torch.where(stats.maxes > -torch.inf, rescale, 0.0)).sum(-1)
-    return exp_affine(flat, inv_tau, z_max, torch.log(total)).reshape(z.shape)
+    z_max, log_sum = row_stats(flat, inv_tau).max_and_log_sum(inv_tau)
+    return exp_affine(flat, inv_tau, z_max, log_sum).reshape(z.shape)
 
 
 def softmax_sample(
