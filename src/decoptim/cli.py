@@ -1,5 +1,5 @@
-"""decoptim's command line: demo, decode, eval, report, compare, merge, train-arith, train-lora,
-train-gsm8k.
+"""decoptim's command line: demo, decode, eval, report, compare, merge, split, train-arith,
+train-lora, train-gsm8k.
 
     decoptim demo                                   # the embedded default (make demo)
     decoptim decode --model smollm2 --prompt "The capital of France is"
@@ -12,6 +12,7 @@ train-gsm8k.
     decoptim eval --backend openai --base-url http://localhost:8000/v1 --model smollm2 \\
         --task arith --decoders softmax --n 8 --out runs/server   # any vLLM server with decoptim
     decoptim eval ... --shard 2/4   # this machine's quarter of the run; then: decoptim merge DIR
+    decoptim split runs/arith 4     # continue an unsharded run as 4 shards (e.g. on 4 GPUs)
     decoptim eval --model smollm2 --task jsonl --data capitals.jsonl --question-field country \\
         --answer-field capital --grader exact --decoders softmax --n 4 --out runs/capitals
     decoptim eval --plugin my_decoders.py --model arith --task arith --decoders mine:k=5 \\
@@ -341,6 +342,18 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_split(args: argparse.Namespace) -> int:
+    from .eval.shards import split_run
+
+    parts = split_run(Path(args.dir), args.count)
+    print(
+        f"split {args.dir} into {args.count} shards ("
+        + ", ".join(f"{shard}: {records} records" for shard, records in parts)
+        + f"); continue each with decoptim eval ... --shard i/{args.count}"
+    )
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .eval.report import write_report
 
@@ -633,6 +646,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("dir")
     merge.set_defaults(run=cmd_merge)
+
+    split = commands.add_parser(
+        "split",
+        help="split an unsharded run, finished or not, into N shards that continue it "
+        "(e.g. on N GPUs: --shard i/N); the inverse of merge",
+    )
+    split.add_argument("dir")
+    split.add_argument("count", type=int, help="N, the number of shards")
+    split.set_defaults(run=cmd_split)
 
     train = commands.add_parser("train-arith", help="train the project's arith model (cached)")
     train.add_argument("--steps", type=int, default=550)

@@ -13,7 +13,7 @@ from decoptim.eval.compare import write_comparison
 from decoptim.eval.grid import make_grid
 from decoptim.eval.report import summarise
 from decoptim.eval.runner import GeneratedSample, RunSettings, read_records, run_grid
-from decoptim.eval.shards import Shard, load_run, merge_run, shard_of
+from decoptim.eval.shards import Shard, load_run, merge_run, shard_of, split_run
 from decoptim.eval.tasks import ArithTask
 
 
@@ -197,3 +197,49 @@ def test_shards_of_different_runs_are_not_read_as_one(tmp_path):
         ValueError, match=r"shard 2/2 is not the same run as shard 1/2 \(seed: 0 in shard 1/2, 5 in"
     ):
         load_run(out)
+
+
+def test_an_unsharded_run_split_continues_as_shards_and_reads_as_one(tmp_path, capsys):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    run(whole)
+    run(cut)
+    samples = cut / "samples.jsonl"
+    lines = samples.read_text().splitlines(keepends=True)
+    samples.write_text("".join(lines[:6]))  # stopped 4 records short
+    with pytest.raises(ValueError, match=r"split it first .*decoptim split .* 3\)"):
+        run(cut, Shard(1, 3))
+
+    assert main(["split", str(cut), "3"]) == 0
+    assert "continue each with decoptim eval ... --shard i/3" in capsys.readouterr().out
+    parts = [read_records(cut / Shard(i, 3).samples_name) for i in (1, 2, 3)]
+    assert sorted(json.dumps(r) for p in parts for r in p) == sorted(
+        json.dumps(r) for r in read_records(samples)
+    )  # every record kept, once
+    assert (cut / "samples.jsonl").read_text() == "".join(lines[:6])  # the old file stays
+    with pytest.raises(ValueError, match="holds shard files already"):
+        split_run(cut, 3)
+    with pytest.raises(ValueError, match="holds a run sharded 3 ways"):
+        run(cut)
+    for i in (1, 2, 3):
+        run(cut, Shard(i, 3))  # each generates only its missing records
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds_per_sample"} for r in rs]  # noqa: E731
+    assert strip(load_run(cut)[1]) == strip(load_run(whole)[1])
+    merge_run(cut)
+    assert strip(read_records(samples)) == strip(read_records(whole / "samples.jsonl"))
+
+
+def test_split_refuses_what_it_cannot_split(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to split"):
+        split_run(tmp_path, 2)
+    with pytest.raises(ValueError, match="the shard count must be >= 1, got 0"):
+        split_run(tmp_path, 0)
+    out = both_halves(tmp_path)
+    merge_run(out)
+    with pytest.raises(ValueError, match="holds shard files already"):
+        split_run(out, 2)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("manifest.json", "samples.jsonl"):
+        (alone / name).write_bytes((out / name).read_bytes())
+    with pytest.raises(ValueError, match="is a merged run's"):
+        split_run(alone, 2)

@@ -122,7 +122,8 @@ def check_directory(out: Path, shard: Shard | None, manifest: dict) -> None:
         return
     if plain.exists() and not merged:
         raise ValueError(
-            f"{out} holds an unsharded run ({MANIFEST}); a sharded run needs another --out"
+            f"{out} holds an unsharded run ({MANIFEST}): split it first to continue it in "
+            f"shards (decoptim split {out} {shard.count}), or use another --out"
         )
     if split is not None and split != shard.count:
         raise ValueError(f"{out} holds shards of a run split {split} ways; got --shard {shard}")
@@ -166,6 +167,37 @@ def merge_run(out: Path) -> tuple[Path, int]:
     write_atomically(samples, "".join(json.dumps(record) + "\n" for record in records))
     write_atomically(plain, json.dumps(manifest, indent=2, default=str))
     return samples, len(records)
+
+
+def split_run(out: Path, count: int) -> list[tuple[Shard, int]]:
+    """Split `out`'s unsharded run, finished or not, into `count` shards that continue it:
+    each shard's files hold the records it owns, and `manifest.json` is marked as merged from
+    them (its `samples.jsonl` stays, the records as they were). Returns (shard, records) pairs.
+    The shards then resume with `--shard i/count` and read back, or merge, as one run."""
+    if count < 1:
+        raise ValueError(f"the shard count must be >= 1, got {count}")
+    if shards_in(out):
+        raise ValueError(
+            f"{out} holds shard files already: continue them with --shard, or, if an earlier "
+            "split was cut short, delete its manifest.shard-* and samples.shard-* files first"
+        )
+    manifest = _read(out / MANIFEST) if (out / MANIFEST).exists() else None
+    if manifest is None or not (out / SAMPLES).exists():
+        raise FileNotFoundError(f"{out} has no {MANIFEST} and {SAMPLES}: nothing to split")
+    if "merged_from" in manifest:
+        raise ValueError(f"{out / MANIFEST} is a merged run's, its shards are elsewhere")
+    position = {problem: i for i, problem in enumerate(manifest["problem_ids"])}
+    owned: dict[Shard, list[dict]] = {Shard(i, count): [] for i in range(1, count + 1)}
+    for record in read_records(out / SAMPLES):
+        chunk = position[record["problem"]] // manifest["batch_size"]
+        owned[Shard(shard_of(record["config"], chunk, count), count)].append(record)
+    for shard, records in owned.items():
+        write_atomically(out / shard.samples_name, "".join(json.dumps(r) + "\n" for r in records))
+        shard_manifest = {**manifest, "shard": str(shard)}
+        write_atomically(out / shard.manifest_name, json.dumps(shard_manifest, indent=2))
+    marked = {**manifest, "merged_from": [{"shard": str(s), "split": True} for s in owned]}
+    write_atomically(out / MANIFEST, json.dumps(marked, indent=2, default=str))
+    return [(shard, len(records)) for shard, records in owned.items()]
 
 
 def _combine(out: Path, shards: dict[Shard, Path], complete: bool) -> tuple[dict, list[dict]]:

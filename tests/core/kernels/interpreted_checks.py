@@ -501,8 +501,10 @@ def check_race_redone_with_fine_words_is_the_same_race() -> None:
         seeds = race_seed(q.device, torch.Generator().manual_seed(seed))
         out = {}
         for fine in (False, True):
-            key, index, zero = torch.empty(block), torch.empty(block, dtype=torch.int32), (
-                torch.empty(1, dtype=torch.int32)
+            key, index, zero = (
+                torch.empty(block),
+                torch.empty(block, dtype=torch.int32),
+                (torch.empty(1, dtype=torch.int32)),
             )
             _race_pass_kernel[(1,)](q, seeds, key, index, zero, vocab, 4096, FINE=fine,
                                     BLOCK=block)  # fmt: skip

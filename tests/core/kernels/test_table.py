@@ -20,8 +20,10 @@ EXPECTED = [
     (d.TopK(50), "floor"),
     (d.TopK(torch.tensor([3, 50])), "floor"),
     (d.SimplexDecoder(d.Shannon(), d.TopKSupport(50) & d.TopPSupport(0.9)), "top_k_intersection"),
-    (d.SimplexDecoder(d.Shannon(), d.TopPSupport(0.9) & d.TopKSupport(5), 0.7),
-     "top_k_intersection"),
+    (
+        d.SimplexDecoder(d.Shannon(), d.TopPSupport(0.9) & d.TopKSupport(5), 0.7),
+        "top_k_intersection",
+    ),
     (d.SimplexDecoder(d.Shannon(), d.TopKSupport(50) & d.MinPSupport(0.1)), "top_k_intersection"),
     (d.TopP(0.9), "top_p"),
     (d.TopP(torch.tensor([0.5, 0.9]), temperature=torch.tensor([0.7, 1.3])), "top_p"),

@@ -168,4 +168,3 @@ def tsallis_probs(z: torch.Tensor, inv_tau: torch.Tensor, alpha: float) -> torch
         BLOCK=STREAM_BLOCK, num_warps=4,
     )  # fmt: skip
     return q.reshape(z.shape)
-
