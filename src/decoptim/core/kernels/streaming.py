@@ -219,8 +219,8 @@ def affine_q(z_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR
 def floor_mode(floor: torch.Tensor | None, tempered: bool) -> int:
     """The FLOOR argument of `affine_q` for a floor (or None) on c·z or on (z − max z)/τ."""
     if floor is None:
-        return 0
-    return 2 if tempered else 1
+        return NO_FLOOR.value
+    return (TEMPERED_FLOOR if tempered else SCALED_FLOOR).value
 
 
 @triton.jit
