@@ -243,3 +243,9 @@ def test_split_refuses_what_it_cannot_split(tmp_path):
         (alone / name).write_bytes((out / name).read_bytes())
     with pytest.raises(ValueError, match="is a merged run's"):
         split_run(alone, 2)
+    stray = tmp_path / "stray"
+    run(stray)
+    with open(stray / "samples.jsonl", "a") as handle:
+        handle.write(json.dumps({"config": "softmax@0.5", "problem": "nowhere"}) + "\n")
+    with pytest.raises(ValueError, match=r"problem 'nowhere', which .* does not list"):
+        split_run(stray, 2)

@@ -189,6 +189,11 @@ def split_run(out: Path, count: int) -> list[tuple[Shard, int]]:
     position = {problem: i for i, problem in enumerate(manifest["problem_ids"])}
     owned: dict[Shard, list[dict]] = {Shard(i, count): [] for i in range(1, count + 1)}
     for record in read_records(out / SAMPLES):
+        if record["problem"] not in position:
+            raise ValueError(
+                f"{out / SAMPLES}: a record of problem {record['problem']!r}, which "
+                f"{out / MANIFEST} does not list: not this run's record"
+            )
         chunk = position[record["problem"]] // manifest["batch_size"]
         owned[Shard(shard_of(record["config"], chunk, count), count)].append(record)
     for shard, records in owned.items():
