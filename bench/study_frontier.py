@@ -38,6 +38,7 @@ def main() -> None:
 
     decoders = list(dict.fromkeys(decoder for decoder, _ in lines))
     colours = {d: plt.cm.tab10(i % 10) for i, d in enumerate(decoders)}
+    most_problems = max(r["problems"] for points in lines.values() for r in points)
     figure, axes = plt.subplots(1, 2, figsize=(14, 6))
     for axis, metric in zip(axes, (f"maj@{args.k}", f"pass@{args.k}"), strict=True):
         for (decoder, sampling), points in lines.items():
@@ -51,10 +52,12 @@ def main() -> None:
                 label=f"{decoder} · {'coordinated' if coordinated else 'i.i.d.'}",
             )  # fmt: skip
             for r, xi, yi in zip(points, x, y, strict=True):
-                axis.annotate(f"{r['temperature']:g}", (xi, yi), fontsize=7, alpha=0.6)
+                # a configuration not yet run on every problem says on how many it stands
+                partial = f" ({r['problems']})" if r["problems"] < most_problems else ""
+                axis.annotate(f"{r['temperature']:g}{partial}", (xi, yi), fontsize=7, alpha=0.6)
         axis.set_xlabel("accuracy of one sample (%)")
         axis.set_ylabel(f"{metric} (%)")
-        axis.set_title(f"{metric} against accuracy (labels: τ)")
+        axis.set_title(f"{metric} against accuracy (labels: τ, and the problems where fewer)")
         axis.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=2, fontsize=7)
