@@ -2,7 +2,8 @@
 
 The same algorithm as `decoptim.core.bok._coverage_roots` (monotone inflection-aware inner
 Newton nested in a bracketed outer Newton, fixed budgets), with every iterate in
-registers: one launch instead of thousands of small ones.
+registers: one launch instead of thousands of small ones. The solve itself is
+`bok_newton.solve_row`, shared with the w = p path (`bok_prob`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .bok_newton import solve_row
 from .candidates import (
     CAP,
     COMPACT,
@@ -61,91 +63,6 @@ def kth_largest_code(codes, valid, k):
         lo = tl.where(enough & (hi - lo > 1), mid, lo)
         hi = tl.where(enough | (hi - lo <= 1), hi, mid)
     return lo
-
-
-@triton.jit
-def _pow(base, exponent):
-    # base ** exponent for base >= 0, with 0 ** 0 = 1.
-    safe = tl.where(base > 0, base, 1.0)
-    value = tl.exp(exponent * tl.log(safe))
-    return tl.where(exponent == 0, 1.0, tl.where(base > 0, value, 0.0))
-
-
-@triton.jit
-def _phi_slope(u, a, b, k):
-    e = tl.exp(u)
-    one_minus = tl.maximum(1.0 - e, 0.0)
-    phi = u - a - b * _pow(one_minus, k - 1.0)
-    slope = 1.0 + b * (k - 1.0) * _pow(one_minus, tl.maximum(k - 2.0, 0.0)) * e
-    return phi, slope
-
-
-@triton.jit
-def _inner(u, a, b, k, ITERATIONS: tl.constexpr):
-    lo = tl.minimum(a, 0.0)
-    hi = tl.minimum(a + b, 0.0)
-    u_infl = -tl.log(tl.maximum(k - 1.0, 1.0))
-    warm = tl.minimum(tl.maximum(u, lo), hi)
-    phi, slope = _phi_slope(warm, a, b, k)
-    warm_ok = ((warm <= u_infl) & (phi >= 0)) | ((warm >= u_infl) & (phi <= 0))
-    stepped = tl.minimum(tl.maximum(warm - phi / slope, lo), hi)
-    phi_s, _ = _phi_slope(stepped, a, b, k)
-    stepped_ok = ((stepped <= u_infl) & (phi_s >= 0)) | ((stepped >= u_infl) & (phi_s <= 0))
-    start = tl.minimum(tl.maximum(u_infl + 0.0 * a, lo), hi)
-    u = tl.where(warm_ok, warm, tl.where(stepped_ok, stepped, start))
-    for _ in range(ITERATIONS):
-        phi, slope = _phi_slope(u, a, b, k)
-        u = tl.minimum(tl.maximum(u - phi / slope, lo), hi)
-    return u
-
-
-@triton.jit
-def _lse(u, tail):
-    m = tl.maximum(tl.max(u, axis=0), tail)
-    return m + tl.log(tl.sum(tl.exp(u - m), axis=0) + tl.exp(tail - m))
-
-
-@triton.jit
-def _outer_step(t, t_lo, t_hi, g, d_g, last_step, before_last):
-    """One safeguarded Newton step on t for G(t) = log Σ q (decreasing; root G = 0): the
-    bracket shrinks with the sign of g, and a Newton step is taken only inside it and when
-    it at most halves the step before last (rtsafe's rule), else the bracket's midpoint.
-    Returns (t, t_lo, t_hi, last_step, before_last) for the next step."""
-    eps = 64 * 1.1920928955078125e-07
-    t_lo = tl.where(g > 0, t, t_lo)
-    t_hi = tl.where(g > 0, t_hi, t)
-    newton = t - g / d_g
-    step = tl.abs(newton - t)
-    # Rounding-sized steps must not trip the cycle test once converged (see bok.py).
-    rounding = eps * tl.maximum(tl.abs(t), 1.0)
-    in_bracket = (newton >= t_lo - rounding) & (newton <= t_hi + rounding)
-    accept = in_bracket & ((2 * step <= before_last) | (step <= rounding))
-    following = tl.where(accept, tl.minimum(tl.maximum(newton, t_lo), t_hi), 0.5 * (t_lo + t_hi))
-    return following, t_lo, t_hi, tl.abs(following - t), last_step
-
-
-@triton.jit
-def _solve_row(a, b, k, tail, OUTER: tl.constexpr, INNER: tl.constexpr):
-    dead = a == -float("inf")
-    b = tl.where(dead, 0.0, b)
-    a = tl.maximum(a, -1e30)
-    t_lo = _lse(a, tail)
-    t_hi = _lse(a + b, tail)
-    t = t_lo
-    u = a - t
-    last_step = t_hi - t_lo
-    before_last = last_step
-    for _ in range(OUTER):
-        u = _inner(u, a - t, b, k, INNER)
-        g = _lse(u, tail - t)
-        _, slope = _phi_slope(u, a - t, b, k)
-        moving = tl.where(u < 0, tl.exp(u - g) / slope, 0.0)
-        d_g = -(tl.sum(moving, axis=0) + tl.exp(tail - t - g))
-        t, t_lo, t_hi, last_step, before_last = _outer_step(
-            t, t_lo, t_hi, g, d_g, last_step, before_last
-        )
-    u = _inner(u, a - t, b, k, 2 * INNER)
-    return u, t, _lse(u, tail - t)
 
 
 @triton.jit
@@ -308,7 +225,7 @@ def _bok_topm_head_kernel(
         weight = tl.where(mask, 1.0, 0.0)
     b = tl.load(betak_ptr + row) * weight
     k = tl.load(k_ptr + row)
-    u, t, log_z = _solve_row(a, b, k, tail, OUTER, INNER)
+    u, t, log_z = solve_row(a, b, k, tail, OUTER, INNER)
     q = tl.where(mask, tl.exp(u - log_z), 0.0)
     tl.store(qhead_ptr + row * M + offs, q, mask=mask)
     tl.store(zmax_ptr + row, z_max)

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .bok_head import _inner, _lse, _outer_step, _phi_slope, _pow, _solve_row
+from .bok_newton import inner_roots, log_mass, outer_step, phi_and_slope, safe_pow, solve_row
 from .candidates import (
     CAP,
     COMPACT,
@@ -115,7 +115,7 @@ def _prob_gather_kernel(
         in_tail = inside & ~keep
         tail += tl.sum(tl.where(in_tail, tl.exp(a + b - top), 0.0), axis=0)
         if MIRROR:
-            first = a + b * _pow(tl.maximum(1.0 - p, 0.0), k - 1.0)
+            first = a + b * safe_pow(tl.maximum(1.0 - p, 0.0), k - 1.0)
             tail_first += tl.sum(tl.where(in_tail, tl.exp(first - top), 0.0), axis=0)
     tl.store(count_ptr + row * splits + split, found)
     tl.store(tail_ptr + (row * 2) * splits + split, tail)
@@ -126,7 +126,7 @@ def _prob_gather_kernel(
 def _solve_full_row(z_ptr, q_ptr, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
                     OUTER: tl.constexpr, INNER: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     # The exact solve over every token of the row (no tail), u kept in q's row between
-    # passes: `_solve_row` with each sum taken block by block. The fallback for overflow.
+    # passes: `solve_row` with each sum taken block by block. The fallback for overflow.
     s_lo = 0.0
     s_hi = 0.0
     for start in range(0, V, BLOCK):
@@ -150,7 +150,7 @@ def _solve_full_row(z_ptr, q_ptr, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
             z_ptr, q_ptr, V, t, z_max, c, inv_tau_p, lse_p, beta_k, k, INNER, BLOCK
         )
         g = tl.log(total)
-        t, t_lo, t_hi, last_step, before_last = _outer_step(
+        t, t_lo, t_hi, last_step, before_last = outer_step(
             t, t_lo, t_hi, g, -moving / total, last_step, before_last
         )
     total, _ = _full_row_inner(
@@ -178,9 +178,9 @@ def _full_row_inner(z_ptr, q_ptr, V, t, z_max, c, inv_tau_p, lse_p, beta_k, k,
         b = tl.where(a == -float("inf"), 0.0, b)
         a = tl.maximum(a, -1e30)
         warm = tl.load(q_ptr + offs, mask=inside, other=0.0)
-        u = _inner(warm, a - t, b, k, ITERATIONS)
+        u = inner_roots(warm, a - t, b, k, ITERATIONS)
         tl.store(q_ptr + offs, u, mask=inside)
-        _, slope = _phi_slope(u, a - t, b, k)
+        _, slope = phi_and_slope(u, a - t, b, k)
         e = tl.where(inside, tl.exp(u), 0.0)
         total += tl.sum(e, axis=0)
         moving += tl.sum(tl.where(u < 0, e / slope, 0.0), axis=0)
@@ -201,7 +201,7 @@ def _mirror_full_row(z_ptr, q_ptr, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top
             a, p, b = _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
             previous = tl.load(q_ptr + offs, mask=inside & (step > 0), other=0.0)
             q = tl.where(step == 0, p, tl.exp(previous - log_total))
-            x = a + b * _pow(tl.maximum(1.0 - q, 0.0), k - 1.0)
+            x = a + b * safe_pow(tl.maximum(1.0 - q, 0.0), k - 1.0)
             tl.store(q_ptr + offs, x, mask=inside)
             total += tl.sum(tl.where(inside, tl.exp(x - top), 0.0), axis=0)
         log_total = tl.log(total) + top
@@ -218,15 +218,15 @@ def _solve_head(x, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first, STEP
     # log-mass (and, for mirror's first step, that of A + b(1 − p)^{K−1}).
     a, p, b = _token_terms(x, z_max, c, inv_tau_p, lse_p, beta_k)
     if MIRROR:
-        log_x = a + b * _pow(tl.maximum(1.0 - p, 0.0), k - 1.0)
-        log_total = _lse(log_x, tail_first)
+        log_x = a + b * safe_pow(tl.maximum(1.0 - p, 0.0), k - 1.0)
+        log_total = log_mass(log_x, tail_first)
         for _step in range(STEPS - 1):
             q = tl.exp(log_x - log_total)
-            log_x = a + b * _pow(tl.maximum(1.0 - q, 0.0), k - 1.0)
-            log_total = _lse(log_x, tail)
+            log_x = a + b * safe_pow(tl.maximum(1.0 - q, 0.0), k - 1.0)
+            log_total = log_mass(log_x, tail)
         return tl.exp(log_x - log_total), log_total
     else:
-        u, t, log_z = _solve_row(a, b, k, tail, OUTER, INNER)
+        u, t, log_z = solve_row(a, b, k, tail, OUTER, INNER)
         return tl.exp(u - log_z), t + log_z
 
 
@@ -355,7 +355,7 @@ def _prob_write_kernel(
             z = load_logits(z_ptr + base + offs, inside)
             a, p, b = _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
             if FIRST_STEP_TAIL:
-                b = b * _pow(tl.maximum(1.0 - p, 0.0), k - 1.0)
+                b = b * safe_pow(tl.maximum(1.0 - p, 0.0), k - 1.0)
             tl.store(q_ptr + base + offs, tl.exp(a + b - shift), mask=inside)
         # The head's ids lie in this program's chunk; its tail values above must land first.
         tl.debug_barrier()
