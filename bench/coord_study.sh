@@ -31,6 +31,7 @@ for i in $(seq 1 "$gpus"); do
   CUDA_VISIBLE_DEVICES=$((i - 1)) $py -m decoptim eval "${grid[@]}" --shard "$i/$gpus" \
     --no-progress > "$run.shard-$i.log" 2>&1 &
   pids+=($!)
+  echo "shard $i/$gpus on GPU $((i - 1)): log in $run.shard-$i.log"
 done
 failed=0
 for i in "${!pids[@]}"; do
