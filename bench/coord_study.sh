@@ -14,9 +14,16 @@
 # Extra arguments go to `decoptim eval`.
 set -euo pipefail
 source "$(dirname "$0")/testbed.sh"  # testbed, out, py, the model (trained) and common
+gpus=${GPUS:-1}
+if [ "$gpus" -gt 1 ]; then  # a shard without its GPU would run on the CPU, slowly
+  visible=$($py -c "import torch; print(torch.cuda.device_count())")
+  if [ "$gpus" -gt "$visible" ]; then
+    echo "GPUS=$gpus needs $gpus CUDA devices; torch sees $visible (leave GPUS unset for one)" >&2
+    exit 2
+  fi
+fi
 $py -m decoptim eval "${common[@]}" --decoders greedy --n 1 --out "$out/$testbed-greedy"
 grid=("${common[@]}" --preset coord-study --n 16 --group-size 16 --out "$out/$testbed")
-gpus=${GPUS:-1}
 if [ "$gpus" -le 1 ]; then
   $py -m decoptim eval "${grid[@]}"
   exit
