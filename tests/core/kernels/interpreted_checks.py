@@ -504,7 +504,7 @@ def check_race_redone_with_fine_words_is_the_same_race() -> None:
             key, index, zero = (
                 torch.empty(block),
                 torch.empty(block, dtype=torch.int32),
-                (torch.empty(1, dtype=torch.int32)),
+                torch.empty(1, dtype=torch.int32),
             )
             _race_pass_kernel[(1,)](q, seeds, key, index, zero, vocab, 4096, FINE=fine,
                                     BLOCK=block)  # fmt: skip
