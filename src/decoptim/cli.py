@@ -32,7 +32,9 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -257,35 +259,59 @@ def engine_args(args: argparse.Namespace) -> dict[str, object]:
     return chosen
 
 
+def _check_openai(args: argparse.Namespace) -> None:
+    if not args.base_url:
+        raise SystemExit("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
+
+
+def _transformers_backend(args: argparse.Namespace, grid):
+    from .eval.backends import TransformersBackend
+
+    return TransformersBackend(args.model, args.device)
+
+
+def _vllm_backend(args: argparse.Namespace, grid):
+    from .eval.backends import VllmBackend, coordinated_params_function
+
+    if grid.has_coordinated():
+        coordinated_params_function()  # fails before the engine starts if missing
+    return VllmBackend(args.model, **engine_args(args))
+
+
+def _openai_backend(args: argparse.Namespace, grid):
+    from .eval.openai_backend import OpenAIBackend
+
+    given = {k: getattr(args, k) for k in SERVER_TUNING if getattr(args, k) is not None}
+    api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
+    return OpenAIBackend(args.base_url, args.model, api_key=api_key, **given)
+
+
+VLLM_OPTIONS = ("max_model_len", *ENGINE_OPTIONS, "engine_arg")
+
+
+class BackendChoice(NamedTuple):
+    """A `--backend`: the flags that apply to it alone, a check of them run before any data
+    or model loads, and how to build it from the flags and the grid."""
+
+    flags: tuple[str, ...]
+    check: Callable[[argparse.Namespace], object]
+    build: Callable[[argparse.Namespace, object], object]
+
+
+BACKENDS = {
+    "transformers": BackendChoice(("device",), lambda args: None, _transformers_backend),
+    "vllm": BackendChoice(VLLM_OPTIONS, engine_args, _vllm_backend),
+    "openai": BackendChoice(SERVER_OPTIONS, _check_openai, _openai_backend),
+}
+
+
 def _check_backend_flags(args: argparse.Namespace) -> None:
     """SystemExit for a flag of another backend, or a backend without its required flags;
     run before any data or model loads."""
-    if args.backend != "openai":
-        _refuse_foreign(args, SERVER_OPTIONS, "--backend openai")
-    elif not args.base_url:
-        raise SystemExit("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
-    if args.backend != "vllm":
-        _refuse_foreign(args, ("max_model_len", *ENGINE_OPTIONS, "engine_arg"), "--backend vllm")
-    else:
-        engine_args(args)
-    if args.backend != "transformers":
-        _refuse_foreign(args, ("device",), "--backend transformers")
-
-
-def _backend(args: argparse.Namespace, grid):
-    from .eval.backends import TransformersBackend, VllmBackend, coordinated_params_function
-
-    if args.backend == "openai":
-        from .eval.openai_backend import OpenAIBackend
-
-        given = {k: getattr(args, k) for k in SERVER_TUNING if getattr(args, k) is not None}
-        api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
-        return OpenAIBackend(args.base_url, args.model, api_key=api_key, **given)
-    if args.backend == "vllm":
-        if grid.has_coordinated():
-            coordinated_params_function()  # fails before the engine starts if missing
-        return VllmBackend(args.model, **engine_args(args))
-    return TransformersBackend(args.model, args.device)
+    for name, choice in BACKENDS.items():
+        if name != args.backend:
+            _refuse_foreign(args, choice.flags, f"--backend {name}")
+    BACKENDS[args.backend].check(args)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -297,7 +323,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     task = _task(args)
     _check_backend_flags(args)
     problems = task.load(args.data, args.limit, args.seed)
-    backend = _backend(args, grid)
+    backend = BACKENDS[args.backend].build(args, grid)
     manifest = {
         **backend.describe(),
         "data": args.data,
@@ -586,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="first N problems only")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--batch-size", type=int, default=8, help="problems per generate call")
-    ev.add_argument("--backend", choices=["transformers", "vllm", "openai"], default="transformers")
+    ev.add_argument("--backend", choices=list(BACKENDS), default="transformers")
     ev.add_argument("--device", default=None, help="transformers only (default: cuda if any)")
     ev.add_argument(
         "--shard",
