@@ -159,35 +159,21 @@ def _race_pass(x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_c
         # counters row·V + start + lane never repeat, since start advances by 4·BLOCK;
         # the fine words' counters, with the high word 1, are never used by the others.
         counter = row.to(tl.int64) * V + start + lane
-        w0, w1, w2, w3 = tl.randint4x(seed, counter)
+        words = tl.randint4x(seed, counter)
         if FINE:
-            f0, f1, f2, f3 = tl.randint4x(seed, counter + 4294967296)
+            fine = tl.randint4x(seed, counter + 4294967296)
         else:
-            f0 = w0 * 0
-            f1 = f0
-            f2 = f0
-            f3 = f0
-            zero_word |= ((w0 == 0) | (w1 == 0) | (w2 == 0) | (w3 == 0)).to(tl.int32)
+            no_word = words[0] * 0
+            fine = (no_word, no_word, no_word, no_word)
+            zero_word |= ((words[0] == 0) | (words[1] == 0) | (words[2] == 0)
+                          | (words[3] == 0)).to(tl.int32)  # fmt: skip
         offs = start + lane
-        best_key, best_e, best_index = _race_block(
-            base, offs, end, w0, f0, best_key, best_e, best_index, c, z_max, shift, floor,
-            edge_code, edge_id, WRITTEN, FLOOR, HEAD, LOGITS,
-        )  # fmt: skip
-        offs += BLOCK
-        best_key, best_e, best_index = _race_block(
-            base, offs, end, w1, f1, best_key, best_e, best_index, c, z_max, shift, floor,
-            edge_code, edge_id, WRITTEN, FLOOR, HEAD, LOGITS,
-        )  # fmt: skip
-        offs += BLOCK
-        best_key, best_e, best_index = _race_block(
-            base, offs, end, w2, f2, best_key, best_e, best_index, c, z_max, shift, floor,
-            edge_code, edge_id, WRITTEN, FLOOR, HEAD, LOGITS,
-        )  # fmt: skip
-        offs += BLOCK
-        best_key, best_e, best_index = _race_block(
-            base, offs, end, w3, f3, best_key, best_e, best_index, c, z_max, shift, floor,
-            edge_code, edge_id, WRITTEN, FLOOR, HEAD, LOGITS,
-        )  # fmt: skip
+        for quarter in tl.static_range(4):
+            best_key, best_e, best_index = _race_block(
+                base, offs, end, words[quarter], fine[quarter], best_key, best_e, best_index,
+                c, z_max, shift, floor, edge_code, edge_id, WRITTEN, FLOOR, HEAD, LOGITS,
+            )  # fmt: skip
+            offs += BLOCK
     return best_key, best_e, best_index, zero_word
 
 
