@@ -12,9 +12,6 @@ class Band(d.Support):  # a new support: tempered logits x (max x = 0) within `w
     def _mask(self, x: torch.Tensor) -> torch.Tensor:
         return x >= -self.width
 
-    def __repr__(self) -> str:
-        return f"Band({self.width!r})"
-
 
 def mine(temperature: float = 1.0, k: int = 5, width: float = 3.0) -> d.Decoder:
     return d.SimplexDecoder(d.Shannon(), d.TopKSupport(k) & Band(width), temperature)

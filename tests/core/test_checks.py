@@ -135,3 +135,21 @@ def test_tsallis_alpha_range():
     for bad in (1.0, 1 + 1e-12, 1e9, math.inf, math.nan):
         with pytest.raises(ValueError, match="alpha"):
             tsallis_alpha("alpha", bad)
+
+
+def test_constructor_repr_shows_the_parameters_kept_under_their_names():
+    class Window(d.Support):
+        def __init__(self, low: float, high: torch.Tensor, scratch: int = 0):
+            self.low, self.high = low, high  # `scratch` is not kept: left out
+
+    class Plain(d.Support):
+        pass
+
+    window = Window(0.5, torch.tensor([1.0, 2.0]))
+    assert repr(window) == "Window(low=0.5, high=tensor[1.0, 2.0])"
+    assert repr(Plain()) == "Plain()"
+    assert (
+        repr(window & d.TopKSupport(3))
+        == "Window(low=0.5, high=tensor[1.0, 2.0]) & TopKSupport(k=3)"
+    )
+    assert repr(0.5 * d.Tsallis(1.5)) == "0.5*Tsallis(alpha=1.5)"

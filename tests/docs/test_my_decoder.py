@@ -42,7 +42,7 @@ def test_the_cli_block_runs_as_written_and_records_the_plugin(tmp_path):
     assert plugin["sha256"] == d.core.specs.hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()
     [entry] = [c for c in manifest["configs"] if c["decoder"]["name"] == "mine"]
     assert entry["id"] == "mine(k=5)@0.7" and entry["decoder"] == {"name": "mine", "k": 5}
-    assert "TopKSupport(k=5) & Band(3.0)" in entry["repr"]
+    assert "TopKSupport(k=5) & Band(width=3.0)" in entry["repr"]
     assert "mine(k=5)" in result.stdout
 
 
@@ -96,4 +96,4 @@ def test_the_grid_block_reads_with_the_plugin(tmp_path, monkeypatch):
     grid = load_grid_file(str(grid_file))
     ids = [c.id for c in grid.configs(4)]
     assert ids == ["mine(k=5,width=2.5)@0.7", "mine(k=5,width=2.5)@1", "softmax@0.7", "softmax@1"]
-    assert "Band(2.5)" in grid.configs(4)[0].manifest_entry()["repr"]
+    assert "Band(width=2.5)" in grid.configs(4)[0].manifest_entry()["repr"]

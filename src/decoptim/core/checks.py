@@ -77,6 +77,23 @@ def shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+def constructor_repr(obj: object) -> str:
+    """`Name(param=value, ...)` from the parameters of `type(obj).__init__` that `obj` keeps
+    under the same names (as every support and regulariser here does, and as a user's own
+    may), so that a decoder's repr, and a run's manifest, show its parts without each part
+    writing a `__repr__`. Tensors show their values (`tensor[...]`)."""
+    import inspect
+
+    names = list(inspect.signature(type(obj).__init__).parameters)[1:]
+    parts = []
+    for name in names:
+        if hasattr(obj, name):
+            value = getattr(obj, name)
+            text = f"tensor{value.tolist()}" if isinstance(value, Tensor) else repr(value)
+            parts.append(f"{name}={text}")
+    return f"{type(obj).__name__}({', '.join(parts)})"
+
+
 def _as_float(value: int | float) -> float:
     try:
         return float(value)

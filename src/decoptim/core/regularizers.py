@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .checks import check_param, tsallis_alpha
+from .checks import check_param, constructor_repr, tsallis_alpha
 
 # A float32 zero stands for "below the smallest subnormal": derivatives that blow up at 0
 # (entropy, KL) are evaluated there instead, so exact underflow zeros stay finite.
@@ -43,6 +43,9 @@ class Regularizer:
     def __add__(self, other: Regularizer) -> Regularizer:
         return WeightedSum([(1.0, self), (1.0, other)])
 
+    def __repr__(self) -> str:
+        return constructor_repr(self)
+
     def __rmul__(self, weight: float) -> Regularizer:
         return WeightedSum([(weight, self)])
 
@@ -60,9 +63,6 @@ class Shannon(Regularizer):
 
     def grad_inverse(self, y: Tensor) -> Tensor:
         return torch.exp(y - 1.0)
-
-    def __repr__(self) -> str:
-        return "Shannon()"
 
 
 class KL(Regularizer):
@@ -123,9 +123,6 @@ class Tsallis(Regularizer):
         if a == 1.5:
             return base * base
         return base ** (1.0 / (a - 1))
-
-    def __repr__(self) -> str:
-        return f"Tsallis(alpha={self.alpha})"
 
 
 class WeightedSum(Regularizer):

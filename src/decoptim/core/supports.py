@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .checks import Param, count, max_int, per_row, unit_interval
+from .checks import Param, constructor_repr, count, max_int, per_row, unit_interval
 
 
 class Support:
@@ -40,15 +40,15 @@ class Support:
     def __and__(self, other: Support) -> Support:
         return Intersect(self, other)
 
+    def __repr__(self) -> str:
+        return constructor_repr(self)
+
 
 class Full(Support):
     """Every token with a finite logit."""
 
     def _mask(self, x: Tensor) -> Tensor:
         return torch.ones_like(x, dtype=torch.bool)
-
-    def __repr__(self) -> str:
-        return "Full()"
 
 
 class Intersect(Support):
@@ -109,9 +109,6 @@ class TopKSupport(Support):
         kth = top.gather(-1, k - 1)
         return x >= kth
 
-    def __repr__(self) -> str:
-        return f"TopKSupport(k={_show(self.k)})"
-
 
 class TopPSupport(Support):
     """Nucleus: the fewest most probable tokens whose mass reaches p (ties at the edge kept).
@@ -127,9 +124,6 @@ class TopPSupport(Support):
         weights = torch.exp(x - x.amax(-1, keepdim=True))
         return mass_threshold_mask(-x, weights, per_row("p", self.p, x))
 
-    def __repr__(self) -> str:
-        return f"TopPSupport(p={_show(self.p)})"
-
 
 class MinPSupport(Support):
     """Tokens with probability at least p times the largest probability."""
@@ -140,9 +134,6 @@ class MinPSupport(Support):
     def _mask(self, x: Tensor) -> Tensor:
         # π_v ≥ p·max π ⇔ x_v ≥ max x + log p: in log space nothing underflows.
         return x >= x.amax(-1, keepdim=True) + torch.log(per_row("p", self.p, x))
-
-    def __repr__(self) -> str:
-        return f"MinPSupport(p={_show(self.p)})"
 
 
 class TypicalSupport(Support):
@@ -159,9 +150,6 @@ class TypicalSupport(Support):
         weights = torch.exp(x - x.amax(-1, keepdim=True))
         return mass_threshold_mask(deviation, weights, per_row("mass", self.mass, x))
 
-    def __repr__(self) -> str:
-        return f"TypicalSupport(mass={_show(self.mass)})"
-
 
 class EpsilonSupport(Support):
     """Tokens with probability at least epsilon, and always the most probable ones."""
@@ -172,9 +160,6 @@ class EpsilonSupport(Support):
     def _mask(self, x: Tensor) -> Tensor:
         keep = torch.log_softmax(x, dim=-1) >= torch.log(per_row("epsilon", self.epsilon, x))
         return keep | (x == x.amax(-1, keepdim=True))
-
-    def __repr__(self) -> str:
-        return f"EpsilonSupport(epsilon={_show(self.epsilon)})"
 
 
 class EtaSupport(Support):
@@ -189,9 +174,6 @@ class EtaSupport(Support):
         log_eps = torch.log(per_row("epsilon", self.epsilon, x))
         cutoff = torch.minimum(log_eps, 0.5 * log_eps - entropy)
         return (log_probs >= cutoff) | (x == x.amax(-1, keepdim=True))
-
-    def __repr__(self) -> str:
-        return f"EtaSupport(epsilon={_show(self.epsilon)})"
 
 
 def ordered_codes(keys: Tensor) -> Tensor:
@@ -252,7 +234,3 @@ def _bisect_code(codes: Tensor, weights: Tensor, mass: Tensor) -> Tensor:
         hi = torch.where(reached, mid, hi)
         lo = torch.where(reached, lo, mid)
     return hi
-
-
-def _show(value: Param) -> str:
-    return f"tensor{value.tolist()}" if isinstance(value, Tensor) else repr(value)
