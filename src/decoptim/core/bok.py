@@ -192,8 +192,8 @@ class BestOfK(Decoder):
         )
         return SimplexProblem(objective, x > -torch.inf)
 
-    def kernel_key(self) -> tuple[type, type]:
-        return KLCoverage, type(self.support)
+    def kernel_key(self) -> tuple[type, object]:
+        return KLCoverage, self.support.kernel_key()
 
     def _parts(self, x: Tensor) -> dict[str, Tensor]:
         """s, log p, λ, β, K (each broadcastable to [..., V] or [..., 1])."""

@@ -44,9 +44,9 @@ class Decoder:
         """The optimisation problem this decoder solves for already-checked logits `x`."""
         raise NotImplementedError
 
-    def kernel_key(self) -> tuple[type | None, type] | None:
-        """(objective or regulariser type, support type): this decoder's key in the kernel
-        table (`decoptim.core.kernels.table`); None looks up no kernel."""
+    def kernel_key(self) -> tuple[type | None, object] | None:
+        """(objective or regulariser type, the support's `kernel_key()`): this decoder's key
+        in the kernel table (`decoptim.core.kernels.table`); None looks up no kernel."""
         return None
 
     def _kernel(self, x: Tensor) -> Route | None:
@@ -152,8 +152,8 @@ class SimplexDecoder(Decoder):
         objective = RegularizedLinear(scores, tau, self.regularizer)
         return SimplexProblem(objective, self.support.mask(scores / tau))
 
-    def kernel_key(self) -> tuple[type | None, type]:
-        return type(self.regularizer), type(self.support)
+    def kernel_key(self) -> tuple[type | None, object]:
+        return type(self.regularizer), self.support.kernel_key()
 
     def _solve_torch(self, x: Tensor) -> Tensor:
         return solve(self.problem(x), self.solver)
@@ -176,7 +176,7 @@ class Greedy(Decoder):
         objective = RegularizedLinear(x, torch.zeros((), dtype=x.dtype), None)
         return SimplexProblem(objective, x > -torch.inf)
 
-    def kernel_key(self) -> tuple[type | None, type]:
+    def kernel_key(self) -> tuple[type | None, object]:
         return None, Full
 
     def sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -40,6 +40,10 @@ class Support:
     def __and__(self, other: Support) -> Support:
         return Intersect(self, other)
 
+    def kernel_key(self) -> object:
+        """This support's half of a kernel-table key (decoptim.core.kernels.table): its type."""
+        return type(self)
+
     def __repr__(self) -> str:
         return constructor_repr(self)
 
@@ -61,6 +65,9 @@ class Intersect(Support):
             for inner in (part.parts if isinstance(part, Intersect) else (part,))
         )  # fmt: skip
 
+    def kernel_key(self) -> tuple:
+        return intersection_key(*(part.kernel_key() for part in self.parts))
+
     def _mask(self, x: Tensor) -> Tensor:
         out = self.parts[0].mask(x)
         for part in self.parts[1:]:
@@ -69,6 +76,13 @@ class Intersect(Support):
 
     def __repr__(self) -> str:
         return " & ".join(repr(p) for p in self.parts)
+
+
+def intersection_key(*parts: object) -> tuple:
+    """The kernel-table key of an intersection of supports with these keys: (Intersect, the
+    parts' keys in a fixed order). Top-k & top-p is one key however it was written; a part
+    given twice stays in the key, which then names another composite."""
+    return (Intersect, *sorted(parts, key=repr))
 
 
 class Mask(Support):

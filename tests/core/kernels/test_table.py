@@ -108,7 +108,9 @@ def test_an_uncovered_composite_takes_the_torch_path_and_warns_once(on_cuda, bui
     with pytest.warns(UserWarning, match="no entry in decoptim's kernel table") as caught:
         assert table.kernel_route(decoder, x) is None
     message = str(caught[0].message)
-    assert type(decoder).__name__ in message and type(decoder.support).__name__ in message
+    parts = getattr(decoder.support, "parts", (decoder.support,))
+    assert type(decoder).__name__ in message
+    assert all(type(part).__name__ in message for part in parts), message
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         # Said once per (decoder class, support type): neither the same decoder nor another
@@ -127,6 +129,20 @@ def test_the_warning_is_per_decoder_class_and_support_type(on_cuda):
         table.kernel_route(d.BestOfK(8, 0.5, 0.3, support=d.MinPSupport(0.2)), x)
     with pytest.warns(UserWarning, match="SimplexDecoder with support TopKSupport"):
         table.kernel_route(d.SimplexDecoder(d.Tsallis(2.0), d.TopKSupport(3)), x)
+
+
+def test_an_intersection_is_keyed_by_its_parts_in_any_order(on_cuda):
+    x = torch.zeros(2, 8)
+    top_k, top_p, min_p = d.TopKSupport(3), d.TopPSupport(0.9), d.MinPSupport(0.1)
+    for support in (top_k & top_p, top_p & top_k, min_p & top_k, top_p & min_p & top_k):
+        decoder = d.SimplexDecoder(d.Shannon(), support)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert table.route_name(decoder, x) == "top_k_intersection", support
+    # Top-k given twice, or beside a support the route does not know, is another composite.
+    for support in (top_k & d.TopKSupport(2), top_k & d.TypicalSupport(0.9)):
+        with pytest.warns(UserWarning, match="TopKSupport & "):
+            assert table.route_name(d.SimplexDecoder(d.Shannon(), support), x) == "torch"
 
 
 def test_decoders_consult_the_table(on_cuda, monkeypatch):

@@ -1,17 +1,19 @@
 r"""The kernel table: which Triton path solves (and samples) a decoder's problem on CUDA.
 
-    KERNELS[(objective or regulariser type, support type)] = routes, tried in order
+    KERNELS[(objective or regulariser type, support key)] = routes, tried in order
 
-A decoder names its key with `kernel_key()`: (type(Ω), type(C)) for a regularised linear
-problem (None for Ω when there is none, as for greedy), (KLCoverage, type(C)) for
-Best-of-K. Types match exactly: a subclass is a new composite. A `Route` is one kernel
+A decoder names its key with `kernel_key()`: (type(Ω), C.kernel_key()) for a regularised
+linear problem (None for Ω when there is none, as for greedy), (KLCoverage, C.kernel_key())
+for Best-of-K. A support's key is its type; an intersection's is `intersection_key` of its
+parts' keys, so each combination of supports is its own entry. Types match exactly: a
+subclass is a new composite. A `Route` is one kernel
 entry: `probs` writes q, `sample` (where there is one) draws without writing q, and
 `covers` says which settings of the decoder it handles (a budget, a solver, a range).
 
 - A key whose routes do not cover the decoder's settings runs on the torch path; so does a
   key listed with no routes (its torch ops are that composite's GPU implementation).
 - A key missing from the table runs on the torch path too, and says so with a warning,
-  once per (decoder class, support type).
+  once per (decoder class, support key).
 - Only float32 rows on CUDA with the kernels enabled are routed; all else is torch.
 """
 
@@ -37,6 +39,7 @@ from ..supports import (
     TopKSupport,
     TopPSupport,
     TypicalSupport,
+    intersection_key,
 )
 from . import MAX_FUSED_TOP_M, use_kernels
 
@@ -158,13 +161,6 @@ def _top_k_terms(decoder: Decoder, flat: Tensor, tau: Tensor, x: Tensor):
     return top_k_terms(flat, tau, *_top_k_rows(top_k, x), not decoder.validate, **extra)
 
 
-def _covered_intersection(decoder: Decoder) -> bool:
-    # Top-k with top-p and/or min-p, each once: a floor found on the top-k list.
-    parts = [type(part) for part in decoder.support.parts]
-    allowed = {TopKSupport, TopPSupport, MinPSupport}
-    return TopKSupport in parts and len(set(parts)) == len(parts) and set(parts) <= allowed
-
-
 def _floor_route(name: str, terms, covers=lambda decoder: True) -> Route:
     """A route for q ∝ exp(x) on x ≥ floor: `terms(decoder, flat, tau, x)` gives max z and
     the floor per row, as the torch path computes them (`kernels/floor.py`)."""
@@ -193,7 +189,8 @@ def _floor_route(name: str, terms, covers=lambda decoder: True) -> Route:
 MIN_P = _floor_route("floor", _min_p_terms)
 EPSILON = _floor_route("floor", _epsilon_terms)
 TOP_K = _floor_route("floor", _top_k_terms)
-TOP_K_INTERSECTION = _floor_route("top_k_intersection", _top_k_terms, _covered_intersection)
+# Top-k with top-p and/or min-p, each once (the table's keys): a floor found on the top-k list.
+TOP_K_INTERSECTION = _floor_route("top_k_intersection", _top_k_terms)
 
 
 # --- Best-of-K over every token: w = p (exact or mirror), top-M and rank weights (exact) ----
@@ -274,7 +271,7 @@ BOK_TOPM = Route(
 
 # --- the table -----------------------------------------------------------------------------
 
-Key = tuple[type | None, type]
+Key = tuple[type | None, object]
 
 KERNELS: dict[Key, tuple[Route, ...]] = {
     (Tsallis, Full): (TSALLIS,),
@@ -287,12 +284,15 @@ KERNELS: dict[Key, tuple[Route, ...]] = {
     (Shannon, MinPSupport): (MIN_P,),
     (Shannon, EpsilonSupport): (EPSILON,),
     (Shannon, TopKSupport): (TOP_K,),
-    (Shannon, Intersect): (TOP_K_INTERSECTION,),
+    **{
+        (Shannon, intersection_key(TopKSupport, *others)): (TOP_K_INTERSECTION,)
+        for others in ((TopPSupport,), (MinPSupport,), (TopPSupport, MinPSupport))
+    },
     (Shannon, TypicalSupport): (),
     (Shannon, EtaSupport): (),
 }
 
-_WARNED: set[tuple[type, type]] = set()
+_WARNED: set[tuple[type, object]] = set()
 
 
 def kernel_route(decoder: Decoder, x: Tensor) -> Route | None:
@@ -307,10 +307,7 @@ def kernel_route(decoder: Decoder, x: Tensor) -> Route | None:
     if routes is None:
         _warn_uncovered(decoder, key)
         return None
-    route = next((route for route in routes if route.covers(decoder)), None)
-    if route is None and key[1] is Intersect:  # other intersections: say so, as uncovered
-        _warn_uncovered(decoder, key)
-    return route
+    return next((route for route in routes if route.covers(decoder)), None)
 
 
 def _warn_uncovered(decoder: Decoder, key: Key) -> None:
@@ -321,11 +318,18 @@ def _warn_uncovered(decoder: Decoder, key: Key) -> None:
     _WARNED.add(seen)
     name = "none" if objective is None else objective.__name__
     warnings.warn(
-        f"{type(decoder).__name__} with support {support.__name__} (objective {name}) has no "
+        f"{type(decoder).__name__} with support {_key_name(support)} (objective {name}) has no "
         "entry in decoptim's kernel table that covers it; it runs on the torch path on CUDA "
         "(slower, same result). This is said once per decoder class and support type.",
         stacklevel=4,
     )
+
+
+def _key_name(support: object) -> str:
+    # A support type's name; an intersection's as its parts joined by "&".
+    if isinstance(support, tuple) and support[:1] == (Intersect,):
+        return " & ".join(_key_name(part) for part in support[1:])
+    return getattr(support, "__name__", repr(support))
 
 
 def route_name(decoder: Decoder, x: Tensor) -> str:
