@@ -38,7 +38,15 @@ from .candidates import (
     gather_splits,
     load_candidates,
 )
-from .streaming import BLOCK, chunk_for, load_logits, pow2_at_least, row_lse, row_stats
+from .streaming import (
+    BLOCK,
+    chunk_for,
+    load_logits,
+    pow2_at_least,
+    row_lse,
+    row_stats,
+    split_bounds,
+)
 
 # log of float32's machine epsilon, 2⁻²³: the tail's closed form is within it.
 LOG_EPS = tl.constexpr(-15.942385152878742)
@@ -101,11 +109,11 @@ def _prob_gather_kernel(
     slope = inv_tau_p + c
     base = row.to(tl.int64) * V
     slot = (row * splits + split).to(tl.int64) * CAP
-    end = tl.minimum((split + 1) * CHUNK, V)
+    begin, end = split_bounds(split, CHUNK, V)
     found = tl.zeros((), tl.int32)
     tail = 0.0
     tail_first = 0.0
-    for start in range(split * CHUNK, end, BLOCK):
+    for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         inside = offs < end
         z = load_logits(z_ptr + base + offs, inside)
@@ -348,8 +356,8 @@ def _prob_write_kernel(
         lse_p = tl.load(row_ptr + row * 3 + 1)
         shift = tl.load(row_ptr + row * 3 + 2)
         base = row.to(tl.int64) * V
-        end = tl.minimum((split + 1) * CHUNK, V)
-        for start in range(split * CHUNK, end, BLOCK):
+        begin, end = split_bounds(split, CHUNK, V)
+        for start in range(begin, end, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             inside = offs < end
             z = load_logits(z_ptr + base + offs, inside)

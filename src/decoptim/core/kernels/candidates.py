@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .streaming import BLOCK, cdiv, chunk_for, code_of, load_logits, pow2_at_least
+from .streaming import BLOCK, cdiv, chunk_for, code_of, load_logits, pow2_at_least, split_bounds
 
 CAP = 256
 MAX_SPLITS = 16
@@ -98,9 +98,9 @@ def _gather_kernel(
         lo = code_of(tl.zeros((), tl.float32) - offset)
     base = row.to(tl.int64) * stride
     slot = (row * splits + split).to(tl.int64) * CAP
-    end = tl.minimum((split + 1) * CHUNK, V)
+    begin, end = split_bounds(split, CHUNK, V)
     found = tl.zeros((), tl.int32)
-    for start in range(split * CHUNK, end, BLOCK):
+    for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         inside = offs < end
         x = (load_logits(z_ptr + base + offs, inside) - z_top) * scale

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from ..coordinated import _REFILL, Codes
-from .streaming import cdiv, chunk_for, pow2_at_least, splits_for
+from .streaming import cdiv, chunk_for, pow2_at_least, split_bounds, splits_for
 
 BLOCK = 1024
 TWO_POW_M52 = tl.constexpr(2.0**-52)
@@ -60,9 +60,9 @@ def _split_sums_kernel(q_ptr, sums_ptr, V, CHUNK, BLOCK: tl.constexpr):
     row = tl.program_id(0)
     split = tl.program_id(1)
     base = q_ptr + row.to(tl.int64) * V
-    end = tl.minimum((split + 1) * CHUNK, V)
+    begin, end = split_bounds(split, CHUNK, V)
     total = tl.zeros((BLOCK,), tl.float64)
-    for start in range(split * CHUNK, end, BLOCK):
+    for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         total += tl.load(base + offs, mask=offs < end, other=0.0).to(tl.float64)
     tl.store(sums_ptr + row * tl.num_programs(1) + split, tl.sum(total, axis=0))

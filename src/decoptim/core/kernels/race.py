@@ -26,6 +26,7 @@ from .streaming import (
     floor_mode,
     load_logits,
     pow2_at_least,
+    split_bounds,
     splits_for,
 )
 
@@ -148,13 +149,13 @@ def _race_pass(x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_c
     # index), and whether any word was 0. Without FINE the cell w = 0 is not split (its E
     # is then wrong), so the caller redoes the split with FINE when one occurred.
     base = x_ptr + row.to(tl.int64) * V
-    end = tl.minimum((split + 1) * CHUNK, V)
+    begin, end = split_bounds(split, CHUNK, V)
     lane = tl.arange(0, BLOCK)
     best_key = tl.zeros((BLOCK,), tl.float32) + (-float("inf") if LOGITS else -1.0)
     best_e = tl.zeros((BLOCK,), tl.float32) + 1.0
     best_index = tl.zeros((BLOCK,), tl.int32)
     zero_word = tl.zeros((BLOCK,), tl.int32)
-    for start in range(split * CHUNK, end, 4 * BLOCK):
+    for start in range(begin, end, 4 * BLOCK):
         # One Philox call yields four words: one per quarter of this 4·BLOCK span. The
         # counters row·V + start + lane never repeat, since start advances by 4·BLOCK;
         # the fine words' counters, with the high word 1, are never used by the others.

@@ -44,6 +44,13 @@ def splits_for(
 
 
 @triton.jit
+def split_bounds(split, CHUNK, V):
+    """The tokens [begin, end) of a row that program `split` covers: CHUNK each (whole blocks,
+    from `chunk_for`), the last split cut at V."""
+    return split * CHUNK, tl.minimum((split + 1) * CHUNK, V)
+
+
+@triton.jit
 def load_logits(ptr, mask):
     """Logits as every kernel reads them: masked lanes and NaN as −inf, so that a NaN (only
     possible with validate=False) drops out of the support as on the CPU."""
@@ -96,11 +103,11 @@ def _row_stats_kernel(
     c = tl.load(c_ptr + row)
     c2 = tl.load(c2_ptr + row)
     base = z_ptr + row.to(tl.int64) * stride
-    end = tl.minimum((split + 1) * CHUNK, V)
+    begin, end = split_bounds(split, CHUNK, V)
     m = -float("inf")
     s = 0.0
     s2 = 0.0
-    for start in range(split * CHUNK, end, BLOCK):
+    for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         z = load_logits(base + offs, offs < end)
         new_m = tl.maximum(m, tl.max(z, axis=0))
@@ -235,8 +242,8 @@ def _exp_affine_kernel(
     shift = tl.load(shift_ptr + row)
     floor = tl.load(floor_ptr + row)
     base = row.to(tl.int64) * V
-    end = tl.minimum((split + 1) * CHUNK, V)
-    for start in range(split * CHUNK, end, BLOCK):
+    begin, end = split_bounds(split, CHUNK, V)
+    for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         q = affine_q(z_ptr + base, offs, end, c, m, shift, floor, 0, 0, FLOOR, False)
         tl.store(q_ptr + base + offs, q, mask=offs < end)

@@ -32,6 +32,7 @@ from .streaming import (
     pow2_at_least,
     row_lse,
     row_stats,
+    split_bounds,
 )
 
 BLOCK = 4096
@@ -124,8 +125,8 @@ def _top_p_profile_kernel(
     mass = tl.zeros((PROFILE, BLOCK), tl.float32)
     above = tl.zeros((BLOCK,), tl.float32)
     base = row.to(tl.int64) * V
-    end = tl.minimum((split + 1) * CHUNK, V)
-    for start in range(split * CHUNK, end, BLOCK):
+    begin, end = split_bounds(split, CHUNK, V)
+    for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         z = load_logits(z_ptr + base + offs, offs < end)
         x = z * inv_tau
@@ -178,10 +179,10 @@ def _top_p_gather_kernel(
     lo, hi = _narrow(lo, hi, profile_ptr, row, splits, target, PROFILE, SPLIT_BLOCK)
     base = row.to(tl.int64) * V
     slot = (row * splits + split).to(tl.int64) * CAP
-    end = tl.minimum((split + 1) * CHUNK, V)
+    begin, end = split_bounds(split, CHUNK, V)
     found = tl.zeros((), tl.int32)
     above = 0.0
-    for start in range(split * CHUNK, end, BLOCK):
+    for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         inside = offs < end
         z = load_logits(z_ptr + base + offs, inside)

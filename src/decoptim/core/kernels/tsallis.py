@@ -25,6 +25,7 @@ from .streaming import (
     load_logits,
     pow2_at_least,
     row_stats,
+    split_bounds,
 )
 
 BLOCK = 4096
@@ -122,8 +123,8 @@ def _tsallis_write_kernel(z_ptr, inv_tau_ptr, top_ptr, eta_ptr, total_ptr, q_ptr
     eta = tl.load(eta_ptr + row)
     total = tl.load(total_ptr + row)
     base = row.to(tl.int64) * V
-    end = tl.minimum((split + 1) * CHUNK, V)
-    for start in range(split * CHUNK, end, BLOCK):
+    begin, end = split_bounds(split, CHUNK, V)
+    for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < end
         x = (load_logits(z_ptr + base + offs, mask) - top) * inv_tau
