@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from decoptim.eval.runner import (
     GeneratedSample,
     RunSettings,
     chunk_seed,
+    code_sha256,
     read_records,
     run_grid,
     write_atomically,
@@ -117,6 +119,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_arith_model, tmp_p
         ("coordinated", 2),
     ] * 2
     assert {"decoptim", "torch", "transformers"} <= set(manifest["versions"])
+    assert manifest["code_sha256"] == code_sha256()
     assert "BestOfK(k=4, beta=0.5, lam=0.5" in manifest["configs"][3]["repr"]
     # coordinated groups are not the i.i.d. samples under another name
     assert expected[(CONFIGS[0], "arith-1-0")] != expected[(CONFIGS[1], "arith-1-0")]
@@ -207,3 +210,22 @@ def test_atomic_writes_replace_whole_or_leave_the_file_as_it_was(tmp_path):
     with pytest.raises(UnicodeEncodeError):
         write_atomically(path, "half \ud800 written")  # fails in the middle of the write
     assert path.read_text() == "second" and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_code_sha256_names_the_source_files_and_their_bytes(tmp_path):
+    import shutil
+
+    from decoptim.eval import runner
+
+    package = tmp_path / "decoptim"
+    shutil.copytree(Path(runner.__file__).resolve().parents[1], package)
+    assert code_sha256(package) == code_sha256()
+    for cache in package.rglob("__pycache__"):  # only the .py files count
+        shutil.rmtree(cache)
+    assert code_sha256(package) == code_sha256()
+    edited = package / "core" / "supports.py"
+    edited.write_text(edited.read_text() + "\n")
+    after_edit = code_sha256(package)
+    assert after_edit != code_sha256()
+    edited.rename(package / "core" / "supports_renamed.py")
+    assert code_sha256(package) not in (after_edit, code_sha256())

@@ -163,6 +163,19 @@ def git_revision() -> str | None:
         return None
 
 
+def code_sha256(package: Path | None = None) -> str:
+    """sha256 over decoptim's own source files (each one's path and bytes): it names the code
+    that ran where the git revision cannot (a tree copied beside a stale `.git`, an
+    installed wheel, uncommitted edits). `python -c "from decoptim.eval.runner import
+    code_sha256; print(code_sha256())"` in a checkout gives the value to compare."""
+    package = package or Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for name in ("decoptim", "torch", "transformers", "math_verify", "vllm"):
@@ -311,6 +324,7 @@ def run_grid(
         "shard": str(settings.shard) if settings.shard else None,
         "versions": versions(),
         "git_revision": git_revision(),
+        "code_sha256": code_sha256(),
         "command": " ".join(sys.argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),

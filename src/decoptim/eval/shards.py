@@ -251,7 +251,10 @@ def _combine(out: Path, shards: dict[Shard, Path], complete: bool) -> tuple[dict
     merged_from = [
         {
             "shard": str(shard),
-            **{k: m.get(k) for k in ("started", "resumed", "machine", "git_revision", "command")},
+            **{
+                k: m.get(k)
+                for k in ("started", "resumed", "machine", "git_revision", "code_sha256", "command")
+            },
         }
         for shard, m in manifests.items()
     ]
