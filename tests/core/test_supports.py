@@ -43,6 +43,27 @@ def test_mass_threshold_equals_sorting(values, mass, use_float64):
     assert torch.equal(got, threshold_by_sorting(keys, weights, target.flatten()))
 
 
+def test_radix_select_equals_the_float64_bisection_at_a_full_vocabulary():
+    # float32 keys take the byte-at-a-time radix select, the same values as float64 keys the
+    # bisection: the kept sets must be equal. Rows crowd their keys into few top bytes (so
+    # later passes keep few tokens in the group and many outside it), with ties and inf.
+    vocab = 151_936
+    generator = torch.Generator().manual_seed(7)
+    crowded = 1.0 + torch.randint(0, 2**12, (vocab,), generator=generator) * 2.0**-20
+    spread = torch.randn(vocab, generator=generator).abs() * 5
+    tied = torch.full((vocab,), 2.5)
+    tied[:1000] = 0.5
+    with_inf = spread.clone()
+    with_inf[::97] = math.inf
+    keys = torch.stack([crowded, spread, tied, with_inf]).to(torch.float32)
+    weights = torch.softmax(torch.randn(4, vocab, generator=generator) * 4, -1)
+    for mass in (1e-9, 0.3, 0.9, 1.0 - 1e-7):
+        target = torch.full((4, 1), mass, dtype=torch.float64)
+        radix = mass_threshold_mask(keys, weights, target)
+        bisection = mass_threshold_mask(keys.double(), weights, target)
+        assert torch.equal(radix, bisection), mass
+
+
 def test_ordered_codes_preserve_order_including_signed_zero_and_infinities():
     x = torch.tensor([-math.inf, -1e30, -1.0, -1e-40, -0.0, 0.0, 1e-40, 2.0, math.inf])
     for dtype in (torch.float32, torch.float64):

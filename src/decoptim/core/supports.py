@@ -228,10 +228,12 @@ def mass_threshold_mask(keys: Tensor, weights: Tensor, mass: Tensor) -> Tensor:
     below = torch.zeros((*rows, 1), dtype=weights.dtype, device=codes.device)
     for shift in (24, 16, 8, 0):
         in_group = (codes >> (shift + 8)) == prefix
-        digit = torch.where(in_group, (codes >> shift) & 0xFF, 256)
-        histogram = torch.zeros((*rows, 257), dtype=weights.dtype, device=codes.device)
-        histogram.scatter_add_(-1, digit, weights)
-        cumulative = below + histogram[..., :256].cumsum(-1)
+        # Tokens outside the group add 0 to the bin of their own digit: spread over the 256
+        # bins rather than all into one, where a GPU's atomic adds would queue up.
+        digit = (codes >> shift) & 0xFF
+        histogram = torch.zeros((*rows, 256), dtype=weights.dtype, device=codes.device)
+        histogram.scatter_add_(-1, digit, torch.where(in_group, weights, 0.0))
+        cumulative = below + histogram.cumsum(-1)
         chosen = (cumulative < mass).sum(-1, keepdim=True).clamp(max=255)
         below = torch.where(chosen > 0, cumulative.gather(-1, (chosen - 1).clamp_min(0)), below)
         prefix = (prefix << 8) | chosen
