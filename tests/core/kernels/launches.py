@@ -42,7 +42,6 @@ OPTIONS = ("num_warps", "num_stages", "num_ctas")  # launch options that change 
 def record(path: str | Path) -> None:
     """Note every launch of a decoptim kernel from now on; write them to `path` at exit."""
     from triton.runtime.interpreter import InterpretedFunction
-    from triton.runtime.jit import mangle_type
 
     launches: dict[str, dict] = {}
     launch = InterpretedFunction.run
@@ -55,7 +54,7 @@ def record(path: str | Path) -> None:
             note = {
                 "module": fn.__module__,
                 "kernel": fn.__name__,
-                "args": {name: _describe(value, mangle_type) for name, value in values.items()},
+                "args": {name: _describe(value) for name, value in values.items()},
                 "options": {k: kwargs[k] for k in OPTIONS if k in kwargs},
             }
             launches.setdefault(json.dumps(note, sort_keys=True), note)
@@ -65,14 +64,21 @@ def record(path: str | Path) -> None:
     atexit.register(lambda: Path(path).write_text(json.dumps(list(launches.values()), indent=1)))
 
 
-def _describe(value, mangle_type) -> dict:
-    """An argument as the compiler needs it: its type, and its value where that is part of
-    the code (the interpreter passes constexprs as plain Python values)."""
-    if isinstance(value, torch.Tensor):
-        return {"type": mangle_type(value)}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return {"type": mangle_type(value), "value": value}
-    raise TypeError(f"a kernel argument of type {type(value).__name__} is not described")
+def _describe(value) -> dict:
+    """An argument as the JIT sees it at a launch: its type and its specialisation (an int
+    1 becomes a constexpr, a pointer or int divisible by 16 is marked so: Triton compiles
+    those as other variants), and its value where that is part of the code (the
+    interpreter passes constexprs as plain Python values)."""
+    from triton.backends.compiler import BaseBackend
+    from triton.runtime.jit import native_specialize_impl
+
+    if not (value is None or isinstance(value, (torch.Tensor, bool, int, float, str))):
+        raise TypeError(f"a kernel argument of type {type(value).__name__} is not described")
+    kind, key = native_specialize_impl(BaseBackend, value, False, True, True)
+    described = {"type": kind, "specialization": key or ""}
+    if not isinstance(value, torch.Tensor):
+        described["value"] = value
+    return described
 
 
 def kernels() -> dict[tuple[str, str], object]:
@@ -92,11 +98,14 @@ def kernels() -> dict[tuple[str, str], object]:
     return found
 
 
-def signature_of(kernel, note: dict) -> tuple[dict, dict]:
-    """The compiler's signature and constexpr values for one noted launch of `kernel` (a
-    JITFunction): the values of constexprs, the types of the other arguments."""
-    signature, constants = {}, {}
-    for param in kernel.params:
+def signature_of(kernel, note: dict) -> tuple[dict, dict, dict]:
+    """The compiler's signature, constexpr values and attributes for one noted launch of
+    `kernel` (a JITFunction): the values of constexprs, the types of the other arguments,
+    and their divisibility as the JIT specialises it."""
+    from triton.backends.compiler import BaseBackend
+
+    signature, constants, attrs = {}, {}, {}
+    for index, param in enumerate(kernel.params):
         described = note["args"].get(param.name)
         if described is None:  # not passed: its default
             if not param.has_default:
@@ -108,16 +117,20 @@ def signature_of(kernel, note: dict) -> tuple[dict, dict]:
             constants[param.name] = described.get("value")
         else:
             signature[param.name] = described["type"]
-    return signature, constants
+            if described["specialization"]:
+                attrs[(index,)] = BaseBackend.parse_attr(described["specialization"])
+    return signature, constants, attrs
 
 
-def compile_for_target(kernel, signature: dict, constants: dict, options: dict):
+def compile_for_target(
+    kernel, signature: dict, constants: dict, options: dict, attrs: dict | None = None
+):
     """`kernel` compiled for TARGET down to a cubin (the compiler's error if it cannot be)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    source = ASTSource(kernel, signature, constexprs=constants)
+    source = ASTSource(kernel, signature, constexprs=constants, attrs=attrs)
     binary = triton.compile(source, target=GPUTarget(*TARGET), options=options)
     assert binary.asm.get("cubin"), f"{kernel.__name__}: no cubin"
     return binary
@@ -144,17 +157,18 @@ def main(path: str, ptx_dir: str | None = None) -> int:
         if key not in every:
             failures.append(f"{key[0]}.{key[1]}: launched but not a kernel of {PACKAGE}")
             continue
-        signature, constants = signature_of(every[key], note)
-        identity = json.dumps([key, signature, constants, note["options"]], sort_keys=True)
-        distinct[identity] = (key, signature, constants, note["options"])
+        signature, constants, attrs = signature_of(every[key], note)
+        shown_attrs = {str(k): v for k, v in attrs.items()}
+        identity = json.dumps([key, signature, constants, shown_attrs, note["options"]])
+        distinct[identity] = (key, signature, constants, attrs, note["options"])
     compiled = {key: 0 for key in every}
     started = time.monotonic()
-    for key, signature, constants, options in distinct.values():
+    for identity, (key, signature, constants, attrs, options) in distinct.items():
         try:
-            binary = compile_for_target(every[key], signature, constants, options)
+            binary = compile_for_target(every[key], signature, constants, options, attrs)
             compiled[key] += 1
             if ptx_dir:
-                name = hashlib.sha256(repr((signature, constants, options)).encode()).hexdigest()
+                name = hashlib.sha256(identity.encode()).hexdigest()
                 out = Path(ptx_dir) / f"{key[1]}-{name[:12]}.ptx"
                 out.write_text(code_of(binary.asm["ptx"]))
         except Exception as error:  # the compiler's own message says what is wrong
