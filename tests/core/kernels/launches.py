@@ -6,8 +6,8 @@ type that changes in a loop, a value that must be a constexpr). This module clos
 in two steps:
 
 1. `record(path)`, in the interpreter process: every launch of a decoptim kernel is noted
-   (the kernel, Triton's own type for each argument, the constexpr values, the launch
-   options) and written to `path` as JSON when the process exits.
+   (the kernel, each argument's type and specialisation as Triton's JIT would see them, the
+   constexpr values, the launch options) and written to `path` as JSON at exit.
 2. `python -m tests.core.kernels.launches PATH [--ptx DIR]` (without TRITON_INTERPRET):
    each distinct launch is compiled ahead of time for Hopper (sm_90, the H100/H200 the
    kernels are tuned for) down to a cubin, with the ptxas that ships in Triton's wheel; no
