@@ -8,6 +8,7 @@ which `validate=False` skips for hot loops whose inputs are already trusted.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable
 
@@ -82,8 +83,6 @@ def constructor_repr(obj: object) -> str:
     under the same names (as every support and regulariser here does, and as a user's own
     may), so that a decoder's repr, and a run's manifest, show its parts without each part
     writing a `__repr__`. Tensors show their values (`tensor[...]`)."""
-    import inspect
-
     names = list(inspect.signature(type(obj).__init__).parameters)[1:]
     parts = []
     for name in names:

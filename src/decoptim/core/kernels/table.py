@@ -6,9 +6,9 @@ A decoder names its key with `kernel_key()`: (type(Ω), C.kernel_key()) for a re
 linear problem (None for Ω when there is none, as for greedy), (KLCoverage, C.kernel_key())
 for Best-of-K. A support's key is its type; an intersection's is `intersection_key` of its
 parts' keys, so each combination of supports is its own entry. Types match exactly: a
-subclass is a new composite. A `Route` is one kernel
-entry: `probs` writes q, `sample` (where there is one) draws without writing q, and
-`covers` says which settings of the decoder it handles (a budget, a solver, a range).
+subclass is a new composite. A `Route` is one kernel entry: `probs` writes q, `sample`
+(where there is one) draws without writing q, and `covers` says which settings of the
+decoder it handles (a budget, a solver, a range).
 
 - A key whose routes do not cover the decoder's settings runs on the torch path; so does a
   key listed with no routes (its torch ops are that composite's GPU implementation).
@@ -161,7 +161,7 @@ def _top_k_terms(decoder: Decoder, flat: Tensor, tau: Tensor, x: Tensor):
     return top_k_terms(flat, tau, *_top_k_rows(top_k, x), not decoder.validate, **extra)
 
 
-def _floor_route(name: str, terms, covers=lambda decoder: True) -> Route:
+def _floor_route(name: str, terms) -> Route:
     """A route for q ∝ exp(x) on x ≥ floor: `terms(decoder, flat, tau, x)` gives max z and
     the floor per row, as the torch path computes them (`kernels/floor.py`)."""
 
@@ -181,7 +181,7 @@ def _floor_route(name: str, terms, covers=lambda decoder: True) -> Route:
         return floor_sample(*solved(decoder, x), generator).reshape(x.shape[:-1])
 
     def covered(decoder: Decoder) -> bool:
-        return decoder.solver in ("auto", "closed_form") and covers(decoder)
+        return decoder.solver in ("auto", "closed_form")
 
     return Route(name, covers=covered, probs=probs, sample=sample)
 
@@ -320,7 +320,8 @@ def _warn_uncovered(decoder: Decoder, key: Key) -> None:
     warnings.warn(
         f"{type(decoder).__name__} with support {_key_name(support)} (objective {name}) has no "
         "entry in decoptim's kernel table that covers it; it runs on the torch path on CUDA "
-        "(slower, same result). This is said once per decoder class and support type.",
+        "(slower, same result). This is said once per decoder class and support key (a support's "
+        "type; an intersection's parts).",
         stacklevel=4,
     )
 
