@@ -33,21 +33,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from ..pipelines.metrics import (
-    bootstrap,
-    expected_distinct,
-    group_distinct,
-    group_maj,
-    group_pass,
-    group_rerank,
-    group_wvote,
-    maj_at_k,
-    pass_at_k,
-    pass_ceiling,
-    rerank_at_k,
-    vote_limit,
-    wvote_at_k,
-)
+from ..pipelines import metrics
 from ..pipelines.selection import cluster_answers
 from .grid import COORDINATED, IID
 from .shards import load_run
@@ -111,33 +97,39 @@ def problem_metrics(
     if equivalent is not None:
         clusters = cluster_answers([s["answer"] for s in samples], equivalent)
         right = {c: correct[clusters.index(c)] for c in set(clusters) if c >= 0}
-        values["maj-limit"] = vote_limit(clusters, right)
+        values["maj-limit"] = metrics.vote_limit(clusters, right)
         values["distinct"] = len(right)
     for k in ks:
         g = group_size if group_size is not None and k > 1 else None
-        values[f"pass@{k}"] = group_pass(correct, g, k) if g else pass_at_k(n, sum(correct), k)
+        values[f"pass@{k}"] = (
+            metrics.group_pass(correct, g, k) if g else metrics.pass_at_k(n, sum(correct), k)
+        )
         if equivalent is not None:
             values[f"maj@{k}"] = (
-                group_maj(clusters, right, g, k)
+                metrics.group_maj(clusters, right, g, k)
                 if g
-                else maj_at_k(clusters, right, k, max_subsets=MAJ_SUBSETS)
+                else metrics.maj_at_k(clusters, right, k, max_subsets=MAJ_SUBSETS)
             )
     for k in ceilings:
         g = group_size if group_size is not None and k > 1 else None
-        values[f"pass-ceiling@{k}"] = pass_ceiling(accuracy, k)
+        values[f"pass-ceiling@{k}"] = metrics.pass_ceiling(accuracy, k)
         if equivalent is not None:
             values[f"distinct@{k}"] = (
-                group_distinct(clusters, g, k) if g else expected_distinct(clusters, k)
+                metrics.group_distinct(clusters, g, k)
+                if g
+                else metrics.expected_distinct(clusters, k)
             )
         if scored:
             values[f"rerank@{k}"] = (
-                group_rerank(correct, scores, g, k) if g else rerank_at_k(correct, scores, k)
+                metrics.group_rerank(correct, scores, g, k)
+                if g
+                else metrics.rerank_at_k(correct, scores, k)
             )
             if equivalent is not None:
                 values[f"wvote@{k}"] = (
-                    group_wvote(clusters, right, scores, g, k)
+                    metrics.group_wvote(clusters, right, scores, g, k)
                     if g
-                    else wvote_at_k(clusters, right, scores, k, max_subsets=MAJ_SUBSETS)
+                    else metrics.wvote_at_k(clusters, right, scores, k, max_subsets=MAJ_SUBSETS)
                 )
     return values
 
@@ -185,7 +177,9 @@ def summarise_records(manifest: dict, records: list[dict]) -> list[dict]:
         }
         for key, values in per_problem.items():  # distinct answers: counts, not rates
             row[key] = (
-                sum(values) / len(values) if key.startswith("distinct") else bootstrap(values)
+                sum(values) / len(values)
+                if key.startswith("distinct")
+                else metrics.bootstrap(values)
             )
         if "distinct" not in row:
             row["distinct"] = math.nan
