@@ -519,6 +519,22 @@ def _add_plugin_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_run_dir_command(
+    commands: argparse._SubParsersAction,
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    help: str,
+    plots: bool = False,
+) -> argparse.ArgumentParser:
+    """A subcommand whose first argument is a run directory (`--no-plots` with `plots`)."""
+    parser = commands.add_parser(name, help=help)
+    parser.add_argument("dir")
+    if plots:
+        parser.add_argument("--no-plots", action="store_true")
+    parser.set_defaults(run=run)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="decoptim", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -653,34 +669,31 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-plots", action="store_true")
     ev.set_defaults(run=cmd_eval)
 
-    report = commands.add_parser("report", help="tables and plots for a run directory")
-    report.add_argument("dir")
-    report.add_argument("--no-plots", action="store_true")
-    report.set_defaults(run=cmd_report)
-
-    compare = commands.add_parser(
+    _add_run_dir_command(
+        commands, "report", cmd_report, "tables and plots for a run directory", plots=True
+    )
+    _add_run_dir_command(
+        commands,
         "compare",
-        help="Best-of-K minus its β=0, τ_eff and softmax controls, and coordinated minus "
+        cmd_compare,
+        "Best-of-K minus its β=0, τ_eff and softmax controls, and coordinated minus "
         "i.i.d. at the same decoder and τ, paired by problem",
+        plots=True,
     )
-    compare.add_argument("dir")
-    compare.add_argument("--no-plots", action="store_true")
-    compare.set_defaults(run=cmd_compare)
-
-    merge = commands.add_parser(
-        "merge", help="write a sharded run's shards as one run (manifest.json, samples.jsonl)"
+    _add_run_dir_command(
+        commands,
+        "merge",
+        cmd_merge,
+        "write a sharded run's shards as one run (manifest.json, samples.jsonl)",
     )
-    merge.add_argument("dir")
-    merge.set_defaults(run=cmd_merge)
-
-    split = commands.add_parser(
+    split = _add_run_dir_command(
+        commands,
         "split",
-        help="split an unsharded run, finished or not, into N shards that continue it "
+        cmd_split,
+        "split an unsharded run, finished or not, into N shards that continue it "
         "(e.g. on N GPUs: --shard i/N); the inverse of merge",
     )
-    split.add_argument("dir")
     split.add_argument("count", type=int, help="N, the number of shards")
-    split.set_defaults(run=cmd_split)
 
     train = commands.add_parser("train-arith", help="train the project's arith model (cached)")
     train.add_argument("--steps", type=int, default=550)
