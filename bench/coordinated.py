@@ -15,20 +15,18 @@ import statistics
 import time
 from datetime import date
 
+import gpu  # bench/, the script's folder, is on sys.path
 import torch
 
 import decoptim as d
 
+# gpu.py's step-table decoders with a coordinated sampler worth timing
+COORDINATED = ["softmax", "top-p 0.9", "min-p 0.1", "sparsemax", "BoK exact top-64"]
+
 
 def decoders() -> dict[str, d.Decoder]:
-    v = {"validate": False}
-    return {
-        "softmax": d.Softmax(0.8, **v),
-        "top-p 0.9": d.TopP(0.9, **v),
-        "min-p 0.1": d.MinP(0.1, **v),
-        "sparsemax": d.Sparsemax(**v),
-        "BoK exact top-64": d.BestOfK(8, 0.02, 0.2, weights="topm", top_m=64, **v),
-    }
+    every = gpu.decoders()
+    return {name: every[name] for name in COORDINATED}
 
 
 def time_ms(fn, device: str, repeats: int) -> float:
@@ -73,6 +71,7 @@ def main() -> None:
             plain, joint = (time_ms(step, args.device, args.repeats) for step in steps.values())
             print(f"| {label} | {batch} | {plain:.3f} | {joint:.3f} | {joint / plain:.2f} |",
                   flush=True)  # fmt: skip
+
 
 if __name__ == "__main__":
     main()

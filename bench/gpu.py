@@ -35,19 +35,35 @@ from decoptim.core.kernels import set_kernels_enabled, triton_available
 from decoptim.integrations.graphs import GraphedStep
 
 
-def decoders(fast: bool = True) -> dict[str, d.Decoder]:
+def every_decoder(softmax_temperature: float) -> dict[str, d.Decoder]:
+    """Every decoder the tables time, by row label, in the side-by-side table's order."""
     v = {"validate": False}
     return {
-        "softmax": d.Softmax(0.8, **v),
+        "softmax": d.Softmax(softmax_temperature, **v),
         "top-k 50": d.TopK(50, **v),
         "top-p 0.9": d.TopP(0.9, **v),
         "min-p 0.1": d.MinP(0.1, **v),
+        "top-k 50 & top-p 0.9": d.SimplexDecoder(
+            d.Shannon(), d.TopKSupport(50) & d.TopPSupport(0.9), **v
+        ),
+        "typical 0.9": d.Typical(0.9, **v),
+        "epsilon 3e-4": d.Epsilon(3e-4, **v),
+        "eta 3e-4": d.Eta(3e-4, **v),
         "sparsemax": d.Sparsemax(**v),
         "entmax 1.5": d.Entmax(1.5, **v),
         "BoK exact top-64": d.BestOfK(8, 0.02, 0.2, weights="topm", top_m=64, **v),
         "BoK exact prob": d.BestOfK(8, 0.02, 0.2, weights="prob", **v),
         "BoK mirror 5": d.BestOfK(8, 0.02, 0.2, solver="mirror", **v),
     }
+
+
+STEP_TABLE = ["softmax", "top-k 50", "top-p 0.9", "min-p 0.1", "sparsemax", "entmax 1.5",
+              "BoK exact top-64", "BoK exact prob", "BoK mirror 5"]  # fmt: skip
+
+
+def decoders(fast: bool = True) -> dict[str, d.Decoder]:
+    every = every_decoder(0.8)
+    return {name: every[name] for name in STEP_TABLE}
 
 
 def softmax_sampling(z, generator):
@@ -260,24 +276,7 @@ def graph_replay_ms(step, inputs) -> str:
 
 def side_by_side_decoders() -> dict[str, d.Decoder]:
     """The samplers of issue #20's table, in decoptim (τ = 1, as FlashInfer's rows)."""
-    v = {"validate": False}
-    return {
-        "softmax": d.Softmax(1.0, **v),
-        "top-k 50": d.TopK(50, **v),
-        "top-p 0.9": d.TopP(0.9, **v),
-        "min-p 0.1": d.MinP(0.1, **v),
-        "top-k 50 & top-p 0.9": d.SimplexDecoder(
-            d.Shannon(), d.TopKSupport(50) & d.TopPSupport(0.9), **v
-        ),
-        "typical 0.9": d.Typical(0.9, **v),
-        "epsilon 3e-4": d.Epsilon(3e-4, **v),
-        "eta 3e-4": d.Eta(3e-4, **v),
-        "sparsemax": d.Sparsemax(**v),
-        "entmax 1.5": d.Entmax(1.5, **v),
-        "BoK exact top-64": d.BestOfK(8, 0.02, 0.2, weights="topm", top_m=64, **v),
-        "BoK exact prob": d.BestOfK(8, 0.02, 0.2, weights="prob", **v),
-        "BoK mirror 5": d.BestOfK(8, 0.02, 0.2, solver="mirror", **v),
-    }
+    return every_decoder(1.0)
 
 
 def flashinfer_steps() -> tuple[dict, str]:
