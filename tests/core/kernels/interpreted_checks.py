@@ -277,14 +277,35 @@ def _near_the_cut(vocab: int, log_p: float, tau: float) -> torch.Tensor:
     return row
 
 
+def check_row_stats_entropy_equals_float64() -> None:
+    # Eta's entropy from split sums of exp(y) and exp(y)·y, rescaled to the row's max: rows
+    # with ties, −inf, an empty split, the max in the last split, one live token and huge
+    # |z|/τ, against float64.
+    z = crowded(6000, 13)
+    z[0, :2048] = -torch.inf  # the first split empty
+    z[1, 5999] = 40.0  # the max in the last split, after the other splits' sums
+    z[3] = -torch.inf
+    z[3, 3000] = 1.0  # one live token: H = 0
+    for c in (torch.full((5,), 1.0), torch.tensor([0.3, 2.0, 50.0, 1.0, 1e3])):
+        stats = row_stats(z, c, moment=True)
+        assert stats.splits > 1, "one split: the combine is not exercised"
+        log_q = torch.log_softmax(z.double() * c.double()[:, None], -1)
+        expected = -torch.special.xlogy(log_q.exp(), log_q.exp()).sum(-1)
+        got = stats.entropy(c).double()
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), (c, got, expected)
+
+
 def check_floor_routes_keep_the_torch_support_and_equal_reference() -> None:
     # Min-p and top-k keep exactly the float32 torch path's tokens (x is computed to the bit
-    # as torch computes it), at the cut included; epsilon's floor carries log Σ exp(x) from
-    # split sums, so on rows without a token at its cut it keeps the same tokens too.
+    # as torch computes it), at the cut included; epsilon's and eta's floors carry log Σ exp(x)
+    # (and eta's entropy) from split sums, so on rows without a token at the cut they keep
+    # the same tokens too.
     z = crowded(6000, 9) * 0.5
     for decoder in (
         d.MinP(0.1, 0.7), d.MinP(0.5, 1.0), d.MinP(1.0, 1.3), d.Epsilon(3e-4, 0.7),
-        d.Epsilon(0.9, 1.0), d.TopK(50, 0.7), d.TopK(1), d.TopK(7000, 1.3),
+        d.Epsilon(0.9, 1.0), d.Eta(3e-4, 0.7), d.Eta(0.02, 1.3), d.Eta(0.5, 1.0),
+        d.Eta(torch.tensor([1e-4, 0.1, 3e-3, 0.9, 0.02]), 0.9),
+        d.TopK(50, 0.7), d.TopK(1), d.TopK(7000, 1.3),
         d.TopK(torch.tensor([1, 40, 900, 3, 6000]), 0.8),
     ):  # fmt: skip
         q = route_of(decoder).probs(decoder, z)
@@ -365,7 +386,10 @@ def check_floor_sample_equals_the_race_over_its_probs() -> None:
     # the same tokens as the race over q written out, bar q's normalisation (one rounding
     # more per q_v than the race's exp(x)): the draws may differ on a near tie, so count.
     z = crowded(6000, 10) * 0.3
-    for decoder in (d.MinP(0.1, 1.0), d.MinP(0.02, 0.6), d.Epsilon(1e-3, 1.3), d.TopK(40, 0.9)):
+    for decoder in (
+        d.MinP(0.1, 1.0), d.MinP(0.02, 0.6), d.Epsilon(1e-3, 1.3), d.Eta(1e-3, 1.1),
+        d.TopK(40, 0.9),
+    ):  # fmt: skip
         q = route_of(decoder).probs(decoder, z)
         for seed in range(4):
             drawn = route_of(decoder).sample(decoder, z, torch.Generator().manual_seed(seed))
@@ -404,6 +428,7 @@ def check_table_routes_equal_reference() -> None:
         (d.MinP(0.1, 0.8), "floor"),
         (d.MinP(torch.tensor([0.1, 0.3, 0.05, 0.5, 1.0]), 1.2), "floor"),
         (d.Epsilon(3e-4, 0.9), "floor"),
+        (d.Eta(3e-4, 0.9), "floor"),
         (d.TopK(50, 0.7), "floor"),
         (d.TopK(torch.tensor([1, 7, 300, 2999, 3000]), 1.1), "floor"),
         (d.BestOfK(8, 0.5, 0.3), "bok_prob"),

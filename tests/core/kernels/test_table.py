@@ -32,7 +32,7 @@ EXPECTED = [
     (d.SimplexDecoder(d.Shannon(), d.MinPSupport(0.1), solver="mirror"), "torch"),
     (d.Typical(0.9), "torch"),
     (d.Epsilon(3e-4), "floor"),
-    (d.Eta(3e-4), "torch"),
+    (d.Eta(3e-4), "floor"),
     (d.Sparsemax(), "tsallis"),
     (d.Sparsemax(solver="bisect"), "tsallis"),
     (d.Sparsemax(solver="sort"), "torch"),

@@ -1,11 +1,13 @@
-"""Shannon on a support that is a floor on the tempered score: min-p, epsilon, top-k, and
-top-k intersected with top-p or min-p.
+"""Shannon on a support that is a floor on the tempered score: min-p, epsilon, eta, top-k,
+and top-k intersected with top-p or min-p.
 
 On each of these supports q ∝ exp(x) on {x ≥ floor}, x = (z − max z)/τ:
 
 - min-p keeps x ≥ log p;
 - epsilon keeps x − log Σ exp(x) ≥ log ε and the most probable tokens, i.e.
   x ≥ min(log ε + log Σ exp(x), 0) (x ≤ 0, with 0 at the row's max);
+- eta is epsilon with log ε replaced by min(log ε, ½·log ε − H), H the entropy of
+  softmax(x), from the same pass's Σ exp(x)·x;
 - top-k keeps x ≥ the k-th largest x, which is x of the k-th largest z (x is
   non-decreasing in z), found by `torch.topk`;
 - an intersection keeps x ≥ the largest of its parts' floors. Top-p's floor, the x at which
@@ -20,8 +22,8 @@ x is computed as the torch path does, (z − max z) then an IEEE division by τ 
 `streaming.affine_q`), so min-p and top-k keep exactly the tokens the float32 torch path
 keeps, at the cut included; top-p's masses are summed in float64 from the same float32
 weights as the torch path's, in another order. Epsilon's floor holds log Σ exp(x) from
-split sums, which agrees with torch's log_softmax to float32 rounding: a token within that
-rounding of the cut may be in one support and not the other.
+split sums, which agrees with torch's log_softmax to float32 rounding (eta's entropy too):
+a token within that rounding of the cut may be in one support and not the other.
 """
 
 from __future__ import annotations
@@ -46,6 +48,18 @@ def epsilon_terms(
     inv_tau = 1.0 / tau
     z_max, log_sum = row_stats(flat, inv_tau).max_and_log_sum(inv_tau)
     return z_max, torch.clamp(log_epsilon + log_sum, max=0.0)
+
+
+def eta_terms(
+    flat: torch.Tensor, tau: torch.Tensor, log_epsilon: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """max z and the floor min(min(log ε, ½·log ε − H) + log Σ exp(x), 0), per row of flat
+    [rows, V], H the entropy of softmax(x)."""
+    inv_tau = 1.0 / tau
+    stats = row_stats(flat, inv_tau, moment=True)
+    z_max, log_sum = stats.max_and_log_sum(inv_tau)
+    cutoff = torch.minimum(log_epsilon, 0.5 * log_epsilon - stats.entropy(inv_tau))
+    return z_max, torch.clamp(cutoff + log_sum, max=0.0)
 
 
 def top_k_terms(

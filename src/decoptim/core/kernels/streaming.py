@@ -85,6 +85,7 @@ def _row_stats_kernel(
     max_ptr,
     sum_ptr,
     sum2_ptr,
+    moment_ptr,
     segmax_ptr,
     V,
     stride,
@@ -94,9 +95,11 @@ def _row_stats_kernel(
     SEG: tl.constexpr,
     SEGMENTS: tl.constexpr,
     TWO_SCALES: tl.constexpr,
+    MOMENT: tl.constexpr,
 ):
     # Per (row, split): running max m of z and Σ exp(c·(z − m)) over the split's chunk;
-    # with TWO_SCALES also Σ exp(c2·(z − m)); with SEGMENTS the max of every SEG-long segment.
+    # with TWO_SCALES also Σ exp(c2·(z − m)); with MOMENT also Σ exp(y)·y, y = c·(z − m)
+    # (the entropy's sum); with SEGMENTS the max of every SEG-long segment.
     row = tl.program_id(0)
     split = tl.program_id(1)
     splits = tl.num_programs(1)
@@ -107,11 +110,17 @@ def _row_stats_kernel(
     m = -float("inf")
     s = 0.0
     s2 = 0.0
+    s1 = 0.0
     for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         z = load_logits(base + offs, offs < end)
         new_m = tl.maximum(m, tl.max(z, axis=0))
         safe = tl.where(new_m == -float("inf"), 0.0, new_m)
+        if MOMENT:  # moved to the new max: Σ e^(y + d)·(y + d) = e^d·(s1 + d·s), d = c·(m − new m)
+            d = c * (m - safe)
+            y = c * (z - safe)
+            carried = tl.where(s > 0.0, (s1 + d * s) * tl.exp(d), 0.0)  # s = 0: m is −inf
+            s1 = carried + tl.sum(tl.where(y > -float("inf"), tl.exp(y) * y, 0.0), axis=0)
         s = s * tl.exp(c * (m - safe)) + tl.sum(tl.exp(c * (z - safe)), axis=0)
         if TWO_SCALES:
             s2 = s2 * tl.exp(c2 * (m - safe)) + tl.sum(tl.exp(c2 * (z - safe)), axis=0)
@@ -124,6 +133,8 @@ def _row_stats_kernel(
     tl.store(sum_ptr + row * splits + split, s)
     if TWO_SCALES:
         tl.store(sum2_ptr + row * splits + split, s2)
+    if MOMENT:
+        tl.store(moment_ptr + row * splits + split, s1)
 
 
 @triton.jit
@@ -143,6 +154,7 @@ class RowStats(NamedTuple):
     sums: torch.Tensor  # [rows, splits]: Σ exp(c·(z − max)) over each split
     sums2: torch.Tensor | None  # the same for the second scale c2, if given
     segmax: torch.Tensor | None  # [rows, NSEG], if asked for
+    moments: torch.Tensor | None = None  # Σ exp(y)·y, y = c·(z − max), if asked for
 
     @property
     def splits(self) -> int:
@@ -157,19 +169,35 @@ class RowStats(NamedTuple):
         total = (self.sums * torch.where(self.maxes > -torch.inf, rescale, 0.0)).sum(-1)
         return z_max, torch.log(total)
 
+    def entropy(self, c: torch.Tensor) -> torch.Tensor:
+        """Per row, the entropy of softmax(c·z), the splits combined (row_stats with
+        `moment`): H = log S − S1/S, S = Σ e^y and S1 = Σ e^y·y, y = c·(z − max z)."""
+        z_max = self.maxes.amax(-1, keepdim=True)
+        live = self.maxes > -torch.inf  # an empty split adds 0 (its d would be −inf)
+        d = torch.where(live, c[:, None] * (self.maxes - z_max), 0.0)
+        rescale = torch.where(live, torch.exp(d), 0.0)
+        total = (self.sums * rescale).sum(-1)
+        first = ((self.moments + d * self.sums) * rescale).sum(-1)
+        return torch.log(total) - first / total
+
 
 def row_stats(
-    z: torch.Tensor, c: torch.Tensor, segment: int = 0, c2: torch.Tensor | None = None
+    z: torch.Tensor,
+    c: torch.Tensor,
+    segment: int = 0,
+    c2: torch.Tensor | None = None,
+    moment: bool = False,
 ) -> RowStats:
     """Per (row, split) of z [rows, V]: the max m of z and Σ exp(c·(z − m)) over the split
-    (and Σ exp(c2·(z − m)) with `c2`); with `segment` > 0 also the max of each
-    `segment`-long piece of each row [rows, NSEG]."""
+    (and Σ exp(c2·(z − m)) with `c2`, Σ exp(y)·y with y = c·(z − m) with `moment`); with
+    `segment` > 0 also the max of each `segment`-long piece of each row [rows, NSEG]."""
     rows, vocab = z.shape
     splits = splits_for(rows, vocab, z.device)
     chunk = chunk_for(vocab, splits, BLOCK)
     maxes = torch.empty(rows, splits, device=z.device, dtype=torch.float32)
     sums = torch.empty_like(maxes)
     sums2 = None if c2 is None else torch.empty_like(maxes)
+    moments = torch.empty_like(maxes) if moment else None
     nseg = cdiv(vocab, segment) if segment else 0
     segmax = torch.empty(rows, nseg, device=z.device, dtype=torch.float32) if segment else None
     _row_stats_kernel[(rows, splits)](
@@ -179,6 +207,7 @@ def row_stats(
         maxes,
         sums,
         sums if sums2 is None else sums2,
+        sums if moments is None else moments,
         maxes if segmax is None else segmax,
         vocab,
         vocab,
@@ -188,9 +217,10 @@ def row_stats(
         SEG=segment or BLOCK,
         SEGMENTS=segment > 0,
         TWO_SCALES=c2 is not None,
+        MOMENT=moment,
         num_warps=4,
     )
-    return RowStats(maxes, sums, sums2, segmax)
+    return RowStats(maxes, sums, sums2, segmax, moments)
 
 
 # How `affine_q` cuts q below a floor (its FLOOR argument).

@@ -124,7 +124,7 @@ def _top_p_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None
 TOP_P = Route("top_p", covers=lambda decoder: True, probs=_top_p_probs, sample=_top_p_sample)
 
 
-# --- Shannon above a floor on x = (z − max z)/τ: min-p, epsilon, top-k -----------------
+# --- Shannon above a floor on x = (z − max z)/τ: min-p, epsilon, eta, top-k ------------
 
 
 def _top_k_rows(support: TopKSupport, x: Tensor) -> tuple[Tensor, int]:
@@ -143,6 +143,12 @@ def _epsilon_terms(decoder: Decoder, flat: Tensor, tau: Tensor, x: Tensor):
     from .floor import epsilon_terms
 
     return epsilon_terms(flat, tau, torch.log(_rows("epsilon", decoder.support.epsilon, x)))
+
+
+def _eta_terms(decoder: Decoder, flat: Tensor, tau: Tensor, x: Tensor):
+    from .floor import eta_terms
+
+    return eta_terms(flat, tau, torch.log(_rows("epsilon", decoder.support.epsilon, x)))
 
 
 def _top_k_terms(decoder: Decoder, flat: Tensor, tau: Tensor, x: Tensor):
@@ -188,6 +194,7 @@ def _floor_route(name: str, terms) -> Route:
 
 MIN_P = _floor_route("floor", _min_p_terms)
 EPSILON = _floor_route("floor", _epsilon_terms)
+ETA = _floor_route("floor", _eta_terms)
 TOP_K = _floor_route("floor", _top_k_terms)
 # Top-k with top-p and/or min-p, each once (the table's keys): a floor found on the top-k list.
 TOP_K_INTERSECTION = _floor_route("top_k_intersection", _top_k_terms)
@@ -283,13 +290,13 @@ KERNELS: dict[Key, tuple[Route, ...]] = {
     (None, Full): (),
     (Shannon, MinPSupport): (MIN_P,),
     (Shannon, EpsilonSupport): (EPSILON,),
+    (Shannon, EtaSupport): (ETA,),
     (Shannon, TopKSupport): (TOP_K,),
     **{
         (Shannon, intersection_key(TopKSupport, *others)): (TOP_K_INTERSECTION,)
         for others in ((TopPSupport,), (MinPSupport,), (TopPSupport, MinPSupport))
     },
     (Shannon, TypicalSupport): (),
-    (Shannon, EtaSupport): (),
 }
 
 _WARNED: set[tuple[type, object]] = set()
