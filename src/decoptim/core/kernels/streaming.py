@@ -160,25 +160,27 @@ class RowStats(NamedTuple):
     def splits(self) -> int:
         return self.maxes.shape[1]
 
+    def _to_row_max(self, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per row max z, and per split d = c·(its max − max z) and e^d: each split's sums
+        are relative to its own max; an empty split's e^d is 0 (its d, −inf, is set to 0)."""
+        z_max = self.maxes.amax(-1)
+        live = self.maxes > -torch.inf
+        d = torch.where(live, c[:, None] * (self.maxes - z_max[:, None]), 0.0)
+        return z_max, d, torch.where(live, torch.exp(d), 0.0)
+
     def max_and_log_sum(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per row: max z and log Σ exp(c·(z − max z)), the splits combined (the host-side
-        `row_lse`): each split's sum is relative to its own max, so it is rescaled to the
-        row's, and an empty split adds 0."""
-        z_max = self.maxes.amax(-1)
-        rescale = torch.exp(c[:, None] * (self.maxes - z_max[:, None]))
-        total = (self.sums * torch.where(self.maxes > -torch.inf, rescale, 0.0)).sum(-1)
-        return z_max, torch.log(total)
+        `row_lse`)."""
+        z_max, _, rescale = self._to_row_max(c)
+        return z_max, torch.log((self.sums * rescale).sum(-1))
 
     def entropy(self, c: torch.Tensor) -> torch.Tensor:
         """Per row, the entropy of softmax(c·z), the splits combined (row_stats with
-        `moment`): H = log S − S1/S, S = Σ e^y and S1 = Σ e^y·y, y = c·(z − max z)."""
-        z_max = self.maxes.amax(-1, keepdim=True)
-        live = self.maxes > -torch.inf  # an empty split adds 0 (its d would be −inf)
-        d = torch.where(live, c[:, None] * (self.maxes - z_max), 0.0)
-        rescale = torch.where(live, torch.exp(d), 0.0)
+        `moment`): H = log S − S1/S, S = Σ e^y and S1 = Σ e^y·y, y = c·(z − max z); a
+        split's S1 moves to the row's max as e^d·(S1 + d·S)."""
+        _, d, rescale = self._to_row_max(c)
         total = (self.sums * rescale).sum(-1)
-        first = ((self.moments + d * self.sums) * rescale).sum(-1)
-        return torch.log(total) - first / total
+        return torch.log(total) - ((self.moments + d * self.sums) * rescale).sum(-1) / total
 
 
 def row_stats(
