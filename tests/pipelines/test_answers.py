@@ -1,6 +1,7 @@
 """Answer extraction and equivalence on real MATH500 and GSM8K answers."""
 
 import json
+from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
@@ -129,3 +130,30 @@ def test_integers_are_equivalent_exactly_when_equal_as_math_verify_says(a, b, wr
     x, y = f"{wrap}{a:,}{wrap}" if abs(a) > 999 else f"{wrap}{a}{wrap}", f"{b}"
     expected = bool(verify(parse(f"${a}$"), parse(f"${b}$")))
     assert is_equivalent(x, y) == expected == (a == b)
+
+
+def _numeral(value: Fraction, form: str) -> str:
+    if form == "fraction":
+        return f"{value.numerator}/{value.denominator}"
+    if form == "frac":
+        return f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
+    text = f"{float(value):.8f}".rstrip("0")  # a decimal numeral near the value
+    return text.replace("0.", ".", 1) if form == "bare" and text.startswith("0.") else text
+
+
+@given(
+    st.fractions(min_value=-50, max_value=50, max_denominator=12),
+    st.sampled_from([0, Fraction(1, 10**7), Fraction(1, 10**6), Fraction(3, 10**6), 1]),
+    st.sampled_from(["fraction", "frac", "decimal", "bare"]),
+    st.sampled_from(["fraction", "decimal", "bare"]),
+)
+@settings(max_examples=120, deadline=None)
+def test_numbers_clearly_apart_skip_math_verify_and_keep_its_verdict(value, gap, form_a, form_b):
+    """Decimals and fractions more than 2e-6 apart are unequal without math-verify (which
+    rounds floats to 6 decimals): on numbers near and far apart the verdict is its own."""
+    from math_verify import parse, verify
+
+    a, b = _numeral(value, form_a), _numeral(value + gap, form_b)
+    pa, pb = parse(f"${a}$"), parse(f"${b}$")
+    expected = fallback_equivalent(a, b) or bool(pa and pb and (verify(pa, pb) or verify(pb, pa)))
+    assert is_equivalent(a, b) == expected, (a, b)

@@ -134,6 +134,18 @@ def same_text(a: str | None, b: str | None) -> bool:
 
 
 _INTEGER = re.compile(r"-?\d+")
+_DECIMAL = re.compile(r"-?(?:\d+\.?\d*|\.\d+)")
+# math-verify rounds a float to 6 decimals before comparing (its verify's float_rounding):
+# two numbers further apart than this are different whatever the rounding does.
+_CLEARLY_APART = Fraction(2, 10**6)
+
+
+def _exact_number(s: str) -> Fraction | None:
+    """A normalised answer written as a decimal numeral, `a/b` or `\\frac{a}{b}`, exactly."""
+    if _DECIMAL.fullmatch(s):
+        return Fraction(s.rstrip(".") or "0")
+    value = _as_number(s)
+    return value if isinstance(value, Fraction) else None
 
 
 def fallback_equivalent(a: str, b: str) -> bool:
@@ -156,17 +168,30 @@ def is_equivalent(a: str | None, b: str | None) -> bool:
         return False
     if fallback_equivalent(a, b):
         return True
-    if _INTEGER.fullmatch(normalize(a)) and _INTEGER.fullmatch(normalize(b)):
-        return False  # two different integers: math-verify would take milliseconds to agree
+    x, y = _exact_number(normalize(a)), _exact_number(normalize(b))
+    if x is not None and y is not None and abs(x - y) > _CLEARLY_APART:
+        return False  # math-verify would take milliseconds to agree
     backend = _math_verify()
     if backend is None:
         return False
-    parse, verify = backend
+    pa, pb = _parsed(a), _parsed(b)
+    if not pa or not pb:
+        return False
+    verify = backend[1]
     try:
-        pa, pb = parse(f"${a}$"), parse(f"${b}$")
-        return bool(pa and pb and (verify(pa, pb) or verify(pb, pa)))
+        return bool(verify(pa, pb) or verify(pb, pa))
     except Exception:  # math-verify raises on inputs its grammar cannot read
         return False
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed(answer: str) -> list | None:
+    """math-verify's parse of one answer, kept: clustering compares each answer with every
+    earlier cluster's, and parsing is most of a comparison's cost."""
+    try:
+        return _math_verify()[0](f"${answer}$")
+    except Exception:  # math-verify raises on inputs its grammar cannot read
+        return None
 
 
 def has_math_verify() -> bool:
