@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,7 @@ from pathlib import Path
 from ..pipelines import metrics
 from ..pipelines.selection import cluster_answers
 from .grid import COORDINATED, IID
+from .runner import progress_bar
 from .shards import load_run
 from .tasks import vote_equivalence
 
@@ -147,7 +149,11 @@ def summarise_records(manifest: dict, records: list[dict]) -> list[dict]:
     equivalent = vote_equivalence(manifest)
     every_k = run_ks(manifest)
     rows = []
+    # Minutes on a large run (every sample's answer clustered): a bar on a terminal only.
+    bar = progress_bar(len(manifest["configs"]), "scoring", "config", sys.stderr.isatty())
     for config in manifest["configs"]:
+        if bar is not None:
+            bar.update()
         group = by_config.get(config["id"], [])
         if not group:
             continue
@@ -188,6 +194,8 @@ def summarise_records(manifest: dict, records: list[dict]) -> list[dict]:
         row["problem_ids"] = [record["problem"] for record in group]
         row["per_problem"] = dict(per_problem)
         rows.append(row)
+    if bar is not None:
+        bar.close()
     return rows
 
 
