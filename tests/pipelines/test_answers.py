@@ -1,6 +1,7 @@
 """Answer extraction and equivalence on real MATH500 and GSM8K answers."""
 
 import json
+import math
 from fractions import Fraction
 
 import pytest
@@ -8,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from decoptim.pipelines.answers import (
+    as_number,
     extract_answer,
     fallback_equivalent,
     gsm8k_gold,
@@ -157,3 +159,12 @@ def test_numbers_clearly_apart_skip_math_verify_and_keep_its_verdict(value, gap,
     pa, pb = parse(f"${a}$"), parse(f"${b}$")
     expected = fallback_equivalent(a, b) or bool(pa and pb and (verify(pa, pb) or verify(pb, pa)))
     assert is_equivalent(a, b) == expected, (a, b)
+
+
+def test_numbers_beyond_float_range_compare_without_error():
+    """A model's run of digits: exact numbers past float's range are ±inf as floats, and
+    still compare exactly (a run one digit longer is another answer)."""
+    long, longer, ratio = "9" * 400, "9" * 401, "-" + "9" * 400 + "/3"
+    assert as_number(long) == math.inf and as_number(ratio) == -math.inf
+    assert is_equivalent(long, long + ".0")
+    assert not is_equivalent(long, longer)

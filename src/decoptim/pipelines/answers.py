@@ -16,6 +16,7 @@ one (`a/b` and `\frac{a}{b}` included, relative tolerance 1e-9), else as strings
 from __future__ import annotations
 
 import functools
+import math
 import re
 from fractions import Fraction
 
@@ -93,11 +94,18 @@ def normalize(answer: str) -> str:
     return s
 
 
+_DECIMAL = re.compile(r"-?(?:\d+\.?\d*|\.\d+)")
+
+
 def _as_number(s: str) -> Fraction | float | None:
+    """A normalised answer as a number: exactly (a Fraction) when written as a decimal
+    numeral, `a/b` or `\\frac{a}{b}`, else as a float when Python reads one (1e5, inf)."""
     match = re.fullmatch(r"\\frac\{(-?\d+)\}\{(-?\d+)\}|(-?\d+)/(-?\d+)", s)
     if match:
         num, den = (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
         return Fraction(int(num), int(den)) if int(den) != 0 else None
+    if _DECIMAL.fullmatch(s):
+        return Fraction(s)
     try:
         return float(s)
     except ValueError:
@@ -110,7 +118,12 @@ def as_number(answer: str | None) -> float | None:
     if answer is None:
         return None
     value = _as_number(normalize(answer))
-    return None if value is None else float(value)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an exact number beyond float's range (a model's run of digits)
+        return math.inf if value > 0 else -math.inf
 
 
 def same_number(a: str | None, b: str | None) -> bool:
@@ -133,17 +146,12 @@ def same_text(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and normalize_text(a) == normalize_text(b)
 
 
-_INTEGER = re.compile(r"-?\d+")
-_DECIMAL = re.compile(r"-?(?:\d+\.?\d*|\.\d+)")
 # math-verify rounds a float to 6 decimals before comparing (its verify's float_rounding):
 # two numbers further apart than this are different whatever the rounding does.
 _CLEARLY_APART = Fraction(2, 10**6)
 
 
 def _exact_number(s: str) -> Fraction | None:
-    """A normalised answer written as a decimal numeral, `a/b` or `\\frac{a}{b}`, exactly."""
-    if _DECIMAL.fullmatch(s):
-        return Fraction(s.rstrip(".") or "0")
     value = _as_number(s)
     return value if isinstance(value, Fraction) else None
 
