@@ -22,7 +22,12 @@ from decoptim.core.checks import kernel_rows  # noqa: E402
 from decoptim.core.coordinated import coordinated_sample, group_codes, hashed_uniform  # noqa: E402
 from decoptim.core.kernels import coordinated as coordinated_kernels  # noqa: E402
 from decoptim.core.kernels import table  # noqa: E402
-from decoptim.core.kernels.bok_topm import _head, bok_topm_probs, bok_topm_sample  # noqa: E402
+from decoptim.core.kernels.bok_topm import (  # noqa: E402
+    TopMProblem,
+    _head,
+    bok_topm_probs,
+    bok_topm_sample,
+)
 from decoptim.core.kernels.candidates import (  # noqa: E402
     CAP,
     gather_candidates,
@@ -114,8 +119,7 @@ def check_bok_topm_and_rank_equal_reference() -> None:
             z = crowded(vocab, 2)
             decoder = d.BestOfK(8, 2.0, 0.2, weights=weights, top_m=m)
             c = kernel_rows(1.0 + 1.0 / 0.2, z)
-            q = bok_topm_probs(
-                z,
+            problem = TopMProblem(
                 c,
                 kernel_rows(16.0, z),
                 kernel_rows(8.0, z),
@@ -124,6 +128,7 @@ def check_bok_topm_and_rank_equal_reference() -> None:
                 decoder.outer_iterations,
                 decoder.inner_iterations,
             )
+            q = bok_topm_probs(z, problem)
             ref = decoder.probs(z.double())
             err = float((q.double() - ref).abs().max())
             assert err < 2e-6, f"{weights} V={vocab} M={m}: max error {err}"
@@ -139,20 +144,20 @@ def check_bok_topm_sample_draws_from_its_probs() -> None:
     z = crowded(vocab, 4) * 0.3
     z[0] *= 4  # most of this row's mass is in the head
     decoder = d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=m)
-    params = (kernel_rows(2.0, z), kernel_rows(0.4, z), kernel_rows(8.0, z), m)
-    budgets = (False, decoder.outer_iterations, decoder.inner_iterations)
-    q = bok_topm_probs(z, *params, *budgets)
+    problem = TopMProblem(
+        kernel_rows(2.0, z), kernel_rows(0.4, z), kernel_rows(8.0, z), m, False,
+        decoder.outer_iterations, decoder.inner_iterations,
+    )  # fmt: skip
+    q = bok_topm_probs(z, problem)
     head = torch.sort(z, descending=True, stable=True).indices[:, :m]
     in_head = torch.zeros_like(z, dtype=torch.bool).scatter(1, head, True)
     head_mass = (q * in_head).sum(-1)
     head_draws, both_tail = 0, 0
     for seed in range(draws):
-        fused = bok_topm_sample(z, *params, *budgets, torch.Generator().manual_seed(seed))
+        fused = bok_topm_sample(z, problem, torch.Generator().manual_seed(seed))
         raced = race_sample(q, torch.Generator().manual_seed(seed))
         # The head draw inside the fused call, repeated from the same seed.
-        _, draw = _head(
-            z, *params, *budgets, race_seed(z.device, torch.Generator().manual_seed(seed))
-        )
+        _, draw = _head(z, problem, race_seed(z.device, torch.Generator().manual_seed(seed)))
         from_head = draw.token >= 0
         fused_in_head = in_head.gather(1, fused[:, None]).squeeze(1)
         assert torch.equal(fused[from_head], draw.token[from_head]), (fused, draw.token)

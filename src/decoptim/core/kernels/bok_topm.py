@@ -17,6 +17,8 @@ over the tail's closed form, reading z once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..checks import kernel_rows
@@ -26,51 +28,52 @@ from .race import affine_race, race_seed
 from .streaming import exp_affine, row_stats, segment_size
 
 
-def _head(z, c, beta_k, k, top_m, rank, outer, inner, seed=None):
+@dataclass(frozen=True)
+class TopMProblem:
+    """Best-of-K's problem on the top-M head, per flat row: c = 1/τ_p + 1/(λτ_s), βK and K
+    (float32 [rows]); M; rank weights (else top-M); the Newton solve's outer and inner
+    iteration budgets."""
+
+    c: torch.Tensor
+    beta_k: torch.Tensor
+    k: torch.Tensor
+    top_m: int
+    rank: bool
+    outer: int
+    inner: int
+
+
+def _head(z: torch.Tensor, problem: TopMProblem, seed: torch.Tensor | None = None):
     # A_v = log p_v + s_v/λ − 1 = c·z_v + (a row constant). Row constants only move t, so
     # A is taken as c·(z_v − max z): no large numbers cancel in float32.
-    m = min(top_m, z.shape[-1])
-    stats = row_stats(z, c, segment=segment_size(z.shape[-1], m))
+    p = problem
+    m = min(p.top_m, z.shape[-1])
+    stats = row_stats(z, p.c, segment=segment_size(z.shape[-1], m))
     candidates = gather_candidates(z, kernel_rows(1.0, z), segmax=stats.segmax, k=m)
-    return topm_head(z, candidates, stats, c, beta_k, k, m, rank, outer, inner, seed)
+    return topm_head(
+        z, candidates, stats, p.c, p.beta_k, p.k, m, p.rank, p.outer, p.inner, seed
+    )  # fmt: skip
 
 
-def bok_topm_probs(
-    z: torch.Tensor,
-    c: torch.Tensor,
-    beta_k: torch.Tensor,
-    k: torch.Tensor,
-    top_m: int,
-    rank: bool,
-    outer: int,
-    inner: int,
-) -> torch.Tensor:
-    """q for logits z ([..., V], float32 CUDA); c, βK and K: float32 [rows] (flat)."""
+def bok_topm_probs(z: torch.Tensor, problem: TopMProblem) -> torch.Tensor:
+    """q for logits z ([..., V], float32 CUDA), the problem's rows those of z's flat rows."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    head, _ = _head(flat, c, beta_k, k, top_m, rank, outer, inner)
-    q = exp_affine(flat, c, head.z_max, head.shift)
+    head, _ = _head(flat, problem)
+    q = exp_affine(flat, problem.c, head.z_max, head.shift)
     q.scatter_(-1, head.index, head.q)
     return q.reshape(z.shape)
 
 
 def bok_topm_sample(
-    z: torch.Tensor,
-    c: torch.Tensor,
-    beta_k: torch.Tensor,
-    k: torch.Tensor,
-    top_m: int,
-    rank: bool,
-    outer: int,
-    inner: int,
-    generator: torch.Generator | None = None,
+    z: torch.Tensor, problem: TopMProblem, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """One token per row of z ([..., V], float32 CUDA), drawn from `bok_topm_probs`' q
     without writing q."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
     seed = race_seed(z.device, generator)
-    head, draw = _head(flat, c, beta_k, k, top_m, rank, outer, inner, seed)
+    head, draw = _head(flat, problem, seed)
     tokens = affine_race(
-        flat, c, head.z_max, head.shift, seed, (draw.token, draw.arrivals),
+        flat, problem.c, head.z_max, head.shift, seed, (draw.token, draw.arrivals),
         head_edge=(draw.code, draw.id),
     )  # fmt: skip
     return tokens.reshape(z.shape[:-1])

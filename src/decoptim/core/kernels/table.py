@@ -22,7 +22,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -42,6 +42,9 @@ from ..supports import (
     intersection_key,
 )
 from . import MAX_FUSED_TOP_M, use_kernels
+
+if TYPE_CHECKING:  # the kernel modules import Triton: only where a route runs
+    from .bok_topm import TopMProblem
 
 # The w = p Best-of-K kernels give NaN rows beyond these coverage slopes βK (measured on an
 # H200: mirror from βK ≈ 800, exact from 1e5, where e^{βK·max p} in their head bound
@@ -250,24 +253,26 @@ def _bok_topm_covers(decoder: Decoder) -> bool:
     return decoder.solver == "exact" and decoder.top_m <= MAX_FUSED_TOP_M
 
 
+def _bok_topm_problem(decoder: Decoder, x: Tensor) -> TopMProblem:
+    from .bok_topm import TopMProblem
+
+    rows = _bok_rows(decoder, x)
+    return TopMProblem(
+        rows["c"], rows["beta_k"], rows["k"], decoder.top_m, decoder.weights == "rank",
+        decoder.outer_iterations, decoder.inner_iterations,
+    )  # fmt: skip
+
+
 def _bok_topm_probs(decoder: Decoder, x: Tensor) -> Tensor:
     from .bok_topm import bok_topm_probs
 
-    rows = _bok_rows(decoder, x)
-    return bok_topm_probs(
-        x, rows["c"], rows["beta_k"], rows["k"], decoder.top_m, decoder.weights == "rank",
-        decoder.outer_iterations, decoder.inner_iterations,
-    )  # fmt: skip
+    return bok_topm_probs(x, _bok_topm_problem(decoder, x))
 
 
 def _bok_topm_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None) -> Tensor:
     from .bok_topm import bok_topm_sample
 
-    rows = _bok_rows(decoder, x)
-    return bok_topm_sample(
-        x, rows["c"], rows["beta_k"], rows["k"], decoder.top_m, decoder.weights == "rank",
-        decoder.outer_iterations, decoder.inner_iterations, generator,
-    )  # fmt: skip
+    return bok_topm_sample(x, _bok_topm_problem(decoder, x), generator)
 
 
 BOK_PROB = Route("bok_prob", covers=_bok_prob_covers, probs=_bok_prob_probs)
