@@ -169,7 +169,11 @@ def _math_verify():
     return parse, verify
 
 
-@functools.lru_cache(maxsize=65536)
+# Clustering compares each answer with every earlier cluster's representative, and the
+# same pair comes back once per configuration of a problem: 21,700 GSM8K records hold 413k
+# distinct pairs asked 1.7M times. At 65,536 entries the cache evicted a pair before the
+# next configuration asked again (`decoptim report` 6.8 min; 2.2 min at this size).
+@functools.lru_cache(maxsize=2**20)
 def is_equivalent(a: str | None, b: str | None) -> bool:
     """Mathematical equivalence of two answer strings (math-verify, else the fallback)."""
     if a is None or b is None:
