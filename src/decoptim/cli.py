@@ -1,5 +1,5 @@
-"""decoptim's command line: demo, decode, eval, report, compare, merge, split, train-arith,
-train-lora, train-gsm8k.
+"""decoptim's command line: demo, decode, eval, report, compare, status, merge, split,
+train-arith, train-lora, train-gsm8k.
 
     decoptim demo                                   # the embedded default (make demo)
     decoptim decode --model smollm2 --prompt "The capital of France is"
@@ -13,6 +13,7 @@ train-lora, train-gsm8k.
         --task arith --decoders softmax --n 8 --out runs/server   # any vLLM server with decoptim
     decoptim eval ... --shard 2/4   # this machine's quarter of the run; then: decoptim merge DIR
     decoptim split runs/arith 4     # continue an unsharded run as 4 shards (e.g. on 4 GPUs)
+    decoptim status runs/arith      # records done and left, per shard and config
     decoptim eval --model smollm2 --task jsonl --data capitals.jsonl --question-field country \\
         --answer-field capital --grader exact --decoders softmax --n 4 --out runs/capitals
     decoptim eval --plugin my_decoders.py --model arith --task arith --decoders mine:k=5 \\
@@ -380,6 +381,25 @@ def cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .eval.shards import run_progress
+
+    progress = run_progress(Path(args.dir))
+    done, planned = progress.done, progress.planned
+    print(f"{args.dir}: {done:,} of {planned:,} (config, problem) records "
+          f"({100 * done / max(planned, 1):.1f}%), {planned - done:,} left")  # fmt: skip
+    for shard, (shard_done, shard_planned) in progress.shards.items():
+        state = "done" if shard_done == shard_planned else f"{shard_planned - shard_done:,} left"
+        print(f"  shard {shard}: {shard_done:,} of {shard_planned:,} ({state})")
+    unfinished = {c: dp for c, dp in progress.configs.items() if dp[0] < dp[1]}
+    if unfinished:
+        width = max(map(len, unfinished))
+        print(f"{len(unfinished)} of {len(progress.configs)} configs unfinished (problems done):")
+        for config, (config_done, config_planned) in unfinished.items():
+            print(f"  {config:<{width}}  {config_done:>5,} of {config_planned:,}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .eval.report import write_report
 
@@ -679,6 +699,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Best-of-K minus its β=0, τ_eff and softmax controls, and coordinated minus "
         "i.i.d. at the same decoder and τ, paired by problem",
         plots=True,
+    )
+    _add_run_dir_command(
+        commands,
+        "status",
+        cmd_status,
+        "how far a run is, sharded or not: records done and left, per shard, and the "
+        "configs not finished",
     )
     _add_run_dir_command(
         commands,

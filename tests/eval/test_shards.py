@@ -13,7 +13,14 @@ from decoptim.eval.compare import write_comparison
 from decoptim.eval.grid import make_grid
 from decoptim.eval.report import summarise
 from decoptim.eval.runner import GeneratedSample, RunSettings, read_records, run_grid
-from decoptim.eval.shards import Shard, load_run, merge_run, shard_of, split_run
+from decoptim.eval.shards import (
+    Shard,
+    load_run,
+    merge_run,
+    run_progress,
+    shard_of,
+    split_run,
+)
 from decoptim.eval.tasks import ArithTask
 
 
@@ -249,3 +256,43 @@ def test_split_refuses_what_it_cannot_split(tmp_path):
         handle.write(json.dumps({"config": "softmax@0.5", "problem": "nowhere"}) + "\n")
     with pytest.raises(ValueError, match=r"problem 'nowhere', which .* does not list"):
         split_run(stray, 2)
+
+
+def test_status_counts_records_done_and_left_per_shard_and_config(tmp_path, capsys):
+    # 2 configs × 5 problems in chunks of 2: 10 records.
+    plain = tmp_path / "plain"
+    run(plain)
+    samples = plain / "samples.jsonl"
+    samples.write_text("".join(samples.read_text().splitlines(keepends=True)[:6]))
+    progress = run_progress(plain)
+    assert (progress.done, progress.planned) == (6, 10) and progress.shards == {}
+    assert list(progress.configs.values()) == [(5, 5), (1, 5)]
+
+    sharded = tmp_path / "sharded"
+    run(sharded, Shard(1, 3))  # shards 2 and 3 have not started: still read
+    progress = run_progress(sharded)
+    configs = list(progress.configs)
+    planned = Counter(shard_of(c, chunk, 3) for c in configs for chunk in (0, 0, 1, 1, 2))
+    assert progress.shards == {
+        Shard(1, 3): (planned[1], planned[1]),
+        Shard(2, 3): (0, planned[2]),
+        Shard(3, 3): (0, planned[3]),
+    }
+    assert (progress.done, progress.planned) == (planned[1], 10)
+
+    assert main(["status", str(sharded)]) == 0
+    out = capsys.readouterr().out
+    assert f"{planned[1]} of 10 (config, problem) records" in out
+    assert f"{10 - planned[1]} left" in out
+    assert f"shard 1/3: {planned[1]} of {planned[1]} (done)" in out
+    assert f"shard 2/3: 0 of {planned[2]} ({planned[2]} left)" in out
+    assert "2 of 2 configs unfinished" in out
+    run(sharded, Shard(2, 3))
+    run(sharded, Shard(3, 3))
+    assert main(["status", str(sharded)]) == 0
+    out = capsys.readouterr().out
+    assert "10 of 10 (config, problem) records (100.0%), 0 left" in out
+    assert "unfinished" not in out
+
+    assert main(["status", str(tmp_path)]) == 2
+    assert "has no manifest.json (nor shard files)" in capsys.readouterr().err

@@ -151,6 +151,57 @@ def load_run(out: Path) -> tuple[dict, list[dict]]:
     return _read(manifest_path), read_records(samples_path)
 
 
+@dataclass(frozen=True)
+class Progress:
+    """How far a run is: (records done, records planned) per config and, for a sharded run,
+    per shard (in the order of its manifest and its split)."""
+
+    configs: dict[str, tuple[int, int]]
+    shards: dict[Shard, tuple[int, int]]
+
+    @property
+    def done(self) -> int:
+        return sum(done for done, _ in self.configs.values())
+
+    @property
+    def planned(self) -> int:
+        return sum(planned for _, planned in self.configs.values())
+
+
+def run_progress(out: Path) -> Progress:
+    """The (config, problem) records `out` holds against those its manifest plans: read from
+    the shard files when it has them (shards not started count as empty), else from the
+    unsharded run's. Unlike `load_run`, a split whose shards have not all started is read."""
+    shards = shards_in(out)
+    if shards:
+        count = _split(out, shards)
+        manifests = [_read(path) for _, path in sorted(shards.items(), key=lambda i: i[0].index)]
+        files = [out / shard.samples_name for shard in sorted(shards, key=lambda s: s.index)]
+    elif (out / MANIFEST).exists():
+        count, manifests, files = None, [_read(out / MANIFEST)], [out / SAMPLES]
+    else:
+        raise FileNotFoundError(
+            f"{out} has no {MANIFEST} (nor shard files): not a decoptim eval run"
+        )
+    configs = list(dict.fromkeys(c["id"] for m in manifests for c in m["configs"]))
+    problems = manifests[0]["problem_ids"]
+    batch = manifests[0]["batch_size"]
+    done_keys = {(r["config"], r["problem"]) for path in files for r in read_records(path)}
+    per_config = {}
+    per_shard = {Shard(i, count): [0, 0] for i in range(1, count + 1)} if count else {}
+    for config in configs:
+        done = 0
+        for position, problem in enumerate(problems):
+            have = (config, problem) in done_keys
+            done += have
+            if count:
+                tally = per_shard[Shard(shard_of(config, position // batch, count), count)]
+                tally[0] += have
+                tally[1] += 1
+        per_config[config] = (done, len(problems))
+    return Progress(per_config, {shard: (d, p) for shard, (d, p) in per_shard.items()})
+
+
 def merge_run(out: Path) -> tuple[Path, int]:
     """Write the complete run of `out`'s shards as `manifest.json` and `samples.jsonl` (the
     shard files stay); returns the samples path and the number of records."""
