@@ -175,8 +175,9 @@ def run_progress(out: Path) -> Progress:
     shards = shards_in(out)
     if shards:
         count = _split(out, shards)
-        manifests = [_read(path) for _, path in sorted(shards.items(), key=lambda i: i[0].index)]
-        files = [out / shard.samples_name for shard in sorted(shards, key=lambda s: s.index)]
+        ordered = sorted(shards, key=lambda shard: shard.index)
+        manifests = [_read(shards[shard]) for shard in ordered]
+        files = [out / shard.samples_name for shard in ordered]
     elif (out / MANIFEST).exists():
         count, manifests, files = None, [_read(out / MANIFEST)], [out / SAMPLES]
     else:
@@ -199,7 +200,7 @@ def run_progress(out: Path) -> Progress:
                 tally[0] += have
                 tally[1] += 1
         per_config[config] = (done, len(problems))
-    return Progress(per_config, {shard: (d, p) for shard, (d, p) in per_shard.items()})
+    return Progress(per_config, {shard: tuple(tally) for shard, tally in per_shard.items()})
 
 
 def merge_run(out: Path) -> tuple[Path, int]:
