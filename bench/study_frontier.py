@@ -1,7 +1,8 @@
 """What each decoder buys at K samples per point of single-sample accuracy: maj@K and pass@K
 against accuracy, one point per (decoder, τ), i.i.d. dashed with open markers, coordinated
-solid with filled ones, τ rising along each line. Reads a run's report.json (`decoptim
-report` writes it).
+solid with filled ones, τ rising along each line. The top row holds the plain decoders; the
+bottom row Best-of-K, its β = 0 and τ_eff controls, and softmax i.i.d. in grey as the curve
+that temperature alone draws. Reads a run's report.json (`decoptim report` writes it).
 
     python bench/study_frontier.py runs/study2/arith --k 8 --out docs/results/arith-frontier.png
 """
@@ -28,6 +29,8 @@ def main() -> None:
     for row in rows:
         if f"pass@{args.k}" in row and row["decoder"] != "greedy":
             lines[(row["decoder"], row["sampling"])].append(row)
+    for points in lines.values():
+        points.sort(key=lambda r: r["temperature"])
     if not lines:
         raise SystemExit(f"no config of {args.run} is scored at K={args.k}")
 
@@ -36,35 +39,53 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    decoders = list(dict.fromkeys(decoder for decoder, _ in lines))
-    colours = {d: plt.cm.tab10(i % 10) for i, d in enumerate(decoders)}
+    is_bok = lambda decoder: decoder.startswith("bok")  # noqa: E731 (and its controls)
+    groups = [
+        ("plain decoders", {key: v for key, v in lines.items() if not is_bok(key[0])}),
+        ("Best-of-K and its controls", {key: v for key, v in lines.items() if is_bok(key[0])}),
+    ]
+    groups = [(title, group) for title, group in groups if group]
+    reference = lines.get(("softmax", "iid"))
     most_problems = max(r["problems"] for points in lines.values() for r in points)
-    figure, axes = plt.subplots(1, 2, figsize=(14, 6))
-    for axis, metric in zip(axes, (f"maj@{args.k}", f"pass@{args.k}"), strict=True):
-        for (decoder, sampling), points in lines.items():
-            points.sort(key=lambda r: r["temperature"])
-            coordinated = sampling == "coordinated"
-            x = [100 * r["accuracy"]["mean"] for r in points]
-            y = [100 * r[metric]["mean"] for r in points]
-            axis.plot(
-                x, y, "-" if coordinated else "--", color=colours[decoder],
-                marker="o", markerfacecolor=colours[decoder] if coordinated else "white",
-                label=f"{decoder} · {'coordinated' if coordinated else 'i.i.d.'}",
-            )  # fmt: skip
-            for r, xi, yi in zip(points, x, y, strict=True):
-                # a configuration not yet run on every problem says on how many it stands
-                partial = f" ({r['problems']})" if r["problems"] < most_problems else ""
-                axis.annotate(f"{r['temperature']:g}{partial}", (xi, yi), fontsize=7, alpha=0.6)
-        axis.set_xlabel("accuracy of one sample (%)")
-        axis.set_ylabel(f"{metric} (%)")
-        axis.set_title(f"{metric} against accuracy (labels: τ, and the problems where fewer)")
-        axis.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=2, fontsize=7)
-    figure.suptitle(f"{args.run.name}: solid/filled coordinated, dashed/open i.i.d.")
-    figure.tight_layout(rect=(0, 0.2, 1, 1))
+    figure, axes = plt.subplots(
+        len(groups), 2, figsize=(17, 6 * len(groups)), squeeze=False, layout="constrained"
+    )
+    for row_axes, (title, group) in zip(axes, groups, strict=True):
+        decoders = list(dict.fromkeys(decoder for decoder, _ in group))
+        colours = {d: plt.cm.tab10(i % 10) for i, d in enumerate(decoders)}
+        for axis, metric in zip(row_axes, (f"maj@{args.k}", f"pass@{args.k}"), strict=True):
+            if reference and ("softmax", "iid") not in group:
+                axis.plot(
+                    [100 * r["accuracy"]["mean"] for r in reference],
+                    [100 * r[metric]["mean"] for r in reference],
+                    ":", color="grey", marker=".", label="softmax · i.i.d. (temperature alone)",
+                )  # fmt: skip
+            for (decoder, sampling), points in group.items():
+                coordinated = sampling == "coordinated"
+                x = [100 * r["accuracy"]["mean"] for r in points]
+                y = [100 * r[metric]["mean"] for r in points]
+                axis.plot(
+                    x, y, "-" if coordinated else "--", color=colours[decoder],
+                    marker="o", markerfacecolor=colours[decoder] if coordinated else "white",
+                    label=f"{decoder} · {'coordinated' if coordinated else 'i.i.d.'}",
+                )  # fmt: skip
+                for r, xi, yi in zip(points, x, y, strict=True):
+                    # a configuration not yet run on every problem says on how many it stands
+                    partial = f" ({r['problems']})" if r["problems"] < most_problems else ""
+                    axis.annotate(
+                        f"{r['temperature']:g}{partial}", (xi, yi), fontsize=7, alpha=0.6
+                    )  # fmt: skip
+            axis.set_xlabel("accuracy of one sample (%)")
+            axis.set_ylabel(f"{metric} (%)")
+            axis.set_title(f"{title}: {metric} against accuracy")
+            axis.grid(alpha=0.3)
+        row_axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    figure.suptitle(
+        f"{args.run.name}: solid/filled coordinated, dashed/open i.i.d.; labels: τ, and the "
+        "problems where fewer"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.out, dpi=110)
+    figure.savefig(args.out, dpi=110, bbox_inches="tight")  # the legends sit outside
     print(f"written: {args.out}")
 
 
