@@ -8,7 +8,8 @@
 # (bench/testbed.sh says what each is.) Each testbed runs greedy once, then the grid of
 # `--preset coord-study` with n = 16 samples per problem, the coordinated ones one group of
 # 16 (its strided halves and quarters are exact groups of 8 and 4).
-# Resumable: rerun the same line after an interruption (a time limit, a lost machine).
+# Resumable: rerun the same line after an interruption (a time limit, a lost machine); a
+# rerun first prints what is left (`decoptim status`).
 # With GPUS=N > 1 the grid runs as N shards, shard i on GPU i-1 (CUDA_VISIBLE_DEVICES); an
 # unsharded run already in OUT is split first (`decoptim split`), and the shards are merged
 # (`decoptim merge`) once all are done. SHARDS=M (default: the split already in OUT, else N)
@@ -40,6 +41,9 @@ if [ "$gpus" -gt 1 ]; then  # a shard without its GPU would run on the CPU, slow
 fi
 $py -m decoptim eval "${common[@]}" --decoders greedy --n 1 --out "$out/$testbed-greedy"
 grid=("${common[@]}" --preset coord-study --n 16 --group-size 16 --out "$run")
+if [ -f "$run/manifest.json" ] || [ -n "$split" ]; then  # resuming: what is left, in the log
+  $py -m decoptim status "$run" || true
+fi
 if [ "$shards" -le 1 ]; then
   $py -m decoptim eval "${grid[@]}"
   exit

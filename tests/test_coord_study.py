@@ -44,6 +44,8 @@ def test_shards_run_in_turn_merge_and_resume_from_their_split(tmp_path):
     resumed = coord_study(tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "shard 1/2" in resumed.stdout and "shard 2/2" in resumed.stdout
+    lost = len(kept) - len(kept) // 2
+    assert f"{lost} left" in resumed.stdout  # the status of the run it resumed
     again = records(run / "samples.jsonl")
     assert sorted((r["config"], r["problem"]) for r in again) == sorted(
         (r["config"], r["problem"]) for r in merged
