@@ -57,8 +57,8 @@ def eta_terms(
     [rows, V], H the entropy of softmax(x)."""
     inv_tau = 1.0 / tau
     stats = row_stats(flat, inv_tau, moment=True)
-    z_max, log_sum = stats.max_and_log_sum(inv_tau)
-    cutoff = torch.minimum(log_epsilon, 0.5 * log_epsilon - stats.entropy(inv_tau))
+    z_max, log_sum, entropy = stats.max_log_sum_and_entropy(inv_tau)
+    cutoff = torch.minimum(log_epsilon, 0.5 * log_epsilon - entropy)
     return z_max, torch.clamp(cutoff + log_sum, max=0.0)
 
 

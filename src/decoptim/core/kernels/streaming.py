@@ -174,13 +174,17 @@ class RowStats(NamedTuple):
         z_max, _, rescale = self._to_row_max(c)
         return z_max, torch.log((self.sums * rescale).sum(-1))
 
-    def entropy(self, c: torch.Tensor) -> torch.Tensor:
-        """Per row, the entropy of softmax(c·z), the splits combined (row_stats with
-        `moment`): H = log S − S1/S, S = Σ e^y and S1 = Σ e^y·y, y = c·(z − max z); a
-        split's S1 moves to the row's max as e^d·(S1 + d·S)."""
-        _, d, rescale = self._to_row_max(c)
+    def max_log_sum_and_entropy(
+        self, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per row: `max_and_log_sum`'s two, and the entropy of softmax(c·z) (row_stats with
+        `moment`), from one combine of the splits: H = log S − S1/S, S = Σ e^y and
+        S1 = Σ e^y·y, y = c·(z − max z); a split's S1 moves to the row's max as e^d·(S1 + d·S)."""
+        z_max, d, rescale = self._to_row_max(c)
         total = (self.sums * rescale).sum(-1)
-        return torch.log(total) - ((self.moments + d * self.sums) * rescale).sum(-1) / total
+        log_sum = torch.log(total)
+        moment = ((self.moments + d * self.sums) * rescale).sum(-1)
+        return z_max, log_sum, log_sum - moment / total
 
 
 def row_stats(
