@@ -43,6 +43,7 @@ from .streaming import (
     chunk_for,
     load_logits,
     pow2_at_least,
+    program_position,
     row_lse,
     row_stats,
     split_bounds,
@@ -50,6 +51,13 @@ from .streaming import (
 
 # log of float32's machine epsilon, 2⁻²³: the tail's closed form is within it.
 LOG_EPS = tl.constexpr(-15.942385152878742)
+
+
+@triton.jit
+def _row_params(c_ptr, inv_tau_p_ptr, betak_ptr, k_ptr, row):
+    # The row's problem: c (A_v = c·(z_v − max z)), 1/τ_p, βK and K.
+    return (tl.load(c_ptr + row), tl.load(inv_tau_p_ptr + row), tl.load(betak_ptr + row),
+            tl.load(k_ptr + row))  # fmt: skip
 
 
 @triton.jit
@@ -93,13 +101,8 @@ def _prob_gather_kernel(
 ):
     # Per (row, split): the head tokens (ρ_v ≥ ε) into the split's slot; the tail's
     # Σ exp(A + b − top) (and, for mirror's first step, Σ exp(A + b(1 − p)^{K−1} − top)).
-    row = tl.program_id(0)
-    split = tl.program_id(1)
-    splits = tl.num_programs(1)
-    c = tl.load(c_ptr + row)
-    inv_tau_p = tl.load(inv_tau_p_ptr + row)
-    beta_k = tl.load(betak_ptr + row)
-    k = tl.load(k_ptr + row)
+    row, split, splits = program_position()
+    c, inv_tau_p, beta_k, k = _row_params(c_ptr, inv_tau_p_ptr, betak_ptr, k_ptr, row)
     z_max, lse_c, lse_p, top = _row_terms(
         max_ptr, sum_c_ptr, sum_p_ptr, row, STAT_SPLITS, c, inv_tau_p, beta_k, SPLIT_BLOCK
     )
@@ -164,11 +167,16 @@ def _solve_full_row(z_ptr, q_ptr, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
     total, _ = _full_row_inner(
         z_ptr, q_ptr, V, t, z_max, c, inv_tau_p, lse_p, beta_k, k, 2 * INNER, BLOCK
     )
-    log_z = tl.log(total)
+    _exp_in_place(q_ptr, V, tl.log(total), BLOCK)
+
+
+@triton.jit
+def _exp_in_place(q_ptr, V, log_total, BLOCK: tl.constexpr):
+    # The full-row solvers keep log q (unnormalised) in q's row: q = exp(log q − log Σ).
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        u = tl.load(q_ptr + offs, mask=offs < V, other=-float("inf"))
-        tl.store(q_ptr + offs, tl.exp(u - log_z), mask=offs < V)
+        x = tl.load(q_ptr + offs, mask=offs < V, other=-float("inf"))
+        tl.store(q_ptr + offs, tl.exp(x - log_total), mask=offs < V)
 
 
 @triton.jit
@@ -213,10 +221,7 @@ def _mirror_full_row(z_ptr, q_ptr, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top
             tl.store(q_ptr + offs, x, mask=inside)
             total += tl.sum(tl.where(inside, tl.exp(x - top), 0.0), axis=0)
         log_total = tl.log(total) + top
-    for start in range(0, V, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        x = tl.load(q_ptr + offs, mask=offs < V, other=-float("inf"))
-        tl.store(q_ptr + offs, tl.exp(x - log_total), mask=offs < V)
+    _exp_in_place(q_ptr, V, log_total, BLOCK)
 
 
 @triton.jit
@@ -272,10 +277,7 @@ def _prob_head_kernel(
     # Solve the head against the tail's log-mass; q of the head goes to its candidate slot
     # positions, and max z, LSE_p and the tail's shift to row_out. Overflow: whole row.
     row = tl.program_id(0)
-    c = tl.load(c_ptr + row)
-    inv_tau_p = tl.load(inv_tau_p_ptr + row)
-    beta_k = tl.load(betak_ptr + row)
-    k = tl.load(k_ptr + row)
+    c, inv_tau_p, beta_k, k = _row_params(c_ptr, inv_tau_p_ptr, betak_ptr, k_ptr, row)
     z_max, _lse_c, lse_p, top = _row_terms(
         max_ptr, sum_c_ptr, sum_p_ptr, row, STAT_SPLITS, c, inv_tau_p, beta_k, SPLIT_BLOCK
     )
@@ -342,16 +344,11 @@ def _prob_write_kernel(
 ):
     # q = exp(A + b − shift) over the split's chunk (b·(1 − p)^{K−1} after a single mirror
     # step), then the head's values at their ids. Rows that overflowed are already written.
-    row = tl.program_id(0)
-    split = tl.program_id(1)
-    splits = tl.num_programs(1)
+    row, split, splits = program_position()
     split_offs = tl.arange(0, SPLIT_BLOCK)
     counts = tl.load(cand_count_ptr + row * splits + split_offs, mask=split_offs < splits, other=0)
     if tl.max(counts, axis=0) <= CAP:
-        c = tl.load(c_ptr + row)
-        inv_tau_p = tl.load(inv_tau_p_ptr + row)
-        beta_k = tl.load(betak_ptr + row)
-        k = tl.load(k_ptr + row)
+        c, inv_tau_p, beta_k, k = _row_params(c_ptr, inv_tau_p_ptr, betak_ptr, k_ptr, row)
         z_max = tl.load(row_ptr + row * 3)
         lse_p = tl.load(row_ptr + row * 3 + 1)
         shift = tl.load(row_ptr + row * 3 + 2)

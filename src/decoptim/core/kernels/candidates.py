@@ -23,7 +23,16 @@ import torch
 import triton
 import triton.language as tl
 
-from .streaming import BLOCK, cdiv, chunk_for, code_of, load_logits, pow2_at_least, split_bounds
+from .streaming import (
+    BLOCK,
+    cdiv,
+    chunk_for,
+    code_of,
+    load_logits,
+    pow2_at_least,
+    program_position,
+    split_bounds,
+)
 
 CAP = 256
 MAX_SPLITS = 16
@@ -77,9 +86,7 @@ def _gather_kernel(
     STAT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    row = tl.program_id(0)
-    split = tl.program_id(1)
-    splits = tl.num_programs(1)
+    row, split, splits = program_position()
     scale = tl.load(scale_ptr + row)
     # stats: the row's segment maxima (KTH_SEGMENT) or its per-split maxima.
     lanes = tl.arange(0, STAT_BLOCK)

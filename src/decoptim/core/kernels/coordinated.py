@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from ..coordinated import _REFILL, Codes
-from .streaming import cdiv, chunk_for, pow2_at_least, split_bounds, splits_for
+from .streaming import cdiv, chunk_for, pow2_at_least, program_position, split_bounds, splits_for
 
 BLOCK = 1024
 TWO_POW_M52 = tl.constexpr(2.0**-52)
@@ -57,8 +57,7 @@ def hashed_uniform(seed, index, step, STREAM: tl.constexpr):
 
 @triton.jit
 def _split_sums_kernel(q_ptr, sums_ptr, V, CHUNK, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    split = tl.program_id(1)
+    row, split, _ = program_position()
     base = q_ptr + row.to(tl.int64) * V
     begin, end = split_bounds(split, CHUNK, V)
     total = tl.zeros((BLOCK,), tl.float64)

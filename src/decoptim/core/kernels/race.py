@@ -26,6 +26,7 @@ from .streaming import (
     floor_mode,
     load_logits,
     pow2_at_least,
+    program_position,
     split_bounds,
     splits_for,
 )
@@ -89,8 +90,7 @@ def race_finish(key_ptr, e_ptr, index_ptr, arrivals_ptr, out_ptr, row, best_key,
     """Store this program's winner; the row's last program to arrive (counted in
     arrivals[row], zero before the race) writes the row's winner to out[row]. With LOGITS
     the lanes hold (z, E), compared by `logit_keys`, and each program stores its (z, E)."""
-    split = tl.program_id(1)
-    splits = tl.num_programs(1)
+    _, split, splits = program_position()
     lane = tl.arange(0, best_key.shape[0])
     keys = logit_keys(best_key, best_e, c) if LOGITS else best_key
     at_winner = lane == tl.argmax(keys, axis=0)
@@ -200,8 +200,7 @@ def _race_span(x_ptr, row, split, V, CHUNK, seed, c, z_max, shift, floor, edge_c
 @triton.jit
 def _race_kernel(q_ptr, seed_ptr, key_ptr, index_ptr, arrivals_ptr, out_ptr, V, CHUNK,
                  BLOCK: tl.constexpr, SPLIT_BLOCK: tl.constexpr):  # fmt: skip
-    row = tl.program_id(0)
-    split = tl.program_id(1)
+    row, split, _ = program_position()
     best_key, best_e, best_index = _race_span(
         q_ptr, row, split, V, CHUNK, tl.load(seed_ptr), 0.0, 0.0, 0.0, 0.0, 0, 0,
         BLOCK, True, False, False, False,

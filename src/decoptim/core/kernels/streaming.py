@@ -44,6 +44,13 @@ def splits_for(
 
 
 @triton.jit
+def program_position():
+    """(row, split, splits) of this program: every streaming kernel launches on a
+    (rows, splits) grid, one program per row and CHUNK-long split of it."""
+    return tl.program_id(0), tl.program_id(1), tl.num_programs(1)
+
+
+@triton.jit
 def split_bounds(split, CHUNK, V):
     """The tokens [begin, end) of a row that program `split` covers: CHUNK each (whole blocks,
     from `chunk_for`), the last split cut at V."""
@@ -100,9 +107,7 @@ def _row_stats_kernel(
     # Per (row, split): running max m of z and Σ exp(c·(z − m)) over the split's chunk;
     # with TWO_SCALES also Σ exp(c2·(z − m)); with MOMENT also Σ exp(y)·y, y = c·(z − m)
     # (the entropy's sum); with SEGMENTS the max of every SEG-long segment.
-    row = tl.program_id(0)
-    split = tl.program_id(1)
-    splits = tl.num_programs(1)
+    row, split, splits = program_position()
     c = tl.load(c_ptr + row)
     c2 = tl.load(c2_ptr + row)
     base = z_ptr + row.to(tl.int64) * stride
@@ -271,8 +276,7 @@ def _exp_affine_kernel(
     z_ptr, c_ptr, m_ptr, shift_ptr, floor_ptr, q_ptr, V, CHUNK, BLOCK: tl.constexpr,
     FLOOR: tl.constexpr,
 ):  # fmt: skip
-    row = tl.program_id(0)
-    split = tl.program_id(1)
+    row, split, _ = program_position()
     c = tl.load(c_ptr + row)
     m = tl.load(m_ptr + row)
     shift = tl.load(shift_ptr + row)

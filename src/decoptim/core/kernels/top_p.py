@@ -30,6 +30,7 @@ from .streaming import (
     exp_affine,
     load_logits,
     pow2_at_least,
+    program_position,
     row_lse,
     row_stats,
     split_bounds,
@@ -99,9 +100,7 @@ def _top_p_profile_kernel(
     # narrows the bracket of the pass before; split 0 records the bracket it profiled.
     # Brackets [LEVELS, rows, 2] and profiles [LEVELS, rows, splits, PROFILE]: one buffer
     # each, indexed here rather than by a view per pass on the host.
-    row = tl.program_id(0)
-    split = tl.program_id(1)
-    splits = tl.num_programs(1)
+    row, split, splits = program_position()
     rows = tl.num_programs(0)
     bracket_ptr += row * 2
     inv_tau = tl.load(inv_tau_ptr + row)
@@ -165,9 +164,7 @@ def _top_p_gather_kernel(
 ):
     # Per (row, split): the tokens inside the last profile's bracket [lo, hi] around x*, and
     # the mass strictly above it, Σ_{x > hi} e^{x − max x}.
-    row = tl.program_id(0)
-    split = tl.program_id(1)
-    splits = tl.num_programs(1)
+    row, split, splits = program_position()
     last = (LEVELS - 1) * tl.num_programs(0)
     bracket_ptr += last * 2
     profile_ptr += last * splits * PROFILE

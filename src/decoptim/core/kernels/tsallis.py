@@ -24,6 +24,7 @@ from .streaming import (
     chunk_for,
     load_logits,
     pow2_at_least,
+    program_position,
     row_stats,
     split_bounds,
 )
@@ -116,8 +117,7 @@ def _tsallis_solve_kernel(
 @triton.jit
 def _tsallis_write_kernel(z_ptr, inv_tau_ptr, top_ptr, eta_ptr, total_ptr, q_ptr, V, CHUNK,
                           alpha_minus_one, KIND: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
-    row = tl.program_id(0)
-    split = tl.program_id(1)
+    row, split, _ = program_position()
     inv_tau = tl.load(inv_tau_ptr + row)
     top = tl.load(top_ptr + row)
     eta = tl.load(eta_ptr + row)
