@@ -202,7 +202,19 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--flashinfer", action="store_true")
     parser.add_argument("--only-flashinfer", action="store_true", help="skip the other tables")
+    parser.add_argument(
+        "--samplers",
+        help="comma-separated rows of the side-by-side table to time (default: all of them), "
+        f"from: {', '.join(every_decoder(1.0))}",
+    )
     args = parser.parse_args()
+    samplers = None
+    if args.samplers is not None:
+        rows = list(every_decoder(1.0))
+        samplers = [name.strip() for name in args.samplers.split(",")]
+        unknown = [name for name in samplers if name not in rows]
+        if unknown:
+            parser.error(f"--samplers: unknown rows {unknown}; choose from {rows}")
     if not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py needs a CUDA device")
     print(
@@ -210,7 +222,7 @@ def main() -> None:
         f"triton kernels: {triton_available()}, {date.today()}"
     )
     if args.flashinfer or args.only_flashinfer:
-        flashinfer_table(args.vocab)
+        flashinfer_table(args.vocab, samplers)
         if args.only_flashinfer:
             return
     print("\n## correctness against float64 (fresh random logits, B=16)")
@@ -313,9 +325,10 @@ def flashinfer_steps() -> tuple[dict, str]:
     return steps, f"FlashInfer {flashinfer.__version__}"
 
 
-def flashinfer_table(vocab: int) -> None:
+def flashinfer_table(vocab: int, samplers: list[str] | None = None) -> None:
     """decoptim against FlashInfer, ms per step, for B ∈ {1, 8, 64, 256}: as calls, and
-    replayed as CUDA graphs; with each one's ratio to the copy of the logits."""
+    replayed as CUDA graphs; with each one's ratio to the copy of the logits. `samplers`
+    keeps those rows only."""
     import warnings
 
     fi_steps, fi_version = flashinfer_steps()
@@ -326,6 +339,8 @@ def flashinfer_table(vocab: int) -> None:
           "| ×copy | decoptim / fi (replay) |")  # fmt: skip
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     ours = side_by_side_decoders()
+    if samplers is not None:
+        ours = {name: ours[name] for name in samplers}
     for batch in (1, 8, 64, 256):
         buffers = max(2, min(8, int(3 * 50e6 // (batch * vocab * 4)) + 1))
         inputs = make_inputs(batch, vocab, buffers, seed=7)

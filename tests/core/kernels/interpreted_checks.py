@@ -31,6 +31,7 @@ from decoptim.core.kernels.bok_topm import (  # noqa: E402
 from decoptim.core.kernels.candidates import (  # noqa: E402
     CAP,
     gather_candidates,
+    kth_largest,
     kth_largest_lower_bound,
 )
 from decoptim.core.kernels.race import (  # noqa: E402
@@ -302,6 +303,29 @@ def check_row_stats_entropy_equals_float64() -> None:
         assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), (c, got, expected)
 
 
+def check_kth_largest_equals_topk() -> None:
+    # The k-th largest logit from the gathered candidates, against torch.topk with NaN read
+    # as −inf: the crowded rows (a tied block larger than a slot overflows to the whole-row
+    # bisection, −inf, a constant row), per-row k, k at 1 and at k_max, fewer than k finite
+    # logits, and ±0.0 ties.
+    z = crowded(6000, 13)
+    z[0, ::11] = torch.nan
+    z[1, :3000], z[1, 3000:] = 0.0, -0.0  # a constant row of ±0
+    few = torch.full((1, 6000), -torch.inf)
+    few[0, [5, 900, 4000]] = torch.tensor([1.0, -2.0, 0.5])
+    for rows, k_max, k in (
+        (z, 1, torch.ones(5, dtype=torch.int64)),
+        (z, 64, torch.tensor([64]).expand(5)),  # as the kernel table passes a shared k
+        (z, 1024, torch.tensor([1024, 3, 700, 1, 999])),
+        (few, 5, torch.tensor([5])),
+    ):
+        segmax = row_stats(rows, kernel_rows(1.0, rows), segment=segment_size(6000, k_max)).segmax
+        got = kth_largest(rows, k, k_max, segmax)
+        masked = torch.where(torch.isnan(rows), -torch.inf, rows)
+        want = masked.topk(k_max, -1).values.gather(-1, (k - 1)[:, None])[:, 0]
+        assert torch.equal(got, want + 0.0), (k_max, got, want)
+
+
 def check_floor_routes_keep_the_torch_support_and_equal_reference() -> None:
     # Min-p and top-k keep exactly the float32 torch path's tokens (x is computed to the bit
     # as torch computes it), at the cut included; epsilon's and eta's floors carry log Σ exp(x)
@@ -314,6 +338,7 @@ def check_floor_routes_keep_the_torch_support_and_equal_reference() -> None:
         d.Eta(torch.tensor([1e-4, 0.1, 3e-3, 0.9, 0.02]), 0.9),
         d.TopK(50, 0.7), d.TopK(1), d.TopK(7000, 1.3),
         d.TopK(torch.tensor([1, 40, 900, 3, 6000]), 0.8),
+        d.TopK(torch.tensor([1, 40, 900, 3, 1024]), 0.8),
     ):  # fmt: skip
         q = route_of(decoder).probs(decoder, z)
         ref32, ref = decoder.probs(z), decoder.probs(z.double())

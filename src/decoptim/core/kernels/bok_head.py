@@ -21,6 +21,9 @@ from .candidates import (
     ROW_WARPS,
     compact,
     compact_scratch,
+    count_at_least,
+    kth_largest_code,
+    kth_largest_code_of_row,
     load_candidates,
 )
 from .race import exponential, race_targets
@@ -46,23 +49,6 @@ class HeadDraw(NamedTuple):
     id: torch.Tensor
     token: torch.Tensor
     arrivals: torch.Tensor
-
-
-# Larger than any int32 code: a neutral element for min over codes.
-NO_CODE = tl.constexpr(1 << 40)
-
-
-@triton.jit
-def kth_largest_code(codes, valid, k):
-    """The largest c with #{valid codes ≥ c} ≥ k; assumes at least k valid codes."""
-    lo = tl.min(tl.where(valid, codes, NO_CODE), axis=0)
-    hi = tl.max(tl.where(valid, codes, -NO_CODE), axis=0) + 1
-    for _ in range(33):
-        mid = lo + (hi - lo) // 2
-        enough = tl.sum((valid & (codes >= mid)).to(tl.int32), axis=0) >= k
-        lo = tl.where(enough & (hi - lo > 1), mid, lo)
-        hi = tl.where(enough | (hi - lo <= 1), hi, mid)
-    return lo
 
 
 @triton.jit
@@ -91,27 +77,11 @@ def _select_from_block(x, index, valid, M, head_x_ptr, head_index_ptr):
 
 
 @triton.jit
-def _count_row(z_ptr, V, c, BLOCK: tl.constexpr):
-    n = tl.zeros((), tl.int32)
-    for start in range(0, V, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        z = load_logits(z_ptr + offs, offs < V)
-        n += tl.sum(((offs < V) & (code_of(z) >= c)).to(tl.int32), axis=0)
-    return n
-
-
-@triton.jit
 def _select_from_row(z_ptr, V, M, head_x_ptr, head_index_ptr, BLOCK: tl.constexpr):
     # The same selection over the whole row, re-read per bisection step: the fallback when
     # the gathered candidates overflowed.
-    lo = tl.zeros((), tl.int64) - (1 << 31)
-    hi = tl.zeros((), tl.int64) + (1 << 31)
-    for _ in range(33):
-        mid = lo + (hi - lo) // 2
-        enough = _count_row(z_ptr, V, mid, BLOCK) >= M
-        lo = tl.where(enough & (hi - lo > 1), mid, lo)
-        hi = tl.where(enough | (hi - lo <= 1), hi, mid)
-    need = M - _count_row(z_ptr, V, lo + 1, BLOCK)
+    lo = kth_largest_code_of_row(z_ptr, V, M, BLOCK)
+    need = M - count_at_least(z_ptr, V, lo + 1, BLOCK)
     tie_lo = tl.zeros((), tl.int32) - 1
     tie_hi = tl.zeros((), tl.int32) + V - 1
     for _ in range(32):

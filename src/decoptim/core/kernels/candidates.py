@@ -28,6 +28,7 @@ from .streaming import (
     cdiv,
     chunk_for,
     code_of,
+    float_of_code,
     load_logits,
     pow2_at_least,
     program_position,
@@ -227,3 +228,78 @@ def compact_scratch(rows: int, lanes: int, device: torch.device) -> tuple[torch.
         torch.empty(rows, lanes, device=device, dtype=torch.float32),
         torch.empty(rows, lanes, device=device, dtype=torch.int32),
     )
+
+
+# --- The k-th largest logit of a row, from the gathered candidates ------------------------
+
+# Larger than any int32 code: a neutral element for min over codes.
+NO_CODE = tl.constexpr(1 << 40)
+
+
+@triton.jit
+def kth_largest_code(codes, valid, k):
+    """The largest c with #{valid codes ≥ c} ≥ k; assumes at least k valid codes."""
+    lo = tl.min(tl.where(valid, codes, NO_CODE), axis=0)
+    hi = tl.max(tl.where(valid, codes, -NO_CODE), axis=0) + 1
+    for _ in range(33):
+        mid = lo + (hi - lo) // 2
+        enough = tl.sum((valid & (codes >= mid)).to(tl.int32), axis=0) >= k
+        lo = tl.where(enough & (hi - lo > 1), mid, lo)
+        hi = tl.where(enough | (hi - lo <= 1), hi, mid)
+    return lo
+
+
+@triton.jit
+def count_at_least(z_ptr, V, c, BLOCK: tl.constexpr):
+    """#{v : code(z_v) ≥ c} over a whole row of V logits."""
+    n = tl.zeros((), tl.int32)
+    for start in range(0, V, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        z = load_logits(z_ptr + offs, offs < V)
+        n += tl.sum(((offs < V) & (code_of(z) >= c)).to(tl.int32), axis=0)
+    return n
+
+
+@triton.jit
+def kth_largest_code_of_row(z_ptr, V, k, BLOCK: tl.constexpr):
+    """`kth_largest_code` over a whole row, re-read per bisection step: the fallback when a
+    row's gathered candidates overflowed (33 reads of the row; rare)."""
+    lo = tl.zeros((), tl.int64) - (1 << 31)
+    hi = tl.zeros((), tl.int64) + (1 << 31)
+    for _ in range(33):
+        mid = lo + (hi - lo) // 2
+        enough = count_at_least(z_ptr, V, mid, BLOCK) >= k
+        lo = tl.where(enough & (hi - lo > 1), mid, lo)
+        hi = tl.where(enough | (hi - lo <= 1), hi, mid)
+    return lo
+
+
+@triton.jit
+def _kth_largest_kernel(z_ptr, cand_x_ptr, cand_index_ptr, cand_count_ptr, k_ptr, out_ptr, V,
+                        CAND_SPLITS, CAP: tl.constexpr, SLOTS: tl.constexpr,
+                        ROW_BLOCK: tl.constexpr):  # fmt: skip
+    row = tl.program_id(0)
+    k = tl.load(k_ptr + row)
+    x, _ids, valid, overflow = load_candidates(
+        cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
+    )
+    if overflow:
+        code = kth_largest_code_of_row(z_ptr + row.to(tl.int64) * V, V, k, ROW_BLOCK)
+    else:
+        code = kth_largest_code(code_of(x), valid, k)
+    tl.store(out_ptr + row, float_of_code(code))
+
+
+def kth_largest(z: torch.Tensor, k: torch.Tensor, k_max: int, segmax: torch.Tensor) -> torch.Tensor:
+    """The k-th largest logit of each row of z [rows, V] (k: int [rows], each ≤ k_max ≤ V;
+    segmax: the row's segment maxima from `row_stats(..., segment=segment_size(V, k_max))`),
+    NaN counted as −inf and −0.0 as +0.0 (as `load_logits` and `code_of` read them)."""
+    rows, vocab = z.shape
+    k = k.contiguous()  # the kernel reads k[row]; an expanded k has stride 0
+    candidates = gather_candidates(z, torch.ones(rows, device=z.device), segmax=segmax, k=k_max)
+    out = torch.empty(rows, device=z.device, dtype=torch.float32)
+    _kth_largest_kernel[(rows,)](
+        z, candidates.x, candidates.index, candidates.count, k, out, vocab, candidates.splits,
+        CAP=CAP, SLOTS=pow2_at_least(candidates.splits), ROW_BLOCK=2048, num_warps=ROW_WARPS,
+    )  # fmt: skip
+    return out

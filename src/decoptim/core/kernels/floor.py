@@ -9,7 +9,9 @@ On each of these supports q ∝ exp(x) on {x ≥ floor}, x = (z − max z)/τ:
 - eta is epsilon with log ε replaced by min(log ε, ½·log ε − H), H the entropy of
   softmax(x), from the same pass's Σ exp(x)·x;
 - top-k keeps x ≥ the k-th largest x, which is x of the k-th largest z (x is
-  non-decreasing in z), found by `torch.topk`;
+  non-decreasing in z), found from the gathered candidates (`candidates.kth_largest`: one
+  pass for the segment maxima, one to gather, one program per row) for k ≤ 1024, else by
+  `torch.topk`, which also gives top-p the sorted top-k list it needs;
 - an intersection keeps x ≥ the largest of its parts' floors. Top-p's floor, the x at which
   the cumulative mass (by decreasing x) first reaches p·Σ exp(x), is found on the top-k
   list when top-k is a part: a top-p cut below the k-th keeps all of top-k anyway.
@@ -30,8 +32,13 @@ from __future__ import annotations
 
 import torch
 
+from .candidates import kth_largest
 from .race import affine_race, race_seed
-from .streaming import exp_affine, row_stats
+from .streaming import exp_affine, row_stats, segment_size
+
+# The largest k whose floor comes from the gathered candidates (as Best-of-K's top-M); a
+# larger k takes torch.topk.
+KTH_FROM_CANDIDATES = 1024
 
 
 def min_p_terms(
@@ -75,6 +82,11 @@ def top_k_terms(
     each ≤ k_max ≤ V), raised to top-p's cut (p: float32 [rows]) and/or min-p's floor
     (log p) for an intersection. With `may_hold_nan` (unvalidated logits), NaN counts as
     −inf, as the kernels read it: torch.topk would rank it first."""
+    if top_p is None and k_max <= KTH_FROM_CANDIDATES:
+        stats = row_stats(flat, 1.0 / tau, segment=segment_size(flat.shape[-1], k_max))
+        z_max = stats.maxes.amax(-1)
+        floor = (kth_largest(flat, k, k_max, stats.segmax) - z_max) / tau  # as x_top below
+        return z_max, floor if log_min_p is None else torch.maximum(floor, log_min_p)
     if may_hold_nan:
         flat = torch.where(flat == flat, flat, -torch.inf)
     top = torch.topk(flat, k_max, dim=-1).values

@@ -72,6 +72,13 @@ def code_of(x):
     return tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.int64)
 
 
+@triton.jit
+def float_of_code(code):
+    """The float32 whose `code_of` is `code` (the inverse map)."""
+    bits = code.to(tl.int32)
+    return tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.float32, bitcast=True)
+
+
 def segment_size(vocab: int, k: int) -> int:
     """Segment length for `row_stats`: about 4k segments per row (k-th largest segment max
     then leaves ~k candidates on untied logits), at most 4096 segments, a power of two

@@ -28,6 +28,7 @@ from .streaming import (
     chunk_for,
     code_of,
     exp_affine,
+    float_of_code,
     load_logits,
     pow2_at_least,
     program_position,
@@ -271,7 +272,7 @@ def _top_p_solve_kernel(
             z_row = z_ptr + row.to(tl.int64) * V
             edge = _edge_from_row(z_row, V, inv_tau, z_max, target, ROW_BLOCK)
             kept = _row_mass(z_row, V, inv_tau, z_max, edge, ROW_BLOCK)
-            floor = _float_of_code(edge)
+            floor = float_of_code(edge)
         else:
             codes = code_of(z * inv_tau)
             e = tl.where(valid, tl.exp(inv_tau * (z - z_max)), 0.0)
@@ -283,19 +284,12 @@ def _top_p_solve_kernel(
                 lo = tl.where(reached & (hi - lo > 1), mid, lo)
                 hi = tl.where(reached | (hi - lo <= 1), hi, mid)
             kept = above + tl.sum(tl.where(codes >= lo, e, 0.0), axis=0)
-            floor = _float_of_code(lo)
+            floor = float_of_code(lo)
     tl.store(floor_ptr + row, floor)
     tl.store(shift_ptr + row, tl.log(kept))
     tl.store(zmax_ptr + row, z_max)
     if SAMPLE:
         tl.store(arrivals_ptr + row, 0)
-
-
-@triton.jit
-def _float_of_code(code):
-    # The float32 whose `code_of` is `code` (the inverse map).
-    bits = code.to(tl.int32)
-    return tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.float32, bitcast=True)
 
 
 def _top_p_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor,
