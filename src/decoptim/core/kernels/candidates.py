@@ -23,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..checks import kernel_rows
 from .streaming import (
     BLOCK,
     cdiv,
@@ -296,7 +297,7 @@ def kth_largest(z: torch.Tensor, k: torch.Tensor, k_max: int, segmax: torch.Tens
     NaN counted as −inf and −0.0 as +0.0 (as `load_logits` and `code_of` read them)."""
     rows, vocab = z.shape
     k = k.contiguous()  # the kernel reads k[row]; an expanded k has stride 0
-    candidates = gather_candidates(z, torch.ones(rows, device=z.device), segmax=segmax, k=k_max)
+    candidates = gather_candidates(z, kernel_rows(1.0, z), segmax=segmax, k=k_max)
     out = torch.empty(rows, device=z.device, dtype=torch.float32)
     _kth_largest_kernel[(rows,)](
         z, candidates.x, candidates.index, candidates.count, k, out, vocab, candidates.splits,
