@@ -128,12 +128,12 @@ def _row_stats_kernel(
         z = load_logits(base + offs, offs < end)
         new_m = tl.maximum(m, tl.max(z, axis=0))
         safe = tl.where(new_m == -float("inf"), 0.0, new_m)
-        if MOMENT:  # moved to the new max: Σ e^(y + d)·(y + d) = e^d·(s1 + d·s), d = c·(m − new m)
-            d = c * (m - safe)
-            y = c * (z - safe)
+        d = c * (m - safe)  # the running sums move from m to the new max: a factor e^d
+        y = c * (z - safe)
+        if MOMENT:  # Σ e^(y + d)·(y + d) = e^d·(s1 + d·s)
             carried = tl.where(s > 0.0, (s1 + d * s) * tl.exp(d), 0.0)  # s = 0: m is −inf
             s1 = carried + tl.sum(tl.where(y > -float("inf"), tl.exp(y) * y, 0.0), axis=0)
-        s = s * tl.exp(c * (m - safe)) + tl.sum(tl.exp(c * (z - safe)), axis=0)
+        s = s * tl.exp(d) + tl.sum(tl.exp(y), axis=0)
         if TWO_SCALES:
             s2 = s2 * tl.exp(c2 * (m - safe)) + tl.sum(tl.exp(c2 * (z - safe)), axis=0)
         m = new_m
