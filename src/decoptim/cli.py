@@ -775,10 +775,17 @@ def _shard(text: str) -> Shard:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # a reader that went away shows here, not as a traceback at exit
+        return code
     except (ValueError, FileNotFoundError, SandboxUnavailableError, ServerError) as error:
         print(f"decoptim {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `decoptim status DIR | head`: stop quietly; stdout goes to /dev/null so that
+        # Python's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 merged, give exactly the unsharded run's results."""
 
 import json
+import os
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -296,3 +298,15 @@ def test_status_counts_records_done_and_left_per_shard_and_config(tmp_path, caps
 
     assert main(["status", str(tmp_path)]) == 2
     assert "has no manifest.json (nor shard files)" in capsys.readouterr().err
+
+
+def test_status_into_a_closed_pipe_stops_quietly(tmp_path, monkeypatch, capsys):
+    # `decoptim status DIR | head`: the reader leaves before the output is written.
+    run(tmp_path / "plain")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with os.fdopen(write_end, "w") as closed_pipe:
+        monkeypatch.setattr(sys, "stdout", closed_pipe)
+        assert main(["status", str(tmp_path / "plain")]) == 1
+        monkeypatch.undo()
+    assert "Traceback" not in capsys.readouterr().err
