@@ -215,6 +215,8 @@ def main() -> None:
         unknown = [name for name in samplers if name not in rows]
         if unknown:
             parser.error(f"--samplers: unknown rows {unknown}; choose from {rows}")
+        if not (args.flashinfer or args.only_flashinfer):
+            parser.error("--samplers picks rows of the side-by-side table: add --flashinfer")
     if not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py needs a CUDA device")
     print(

@@ -782,9 +782,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"decoptim {args.command}: error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:
-        # `decoptim status DIR | head`: stop quietly; stdout goes to /dev/null so that
-        # Python's own flush at exit does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # `decoptim status DIR | head`: the reader of stdout left. Stop quietly, with stdout
+        # sent to /dev/null so that Python's own flush at exit does not fail again. (Every
+        # other pipe or socket decoptim writes turns its errors into ServerError or OSError.)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 1
 
 

@@ -311,13 +311,14 @@ def check_kth_largest_equals_topk() -> None:
     z = crowded(6000, 13)
     z[0, ::11] = torch.nan
     z[1, :3000], z[1, 3000:] = 0.0, -0.0  # a constant row of ±0
-    few = torch.full((1, 6000), -torch.inf)
+    few = torch.full((2, 6000), -torch.inf)  # masks: 3 tokens allowed; 100 adjacent ones
     few[0, [5, 900, 4000]] = torch.tensor([1.0, -2.0, 0.5])
+    few[1, 3000:3100] = torch.randn(100, generator=torch.Generator().manual_seed(2))
     for rows, k_max, k in (
         (z, 1, torch.ones(5, dtype=torch.int64)),
         (z, 64, torch.tensor([64]).expand(5)),  # as the kernel table passes a shared k
         (z, 1024, torch.tensor([1024, 3, 700, 1, 999])),
-        (few, 5, torch.tensor([5])),
+        (few, 64, torch.tensor([5, 50])),
     ):
         segmax = row_stats(rows, kernel_rows(1.0, rows), segment=segment_size(6000, k_max)).segmax
         got = kth_largest(rows, k, k_max, segmax)

@@ -235,6 +235,8 @@ def compact_scratch(rows: int, lanes: int, device: torch.device) -> tuple[torch.
 
 # Larger than any int32 code: a neutral element for min over codes.
 NO_CODE = tl.constexpr(1 << 40)
+# code_of(−FLT_MAX): codes at or above it are the finite floats (and +inf).
+LOWEST_FINITE_CODE = tl.constexpr(-0x7F800000)  # −inf's code is one below
 
 
 @triton.jit
@@ -285,7 +287,13 @@ def _kth_largest_kernel(z_ptr, cand_x_ptr, cand_index_ptr, cand_count_ptr, k_ptr
         cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
     )
     if overflow:
-        code = kth_largest_code_of_row(z_ptr + row.to(tl.int64) * V, V, k, ROW_BLOCK)
+        # Usually a row with fewer than k finite logits (a mask): its bound is −inf, so the
+        # gather kept every token. One count answers it; otherwise bisect over the row.
+        z_row = z_ptr + row.to(tl.int64) * V
+        if count_at_least(z_row, V, LOWEST_FINITE_CODE, ROW_BLOCK) < k:
+            code = code_of(tl.full((), -float("inf"), tl.float32))
+        else:
+            code = kth_largest_code_of_row(z_row, V, k, ROW_BLOCK)
     else:
         code = kth_largest_code(code_of(x), valid, k)
     tl.store(out_ptr + row, float_of_code(code))
@@ -294,8 +302,11 @@ def _kth_largest_kernel(z_ptr, cand_x_ptr, cand_index_ptr, cand_count_ptr, k_ptr
 def kth_largest(z: torch.Tensor, k: torch.Tensor, k_max: int, segmax: torch.Tensor) -> torch.Tensor:
     """The k-th largest logit of each row of z [rows, V] (k: int [rows], each ≤ k_max ≤ V;
     segmax: the row's segment maxima from `row_stats(..., segment=segment_size(V, k_max))`),
-    NaN counted as −inf and −0.0 as +0.0 (as `load_logits` and `code_of` read them)."""
+    NaN counted as −inf and −0.0 as +0.0 (as `load_logits` and `code_of` read them). z must
+    be contiguous: the kernels step from row to row by V."""
     rows, vocab = z.shape
+    if not z.is_contiguous():
+        raise ValueError("kth_largest needs contiguous logits [rows, V]")
     k = k.contiguous()  # the kernel reads k[row]; an expanded k has stride 0
     candidates = gather_candidates(z, kernel_rows(1.0, z), segmax=segmax, k=k_max)
     out = torch.empty(rows, device=z.device, dtype=torch.float32)

@@ -34,7 +34,7 @@ import torch
 
 from .candidates import kth_largest
 from .race import affine_race, race_seed
-from .streaming import exp_affine, row_stats, segment_size
+from .streaming import cdiv, exp_affine, row_stats, segment_size
 
 # The largest k whose floor comes from the gathered candidates (as Best-of-K's top-M); a
 # larger k takes torch.topk.
@@ -82,8 +82,12 @@ def top_k_terms(
     each ≤ k_max ≤ V), raised to top-p's cut (p: float32 [rows]) and/or min-p's floor
     (log p) for an intersection. With `may_hold_nan` (unvalidated logits), NaN counts as
     −inf, as the kernels read it: torch.topk would rank it first."""
-    if top_p is None and k_max <= KTH_FROM_CANDIDATES:
-        stats = row_stats(flat, 1.0 / tau, segment=segment_size(flat.shape[-1], k_max))
+    vocab = flat.shape[-1]
+    segment = segment_size(vocab, k_max)
+    # Fewer segments than k_max (V < 16·k_max) would leave no bound: every row would take
+    # the candidates' whole-row fallback.
+    if top_p is None and k_max <= KTH_FROM_CANDIDATES and cdiv(vocab, segment) >= k_max:
+        stats = row_stats(flat, 1.0 / tau, segment=segment)
         z_max = stats.maxes.amax(-1)
         floor = (kth_largest(flat, k, k_max, stats.segmax) - z_max) / tau  # as x_top below
         return z_max, floor if log_min_p is None else torch.maximum(floor, log_min_p)
