@@ -80,8 +80,10 @@ def top_k_terms(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """max z and the floor x(k-th largest z), per row of flat [rows, V] (k: int64 [rows],
     each ≤ k_max ≤ V), raised to top-p's cut (p: float32 [rows]) and/or min-p's floor
-    (log p) for an intersection. With `may_hold_nan` (unvalidated logits), NaN counts as
-    −inf, as the kernels read it: torch.topk would rank it first."""
+    (log p) for an intersection. The k-th largest z comes from the gathered candidates
+    where they are cheap (k_max ≤ 1024, V ≥ 16·k_max, no top-p), else from torch.topk.
+    NaN counts as −inf, as the kernels read it; with `may_hold_nan` (unvalidated logits)
+    the torch.topk branch masks it first, since torch.topk would rank it first."""
     vocab = flat.shape[-1]
     segment = segment_size(vocab, k_max)
     # Fewer segments than k_max (V < 16·k_max) would leave no bound: every row would take
