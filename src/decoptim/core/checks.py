@@ -203,21 +203,22 @@ def per_row(name: str, value: Param, x: Tensor) -> Tensor:
     return value.reshape(()) if value.numel() == 1 else value.unsqueeze(-1)
 
 
-def kernel_rows(value: float | Tensor, x: Tensor) -> Tensor:
-    """A per-row value (a Python number, or a 0-d / [..., 1] tensor) as the flat float32
-    [rows] tensor that kernels read. Numbers give a cached tensor: no work per step."""
+def kernel_rows(value: float | Tensor, x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A per-row value (a Python number, or a 0-d / [..., 1] tensor) as the flat, contiguous
+    [rows] tensor of `dtype` that kernels read. Numbers give a cached tensor: no work per
+    step."""
     rows = x.numel() // x.shape[-1]
     if isinstance(value, Tensor):
         shape = (*x.shape[:-1], 1)
-        value = value.to(device=x.device, dtype=torch.float32)
+        value = value.to(device=x.device, dtype=dtype)
         return torch.broadcast_to(value, shape).reshape(rows).contiguous()
-    return _filled(float(value), rows, x.device)
+    return _filled(value, rows, x.device, dtype)
 
 
 @functools.lru_cache(maxsize=1024)
-def _filled(value: float, rows: int, device: torch.device) -> Tensor:
+def _filled(value: float | int, rows: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     # Shared between calls: kernels only read it.
-    return torch.full((rows,), value, dtype=torch.float32, device=device)
+    return torch.full((rows,), value, dtype=dtype, device=device)
 
 
 @functools.lru_cache(maxsize=1024)

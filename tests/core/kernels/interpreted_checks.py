@@ -316,7 +316,7 @@ def check_kth_largest_equals_topk() -> None:
     few[1, 3000:3100] = torch.randn(100, generator=torch.Generator().manual_seed(2))
     for rows, k_max, k in (
         (z, 1, torch.ones(5, dtype=torch.int64)),
-        (z, 64, torch.tensor([64]).expand(5)),  # as the kernel table passes a shared k
+        (z, 64, torch.full((5,), 64)),
         (z, 1024, torch.tensor([1024, 3, 700, 1, 999])),
         (few, 64, torch.tensor([5, 50])),
     ):
@@ -325,6 +325,12 @@ def check_kth_largest_equals_topk() -> None:
         masked = torch.where(torch.isnan(rows), -torch.inf, rows)
         want = masked.topk(k_max, -1).values.gather(-1, (k - 1)[:, None])[:, 0]
         assert torch.equal(got, want + 0.0), (k_max, got, want)
+    try:  # a stride-0 k would be read past its one element
+        kth_largest(z, torch.tensor([64]).expand(5), 64, segmax)
+    except ValueError as error:
+        assert "contiguous" in str(error)
+    else:
+        raise AssertionError("an expanded k was accepted")
 
 
 def check_floor_routes_keep_the_torch_support_and_equal_reference() -> None:

@@ -131,9 +131,12 @@ TOP_P = Route("top_p", covers=lambda decoder: True, probs=_top_p_probs, sample=_
 
 
 def _top_k_rows(support: TopKSupport, x: Tensor) -> tuple[Tensor, int]:
-    # k per row, clipped to V, as int64 [rows], and the largest k.
-    k = per_row("k", support.k, x).clamp(max=x.shape[-1])
-    return k.expand(*x.shape[:-1], 1).reshape(-1), min(support.k_max, x.shape[-1])
+    # k per row, clipped to V, as the contiguous int64 [rows] the kernels read (cached for a
+    # Python int), and the largest k.
+    vocab = x.shape[-1]
+    k = support.k
+    k = per_row("k", k, x).clamp(max=vocab) if isinstance(k, Tensor) else min(k, vocab)
+    return kernel_rows(k, x, torch.int64), min(support.k_max, vocab)
 
 
 def _min_p_terms(decoder: Decoder, flat: Tensor, tau: Tensor, x: Tensor):
