@@ -7,6 +7,29 @@ def random_logits(rows: int, vocab: int, seed: int, scale: float = 3.0) -> torch
     return torch.randn(rows, vocab, generator=generator) * scale
 
 
+def assert_same_support_up_to_the_top_p_cut(z, tau, p, q, q_reference, reach=1e-5):
+    """q and q_reference ([rows, V], of decoders whose support includes top-p's cut on
+    softmax(z/τ)) keep the same tokens but those at the cut, and agree on the tokens both
+    keep, renormalised there. Top-p keeps x iff the mass strictly above it, F(x) =
+    Σ_{x' > x} softmax(z/τ)_{x'}, is < p; float32 sums put a kernel's cut up to rounding
+    away, so a token kept by one of the two only must have |F(x) − p| ≤ reach (float64)."""
+    rows = z.shape[0]
+    x = (
+        z.double()
+        / torch.as_tensor(tau, dtype=torch.float64, device=z.device).expand(rows)[:, None]
+    )
+    probs = torch.softmax(x, dim=-1)
+    p = torch.as_tensor(p, dtype=torch.float64, device=z.device).expand(rows)
+    differ = (q > 0) != (q_reference > 0)
+    for row, token in differ.nonzero().tolist():  # a handful of tokens at most
+        upper = float(probs[row][x[row] > x[row, token]].sum())
+        assert abs(upper - float(p[row])) <= reach, (row, token, upper, float(p[row]))
+    both = (q > 0) & (q_reference > 0)
+    on_both = [torch.where(both, r.double(), 0.0) for r in (q, q_reference)]
+    on_both = [r / r.sum(-1, keepdim=True) for r in on_both]
+    torch.testing.assert_close(*on_both, atol=2e-6, rtol=1e-4)
+
+
 def shared_data(name: str):
     """Path of a file in ../shared/data (or $DECOPTIM_DATA): CI must have it, others skip."""
     import os

@@ -33,6 +33,7 @@ from decoptim.core.kernels.candidates import (  # noqa: E402
     gather_candidates,
     kth_largest,
     kth_largest_lower_bound,
+    top_candidates,
 )
 from decoptim.core.kernels.race import (  # noqa: E402
     _race_pass,
@@ -44,7 +45,7 @@ from decoptim.core.kernels.streaming import exp_affine, row_stats, segment_size 
 from decoptim.core.kernels.temperature import softmax_probs, softmax_sample  # noqa: E402
 from decoptim.core.kernels.top_p import top_p_probs, top_p_sample  # noqa: E402
 from decoptim.core.kernels.tsallis import tsallis_probs  # noqa: E402
-from tests.conftest import random_logits  # noqa: E402
+from tests.conftest import assert_same_support_up_to_the_top_p_cut, random_logits  # noqa: E402
 
 
 def crowded(vocab: int, seed: int) -> torch.Tensor:
@@ -321,12 +322,13 @@ def check_kth_largest_equals_topk() -> None:
         (few, 64, torch.tensor([5, 50])),
     ):
         segmax = row_stats(rows, kernel_rows(1.0, rows), segment=segment_size(6000, k_max)).segmax
-        got = kth_largest(rows, k, k_max, segmax)
+        candidates = top_candidates(rows, k_max, segmax)
+        got = kth_largest(rows, k, candidates)
         masked = torch.where(torch.isnan(rows), -torch.inf, rows)
         want = masked.topk(k_max, -1).values.gather(-1, (k - 1)[:, None])[:, 0]
         assert torch.equal(got, want + 0.0), (k_max, got, want)
     try:  # a stride-0 k would be read past its one element
-        kth_largest(z, torch.tensor([64]).expand(5), 64, segmax)
+        kth_largest(z, torch.tensor([64]).expand(5), candidates)
     except ValueError as error:
         assert "contiguous" in str(error)
     else:
@@ -375,36 +377,52 @@ def check_floor_routes_keep_the_torch_support_and_equal_reference() -> None:
 
 
 def check_top_k_intersections_keep_the_torch_support() -> None:
-    # Top-k ∩ top-p (∩ min-p): top-p's cut found on the top-k list, its masses summed in
-    # float64 from the torch path's own float32 weights: the same tokens as the torch path,
-    # whether top-k or top-p binds, with ties at either edge, per-row parameters and p = 1.
-    z = crowded(3000, 12) * 0.6
-    z[0, 40:60] = z[0].max() - 0.5  # a tied group near both edges
+    # Top-k ∩ top-p (∩ min-p): top-p's cut found among the top k, whether top-k or top-p
+    # binds, with ties at either edge, per-row parameters and p = 1. Two branches, chosen by
+    # V against 16·k_max: the gathered candidates (top-p's masses as its own kernels sum
+    # them: the same tokens as the torch path but at the cut, within float32 rounding) and
+    # torch.topk (masses summed in float64 from the torch path's weights: the same tokens).
+    small = crowded(3000, 12) * 0.6
+    small[0, 40:60] = small[0].max() - 0.5  # a tied group near both edges
+    large = crowded(16000, 14) * 0.6
+    large[0, 40:60] = large[0].max() - 0.5
     shannon = d.Shannon()
-    for support, tau in (
-        (d.TopKSupport(50) & d.TopPSupport(0.9), 0.8),
-        (d.TopKSupport(5) & d.TopPSupport(0.99), 1.0),
-        (d.TopPSupport(0.3) & d.TopKSupport(400), 1.3),
-        (d.TopKSupport(60) & d.TopPSupport(1.0), 0.7),
-        (d.TopKSupport(torch.tensor([3, 900, 45, 2, 3000])) & d.TopPSupport(
-            torch.tensor([0.5, 0.95, 0.2, 1.0, 0.7])), 0.9),
-        (d.TopKSupport(200) & d.MinPSupport(0.05), 1.1),
-        (d.TopKSupport(200) & d.TopPSupport(0.8) & d.MinPSupport(0.3), 0.6),
+    per_row_k, per_row_p = (
+        torch.tensor([3, 900, 45, 2, 1000]),
+        torch.tensor([0.5, 0.95, 0.2, 1.0, 0.7]),
+    )
+    for z, support, tau in (
+        (small, d.TopKSupport(50) & d.TopPSupport(0.9), 0.8),  # candidates
+        (small, d.TopKSupport(5) & d.TopPSupport(0.99), 1.0),
+        (small, d.TopKSupport(60) & d.TopPSupport(1.0), 0.7),
+        (small, d.TopPSupport(0.3) & d.TopKSupport(400), 1.3),  # torch.topk: V < 16·400
+        (small, d.TopKSupport(200) & d.MinPSupport(0.05), 1.1),
+        (small, d.TopKSupport(200) & d.TopPSupport(0.8) & d.MinPSupport(0.3), 0.6),
+        (large, d.TopPSupport(0.3) & d.TopKSupport(400), 1.3),  # candidates from here on
+        (large, d.TopKSupport(per_row_k) & d.TopPSupport(per_row_p), 0.9),
+        (large, d.TopKSupport(200) & d.TopPSupport(0.8) & d.MinPSupport(0.3), 0.6),
     ):  # fmt: skip
         decoder = d.SimplexDecoder(shannon, support, tau)
         q = table.TOP_K_INTERSECTION.probs(decoder, z)
         ref32, ref = decoder.probs(z), decoder.probs(z.double())
-        err = float((q.double() - ref).abs().max())
-        assert err < 2e-6, f"{support!r}: max error {err}"
-        assert torch.equal(q > 0, ref32 > 0), (support, (q > 0).sum(-1), (ref32 > 0).sum(-1))
+        top_p = [part.p for part in support.parts if isinstance(part, d.TopPSupport)]
+        if top_p:
+            assert_same_support_up_to_the_top_p_cut(z, tau, top_p[0], q, ref)
+            assert_same_support_up_to_the_top_p_cut(z, tau, top_p[0], q, ref32)
+        else:
+            err = float((q.double() - ref).abs().max())
+            assert err < 2e-6, f"{support!r}: max error {err}"
+            assert torch.equal(q > 0, ref32 > 0), (support, (q > 0).sum(-1), (ref32 > 0).sum(-1))
         drawn = table.TOP_K_INTERSECTION.sample(decoder, z, torch.Generator().manual_seed(3))
         assert (q.gather(1, drawn[:, None]) > 0).all(), (support, drawn)
-    z[:, ::5] = torch.nan
-    masked = torch.where(torch.isnan(z), -torch.inf, z)
-    support = d.TopKSupport(50) & d.TopPSupport(0.9)
-    unvalidated = d.SimplexDecoder(shannon, support, 0.8, validate=False)
-    q = table.TOP_K_INTERSECTION.probs(unvalidated, z)
-    assert torch.equal(q > 0, d.SimplexDecoder(shannon, support, 0.8).probs(masked) > 0)
+    for z in (small, large):
+        z[:, ::5] = torch.nan
+        masked = torch.where(torch.isnan(z), -torch.inf, z)
+        support = d.TopKSupport(50) & d.TopPSupport(0.9)
+        unvalidated = d.SimplexDecoder(shannon, support, 0.8, validate=False)
+        q = table.TOP_K_INTERSECTION.probs(unvalidated, z)
+        expected = d.SimplexDecoder(shannon, support, 0.8).probs(masked)
+        assert_same_support_up_to_the_top_p_cut(masked, 0.8, 0.9, q, expected)
 
 
 def check_top_k_floor_reads_nan_as_minus_inf() -> None:

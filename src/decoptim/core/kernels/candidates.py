@@ -299,16 +299,25 @@ def _kth_largest_kernel(z_ptr, cand_x_ptr, cand_index_ptr, cand_count_ptr, k_ptr
     tl.store(out_ptr + row, float_of_code(code))
 
 
-def kth_largest(z: torch.Tensor, k: torch.Tensor, k_max: int, segmax: torch.Tensor) -> torch.Tensor:
-    """The k-th largest logit of each row of z [rows, V] (k: int [rows], each ≤ k_max ≤ V;
-    segmax: the row's segment maxima from `row_stats(..., segment=segment_size(V, k_max))`),
-    NaN counted as −inf and −0.0 as +0.0 (as `load_logits` and `code_of` read them). z and
-    k must be contiguous (`checks.kernel_rows` makes such a k): the kernels step from row to
-    row by V and read k[row]; an expanded k, of stride 0, would be read past its end."""
+def top_candidates(z: torch.Tensor, k_max: int, segmax: torch.Tensor) -> Candidates:
+    """Every token of each row of z [rows, V] that can be among its k_max largest (and a few
+    below), x = z: `gather_candidates` with lo at most the k_max-th largest segment max
+    (segmax: the row's segment maxima from `row_stats(..., segment=segment_size(V, k_max))`).
+    z must be contiguous: the kernels step from row to row by V."""
+    if not z.is_contiguous():
+        raise ValueError("top_candidates needs contiguous logits [rows, V]")
+    return gather_candidates(z, kernel_rows(1.0, z), segmax=segmax, k=k_max)
+
+
+def kth_largest(z: torch.Tensor, k: torch.Tensor, candidates: Candidates) -> torch.Tensor:
+    """The k-th largest logit of each row of z [rows, V] (k: int [rows], each ≤ the k_max
+    that `top_candidates(z, k_max, ...)` gathered `candidates` for), NaN counted as −inf and
+    −0.0 as +0.0 (as `load_logits` and `code_of` read them). z and k must be contiguous
+    (`checks.kernel_rows` makes such a k): the kernels step from row to row by V and read
+    k[row]; an expanded k, of stride 0, would be read past its end."""
     rows, vocab = z.shape
     if not (z.is_contiguous() and k.is_contiguous()):
         raise ValueError("kth_largest needs contiguous logits [rows, V] and k [rows]")
-    candidates = gather_candidates(z, kernel_rows(1.0, z), segmax=segmax, k=k_max)
     out = torch.empty(rows, device=z.device, dtype=torch.float32)
     _kth_largest_kernel[(rows,)](
         z, candidates.x, candidates.index, candidates.count, k, out, vocab, candidates.splits,

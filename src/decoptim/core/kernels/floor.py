@@ -10,11 +10,13 @@ On each of these supports q ∝ exp(x) on {x ≥ floor}, x = (z − max z)/τ:
   softmax(x), from the same pass's Σ exp(x)·x;
 - top-k keeps x ≥ the k-th largest x, which is x of the k-th largest z (x is
   non-decreasing in z), found from the gathered candidates (`candidates.kth_largest`: one
-  pass for the segment maxima, one to gather, one program per row) for k ≤ 1024, else by
-  `torch.topk`, which also gives top-p the sorted top-k list it needs;
+  pass for the segment maxima, one to gather, one program per row) for k ≤ 1024 and
+  V ≥ 16·k, else by `torch.topk`;
 - an intersection keeps x ≥ the largest of its parts' floors. Top-p's floor, the x at which
-  the cumulative mass (by decreasing x) first reaches p·Σ exp(x), is found on the top-k
-  list when top-k is a part: a top-p cut below the k-th keeps all of top-k anyway.
+  the cumulative mass (by decreasing x) first reaches p·Σ exp(x), is found among the top k
+  when top-k is a part: a top-p cut below the k-th keeps all of top-k anyway. On the
+  candidates' branch the same program-per-row bisects it over the gathered top k
+  (`top_p.top_p_in_top_k`); on torch.topk's, a cumulative sum runs down the sorted list.
 
 `*_terms` find max z and the floor per row; `floor_sample` then races over exp(x) on the
 floor in one read of z (`race.affine_race`, tempered), writing nothing of size [rows, V];
@@ -22,8 +24,11 @@ floor in one read of z (`race.affine_race`, tempered), writing nothing of size [
 
 x is computed as the torch path does, (z − max z) then an IEEE division by τ (see
 `streaming.affine_q`), so min-p and top-k keep exactly the tokens the float32 torch path
-keeps, at the cut included; top-p's masses are summed in float64 from the same float32
-weights as the torch path's, in another order. Epsilon's floor holds log Σ exp(x) from
+keeps, at the cut included. Top-p's masses inside top-k: on torch.topk's branch summed in
+float64 from the same float32 weights as the torch path's, in another order; on the
+candidates' branch, as top-p's own kernels sum them (float32 split sums of the kernels'
+exp), so a token whose upper mass lies within float32 rounding of p·Σ may be in one
+support and not the other. Epsilon's floor holds log Σ exp(x) from
 split sums, which agrees with torch's log_softmax to float32 rounding (eta's entropy too):
 a token within that rounding of the cut may be in one support and not the other.
 """
@@ -32,9 +37,10 @@ from __future__ import annotations
 
 import torch
 
-from .candidates import kth_largest
+from .candidates import kth_largest, top_candidates
 from .race import affine_race, race_seed
 from .streaming import cdiv, exp_affine, row_stats, segment_size
+from .top_p import top_p_in_top_k
 
 # The largest k whose floor comes from the gathered candidates (as Best-of-K's top-M); a
 # larger k takes torch.topk.
@@ -81,17 +87,22 @@ def top_k_terms(
     """max z and the floor x(k-th largest z), per row of flat [rows, V] (k: int64 [rows],
     each ≤ k_max ≤ V), raised to top-p's cut (p: float32 [rows]) and/or min-p's floor
     (log p) for an intersection. The k-th largest z comes from the gathered candidates
-    where they are cheap (k_max ≤ 1024, V ≥ 16·k_max, no top-p), else from torch.topk.
+    where they are cheap (k_max ≤ 1024, V ≥ 16·k_max), else from torch.topk.
     NaN counts as −inf, as the kernels read it; with `may_hold_nan` (unvalidated logits)
     the torch.topk branch masks it first, since torch.topk would rank it first."""
     vocab = flat.shape[-1]
     segment = segment_size(vocab, k_max)
     # Fewer segments than k_max (V < 16·k_max) would leave no bound: every row would take
     # the candidates' whole-row fallback.
-    if top_p is None and k_max <= KTH_FROM_CANDIDATES and cdiv(vocab, segment) >= k_max:
-        stats = row_stats(flat, 1.0 / tau, segment=segment)
+    if k_max <= KTH_FROM_CANDIDATES and cdiv(vocab, segment) >= k_max:
+        inv_tau = 1.0 / tau
+        stats = row_stats(flat, inv_tau, segment=segment)
         z_max = stats.maxes.amax(-1)
-        floor = (kth_largest(flat, k, k_max, stats.segmax) - z_max) / tau  # as x_top below
+        candidates = top_candidates(flat, k_max, stats.segmax)
+        z_floor = kth_largest(flat, k, candidates)
+        if top_p is not None:
+            z_floor = top_p_in_top_k(flat, inv_tau, top_p, stats, candidates, z_floor)
+        floor = (z_floor - z_max) / tau  # as x_top below
         return z_max, floor if log_min_p is None else torch.maximum(floor, log_min_p)
     if may_hold_nan:
         flat = torch.where(flat == flat, flat, -torch.inf)

@@ -25,6 +25,7 @@ from .candidates import (
 from .race import affine_race, race_seed, race_targets
 from .streaming import BLOCK as STREAM_BLOCK
 from .streaming import (
+    RowStats,
     chunk_for,
     code_of,
     exp_affine,
@@ -193,32 +194,48 @@ def _top_p_gather_kernel(
 
 
 @triton.jit
-def _row_mass(z_ptr, V, inv_tau, z_max, code, BLOCK: tl.constexpr):
-    # Σ e^{(z − max z)/τ} over the row's finite x = z/τ with code(x) ≥ code.
+def _row_mass(z_ptr, V, code_scale, inv_tau, z_max, code, BLOCK: tl.constexpr):
+    # Σ e^{(z − max z)/τ} over the row's finite z with code(code_scale·z) ≥ code: the codes
+    # of x = z/τ for top-p, of z itself (code_scale = 1) for top-p inside top-k.
     mass = 0.0
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         z = load_logits(z_ptr + offs, offs < V)
-        keep = (code_of(z * inv_tau) >= code) & (z > -float("inf"))
+        keep = (code_of(z * code_scale) >= code) & (z > -float("inf"))
         mass += tl.sum(tl.where(keep, tl.exp(inv_tau * (z - z_max)), 0.0), axis=0)
     return mass
 
 
 @triton.jit
-def _edge_from_row(z_ptr, V, inv_tau, z_max, target, BLOCK: tl.constexpr):
-    # x*'s code by bisection over the int32 codes, re-reading the whole row on each of 33
-    # steps: mass(code ≥ lo) ≥ target always, mass(code ≥ hi) < target always.
-    x_max = z_max * inv_tau
-    low = code_of(x_max)
+def _edge_from_row(z_ptr, V, code_scale, inv_tau, z_max, target, BLOCK: tl.constexpr):
+    # The edge's code by bisection over the int32 codes of code_scale·z, re-reading the
+    # whole row on each of 33 steps: mass(code ≥ lo) ≥ target always, mass(code ≥ hi) <
+    # target always.
+    top = code_of(z_max * code_scale)
+    low = top
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        x = load_logits(z_ptr + offs, offs < V) * inv_tau
+        x = load_logits(z_ptr + offs, offs < V) * code_scale
         low = tl.minimum(low, tl.min(tl.where(x > -float("inf"), code_of(x), low), axis=0))
     lo = low
-    hi = code_of(x_max) + 1
+    hi = top + 1
     for _ in range(33):
         mid = lo + (hi - lo) // 2
-        reached = _row_mass(z_ptr, V, inv_tau, z_max, mid, BLOCK) >= target
+        reached = _row_mass(z_ptr, V, code_scale, inv_tau, z_max, mid, BLOCK) >= target
+        lo = tl.where(reached & (hi - lo > 1), mid, lo)
+        hi = tl.where(reached | (hi - lo <= 1), hi, mid)
+    return lo
+
+
+@triton.jit
+def _edge_among(codes, e, valid, above, target):
+    # The same bisection on gathered values held in registers: the largest code c with
+    # above + Σ_{codes ≥ c} e ≥ target, given that the smallest valid code reaches it.
+    lo = tl.min(tl.where(valid, codes, 1 << 40), axis=0)
+    hi = tl.max(tl.where(valid, codes, lo - 1), axis=0) + 1
+    for _ in range(33):
+        mid = lo + (hi - lo) // 2
+        reached = above + tl.sum(tl.where(codes >= mid, e, 0.0), axis=0) >= target
         lo = tl.where(reached & (hi - lo > 1), mid, lo)
         hi = tl.where(reached | (hi - lo <= 1), hi, mid)
     return lo
@@ -270,26 +287,91 @@ def _top_p_solve_kernel(
         # whole row then too.
         if overflow | (tl.sum(valid.to(tl.int32), axis=0) == 0):
             z_row = z_ptr + row.to(tl.int64) * V
-            edge = _edge_from_row(z_row, V, inv_tau, z_max, target, ROW_BLOCK)
-            kept = _row_mass(z_row, V, inv_tau, z_max, edge, ROW_BLOCK)
+            edge = _edge_from_row(z_row, V, inv_tau, inv_tau, z_max, target, ROW_BLOCK)
+            kept = _row_mass(z_row, V, inv_tau, inv_tau, z_max, edge, ROW_BLOCK)
             floor = float_of_code(edge)
         else:
             codes = code_of(z * inv_tau)
             e = tl.where(valid, tl.exp(inv_tau * (z - z_max)), 0.0)
-            lo = tl.min(tl.where(valid, codes, 1 << 40), axis=0)
-            hi = tl.max(tl.where(valid, codes, lo - 1), axis=0) + 1
-            for _ in range(33):
-                mid = lo + (hi - lo) // 2
-                reached = above + tl.sum(tl.where(codes >= mid, e, 0.0), axis=0) >= target
-                lo = tl.where(reached & (hi - lo > 1), mid, lo)
-                hi = tl.where(reached | (hi - lo <= 1), hi, mid)
-            kept = above + tl.sum(tl.where(codes >= lo, e, 0.0), axis=0)
-            floor = float_of_code(lo)
+            edge = _edge_among(codes, e, valid, above, target)
+            kept = above + tl.sum(tl.where(codes >= edge, e, 0.0), axis=0)
+            floor = float_of_code(edge)
     tl.store(floor_ptr + row, floor)
     tl.store(shift_ptr + row, tl.log(kept))
     tl.store(zmax_ptr + row, z_max)
     if SAMPLE:
         tl.store(arrivals_ptr + row, 0)
+
+
+@triton.jit
+def _top_p_in_top_k_kernel(
+    z_ptr,
+    inv_tau_ptr,
+    p_ptr,
+    max_ptr,
+    sum_ptr,
+    STAT_SPLITS,
+    cand_x_ptr,
+    cand_index_ptr,
+    cand_count_ptr,
+    kth_ptr,
+    floor_ptr,
+    V,
+    CAND_SPLITS,
+    CAP: tl.constexpr,
+    SLOTS: tl.constexpr,
+    SPLIT_BLOCK: tl.constexpr,
+    ROW_BLOCK: tl.constexpr,
+):
+    # Top-k ∩ top-p's floor on z: the k-th largest z, raised to top-p's edge where the top k
+    # already hold mass ≥ p·Σ (else top-k binds). The top k are among the candidates that
+    # found the k-th largest (x = z there), so the edge is bisected over their codes; a row
+    # whose slots overflowed is bisected over the whole row.
+    row = tl.program_id(0)
+    inv_tau = tl.load(inv_tau_ptr + row)
+    p = tl.load(p_ptr + row)
+    z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
+    kth = tl.load(kth_ptr + row)
+    floor = kth
+    if p < 1.0:
+        z, _ids, valid, overflow = load_candidates(
+            cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
+        )
+        if overflow:
+            z_row = z_ptr + row.to(tl.int64) * V
+            top_k_mass = _row_mass(z_row, V, 1.0, inv_tau, z_max, code_of(kth), ROW_BLOCK)
+            if top_k_mass >= target:
+                edge = _edge_from_row(z_row, V, 1.0, inv_tau, z_max, target, ROW_BLOCK)
+                floor = float_of_code(edge)
+        else:
+            codes = code_of(z)
+            e = tl.where(valid, tl.exp(inv_tau * (z - z_max)), 0.0)
+            if tl.sum(tl.where(codes >= code_of(kth), e, 0.0), axis=0) >= target:
+                floor = float_of_code(_edge_among(codes, e, valid, 0.0, target))
+    tl.store(floor_ptr + row, floor)
+
+
+def top_p_in_top_k(
+    flat: torch.Tensor,
+    inv_tau: torch.Tensor,
+    p: torch.Tensor,
+    stats: RowStats,
+    candidates: Candidates,
+    kth: torch.Tensor,
+) -> torch.Tensor:
+    """Per row of flat [rows, V]: the floor on z of top-k ∩ top-p, max(k-th largest z, top-p's
+    edge), from `row_stats`' split sums (`stats`, as top-p's own route: mass ≥ p·Σ compared
+    in float32) and the `candidates` and k-th largest z (`kth`) of `candidates.kth_largest`.
+    1/τ and p: float32 [rows]."""
+    rows, vocab = flat.shape
+    floor = torch.empty(rows, device=flat.device, dtype=torch.float32)
+    _top_p_in_top_k_kernel[(rows,)](
+        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, candidates.x, candidates.index,
+        candidates.count, kth, floor, vocab, candidates.splits, CAP=CAP,
+        SLOTS=pow2_at_least(candidates.splits), SPLIT_BLOCK=pow2_at_least(stats.splits, 16),
+        ROW_BLOCK=BLOCK, num_warps=ROW_WARPS,
+    )  # fmt: skip
+    return floor
 
 
 def _top_p_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor,
