@@ -242,6 +242,21 @@ def _edge_among(codes, e, valid, above, target):
 
 
 @triton.jit
+def _row_solve_inputs(inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_ptr,
+                      cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP: tl.constexpr,
+                      SLOTS: tl.constexpr, SPLIT_BLOCK: tl.constexpr):  # fmt: skip
+    # What a per-row solve of top-p's edge reads: 1/τ, p, max z, p·Σ, and the row's gathered
+    # z (values, validity, whether a slot overflowed).
+    inv_tau = tl.load(inv_tau_ptr + row)
+    p = tl.load(p_ptr + row)
+    z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
+    z, _ids, valid, overflow = load_candidates(
+        cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
+    )
+    return inv_tau, p, z_max, target, z, valid, overflow
+
+
+@triton.jit
 def _top_p_solve_kernel(
     z_ptr,
     inv_tau_ptr,
@@ -270,12 +285,10 @@ def _top_p_solve_kernel(
     # those with x ≥ x*, and q = e^{x − max x − shift} on them. With SAMPLE, also zero the
     # arrival counters of the race that follows.
     row = tl.program_id(0)
-    inv_tau = tl.load(inv_tau_ptr + row)
-    p = tl.load(p_ptr + row)
-    z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
-    z, _ids, valid, overflow = load_candidates(
-        cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
-    )
+    inv_tau, p, z_max, target, z, valid, overflow = _row_solve_inputs(
+        inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_ptr, cand_index_ptr,
+        cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS, SPLIT_BLOCK,
+    )  # fmt: skip
     split_offs = tl.arange(0, SPLIT_BLOCK)
     aboves = tl.load(above_ptr + row * CAND_SPLITS + split_offs, mask=split_offs < CAND_SPLITS,
                      other=0.0)  # fmt: skip
@@ -328,15 +341,13 @@ def _top_p_in_top_k_kernel(
     # found the k-th largest (x = z there), so the edge is bisected over their codes; a row
     # whose slots overflowed is bisected over the whole row.
     row = tl.program_id(0)
-    inv_tau = tl.load(inv_tau_ptr + row)
-    p = tl.load(p_ptr + row)
-    z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
+    inv_tau, p, z_max, target, z, valid, overflow = _row_solve_inputs(
+        inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_ptr, cand_index_ptr,
+        cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS, SPLIT_BLOCK,
+    )  # fmt: skip
     kth = tl.load(kth_ptr + row)
     floor = kth
     if p < 1.0:
-        z, _ids, valid, overflow = load_candidates(
-            cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
-        )
         if overflow:
             z_row = z_ptr + row.to(tl.int64) * V
             top_k_mass = _row_mass(z_row, V, 1.0, inv_tau, z_max, code_of(kth), ROW_BLOCK)
