@@ -20,12 +20,13 @@ import torch
 
 import decoptim as d
 
-# gpu.py's step-table decoders with a coordinated sampler worth timing
-COORDINATED = ["softmax", "top-p 0.9", "min-p 0.1", "sparsemax", "BoK exact top-64"]
+# gpu.py's decoders whose plain sampling step has its own kernels, by their rows there
+COORDINATED = ["softmax", "top-k 50", "top-p 0.9", "min-p 0.1", "top-k 50 & top-p 0.9",
+               "sparsemax", "BoK exact top-64"]  # fmt: skip
 
 
 def decoders() -> dict[str, d.Decoder]:
-    every = gpu.decoders()
+    every = gpu.every_decoder(0.8)
     return {name: every[name] for name in COORDINATED}
 
 
