@@ -30,6 +30,32 @@ def assert_same_support_up_to_the_top_p_cut(z, tau, p, q, q_reference, reach=1e-
     torch.testing.assert_close(*on_both, atol=2e-6, rtol=1e-4)
 
 
+def assert_same_support_up_to_the_typical_edge(z, tau, mass, q, q_reference, reach=1e-4):
+    """As `assert_same_support_up_to_the_top_p_cut`, for the locally typical set: it keeps
+    the tokens whose deviation d = |−log p − H| is at most r*, the smallest d whose set holds
+    `mass`; a token kept by one of q and q_reference only must have |d − r*| ≤ reach
+    (float64)."""
+    rows = z.shape[0]
+    x = (
+        z.double()
+        / torch.as_tensor(tau, dtype=torch.float64, device=z.device).expand(rows)[:, None]
+    )
+    log_p = torch.log_softmax(x, dim=-1)
+    probs = log_p.exp()
+    deviation = (-log_p + torch.special.xlogy(probs, probs).sum(-1, keepdim=True)).abs()
+    order = deviation.argsort(-1)
+    mass = torch.as_tensor(mass, dtype=torch.float64, device=z.device).expand(rows)[:, None]
+    reached = (probs.gather(-1, order).cumsum(-1) < mass).sum(-1, keepdim=True)
+    radius = deviation.gather(-1, order).gather(-1, reached.clamp(max=z.shape[-1] - 1))
+    differ = (q > 0) != (q_reference > 0)
+    distance = (deviation - radius).abs()[differ]
+    assert (distance <= reach).all(), (differ.sum(-1), distance.max())
+    both = (q > 0) & (q_reference > 0)
+    on_both = [torch.where(both, r.double(), 0.0) for r in (q, q_reference)]
+    on_both = [r / r.sum(-1, keepdim=True) for r in on_both]
+    torch.testing.assert_close(*on_both, atol=2e-6, rtol=1e-4)
+
+
 def shared_data(name: str):
     """Path of a file in ../shared/data (or $DECOPTIM_DATA): CI must have it, others skip."""
     import os

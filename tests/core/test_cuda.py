@@ -4,7 +4,11 @@ import pytest
 import torch
 
 import decoptim as d
-from tests.conftest import assert_same_support_up_to_the_top_p_cut, random_logits
+from tests.conftest import (
+    assert_same_support_up_to_the_top_p_cut,
+    assert_same_support_up_to_the_typical_edge,
+    random_logits,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -14,7 +18,6 @@ DECODERS = [
     d.TopK(50),
     d.TopP(0.9),
     d.MinP(0.1),
-    d.Typical(0.9),
     d.Epsilon(3e-4),
     d.Eta(3e-4),
     d.Sparsemax(),
@@ -42,6 +45,22 @@ def test_cuda_equals_cpu(decoder, dtype):
     torch.testing.assert_close(gap_gpu, gap_cpu, atol=1e-5, rtol=1e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("vocab", [32000, 151936])
+def test_cuda_typical_keeps_the_cpu_support_up_to_its_edges(vocab, dtype):
+    """Typical on top-p's kernels (key −|x − E_p[x]|): the CPU torch path's tokens but at
+    the set's two edges, within float32 rounding (the kernels' E_p[x] comes from float32
+    split sums), q to float32 rounding on the rest, per-row mass and τ, draws inside."""
+    z = random_logits(16, vocab, 0).to(dtype)
+    mass, tau = torch.tensor([0.5, 0.9, 0.95, 0.2] * 4), torch.tensor([0.7, 1.0, 1.3, 1.0] * 4)
+    decoder = d.Typical(mass, tau)
+    q_gpu = decoder.probs(z.cuda()).cpu()
+    assert q_gpu.dtype == torch.float32
+    assert_same_support_up_to_the_typical_edge(z, tau, mass, q_gpu, decoder.probs(z), 2e-4)
+    drawn = decoder.sample(z.cuda(), generator=torch.Generator("cuda").manual_seed(0))
+    assert (q_gpu.gather(1, drawn.cpu()[:, None]) > 0).all()
+
+
 @pytest.mark.parametrize(
     "decoder",
     [d.Softmax(0.8), d.TopP(0.9), d.MinP(0.05), d.BestOfK(8, 0.05, 1.0, weights="topm")],
@@ -59,6 +78,7 @@ def test_cuda_sampling_is_reproducible(decoder):
 SAMPLED = [
     d.Softmax(0.8),
     d.TopP(0.7),
+    d.Typical(0.8, 0.9),  # the race over top-p's floor, below a ceiling on z
     d.MinP(0.1, 1.3),
     d.Epsilon(0.02, 0.8),
     d.TopK(7, 0.9),
@@ -90,6 +110,7 @@ def test_cuda_sampler_follows_probs(decoder):
         d.Softmax(0.6),
         d.TopP(0.95),
         d.MinP(0.3),
+        d.Typical(0.95),
         d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=2),
         d.Sparsemax(3.0),
     ],
@@ -408,6 +429,7 @@ def test_cuda_bok_with_a_support_takes_the_torch_path_and_equals_cpu():
 KERNEL_ROUTES = [
     d.Softmax(0.9),
     d.TopP(0.9),
+    d.Typical(0.9),
     d.MinP(0.1),
     d.TopK(50),
     d.SimplexDecoder(d.Shannon(), d.TopKSupport(50) & d.TopPSupport(0.9)),

@@ -45,7 +45,11 @@ from decoptim.core.kernels.streaming import exp_affine, row_stats, segment_size 
 from decoptim.core.kernels.temperature import softmax_probs, softmax_sample  # noqa: E402
 from decoptim.core.kernels.top_p import top_p_probs, top_p_sample  # noqa: E402
 from decoptim.core.kernels.tsallis import tsallis_probs  # noqa: E402
-from tests.conftest import assert_same_support_up_to_the_top_p_cut, random_logits  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    assert_same_support_up_to_the_top_p_cut,
+    assert_same_support_up_to_the_typical_edge,
+    random_logits,
+)
 
 
 def crowded(vocab: int, seed: int) -> torch.Tensor:
@@ -423,6 +427,36 @@ def check_top_k_intersections_keep_the_torch_support() -> None:
         q = table.TOP_K_INTERSECTION.probs(unvalidated, z)
         expected = d.SimplexDecoder(shannon, support, 0.8).probs(masked)
         assert_same_support_up_to_the_top_p_cut(masked, 0.8, 0.9, q, expected)
+
+
+def check_typical_keeps_the_torch_support() -> None:
+    # Typical on top-p's kernels (key −|x − E_p[x]|): the torch path's tokens but at the
+    # set's edges, within float32 rounding, on hard rows (a constant row, a tied block larger
+    # than a slot: the whole-row fallback, ties everywhere, masked tokens), per-row mass and
+    # τ, mass = 1, large |z|/τ, and unvalidated NaN read as −inf; draws inside the set.
+    z = crowded(6000, 15)
+    for mass, tau, scale in (
+        (0.9, 1.0, 1.0),
+        (0.5, 0.7, 1.0),
+        (0.99, 1.3, 1.0),
+        (1.0, 1.0, 1.0),
+        (0.2, 0.05, 10.0),
+        (torch.tensor([0.3, 0.9, 0.6, 0.95, 0.5]), torch.tensor([0.5, 1.0, 2.0, 0.8, 1.2]), 1.0),
+    ):
+        decoder = d.Typical(mass, tau)
+        logits = z * scale
+        q = table.TYPICAL.probs(decoder, logits)
+        for reference in (decoder.probs(logits), decoder.probs(logits.double())):
+            assert_same_support_up_to_the_typical_edge(logits, tau, mass, q, reference)
+        drawn = table.TYPICAL.sample(decoder, logits, torch.Generator().manual_seed(4))
+        assert (q.gather(1, drawn[:, None]) > 0).all(), (mass, tau, drawn)
+    z[:, ::5] = torch.nan
+    masked = torch.where(torch.isnan(z), -torch.inf, z)
+    unvalidated = d.Typical(0.9, 0.8, validate=False)
+    q = table.TYPICAL.probs(unvalidated, z)
+    assert not torch.isnan(q).any()
+    expected = d.Typical(0.9, 0.8).probs(masked)
+    assert_same_support_up_to_the_typical_edge(masked, 0.8, 0.9, q, expected)
 
 
 def check_top_k_floor_reads_nan_as_minus_inf() -> None:

@@ -127,6 +127,31 @@ def _top_p_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None
 TOP_P = Route("top_p", covers=lambda decoder: True, probs=_top_p_probs, sample=_top_p_sample)
 
 
+# --- Shannon over the locally typical set: top-p's kernels on the key −|x − E_p[x]| ---------
+
+
+def _typical_rows(decoder: Decoder, x: Tensor) -> tuple[Tensor, Tensor]:
+    inv_tau = _rows("temperature", 1.0 / decoder.temperature, x)
+    return inv_tau, _rows("mass", decoder.support.mass, x)
+
+
+def _typical_probs(decoder: Decoder, x: Tensor) -> Tensor:
+    from .top_p import typical_probs
+
+    return typical_probs(x, *_typical_rows(decoder, x))
+
+
+def _typical_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    from .top_p import typical_sample
+
+    return typical_sample(x, *_typical_rows(decoder, x), generator)
+
+
+TYPICAL = Route(
+    "typical", covers=lambda decoder: True, probs=_typical_probs, sample=_typical_sample
+)
+
+
 # --- Shannon above a floor on x = (z − max z)/τ: min-p, epsilon, eta, top-k ------------
 
 
@@ -304,7 +329,7 @@ KERNELS: dict[Key, tuple[Route, ...]] = {
         (Shannon, intersection_key(TopKSupport, *others)): (TOP_K_INTERSECTION,)
         for others in ((TopPSupport,), (MinPSupport,), (TopPSupport, MinPSupport))
     },
-    (Shannon, TypicalSupport): (),
+    (Shannon, TypicalSupport): (TYPICAL,),
 }
 
 _WARNED: set[tuple[type, object]] = set()

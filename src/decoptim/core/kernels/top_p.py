@@ -1,4 +1,4 @@
-"""Sort-free top-p (nucleus) on CUDA.
+"""Sort-free top-p (nucleus) and locally typical sets on CUDA.
 
 The nucleus edge x* (the largest x = z/τ whose upper set holds mass ≥ p) is bracketed, the
 bracket narrowed ~1000× by two passes that profile the mass above 32 thresholds, the few
@@ -6,6 +6,11 @@ tokens left inside it gathered, and x* found by bisection over their order-prese
 codes (ties at the edge kept exactly as on the CPU); a row whose bracket overflows the slots
 is bisected over the whole row. A streaming pass writes q, or for a sample races over q's
 closed form without writing it (`race.affine_race`).
+
+The same kernels find typical's set: the tokens nearest c = E_p[x] (|−log p − H| = |x − c|)
+that reach the mass are those whose key −|x − c| is at least an edge found exactly as x* is
+(the key in place of x). That set is an interval of z, so it is q's floor on x and a ceiling
+on z (the race's head edge, which excludes the tokens above it).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..supports import ordered_codes
 from .candidates import (
     CAP,
     ROW_WARPS,
@@ -44,6 +50,22 @@ BLOCK = 4096
 LEVELS = 2
 PROFILE = 32
 PROFILE_BLOCK = 256
+
+# What the edge is found on (the KEY argument of the kernels below); each keeps the tokens
+# whose key is at least the edge, the largest key value whose upper set holds mass ≥ p·Σ.
+NUCLEUS = tl.constexpr(0)  # x = z·(1/τ): top-p
+RAW = tl.constexpr(1)  # z itself: top-p among the gathered top k
+TYPICAL = tl.constexpr(2)  # −|x − c|, c = E_p[x]: the locally typical set
+
+
+@triton.jit
+def _key(z, inv_tau, centre, KEY: tl.constexpr):
+    if KEY == RAW:
+        return z
+    x = z * inv_tau
+    if KEY == TYPICAL:
+        return -tl.abs(x - centre)
+    return x
 
 
 @triton.jit
@@ -87,19 +109,24 @@ def _top_p_profile_kernel(
     max_ptr,
     sum_ptr,
     STAT_SPLITS,
+    centre_ptr,
     bracket_ptr,
     profile_ptr,
     V,
     CHUNK,
     LEVEL: tl.constexpr,
+    KEY: tl.constexpr,
     PROFILE: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # Per (row, split): Σ e^{x − max x} over x ≥ θ_j for PROFILE thresholds θ_j of the
-    # bracket. The first pass's bracket is [max x + log((1 − p)Σ/V), max x]: below its lower
-    # end each of at most V tokens has mass < (1 − p)Σ/V, so x* is not there. A later pass
-    # narrows the bracket of the pass before; split 0 records the bracket it profiled.
+    # Per (row, split): Σ e^{x − max x} over key ≥ θ_j for PROFILE thresholds θ_j of the
+    # bracket. The first pass's bracket for top-p is [max x + log((1 − p)Σ/V), max x]:
+    # below its lower end each of at most V tokens has mass < (1 − p)Σ/V, so x* is not
+    # there. For typical (key −|x − c|, c ≤ max x) it is [min(c − max x, max x − c +
+    # log((1 − p)Σ/V)), 0]: no token above c has a key below c − max x, and one below c
+    # with a key under the second bound has mass < (1 − p)Σ/V. A later pass narrows the
+    # bracket of the pass before; split 0 records the bracket it profiled.
     # Brackets [LEVELS, rows, 2] and profiles [LEVELS, rows, splits, PROFILE]: one buffer
     # each, indexed here rather than by a view per pass on the host.
     row, split, splits = program_position()
@@ -109,10 +136,16 @@ def _top_p_profile_kernel(
     p = tl.load(p_ptr + row)
     z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
     x_max = z_max * inv_tau
+    centre = tl.load(centre_ptr + row)
     if LEVEL == 0:
         # p = 1 keeps everything (the profile is then unused): any finite bracket will do.
-        lo = x_max + tl.maximum(tl.log((1.0 - p) / p * target / V), -200.0)
-        hi = x_max
+        tail = tl.maximum(tl.log((1.0 - p) / p * target / V), -200.0)
+        if KEY == TYPICAL:
+            lo = tl.minimum(centre - x_max, x_max - centre + tail)
+            hi = tl.zeros((), tl.float32)
+        else:
+            lo = x_max + tail
+            hi = x_max
     else:
         previous = (LEVEL - 1) * rows
         lo = tl.load(bracket_ptr + previous * 2)
@@ -130,10 +163,10 @@ def _top_p_profile_kernel(
     for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         z = load_logits(z_ptr + base + offs, offs < end)
-        x = z * inv_tau
+        key = _key(z, inv_tau, centre, KEY)
         e = tl.exp(inv_tau * (z - z_max))
-        above += tl.where(x > hi, e, 0.0)
-        hit = (x[None, :] >= lo) & (x[None, :] <= hi) & (x[None, :] >= theta[:, None])
+        above += tl.where(key > hi, e, 0.0)
+        hit = (key[None, :] >= lo) & (key[None, :] <= hi) & (key[None, :] >= theta[:, None])
         mass += tl.where(hit, e[None, :], 0.0)
     profile = tl.sum(mass, axis=1) + tl.sum(above, axis=0)
     tl.store(profile_ptr + ((LEVEL * rows + row) * splits + split) * PROFILE + j, profile)
@@ -150,22 +183,27 @@ def _top_p_gather_kernel(
     max_ptr,
     sum_ptr,
     STAT_SPLITS,
+    centre_ptr,
     bracket_ptr,
     profile_ptr,
     x_out_ptr,
     index_out_ptr,
     count_ptr,
     above_ptr,
+    extremes_ptr,
     V,
     CHUNK,
     LEVELS: tl.constexpr,
+    KEY: tl.constexpr,
     PROFILE: tl.constexpr,
     CAP: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # Per (row, split): the tokens inside the last profile's bracket [lo, hi] around x*, and
-    # the mass strictly above it, Σ_{x > hi} e^{x − max x}.
+    # Per (row, split): the tokens whose key lies inside the last profile's bracket [lo, hi]
+    # around the edge, and the mass strictly above it, Σ_{key > hi} e^{x − max x}; for
+    # typical also the largest z and the smallest x of those above (they are in the set,
+    # and may be its extremes: `_top_p_solve_kernel`).
     row, split, splits = program_position()
     last = (LEVELS - 1) * tl.num_programs(0)
     bracket_ptr += last * 2
@@ -176,55 +214,82 @@ def _top_p_gather_kernel(
     lo = tl.load(bracket_ptr + row * 2)
     hi = tl.load(bracket_ptr + row * 2 + 1)
     lo, hi = _narrow(lo, hi, profile_ptr, row, splits, target, PROFILE, SPLIT_BLOCK)
+    centre = tl.load(centre_ptr + row)
     base = row.to(tl.int64) * V
     slot = (row * splits + split).to(tl.int64) * CAP
     begin, end = split_bounds(split, CHUNK, V)
     found = tl.zeros((), tl.int32)
     above = 0.0
+    z_high = -float("inf")
+    x_low = float("inf")
     for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         inside = offs < end
         z = load_logits(z_ptr + base + offs, inside)
-        x = z * inv_tau
-        keep = inside & (x >= lo) & (x <= hi)
+        key = _key(z, inv_tau, centre, KEY)
+        keep = inside & (key >= lo) & (key <= hi)
         found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
-        above += tl.sum(tl.where(x > hi, tl.exp(inv_tau * (z - z_max)), 0.0), axis=0)
+        above += tl.sum(tl.where(key > hi, tl.exp(inv_tau * (z - z_max)), 0.0), axis=0)
+        if KEY == TYPICAL:
+            z_high = tl.maximum(z_high, tl.max(tl.where(key > hi, z, -float("inf")), axis=0))
+            x_low = tl.minimum(x_low, tl.min(tl.where(key > hi, z * inv_tau, float("inf")), 0))
     tl.store(count_ptr + row * splits + split, found)
     tl.store(above_ptr + row * splits + split, above)
+    if KEY == TYPICAL:
+        tl.store(extremes_ptr + (row * splits + split) * 2, z_high)
+        tl.store(extremes_ptr + (row * splits + split) * 2 + 1, x_low)
 
 
 @triton.jit
-def _row_mass(z_ptr, V, code_scale, inv_tau, z_max, code, BLOCK: tl.constexpr):
-    # Σ e^{(z − max z)/τ} over the row's finite z with code(code_scale·z) ≥ code: the codes
-    # of x = z/τ for top-p, of z itself (code_scale = 1) for top-p inside top-k.
+def _row_mass(z_ptr, V, inv_tau, z_max, centre, code, KEY: tl.constexpr, BLOCK: tl.constexpr):
+    # Σ e^{(z − max z)/τ} over the row's finite z whose key's code is ≥ code.
     mass = 0.0
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         z = load_logits(z_ptr + offs, offs < V)
-        keep = (code_of(z * code_scale) >= code) & (z > -float("inf"))
+        keep = (code_of(_key(z, inv_tau, centre, KEY)) >= code) & (z > -float("inf"))
         mass += tl.sum(tl.where(keep, tl.exp(inv_tau * (z - z_max)), 0.0), axis=0)
     return mass
 
 
 @triton.jit
-def _edge_from_row(z_ptr, V, code_scale, inv_tau, z_max, target, BLOCK: tl.constexpr):
-    # The edge's code by bisection over the int32 codes of code_scale·z, re-reading the
+def _edge_from_row(z_ptr, V, inv_tau, z_max, centre, target, KEY: tl.constexpr,
+                   BLOCK: tl.constexpr):  # fmt: skip
+    # The edge's code by bisection over the int32 codes of the finite keys, re-reading the
     # whole row on each of 33 steps: mass(code ≥ lo) ≥ target always, mass(code ≥ hi) <
     # target always.
-    top = code_of(z_max * code_scale)
-    low = top
+    low = tl.zeros((), tl.int64) + (1 << 40)
+    top = tl.zeros((), tl.int64) - (1 << 40)
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        x = load_logits(z_ptr + offs, offs < V) * code_scale
-        low = tl.minimum(low, tl.min(tl.where(x > -float("inf"), code_of(x), low), axis=0))
+        z = load_logits(z_ptr + offs, offs < V)
+        codes = code_of(_key(z, inv_tau, centre, KEY))
+        finite = z > -float("inf")
+        low = tl.minimum(low, tl.min(tl.where(finite, codes, 1 << 40), axis=0))
+        top = tl.maximum(top, tl.max(tl.where(finite, codes, -(1 << 40)), axis=0))
     lo = low
     hi = top + 1
     for _ in range(33):
         mid = lo + (hi - lo) // 2
-        reached = _row_mass(z_ptr, V, code_scale, inv_tau, z_max, mid, BLOCK) >= target
+        reached = _row_mass(z_ptr, V, inv_tau, z_max, centre, mid, KEY, BLOCK) >= target
         lo = tl.where(reached & (hi - lo > 1), mid, lo)
         hi = tl.where(reached | (hi - lo <= 1), hi, mid)
     return lo
+
+
+@triton.jit
+def _extremes_of_row(z_ptr, V, inv_tau, centre, edge, BLOCK: tl.constexpr):
+    # The largest z and the smallest x = z·(1/τ) of the finite tokens whose typical key's
+    # code is ≥ edge: the set is an interval of z, and these are its ends.
+    z_high = -float("inf")
+    x_low = float("inf")
+    for start in range(0, V, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        z = load_logits(z_ptr + offs, offs < V)
+        kept = (code_of(_key(z, inv_tau, centre, TYPICAL)) >= edge) & (z > -float("inf"))
+        z_high = tl.maximum(z_high, tl.max(tl.where(kept, z, -float("inf")), axis=0))
+        x_low = tl.minimum(x_low, tl.min(tl.where(kept, z * inv_tau, float("inf")), axis=0))
+    return z_high, x_low
 
 
 @triton.jit
@@ -264,52 +329,79 @@ def _top_p_solve_kernel(
     max_ptr,
     sum_ptr,
     STAT_SPLITS,
+    centre_ptr,
     cand_x_ptr,
     cand_index_ptr,
     cand_count_ptr,
     above_ptr,
+    extremes_ptr,
     floor_ptr,
+    ceiling_ptr,
     shift_ptr,
     zmax_ptr,
     arrivals_ptr,
     V,
     CAND_SPLITS,
+    KEY: tl.constexpr,
     CAP: tl.constexpr,
     SLOTS: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     ROW_BLOCK: tl.constexpr,
     SAMPLE: tl.constexpr,
 ):
-    # x* from the gathered bracket (the same code bisection, on a few hundred values in
-    # registers), or from the whole row when a slot overflowed; then the kept tokens are
-    # those with x ≥ x*, and q = e^{x − max x − shift} on them. With SAMPLE, also zero the
-    # arrival counters of the race that follows.
+    # The edge from the gathered bracket (the same code bisection, on a few hundred values in
+    # registers), or from the whole row when a slot overflowed; the kept tokens are those
+    # whose key is ≥ the edge, and q = e^{x − max x − shift} on them. Top-p's set is
+    # {x ≥ floor}. Typical's is an interval of z, stored as {x ≥ floor} (its smallest x) and
+    # a ceiling, its largest z. With SAMPLE, also zero the arrival counters of the race
+    # that follows.
     row = tl.program_id(0)
     inv_tau, p, z_max, target, z, valid, overflow = _row_solve_inputs(
         inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_ptr, cand_index_ptr,
         cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS, SPLIT_BLOCK,
     )  # fmt: skip
+    centre = tl.load(centre_ptr + row)
     split_offs = tl.arange(0, SPLIT_BLOCK)
-    aboves = tl.load(above_ptr + row * CAND_SPLITS + split_offs, mask=split_offs < CAND_SPLITS,
-                     other=0.0)  # fmt: skip
+    in_row = split_offs < CAND_SPLITS
+    aboves = tl.load(above_ptr + row * CAND_SPLITS + split_offs, mask=in_row, other=0.0)
     above = tl.sum(aboves, axis=0)
     floor = -float("inf")
+    z_high = float("inf")
     kept = target / p  # Σ: p = 1 keeps every token
     if p < 1.0:
         # An empty bracket can only come from rounding between the passes' sums: take the
         # whole row then too.
         if overflow | (tl.sum(valid.to(tl.int32), axis=0) == 0):
             z_row = z_ptr + row.to(tl.int64) * V
-            edge = _edge_from_row(z_row, V, inv_tau, inv_tau, z_max, target, ROW_BLOCK)
-            kept = _row_mass(z_row, V, inv_tau, inv_tau, z_max, edge, ROW_BLOCK)
-            floor = float_of_code(edge)
+            edge = _edge_from_row(z_row, V, inv_tau, z_max, centre, target, KEY, ROW_BLOCK)
+            kept = _row_mass(z_row, V, inv_tau, z_max, centre, edge, KEY, ROW_BLOCK)
+            if KEY == TYPICAL:
+                z_high, floor = _extremes_of_row(z_row, V, inv_tau, centre, edge, ROW_BLOCK)
+            else:
+                floor = float_of_code(edge)
         else:
-            codes = code_of(z * inv_tau)
+            codes = code_of(_key(z, inv_tau, centre, KEY))
             e = tl.where(valid, tl.exp(inv_tau * (z - z_max)), 0.0)
             edge = _edge_among(codes, e, valid, above, target)
             kept = above + tl.sum(tl.where(codes >= edge, e, 0.0), axis=0)
-            floor = float_of_code(edge)
+            if KEY == TYPICAL:
+                # The set's ends: among the gathered tokens at or above the edge, and those
+                # above the bracket (the gather's extremes).
+                inside = valid & (codes >= edge)
+                ends = extremes_ptr + (row * CAND_SPLITS + split_offs) * 2
+                z_high = tl.maximum(
+                    tl.max(tl.where(inside, z, -float("inf")), axis=0),
+                    tl.max(tl.load(ends, mask=in_row, other=-float("inf")), axis=0),
+                )
+                floor = tl.minimum(
+                    tl.min(tl.where(inside, z * inv_tau, float("inf")), axis=0),
+                    tl.min(tl.load(ends + 1, mask=in_row, other=float("inf")), axis=0),
+                )
+            else:
+                floor = float_of_code(edge)
     tl.store(floor_ptr + row, floor)
+    if KEY == TYPICAL:
+        tl.store(ceiling_ptr + row, z_high)
     tl.store(shift_ptr + row, tl.log(kept))
     tl.store(zmax_ptr + row, z_max)
     if SAMPLE:
@@ -350,9 +442,9 @@ def _top_p_in_top_k_kernel(
     if p < 1.0:
         if overflow:
             z_row = z_ptr + row.to(tl.int64) * V
-            top_k_mass = _row_mass(z_row, V, 1.0, inv_tau, z_max, code_of(kth), ROW_BLOCK)
+            top_k_mass = _row_mass(z_row, V, inv_tau, z_max, 0.0, code_of(kth), RAW, ROW_BLOCK)
             if top_k_mass >= target:
-                edge = _edge_from_row(z_row, V, 1.0, inv_tau, z_max, target, ROW_BLOCK)
+                edge = _edge_from_row(z_row, V, inv_tau, z_max, 0.0, target, RAW, ROW_BLOCK)
                 floor = float_of_code(edge)
         else:
             codes = code_of(z)
@@ -385,40 +477,49 @@ def top_p_in_top_k(
     return floor
 
 
-def _top_p_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor,
-                 arrivals: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:  # fmt: skip
-    # Per row of flat [rows, V]: the floor on x = z/τ, the shift and max z of
-    # q = exp((z − max z)/τ − shift) on x ≥ floor; with `arrivals`, zeroes them too.
+def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: RowStats,
+                centre: torch.Tensor, key: int, arrivals: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    # Per row of flat [rows, V]: the floor on x = z·(1/τ), the shift and max z of
+    # q = exp((z − max z)/τ − shift) on the kept set, and for typical the set's largest z;
+    # with `arrivals`, zeroes them too.
     rows, vocab = flat.shape
     device = flat.device
-    stats = row_stats(flat, inv_tau)
     splits = gather_splits(vocab)
     chunk = chunk_for(vocab, splits, STREAM_BLOCK)
     split_block = pow2_at_least(max(stats.splits, splits), 16)
-    common = dict(PROFILE=PROFILE, SPLIT_BLOCK=split_block)
+    common = dict(KEY=key, PROFILE=PROFILE, SPLIT_BLOCK=split_block)
     brackets = torch.empty(LEVELS, rows, 2, device=device, dtype=torch.float32)
     profiles = torch.empty(LEVELS, rows, splits, PROFILE, device=device, dtype=torch.float32)
     for level in range(LEVELS):
         _top_p_profile_kernel[(rows, splits)](
-            flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, brackets, profiles,
-            vocab, chunk, LEVEL=level, BLOCK=PROFILE_BLOCK, num_warps=4, **common,
+            flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, brackets,
+            profiles, vocab, chunk, LEVEL=level, BLOCK=PROFILE_BLOCK, num_warps=4, **common,
         )  # fmt: skip
     candidates = Candidates.empty(rows, splits, device)
     above = torch.empty(rows, splits, device=device, dtype=torch.float32)
+    extremes = torch.empty(rows, splits, 2, device=device, dtype=torch.float32)
     _top_p_gather_kernel[(rows, splits)](
-        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, brackets, profiles,
-        candidates.x, candidates.index, candidates.count, above, vocab, chunk,
+        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, brackets, profiles,
+        candidates.x, candidates.index, candidates.count, above, extremes, vocab, chunk,
         LEVELS=LEVELS, CAP=CAP, BLOCK=STREAM_BLOCK, num_warps=4, **common,
     )  # fmt: skip
-    floor, shift, z_max = torch.empty(3, rows, device=device, dtype=torch.float32)
+    floor, ceiling, shift, z_max = torch.empty(4, rows, device=device, dtype=torch.float32)
     _top_p_solve_kernel[(rows,)](
-        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, candidates.x,
-        candidates.index, candidates.count, above, floor, shift, z_max,
-        floor if arrivals is None else arrivals, vocab, splits,
+        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, candidates.x,
+        candidates.index, candidates.count, above, extremes, floor, ceiling, shift, z_max,
+        floor if arrivals is None else arrivals, vocab, splits, KEY=key,
         CAP=CAP, SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block,
         ROW_BLOCK=BLOCK, SAMPLE=arrivals is not None, num_warps=ROW_WARPS,
     )  # fmt: skip
-    return floor, shift, z_max
+    return floor, shift, z_max, ceiling
+
+
+def _top_p_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor,
+                 arrivals: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    # The floor on x = z·(1/τ), the shift and max z of top-p's q (`_edge_terms`).
+    stats = row_stats(flat, inv_tau)
+    return _edge_terms(flat, inv_tau, p, stats, inv_tau, NUCLEUS.value, arrivals)[:3]
 
 
 def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -437,4 +538,41 @@ def top_p_sample(
     targets = race_targets(flat.shape[0], z.device)
     floor, shift, z_max = _top_p_terms(flat, inv_tau, p, arrivals=targets[1])
     tokens = affine_race(flat, inv_tau, z_max, shift, seed, targets, floor=floor)
+    return tokens.reshape(z.shape[:-1])
+
+
+def _typical_terms(flat: torch.Tensor, inv_tau: torch.Tensor, mass: torch.Tensor,
+                   arrivals: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    # Typical keeps the fewest tokens nearest c = E_p[x] in x = z·(1/τ) (|−log p − H| =
+    # |x − c|) that reach the mass: the edge on the key −|x − c| (`_edge_terms`).
+    stats = row_stats(flat, inv_tau, moment=True)
+    z_max, log_sum, entropy = stats.max_log_sum_and_entropy(inv_tau)
+    centre = z_max * inv_tau + (log_sum - entropy)  # log Σ − H = E_p[x − max x]
+    return _edge_terms(flat, inv_tau, mass, stats, centre, TYPICAL.value, arrivals)
+
+
+def typical_probs(z: torch.Tensor, inv_tau: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
+    """The locally typical set of softmax(z/τ) per row (z [..., V] float32 CUDA; 1/τ and
+    mass float32 [rows]), q renormalised on it."""
+    flat = z.reshape(-1, z.shape[-1]).contiguous()
+    floor, shift, z_max, ceiling = _typical_terms(flat, inv_tau, mass)
+    q = exp_affine(flat, inv_tau, z_max, shift, floor)
+    return torch.where(flat > ceiling[:, None], 0.0, q).reshape(z.shape)
+
+
+def typical_sample(
+    z: torch.Tensor, inv_tau: torch.Tensor, mass: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """One token per row of z, drawn from `typical_probs`' q without writing q: the race
+    over top-p's floor on x, with the set's ceiling on z as the race's head edge (tokens
+    above it excluded)."""
+    flat = z.reshape(-1, z.shape[-1]).contiguous()
+    rows = flat.shape[0]
+    seed = race_seed(z.device, generator)
+    tokens, arrivals = race_targets(rows, z.device)
+    tokens.fill_(-1)  # the race with a head edge draws on rows whose token is still −1
+    floor, shift, z_max, ceiling = _typical_terms(flat, inv_tau, mass, arrivals=arrivals)
+    edge = (ordered_codes(ceiling) - 2**31, torch.full_like(tokens, -1, dtype=torch.int32))
+    affine_race(flat, inv_tau, z_max, shift, seed, (tokens, arrivals), floor=floor,
+                head_edge=edge)  # fmt: skip
     return tokens.reshape(z.shape[:-1])
