@@ -382,14 +382,21 @@ def check_floor_routes_keep_the_torch_support_and_equal_reference() -> None:
 
 def check_top_k_intersections_keep_the_torch_support() -> None:
     # Top-k ∩ top-p (∩ min-p): top-p's cut found among the top k, whether top-k or top-p
-    # binds, with ties at either edge, per-row parameters and p = 1. Two branches, chosen by
-    # V against 16·k_max: the gathered candidates (top-p's masses as its own kernels sum
-    # them: the same tokens as the torch path but at the cut, within float32 rounding) and
-    # torch.topk (masses summed in float64 from the torch path's weights: the same tokens).
+    # binds, with ties at either edge, per-row parameters, p = 1, tiny p, p near 1, τ far
+    # from 1, a large common offset, a row with fewer than k finite logits, and V ≤ 256
+    # (masked lanes among the candidates). Two branches, chosen by V against 16·k_max: the
+    # gathered candidates (top-p's masses as its own kernels sum them: the same tokens as
+    # the torch path but at the cut, within float32 rounding) and torch.topk (masses summed
+    # in float64 from the torch path's weights: exactly the float32 torch path's tokens).
     small = crowded(3000, 12) * 0.6
     small[0, 40:60] = small[0].max() - 0.5  # a tied group near both edges
     large = crowded(16000, 14) * 0.6
     large[0, 40:60] = large[0].max() - 0.5
+    few = large.clone()
+    few[1] = -torch.inf
+    few[1, torch.arange(10) * 1000] = torch.linspace(-1.0, 1.0, 10)  # 10 finite, k = 50
+    tiny = random_logits(3, 200, 16)
+    tiny[1, ::2] = -torch.inf
     shannon = d.Shannon()
     per_row_k, per_row_p = (
         torch.tensor([3, 900, 45, 2, 1000]),
@@ -405,12 +412,19 @@ def check_top_k_intersections_keep_the_torch_support() -> None:
         (large, d.TopPSupport(0.3) & d.TopKSupport(400), 1.3),  # candidates from here on
         (large, d.TopKSupport(per_row_k) & d.TopPSupport(per_row_p), 0.9),
         (large, d.TopKSupport(200) & d.TopPSupport(0.8) & d.MinPSupport(0.3), 0.6),
+        (large, d.TopKSupport(100) & d.TopPSupport(1e-30), 0.01),
+        (large + 3e7, d.TopKSupport(100) & d.TopPSupport(0.99999), 1e3),
+        (few, d.TopKSupport(50) & d.TopPSupport(0.5), 1.0),
+        (tiny, d.TopKSupport(8) & d.TopPSupport(0.6), 0.9),
     ):  # fmt: skip
         decoder = d.SimplexDecoder(shannon, support, tau)
         q = table.TOP_K_INTERSECTION.probs(decoder, z)
         ref32, ref = decoder.probs(z), decoder.probs(z.double())
         top_p = [part.p for part in support.parts if isinstance(part, d.TopPSupport)]
-        if top_p:
+        k_max = next(part.k_max for part in support.parts if isinstance(part, d.TopKSupport))
+        if top_p and z.shape[-1] < 16 * k_max:  # the torch.topk branch
+            assert torch.equal(q > 0, ref32 > 0), (support, (q > 0).sum(-1), (ref32 > 0).sum(-1))
+        elif top_p:
             assert_same_support_up_to_the_top_p_cut(z, tau, top_p[0], q, ref)
             assert_same_support_up_to_the_top_p_cut(z, tau, top_p[0], q, ref32)
         else:
