@@ -61,7 +61,8 @@ STEP_TABLE = ["softmax", "top-k 50", "top-p 0.9", "min-p 0.1", "sparsemax", "ent
               "BoK exact top-64", "BoK exact prob", "BoK mirror 5"]  # fmt: skip
 
 
-def decoders(fast: bool = True) -> dict[str, d.Decoder]:
+def decoders() -> dict[str, d.Decoder]:
+    """The step table's decoders, by row label."""
     every = every_decoder(0.8)
     return {name: every[name] for name in STEP_TABLE}
 
