@@ -7,27 +7,35 @@ def random_logits(rows: int, vocab: int, seed: int, scale: float = 3.0) -> torch
     return torch.randn(rows, vocab, generator=generator) * scale
 
 
+def _tempered(z, tau):
+    """z/τ in float64, τ a number or one value per row."""
+    rows = z.shape[0]
+    tau = torch.as_tensor(tau, dtype=torch.float64, device=z.device).expand(rows)
+    return z.double() / tau[:, None]
+
+
+def _agree_where_both_keep(q, q_reference):
+    """q and q_reference renormalised on the tokens both keep agree to float32 rounding."""
+    both = (q > 0) & (q_reference > 0)
+    on_both = [torch.where(both, r.double(), 0.0) for r in (q, q_reference)]
+    on_both = [r / r.sum(-1, keepdim=True) for r in on_both]
+    torch.testing.assert_close(*on_both, atol=2e-6, rtol=1e-4)
+
+
 def assert_same_support_up_to_the_top_p_cut(z, tau, p, q, q_reference, reach=1e-5):
     """q and q_reference ([rows, V], of decoders whose support includes top-p's cut on
     softmax(z/τ)) keep the same tokens but those at the cut, and agree on the tokens both
     keep, renormalised there. Top-p keeps x iff the mass strictly above it, F(x) =
     Σ_{x' > x} softmax(z/τ)_{x'}, is < p; float32 sums put a kernel's cut up to rounding
     away, so a token kept by one of the two only must have |F(x) − p| ≤ reach (float64)."""
-    rows = z.shape[0]
-    x = (
-        z.double()
-        / torch.as_tensor(tau, dtype=torch.float64, device=z.device).expand(rows)[:, None]
-    )
+    x = _tempered(z, tau)
     probs = torch.softmax(x, dim=-1)
-    p = torch.as_tensor(p, dtype=torch.float64, device=z.device).expand(rows)
+    p = torch.as_tensor(p, dtype=torch.float64, device=z.device).expand(z.shape[0])
     differ = (q > 0) != (q_reference > 0)
     for row, token in differ.nonzero().tolist():  # a handful of tokens at most
         upper = float(probs[row][x[row] > x[row, token]].sum())
         assert abs(upper - float(p[row])) <= reach, (row, token, upper, float(p[row]))
-    both = (q > 0) & (q_reference > 0)
-    on_both = [torch.where(both, r.double(), 0.0) for r in (q, q_reference)]
-    on_both = [r / r.sum(-1, keepdim=True) for r in on_both]
-    torch.testing.assert_close(*on_both, atol=2e-6, rtol=1e-4)
+    _agree_where_both_keep(q, q_reference)
 
 
 def assert_same_support_up_to_the_typical_edge(z, tau, mass, q, q_reference, reach=1e-4):
@@ -35,25 +43,17 @@ def assert_same_support_up_to_the_typical_edge(z, tau, mass, q, q_reference, rea
     the tokens whose deviation d = |−log p − H| is at most r*, the smallest d whose set holds
     `mass`; a token kept by one of q and q_reference only must have |d − r*| ≤ reach
     (float64)."""
-    rows = z.shape[0]
-    x = (
-        z.double()
-        / torch.as_tensor(tau, dtype=torch.float64, device=z.device).expand(rows)[:, None]
-    )
-    log_p = torch.log_softmax(x, dim=-1)
+    log_p = torch.log_softmax(_tempered(z, tau), dim=-1)
     probs = log_p.exp()
     deviation = (-log_p + torch.special.xlogy(probs, probs).sum(-1, keepdim=True)).abs()
     order = deviation.argsort(-1)
-    mass = torch.as_tensor(mass, dtype=torch.float64, device=z.device).expand(rows)[:, None]
-    reached = (probs.gather(-1, order).cumsum(-1) < mass).sum(-1, keepdim=True)
+    mass = torch.as_tensor(mass, dtype=torch.float64, device=z.device).expand(z.shape[0])
+    reached = (probs.gather(-1, order).cumsum(-1) < mass[:, None]).sum(-1, keepdim=True)
     radius = deviation.gather(-1, order).gather(-1, reached.clamp(max=z.shape[-1] - 1))
     differ = (q > 0) != (q_reference > 0)
     distance = (deviation - radius).abs()[differ]
     assert (distance <= reach).all(), (differ.sum(-1), distance.max())
-    both = (q > 0) & (q_reference > 0)
-    on_both = [torch.where(both, r.double(), 0.0) for r in (q, q_reference)]
-    on_both = [r / r.sum(-1, keepdim=True) for r in on_both]
-    torch.testing.assert_close(*on_both, atol=2e-6, rtol=1e-4)
+    _agree_where_both_keep(q, q_reference)
 
 
 def shared_data(name: str):
