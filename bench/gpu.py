@@ -167,12 +167,14 @@ def timings(batch, vocab, naive: bool) -> list[tuple[str, float]]:
 
 
 def bok_sampling_variants(generator):
-    """BoK top-M's `sample` draws without writing q (head by inverse CDF, the tail's race
-    only on rows whose draw falls there). For comparison: q written, then the race."""
-    from decoptim.core.kernels.race import race_sample
+    """BoK top-M's `sample` draws without writing q (head or tail by a race in registers,
+    the tail's draw only on rows whose token falls there). For comparison: q written, then
+    the draw over it."""
+    from decoptim.core.kernels.draw import draw_from_probs
 
     decoder = decoders()["BoK exact top-64"]
-    return [("BoK exact top-64 (q, then race)", lambda z: race_sample(decoder.probs(z), generator))]
+    return [("BoK exact top-64 (q, then draw)",
+             lambda z: draw_from_probs(decoder.probs(z), generator))]  # fmt: skip
 
 
 def print_table(batch, vocab, rows):
@@ -254,7 +256,7 @@ def profile_table(batch, vocab) -> None:
     steps = {"softmax sampling": lambda z: softmax_sampling(z, None)}
     steps.update({name: dec.sample for name, dec in decoders().items()})
     steps.update(bok_sampling_variants(None))
-    flat = [z * 0.01 for z in inputs]  # the head holds ~0.1%: every row runs the tail's race
+    flat = [z * 0.01 for z in inputs]  # the head holds ~0.1%: every row runs the tail's draw
     steps["BoK exact top-64, flat rows"] = decoders()["BoK exact top-64"].sample
     for name, step in steps.items():
         rows = flat if name.endswith("flat rows") else inputs

@@ -78,12 +78,12 @@ def test_cuda_sampling_is_reproducible(decoder):
 SAMPLED = [
     d.Softmax(0.8),
     d.TopP(0.7),
-    d.Typical(0.8, 0.9),  # the race over top-p's floor, below a ceiling on z
+    d.Typical(0.8, 0.9),  # the draw over top-p's floor, below a ceiling on z
     d.MinP(0.1, 1.3),
     d.Epsilon(0.02, 0.8),
     d.TopK(7, 0.9),
     d.BestOfK(8, 2.0, 0.3),
-    # Top-M Best-of-K draws without writing q: head or tail by a race, then the tail's race.
+    # Top-M Best-of-K draws without writing q: head or tail by a race, then the tail's draw.
     d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=4),
     d.BestOfK(8, 0.5, 1.0, weights="rank", top_m=6, temperature=2.0),
 ]
@@ -116,8 +116,8 @@ def test_cuda_sampler_follows_probs(decoder):
     ],
     ids=repr,
 )
-def test_cuda_race_over_rows_split_across_programs_follows_probs(decoder):
-    """Long rows are raced by several programs each, and the last to finish writes the
+def test_cuda_draw_over_rows_split_across_programs_follows_probs(decoder):
+    """Long rows are streamed by several programs each, and the last to finish draws the
     row's token: five live tokens spread across the row, 256 rows per call, chi-square."""
     scipy_stats = pytest.importorskip("scipy.stats")
     vocab, spots = 65536, torch.tensor([3, 20000, 20001, 41000, 65535])
@@ -141,7 +141,7 @@ TAILED = [
     d.MinP(1e-12),
     d.TopP(1.0),
     d.Entmax(1.01, solver="bisect"),
-    # The head's race against the tail as one entrant, then the tail's own race (4 of the 8
+    # The head's race against the tail as one entrant, then the tail's own draw (4 of the 8
     # live tokens are in the tail).
     d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=4),
     d.BestOfK(8, 0.02, 0.2),
@@ -173,24 +173,25 @@ def test_cuda_sampler_draws_a_long_tail_no_more_than_its_mass(decoder):
     assert scipy_stats.chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-4
 
 
-def test_cuda_top_p_sample_equals_the_race_over_its_probs():
-    """Top-p's sample races over q's closed form, with the race's Philox counters."""
-    from decoptim.core.kernels.race import race_sample
+def test_cuda_top_p_sample_equals_the_draw_over_its_probs():
+    """Top-p's sample draws from q's closed form: the same q, block sums and uniforms as
+    the draw over the written q."""
+    from decoptim.core.kernels.draw import draw_from_probs
 
     decoder = d.TopP(0.9, temperature=0.8)
     z = random_logits(64, 151936, 6).cuda()
     for seed in range(4):
         drawn = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(seed))
-        raced = race_sample(decoder.probs(z), torch.Generator("cuda").manual_seed(seed))
-        assert torch.equal(drawn, raced)
+        written_draw = draw_from_probs(decoder.probs(z), torch.Generator("cuda").manual_seed(seed))
+        assert torch.equal(drawn, written_draw)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.35, 1e-8, torch.tensor([0.5, 1.5] * 32)])
-def test_cuda_softmax_sample_equals_the_race_over_its_probs(temperature):
-    """Softmax's sample races over exp((z − max z)/τ) in registers, with the race's Philox
-    counters: the same draws as the race over the written q, bar float32 rounding of q's
-    normalisation (q differs from the closed form by one rounding of a common factor)."""
-    from decoptim.core.kernels.race import race_sample
+def test_cuda_softmax_sample_equals_the_draw_over_its_probs(temperature):
+    """Softmax's sample draws from exp((z − block max)/τ) in registers, with the same
+    uniforms as the draw over the written q: the same tokens, bar float32 rounding of q's
+    normalisation and of the blocks' rescaling, which may move a uniform across an edge."""
+    from decoptim.core.kernels.draw import draw_from_probs
     from decoptim.core.kernels.table import route_name
 
     decoder = d.Softmax(temperature)
@@ -199,8 +200,8 @@ def test_cuda_softmax_sample_equals_the_race_over_its_probs(temperature):
     same = 0
     for seed in range(4):
         drawn = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(seed))
-        raced = race_sample(decoder.probs(z), torch.Generator("cuda").manual_seed(seed))
-        same += int((drawn == raced).sum())
+        written_draw = draw_from_probs(decoder.probs(z), torch.Generator("cuda").manual_seed(seed))
+        same += int((drawn == written_draw).sum())
     assert same >= 4 * 64 - 2, same
 
 
@@ -211,12 +212,12 @@ def test_cuda_softmax_sample_equals_the_race_over_its_probs(temperature):
      d.TopK(torch.tensor([1, 62, 5000, 151936] * 16))],
     ids=repr,
 )  # fmt: skip
-def test_cuda_floor_route_keeps_the_torch_paths_tokens_and_samples_as_the_race(decoder):
-    """Min-p, epsilon, eta and top-k race over exp((z − max z)/τ) above their floor. On rows
+def test_cuda_floor_route_keeps_the_torch_paths_tokens_and_samples_as_the_draw(decoder):
+    """Min-p, epsilon, eta and top-k draw from exp((z − max z)/τ) above their floor. On rows
     whose tempered scores crowd min-p's cut, or tie top-k's k-th after rounding, the kernel
     keeps exactly the tokens the float32 torch path on the same GPU keeps; its draws equal
-    the race over the written q."""
-    from decoptim.core.kernels.race import race_sample
+    the draw over the written q."""
+    from decoptim.core.kernels.draw import draw_from_probs
     from decoptim.core.kernels.table import route_name
 
     z = random_logits(64, 151936, 8).cuda()
@@ -252,9 +253,9 @@ def test_cuda_floor_route_keeps_the_torch_paths_tokens_and_samples_as_the_race(d
     same = 0
     for seed in range(4):
         drawn = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(seed))
-        raced = race_sample(q, torch.Generator("cuda").manual_seed(seed))
+        written_draw = draw_from_probs(q, torch.Generator("cuda").manual_seed(seed))
         assert (q.gather(1, drawn[:, None]) > 0).all()
-        same += int((drawn == raced).sum())
+        same += int((drawn == written_draw).sum())
     assert same >= 4 * 64 - 2, same
 
 

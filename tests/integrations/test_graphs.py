@@ -85,7 +85,7 @@ def test_a_step_with_a_host_sync_warns_and_runs_eagerly():
     ids=repr,
 )
 def test_replayed_sampling_draws_fresh_randomness_each_call(decoder):
-    # The race's seeds come from torch's generator, which advances on every replay.
+    # The draw's seeds come from torch's generator, which advances on every replay.
     graphed = GraphedStep(decoder.sample)
     z = torch.zeros(64, 1000, device="cuda")
     draws = torch.stack([graphed(z) for _ in range(8)])

@@ -81,11 +81,11 @@ class Decoder:
         """One token id per row ([...], int64), drawn from `probs(logits)`."""
         x, route = self._checked(logits)
         if use_kernels(x):
-            from .kernels.race import race_sample
+            from .kernels.draw import draw_from_probs
 
             if route is not None and route.sample is not None:
                 return route.sample(self, x, generator)
-            return race_sample(self._solve(x, route), generator)
+            return draw_from_probs(self._solve(x, route), generator)
         q = self._solve(x, route)
         flat = q.reshape(-1, q.shape[-1])
         return torch.multinomial(flat, 1, generator=generator).reshape(q.shape[:-1])

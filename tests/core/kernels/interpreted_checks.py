@@ -22,6 +22,7 @@ from decoptim.core.checks import kernel_rows  # noqa: E402
 from decoptim.core.coordinated import coordinated_sample, group_codes, hashed_uniform  # noqa: E402
 from decoptim.core.kernels import coordinated as coordinated_kernels  # noqa: E402
 from decoptim.core.kernels import table  # noqa: E402
+from decoptim.core.kernels.bok_head import exponential  # noqa: E402
 from decoptim.core.kernels.bok_topm import (  # noqa: E402
     TopMProblem,
     _head,
@@ -35,12 +36,7 @@ from decoptim.core.kernels.candidates import (  # noqa: E402
     kth_largest_lower_bound,
     top_candidates,
 )
-from decoptim.core.kernels.race import (  # noqa: E402
-    _race_pass,
-    exponential,
-    race_sample,
-    race_seed,
-)
+from decoptim.core.kernels.draw import draw_from_probs, draw_seed, inverse_cdf  # noqa: E402
 from decoptim.core.kernels.streaming import exp_affine, row_stats, segment_size  # noqa: E402
 from decoptim.core.kernels.temperature import softmax_probs, softmax_sample  # noqa: E402
 from decoptim.core.kernels.top_p import top_p_probs, top_p_sample  # noqa: E402
@@ -142,10 +138,11 @@ def check_bok_topm_and_rank_equal_reference() -> None:
 
 def check_bok_topm_sample_draws_from_its_probs() -> None:
     # The fused draw (head or tail by a race of the head's tokens against the tail as one
-    # entrant, a tail token by a race over z) against the race over the written q with the
-    # same seed: the tail races see the same keys, so whenever both picks are tail tokens
-    # they are the same token; and the head is drawn about Σ_head q of the time. Rows flat
-    # enough to split the mass, with ties at the head's edge and masks.
+    # entrant, a tail token by a draw over z's closed form) against the draw over the
+    # written tail of q with the same seed: the same q, block sums and uniforms, so on every
+    # row whose draw falls in the tail the two give the same token; and the head is drawn
+    # about Σ_head q of the time. Rows flat enough to split the mass, with ties at the
+    # head's edge and masks.
     vocab, m, draws = 3000, 8, 24
     z = crowded(vocab, 4) * 0.3
     z[0] *= 4  # most of this row's mass is in the head
@@ -158,19 +155,20 @@ def check_bok_topm_sample_draws_from_its_probs() -> None:
     head = torch.sort(z, descending=True, stable=True).indices[:, :m]
     in_head = torch.zeros_like(z, dtype=torch.bool).scatter(1, head, True)
     head_mass = (q * in_head).sum(-1)
+    tail_q = torch.where(in_head, 0.0, q)
     head_draws, both_tail = 0, 0
     for seed in range(draws):
         fused = bok_topm_sample(z, problem, torch.Generator().manual_seed(seed))
-        raced = race_sample(q, torch.Generator().manual_seed(seed))
+        drawn_tail = draw_from_probs(tail_q, torch.Generator().manual_seed(seed))
         # The head draw inside the fused call, repeated from the same seed.
-        _, draw = _head(z, problem, race_seed(z.device, torch.Generator().manual_seed(seed)))
+        _, draw = _head(z, problem, draw_seed(z.device, torch.Generator().manual_seed(seed)))
         from_head = draw.token >= 0
         fused_in_head = in_head.gather(1, fused[:, None]).squeeze(1)
         assert torch.equal(fused[from_head], draw.token[from_head]), (fused, draw.token)
         assert torch.equal(fused_in_head, from_head), (fused, draw.token)
         assert (q.gather(1, fused[:, None]) > 0).all(), fused
-        tail = ~from_head & ~in_head.gather(1, raced[:, None]).squeeze(1)
-        assert torch.equal(fused[tail], raced[tail]), (fused, raced)
+        tail = ~from_head
+        assert torch.equal(fused[tail], drawn_tail[tail]), (fused, drawn_tail)
         head_draws += int(from_head.sum())
         both_tail += int(tail.sum())
     expected = float(head_mass.sum()) * draws
@@ -222,24 +220,24 @@ def check_top_p_equals_reference() -> None:
             assert torch.equal(q > 0, ref > 0), f"p={p} tau={tau}: support differs"
 
 
-def check_top_p_sample_equals_the_race_over_its_probs() -> None:
-    # The race over q's closed form computes the same q and uses the same Philox counters
-    # as the race over the written q: the same seed gives the same tokens.
+def check_top_p_sample_equals_the_draw_over_its_probs() -> None:
+    # The draw over q's closed form computes the same q, so the same block sums, and uses
+    # the same uniforms as the draw over the written q: the same seed gives the same tokens.
     z = crowded(6000, 6) * 0.2
     for p, tau in ((0.9, 1.0), (0.5, 0.7), (1.0, 1.3)):
         rows = kernel_rows(1.0 / tau, z), kernel_rows(p, z)
         q = top_p_probs(z, *rows)
         for seed in range(6):
             drawn = top_p_sample(z, *rows, torch.Generator().manual_seed(seed))
-            raced = race_sample(q, torch.Generator().manual_seed(seed))
-            assert torch.equal(drawn, raced), (p, tau, seed, drawn, raced)
+            written_draw = draw_from_probs(q, torch.Generator().manual_seed(seed))
+            assert torch.equal(drawn, written_draw), (p, tau, seed, drawn, written_draw)
             assert (q.gather(1, drawn[:, None]) > 0).all(), (p, tau, seed, drawn)
 
 
-def check_softmax_equals_reference_and_samples_as_the_race_over_its_probs() -> None:
-    # q from the row's max and split sums; the sample races over the same closed form
-    # (shift 0) with the race's Philox counters: the same seed gives the same tokens as the
-    # race over exp((z − max z)/τ) written out.
+def check_softmax_equals_reference_and_samples_as_the_draw_over_its_probs() -> None:
+    # q from the row's max and split sums. The sample draws from exp((z − block max)/τ) with
+    # the same uniforms as the draw over exp((z − max z)/τ) written out: the same tokens,
+    # bar a uniform that falls within rounding of a block's or a token's edge.
     z = crowded(6000, 8) * 0.3
     for tau in (1.0, 0.7, 1e-8):  # 1e-8, the smallest τ: |z|/τ up to ~1e9
         inv_tau = kernel_rows(1.0 / tau, z)
@@ -251,8 +249,8 @@ def check_softmax_equals_reference_and_samples_as_the_race_over_its_probs() -> N
         written = exp_affine(z, inv_tau, z_max, torch.zeros_like(z_max))
         for seed in range(4):
             drawn = softmax_sample(z, inv_tau, torch.Generator().manual_seed(seed))
-            raced = race_sample(written, torch.Generator().manual_seed(seed))
-            assert torch.equal(drawn, raced), (tau, seed, drawn, raced)
+            written_draw = draw_from_probs(written, torch.Generator().manual_seed(seed))
+            assert torch.equal(drawn, written_draw), (tau, seed, drawn, written_draw)
             assert (ref.gather(1, drawn[:, None]) > 0).all(), (tau, seed, drawn)
 
 
@@ -486,10 +484,10 @@ def check_top_k_floor_reads_nan_as_minus_inf() -> None:
     assert (q.gather(1, drawn[:, None]) > 0).all(), drawn
 
 
-def check_floor_sample_equals_the_race_over_its_probs() -> None:
-    # The race over exp(x) on the floor, with the race's Philox counters: the same seed gives
-    # the same tokens as the race over q written out, bar q's normalisation (one rounding
-    # more per q_v than the race's exp(x)): the draws may differ on a near tie, so count.
+def check_floor_sample_equals_the_draw_over_its_probs() -> None:
+    # The draw from exp(x) on the floor, with the same uniforms as the draw over q written
+    # out: the same tokens, bar q's normalisation (one rounding more per q_v than the
+    # closed form's exp(x)), which may move a uniform across an edge, so count.
     z = crowded(6000, 10) * 0.3
     for decoder in (
         d.MinP(0.1, 1.0), d.MinP(0.02, 0.6), d.Epsilon(1e-3, 1.3), d.Eta(1e-3, 1.1),
@@ -498,9 +496,10 @@ def check_floor_sample_equals_the_race_over_its_probs() -> None:
         q = route_of(decoder).probs(decoder, z)
         for seed in range(4):
             drawn = route_of(decoder).sample(decoder, z, torch.Generator().manual_seed(seed))
-            raced = race_sample(q, torch.Generator().manual_seed(seed))
+            written_draw = draw_from_probs(q, torch.Generator().manual_seed(seed))
             assert (q.gather(1, drawn[:, None]) > 0).all(), (decoder, seed, drawn)
-            assert int((drawn == raced).sum()) >= len(z) - 1, (decoder, seed, drawn, raced)
+            same = int((drawn == written_draw).sum())
+            assert same >= len(z) - 1, (decoder, seed, drawn, written_draw)
 
 
 def check_floor_sample_follows_probs() -> None:
@@ -556,10 +555,11 @@ def check_table_routes_equal_reference() -> None:
         table.use_kernels, decoders.use_kernels = saved
 
 
-def check_race_combines_its_programs_winners() -> None:
-    # Rows split over several programs; the row's winner is written by whichever program
-    # finishes last. One-hot rows must return their token wherever it sits; a row with
-    # mass 0.3 early and 0.7 late must pick the late token about 70% of the time.
+def check_draw_combines_its_programs_blocks() -> None:
+    # Rows split over several programs; the row's token is drawn by whichever program
+    # finishes last. One-hot rows must return their token wherever it sits (the last one in
+    # the row's short last block); a row with mass 0.3 early and 0.7 late must pick the late
+    # token about 70% of the time.
     vocab, draws = 9000, 60
     spots = torch.tensor([0, 1500, 4100, 8999])
     q = torch.zeros(len(spots) + 1, vocab)
@@ -567,12 +567,69 @@ def check_race_combines_its_programs_winners() -> None:
     q[-1, 10], q[-1, 8800] = 0.3, 0.7
     late = 0
     for seed in range(draws):
-        drawn = race_sample(q, torch.Generator().manual_seed(seed))
+        drawn = draw_from_probs(q, torch.Generator().manual_seed(seed))
         assert torch.equal(drawn[:-1], spots), (seed, drawn)
         assert int(drawn[-1]) in (10, 8800), (seed, drawn)
         late += int(drawn[-1]) == 8800
     spread = (draws * 0.3 * 0.7) ** 0.5
     assert abs(late - 0.7 * draws) <= 4 * spread, late
+
+
+@triton.jit
+def _inverse_cdf_kernel(weight_ptr, u_ptr, out_ptr, n, draws, BLOCK: tl.constexpr):
+    lanes = tl.arange(0, BLOCK)
+    weights = tl.load(weight_ptr + lanes, mask=lanes < n, other=0.0)
+    for i in range(draws):
+        tl.store(out_ptr + i, inverse_cdf(weights, lanes, tl.load(u_ptr + i)))
+
+
+def check_inverse_cdf_picks_by_running_sums_and_never_a_weight_of_zero() -> None:
+    # u at the edges of [0, 1) and of each weight's interval: u·Σ on an edge goes to the
+    # next positive weight; u = 1 − 2⁻⁵³ (u·Σ may round up to Σ) to the last positive
+    # weight, never to the zeros after it; Σ = 0 gives 0.
+    cases = [
+        ([0.0, 0.25, 0.0, 0.75, 0.0, 0.0], [0.0, 0.25 - 2**-40, 0.25, 0.9, 1 - 2**-53],
+         [1, 1, 3, 3, 3]),
+        ([3.0, 1.0, 0.0, 4.0], [0.375, 0.5 - 2**-40, 0.5, 1 - 2**-53], [1, 1, 3, 3]),
+        ([0.0, 0.0, 0.0], [0.0, 0.5, 1 - 2**-53], [0, 0, 0]),
+        ([2.0**-149, 0.0, 1.0], [0.0, 2**-150, 2**-100], [0, 0, 2]),
+    ]  # fmt: skip
+    for weights, us, expected in cases:
+        out = torch.empty(len(us), dtype=torch.int32)
+        _inverse_cdf_kernel[(1,)](torch.tensor(weights), torch.tensor(us, dtype=torch.float64),
+                                  out, len(weights), len(us), BLOCK=16)  # fmt: skip
+        assert out.tolist() == expected, (weights, us, out.tolist(), expected)
+
+
+def check_draw_from_logits_follows_probs_across_blocks() -> None:
+    # Blocks whose own maxima differ by up to 40/τ: each block's mass is relative to its
+    # max, so the draw is right only if the blocks are rescaled to the row's max. One live
+    # token per block but the middle one; a row of +inf (validate=False) draws only its
+    # +inf tokens; the same seed gives the same tokens.
+    scipy_stats = __import__("scipy.stats").stats
+    vocab, tau = 3 * 2048 + 100, 0.7
+    z = torch.full((vocab,), -torch.inf)
+    spots = torch.tensor([5, 2047, 2048, 4100, 6243])
+    z[spots] = torch.tensor([1.0, 1.2, 0.4, -0.6, 0.8]) - 40.0 * torch.tensor([0, 0, 0, 0, 1])
+    z[spots[-1]] += 40.0  # the last block's max, 40 above its own other tokens
+    z[6200] = -39.0 * tau
+    q = d.Softmax(tau).probs(z.double())
+    rows = 300
+    batch = z.expand(rows, -1).contiguous()
+    tokens = softmax_sample(batch, kernel_rows(1 / tau, batch), torch.Generator().manual_seed(3))
+    again = softmax_sample(batch, kernel_rows(1 / tau, batch), torch.Generator().manual_seed(3))
+    assert torch.equal(tokens, again)
+    live = torch.nonzero(q > 1e-12).squeeze(1)
+    assert torch.isin(tokens, live).all(), tokens[~torch.isin(tokens, live)]
+    counts = (tokens[:, None] == live).sum(0).double()
+    expected = q[live] / q[live].sum() * rows
+    assert scipy_stats.chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-3, (
+        counts, expected
+    )  # fmt: skip
+    infinite = torch.zeros(2, vocab)
+    infinite[:, [70, 5000]] = torch.inf
+    drawn = softmax_sample(infinite, kernel_rows(1.0, infinite), torch.Generator().manual_seed(0))
+    assert torch.isin(drawn, torch.tensor([70, 5000])).all(), drawn
 
 
 @triton.jit
@@ -607,40 +664,6 @@ def check_exponentials_are_exact_at_every_edge() -> None:
     error = ((out.double() - expected).abs() / expected).max()
     assert error < 4e-7, f"relative error {float(error):.3g}"
     assert float(out[0]) < 2.0**-64, "the cell w = 0 is not split by the fine word"
-
-
-@triton.jit
-def _race_pass_kernel(q_ptr, seed_ptr, key_ptr, index_ptr, zero_ptr, V, CHUNK,
-                      FINE: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
-    first = tl.program_id(0)  # row 0, split 0 (a grid of one)
-    key, _, index, zero_word = _race_pass(q_ptr, first, first, V, CHUNK, tl.load(seed_ptr),
-                                          0.0, 0.0, 0.0, 0.0, 0, 0, BLOCK, True, False, False,
-                                          FINE, False)  # fmt: skip
-    lanes = tl.arange(0, BLOCK)
-    tl.store(key_ptr + lanes, key)
-    tl.store(index_ptr + lanes, index)
-    tl.store(zero_ptr, tl.max(zero_word, axis=0))
-
-
-def check_race_redone_with_fine_words_is_the_same_race() -> None:
-    # A split with a zero word is raced again with the fine words; on a split without one
-    # both passes must pick the same winners (the fine words only touch the cell w = 0).
-    vocab, block = 3000, 256
-    q = torch.softmax(random_logits(1, vocab, 8)[0], -1)
-    for seed in range(3):
-        seeds = race_seed(q.device, torch.Generator().manual_seed(seed))
-        out = {}
-        for fine in (False, True):
-            key, index, zero = (
-                torch.empty(block),
-                torch.empty(block, dtype=torch.int32),
-                torch.empty(1, dtype=torch.int32),
-            )
-            _race_pass_kernel[(1,)](q, seeds, key, index, zero, vocab, 4096, FINE=fine,
-                                    BLOCK=block)  # fmt: skip
-            out[fine] = key, index, int(zero)
-        assert out[False][2] == 0 and out[True][2] == 0
-        assert torch.equal(out[False][0], out[True][0]) and torch.equal(out[False][1], out[True][1])
 
 
 @triton.jit

@@ -26,7 +26,7 @@ from .candidates import (
     kth_largest_code_of_row,
     load_candidates,
 )
-from .race import exponential, race_targets
+from .draw import draw_targets
 from .streaming import code_of, load_logits, pow2_at_least, row_lse
 
 
@@ -43,12 +43,44 @@ class HeadSolution(NamedTuple):
 class HeadDraw(NamedTuple):
     """Per row: the head's edge (v is in the head iff code(z_v) > code, or = code and
     v ≤ id); the sampled head token, or −1 where the sample comes from the tail; and the
-    tail race's arrival counters, zeroed."""
+    tail draw's arrival counters, zeroed."""
 
     code: torch.Tensor
     id: torch.Tensor
     token: torch.Tensor
     arrivals: torch.Tensor
+
+
+# 2⁻³² and 2⁻⁶⁴: the cells of uniforms made of one and of two 32-bit words.
+TWO_POW_M32 = tl.constexpr(2.3283064365386963e-10)
+TWO_POW_M64 = tl.constexpr(5.421010862427522e-20)
+
+
+@triton.jit
+def exponential(word, fine):
+    """E ~ Exp(1) from the 32-bit random `word` (the independent word `fine` is read only
+    where word = 0), to float32 rounding over its whole range.
+
+    E = −log(1 − v) with v = (w + ½)·2⁻³² in (0, 1). Small E decides the head race's
+    winners. A float32 1 − v is 1 for v < 2⁻²⁵ (E = 0: a token that wins whatever its
+    probability), so below ½
+    E = −log(y) + ((y − 1) + v) with y = fl(1 − v): the second term is y's rounding error,
+    exact by Sterbenz's lemma, which makes this log1p(−v) to float32 rounding. The smallest
+    cell, w = 0, is split again by `fine`, v = (f + ½)·2⁻⁶⁴, so that no token can win more
+    often than its probability allows down to q ≈ 2⁻⁶⁴ of the leader's. Above ½,
+    1 − v = (¬w + ½)·2⁻³² exactly, and E = −log of it (at most 22.9, never +inf).
+    """
+    w = word.to(tl.uint32, bitcast=True)
+    f = fine.to(tl.uint32, bitcast=True)
+    v = tl.where(
+        w == 0,
+        (f.to(tl.float32) + 0.5) * TWO_POW_M64,
+        (w.to(tl.float32) + 0.5) * TWO_POW_M32,
+    )
+    y = 1.0 - v
+    low = w < 2147483648
+    complement = ((~w).to(tl.float32) + 0.5) * TWO_POW_M32
+    return -tl.log(tl.where(low, y, complement)) + tl.where(low, (y - 1.0) + v, 0.0)
 
 
 @triton.jit
@@ -204,8 +236,8 @@ def _bok_topm_head_kernel(
         tl.store(edge_code_ptr + row, edge_code)
         tl.store(edge_id_ptr + row, edge_id)
         # An exponential race between the head's tokens and the whole tail as one entrant
-        # of weight Σ_tail q: the best of the tail's own race would have q_tail / Exp(1).
-        # Only rows whose tail wins race over the tail's tokens (token −1 until then).
+        # of weight Σ_tail q. Only rows whose tail wins draw from the tail's tokens
+        # (`draw.draw_affine`; token −1 until then).
         head_word, tail_word, head_fine, tail_fine = tl.randint4x(
             tl.load(seed_ptr + 1), row.to(tl.int64) * BLOCK + offs
         )
@@ -225,7 +257,7 @@ def _bok_topm_head_kernel(
 def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int,
               inner: int, seed: torch.Tensor | None = None):  # fmt: skip
     """The head's ids and q, max z and the tail shift, per row of z [rows, V]; with `seed`
-    (see `race_seed`) also the head draw (else None)."""
+    (see `draw.draw_seed`) also the head draw (else None)."""
     rows, vocab = z.shape
     splits = stats.splits
     device = z.device
@@ -239,7 +271,7 @@ def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int
         draw = HeadDraw(
             torch.empty(rows, device=device, dtype=torch.int64),
             torch.empty(rows, device=device, dtype=torch.int32),
-            *race_targets(rows, device),
+            *draw_targets(rows, device),
         )
     _bok_topm_head_kernel[(rows,)](
         z, candidates.x, candidates.index, candidates.count, stats.maxes, stats.sums,

@@ -11,8 +11,8 @@ tail of the exact solution is q_v ∝ exp(c·z_v) with c = 1/τ_p + 1/(λτ_s).
 4. Write q = exp(c·(z − max z) − shift) and put the head's values in place.
 
 Sampling never writes q: step 3 also races the head's tokens against the tail taken as one
-entrant of weight Σ_tail q; only rows whose tail wins run step 4 as an exponential race
-over the tail's closed form, reading z once.
+entrant of weight Σ_tail q; only rows whose tail wins run step 4 as a draw from the
+tail's closed form (`draw.draw_affine`), reading z once.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from ..checks import kernel_rows
 from .bok_head import topm_head
 from .candidates import gather_candidates
-from .race import affine_race, race_seed
+from .draw import draw_affine, draw_seed
 from .streaming import exp_affine, row_stats, segment_size
 
 
@@ -70,9 +70,9 @@ def bok_topm_sample(
     """One token per row of z ([..., V], float32 CUDA), drawn from `bok_topm_probs`' q
     without writing q."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    seed = race_seed(z.device, generator)
+    seed = draw_seed(z.device, generator)
     head, draw = _head(flat, problem, seed)
-    tokens = affine_race(
+    tokens = draw_affine(
         flat, problem.c, head.z_max, head.shift, seed, (draw.token, draw.arrivals),
         head_edge=(draw.code, draw.id),
     )  # fmt: skip

@@ -18,8 +18,8 @@ On each of these supports q ∝ exp(x) on {x ≥ floor}, x = (z − max z)/τ:
   candidates' branch the same program-per-row bisects it over the gathered top k
   (`top_p.top_p_in_top_k`); on torch.topk's, a cumulative sum runs down the sorted list.
 
-`*_terms` find max z and the floor per row; `floor_sample` then races over exp(x) on the
-floor in one read of z (`race.affine_race`, tempered), writing nothing of size [rows, V];
+`*_terms` find max z and the floor per row; `floor_sample` then draws from exp(x) on the
+floor in one read of z (`draw.draw_affine`, tempered), writing nothing of size [rows, V];
 `floor_probs` writes q.
 
 x is computed as the torch path does, (z − max z) then an IEEE division by τ (see
@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 
 from .candidates import kth_largest, top_candidates
-from .race import affine_race, race_seed
+from .draw import draw_affine, draw_seed
 from .streaming import cdiv, exp_affine, row_stats, segment_size
 from .top_p import top_p_in_top_k
 
@@ -147,6 +147,6 @@ def floor_sample(
         torch.empty(rows, device=flat.device, dtype=torch.int64),
         torch.zeros(rows, device=flat.device, dtype=torch.int32),
     )
-    seed = race_seed(flat.device, generator)
+    seed = draw_seed(flat.device, generator)
     shift = torch.zeros_like(z_max)
-    return affine_race(flat, tau, z_max, shift, seed, targets, floor=floor, tempered=True)
+    return draw_affine(flat, tau, z_max, shift, seed, targets, floor=floor, tempered=True)

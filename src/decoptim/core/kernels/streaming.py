@@ -280,19 +280,22 @@ def floor_mode(floor: torch.Tensor | None, tempered: bool) -> int:
 
 @triton.jit
 def _exp_affine_kernel(
-    z_ptr, c_ptr, m_ptr, shift_ptr, floor_ptr, q_ptr, V, CHUNK, BLOCK: tl.constexpr,
-    FLOOR: tl.constexpr,
+    z_ptr, c_ptr, m_ptr, shift_ptr, floor_ptr, edge_code_ptr, edge_id_ptr, q_ptr, V, CHUNK,
+    BLOCK: tl.constexpr, FLOOR: tl.constexpr, HEAD: tl.constexpr,
 ):  # fmt: skip
     row, split, _ = program_position()
     c = tl.load(c_ptr + row)
     m = tl.load(m_ptr + row)
     shift = tl.load(shift_ptr + row)
     floor = tl.load(floor_ptr + row)
+    edge_code = tl.load(edge_code_ptr + row) if HEAD else 0
+    edge_id = tl.load(edge_id_ptr + row) if HEAD else 0
     base = row.to(tl.int64) * V
     begin, end = split_bounds(split, CHUNK, V)
     for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        q = affine_q(z_ptr + base, offs, end, c, m, shift, floor, 0, 0, FLOOR, False)
+        q = affine_q(z_ptr + base, offs, end, c, m, shift, floor, edge_code, edge_id, FLOOR,
+                     HEAD)  # fmt: skip
         tl.store(q_ptr + base + offs, q, mask=offs < end)
 
 
@@ -303,16 +306,19 @@ def exp_affine(
     shift: torch.Tensor,
     floor: torch.Tensor | None = None,
     tempered: bool = False,
+    head_edge: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """q = exp(c·(z − m) − shift) per row of z [rows, V] (c, m, shift, floor: [rows]); with
     `floor`, q = 0 where c·z < floor. With `tempered`, c holds τ, q = exp(x − shift) and
-    q = 0 where x < floor, for x = (z − m)/τ (see `affine_q`)."""
+    q = 0 where x < floor, for x = (z − m)/τ. With `head_edge` (code, id per row), q = 0 on
+    the head above that edge (see `affine_q`)."""
     rows, vocab = z.shape
     splits = splits_for(rows, vocab, z.device)
     q = torch.empty_like(z)
+    edge = (shift, shift) if head_edge is None else head_edge
     _exp_affine_kernel[(rows, splits)](
-        z, c, m, shift, shift if floor is None else floor, q, vocab,
+        z, c, m, shift, shift if floor is None else floor, *edge, q, vocab,
         chunk_for(vocab, splits, BLOCK), BLOCK=BLOCK, FLOOR=floor_mode(floor, tempered),
-        num_warps=4,
+        HEAD=head_edge is not None, num_warps=4,
     )  # fmt: skip
     return q

@@ -319,7 +319,7 @@ KERNELS: dict[Key, tuple[Route, ...]] = {
     (Shannon, TopPSupport): (TOP_P,),
     (KLCoverage, Full): (BOK_PROB, BOK_TOPM),
     # The torch path by design: a mask and a softmax are a few passes of torch ops, and
-    # sampling goes through the race kernel over q (greedy takes the argmax).
+    # sampling goes through the draw kernel over q (greedy takes the argmax).
     (None, Full): (),
     (Shannon, MinPSupport): (MIN_P,),
     (Shannon, EpsilonSupport): (EPSILON,),

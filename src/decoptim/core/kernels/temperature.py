@@ -2,17 +2,16 @@
 
 `softmax_probs`: one pass finds each row's max z and Σ exp((z − max z)/τ) per split
 (`row_stats`), a second writes q = exp((z − max z)/τ − log Σ).
-`softmax_sample` runs the exponential race over exp(z/τ) in one read of z (`race.logit_race`):
-the race needs neither the max nor the normaliser, since each lane compares candidates as
-exp((z_v − z_b)/τ)·E_b > E_v. It is the race's draw over the written q, with the same
-Philox counters, up to float32 rounding of the keys.
+`softmax_sample` draws from exp(z/τ) in one read of z (`draw.draw_from_logits`): each block's
+mass is taken relative to the block's own max z, so neither the row's max nor its
+normaliser is needed first.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .race import logit_race
+from .draw import draw_from_logits
 from .streaming import exp_affine, row_stats
 
 
@@ -28,6 +27,6 @@ def softmax_sample(
     z: torch.Tensor, inv_tau: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """One token per row of z ([..., V] on CUDA) drawn from softmax(z·inv_tau), in one read
-    of z and without writing q (`race.logit_race`)."""
+    of z and without writing q (`draw.draw_from_logits`)."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    return logit_race(flat, inv_tau, generator).reshape(z.shape[:-1])
+    return draw_from_logits(flat, inv_tau, generator).reshape(z.shape[:-1])

@@ -4,13 +4,13 @@ The nucleus edge x* (the largest x = z/τ whose upper set holds mass ≥ p) is b
 bracket narrowed ~1000× by two passes that profile the mass above 32 thresholds, the few
 tokens left inside it gathered, and x* found by bisection over their order-preserving int32
 codes (ties at the edge kept exactly as on the CPU); a row whose bracket overflows the slots
-is bisected over the whole row. A streaming pass writes q, or for a sample races over q's
-closed form without writing it (`race.affine_race`).
+is bisected over the whole row. A streaming pass writes q, or for a sample draws from q's
+closed form without writing it (`draw.draw_affine`).
 
 The same kernels find typical's set: the tokens nearest c = E_p[x] (|−log p − H| = |x − c|)
 that reach the mass are those whose key −|x − c| is at least an edge found exactly as x* is
 (the key in place of x). That set is an interval of z, so it is q's floor on x and a ceiling
-on z (the race's head edge, which excludes the tokens above it).
+on z (the draw's head edge, which excludes the tokens above it).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .candidates import (
     gather_splits,
     load_candidates,
 )
-from .race import affine_race, race_seed, race_targets
+from .draw import draw_affine, draw_seed, draw_targets
 from .streaming import BLOCK as STREAM_BLOCK
 from .streaming import (
     RowStats,
@@ -353,7 +353,7 @@ def _top_p_solve_kernel(
     # registers), or from the whole row when a slot overflowed; the kept tokens are those
     # whose key is ≥ the edge, and q = e^{x − max x − shift} on them. Top-p's set is
     # {x ≥ floor}. Typical's is an interval of z, stored as {x ≥ floor} (its smallest x) and
-    # a ceiling, its largest z. With SAMPLE, also zero the arrival counters of the race
+    # a ceiling, its largest z. With SAMPLE, also zero the arrival counters of the draw
     # that follows.
     row = tl.program_id(0)
     inv_tau, p, z_max, target, z, valid, overflow = _row_solve_inputs(
@@ -534,45 +534,49 @@ def top_p_sample(
 ) -> torch.Tensor:
     """One token per row of z, drawn from `top_p_probs`' q without writing q."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    seed = race_seed(z.device, generator)
-    targets = race_targets(flat.shape[0], z.device)
+    seed = draw_seed(z.device, generator)
+    targets = draw_targets(flat.shape[0], z.device)
     floor, shift, z_max = _top_p_terms(flat, inv_tau, p, arrivals=targets[1])
-    tokens = affine_race(flat, inv_tau, z_max, shift, seed, targets, floor=floor)
+    tokens = draw_affine(flat, inv_tau, z_max, shift, seed, targets, floor=floor)
     return tokens.reshape(z.shape[:-1])
 
 
 def _typical_terms(flat: torch.Tensor, inv_tau: torch.Tensor, mass: torch.Tensor,
                    arrivals: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:  # fmt: skip
     # Typical keeps the fewest tokens nearest c = E_p[x] in x = z·(1/τ) (|−log p − H| =
-    # |x − c|) that reach the mass: the edge on the key −|x − c| (`_edge_terms`).
+    # |x − c|) that reach the mass: the edge on the key −|x − c| (`_edge_terms`). Returns
+    # the floor on x, the shift, max z and the set's ceiling on z as a head edge (code, id):
+    # the tokens above it are excluded (`streaming.affine_q`).
     stats = row_stats(flat, inv_tau, moment=True)
     z_max, log_sum, entropy = stats.max_log_sum_and_entropy(inv_tau)
     centre = z_max * inv_tau + (log_sum - entropy)  # log Σ − H = E_p[x − max x]
-    return _edge_terms(flat, inv_tau, mass, stats, centre, TYPICAL.value, arrivals)
+    floor, shift, z_max, ceiling = _edge_terms(
+        flat, inv_tau, mass, stats, centre, TYPICAL.value, arrivals
+    )  # fmt: skip
+    no_id = torch.full(ceiling.shape, -1, device=ceiling.device, dtype=torch.int32)
+    return floor, shift, z_max, (ordered_codes(ceiling) - 2**31, no_id)
 
 
 def typical_probs(z: torch.Tensor, inv_tau: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
     """The locally typical set of softmax(z/τ) per row (z [..., V] float32 CUDA; 1/τ and
     mass float32 [rows]), q renormalised on it."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    floor, shift, z_max, ceiling = _typical_terms(flat, inv_tau, mass)
-    q = exp_affine(flat, inv_tau, z_max, shift, floor)
-    return torch.where(flat > ceiling[:, None], 0.0, q).reshape(z.shape)
+    floor, shift, z_max, edge = _typical_terms(flat, inv_tau, mass)
+    return exp_affine(flat, inv_tau, z_max, shift, floor, head_edge=edge).reshape(z.shape)
 
 
 def typical_sample(
     z: torch.Tensor, inv_tau: torch.Tensor, mass: torch.Tensor, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """One token per row of z, drawn from `typical_probs`' q without writing q: the race
-    over top-p's floor on x, with the set's ceiling on z as the race's head edge (tokens
+    """One token per row of z, drawn from `typical_probs`' q without writing q: the draw
+    over top-p's floor on x, with the set's ceiling on z as the draw's head edge (tokens
     above it excluded)."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
     rows = flat.shape[0]
-    seed = race_seed(z.device, generator)
-    tokens, arrivals = race_targets(rows, z.device)
-    tokens.fill_(-1)  # the race with a head edge draws on rows whose token is still −1
-    floor, shift, z_max, ceiling = _typical_terms(flat, inv_tau, mass, arrivals=arrivals)
-    edge = (ordered_codes(ceiling) - 2**31, torch.full_like(tokens, -1, dtype=torch.int32))
-    affine_race(flat, inv_tau, z_max, shift, seed, (tokens, arrivals), floor=floor,
+    seed = draw_seed(z.device, generator)
+    tokens, arrivals = draw_targets(rows, z.device)
+    tokens.fill_(-1)  # the draw with a head edge draws on rows whose token is still −1
+    floor, shift, z_max, edge = _typical_terms(flat, inv_tau, mass, arrivals=arrivals)
+    draw_affine(flat, inv_tau, z_max, shift, seed, (tokens, arrivals), floor=floor,
                 head_edge=edge)  # fmt: skip
     return tokens.reshape(z.shape[:-1])

@@ -1,0 +1,219 @@
+"""The draw every sampling kernel ends with: inverse transform sampling over block sums.
+
+A row is cut into blocks of BLOCK tokens. The row's programs stream it block by block and
+store each block's mass Σ q (for raw logits also the block's max z, which that mass is
+relative to: no row max is needed first). The row's last program to finish then
+1. picks a block: the first whose float64 running sum of block masses exceeds u₁·Σ;
+2. reloads that block and picks the token the same way, with u₂, over its q.
+
+So a draw reads the row once, with one exp per token and no random number per token (an
+exponential race spends a Philox word and a log on every token), and writes nothing of size
+[rows, V]; u₁ and u₂ are 53-bit uniforms from one Philox call per row.
+
+Exactness: token v of block b comes up with probability (m_b / Σ m)·(q_v / Σ_{w∈b} q_w),
+where m_b is the float32 sum of the same float32 q that step 2 sums in float64: q_v / Σ q up
+to float32 rounding of q_v and of a BLOCK-term sum, for every token whose mass is above the
+uniforms' grain, 2⁻⁵³ of its block's (and of the row's) mass. A token of weight 0 is never
+drawn, not even when u·Σ rounds up to Σ.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .streaming import (
+    affine_q,
+    cdiv,
+    chunk_for,
+    floor_mode,
+    load_logits,
+    pow2_at_least,
+    program_position,
+    split_bounds,
+    splits_for,
+)
+
+BLOCK = 2048
+PER_SM = 8  # programs per SM the grid aims at
+WARPS = 4  # with PER_SM and BLOCK, the fastest of a sweep on an H200 (B = 64 and 256)
+
+# What the draw's q is: read from memory, `streaming.affine_q` of z, or exp(c·z) of raw
+# logits (blocks relative to their own max z).
+WRITTEN = tl.constexpr(0)
+AFFINE = tl.constexpr(1)
+LOGITS = tl.constexpr(2)
+
+TWO_POW_M53 = tl.constexpr(2.0**-53)
+
+
+@triton.jit
+def _finite_or_zero(top):
+    # A max of −inf (nothing live) as 0, so that −inf − max is −inf, not NaN.
+    return tl.where(top == -float("inf"), 0.0, top)
+
+
+@triton.jit
+def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, MODE: tl.constexpr,
+             FLOOR: tl.constexpr, HEAD: tl.constexpr):  # fmt: skip
+    # One block's q (0 past `end`), and with LOGITS the block's max z that q is relative to.
+    if MODE == LOGITS:
+        z = load_logits(x_ptr + offs, offs < end)
+        top = tl.max(z, axis=0)
+        # 1 at the max itself, also where it is +inf; exp(−inf) = 0 below it.
+        q = tl.where(z == top, 1.0, tl.exp(c * (z - _finite_or_zero(top))))
+        return tl.where(z > -float("inf"), q, 0.0), top
+    if MODE == WRITTEN:
+        q = tl.load(x_ptr + offs, mask=offs < end, other=0.0)
+    else:
+        q = affine_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR, HEAD)
+    return q, 0.0
+
+
+@triton.jit
+def inverse_cdf(weights, position, u):
+    """The first position whose float64 running sum of `weights` (≥ 0) exceeds u·Σ, u in
+    [0, 1): position i with probability weights_i / Σ. Capped at the last positive weight
+    (u·Σ may round up to Σ), so a weight of 0 is never picked; position 0 when Σ = 0."""
+    running = tl.cumsum(weights.to(tl.float64), axis=0)
+    total = tl.max(running, axis=0)
+    below = tl.sum((running <= u * total).to(tl.int32), axis=0)
+    return tl.minimum(below, tl.max(tl.where(weights > 0, position, 0), axis=0))
+
+
+@triton.jit
+def _uniform53(high, low):
+    # (high·2²¹ + low / 2¹¹)·2⁻⁵³ from two 32-bit words: a 53-bit uniform in [0, 1).
+    top = (high.to(tl.uint32, bitcast=True) >> 5).to(tl.uint64)
+    bottom = (low.to(tl.uint32, bitcast=True) >> 6).to(tl.uint64)
+    return ((top << 26) | bottom).to(tl.float64) * TWO_POW_M53
+
+
+@triton.jit
+def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, edge_id_ptr,
+                 seed_ptr, mass_ptr, top_ptr, arrivals_ptr, out_ptr, V, CHUNK, BLOCKS,
+                 BLOCK: tl.constexpr, BLOCKS_POW2: tl.constexpr, MODE: tl.constexpr,
+                 FLOOR: tl.constexpr, HEAD: tl.constexpr):  # fmt: skip
+    # With HEAD, rows whose token is already drawn (out[row] ≥ 0) do nothing.
+    row, split, splits = program_position()
+    pending = tl.load(out_ptr + row) < 0 if HEAD else True
+    if pending:
+        # Only the parameters this mode reads are loaded: the others' pointers may be anything.
+        c = tl.load(c_ptr + row) if MODE != WRITTEN else 0.0
+        z_max = tl.load(zmax_ptr + row) if MODE == AFFINE else 0.0
+        shift = tl.load(shift_ptr + row) if MODE == AFFINE else 0.0
+        floor = tl.load(floor_ptr + row) if MODE == AFFINE else 0.0
+        edge_code = tl.load(edge_code_ptr + row) if HEAD else 0
+        edge_id = tl.load(edge_id_ptr + row) if HEAD else 0
+        base = x_ptr + row.to(tl.int64) * V
+        lane = tl.arange(0, BLOCK)
+        begin, end = split_bounds(split, CHUNK, V)
+        for start in range(begin, end, BLOCK):
+            q, top = _block_q(base, start + lane, end, c, z_max, shift, floor, edge_code,
+                              edge_id, MODE, FLOOR, HEAD)  # fmt: skip
+            slot = row * BLOCKS + start // BLOCK
+            tl.store(mass_ptr + slot, tl.sum(q, axis=0))
+            if MODE == LOGITS:
+                tl.store(top_ptr + slot, top)
+        # The barrier and the count's release put this program's stores before its
+        # arrival; the last program's acquire puts its loads after every arrival. ".cg"
+        # reads from L2, past any stale line in this SM's L1.
+        tl.debug_barrier()
+        if tl.atomic_add(arrivals_ptr + row, 1, sem="acq_rel", scope="gpu") == splits - 1:
+            blocks = tl.arange(0, BLOCKS_POW2)
+            present = blocks < BLOCKS
+            mass = tl.load(mass_ptr + row * BLOCKS + blocks, mask=present, other=0.0,
+                           cache_modifier=".cg")  # fmt: skip
+            if MODE == LOGITS:
+                tops = tl.load(top_ptr + row * BLOCKS + blocks, mask=present,
+                               other=-float("inf"), cache_modifier=".cg")  # fmt: skip
+                row_top = tl.max(tops, axis=0)
+                weight = tl.exp(c * (tops - _finite_or_zero(row_top)))
+                mass = tl.where(tops == row_top, mass, mass * weight)
+            words = tl.randint4x(tl.load(seed_ptr), row.to(tl.int64))
+            start = inverse_cdf(mass, blocks, _uniform53(words[0], words[1])) * BLOCK
+            q, _ = _block_q(base, start + lane, tl.minimum(start + BLOCK, V), c, z_max, shift,
+                            floor, edge_code, edge_id, MODE, FLOOR, HEAD)  # fmt: skip
+            token = start + inverse_cdf(q, lane, _uniform53(words[2], words[3]))
+            tl.store(out_ptr + row, token.to(tl.int64))
+
+
+def draw_seed(device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """Philox seeds drawn from `generator` into a device tensor (the draw uses the first,
+    Best-of-K's head the second): seeded draws repeat, and nothing waits on the host."""
+    return torch.randint(0, 2**31 - 1, (2,), device=device, generator=generator)
+
+
+def draw_targets(rows: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens a draw writes (int64 [rows]) and its arrival counters (int32 [rows]), which
+    must be zero when the draw starts: the per-row kernel before `draw_affine` zeroes them."""
+    return (
+        torch.empty(rows, device=device, dtype=torch.int64),
+        torch.empty(rows, device=device, dtype=torch.int32),
+    )
+
+
+def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], seed: torch.Tensor,
+            targets: tuple[torch.Tensor, torch.Tensor], mode: int, floor: int = 0,
+            head: bool = False) -> torch.Tensor:  # fmt: skip
+    # The grid (about 8 programs per SM, each over whole blocks), the per-block masses (and
+    # maxima, for raw logits), one launch.
+    rows, vocab = x.shape
+    splits = splits_for(rows, vocab, x.device, per_sm=PER_SM, block=BLOCK)
+    blocks = cdiv(vocab, BLOCK)
+    mass = torch.empty(rows, blocks, device=x.device, dtype=torch.float32)
+    tops = torch.empty_like(mass) if mode == LOGITS.value else mass
+    tokens, arrivals = targets
+    _draw_kernel[(rows, splits)](
+        x, *params, seed, mass, tops, arrivals, tokens, vocab, chunk_for(vocab, splits, BLOCK),
+        blocks, BLOCK=BLOCK, BLOCKS_POW2=pow2_at_least(blocks, 16), MODE=mode, FLOOR=floor,
+        HEAD=head, num_warps=WARPS,
+    )  # fmt: skip
+    return tokens
+
+
+def _fresh_targets(rows: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return (
+        torch.empty(rows, device=device, dtype=torch.int64),
+        torch.zeros(rows, device=device, dtype=torch.int32),
+    )
+
+
+def draw_from_probs(q: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of q ([..., V], CUDA, ≥ 0, any positive scale), distributed as q."""
+    flat = q.reshape(-1, q.shape[-1]).float().contiguous()
+    tokens = _launch(flat, (flat,) * 6, draw_seed(q.device, generator),
+                     _fresh_targets(flat.shape[0], q.device), WRITTEN.value)  # fmt: skip
+    return tokens.reshape(q.shape[:-1])
+
+
+def draw_affine(
+    z: torch.Tensor,
+    c: torch.Tensor,
+    z_max: torch.Tensor,
+    shift: torch.Tensor,
+    seed: torch.Tensor,
+    targets: tuple[torch.Tensor, torch.Tensor],
+    floor: torch.Tensor | None = None,
+    head_edge: tuple[torch.Tensor, torch.Tensor] | None = None,
+    tempered: bool = False,
+) -> torch.Tensor:
+    """One token per row of z [rows, V] from q ∝ exp(c·(z − z_max) − shift) ([rows] each):
+    with `floor`, only over c·z ≥ floor (with `tempered`, c holds τ and the floor is on
+    (z − z_max)/τ, see `streaming.affine_q`); with `head_edge` (code, id per row), only over
+    the tail below that edge and only on rows whose token (in `targets`) is still −1."""
+    edge = (shift, shift) if head_edge is None else head_edge
+    params = (c, z_max, shift, shift if floor is None else floor, *edge)
+    return _launch(z, params, seed, targets, AFFINE.value, floor_mode(floor, tempered),
+                   head_edge is not None)  # fmt: skip
+
+
+def draw_from_logits(
+    z: torch.Tensor, c: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One token per row of z [rows, V] (CUDA, float32) from q ∝ exp(c·z) (c: float32
+    [rows], > 0), reading z once: no max z first, nothing of size [rows, V] written. NaN
+    logits count as −inf."""
+    return _launch(z, (c,) * 6, draw_seed(z.device, generator),
+                   _fresh_targets(z.shape[0], z.device), LOGITS.value)  # fmt: skip
