@@ -493,6 +493,51 @@ def test_cuda_sparsemax_shifts_before_scaling():
     )
 
 
+@pytest.mark.parametrize(
+    "decoder",
+    [d.Softmax(0.8), d.TopP(0.9, 1.1), d.MinP(0.05, 0.7), d.Typical(0.9), d.TopK(50, 0.9),
+     d.SimplexDecoder(d.Shannon(), d.TopKSupport(50) & d.TopPSupport(0.9))],
+    ids=repr,
+)  # fmt: skip
+def test_cuda_coordinated_draw_over_the_closed_form_is_the_written_draw_and_exact(decoder):
+    """A route's draw with codes as its randomness (q never written) against the coordinated
+    draw over the written q at V = 151,936: the same tokens bar a code within rounding of
+    an edge; then 6 × 8,192 coordinated samples of one row (groups of 8) against q by
+    chi-square, and the long tail drawn no more often than its mass."""
+    from decoptim.core.kernels.draw import draw_coordinated
+    from decoptim.core.kernels.table import route_name
+
+    scipy_stats = pytest.importorskip("scipy.stats")
+    z = random_logits(64, 151936, 12).cuda()
+    assert route_name(decoder, z) != "torch"
+    codes = d.group_codes(8, 8, seed=5, device="cuda")
+    tokens, new = decoder.sample_coordinated(z, codes)
+    q_z = decoder.probs(z)
+    expected, expected_new = draw_coordinated(q_z, codes)
+    same = tokens == expected
+    assert int(same.sum()) >= 63, (tokens, expected)
+    share = (q_z / q_z.sum(-1, keepdim=True)).gather(1, tokens[:, None])[:, 0].double()
+    assert ((new.value - expected_new.value).abs()[same] <= 1e-5 / share[same]).all()
+    assert torch.equal(new.step, codes.step + 1)
+    rows = 8192
+    probe = torch.full((151936,), -24.0)
+    probe[:40] = torch.linspace(-2.0, 2.0, 40)
+    batch = probe.cuda().expand(rows, -1).contiguous()
+    q = decoder.probs(batch[:1].cpu().double())[0]
+    # Six batches of other groups (`first_group`): a run's seed is mixed with the group ids,
+    # so the same ids under another seed give the same set of codes, permuted.
+    groups = rows // 8
+    batches = [d.group_codes(groups, 8, seed=5, device="cuda", first_group=groups * b)
+               for b in range(6)]  # fmt: skip
+    drawn = torch.cat([decoder.sample_coordinated(batch, codes)[0] for codes in batches]).cpu()
+    live = torch.nonzero(q[:40] > 0).flatten()
+    assert int((drawn >= 40).sum()) <= 3, int((drawn >= 40).sum())  # tail mass < 4e-6
+    assert torch.isin(drawn[drawn < 40], live).all()
+    counts = (drawn[:, None] == live).sum(0).double()
+    expected_counts = q[live] / q[live].sum() * counts.sum()
+    assert scipy_stats.chisquare(counts.numpy(), expected_counts.numpy()).pvalue > 1e-4
+
+
 def test_cuda_coordinated_draw_equals_the_cpu_path_and_stays_exact():
     """The CUDA kernel against the torch path from the same codes (tokens equal, codes to
     1e-11), then 200 steps on the GPU and a chi-square of the next tokens against q, and
@@ -523,7 +568,8 @@ def test_cuda_coordinated_draw_equals_the_cpu_path_and_stays_exact():
     tail[0, :8] = torch.linspace(0, 2, 8)
     q_tail = torch.softmax(tail, -1).cuda().expand(rows, -1).contiguous()
     drawn = torch.cat(
-        [d.coordinated_sample(q_tail, d.group_codes(rows // 8, 8, seed=s, device="cuda"))[0]
-         for s in range(25)]
+        [d.coordinated_sample(q_tail, d.group_codes(rows // 8, 8, seed=3, device="cuda",
+                                                    first_group=rows // 8 * b))[0]
+         for b in range(25)]
     )  # fmt: skip
     assert int((drawn >= 8).sum()) <= 3  # expected 0.04 of 204,800

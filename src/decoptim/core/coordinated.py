@@ -190,9 +190,9 @@ def coordinated_sample(q: Tensor, codes: Codes, validate: bool = True) -> tuple[
     if validate:
         _check_step(q, codes)
     if not shared and q.dtype == torch.float32 and use_kernels(q):
-        from .kernels.coordinated import coordinated_sample_cuda
+        from .kernels.draw import draw_coordinated
 
-        return coordinated_sample_cuda(q, codes)
+        return draw_coordinated(q, codes)
     # Shared row: the samples' targets along one row [1, n]; else one per row [n, 1].
     layout = (1, -1) if shared else (-1, 1)
     seed, index, step = (
@@ -255,22 +255,34 @@ def _locate(ends: Tensor, target: Tensor, start: Tensor | float) -> tuple[Tensor
     return token, low, high - low
 
 
+def check_codes(codes: Codes) -> None:
+    """Raises unless `codes` are `Codes` with float64 values in [0, 1) (one host sync)."""
+    if not isinstance(codes, Codes):
+        raise TypeError(f"codes must be Codes (see start_codes), got {type(codes).__name__}")
+    _check_values(codes.value)
+
+
+def _check_values(value: Tensor, *other_flags: Tensor) -> list[bool]:
+    # The codes' dtype and range, and the truth of other flags read in the same host sync.
+    if value.dtype != torch.float64:
+        raise TypeError(f"codes.value must be float64, got dtype={value.dtype}")
+    outside = ~((value >= 0) & (value < 1))
+    flags = torch.stack([outside.any(), *other_flags]).tolist()
+    if flags[0]:
+        raise ValueError(f"codes must lie in [0, 1), got {_show(value[outside])}")
+    return flags[1:]
+
+
 def _check_step(q: Tensor, codes: Codes) -> None:
     if not isinstance(q, Tensor) or not q.is_floating_point():
         raise TypeError(f"q must be a floating-point tensor, got {getattr(q, 'dtype', type(q))}")
     if q.dim() == 0 or q.shape[-1] == 0:
         raise ValueError(f"q must have shape [..., V] with V >= 1, got {tuple(q.shape)}")
-    value = codes.value
-    if value.dtype != torch.float64:
-        raise TypeError(f"codes.value must be float64, got dtype={value.dtype}")
-    outside = ~((value >= 0) & (value < 1))
     # Non-negative entries with a finite, positive sum are finite (a NaN fails amin ≥ 0).
     total = q.sum(-1)
     bad_q = ~(q.amin(-1) >= 0) | ~torch.isfinite(total) | ~(total > 0)
-    flags = torch.stack([outside.any(), bad_q.any()]).tolist()
-    if flags[0]:
-        raise ValueError(f"codes must lie in [0, 1), got {_show(value[outside])}")
-    if flags[1]:
+    (q_is_bad,) = _check_values(codes.value, bad_q.any())
+    if q_is_bad:
         row = int(torch.nonzero(bad_q.flatten())[0])
         raise ValueError(
             f"q row {row} must be finite and non-negative with positive mass, got "
@@ -300,6 +312,7 @@ def _show(values: Tensor) -> str:
 
 __all__ = [
     "Codes",
+    "check_codes",
     "coordinated_sample",
     "forced_scores",
     "group_codes",

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .checks import Param, check_logits, per_row, positive
-from .coordinated import Codes, coordinated_sample
+from .coordinated import Codes, check_codes, coordinated_sample
 from .kernels import use_kernels
 from .kernels.table import Route, kernel_route
 from .problem import Certificate, RegularizedLinear, SimplexProblem
@@ -94,7 +94,22 @@ class Decoder:
         """One token per row ([...], int64), each drawn from `probs(logits)` by its row's
         code, and the codes for the next step: the rows of a group are drawn jointly
         (stratified), each exactly from q. See `decoptim.core.coordinated`."""
-        return coordinated_sample(self.probs(logits), codes, validate=self.validate)
+        x, route = self._checked(logits)
+        if (
+            use_kernels(x)
+            and route is not None
+            and route.codes
+            and isinstance(codes, Codes)
+            and tuple(codes.value.shape) == tuple(x.shape[:-1])
+        ):
+            # The route's own draw over q's closed form, with the codes as its randomness.
+            from .kernels.draw import CodedDraw
+
+            if self.validate:
+                check_codes(codes)
+            source = CodedDraw.of(codes, x.device)
+            return route.sample(self, x, source), source.next_codes(codes.value.shape)
+        return coordinated_sample(self._solve(x, route), codes, validate=self.validate)
 
     def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:
         """Optimality figures of `probs` (default: this decoder's output) for its problem:

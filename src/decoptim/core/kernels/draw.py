@@ -15,14 +15,24 @@ where m_b is the float32 sum of the same float32 q that step 2 sums in float64: 
 to float32 rounding of q_v and of a BLOCK-term sum, for every token whose mass is above the
 uniforms' grain, 2⁻⁵³ of its block's (and of the row's) mass. A token of weight 0 is never
 drawn, not even when u·Σ rounds up to Σ.
+
+A coordinated draw (`CodedDraw`, see `decoptim.core.coordinated`) takes each row's code in
+place of u₁ and u₂: the block whose bucket holds code·Σ (float64 block sums, as the torch
+path's), then the token whose bucket holds the code's place inside the block, and the next
+code is that place inside the token's bucket, refilled below its grain with the torch
+path's hashed bits. So a coordinated sample reads q's closed form as a plain one does.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
+from ..coordinated import _REFILL, Codes
+from .coordinated import hashed_uniform
 from .streaming import (
     affine_q,
     cdiv,
@@ -45,6 +55,8 @@ WRITTEN = tl.constexpr(0)
 AFFINE = tl.constexpr(1)
 LOGITS = tl.constexpr(2)
 
+TWO_POW_M52 = tl.constexpr(2.0**-52)
+REFILL = tl.constexpr(_REFILL)
 TWO_POW_M53 = tl.constexpr(2.0**-53)
 
 
@@ -72,14 +84,25 @@ def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, MODE:
 
 
 @triton.jit
+def pick(weights, position, target):
+    """The first position whose float64 running sum of `weights` (≥ 0) exceeds `target`
+    (a float64 in [0, Σ)), and that position's bucket: its running sum before it and its
+    weight. Capped at the last positive weight (a target computed as u·Σ may round up to
+    Σ), so a weight of 0 is never picked; position 0 when Σ = 0."""
+    weights = weights.to(tl.float64)
+    running = tl.cumsum(weights, axis=0)
+    below = tl.sum((running <= target).to(tl.int32), axis=0)
+    chosen = tl.minimum(below, tl.max(tl.where(weights > 0, position, 0), axis=0))
+    width = tl.sum(tl.where(position == chosen, weights, 0.0), axis=0)
+    low = tl.sum(tl.where(position == chosen, running, 0.0), axis=0) - width
+    return chosen, low, width
+
+
+@triton.jit
 def inverse_cdf(weights, position, u):
-    """The first position whose float64 running sum of `weights` (≥ 0) exceeds u·Σ, u in
-    [0, 1): position i with probability weights_i / Σ. Capped at the last positive weight
-    (u·Σ may round up to Σ), so a weight of 0 is never picked; position 0 when Σ = 0."""
-    running = tl.cumsum(weights.to(tl.float64), axis=0)
-    total = tl.max(running, axis=0)
-    below = tl.sum((running <= u * total).to(tl.int32), axis=0)
-    return tl.minimum(below, tl.max(tl.where(weights > 0, position, 0), axis=0))
+    """`pick` at u·Σ for u in [0, 1): position i with probability weights_i / Σ."""
+    total = tl.sum(weights.to(tl.float64), axis=0)
+    return pick(weights, position, u * total)[0]
 
 
 @triton.jit
@@ -92,10 +115,13 @@ def _uniform53(high, low):
 
 @triton.jit
 def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, edge_id_ptr,
-                 seed_ptr, mass_ptr, top_ptr, arrivals_ptr, out_ptr, V, CHUNK, BLOCKS,
-                 BLOCK: tl.constexpr, BLOCKS_POW2: tl.constexpr, MODE: tl.constexpr,
-                 FLOOR: tl.constexpr, HEAD: tl.constexpr):  # fmt: skip
-    # With HEAD, rows whose token is already drawn (out[row] ≥ 0) do nothing.
+                 seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr, next_code_ptr, mass_ptr,
+                 top_ptr, arrivals_ptr, out_ptr, V, CHUNK, BLOCKS, BLOCK: tl.constexpr,
+                 BLOCKS_POW2: tl.constexpr, MODE: tl.constexpr, FLOOR: tl.constexpr,
+                 HEAD: tl.constexpr, CODED: tl.constexpr):  # fmt: skip
+    # With HEAD, rows whose token is already drawn (out[row] ≥ 0) do nothing. With CODED the
+    # row's code (code, group seed, index, step) replaces the Philox uniforms, block masses
+    # are float64 sums, and the row's next code goes to next_code[row].
     row, split, splits = program_position()
     pending = tl.load(out_ptr + row) < 0 if HEAD else True
     if pending:
@@ -113,7 +139,7 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
             q, top = _block_q(base, start + lane, end, c, z_max, shift, floor, edge_code,
                               edge_id, MODE, FLOOR, HEAD)  # fmt: skip
             slot = row * BLOCKS + start // BLOCK
-            tl.store(mass_ptr + slot, tl.sum(q, axis=0))
+            tl.store(mass_ptr + slot, tl.sum(q.to(tl.float64) if CODED else q, axis=0))
             if MODE == LOGITS:
                 tl.store(top_ptr + slot, top)
         # The barrier and the count's release put this program's stores before its
@@ -131,18 +157,68 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
                 row_top = tl.max(tops, axis=0)
                 weight = tl.exp(c * (tops - _finite_or_zero(row_top)))
                 mass = tl.where(tops == row_top, mass, mass * weight)
-            words = tl.randint4x(tl.load(seed_ptr), row.to(tl.int64))
-            start = inverse_cdf(mass, blocks, _uniform53(words[0], words[1])) * BLOCK
+            total = tl.sum(mass.to(tl.float64), axis=0)
+            if CODED:
+                target = tl.load(code_ptr + row) * total
+            else:
+                words = tl.randint4x(tl.load(seed_ptr), row.to(tl.int64))
+                target = _uniform53(words[0], words[1]) * total
+            block, before, block_mass = pick(mass, blocks, target)
+            start = block * BLOCK
             q, _ = _block_q(base, start + lane, tl.minimum(start + BLOCK, V), c, z_max, shift,
                             floor, edge_code, edge_id, MODE, FLOOR, HEAD)  # fmt: skip
-            token = start + inverse_cdf(q, lane, _uniform53(words[2], words[3]))
-            tl.store(out_ptr + row, token.to(tl.int64))
+            in_block = tl.sum(q.to(tl.float64), axis=0)
+            # The target's place inside the block's bucket, mapped onto the block's own sums
+            # (a code's); a fresh uniform (Philox's).
+            if CODED:
+                position = tl.minimum((target - before) / block_mass, 1.0)
+            else:
+                position = _uniform53(words[2], words[3])
+            token, low, width = pick(q, lane, position * in_block)
+            tl.store(out_ptr + row, (start + token).to(tl.int64))
+            if CODED:
+                # The code's place inside the token's bucket, refilled below its grain (as
+                # `coordinated.coordinated_sample`).
+                inside = tl.minimum(tl.maximum((position * in_block - low) / width, 0.0), 1.0)
+                grain = TWO_POW_M52 * total * in_block / (width * block_mass)
+                fresh = hashed_uniform(tl.load(group_ptr + row), tl.load(index_ptr + row),
+                                       tl.load(step_ptr + row) + 1, REFILL)  # fmt: skip
+                refilled = inside + fresh * grain
+                tl.store(next_code_ptr + row, refilled - tl.floor(refilled))
 
 
-def draw_seed(device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-    """Philox seeds drawn from `generator` into a device tensor (the draw uses the first,
-    Best-of-K's head the second): seeded draws repeat, and nothing waits on the host."""
-    return torch.randint(0, 2**31 - 1, (2,), device=device, generator=generator)
+class CodedDraw(NamedTuple):
+    """A coordinated draw's randomness (`decoptim.core.coordinated`) in place of Philox's:
+    per row its code (float64), group seed, index and step (int64), flat on the device, and
+    the buffer the draw writes each row's next code to."""
+
+    value: torch.Tensor
+    seed: torch.Tensor
+    index: torch.Tensor
+    step: torch.Tensor
+    next_value: torch.Tensor
+
+    @classmethod
+    def of(cls, codes: Codes, device: torch.device) -> CodedDraw:
+        value, seed, index, step = (part.reshape(-1).to(device).contiguous() for part in codes)
+        return cls(value, seed, index, step, torch.empty_like(value))
+
+    def next_codes(self, shape: torch.Size) -> Codes:
+        """The codes after this draw, in the samples' shape."""
+        parts = (self.next_value, self.seed, self.index, self.step + 1)
+        return Codes(*(part.reshape(shape) for part in parts))
+
+
+Randomness = torch.Generator | CodedDraw | None
+
+
+def draw_seed(device: torch.device, randomness: Randomness) -> torch.Tensor | CodedDraw:
+    """The draw's source of randomness: Philox seeds drawn from a generator (or None) into a
+    device tensor (the draw uses the first, Best-of-K's head the second), so that seeded
+    draws repeat and nothing waits on the host; or the codes of a coordinated draw."""
+    if isinstance(randomness, CodedDraw):
+        return randomness
+    return torch.randint(0, 2**31 - 1, (2,), device=device, generator=randomness)
 
 
 def draw_targets(rows: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,21 +230,25 @@ def draw_targets(rows: int, device: torch.device) -> tuple[torch.Tensor, torch.T
     )
 
 
-def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], seed: torch.Tensor,
+def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Tensor | CodedDraw,
             targets: tuple[torch.Tensor, torch.Tensor], mode: int, floor: int = 0,
             head: bool = False) -> torch.Tensor:  # fmt: skip
-    # The grid (about 8 programs per SM, each over whole blocks), the per-block masses (and
-    # maxima, for raw logits), one launch.
+    # The grid (about PER_SM programs per SM, each over whole blocks), the per-block masses
+    # (float64 for codes; and the blocks' maxima, for raw logits), one launch.
     rows, vocab = x.shape
     splits = splits_for(rows, vocab, x.device, per_sm=PER_SM, block=BLOCK)
     blocks = cdiv(vocab, BLOCK)
-    mass = torch.empty(rows, blocks, device=x.device, dtype=torch.float32)
-    tops = torch.empty_like(mass) if mode == LOGITS.value else mass
+    coded = isinstance(source, CodedDraw)
+    mass_type = torch.float64 if coded else torch.float32
+    mass = torch.empty(rows, blocks, device=x.device, dtype=mass_type)
+    tops = torch.empty(rows, blocks, device=x.device) if mode == LOGITS.value else mass
+    randomness = (source.value, *source) if coded else (source,) * 6
     tokens, arrivals = targets
     _draw_kernel[(rows, splits)](
-        x, *params, seed, mass, tops, arrivals, tokens, vocab, chunk_for(vocab, splits, BLOCK),
-        blocks, BLOCK=BLOCK, BLOCKS_POW2=pow2_at_least(blocks, 16), MODE=mode, FLOOR=floor,
-        HEAD=head, num_warps=WARPS,
+        x, *params, *randomness, mass, tops, arrivals, tokens, vocab,
+        chunk_for(vocab, splits, BLOCK), blocks, BLOCK=BLOCK,
+        BLOCKS_POW2=pow2_at_least(blocks, 16), MODE=mode, FLOOR=floor, HEAD=head, CODED=coded,
+        num_warps=WARPS,
     )  # fmt: skip
     return tokens
 
@@ -180,12 +260,22 @@ def _fresh_targets(rows: int, device: torch.device) -> tuple[torch.Tensor, torch
     )
 
 
-def draw_from_probs(q: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def draw_from_probs(q: torch.Tensor, randomness: Randomness = None) -> torch.Tensor:
     """One index per row of q ([..., V], CUDA, ≥ 0, any positive scale), distributed as q."""
     flat = q.reshape(-1, q.shape[-1]).float().contiguous()
-    tokens = _launch(flat, (flat,) * 6, draw_seed(q.device, generator),
+    tokens = _launch(flat, (flat,) * 6, draw_seed(q.device, randomness),
                      _fresh_targets(flat.shape[0], q.device), WRITTEN.value)  # fmt: skip
     return tokens.reshape(q.shape[:-1])
+
+
+def draw_coordinated(q: torch.Tensor, codes: Codes) -> tuple[torch.Tensor, Codes]:
+    """`coordinated.coordinated_sample` for q with one row per sample ([..., V], float32 on
+    CUDA): the tokens and the next codes. Its sums are float64 as the torch path's, in
+    another order (V·2⁻⁵² of the mass at most), so the tokens agree unless a code falls that
+    close to a bucket's edge."""
+    source = CodedDraw.of(codes, q.device)
+    tokens = draw_from_probs(q, source)
+    return tokens.reshape(codes.value.shape), source.next_codes(codes.value.shape)
 
 
 def draw_affine(
@@ -193,27 +283,28 @@ def draw_affine(
     c: torch.Tensor,
     z_max: torch.Tensor,
     shift: torch.Tensor,
-    seed: torch.Tensor,
+    source: torch.Tensor | CodedDraw,
     targets: tuple[torch.Tensor, torch.Tensor],
     floor: torch.Tensor | None = None,
     head_edge: tuple[torch.Tensor, torch.Tensor] | None = None,
     tempered: bool = False,
 ) -> torch.Tensor:
-    """One token per row of z [rows, V] from q ∝ exp(c·(z − z_max) − shift) ([rows] each):
-    with `floor`, only over c·z ≥ floor (with `tempered`, c holds τ and the floor is on
-    (z − z_max)/τ, see `streaming.affine_q`); with `head_edge` (code, id per row), only over
-    the tail below that edge and only on rows whose token (in `targets`) is still −1."""
+    """One token per row of z [rows, V] from q ∝ exp(c·(z − z_max) − shift) ([rows] each),
+    with the randomness `source` from `draw_seed`: with `floor`, only over c·z ≥ floor (with
+    `tempered`, c holds τ and the floor is on (z − z_max)/τ, see `streaming.affine_q`); with
+    `head_edge` (code, id per row), only over the tail below that edge and only on rows
+    whose token (in `targets`) is still −1."""
     edge = (shift, shift) if head_edge is None else head_edge
     params = (c, z_max, shift, shift if floor is None else floor, *edge)
-    return _launch(z, params, seed, targets, AFFINE.value, floor_mode(floor, tempered),
+    return _launch(z, params, source, targets, AFFINE.value, floor_mode(floor, tempered),
                    head_edge is not None)  # fmt: skip
 
 
 def draw_from_logits(
-    z: torch.Tensor, c: torch.Tensor, generator: torch.Generator | None = None
+    z: torch.Tensor, c: torch.Tensor, randomness: Randomness = None
 ) -> torch.Tensor:
     """One token per row of z [rows, V] (CUDA, float32) from q ∝ exp(c·z) (c: float32
     [rows], > 0), reading z once: no max z first, nothing of size [rows, V] written. NaN
     logits count as −inf."""
-    return _launch(z, (c,) * 6, draw_seed(z.device, generator),
+    return _launch(z, (c,) * 6, draw_seed(z.device, randomness),
                    _fresh_targets(z.shape[0], z.device), LOGITS.value)  # fmt: skip

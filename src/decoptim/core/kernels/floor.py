@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 
 from .candidates import kth_largest, top_candidates
-from .draw import draw_affine, draw_seed
+from .draw import Randomness, draw_affine, draw_seed
 from .streaming import cdiv, exp_affine, row_stats, segment_size
 from .top_p import top_p_in_top_k
 
@@ -138,7 +138,7 @@ def floor_sample(
     tau: torch.Tensor,
     z_max: torch.Tensor,
     floor: torch.Tensor,
-    generator: torch.Generator | None = None,
+    randomness: Randomness = None,
 ) -> torch.Tensor:
     """One token per row of flat drawn from `floor_probs(flat, tau, z_max, floor)`, without
     writing q."""
@@ -147,6 +147,6 @@ def floor_sample(
         torch.empty(rows, device=flat.device, dtype=torch.int64),
         torch.zeros(rows, device=flat.device, dtype=torch.int32),
     )
-    seed = draw_seed(flat.device, generator)
+    seed = draw_seed(flat.device, randomness)
     shift = torch.zeros_like(z_max)
     return draw_affine(flat, tau, z_max, shift, seed, targets, floor=floor, tempered=True)

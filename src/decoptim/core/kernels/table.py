@@ -45,6 +45,7 @@ from . import MAX_FUSED_TOP_M, use_kernels
 
 if TYPE_CHECKING:  # the kernel modules import Triton: only where a route runs
     from .bok_topm import TopMProblem
+    from .draw import Randomness
 
 # The w = p Best-of-K kernels give NaN rows beyond these coverage slopes βK (measured on an
 # H200: mirror from βK ≈ 800, exact from 1e5, where e^{βK·max p} in their head bound
@@ -59,7 +60,9 @@ class Route:
     name: str
     covers: Callable[[Decoder], bool]
     probs: Callable[[Decoder, Tensor], Tensor]
-    sample: Callable[[Decoder, Tensor, torch.Generator | None], Tensor] | None = None
+    sample: Callable[[Decoder, Tensor, Randomness], Tensor] | None = None
+    # Whether `sample` also draws coordinated samples: a `draw.CodedDraw` as its randomness.
+    codes: bool = False
 
 
 def _rows(name: str, value: Param, x: Tensor) -> Tensor:
@@ -91,10 +94,10 @@ def _softmax_probs(decoder: Decoder, x: Tensor) -> Tensor:
     return softmax_probs(x, _rows("temperature", 1.0 / decoder.temperature, x))
 
 
-def _softmax_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None) -> Tensor:
+def _softmax_sample(decoder: Decoder, x: Tensor, randomness: Randomness) -> Tensor:
     from .temperature import softmax_sample
 
-    return softmax_sample(x, _rows("temperature", 1.0 / decoder.temperature, x), generator)
+    return softmax_sample(x, _rows("temperature", 1.0 / decoder.temperature, x), randomness)
 
 
 SOFTMAX = Route(
@@ -102,6 +105,7 @@ SOFTMAX = Route(
     covers=lambda decoder: decoder.solver in ("auto", "closed_form"),
     probs=_softmax_probs,
     sample=_softmax_sample,
+    codes=True,
 )
 
 
@@ -118,13 +122,15 @@ def _top_p_probs(decoder: Decoder, x: Tensor) -> Tensor:
     return top_p_probs(x, *_top_p_rows(decoder, x))
 
 
-def _top_p_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None) -> Tensor:
+def _top_p_sample(decoder: Decoder, x: Tensor, randomness: Randomness) -> Tensor:
     from .top_p import top_p_sample
 
-    return top_p_sample(x, *_top_p_rows(decoder, x), generator)
+    return top_p_sample(x, *_top_p_rows(decoder, x), randomness)
 
 
-TOP_P = Route("top_p", covers=lambda decoder: True, probs=_top_p_probs, sample=_top_p_sample)
+TOP_P = Route(
+    "top_p", covers=lambda decoder: True, probs=_top_p_probs, sample=_top_p_sample, codes=True
+)
 
 
 # --- Shannon over the locally typical set: top-p's kernels on the key −|x − E_p[x]| ---------
@@ -141,14 +147,18 @@ def _typical_probs(decoder: Decoder, x: Tensor) -> Tensor:
     return typical_probs(x, *_typical_rows(decoder, x))
 
 
-def _typical_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None) -> Tensor:
+def _typical_sample(decoder: Decoder, x: Tensor, randomness: Randomness) -> Tensor:
     from .top_p import typical_sample
 
-    return typical_sample(x, *_typical_rows(decoder, x), generator)
+    return typical_sample(x, *_typical_rows(decoder, x), randomness)
 
 
 TYPICAL = Route(
-    "typical", covers=lambda decoder: True, probs=_typical_probs, sample=_typical_sample
+    "typical",
+    covers=lambda decoder: True,
+    probs=_typical_probs,
+    sample=_typical_sample,
+    codes=True,
 )
 
 
@@ -212,15 +222,15 @@ def _floor_route(name: str, terms) -> Route:
 
         return floor_probs(*solved(decoder, x)).reshape(x.shape)
 
-    def sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    def sample(decoder: Decoder, x: Tensor, randomness: Randomness) -> Tensor:
         from .floor import floor_sample
 
-        return floor_sample(*solved(decoder, x), generator).reshape(x.shape[:-1])
+        return floor_sample(*solved(decoder, x), randomness).reshape(x.shape[:-1])
 
     def covered(decoder: Decoder) -> bool:
         return decoder.solver in ("auto", "closed_form")
 
-    return Route(name, covers=covered, probs=probs, sample=sample)
+    return Route(name, covers=covered, probs=probs, sample=sample, codes=True)
 
 
 MIN_P = _floor_route("floor", _min_p_terms)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .draw import draw_from_logits
+from .draw import Randomness, draw_from_logits
 from .streaming import exp_affine, row_stats
 
 
@@ -24,9 +24,9 @@ def softmax_probs(z: torch.Tensor, inv_tau: torch.Tensor) -> torch.Tensor:
 
 
 def softmax_sample(
-    z: torch.Tensor, inv_tau: torch.Tensor, generator: torch.Generator | None = None
+    z: torch.Tensor, inv_tau: torch.Tensor, randomness: Randomness = None
 ) -> torch.Tensor:
     """One token per row of z ([..., V] on CUDA) drawn from softmax(z·inv_tau), in one read
     of z and without writing q (`draw.draw_from_logits`)."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    return draw_from_logits(flat, inv_tau, generator).reshape(z.shape[:-1])
+    return draw_from_logits(flat, inv_tau, randomness).reshape(z.shape[:-1])

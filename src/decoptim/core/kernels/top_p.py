@@ -28,7 +28,7 @@ from .candidates import (
     gather_splits,
     load_candidates,
 )
-from .draw import draw_affine, draw_seed, draw_targets
+from .draw import Randomness, draw_affine, draw_seed, draw_targets
 from .streaming import BLOCK as STREAM_BLOCK
 from .streaming import (
     RowStats,
@@ -530,11 +530,11 @@ def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torc
 
 
 def top_p_sample(
-    z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, generator: torch.Generator | None
+    z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, randomness: Randomness
 ) -> torch.Tensor:
     """One token per row of z, drawn from `top_p_probs`' q without writing q."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    seed = draw_seed(z.device, generator)
+    seed = draw_seed(z.device, randomness)
     targets = draw_targets(flat.shape[0], z.device)
     floor, shift, z_max = _top_p_terms(flat, inv_tau, p, arrivals=targets[1])
     tokens = draw_affine(flat, inv_tau, z_max, shift, seed, targets, floor=floor)
@@ -566,14 +566,14 @@ def typical_probs(z: torch.Tensor, inv_tau: torch.Tensor, mass: torch.Tensor) ->
 
 
 def typical_sample(
-    z: torch.Tensor, inv_tau: torch.Tensor, mass: torch.Tensor, generator: torch.Generator | None
+    z: torch.Tensor, inv_tau: torch.Tensor, mass: torch.Tensor, randomness: Randomness
 ) -> torch.Tensor:
     """One token per row of z, drawn from `typical_probs`' q without writing q: the draw
     over top-p's floor on x, with the set's ceiling on z as the draw's head edge (tokens
     above it excluded)."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
     rows = flat.shape[0]
-    seed = draw_seed(z.device, generator)
+    seed = draw_seed(z.device, randomness)
     tokens, arrivals = draw_targets(rows, z.device)
     tokens.fill_(-1)  # the draw with a head edge draws on rows whose token is still −1
     floor, shift, z_max, edge = _typical_terms(flat, inv_tau, mass, arrivals=arrivals)
