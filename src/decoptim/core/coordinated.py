@@ -93,7 +93,13 @@ def hashed_uniform(seed: Tensor, index: Tensor, step: Tensor, stream: int) -> Te
 def group_seeds(seed: int, groups: Tensor) -> Tensor:
     """One seed in [0, 2⁶²) per group id (int64 tensor), derived from a run's `seed`: the
     codes of a group depend on its id and the run's seed only, never on which groups share
-    a batch."""
+    a batch.
+
+    The run's seed is mixed in by xor with the ids before hashing, so for ids and seeds
+    below 2ᵏ another seed gives the same set of group seeds, permuted among the groups
+    (each group's own codes do change). Batches meant as independent draws of one prompt
+    need other group ids (`group_codes(first_group=...)`), not only another seed. Kept
+    as is: the study's runs were drawn with it and regenerate only with it."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
     ids = groups.to(torch.int64)
