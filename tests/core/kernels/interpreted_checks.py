@@ -560,6 +560,20 @@ def check_table_routes_equal_reference() -> None:
         table.use_kernels, decoders.use_kernels = saved
 
 
+def check_tsallis_sample_equals_the_draw_over_its_probs() -> None:
+    # Sparsemax and entmax draw from their closed form (q never written) with the same
+    # uniforms as the draw over the written q: the same tokens, bar q's normalisation (the
+    # written q is divided by its mass), which may move a uniform across an edge.
+    z = crowded(6000, 14) * 0.3
+    for decoder in (d.Sparsemax(), d.Sparsemax(0.2), d.Entmax(1.5, 0.7), d.Entmax(1.2)):
+        q = route_of(decoder).probs(decoder, z)
+        for seed in range(3):
+            drawn = route_of(decoder).sample(decoder, z, torch.Generator().manual_seed(seed))
+            written_draw = draw_from_probs(q, torch.Generator().manual_seed(seed))
+            assert (q.gather(1, drawn[:, None]) > 0).all(), (decoder, seed, drawn)
+            same = int((drawn == written_draw).sum())
+            assert same >= len(z) - 1, (decoder, seed, drawn, written_draw)
+
 def check_draw_combines_its_programs_blocks() -> None:
     # Rows split over several programs; the row's token is drawn by whichever program
     # finishes last. One-hot rows must return their token wherever it sits (the last one in
@@ -737,7 +751,8 @@ def check_coordinated_draw_over_the_closed_form_equals_the_written_draw() -> Non
     table.use_kernels = decoders.use_kernels = lambda x: True
     try:
         for decoder in (d.Softmax(0.8), d.TopP(0.9, 1.2), d.MinP(0.05, 0.7), d.Typical(0.9),
-                        d.TopK(40, 0.9)):  # fmt: skip
+                        d.TopK(40, 0.9), d.Sparsemax(0.7), d.Entmax(1.5, 0.5),
+                        d.Entmax(1.3)):  # fmt: skip
             assert table.route_name(decoder, z) != "torch" and route_of(decoder).codes, decoder
             tokens, new = decoder.sample_coordinated(z, codes)
             q = decoder.probs(z)

@@ -44,16 +44,18 @@ from .streaming import (
     split_bounds,
     splits_for,
 )
+from .tsallis import _psi, psi_kind
 
 BLOCK = 2048
 PER_SM = 8  # programs per SM the grid aims at
 WARPS = 4  # with PER_SM and BLOCK, the fastest of a sweep on an H200 (B = 64 and 256)
 
-# What the draw's q is: read from memory, `streaming.affine_q` of z, or exp(c·z) of raw
-# logits (blocks relative to their own max z).
+# What the draw's q is: read from memory, `streaming.affine_q` of z, exp(c·z) of raw logits
+# (blocks relative to their own max z), or Tsallis-α's [(α−1)((z − max z)·c − η)]₊^{1/(α−1)}.
 WRITTEN = tl.constexpr(0)
 AFFINE = tl.constexpr(1)
 LOGITS = tl.constexpr(2)
+TSALLIS = tl.constexpr(3)
 
 TWO_POW_M52 = tl.constexpr(2.0**-52)
 REFILL = tl.constexpr(_REFILL)
@@ -67,9 +69,14 @@ def _finite_or_zero(top):
 
 
 @triton.jit
-def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, MODE: tl.constexpr,
-             FLOOR: tl.constexpr, HEAD: tl.constexpr):  # fmt: skip
+def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, alpha_minus_one,
+             MODE: tl.constexpr, FLOOR: tl.constexpr, HEAD: tl.constexpr,
+             KIND: tl.constexpr):  # fmt: skip
     # One block's q (0 past `end`), and with LOGITS the block's max z that q is relative to.
+    # TSALLIS reads c = 1/τ, z_max = max z, shift = η and α − 1 (KIND as `tsallis._psi`).
+    if MODE == TSALLIS:
+        x = (load_logits(x_ptr + offs, offs < end) - z_max) * c
+        return _psi(x - shift, alpha_minus_one, KIND), 0.0
     if MODE == LOGITS:
         z = load_logits(x_ptr + offs, offs < end)
         top = tl.max(z, axis=0)
@@ -116,9 +123,10 @@ def _uniform53(high, low):
 @triton.jit
 def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, edge_id_ptr,
                  seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr, next_code_ptr, mass_ptr,
-                 top_ptr, arrivals_ptr, out_ptr, V, CHUNK, BLOCKS, BLOCK: tl.constexpr,
-                 BLOCKS_POW2: tl.constexpr, MODE: tl.constexpr, FLOOR: tl.constexpr,
-                 HEAD: tl.constexpr, CODED: tl.constexpr):  # fmt: skip
+                 top_ptr, arrivals_ptr, out_ptr, V, CHUNK, BLOCKS, alpha_minus_one,
+                 BLOCK: tl.constexpr, BLOCKS_POW2: tl.constexpr, MODE: tl.constexpr,
+                 FLOOR: tl.constexpr, HEAD: tl.constexpr, CODED: tl.constexpr,
+                 KIND: tl.constexpr):  # fmt: skip
     # With HEAD, rows whose token is already drawn (out[row] ≥ 0) do nothing. With CODED the
     # row's code (code, group seed, index, step) replaces the Philox uniforms, block masses
     # are float64 sums, and the row's next code goes to next_code[row].
@@ -127,8 +135,9 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
     if pending:
         # Only the parameters this mode reads are loaded: the others' pointers may be anything.
         c = tl.load(c_ptr + row) if MODE != WRITTEN else 0.0
-        z_max = tl.load(zmax_ptr + row) if MODE == AFFINE else 0.0
-        shift = tl.load(shift_ptr + row) if MODE == AFFINE else 0.0
+        # Two constexpr comparisons (folded when the kernel compiles), not a tuple test.
+        z_max = tl.load(zmax_ptr + row) if MODE == AFFINE or MODE == TSALLIS else 0.0  # noqa: SIM109
+        shift = tl.load(shift_ptr + row) if MODE == AFFINE or MODE == TSALLIS else 0.0  # noqa: SIM109
         floor = tl.load(floor_ptr + row) if MODE == AFFINE else 0.0
         edge_code = tl.load(edge_code_ptr + row) if HEAD else 0
         edge_id = tl.load(edge_id_ptr + row) if HEAD else 0
@@ -137,7 +146,7 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
         begin, end = split_bounds(split, CHUNK, V)
         for start in range(begin, end, BLOCK):
             q, top = _block_q(base, start + lane, end, c, z_max, shift, floor, edge_code,
-                              edge_id, MODE, FLOOR, HEAD)  # fmt: skip
+                              edge_id, alpha_minus_one, MODE, FLOOR, HEAD, KIND)  # fmt: skip
             slot = row * BLOCKS + start // BLOCK
             tl.store(mass_ptr + slot, tl.sum(q.to(tl.float64) if CODED else q, axis=0))
             if MODE == LOGITS:
@@ -166,7 +175,8 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
             block, before, block_mass = pick(mass, blocks, target)
             start = block * BLOCK
             q, _ = _block_q(base, start + lane, tl.minimum(start + BLOCK, V), c, z_max, shift,
-                            floor, edge_code, edge_id, MODE, FLOOR, HEAD)  # fmt: skip
+                            floor, edge_code, edge_id, alpha_minus_one, MODE, FLOOR, HEAD,
+                            KIND)  # fmt: skip
             in_block = tl.sum(q.to(tl.float64), axis=0)
             # The target's place inside the block's bucket, mapped onto the block's own sums
             # (a code's); a fresh uniform (Philox's).
@@ -232,7 +242,8 @@ def draw_targets(rows: int, device: torch.device) -> tuple[torch.Tensor, torch.T
 
 def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Tensor | CodedDraw,
             targets: tuple[torch.Tensor, torch.Tensor], mode: int, floor: int = 0,
-            head: bool = False) -> torch.Tensor:  # fmt: skip
+            head: bool = False, alpha_minus_one: float = 1.0,
+            kind: int = 0) -> torch.Tensor:  # fmt: skip
     # The grid (about PER_SM programs per SM, each over whole blocks), the per-block masses
     # (float64 for codes; and the blocks' maxima, for raw logits), one launch.
     rows, vocab = x.shape
@@ -246,9 +257,9 @@ def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Ten
     tokens, arrivals = targets
     _draw_kernel[(rows, splits)](
         x, *params, *randomness, mass, tops, arrivals, tokens, vocab,
-        chunk_for(vocab, splits, BLOCK), blocks, BLOCK=BLOCK,
+        chunk_for(vocab, splits, BLOCK), blocks, alpha_minus_one, BLOCK=BLOCK,
         BLOCKS_POW2=pow2_at_least(blocks, 16), MODE=mode, FLOOR=floor, HEAD=head, CODED=coded,
-        num_warps=WARPS,
+        KIND=kind, num_warps=WARPS,
     )  # fmt: skip
     return tokens
 
@@ -308,3 +319,20 @@ def draw_from_logits(
     logits count as −inf."""
     return _launch(z, (c,) * 6, draw_seed(z.device, randomness),
                    _fresh_targets(z.shape[0], z.device), LOGITS.value)  # fmt: skip
+
+
+def draw_tsallis(
+    z: torch.Tensor,
+    inv_tau: torch.Tensor,
+    z_max: torch.Tensor,
+    eta: torch.Tensor,
+    alpha: float,
+    randomness: Randomness = None,
+) -> torch.Tensor:
+    """One token per row of z [rows, V] (CUDA, float32) from Tsallis-α's closed form
+    q ∝ [(α−1)((z − z_max)/τ − η)]₊^{1/(α−1)} (1/τ, z_max, η: float32 [rows]), reading z
+    once and writing nothing of size [rows, V]."""
+    params = (inv_tau, z_max, eta, eta, eta, eta)
+    return _launch(z, params, draw_seed(z.device, randomness),
+                   _fresh_targets(z.shape[0], z.device), TSALLIS.value,
+                   alpha_minus_one=alpha - 1.0, kind=psi_kind(alpha))  # fmt: skip

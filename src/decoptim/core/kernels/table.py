@@ -80,8 +80,23 @@ def _tsallis_probs(decoder: Decoder, x: Tensor) -> Tensor:
     return tsallis_probs(x, inv_tau, decoder.regularizer.alpha)
 
 
+def _tsallis_sample(decoder: Decoder, x: Tensor, randomness: Randomness) -> Tensor:
+    from .draw import draw_tsallis
+    from .tsallis import tsallis_terms
+
+    alpha = decoder.regularizer.alpha
+    flat = x.reshape(-1, x.shape[-1]).contiguous()
+    inv_tau = _rows("temperature", 1.0 / decoder.temperature, x)
+    z_max, eta, _ = tsallis_terms(flat, inv_tau, alpha)
+    return draw_tsallis(flat, inv_tau, z_max, eta, alpha, randomness).reshape(x.shape[:-1])
+
+
 TSALLIS = Route(
-    "tsallis", covers=lambda decoder: decoder.solver in ("auto", "bisect"), probs=_tsallis_probs
+    "tsallis",
+    covers=lambda decoder: decoder.solver in ("auto", "bisect"),
+    probs=_tsallis_probs,
+    sample=_tsallis_sample,
+    codes=True,
 )
 
 

@@ -4,7 +4,7 @@ Bisection on η in q_v = [(α−1)(x_v − η)]₊^{1/(α−1)}, x = z/τ, insid
 [max x − 1/(α−1), max x]. Only tokens with x ≥ max x − 1/(α−1) can be in the support, so
 they are gathered first (`candidates.py`) and the 32 bisection steps run on them in
 registers; a row with too many falls back to re-reading the whole row in the same program.
-A streaming pass writes q.
+A streaming pass writes q; a sample draws from the closed form instead (`draw.draw_tsallis`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .streaming import (
     program_position,
     row_stats,
     split_bounds,
+    splits_for,
 )
 
 BLOCK = 4096
@@ -131,14 +132,19 @@ def _tsallis_write_kernel(z_ptr, inv_tau_ptr, top_ptr, eta_ptr, total_ptr, q_ptr
         tl.store(q_ptr + base + offs, _psi(x - eta, alpha_minus_one, KIND) / total, mask=mask)
 
 
-def tsallis_probs(z: torch.Tensor, inv_tau: torch.Tensor, alpha: float) -> torch.Tensor:
-    """α-entmax of z/τ per row (z [..., V] float32 CUDA; 1/τ float32 [rows])."""
-    flat = z.reshape(-1, z.shape[-1]).contiguous()
+def psi_kind(alpha: float) -> int:
+    """The KIND of `_psi` for α: 0 for sparsemax (α = 2), 1 for α = 1.5, else 2."""
+    return 0 if alpha == 2.0 else 1 if alpha == 1.5 else 2
+
+
+def tsallis_terms(flat: torch.Tensor, inv_tau: torch.Tensor, alpha: float):
+    """Per row of flat [rows, V] (float32 CUDA): max z, the threshold η and the mass
+    Σ [(α−1)((z − max z)/τ − η)]₊^{1/(α−1)}, each float32 [rows]."""
     rows, vocab = flat.shape
-    kind = 0 if alpha == 2.0 else 1 if alpha == 1.5 else 2
+    kind = psi_kind(alpha)
     maxes = row_stats(flat, inv_tau).maxes
     candidates = gather_candidates(flat, inv_tau, maxes=maxes, offset=1.0 / (alpha - 1.0))
-    top, eta, total = (torch.empty(rows, device=z.device, dtype=torch.float32) for _ in "abc")
+    top, eta, total = (torch.empty(rows, device=flat.device, dtype=torch.float32) for _ in "abc")
     _tsallis_solve_kernel[(rows,)](
         flat,
         inv_tau,
@@ -161,11 +167,19 @@ def tsallis_probs(z: torch.Tensor, inv_tau: torch.Tensor, alpha: float) -> torch
         ROW_BLOCK=BLOCK,
         num_warps=ROW_WARPS,
     )
+    return top, eta, total
+
+
+def tsallis_probs(z: torch.Tensor, inv_tau: torch.Tensor, alpha: float) -> torch.Tensor:
+    """α-entmax of z/τ per row (z [..., V] float32 CUDA; 1/τ float32 [rows])."""
+    flat = z.reshape(-1, z.shape[-1]).contiguous()
+    rows, vocab = flat.shape
+    top, eta, total = tsallis_terms(flat, inv_tau, alpha)
     q = torch.empty_like(flat)
-    splits = maxes.shape[1]
+    splits = splits_for(rows, vocab, z.device)
     chunk = chunk_for(vocab, splits, STREAM_BLOCK)
     _tsallis_write_kernel[(rows, splits)](
-        flat, inv_tau, top, eta, total, q, vocab, chunk, alpha - 1.0, KIND=kind,
+        flat, inv_tau, top, eta, total, q, vocab, chunk, alpha - 1.0, KIND=psi_kind(alpha),
         BLOCK=STREAM_BLOCK, num_warps=4,
     )  # fmt: skip
     return q.reshape(z.shape)
