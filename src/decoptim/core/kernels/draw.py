@@ -1,8 +1,13 @@
 """The draw every sampling kernel ends with: inverse transform sampling over block sums.
 
-A row is cut into blocks of BLOCK tokens. The row's programs stream it block by block and
-store each block's mass Σ q (for raw logits also the block's max z, which that mass is
-relative to: no row max is needed first). The row's last program to finish then
+q is read from memory (`draw_from_probs`) or computed from z in registers: an affine
+closed form exp(c·(z − max z) − shift), optionally on a floor or off a head (top-p,
+typical, the floor routes, Best-of-K's tail: `draw_affine`), raw logits exp(c·z)
+(softmax: `draw_from_logits`) or Tsallis-α's closed form (sparsemax, entmax:
+`draw_tsallis`). A row is cut into blocks of BLOCK tokens. The row's programs stream it
+block by block and store each block's mass Σ q (for raw logits also the block's max z,
+which that mass is relative to: no row max is needed first). The row's last program to
+finish then
 1. picks a block: the first whose float64 running sum of block masses exceeds u₁·Σ;
 2. reloads that block and picks the token the same way, with u₂, over its q.
 
