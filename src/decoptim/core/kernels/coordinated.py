@@ -1,5 +1,6 @@
 """The coordinated codes' hashed bits (`decoptim.core.coordinated.hashed_uniform`) in Triton,
-bit for bit, for the draw's coordinated mode (`draw.CodedDraw`)."""
+bit for bit, for the draw's coordinated mode (`draw.CodedDraw`), and the 53-bit uniform
+both that hash and the draw's Philox words are turned into."""
 
 from __future__ import annotations
 
@@ -38,5 +39,13 @@ def hashed_uniform(seed, index, step, STREAM: tl.constexpr):
     h = _mix32(h ^ _low32(step))
     first = _mix32(h ^ _u32(0x68E31DA4))
     second = _mix32(first ^ _u32(0xB5297A4D))
-    bits = ((first >> 5).to(tl.uint64) << 26) | (second >> 6).to(tl.uint64)
-    return bits.to(tl.float64) * TWO_POW_M53
+    return uniform53(first, second)
+
+
+@triton.jit
+def uniform53(high, low):
+    """A float64 uniform in [0, 1) on the grid of 2⁻⁵³ from two 32-bit words: the top 27
+    bits of `high` and the top 26 of `low` (as the torch path's `hashed_uniform`)."""
+    top = (high.to(tl.uint32, bitcast=True) >> 5).to(tl.uint64)
+    bottom = (low.to(tl.uint32, bitcast=True) >> 6).to(tl.uint64)
+    return ((top << 26) | bottom).to(tl.float64) * TWO_POW_M53

@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from ..coordinated import _REFILL, Codes
-from .coordinated import hashed_uniform
+from .coordinated import hashed_uniform, uniform53
 from .streaming import (
     affine_q,
     cdiv,
@@ -49,7 +49,7 @@ from .streaming import (
     split_bounds,
     splits_for,
 )
-from .tsallis import _psi, psi_kind
+from .tsallis import psi_kind, tsallis_psi
 
 BLOCK = 2048
 PER_SM = 8  # programs per SM the grid aims at
@@ -64,7 +64,6 @@ TSALLIS = tl.constexpr(3)
 
 TWO_POW_M52 = tl.constexpr(2.0**-52)
 REFILL = tl.constexpr(_REFILL)
-TWO_POW_M53 = tl.constexpr(2.0**-53)
 
 
 @triton.jit
@@ -78,10 +77,10 @@ def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, alpha
              MODE: tl.constexpr, FLOOR: tl.constexpr, HEAD: tl.constexpr,
              KIND: tl.constexpr):  # fmt: skip
     # One block's q (0 past `end`), and with LOGITS the block's max z that q is relative to.
-    # TSALLIS reads c = 1/τ, z_max = max z, shift = η and α − 1 (KIND as `tsallis._psi`).
+    # TSALLIS reads c = 1/τ, z_max = max z, shift = η and α − 1 (KIND as `tsallis.tsallis_psi`).
     if MODE == TSALLIS:
         x = (load_logits(x_ptr + offs, offs < end) - z_max) * c
-        return _psi(x - shift, alpha_minus_one, KIND), 0.0
+        return tsallis_psi(x - shift, alpha_minus_one, KIND), 0.0
     if MODE == LOGITS:
         z = load_logits(x_ptr + offs, offs < end)
         top = tl.max(z, axis=0)
@@ -115,14 +114,6 @@ def inverse_cdf(weights, position, u):
     """`pick` at u·Σ for u in [0, 1): position i with probability weights_i / Σ."""
     total = tl.sum(weights.to(tl.float64), axis=0)
     return pick(weights, position, u * total)[0]
-
-
-@triton.jit
-def _uniform53(high, low):
-    # (high·2²¹ + low / 2¹¹)·2⁻⁵³ from two 32-bit words: a 53-bit uniform in [0, 1).
-    top = (high.to(tl.uint32, bitcast=True) >> 5).to(tl.uint64)
-    bottom = (low.to(tl.uint32, bitcast=True) >> 6).to(tl.uint64)
-    return ((top << 26) | bottom).to(tl.float64) * TWO_POW_M53
 
 
 @triton.jit
@@ -176,7 +167,7 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
                 target = tl.load(code_ptr + row) * total
             else:
                 words = tl.randint4x(tl.load(seed_ptr), row.to(tl.int64))
-                target = _uniform53(words[0], words[1]) * total
+                target = uniform53(words[0], words[1]) * total
             block, before, block_mass = pick(mass, blocks, target)
             start = block * BLOCK
             q, _ = _block_q(base, start + lane, tl.minimum(start + BLOCK, V), c, z_max, shift,
@@ -188,7 +179,7 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
             if CODED:
                 position = tl.minimum((target - before) / block_mass, 1.0)
             else:
-                position = _uniform53(words[2], words[3])
+                position = uniform53(words[2], words[3])
             token, low, width = pick(q, lane, position * in_block)
             tl.store(out_ptr + row, (start + token).to(tl.int64))
             if CODED:

@@ -34,7 +34,8 @@ BLOCK = 4096
 
 
 @triton.jit
-def _psi(y, alpha_minus_one, KIND: tl.constexpr):
+def tsallis_psi(y, alpha_minus_one, KIND: tl.constexpr):
+    """[(α−1)·y]₊^{1/(α−1)}, KIND from `psi_kind`."""
     base = tl.maximum(alpha_minus_one * y, 0.0)
     if KIND == 0:  # α = 2
         return base
@@ -52,7 +53,7 @@ def _tsallis_mass_of_row(z_ptr, V, inv_tau, top, eta, alpha_minus_one, KIND: tl.
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         x = (load_logits(z_ptr + offs, offs < V) - top) * inv_tau
-        total += tl.sum(_psi(x - eta, alpha_minus_one, KIND), axis=0)
+        total += tl.sum(tsallis_psi(x - eta, alpha_minus_one, KIND), axis=0)
     return total
 
 
@@ -101,7 +102,7 @@ def _tsallis_solve_kernel(
             total = _tsallis_mass_of_row(z_row, V, inv_tau, top, mid, alpha_minus_one, KIND,
                                          ROW_BLOCK)  # fmt: skip
         else:
-            total = tl.sum(_psi(y - mid, alpha_minus_one, KIND), axis=0)
+            total = tl.sum(tsallis_psi(y - mid, alpha_minus_one, KIND), axis=0)
         too_much = total >= 1.0
         lo = tl.where(too_much, mid, lo)
         hi = tl.where(too_much, hi, mid)
@@ -109,7 +110,7 @@ def _tsallis_solve_kernel(
         total = _tsallis_mass_of_row(z_row, V, inv_tau, top, lo, alpha_minus_one, KIND,
                                      ROW_BLOCK)  # fmt: skip
     else:
-        total = tl.sum(_psi(y - lo, alpha_minus_one, KIND), axis=0)
+        total = tl.sum(tsallis_psi(y - lo, alpha_minus_one, KIND), axis=0)
     tl.store(top_ptr + row, top)
     tl.store(eta_ptr + row, lo)
     tl.store(total_ptr + row, total)
@@ -129,11 +130,12 @@ def _tsallis_write_kernel(z_ptr, inv_tau_ptr, top_ptr, eta_ptr, total_ptr, q_ptr
         offs = start + tl.arange(0, BLOCK)
         mask = offs < end
         x = (load_logits(z_ptr + base + offs, mask) - top) * inv_tau
-        tl.store(q_ptr + base + offs, _psi(x - eta, alpha_minus_one, KIND) / total, mask=mask)
+        q = tsallis_psi(x - eta, alpha_minus_one, KIND) / total
+        tl.store(q_ptr + base + offs, q, mask=mask)
 
 
 def psi_kind(alpha: float) -> int:
-    """The KIND of `_psi` for α: 0 for sparsemax (α = 2), 1 for α = 1.5, else 2."""
+    """The KIND of `tsallis_psi` for α: 0 for sparsemax (α = 2), 1 for α = 1.5, else 2."""
     return 0 if alpha == 2.0 else 1 if alpha == 1.5 else 2
 
 
