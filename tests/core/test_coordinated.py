@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import decoptim as d
 from decoptim.core.coordinated import (
     Codes,
+    check_codes,
     coordinated_sample,
     group_codes,
     resumed_codes,
@@ -268,3 +269,14 @@ def test_resumed_codes_are_the_refill_hash_of_their_step():
         resumed_codes(seed, index, torch.tensor([0, -1, 2]))
     with pytest.raises(ValueError, match=r"seed and index must have the same shape"):
         resumed_codes(seed[:2], index, 1)
+
+
+def test_check_codes_names_what_is_wrong():
+    codes = group_codes(2, 4, seed=0)
+    check_codes(codes)
+    with pytest.raises(TypeError, match="codes must be Codes"):
+        check_codes(codes.value)
+    with pytest.raises(TypeError, match="float64"):
+        check_codes(codes._replace(value=codes.value.float()))
+    with pytest.raises(ValueError, match=r"\[0, 1\), got \[1.0\]"):
+        check_codes(codes._replace(value=torch.where(codes.index == 3, 1.0, codes.value)[:4]))
