@@ -7,8 +7,8 @@ is gone before the fuzz test times good requests against its 2x bound. Median go
 latency under load over idle on this project's 2-core machine (2026-11-29): 1.05x with the
 fuzz test alone; 1.70-2.08x inside test_vllm.py with the engine alive (the bound failed in
 two CI runs); 1.38x after the engine's module (one engine test, then this test) and 1.74x
-in a run of tests/integrations. The server itself is the same in all of them: what rises
-is contention from the test process on the machine's two cores.
+in a run of tests/integrations. The server and its settings are the same in all of them;
+only the test process around it differs.
 """
 
 import ast
