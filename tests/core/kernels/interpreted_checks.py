@@ -36,11 +36,12 @@ from decoptim.core.kernels.candidates import (  # noqa: E402
     kth_largest_lower_bound,
     top_candidates,
 )
+from decoptim.core.kernels.draw import BLOCK as DRAW_BLOCK  # noqa: E402
 from decoptim.core.kernels.draw import (  # noqa: E402
     draw_coordinated,
     draw_from_probs,
     draw_seed,
-    inverse_cdf,
+    pick,
 )
 from decoptim.core.kernels.streaming import exp_affine, row_stats, segment_size  # noqa: E402
 from decoptim.core.kernels.temperature import softmax_probs, softmax_sample  # noqa: E402
@@ -582,17 +583,22 @@ def check_draw_combines_its_programs_blocks() -> None:
 
 
 @triton.jit
-def _inverse_cdf_kernel(weight_ptr, u_ptr, out_ptr, n, draws, BLOCK: tl.constexpr):
+def _pick_kernel(weight_ptr, u_ptr, out_ptr, low_ptr, width_ptr, n, draws, BLOCK: tl.constexpr):
     lanes = tl.arange(0, BLOCK)
     weights = tl.load(weight_ptr + lanes, mask=lanes < n, other=0.0)
+    total = tl.sum(weights.to(tl.float64), axis=0)
     for i in range(draws):
-        tl.store(out_ptr + i, inverse_cdf(weights, lanes, tl.load(u_ptr + i)))
+        chosen, low, width = pick(weights, lanes, tl.load(u_ptr + i) * total)
+        tl.store(out_ptr + i, chosen)
+        tl.store(low_ptr + i, low)
+        tl.store(width_ptr + i, width)
 
 
-def check_inverse_cdf_picks_by_running_sums_and_never_a_weight_of_zero() -> None:
-    # u at the edges of [0, 1) and of each weight's interval: u·Σ on an edge goes to the
-    # next positive weight; u = 1 − 2⁻⁵³ (u·Σ may round up to Σ) to the last positive
-    # weight, never to the zeros after it; Σ = 0 gives 0.
+def check_pick_follows_running_sums_and_never_a_weight_of_zero() -> None:
+    # Targets u·Σ at the edges of [0, 1) and of each weight's interval: u·Σ on an edge goes
+    # to the next positive weight; u = 1 − 2⁻⁵³ (u·Σ may round up to Σ) to the last positive
+    # weight, never to the zeros after it; Σ = 0 gives 0. The bucket returned is the chosen
+    # weight's: its running sum before it and its width.
     cases = [
         ([0.0, 0.25, 0.0, 0.75, 0.0, 0.0], [0.0, 0.25 - 2**-40, 0.25, 0.9, 1 - 2**-53],
          [1, 1, 3, 3, 3]),
@@ -602,23 +608,32 @@ def check_inverse_cdf_picks_by_running_sums_and_never_a_weight_of_zero() -> None
     ]  # fmt: skip
     for weights, us, expected in cases:
         out = torch.empty(len(us), dtype=torch.int32)
-        _inverse_cdf_kernel[(1,)](torch.tensor(weights), torch.tensor(us, dtype=torch.float64),
-                                  out, len(weights), len(us), BLOCK=16)  # fmt: skip
+        low, width = (
+            torch.empty(len(us), dtype=torch.float64),
+            torch.empty(len(us), dtype=torch.float64),
+        )
+        _pick_kernel[(1,)](torch.tensor(weights), torch.tensor(us, dtype=torch.float64), out,
+                           low, width, len(weights), len(us), BLOCK=16)  # fmt: skip
         assert out.tolist() == expected, (weights, us, out.tolist(), expected)
+        w = torch.tensor(weights, dtype=torch.float64)
+        assert torch.equal(width, w[out.long()]), (weights, width)
+        assert torch.equal(low, (w.cumsum(0) - w)[out.long()]), (weights, low)
 
 
 def check_draw_from_logits_follows_probs_across_blocks() -> None:
-    # Blocks whose own maxima differ by up to 40/τ: each block's mass is relative to its
-    # max, so the draw is right only if the blocks are rescaled to the row's max. One live
-    # token per block but the middle one; a row of +inf (validate=False) draws only its
-    # +inf tokens; the same seed gives the same tokens.
+    # Four blocks whose own maxima differ by up to 1.8 (2.6 nats at τ = 0.7): each block's
+    # mass is taken relative to its own max, so the draw is right only if the blocks are
+    # rescaled to the row's max (unscaled, a block's odds would be off by up to e^2.6). Two
+    # live tokens in the first block, one in each other, and in the last block a token 40
+    # nats below its max (dead). A row of +inf (validate=False) draws only its +inf tokens;
+    # the same seed gives the same tokens.
     scipy_stats = __import__("scipy.stats").stats
-    vocab, tau = 3 * 2048 + 100, 0.7
+    block, tau = DRAW_BLOCK, 0.7
+    vocab = 3 * block + 100
     z = torch.full((vocab,), -torch.inf)
-    spots = torch.tensor([5, 2047, 2048, 4100, 6243])
-    z[spots] = torch.tensor([1.0, 1.2, 0.4, -0.6, 0.8]) - 40.0 * torch.tensor([0, 0, 0, 0, 1])
-    z[spots[-1]] += 40.0  # the last block's max, 40 above its own other tokens
-    z[6200] = -39.0 * tau
+    spots = torch.tensor([5, block - 1, block, 2 * block + 4, 3 * block + 99])
+    z[spots] = torch.tensor([1.0, 1.2, 0.4, -0.6, 0.8])
+    z[3 * block + 56] = 0.8 - 40.0 * tau
     q = d.Softmax(tau).probs(z.double())
     rows = 300
     batch = z.expand(rows, -1).contiguous()

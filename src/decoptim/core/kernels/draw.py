@@ -110,13 +110,6 @@ def pick(weights, position, target):
 
 
 @triton.jit
-def inverse_cdf(weights, position, u):
-    """`pick` at u·Σ for u in [0, 1): position i with probability weights_i / Σ."""
-    total = tl.sum(weights.to(tl.float64), axis=0)
-    return pick(weights, position, u * total)[0]
-
-
-@triton.jit
 def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, edge_id_ptr,
                  seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr, next_code_ptr, mass_ptr,
                  top_ptr, arrivals_ptr, out_ptr, V, CHUNK, BLOCKS, alpha_minus_one,
@@ -227,12 +220,16 @@ def draw_seed(device: torch.device, randomness: Randomness) -> torch.Tensor | Co
     return torch.randint(0, 2**31 - 1, (2,), device=device, generator=randomness)
 
 
-def draw_targets(rows: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_targets(
+    rows: int, device: torch.device, zeroed: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The tokens a draw writes (int64 [rows]) and its arrival counters (int32 [rows]), which
-    must be zero when the draw starts: the per-row kernel before `draw_affine` zeroes them."""
+    must be zero when the draw starts: `zeroed` here, or by the per-row kernel that runs
+    before `draw_affine` (top-p's solve, Best-of-K's head)."""
+    make = torch.zeros if zeroed else torch.empty
     return (
         torch.empty(rows, device=device, dtype=torch.int64),
-        torch.empty(rows, device=device, dtype=torch.int32),
+        make(rows, device=device, dtype=torch.int32),
     )
 
 
@@ -260,18 +257,11 @@ def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Ten
     return tokens
 
 
-def _fresh_targets(rows: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return (
-        torch.empty(rows, device=device, dtype=torch.int64),
-        torch.zeros(rows, device=device, dtype=torch.int32),
-    )
-
-
 def draw_from_probs(q: torch.Tensor, randomness: Randomness = None) -> torch.Tensor:
     """One index per row of q ([..., V], CUDA, ≥ 0, any positive scale), distributed as q."""
     flat = q.reshape(-1, q.shape[-1]).float().contiguous()
     tokens = _launch(flat, (flat,) * 6, draw_seed(q.device, randomness),
-                     _fresh_targets(flat.shape[0], q.device), WRITTEN.value)  # fmt: skip
+                     draw_targets(flat.shape[0], q.device, zeroed=True), WRITTEN.value)  # fmt: skip
     return tokens.reshape(q.shape[:-1])
 
 
@@ -314,7 +304,7 @@ def draw_from_logits(
     [rows], > 0), reading z once: no max z first, nothing of size [rows, V] written. NaN
     logits count as −inf."""
     return _launch(z, (c,) * 6, draw_seed(z.device, randomness),
-                   _fresh_targets(z.shape[0], z.device), LOGITS.value)  # fmt: skip
+                   draw_targets(z.shape[0], z.device, zeroed=True), LOGITS.value)  # fmt: skip
 
 
 def draw_tsallis(
@@ -330,5 +320,5 @@ def draw_tsallis(
     once and writing nothing of size [rows, V]."""
     params = (inv_tau, z_max, eta, eta, eta, eta)
     return _launch(z, params, draw_seed(z.device, randomness),
-                   _fresh_targets(z.shape[0], z.device), TSALLIS.value,
+                   draw_targets(z.shape[0], z.device, zeroed=True), TSALLIS.value,
                    alpha_minus_one=alpha - 1.0, kind=psi_kind(alpha))  # fmt: skip
