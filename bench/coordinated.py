@@ -23,7 +23,7 @@ import decoptim as d
 
 # gpu.py's decoders whose plain sampling step has its own kernels, by their rows there
 COORDINATED = ["softmax", "top-k 50", "top-p 0.9", "min-p 0.1", "top-k 50 & top-p 0.9",
-               "sparsemax", "BoK exact top-64"]  # fmt: skip
+               "sparsemax", "entmax 1.5", "BoK exact top-64"]  # fmt: skip
 
 
 def decoders() -> dict[str, d.Decoder]:

@@ -63,9 +63,10 @@ def test_cuda_typical_keeps_the_cpu_support_up_to_its_edges(vocab, dtype):
 
 @pytest.mark.parametrize(
     "decoder",
-    [d.Softmax(0.8), d.TopP(0.9), d.MinP(0.05), d.BestOfK(8, 0.05, 1.0, weights="topm")],
+    [d.Softmax(0.8), d.TopP(0.9), d.MinP(0.05), d.BestOfK(8, 0.05, 1.0, weights="topm"),
+     d.Sparsemax(0.5), d.Entmax(1.5, 0.5)],
     ids=repr,
-)
+)  # fmt: skip
 def test_cuda_sampling_is_reproducible(decoder):
     z = random_logits(64, 32000, 1).cuda()
     first = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(3))
@@ -82,6 +83,9 @@ SAMPLED = [
     d.MinP(0.1, 1.3),
     d.Epsilon(0.02, 0.8),
     d.TopK(7, 0.9),
+    # Drawn inside the solve, among the candidates it holds in registers.
+    d.Sparsemax(2.0),
+    d.Entmax(1.5, 1.5),
     d.BestOfK(8, 2.0, 0.3),
     # Top-M Best-of-K draws without writing q: head or tail by a race, then the tail's draw.
     d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=4),
@@ -390,6 +394,30 @@ def test_crowded_rows_take_the_in_kernel_fallback_and_equal_cpu(decoder):
     z[2] = z[2].round()  # ties everywhere
     q_gpu = decoder.probs(z.cuda()).cpu()
     torch.testing.assert_close(q_gpu, decoder.probs(z), atol=2e-6, rtol=1e-4)
+    drawn = decoder.sample(z.cuda(), generator=torch.Generator("cuda").manual_seed(1)).cpu()
+    assert (q_gpu.gather(1, drawn[:, None]) > 0).all(), drawn
+
+
+@pytest.mark.parametrize("decoder", [d.Sparsemax(4.0), d.Entmax(1.5, 3.0)], ids=repr)
+def test_cuda_tsallis_draws_an_overflowing_row_as_its_probs(decoder):
+    """Sparsemax and entmax draw inside their solve; a row with more tied candidates than
+    a gather slot holds is drawn over its blocks: three tokens far apart and 3,000 ties at
+    V = 151,936, 256 rows per call, chi-square with the ties as one category."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    vocab, spots = 151936, torch.tensor([5, 60000, 100000])
+    z = torch.full((256, vocab), -torch.inf)
+    z[:, spots] = torch.tensor([1.0, 0.6, 0.3])
+    z[:, 140000:143000] = 0.0
+    q = decoder.probs(z[:1].double())[0]
+    assert (q[140000:143000] > 0).all()
+    expected = torch.cat([q[spots], q[140000:143000].sum()[None]])
+    generator = torch.Generator("cuda").manual_seed(9)
+    z = z.cuda()
+    drawn = torch.cat([decoder.sample(z, generator=generator) for _ in range(20)]).cpu()
+    assert (q[drawn] > 0).all()
+    counts = torch.cat([(drawn[:, None] == spots).sum(0), (drawn >= 140000).sum()[None]])
+    pvalue = scipy_stats.chisquare(counts.double().numpy(), (expected * len(drawn)).numpy())
+    assert pvalue.pvalue > 1e-3, (counts, expected * len(drawn))
 
 
 def test_fused_bok_breaks_head_ties_toward_the_lower_id_like_the_cpu():
@@ -496,7 +524,8 @@ def test_cuda_sparsemax_shifts_before_scaling():
 @pytest.mark.parametrize(
     "decoder",
     [d.Softmax(0.8), d.TopP(0.9, 1.1), d.MinP(0.05, 0.7), d.Typical(0.9), d.TopK(50, 0.9),
-     d.SimplexDecoder(d.Shannon(), d.TopKSupport(50) & d.TopPSupport(0.9))],
+     d.SimplexDecoder(d.Shannon(), d.TopKSupport(50) & d.TopPSupport(0.9)), d.Sparsemax(0.7),
+     d.Entmax(1.5, 0.5)],
     ids=repr,
 )  # fmt: skip
 def test_cuda_coordinated_draw_over_the_closed_form_is_the_written_draw_and_exact(decoder):

@@ -20,8 +20,7 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 import decoptim as d  # noqa: E402
 from decoptim.core.checks import kernel_rows  # noqa: E402
 from decoptim.core.coordinated import coordinated_sample, group_codes, hashed_uniform  # noqa: E402
-from decoptim.core.kernels import coordinated as coordinated_kernels  # noqa: E402
-from decoptim.core.kernels import table  # noqa: E402
+from decoptim.core.kernels import table, uniforms  # noqa: E402
 from decoptim.core.kernels.bok_head import exponential  # noqa: E402
 from decoptim.core.kernels.bok_topm import (  # noqa: E402
     TopMProblem,
@@ -38,15 +37,16 @@ from decoptim.core.kernels.candidates import (  # noqa: E402
 )
 from decoptim.core.kernels.draw import BLOCK as DRAW_BLOCK  # noqa: E402
 from decoptim.core.kernels.draw import (  # noqa: E402
+    CodedDraw,
     draw_coordinated,
     draw_from_probs,
     draw_seed,
-    pick,
 )
 from decoptim.core.kernels.streaming import exp_affine, row_stats, segment_size  # noqa: E402
 from decoptim.core.kernels.temperature import softmax_probs, softmax_sample  # noqa: E402
 from decoptim.core.kernels.top_p import top_p_probs, top_p_sample  # noqa: E402
-from decoptim.core.kernels.tsallis import tsallis_probs  # noqa: E402
+from decoptim.core.kernels.tsallis import tsallis_probs, tsallis_sample  # noqa: E402
+from decoptim.core.kernels.uniforms import pick  # noqa: E402
 from tests.conftest import (  # noqa: E402
     assert_same_support_up_to_the_top_p_cut,
     assert_same_support_up_to_the_typical_edge,
@@ -491,14 +491,15 @@ def check_top_k_floor_reads_nan_as_minus_inf() -> None:
 
 
 def check_closed_form_samples_equal_the_draw_over_their_probs() -> None:
-    # The floor routes (exp(x) on the floor) and sparsemax and entmax draw from their closed
-    # form with the same uniforms as the draw over q written out: the same tokens, bar q's
-    # normalisation (one rounding more per q_v than the closed form), which may move a
-    # uniform across an edge, so count.
+    # The floor routes (exp(x) on the floor) draw from their closed form with the same
+    # uniforms as the draw over q written out: the same tokens, bar q's normalisation (one
+    # rounding more per q_v than the closed form), which may move a uniform across an edge,
+    # so count. (Sparsemax and entmax pick among their candidates with one uniform: see
+    # check_closed_form_samples_follow_probs and the coordinated checks.)
     z = crowded(6000, 10) * 0.3
     for decoder in (
         d.MinP(0.1, 1.0), d.MinP(0.02, 0.6), d.Epsilon(1e-3, 1.3), d.Eta(1e-3, 1.1),
-        d.TopK(40, 0.9), d.Sparsemax(), d.Sparsemax(0.2), d.Entmax(1.5, 0.7), d.Entmax(1.2),
+        d.TopK(40, 0.9),
     ):  # fmt: skip
         q = route_of(decoder).probs(decoder, z)
         for seed in range(4):
@@ -509,11 +510,11 @@ def check_closed_form_samples_equal_the_draw_over_their_probs() -> None:
             assert same >= len(z) - 1, (decoder, seed, drawn, written_draw)
 
 
-def check_floor_sample_follows_probs() -> None:
+def check_closed_form_samples_follow_probs() -> None:
     scipy_stats = __import__("scipy.stats").stats
     z = torch.tensor([[2.0, 1.0, 0.5, -1.0, -torch.inf, 0.0, 3.0, -4.0]])
     draws = 800  # each row is one interpreted program: a few ms each
-    for decoder in (d.MinP(0.1, 1.3), d.TopK(4, 0.8)):
+    for decoder in (d.MinP(0.1, 1.3), d.TopK(4, 0.8), d.Sparsemax(3.0), d.Entmax(1.5, 2.0)):
         q = decoder.probs(z.double())[0]
         generator = torch.Generator().manual_seed(12)
         tokens = route_of(decoder).sample(decoder, z.expand(draws, -1), generator)
@@ -522,6 +523,48 @@ def check_floor_sample_follows_probs() -> None:
         live = q > 0
         p_value = scipy_stats.chisquare(counts[live].numpy(), (q[live] * draws).numpy()).pvalue
         assert p_value > 1e-3, (decoder, counts, q * draws, p_value)
+
+
+def check_tsallis_sample_over_an_overflowing_row() -> None:
+    # More tied candidates than a gather slot holds (CAP), so the solve draws over the row's
+    # blocks: three tokens and the ties each in a block of their own, so that the block is
+    # picked first. Philox draws follow q (the tied tokens counted as one category) and
+    # coded draws pick the torch path's tokens.
+    scipy_stats = __import__("scipy.stats").stats
+    from decoptim.core.kernels.candidates import CAP
+    from decoptim.core.kernels.tsallis import BLOCK
+
+    spots = [0, BLOCK + 904, 2 * BLOCK + 808]
+    ties = torch.arange(3 * BLOCK + 16, 3 * BLOCK + 16 + CAP + 44)
+    row = torch.full((4 * BLOCK,), -torch.inf)
+    row[spots] = torch.tensor([1.0, 0.6, 0.3])
+    row[ties] = 0.0
+    for decoder in (d.Sparsemax(4.0), d.Entmax(1.5, 3.0)):
+        alpha, inv_tau = decoder.regularizer.alpha, 1.0 / decoder.temperature
+        q = decoder.probs(row.double()[None])[0]
+        assert (q[ties] > 0).all(), (decoder, q)  # the tied tokens are in the support
+        draws = 600
+        z = row.expand(draws, -1).contiguous()
+        tokens = tsallis_sample(z, kernel_rows(inv_tau, z), alpha, torch.Generator().manual_seed(5))
+        again = tsallis_sample(z, kernel_rows(inv_tau, z), alpha, torch.Generator().manual_seed(5))
+        assert torch.equal(tokens, again), decoder
+        category = (tokens[:, None] == torch.tensor(spots)).int().argmax(-1)
+        category[tokens >= ties[0]] = 3
+        counts = torch.bincount(category, minlength=4).double()
+        expected = torch.cat([q[spots], q[ties].sum()[None]]) * draws
+        p_value = scipy_stats.chisquare(counts.numpy(), expected.numpy()).pvalue
+        assert p_value > 1e-3, (decoder, counts, expected, p_value)
+        codes = group_codes(4, 4, seed=8)
+        z = row.expand(16, -1).contiguous()
+        source = CodedDraw.of(codes, z.device)
+        tokens = tsallis_sample(z, kernel_rows(inv_tau, z), alpha, source)
+        expected, expected_codes = coordinated_sample(decoder.probs(z.double()), codes)
+        assert int((tokens == expected).sum()) >= len(z) - 1, (decoder, tokens, expected)
+        assert (q[tokens] > 0).all(), (decoder, tokens)
+        new = source.next_codes(codes.value.shape)
+        same = tokens == expected
+        gap = (new.value - expected_codes.value).abs()[same]
+        assert (gap <= 1e-6 / q[tokens[same]]).all(), (decoder, gap)
 
 
 def check_table_routes_equal_reference() -> None:
@@ -695,7 +738,7 @@ def _hash_kernel(seed_ptr, index_ptr, step_ptr, out_ptr, n, STREAM: tl.constexpr
     seed = tl.load(seed_ptr + lanes, mask=valid, other=0)
     index = tl.load(index_ptr + lanes, mask=valid, other=0)
     step = tl.load(step_ptr + lanes, mask=valid, other=0)
-    out = coordinated_kernels.hashed_uniform(seed, index, step, STREAM)
+    out = uniforms.hashed_uniform(seed, index, step, STREAM)
     tl.store(out_ptr + lanes, out, mask=valid)
 
 

@@ -2,12 +2,13 @@
 
 q is read from memory (`draw_from_probs`) or computed from z in registers: an affine
 closed form exp(c·(z − max z) − shift), optionally on a floor or off a head (top-p,
-typical, the floor routes, Best-of-K's tail: `draw_affine`), raw logits exp(c·z)
-(softmax: `draw_from_logits`) or Tsallis-α's closed form (sparsemax, entmax:
-`draw_tsallis`). A row is cut into blocks of BLOCK tokens. The row's programs stream it
-block by block and store each block's mass Σ q (for raw logits also the block's max z,
-which that mass is relative to: no row max is needed first). The row's last program to
-finish then
+typical, the floor routes, Best-of-K's tail: `draw_affine`), or raw logits exp(c·z)
+(softmax: `draw_from_logits`). Sparsemax and entmax draw from the candidates that their
+solve holds in registers instead, with the same `uniforms.pick` (`tsallis.tsallis_sample`).
+
+A row is cut into blocks of BLOCK tokens. The row's programs stream it block by block and
+store each block's mass Σ q (for raw logits also the block's max z, which that mass is
+relative to: no row max is needed first). The row's last program to finish then
 1. picks a block: the first whose float64 running sum of block masses exceeds u₁·Σ;
 2. reloads that block and picks the token the same way, with u₂, over its q.
 
@@ -36,8 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..coordinated import _REFILL, Codes
-from .coordinated import hashed_uniform, uniform53
+from ..coordinated import Codes
 from .streaming import (
     affine_q,
     cdiv,
@@ -49,21 +49,17 @@ from .streaming import (
     split_bounds,
     splits_for,
 )
-from .tsallis import psi_kind, tsallis_psi
+from .uniforms import TWO_POW_M52, next_code, philox_uniforms, pick
 
 BLOCK = 2048
 PER_SM = 8  # programs per SM the grid aims at
 WARPS = 4  # with PER_SM and BLOCK, the fastest of a sweep on an H200 (B = 64 and 256)
 
-# What the draw's q is: read from memory, `streaming.affine_q` of z, exp(c·z) of raw logits
-# (blocks relative to their own max z), or Tsallis-α's [(α−1)((z − max z)·c − η)]₊^{1/(α−1)}.
+# What the draw's q is: read from memory, `streaming.affine_q` of z, or exp(c·z) of raw
+# logits (blocks relative to their own max z).
 WRITTEN = tl.constexpr(0)
 AFFINE = tl.constexpr(1)
 LOGITS = tl.constexpr(2)
-TSALLIS = tl.constexpr(3)
-
-TWO_POW_M52 = tl.constexpr(2.0**-52)
-REFILL = tl.constexpr(_REFILL)
 
 
 @triton.jit
@@ -73,14 +69,9 @@ def _finite_or_zero(top):
 
 
 @triton.jit
-def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, alpha_minus_one,
-             MODE: tl.constexpr, FLOOR: tl.constexpr, HEAD: tl.constexpr,
-             KIND: tl.constexpr):  # fmt: skip
+def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id,
+             MODE: tl.constexpr, FLOOR: tl.constexpr, HEAD: tl.constexpr):  # fmt: skip
     # One block's q (0 past `end`), and with LOGITS the block's max z that q is relative to.
-    # TSALLIS reads c = 1/τ, z_max = max z, shift = η and α − 1 (KIND as `tsallis.tsallis_psi`).
-    if MODE == TSALLIS:
-        x = (load_logits(x_ptr + offs, offs < end) - z_max) * c
-        return tsallis_psi(x - shift, alpha_minus_one, KIND), 0.0
     if MODE == LOGITS:
         z = load_logits(x_ptr + offs, offs < end)
         top = tl.max(z, axis=0)
@@ -95,27 +86,11 @@ def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, alpha
 
 
 @triton.jit
-def pick(weights, position, target):
-    """The first position whose float64 running sum of `weights` (≥ 0) exceeds `target`
-    (a float64 in [0, Σ)), and that position's bucket: its running sum before it and its
-    weight. Capped at the last positive weight (a target computed as u·Σ may round up to
-    Σ), so a weight of 0 is never picked; position 0 when Σ = 0."""
-    weights = weights.to(tl.float64)
-    running = tl.cumsum(weights, axis=0)
-    below = tl.sum((running <= target).to(tl.int32), axis=0)
-    chosen = tl.minimum(below, tl.max(tl.where(weights > 0, position, 0), axis=0))
-    width = tl.sum(tl.where(position == chosen, weights, 0.0), axis=0)
-    low = tl.sum(tl.where(position == chosen, running, 0.0), axis=0) - width
-    return chosen, low, width
-
-
-@triton.jit
 def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, edge_id_ptr,
                  seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr, next_code_ptr, mass_ptr,
-                 top_ptr, arrivals_ptr, out_ptr, V, CHUNK, BLOCKS, alpha_minus_one,
-                 BLOCK: tl.constexpr, BLOCKS_POW2: tl.constexpr, MODE: tl.constexpr,
-                 FLOOR: tl.constexpr, HEAD: tl.constexpr, CODED: tl.constexpr,
-                 KIND: tl.constexpr):  # fmt: skip
+                 top_ptr, arrivals_ptr, out_ptr, V, CHUNK, BLOCKS, BLOCK: tl.constexpr,
+                 BLOCKS_POW2: tl.constexpr, MODE: tl.constexpr, FLOOR: tl.constexpr,
+                 HEAD: tl.constexpr, CODED: tl.constexpr):  # fmt: skip
     # With HEAD, rows whose token is already drawn (out[row] ≥ 0) do nothing. With CODED the
     # row's code (code, group seed, index, step) replaces the Philox uniforms, block masses
     # are float64 sums, and the row's next code goes to next_code[row].
@@ -124,9 +99,8 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
     if pending:
         # Only the parameters this mode reads are loaded: the others' pointers may be anything.
         c = tl.load(c_ptr + row) if MODE != WRITTEN else 0.0
-        # Two constexpr comparisons (folded when the kernel compiles), not a tuple test.
-        z_max = tl.load(zmax_ptr + row) if MODE == AFFINE or MODE == TSALLIS else 0.0  # noqa: SIM109
-        shift = tl.load(shift_ptr + row) if MODE == AFFINE or MODE == TSALLIS else 0.0  # noqa: SIM109
+        z_max = tl.load(zmax_ptr + row) if MODE == AFFINE else 0.0
+        shift = tl.load(shift_ptr + row) if MODE == AFFINE else 0.0
         floor = tl.load(floor_ptr + row) if MODE == AFFINE else 0.0
         edge_code = tl.load(edge_code_ptr + row) if HEAD else 0
         edge_id = tl.load(edge_id_ptr + row) if HEAD else 0
@@ -135,7 +109,7 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
         begin, end = split_bounds(split, CHUNK, V)
         for start in range(begin, end, BLOCK):
             q, top = _block_q(base, start + lane, end, c, z_max, shift, floor, edge_code,
-                              edge_id, alpha_minus_one, MODE, FLOOR, HEAD, KIND)  # fmt: skip
+                              edge_id, MODE, FLOOR, HEAD)  # fmt: skip
             slot = row * BLOCKS + start // BLOCK
             tl.store(mass_ptr + slot, tl.sum(q.to(tl.float64) if CODED else q, axis=0))
             if MODE == LOGITS:
@@ -159,31 +133,23 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
             if CODED:
                 target = tl.load(code_ptr + row) * total
             else:
-                words = tl.randint4x(tl.load(seed_ptr), row.to(tl.int64))
-                target = uniform53(words[0], words[1]) * total
+                first, second = philox_uniforms(seed_ptr, row)
+                target = first * total
             block, before, block_mass = pick(mass, blocks, target)
             start = block * BLOCK
             q, _ = _block_q(base, start + lane, tl.minimum(start + BLOCK, V), c, z_max, shift,
-                            floor, edge_code, edge_id, alpha_minus_one, MODE, FLOOR, HEAD,
-                            KIND)  # fmt: skip
+                            floor, edge_code, edge_id, MODE, FLOOR, HEAD)  # fmt: skip
             in_block = tl.sum(q.to(tl.float64), axis=0)
             # The target's place inside the block's bucket, mapped onto the block's own sums
             # (a code's); a fresh uniform (Philox's).
-            if CODED:
-                position = tl.minimum((target - before) / block_mass, 1.0)
-            else:
-                position = uniform53(words[2], words[3])
+            position = tl.minimum((target - before) / block_mass, 1.0) if CODED else second
             token, low, width = pick(q, lane, position * in_block)
             tl.store(out_ptr + row, (start + token).to(tl.int64))
             if CODED:
-                # The code's place inside the token's bucket, refilled below its grain (as
-                # `coordinated.coordinated_sample`).
-                inside = tl.minimum(tl.maximum((position * in_block - low) / width, 0.0), 1.0)
                 grain = TWO_POW_M52 * total * in_block / (width * block_mass)
-                fresh = hashed_uniform(tl.load(group_ptr + row), tl.load(index_ptr + row),
-                                       tl.load(step_ptr + row) + 1, REFILL)  # fmt: skip
-                refilled = inside + fresh * grain
-                tl.store(next_code_ptr + row, refilled - tl.floor(refilled))
+                code = next_code(position * in_block, low, width, grain, group_ptr, index_ptr,
+                                 step_ptr, row)  # fmt: skip
+                tl.store(next_code_ptr + row, code)
 
 
 class CodedDraw(NamedTuple):
@@ -235,8 +201,7 @@ def draw_targets(
 
 def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Tensor | CodedDraw,
             targets: tuple[torch.Tensor, torch.Tensor], mode: int, floor: int = 0,
-            head: bool = False, alpha_minus_one: float = 1.0,
-            kind: int = 0) -> torch.Tensor:  # fmt: skip
+            head: bool = False) -> torch.Tensor:  # fmt: skip
     # The grid (about PER_SM programs per SM, each over whole blocks), the per-block masses
     # (float64 for codes; and the blocks' maxima, for raw logits), one launch.
     rows, vocab = x.shape
@@ -250,9 +215,9 @@ def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Ten
     tokens, arrivals = targets
     _draw_kernel[(rows, splits)](
         x, *params, *randomness, mass, tops, arrivals, tokens, vocab,
-        chunk_for(vocab, splits, BLOCK), blocks, alpha_minus_one, BLOCK=BLOCK,
+        chunk_for(vocab, splits, BLOCK), blocks, BLOCK=BLOCK,
         BLOCKS_POW2=pow2_at_least(blocks, 16), MODE=mode, FLOOR=floor, HEAD=head, CODED=coded,
-        KIND=kind, num_warps=WARPS,
+        num_warps=WARPS,
     )  # fmt: skip
     return tokens
 
@@ -305,20 +270,3 @@ def draw_from_logits(
     logits count as −inf."""
     return _launch(z, (c,) * 6, draw_seed(z.device, randomness),
                    draw_targets(z.shape[0], z.device, zeroed=True), LOGITS.value)  # fmt: skip
-
-
-def draw_tsallis(
-    z: torch.Tensor,
-    inv_tau: torch.Tensor,
-    z_max: torch.Tensor,
-    eta: torch.Tensor,
-    alpha: float,
-    randomness: Randomness = None,
-) -> torch.Tensor:
-    """One token per row of z [rows, V] (CUDA, float32) from Tsallis-α's closed form
-    q ∝ [(α−1)((z − z_max)/τ − η)]₊^{1/(α−1)} (1/τ, z_max, η: float32 [rows]), reading z
-    once and writing nothing of size [rows, V]."""
-    params = (inv_tau, z_max, eta, eta, eta, eta)
-    return _launch(z, params, draw_seed(z.device, randomness),
-                   draw_targets(z.shape[0], z.device, zeroed=True), TSALLIS.value,
-                   alpha_minus_one=alpha - 1.0, kind=psi_kind(alpha))  # fmt: skip

@@ -70,111 +70,78 @@ def _rows(name: str, value: Param, x: Tensor) -> Tensor:
     return kernel_rows(per_row(name, value, x) if isinstance(value, Tensor) else value, x)
 
 
-# --- Tsallis-α over every token (sparsemax, entmax): bisection on the threshold ------------
+# --- Closed forms whose kernels take (x, 1/τ, a parameter) --------------------------------
 
 
-def _tsallis_probs(decoder: Decoder, x: Tensor) -> Tensor:
-    from .tsallis import tsallis_probs
+def _closed_form_route(
+    name: str,
+    kernels: Callable[[], tuple[Callable, Callable]],
+    rows: Callable[[Decoder, Tensor], tuple],
+    solvers: tuple[str, ...] | None = ("auto", "closed_form"),
+) -> Route:
+    """A route to `probs(x, *rows)` and `sample(x, *rows, randomness)`, the pair that
+    `kernels()` imports on first use (the kernel modules import Triton), for the decoder's
+    `solvers` (None: any)."""
 
-    inv_tau = _rows("temperature", 1.0 / decoder.temperature, x)
-    return tsallis_probs(x, inv_tau, decoder.regularizer.alpha)
+    def probs(decoder: Decoder, x: Tensor) -> Tensor:
+        return kernels()[0](x, *rows(decoder, x))
 
+    def sample(decoder: Decoder, x: Tensor, randomness: Randomness) -> Tensor:
+        return kernels()[1](x, *rows(decoder, x), randomness)
 
-def _tsallis_sample(decoder: Decoder, x: Tensor, randomness: Randomness) -> Tensor:
-    from .draw import draw_tsallis
-    from .tsallis import tsallis_terms
+    def covers(decoder: Decoder) -> bool:
+        return solvers is None or decoder.solver in solvers
 
-    alpha = decoder.regularizer.alpha
-    flat = x.reshape(-1, x.shape[-1]).contiguous()
-    inv_tau = _rows("temperature", 1.0 / decoder.temperature, x)
-    z_max, eta, _ = tsallis_terms(flat, inv_tau, alpha)
-    return draw_tsallis(flat, inv_tau, z_max, eta, alpha, randomness).reshape(x.shape[:-1])
-
-
-TSALLIS = Route(
-    "tsallis",
-    covers=lambda decoder: decoder.solver in ("auto", "bisect"),
-    probs=_tsallis_probs,
-    sample=_tsallis_sample,
-    codes=True,
-)
+    return Route(name, covers=covers, probs=probs, sample=sample, codes=True)
 
 
-# --- Shannon over every token (temperature sampling): exp((z − max z)/τ), never sorted ---
+def _inv_tau(decoder: Decoder, x: Tensor) -> tuple[Tensor]:
+    return (_rows("temperature", 1.0 / decoder.temperature, x),)
 
 
-def _softmax_probs(decoder: Decoder, x: Tensor) -> Tensor:
-    from .temperature import softmax_probs
-
-    return softmax_probs(x, _rows("temperature", 1.0 / decoder.temperature, x))
-
-
-def _softmax_sample(decoder: Decoder, x: Tensor, randomness: Randomness) -> Tensor:
-    from .temperature import softmax_sample
-
-    return softmax_sample(x, _rows("temperature", 1.0 / decoder.temperature, x), randomness)
+def _inv_tau_and(name: str) -> Callable[[Decoder, Tensor], tuple]:
+    # 1/τ and the support's parameter `name`, per row.
+    return lambda decoder, x: (
+        *_inv_tau(decoder, x),
+        _rows(name, getattr(decoder.support, name), x),
+    )
 
 
-SOFTMAX = Route(
-    "softmax",
-    covers=lambda decoder: decoder.solver in ("auto", "closed_form"),
-    probs=_softmax_probs,
-    sample=_softmax_sample,
-    codes=True,
-)
+def _tsallis_kernels() -> tuple[Callable, Callable]:
+    from .tsallis import tsallis_probs, tsallis_sample
+
+    return tsallis_probs, tsallis_sample
 
 
-# --- Shannon over a top-p support (nucleus sampling) ---------------------------------------
+def _softmax_kernels() -> tuple[Callable, Callable]:
+    from .temperature import softmax_probs, softmax_sample
+
+    return softmax_probs, softmax_sample
 
 
-def _top_p_rows(decoder: Decoder, x: Tensor) -> tuple[Tensor, Tensor]:
-    return _rows("temperature", 1.0 / decoder.temperature, x), _rows("p", decoder.support.p, x)
+def _top_p_kernels() -> tuple[Callable, Callable]:
+    from .top_p import top_p_probs, top_p_sample
+
+    return top_p_probs, top_p_sample
 
 
-def _top_p_probs(decoder: Decoder, x: Tensor) -> Tensor:
-    from .top_p import top_p_probs
+def _typical_kernels() -> tuple[Callable, Callable]:
+    from .top_p import typical_probs, typical_sample
 
-    return top_p_probs(x, *_top_p_rows(decoder, x))
-
-
-def _top_p_sample(decoder: Decoder, x: Tensor, randomness: Randomness) -> Tensor:
-    from .top_p import top_p_sample
-
-    return top_p_sample(x, *_top_p_rows(decoder, x), randomness)
+    return typical_probs, typical_sample
 
 
-TOP_P = Route(
-    "top_p", covers=lambda decoder: True, probs=_top_p_probs, sample=_top_p_sample, codes=True
-)
-
-
-# --- Shannon over the locally typical set: top-p's kernels on the key −|x − E_p[x]| ---------
-
-
-def _typical_rows(decoder: Decoder, x: Tensor) -> tuple[Tensor, Tensor]:
-    inv_tau = _rows("temperature", 1.0 / decoder.temperature, x)
-    return inv_tau, _rows("mass", decoder.support.mass, x)
-
-
-def _typical_probs(decoder: Decoder, x: Tensor) -> Tensor:
-    from .top_p import typical_probs
-
-    return typical_probs(x, *_typical_rows(decoder, x))
-
-
-def _typical_sample(decoder: Decoder, x: Tensor, randomness: Randomness) -> Tensor:
-    from .top_p import typical_sample
-
-    return typical_sample(x, *_typical_rows(decoder, x), randomness)
-
-
-TYPICAL = Route(
-    "typical",
-    covers=lambda decoder: True,
-    probs=_typical_probs,
-    sample=_typical_sample,
-    codes=True,
-)
+# Tsallis-α over every token (sparsemax, entmax): bisection on the threshold.
+TSALLIS = _closed_form_route(
+    "tsallis", _tsallis_kernels,
+    lambda decoder, x: (*_inv_tau(decoder, x), decoder.regularizer.alpha), ("auto", "bisect"),
+)  # fmt: skip
+# Shannon over every token (temperature sampling): exp((z − max z)/τ), never sorted.
+SOFTMAX = _closed_form_route("softmax", _softmax_kernels, _inv_tau)
+# Shannon over a top-p support (nucleus sampling).
+TOP_P = _closed_form_route("top_p", _top_p_kernels, _inv_tau_and("p"), solvers=None)
+# Shannon over the locally typical set: top-p's kernels on the key −|x − E_p[x]|.
+TYPICAL = _closed_form_route("typical", _typical_kernels, _inv_tau_and("mass"), solvers=None)
 
 
 # --- Shannon above a floor on x = (z − max z)/τ: min-p, epsilon, eta, top-k ------------
