@@ -567,6 +567,58 @@ def test_cuda_coordinated_draw_over_the_closed_form_is_the_written_draw_and_exac
     assert scipy_stats.chisquare(counts.numpy(), expected_counts.numpy()).pvalue > 1e-4
 
 
+@pytest.mark.parametrize(
+    "decoder",
+    [d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=4),
+     d.BestOfK(8, 0.5, 1.0, weights="rank", top_m=64, temperature=4.0)],
+    ids=repr,
+)  # fmt: skip
+def test_cuda_bok_topm_coordinated_draw_is_the_cpu_path_in_head_order_and_exact(decoder):
+    """Best-of-K's top-M route draws a code over its head (in the head's order), then the
+    tail: the CPU path's coordinated draw over q permuted that way picks the same tokens
+    bar a code within rounding of an edge (V = 151,936); then 6 × 8,192 coordinated samples
+    of one row, head and tail, against q by chi-square."""
+    from decoptim.core.kernels.bok_topm import _head
+    from decoptim.core.kernels.table import _bok_topm_problem, route_name
+
+    scipy_stats = pytest.importorskip("scipy.stats")
+    z = (random_logits(64, 151936, 14) * 0.7).cuda()
+    assert route_name(decoder, z) == "bok_topm"
+    codes = d.group_codes(8, 8, seed=7, device="cuda")
+    tokens, new = decoder.sample_coordinated(z, codes)
+    q = decoder.probs(z).double()
+    head, _ = _head(z, _bok_topm_problem(decoder, z))
+    in_head = torch.zeros_like(q, dtype=torch.bool).scatter_(1, head.index, True)
+    tail = torch.arange(z.shape[1], device="cuda").expand_as(q)[~in_head].reshape(len(z), -1)
+    order = torch.cat([head.index, tail], 1).cpu()
+    place, expected_new = d.coordinated_sample(q.cpu().gather(1, order), codes.to("cpu"))
+    expected = order.gather(1, place[:, None])[:, 0]
+    same = tokens.cpu() == expected
+    assert int(same.sum()) >= 63, (tokens, expected)
+    assert 0 < int(in_head.gather(1, tokens[:, None]).sum()) < len(z)
+    share = (q / q.sum(-1, keepdim=True)).gather(1, tokens[:, None])[:, 0].cpu()
+    assert ((new.value.cpu() - expected_new.value).abs()[same] <= 1e-5 / share[same]).all()
+    assert torch.equal(new.step, codes.step + 1)
+    rows = 8192
+    probe = torch.full((151936,), -24.0)
+    probe[:40] = torch.linspace(-2.0, 2.0, 40)
+    batch = probe.cuda().expand(rows, -1).contiguous()
+    q = decoder.probs(batch[:1].cpu().double())[0]
+    groups = rows // 8
+    batches = [d.group_codes(groups, 8, seed=5, device="cuda", first_group=groups * b)
+               for b in range(6)]  # fmt: skip
+    drawn = torch.cat([decoder.sample_coordinated(batch, codes)[0] for codes in batches]).cpu()
+    live = torch.nonzero(q[:40] > 0).flatten()
+    assert torch.isin(drawn[drawn < 40], live).all()
+    # The live tokens, and the long tail as one category where it holds enough mass.
+    counts = torch.cat([(drawn[:, None] == live).sum(0), (drawn >= 40).sum()[None]]).double()
+    expected = torch.cat([q[live], q[40:].sum()[None]]) * len(drawn)
+    if expected[-1] < 5:  # the tail's mass is ~0: at most a few draws
+        assert counts[-1] <= 3, counts[-1]
+        counts, expected = counts[:-1], expected[:-1] / expected[:-1].sum() * counts[:-1].sum()
+    assert scipy_stats.chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-4
+
+
 def test_cuda_coordinated_draw_equals_the_cpu_path_and_stays_exact():
     """The CUDA kernel against the torch path from the same codes (tokens equal, codes to
     1e-11), then 200 steps on the GPU and a chi-square of the next tokens against q, and

@@ -809,7 +809,44 @@ def check_coordinated_draw_over_the_closed_form_equals_the_written_draw() -> Non
             assert (gap <= 1e-5 / share[same]).all(), (decoder, gap, share)
             assert torch.equal(new.step, codes.step + 1) and torch.equal(new.seed, codes.seed)
             assert (q.gather(1, tokens[:, None]) > 0).all(), (decoder, tokens)
-        assert not route_of(d.BestOfK(8, 2.0, 0.2, weights="topm", top_m=8)).codes
+    finally:
+        table.use_kernels, decoders.use_kernels = saved
+
+
+def check_bok_topm_coordinated_draw_is_the_torch_path_in_head_order() -> None:
+    # Best-of-K's top-M route draws a code over its head's tokens (in the head's order),
+    # then over the tail in token order: the torch path's coordinated draw over q permuted
+    # that way picks the same tokens bar a code within rounding of an edge, and next codes
+    # agree where the tokens do; both the head and the tail are drawn from.
+    from decoptim.core import decoders
+    from decoptim.core.kernels.bok_topm import _head
+
+    z = random_logits(16, 3000, 21) * 0.7
+    codes = group_codes(4, 4, seed=3)
+    saved = table.use_kernels, decoders.use_kernels
+    table.use_kernels = decoders.use_kernels = lambda x: True
+    try:
+        for decoder in (
+            d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=4),
+            d.BestOfK(8, 0.5, 1.0, weights="rank", top_m=6, temperature=2.0),
+        ):
+            assert table.route_name(decoder, z) == "bok_topm", table.route_name(decoder, z)
+            assert table.kernel_route(decoder, z).codes
+            tokens, new = decoder.sample_coordinated(z, codes)
+            q = decoder.probs(z).double()
+            head, _ = _head(z, table._bok_topm_problem(decoder, z))
+            in_head = torch.zeros_like(q, dtype=torch.bool).scatter_(1, head.index, True)
+            tail = torch.arange(z.shape[1]).expand_as(q)[~in_head].reshape(len(z), -1)
+            order = torch.cat([head.index, tail], 1)
+            place, expected_codes = coordinated_sample(q.gather(1, order), codes)
+            expected = order.gather(1, place[:, None])[:, 0]
+            same = tokens == expected
+            assert int(same.sum()) >= len(z) - 1, (decoder, tokens, expected)
+            assert 0 < int(in_head.gather(1, tokens[:, None]).sum()) < len(z), (decoder, tokens)
+            share = (q / q.sum(-1, keepdim=True)).gather(1, tokens[:, None])[:, 0]
+            gap = (new.value - expected_codes.value).abs()[same]
+            assert (gap <= 1e-5 / share[same]).all(), (decoder, gap, share)
+            assert torch.equal(new.step, codes.step + 1)
     finally:
         table.use_kernels, decoders.use_kernels = saved
 

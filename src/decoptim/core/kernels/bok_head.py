@@ -26,8 +26,9 @@ from .candidates import (
     kth_largest_code_of_row,
     load_candidates,
 )
-from .draw import draw_targets
+from .draw import CodedDraw, draw_targets
 from .streaming import code_of, load_logits, pow2_at_least, row_lse
+from .uniforms import TWO_POW_M52, next_code, pick
 
 
 class HeadSolution(NamedTuple):
@@ -43,12 +44,15 @@ class HeadSolution(NamedTuple):
 class HeadDraw(NamedTuple):
     """Per row: the head's edge (v is in the head iff code(z_v) > code, or = code and
     v ≤ id); the sampled head token, or −1 where the sample comes from the tail; and the
-    tail draw's arrival counters, zeroed."""
+    tail draw's arrival counters, zeroed. A coordinated draw also has, per row, the code
+    remapped onto the tail and Σ q / Σ_tail q (see `draw.draw_affine`'s `code_scale`)."""
 
     code: torch.Tensor
     id: torch.Tensor
     token: torch.Tensor
     arrivals: torch.Tensor
+    tail_code: torch.Tensor | None = None
+    code_scale: torch.Tensor | None = None
 
 
 # 2⁻³² and 2⁻⁶⁴: the cells of uniforms made of one and of two 32-bit words.
@@ -163,6 +167,13 @@ def _bok_topm_head_kernel(
     token_ptr,
     arrivals_ptr,
     seed_ptr,
+    code_ptr,
+    group_ptr,
+    index_ptr,
+    step_ptr,
+    next_code_ptr,
+    tail_code_ptr,
+    code_scale_ptr,
     V,
     M,
     SPLITS,
@@ -176,11 +187,13 @@ def _bok_topm_head_kernel(
     OUTER: tl.constexpr,
     INNER: tl.constexpr,
     SAMPLE: tl.constexpr,
+    CODED: tl.constexpr,
 ):
     # Pick the head (top M) from the gathered candidates, combine the split partials of
     # LSE(c·(z − max z)), form the head's a and the tail's log-mass, solve, and write q on
     # the head and the tail's exponent shift. With SAMPLE, also draw whether the row's
-    # sample is in the head (probability Σ_head q) and, if so, which head token.
+    # sample is in the head (probability Σ_head q) and, if so, which head token. With
+    # CODED, by the row's code instead of a race (see `topm_head`).
     row = tl.program_id(0)
     head_x = head_x_ptr + row * M
     head_index = head_index_ptr + row * M
@@ -235,29 +248,55 @@ def _bok_topm_head_kernel(
     if SAMPLE:
         tl.store(edge_code_ptr + row, edge_code)
         tl.store(edge_id_ptr + row, edge_id)
-        # An exponential race between the head's tokens and the whole tail as one entrant
-        # of weight Σ_tail q. Only rows whose tail wins draw from the tail's tokens
+        # Only rows whose sample is in the tail draw from the tail's tokens
         # (`draw.draw_affine`; token −1 until then).
-        head_word, tail_word, head_fine, tail_fine = tl.randint4x(
-            tl.load(seed_ptr + 1), row.to(tl.int64) * BLOCK + offs
-        )
-        e_head = exponential(head_word, head_fine)
-        e_tail = exponential(tail_word, tail_fine)
-        keys = tl.where(mask & (q > 0), q / e_head, -1.0)
-        best = tl.argmax(keys, axis=0)
         tail_mass = tl.exp(tail - t - log_z)
-        tail_key = tl.sum(tl.where(offs == 0, tail_mass / e_tail, 0.0), axis=0)
         ids = tl.load(head_index + offs, mask=mask, other=0)
+        if CODED:
+            # Inverse transform with the code over the head's tokens (in the head's order),
+            # then the tail as one bucket. A code in the tail is remapped onto it, for the
+            # tail's draw over its own sums.
+            q64 = q.to(tl.float64)
+            head_total = tl.sum(q64, axis=0)
+            total = head_total + tail_mass.to(tl.float64)
+            target = tl.load(code_ptr + row) * total
+            best, low, width = pick(q64, offs, target)
+            in_head = (target < head_total) | (tail_mass <= 0.0)
+            if in_head:
+                code = next_code(target, low, width, TWO_POW_M52 * total / width, group_ptr,
+                                 index_ptr, step_ptr, row)  # fmt: skip
+                tl.store(next_code_ptr + row, code)
+            safe_tail = tl.where(tail_mass > 0.0, tail_mass, 1.0).to(tl.float64)
+            remapped = tl.minimum(tl.maximum((target - head_total) / safe_tail, 0.0), 1.0)
+            tl.store(tail_code_ptr + row, remapped)
+            tl.store(code_scale_ptr + row, total / safe_tail)
+        else:
+            # An exponential race between the head's tokens and the whole tail as one
+            # entrant of weight Σ_tail q.
+            head_word, tail_word, head_fine, tail_fine = tl.randint4x(
+                tl.load(seed_ptr + 1), row.to(tl.int64) * BLOCK + offs
+            )
+            e_head = exponential(head_word, head_fine)
+            e_tail = exponential(tail_word, tail_fine)
+            keys = tl.where(mask & (q > 0), q / e_head, -1.0)
+            best = tl.argmax(keys, axis=0)
+            tail_key = tl.sum(tl.where(offs == 0, tail_mass / e_tail, 0.0), axis=0)
+            in_head = tl.max(keys, axis=0) >= tail_key
         token = tl.sum(tl.where(offs == best, ids, 0), axis=0)
-        in_head = tl.max(keys, axis=0) >= tail_key
         tl.store(token_ptr + row, tl.where(in_head, token, -1))
         tl.store(arrivals_ptr + row, 0)
 
 
 def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int,
-              inner: int, seed: torch.Tensor | None = None):  # fmt: skip
+              inner: int, seed: torch.Tensor | CodedDraw | None = None):  # fmt: skip
     """The head's ids and q, max z and the tail shift, per row of z [rows, V]; with `seed`
-    (see `draw.draw_seed`) also the head draw (else None)."""
+    (see `draw.draw_seed`) also the head draw (else None).
+
+    A coordinated draw (`seed` a `CodedDraw`) is an inverse transform with the row's code
+    over the head's tokens in the head's order, then the tail as one bucket: each token
+    still comes up with probability q_v, but the code-to-token map is not the vocabulary
+    order that `coordinated.coordinated_sample` uses. Head rows get their next code here;
+    tail rows get the code remapped onto the tail, which their draw finishes."""
     rows, vocab = z.shape
     splits = stats.splits
     device = z.device
@@ -267,17 +306,24 @@ def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int
     z_max = torch.empty(rows, device=device, dtype=torch.float32)
     shift = torch.empty_like(z_max)
     draw = None
+    coded = isinstance(seed, CodedDraw)
     if seed is not None:
         draw = HeadDraw(
             torch.empty(rows, device=device, dtype=torch.int64),
             torch.empty(rows, device=device, dtype=torch.int32),
             *draw_targets(rows, device),
+            *((torch.empty_like(seed.value), torch.empty_like(seed.value)) if coded else ()),
         )
+    # The draw's randomness: Philox seeds, or a code's parts and where the head writes.
+    randomness = (
+        (shift, *seed, draw.tail_code, draw.code_scale) if coded
+        else (shift if seed is None else seed,) + (shift,) * 7
+    )  # fmt: skip
     _bok_topm_head_kernel[(rows,)](
         z, candidates.x, candidates.index, candidates.count, stats.maxes, stats.sums,
         c, beta_k, k, head_x, head_index,
         *compact_scratch(rows, pow2_at_least(candidates.splits) * CAP, device),
-        q_head, z_max, shift, *(draw or [shift] * 4), shift if seed is None else seed,
+        q_head, z_max, shift, *(draw[:4] if draw else [shift] * 4), *randomness,
         vocab, m, splits, candidates.splits,
         BLOCK=pow2_at_least(m, 16),
         SPLIT_BLOCK=pow2_at_least(splits, 16),
@@ -288,6 +334,7 @@ def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int
         OUTER=outer,
         INNER=inner,
         SAMPLE=draw is not None,
+        CODED=coded,
         num_warps=ROW_WARPS,
     )  # fmt: skip
     return HeadSolution(head_index, q_head, z_max, shift), draw

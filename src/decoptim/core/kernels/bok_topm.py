@@ -11,8 +11,9 @@ tail of the exact solution is q_v ∝ exp(c·z_v) with c = 1/τ_p + 1/(λτ_s).
 4. Write q = exp(c·(z − max z) − shift) and put the head's values in place.
 
 Sampling never writes q: step 3 also races the head's tokens against the tail taken as one
-entrant of weight Σ_tail q; only rows whose tail wins run step 4 as a draw from the
-tail's closed form (`draw.draw_affine`), reading z once.
+entrant of weight Σ_tail q (a coordinated draw: picks by its code, head first); only rows
+whose sample is in the tail run step 4 as a draw from the tail's closed form
+(`draw.draw_affine`), reading z once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from ..checks import kernel_rows
 from .bok_head import topm_head
 from .candidates import gather_candidates
-from .draw import draw_affine, draw_seed
+from .draw import CodedDraw, Randomness, draw_affine, draw_seed
 from .streaming import exp_affine, row_stats, segment_size
 
 
@@ -43,7 +44,7 @@ class TopMProblem:
     inner: int
 
 
-def _head(z: torch.Tensor, problem: TopMProblem, seed: torch.Tensor | None = None):
+def _head(z: torch.Tensor, problem: TopMProblem, seed: torch.Tensor | CodedDraw | None = None):
     # A_v = log p_v + s_v/λ − 1 = c·z_v + (a row constant). Row constants only move t, so
     # A is taken as c·(z_v − max z): no large numbers cancel in float32.
     p = problem
@@ -65,15 +66,18 @@ def bok_topm_probs(z: torch.Tensor, problem: TopMProblem) -> torch.Tensor:
 
 
 def bok_topm_sample(
-    z: torch.Tensor, problem: TopMProblem, generator: torch.Generator | None = None
+    z: torch.Tensor, problem: TopMProblem, randomness: Randomness = None
 ) -> torch.Tensor:
     """One token per row of z ([..., V], float32 CUDA), drawn from `bok_topm_probs`' q
-    without writing q."""
+    without writing q. `randomness`: a generator (or None) for Philox seeds, or a
+    `draw.CodedDraw` (the head's order first, then the tail's: see `bok_head.topm_head`)."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    seed = draw_seed(z.device, generator)
+    seed = draw_seed(z.device, randomness)
     head, draw = _head(flat, problem, seed)
+    coded = isinstance(seed, CodedDraw)
     tokens = draw_affine(
-        flat, problem.c, head.z_max, head.shift, seed, (draw.token, draw.arrivals),
-        head_edge=(draw.code, draw.id),
+        flat, problem.c, head.z_max, head.shift,
+        seed._replace(value=draw.tail_code) if coded else seed, (draw.token, draw.arrivals),
+        head_edge=(draw.code, draw.id), code_scale=draw.code_scale,
     )  # fmt: skip
     return tokens.reshape(z.shape[:-1])

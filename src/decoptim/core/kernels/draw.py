@@ -87,13 +87,15 @@ def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id,
 
 @triton.jit
 def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, edge_id_ptr,
-                 seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr, next_code_ptr, mass_ptr,
-                 top_ptr, arrivals_ptr, out_ptr, V, CHUNK, BLOCKS, BLOCK: tl.constexpr,
-                 BLOCKS_POW2: tl.constexpr, MODE: tl.constexpr, FLOOR: tl.constexpr,
-                 HEAD: tl.constexpr, CODED: tl.constexpr):  # fmt: skip
+                 seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr, next_code_ptr,
+                 code_scale_ptr, mass_ptr, top_ptr, arrivals_ptr, out_ptr, V, CHUNK, BLOCKS,
+                 BLOCK: tl.constexpr, BLOCKS_POW2: tl.constexpr, MODE: tl.constexpr,
+                 FLOOR: tl.constexpr, HEAD: tl.constexpr, CODED: tl.constexpr,
+                 SCALED: tl.constexpr):  # fmt: skip
     # With HEAD, rows whose token is already drawn (out[row] ≥ 0) do nothing. With CODED the
     # row's code (code, group seed, index, step) replaces the Philox uniforms, block masses
-    # are float64 sums, and the row's next code goes to next_code[row].
+    # are float64 sums, and the row's next code goes to next_code[row]; with SCALED the
+    # code's refill grain is code_scale[row] times this draw's (a code remapped onto a tail).
     row, split, splits = program_position()
     pending = tl.load(out_ptr + row) < 0 if HEAD else True
     if pending:
@@ -147,6 +149,8 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
             tl.store(out_ptr + row, (start + token).to(tl.int64))
             if CODED:
                 grain = TWO_POW_M52 * total * in_block / (width * block_mass)
+                if SCALED:
+                    grain *= tl.load(code_scale_ptr + row)
                 code = next_code(position * in_block, low, width, grain, group_ptr, index_ptr,
                                  step_ptr, row)  # fmt: skip
                 tl.store(next_code_ptr + row, code)
@@ -201,7 +205,8 @@ def draw_targets(
 
 def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Tensor | CodedDraw,
             targets: tuple[torch.Tensor, torch.Tensor], mode: int, floor: int = 0,
-            head: bool = False) -> torch.Tensor:  # fmt: skip
+            head: bool = False,
+            code_scale: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     # The grid (about PER_SM programs per SM, each over whole blocks), the per-block masses
     # (float64 for codes; and the blocks' maxima, for raw logits), one launch.
     rows, vocab = x.shape
@@ -214,10 +219,10 @@ def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Ten
     randomness = (source.value, *source) if coded else (source,) * 6
     tokens, arrivals = targets
     _draw_kernel[(rows, splits)](
-        x, *params, *randomness, mass, tops, arrivals, tokens, vocab,
-        chunk_for(vocab, splits, BLOCK), blocks, BLOCK=BLOCK,
+        x, *params, *randomness, mass if code_scale is None else code_scale, mass, tops,
+        arrivals, tokens, vocab, chunk_for(vocab, splits, BLOCK), blocks, BLOCK=BLOCK,
         BLOCKS_POW2=pow2_at_least(blocks, 16), MODE=mode, FLOOR=floor, HEAD=head, CODED=coded,
-        num_warps=WARPS,
+        SCALED=code_scale is not None, num_warps=WARPS,
     )  # fmt: skip
     return tokens
 
@@ -250,16 +255,19 @@ def draw_affine(
     floor: torch.Tensor | None = None,
     head_edge: tuple[torch.Tensor, torch.Tensor] | None = None,
     tempered: bool = False,
+    code_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One token per row of z [rows, V] from q ∝ exp(c·(z − z_max) − shift) ([rows] each),
     with the randomness `source` from `draw_seed`: with `floor`, only over c·z ≥ floor (with
     `tempered`, c holds τ and the floor is on (z − z_max)/τ, see `streaming.affine_q`); with
     `head_edge` (code, id per row), only over the tail below that edge and only on rows
-    whose token (in `targets`) is still −1."""
+    whose token (in `targets`) is still −1. `code_scale` (float64 [rows], with a coded
+    `source` whose codes were remapped onto this draw's q from a row holding more, as
+    Best-of-K's head does): Σ_row / Σ q, so that the next codes' refill grain is the row's."""
     edge = (shift, shift) if head_edge is None else head_edge
     params = (c, z_max, shift, shift if floor is None else floor, *edge)
     return _launch(z, params, source, targets, AFFINE.value, floor_mode(floor, tempered),
-                   head_edge is not None)  # fmt: skip
+                   head_edge is not None, code_scale)  # fmt: skip
 
 
 def draw_from_logits(

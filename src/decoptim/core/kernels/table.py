@@ -289,16 +289,17 @@ def _bok_topm_probs(decoder: Decoder, x: Tensor) -> Tensor:
     return bok_topm_probs(x, _bok_topm_problem(decoder, x))
 
 
-def _bok_topm_sample(decoder: Decoder, x: Tensor, generator: torch.Generator | None) -> Tensor:
+def _bok_topm_sample(decoder: Decoder, x: Tensor, randomness: Randomness) -> Tensor:
     from .bok_topm import bok_topm_sample
 
-    return bok_topm_sample(x, _bok_topm_problem(decoder, x), generator)
+    return bok_topm_sample(x, _bok_topm_problem(decoder, x), randomness)
 
 
 BOK_PROB = Route("bok_prob", covers=_bok_prob_covers, probs=_bok_prob_probs)
 BOK_TOPM = Route(
-    "bok_topm", covers=_bok_topm_covers, probs=_bok_topm_probs, sample=_bok_topm_sample
-)
+    "bok_topm", covers=_bok_topm_covers, probs=_bok_topm_probs, sample=_bok_topm_sample,
+    codes=True,
+)  # fmt: skip
 
 
 # --- the table -----------------------------------------------------------------------------
