@@ -1,0 +1,66 @@
+"""The candidates gather's time by its launch settings: block size, warps and splits per
+row, for both of its bounds (Tsallis' offset below the row max; the top-64 segment bound).
+
+    python bench/gather_sweep.py [--batches 8 64 256] [--vocab 151936]
+
+Times eager calls of the gather kernel alone (CUDA events, median of 60): the figures
+include the host's launch; compare settings within one batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+
+import gpu  # bench/, the script's folder, is on sys.path
+import torch
+
+from decoptim.core.checks import kernel_rows
+from decoptim.core.kernels import candidates
+from decoptim.core.kernels.streaming import chunk_for, pow2_at_least, row_stats, segment_size
+
+
+def gather_ms(inputs, ones, stats, segment_bound: bool, k: int, offset: float, block: int,
+              warps: int, splits: int) -> float:  # fmt: skip
+    batch, vocab = inputs[0].shape
+    x, index, count = candidates.Candidates.empty(batch, splits, inputs[0].device)
+    chunk = chunk_for(vocab, splits, block)
+
+    def gather(z: torch.Tensor) -> None:
+        candidates._gather_kernel[(batch, splits)](
+            z, ones, stats, x, index, count, vocab, vocab, chunk, stats.shape[1], k, offset,
+            KTH_SEGMENT=segment_bound, CAP=candidates.CAP,
+            STAT_BLOCK=pow2_at_least(stats.shape[1], 16), BLOCK=block, num_warps=warps,
+        )  # fmt: skip
+
+    return gpu.time_ms(gather, inputs, 60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[8, 64, 256])
+    parser.add_argument("--vocab", type=int, default=151_936)
+    args = parser.parse_args()
+    vocab = args.vocab
+    print(f"# {torch.cuda.get_device_name()}, V = {vocab}, fp32; ms per eager gather")
+    for batch in args.batches:
+        inputs = gpu.make_inputs(batch, vocab, 4, seed=7)
+        ones = kernel_rows(1.0, inputs[0])
+        bounds = {  # name: (stats, segment bound?, k, offset)
+            "tsallis": (row_stats(inputs[0], ones).maxes, False, 0, 1.0),
+            "top-64": (row_stats(inputs[0], ones, segment=segment_size(vocab, 64)).segmax,
+                       True, 64, 0.0),
+        }  # fmt: skip
+        print(f"\n## B = {batch}\n")
+        print("| bound | block | warps | splits | ms |\n|---|---:|---:|---:|---:|")
+        for name, bound in bounds.items():
+            for block, warps, splits in itertools.product((1024, 2048, 4096), (4, 8),
+                                                          (8, 16, 32, 64)):  # fmt: skip
+                ms = gather_ms(inputs, ones, *bound, block, warps, splits)
+                print(f"| {name} | {block} | {warps} | {splits} | {ms:.4f} |", flush=True)
+
+
+if __name__ == "__main__":
+    if not torch.cuda.is_available():
+        raise SystemExit("gather_sweep.py needs a CUDA device")
+    main()
