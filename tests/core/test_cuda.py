@@ -521,6 +521,32 @@ def test_cuda_sparsemax_shifts_before_scaling():
     )
 
 
+def assert_coordinated_samples_of_a_probe_row_follow_q(decoder):
+    """6 × 8,192 coordinated samples (groups of 8) of one row at V = 151,936, 40 live
+    tokens and a long tail at −24, against q by chi-square: the live tokens, and the tail
+    as one category where it holds enough mass (else at most 3 draws of it)."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rows = 8192
+    probe = torch.full((151936,), -24.0)
+    probe[:40] = torch.linspace(-2.0, 2.0, 40)
+    batch = probe.cuda().expand(rows, -1).contiguous()
+    q = decoder.probs(batch[:1].cpu().double())[0]
+    # Six batches of other groups (`first_group`): a run's seed is mixed with the group ids,
+    # so the same ids under another seed give the same set of codes, permuted.
+    groups = rows // 8
+    batches = [d.group_codes(groups, 8, seed=5, device="cuda", first_group=groups * b)
+               for b in range(6)]  # fmt: skip
+    drawn = torch.cat([decoder.sample_coordinated(batch, codes)[0] for codes in batches]).cpu()
+    live = torch.nonzero(q[:40] > 0).flatten()
+    assert torch.isin(drawn[drawn < 40], live).all()
+    counts = torch.cat([(drawn[:, None] == live).sum(0), (drawn >= 40).sum()[None]]).double()
+    expected = torch.cat([q[live], q[40:].sum()[None]]) * len(drawn)
+    if expected[-1] < 5:  # the tail's mass is ~0
+        assert counts[-1] <= 3, counts[-1]
+        counts, expected = counts[:-1], expected[:-1] / expected[:-1].sum() * counts[:-1].sum()
+    assert scipy_stats.chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-4
+
+
 @pytest.mark.parametrize(
     "decoder",
     [d.Softmax(0.8), d.TopP(0.9, 1.1), d.MinP(0.05, 0.7), d.Typical(0.9), d.TopK(50, 0.9),
@@ -536,7 +562,6 @@ def test_cuda_coordinated_draw_over_the_closed_form_is_the_written_draw_and_exac
     from decoptim.core.kernels.draw import draw_coordinated
     from decoptim.core.kernels.table import route_name
 
-    scipy_stats = pytest.importorskip("scipy.stats")
     z = random_logits(64, 151936, 12).cuda()
     assert route_name(decoder, z) != "torch"
     codes = d.group_codes(8, 8, seed=5, device="cuda")
@@ -548,23 +573,7 @@ def test_cuda_coordinated_draw_over_the_closed_form_is_the_written_draw_and_exac
     share = (q_z / q_z.sum(-1, keepdim=True)).gather(1, tokens[:, None])[:, 0].double()
     assert ((new.value - expected_new.value).abs()[same] <= 1e-5 / share[same]).all()
     assert torch.equal(new.step, codes.step + 1)
-    rows = 8192
-    probe = torch.full((151936,), -24.0)
-    probe[:40] = torch.linspace(-2.0, 2.0, 40)
-    batch = probe.cuda().expand(rows, -1).contiguous()
-    q = decoder.probs(batch[:1].cpu().double())[0]
-    # Six batches of other groups (`first_group`): a run's seed is mixed with the group ids,
-    # so the same ids under another seed give the same set of codes, permuted.
-    groups = rows // 8
-    batches = [d.group_codes(groups, 8, seed=5, device="cuda", first_group=groups * b)
-               for b in range(6)]  # fmt: skip
-    drawn = torch.cat([decoder.sample_coordinated(batch, codes)[0] for codes in batches]).cpu()
-    live = torch.nonzero(q[:40] > 0).flatten()
-    assert int((drawn >= 40).sum()) <= 3, int((drawn >= 40).sum())  # tail mass < 4e-6
-    assert torch.isin(drawn[drawn < 40], live).all()
-    counts = (drawn[:, None] == live).sum(0).double()
-    expected_counts = q[live] / q[live].sum() * counts.sum()
-    assert scipy_stats.chisquare(counts.numpy(), expected_counts.numpy()).pvalue > 1e-4
+    assert_coordinated_samples_of_a_probe_row_follow_q(decoder)
 
 
 @pytest.mark.parametrize(
@@ -581,7 +590,6 @@ def test_cuda_bok_topm_coordinated_draw_is_the_cpu_path_in_head_order_and_exact(
     from decoptim.core.kernels.bok_topm import _head
     from decoptim.core.kernels.table import _bok_topm_problem, route_name
 
-    scipy_stats = pytest.importorskip("scipy.stats")
     z = (random_logits(64, 151936, 14) * 0.7).cuda()
     assert route_name(decoder, z) == "bok_topm"
     codes = d.group_codes(8, 8, seed=7, device="cuda")
@@ -599,24 +607,7 @@ def test_cuda_bok_topm_coordinated_draw_is_the_cpu_path_in_head_order_and_exact(
     share = (q / q.sum(-1, keepdim=True)).gather(1, tokens[:, None])[:, 0].cpu()
     assert ((new.value.cpu() - expected_new.value).abs()[same] <= 1e-5 / share[same]).all()
     assert torch.equal(new.step, codes.step + 1)
-    rows = 8192
-    probe = torch.full((151936,), -24.0)
-    probe[:40] = torch.linspace(-2.0, 2.0, 40)
-    batch = probe.cuda().expand(rows, -1).contiguous()
-    q = decoder.probs(batch[:1].cpu().double())[0]
-    groups = rows // 8
-    batches = [d.group_codes(groups, 8, seed=5, device="cuda", first_group=groups * b)
-               for b in range(6)]  # fmt: skip
-    drawn = torch.cat([decoder.sample_coordinated(batch, codes)[0] for codes in batches]).cpu()
-    live = torch.nonzero(q[:40] > 0).flatten()
-    assert torch.isin(drawn[drawn < 40], live).all()
-    # The live tokens, and the long tail as one category where it holds enough mass.
-    counts = torch.cat([(drawn[:, None] == live).sum(0), (drawn >= 40).sum()[None]]).double()
-    expected = torch.cat([q[live], q[40:].sum()[None]]) * len(drawn)
-    if expected[-1] < 5:  # the tail's mass is ~0: at most a few draws
-        assert counts[-1] <= 3, counts[-1]
-        counts, expected = counts[:-1], expected[:-1] / expected[:-1].sum() * counts[:-1].sum()
-    assert scipy_stats.chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-4
+    assert_coordinated_samples_of_a_probe_row_follow_q(decoder)
 
 
 def test_cuda_coordinated_draw_equals_the_cpu_path_and_stays_exact():

@@ -8,6 +8,7 @@ in-kernel fallback over the whole row.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -272,6 +273,19 @@ def check_softmax_sample_follows_probs() -> None:
     live = q > 0
     p_value = scipy_stats.chisquare(counts[live].numpy(), (q[live] * draws).numpy()).pvalue
     assert p_value > 1e-3, (counts, q * draws, p_value)
+
+
+@contextlib.contextmanager
+def kernels_on_the_cpu():
+    """The decoders' CUDA check patched to say yes, so that their kernel routes run here."""
+    from decoptim.core import decoders
+
+    saved = table.use_kernels, decoders.use_kernels
+    table.use_kernels = decoders.use_kernels = lambda x: True
+    try:
+        yield
+    finally:
+        table.use_kernels, decoders.use_kernels = saved
 
 
 def route_of(decoder: d.Decoder) -> table.Route:
@@ -574,8 +588,6 @@ def check_tsallis_sample_over_an_overflowing_row() -> None:
 def check_table_routes_equal_reference() -> None:
     """Every kernel route of the kernel table, reached through the decoders' own `probs` and
     `sample` (with the CUDA check patched to say yes), against the float64 torch path."""
-    from decoptim.core import decoders
-
     z = crowded(3000, 7)
     routed = [
         (d.Softmax(0.8), "softmax"),
@@ -594,9 +606,7 @@ def check_table_routes_equal_reference() -> None:
         (d.BestOfK(8, 2.0, 0.2, weights="rank", top_m=16), "bok_topm"),
         (d.BestOfK(8, 2.0, 0.2, support=d.TopKSupport(40)), "torch"),
     ]
-    saved = table.use_kernels, decoders.use_kernels
-    table.use_kernels = decoders.use_kernels = lambda x: True
-    try:
+    with kernels_on_the_cpu():
         for decoder, name in routed:
             assert table.route_name(decoder, z) == name, (decoder, table.route_name(decoder, z))
             q = decoder.probs(z)
@@ -605,8 +615,6 @@ def check_table_routes_equal_reference() -> None:
             assert err < 2e-6, f"{decoder!r}: max error {err}"
             drawn = decoder.sample(z, generator=torch.Generator().manual_seed(0))
             assert (ref.gather(1, drawn[:, None]) > 0).all(), (decoder, drawn)
-    finally:
-        table.use_kernels, decoders.use_kernels = saved
 
 
 def check_draw_combines_its_programs_blocks() -> None:
@@ -792,13 +800,9 @@ def check_coordinated_draw_over_the_closed_form_equals_the_written_draw() -> Non
     # the written q: the same tokens bar a code within rounding of a bucket's edge (the
     # closed form and the written q differ by one rounding of the normaliser), next codes
     # close where the tokens agree, steps advanced.
-    from decoptim.core import decoders
-
     z = random_logits(12, 5000, 13) * 0.5
     codes = group_codes(3, 4, seed=6)
-    saved = table.use_kernels, decoders.use_kernels
-    table.use_kernels = decoders.use_kernels = lambda x: True
-    try:
+    with kernels_on_the_cpu():
         for decoder in (d.Softmax(0.8), d.TopP(0.9, 1.2), d.MinP(0.05, 0.7), d.Typical(0.9),
                         d.TopK(40, 0.9), d.Sparsemax(0.7), d.Entmax(1.5, 0.5),
                         d.Entmax(1.3)):  # fmt: skip
@@ -813,8 +817,6 @@ def check_coordinated_draw_over_the_closed_form_equals_the_written_draw() -> Non
             assert (gap <= 1e-5 / share[same]).all(), (decoder, gap, share)
             assert torch.equal(new.step, codes.step + 1) and torch.equal(new.seed, codes.seed)
             assert (q.gather(1, tokens[:, None]) > 0).all(), (decoder, tokens)
-    finally:
-        table.use_kernels, decoders.use_kernels = saved
 
 
 def check_bok_topm_coordinated_draw_is_the_torch_path_in_head_order() -> None:
@@ -822,14 +824,11 @@ def check_bok_topm_coordinated_draw_is_the_torch_path_in_head_order() -> None:
     # then over the tail in token order: the torch path's coordinated draw over q permuted
     # that way picks the same tokens bar a code within rounding of an edge, and next codes
     # agree where the tokens do; both the head and the tail are drawn from.
-    from decoptim.core import decoders
     from decoptim.core.kernels.bok_topm import _head
 
     z = random_logits(16, 3000, 21) * 0.7
     codes = group_codes(4, 4, seed=3)
-    saved = table.use_kernels, decoders.use_kernels
-    table.use_kernels = decoders.use_kernels = lambda x: True
-    try:
+    with kernels_on_the_cpu():
         for decoder in (
             d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=4),
             d.BestOfK(8, 0.5, 1.0, weights="rank", top_m=6, temperature=2.0),
@@ -851,8 +850,6 @@ def check_bok_topm_coordinated_draw_is_the_torch_path_in_head_order() -> None:
             gap = (new.value - expected_codes.value).abs()[same]
             assert (gap <= 1e-5 / share[same]).all(), (decoder, gap, share)
             assert torch.equal(new.step, codes.step + 1)
-    finally:
-        table.use_kernels, decoders.use_kernels = saved
 
 
 CHECKS = {name: fn for name, fn in globals().items() if name.startswith("check_")}
