@@ -75,7 +75,7 @@ def _draw_from_row(z_row, V, inv_tau, top, eta, alpha_minus_one, u_block, u_toke
     # over the float64 block masses, then a token inside it. With CODED, u_block is the code
     # and the token is picked at the code's place inside the block's bucket (u_token unused).
     # Returns the token, its bucket (low, width) in the block's units, where the target fell
-    # there, and the grain of 2⁻⁵³·Σ in those units.
+    # there, and the refill grain, 2⁻⁵²·Σ in those units.
     blocks = tl.arange(0, BLOCKS)
     lane = tl.arange(0, BLOCK)
     mass = tl.zeros([BLOCKS], tl.float64)
