@@ -38,10 +38,11 @@ from .streaming import (
 
 CAP = 256
 MAX_SPLITS = 16
-# The gather's launch, from a sweep of block size (1024/2048/4096), warps (4/8) and splits
-# (8–64) on an H200 at V = 151,936: 1024-token blocks took 27% (Tsallis offsets) and 27%
-# (top-64 segment bound) less time than 2048 at B = 256, with 4 warps; 8 warps were
-# faster up to B = 64 and slower beyond.
+# The gather's launch, from sweeps of block size (1024/2048/4096), warps (4/8) and splits
+# (8–64) on an H200 at V = 151,936 (`bench/gather_sweep.py`): 1024-token blocks took 25–29%
+# less time than 2048 at B = 256 with 4 warps, for both bounds (Tsallis' offset, the
+# top-64 segment bound); 8 warps were faster at B = 8, mixed at B = 64 (±5% across two
+# runs) and slower at B = 256.
 GATHER_BLOCK = 1024
 # Warps of the one-program-per-row solves that follow a gather.
 ROW_WARPS = 8
