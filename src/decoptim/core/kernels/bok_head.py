@@ -26,7 +26,7 @@ from .candidates import (
     kth_largest_code_of_row,
     load_candidates,
 )
-from .draw import CodedDraw, draw_targets
+from .draw import CodedDraw, draw_targets, randomness_args
 from .streaming import code_of, load_logits, pow2_at_least, row_lse
 from .uniforms import TWO_POW_M52, next_code, pick
 
@@ -314,16 +314,14 @@ def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int
             *draw_targets(rows, device),
             *((torch.empty_like(seed.value), torch.empty_like(seed.value)) if coded else ()),
         )
-    # The draw's randomness: Philox seeds, or a code's parts and where the head writes.
-    randomness = (
-        (shift, *seed, draw.tail_code, draw.code_scale) if coded
-        else (shift if seed is None else seed,) + (shift,) * 7
-    )  # fmt: skip
+    # The draw's randomness, and where a coded head writes the tail's codes and scales.
+    tail = (draw.tail_code, draw.code_scale) if coded else (shift, shift)
     _bok_topm_head_kernel[(rows,)](
         z, candidates.x, candidates.index, candidates.count, stats.maxes, stats.sums,
         c, beta_k, k, head_x, head_index,
         *compact_scratch(rows, pow2_at_least(candidates.splits) * CAP, device),
-        q_head, z_max, shift, *(draw[:4] if draw else [shift] * 4), *randomness,
+        q_head, z_max, shift, *(draw[:4] if draw else [shift] * 4),
+        *randomness_args(seed, shift), *tail,
         vocab, m, splits, candidates.splits,
         BLOCK=pow2_at_least(m, 16),
         SPLIT_BLOCK=pow2_at_least(splits, 16),

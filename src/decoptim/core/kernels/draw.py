@@ -181,6 +181,16 @@ class CodedDraw(NamedTuple):
 Randomness = torch.Generator | CodedDraw | None
 
 
+def randomness_args(source: torch.Tensor | CodedDraw | None, filler: torch.Tensor) -> tuple:
+    """The six randomness arguments of a sampling kernel, in order: the Philox seed tensor,
+    then a code, its group seed, index and step, and where the next code goes. `source` is
+    `draw_seed`'s result (or None when the kernel does not sample); `filler`, any tensor,
+    stands in the places the kernel does not read."""
+    if isinstance(source, CodedDraw):
+        return (filler, *source)
+    return (filler if source is None else source,) + (filler,) * 5
+
+
 def draw_seed(device: torch.device, randomness: Randomness) -> torch.Tensor | CodedDraw:
     """The draw's source of randomness: Philox seeds drawn from a generator (or None) into a
     device tensor (the draw uses the first, Best-of-K's head the second), so that seeded
@@ -216,11 +226,11 @@ def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Ten
     mass_type = torch.float64 if coded else torch.float32
     mass = torch.empty(rows, blocks, device=x.device, dtype=mass_type)
     tops = torch.empty(rows, blocks, device=x.device) if mode == LOGITS.value else mass
-    randomness = (source.value, *source) if coded else (source,) * 6
     tokens, arrivals = targets
     _draw_kernel[(rows, splits)](
-        x, *params, *randomness, mass if code_scale is None else code_scale, mass, tops,
-        arrivals, tokens, vocab, chunk_for(vocab, splits, BLOCK), blocks, BLOCK=BLOCK,
+        x, *params, *randomness_args(source, mass),
+        mass if code_scale is None else code_scale, mass, tops, arrivals, tokens, vocab,
+        chunk_for(vocab, splits, BLOCK), blocks, BLOCK=BLOCK,
         BLOCKS_POW2=pow2_at_least(blocks, 16), MODE=mode, FLOOR=floor, HEAD=head, CODED=coded,
         SCALED=code_scale is not None, num_warps=WARPS,
     )  # fmt: skip

@@ -20,7 +20,7 @@ from .candidates import (
     gather_candidates,
     load_candidates,
 )
-from .draw import CodedDraw, Randomness, draw_seed
+from .draw import CodedDraw, Randomness, draw_seed, randomness_args
 from .streaming import BLOCK as STREAM_BLOCK
 from .streaming import (
     chunk_for,
@@ -226,11 +226,10 @@ def _solve(
     top, eta, total = (torch.empty(rows, device=flat.device, dtype=torch.float32) for _ in "abc")
     coded = isinstance(source, CodedDraw)
     tokens = None if source is None else torch.empty(rows, device=flat.device, dtype=torch.int64)
-    randomness = (source.value, *source) if coded else (top if source is None else source,) * 6
     _tsallis_solve_kernel[(rows,)](
         flat, inv_tau, maxes, candidates.x, candidates.index, candidates.count, top, eta,
-        total, *randomness, top if tokens is None else tokens, vocab, maxes.shape[1],
-        candidates.splits, alpha - 1.0, KIND=psi_kind(alpha), ITERATIONS=32,
+        total, *randomness_args(source, top), top if tokens is None else tokens, vocab,
+        maxes.shape[1], candidates.splits, alpha - 1.0, KIND=psi_kind(alpha), ITERATIONS=32,
         SPLIT_BLOCK=pow2_at_least(maxes.shape[1], 16), CAP=CAP,
         SLOTS=pow2_at_least(candidates.splits), ROW_BLOCK=BLOCK,
         ROW_BLOCKS=pow2_at_least(triton.cdiv(vocab, BLOCK)), SAMPLE=source is not None,
