@@ -177,17 +177,55 @@ def test_cuda_sampler_draws_a_long_tail_no_more_than_its_mass(decoder):
     assert scipy_stats.chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-4
 
 
-def test_cuda_top_p_sample_equals_the_draw_over_its_probs():
-    """Top-p's sample draws from q's closed form: the same q, block sums and uniforms as
-    the draw over the written q."""
-    from decoptim.core.kernels.draw import draw_from_probs
+def test_cuda_top_p_edge_sample_equals_the_draw_over_its_probs():
+    """The rows top-p's rejection sampler leaves (token −1) find the edge and draw from q's
+    closed form: the same q, block sums and uniforms as the draw over the written q; rows
+    drawn already keep their token."""
+    from decoptim.core.kernels.draw import draw_from_probs, draw_seed, draw_targets
+    from decoptim.core.kernels.streaming import row_stats
+    from decoptim.core.kernels.top_p import sample_at_the_edge
 
     decoder = d.TopP(0.9, temperature=0.8)
     z = random_logits(64, 151936, 6).cuda()
+    inv_tau = torch.full((64,), 1 / 0.8, device="cuda")
+    p = torch.full((64,), 0.9, device="cuda")
+    drawn_already = torch.arange(0, 64, 3, device="cuda")
     for seed in range(4):
-        drawn = decoder.sample(z, generator=torch.Generator("cuda").manual_seed(seed))
+        tokens, arrivals = draw_targets(64, z.device)
+        tokens.fill_(-1)
+        tokens[drawn_already] = drawn_already
+        source = draw_seed(z.device, torch.Generator("cuda").manual_seed(seed))
+        sample_at_the_edge(z, inv_tau, p, row_stats(z, inv_tau), source, (tokens, arrivals), True)
         written_draw = draw_from_probs(decoder.probs(z), torch.Generator("cuda").manual_seed(seed))
-        assert torch.equal(drawn, written_draw)
+        left = torch.ones(64, dtype=torch.bool, device="cuda")
+        left[drawn_already] = False
+        assert torch.equal(tokens[drawn_already], drawn_already)
+        assert torch.equal(tokens[left], written_draw[left])
+
+
+@pytest.mark.parametrize("p", [0.2, 0.9])
+def test_cuda_top_p_rejection_sampler_follows_probs_on_a_long_row(p):
+    """Top-p's sample proposes 8 tokens from the whole softmax and keeps the first inside
+    the nucleus. 16 head tokens and 151,920 tied at −8 (~74% of the mass): at p = 0.2 the
+    nucleus is 8 head tokens holding 20% of the mass, so 0.8⁸ ≈ 17% of rows keep none and
+    take the edge's draw; at p = 0.9 it reaches into the tail, whose ties are all kept.
+    Chi-square over the nucleus, the tail as one cell."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    vocab, head, rows, rounds = 151936, 16, 256, 40
+    z = torch.full((rows, vocab), -8.0)
+    z[:, :head] = torch.linspace(1.0, -1.0, head)
+    z = z.cuda()
+    q = d.TopP(p).probs(z[:1].double().cpu())[0]
+    generator = torch.Generator("cuda").manual_seed(7)
+    samples = torch.cat([d.TopP(p).sample(z, generator=generator) for _ in range(rounds)]).cpu()
+    assert (q[samples] > 0).all(), samples[q[samples] == 0]
+    draws = rows * rounds
+    # The tail's tokens are tied: count them as one cell.
+    counts = torch.bincount(samples.clamp(max=head), minlength=head + 1).double()
+    mass = torch.cat([q[:head], q[head:].sum()[None]])
+    live = mass > 0
+    expected = mass[live] / mass[live].sum() * draws
+    assert scipy_stats.chisquare(counts[live].numpy(), expected.numpy()).pvalue > 1e-3
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.35, 1e-8, torch.tensor([0.5, 1.5] * 32)])

@@ -42,10 +42,15 @@ from decoptim.core.kernels.draw import (  # noqa: E402
     draw_coordinated,
     draw_from_probs,
     draw_seed,
+    draw_targets,
 )
 from decoptim.core.kernels.streaming import exp_affine, row_stats, segment_size  # noqa: E402
 from decoptim.core.kernels.temperature import softmax_probs, softmax_sample  # noqa: E402
-from decoptim.core.kernels.top_p import top_p_probs, top_p_sample  # noqa: E402
+from decoptim.core.kernels.top_p import (  # noqa: E402
+    sample_at_the_edge,
+    top_p_probs,
+    top_p_sample,
+)
 from decoptim.core.kernels.tsallis import tsallis_probs, tsallis_sample  # noqa: E402
 from decoptim.core.kernels.uniforms import pick  # noqa: E402
 from tests.conftest import (  # noqa: E402
@@ -227,18 +232,44 @@ def check_top_p_equals_reference() -> None:
             assert torch.equal(q > 0, ref > 0), f"p={p} tau={tau}: support differs"
 
 
-def check_top_p_sample_equals_the_draw_over_its_probs() -> None:
-    # The draw over q's closed form computes the same q, so the same block sums, and uses
-    # the same uniforms as the draw over the written q: the same seed gives the same tokens.
+def check_top_p_edge_sample_equals_the_draw_over_its_probs() -> None:
+    # The rows the rejection sampler leaves (token −1) find the edge and draw over q's
+    # closed form: the same q, block sums and uniforms as the draw over the written q, so
+    # the same seed gives the same tokens; rows drawn already keep their token.
     z = crowded(6000, 6) * 0.2
     for p, tau in ((0.9, 1.0), (0.5, 0.7), (1.0, 1.3)):
         rows = kernel_rows(1.0 / tau, z), kernel_rows(p, z)
         q = top_p_probs(z, *rows)
-        for seed in range(6):
-            drawn = top_p_sample(z, *rows, torch.Generator().manual_seed(seed))
+        for seed in range(3):
+            tokens, arrivals = draw_targets(len(z), z.device)
+            tokens.copy_(torch.tensor([-1, 7, -1, -1, 11]))
+            source = draw_seed(z.device, torch.Generator().manual_seed(seed))
+            sample_at_the_edge(z, *rows, row_stats(z, rows[0]), source, (tokens, arrivals), True)
             written_draw = draw_from_probs(q, torch.Generator().manual_seed(seed))
-            assert torch.equal(drawn, written_draw), (p, tau, seed, drawn, written_draw)
-            assert (q.gather(1, drawn[:, None]) > 0).all(), (p, tau, seed, drawn)
+            assert tokens[1] == 7 and tokens[4] == 11, tokens
+            pending = torch.tensor([0, 2, 3])
+            assert torch.equal(tokens[pending], written_draw[pending]), (p, tau, seed, tokens)
+
+
+def check_top_p_sample_follows_probs() -> None:
+    # The rejection sampler over two rows: one whose nucleus holds most of the mass (nearly
+    # every row keeps its first proposal) and one whose nucleus holds ~6% (most rows find
+    # none of 8 proposals inside and take the edge's draw), with ties at that edge.
+    scipy_stats = __import__("scipy.stats").stats
+    mostly_in = torch.tensor([[2.0, 1.0, 0.5, -1.0, -torch.inf, 0.0, 3.0, -4.0]])
+    mostly_out = -0.01 * torch.arange(64.0)[None, :]
+    mostly_out[0, 2:4] = -0.01
+    draws = 240  # each row is a few interpreted programs per kernel: ~0.1 s a row
+    for z, p, tau in ((mostly_in, 0.7, 1.3), (mostly_out, 0.05, 1.0)):
+        q = d.TopP(p, tau).probs(z.double())[0]
+        rows = z.expand(draws, -1).contiguous()
+        args = kernel_rows(1.0 / tau, rows), kernel_rows(p, rows)
+        tokens = top_p_sample(rows, *args, torch.Generator().manual_seed(13))
+        counts = torch.bincount(tokens, minlength=z.shape[-1]).double()
+        assert (counts[q == 0] == 0).all(), (p, counts, q)
+        live = q > 0
+        p_value = scipy_stats.chisquare(counts[live].numpy(), (q[live] * draws).numpy()).pvalue
+        assert p_value > 1e-3, (p, counts[live], q[live] * draws, p_value)
 
 
 def check_softmax_equals_reference_and_samples_as_the_draw_over_its_probs() -> None:

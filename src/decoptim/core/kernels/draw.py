@@ -90,14 +90,15 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
                  seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr, next_code_ptr,
                  code_scale_ptr, mass_ptr, top_ptr, arrivals_ptr, out_ptr, V, CHUNK, BLOCKS,
                  BLOCK: tl.constexpr, BLOCKS_POW2: tl.constexpr, MODE: tl.constexpr,
-                 FLOOR: tl.constexpr, HEAD: tl.constexpr, CODED: tl.constexpr,
-                 SCALED: tl.constexpr):  # fmt: skip
-    # With HEAD, rows whose token is already drawn (out[row] ≥ 0) do nothing. With CODED the
-    # row's code (code, group seed, index, step) replaces the Philox uniforms, block masses
-    # are float64 sums, and the row's next code goes to next_code[row]; with SCALED the
-    # code's refill grain is code_scale[row] times this draw's (a code remapped onto a tail).
+                 FLOOR: tl.constexpr, HEAD: tl.constexpr, PENDING: tl.constexpr,
+                 CODED: tl.constexpr, SCALED: tl.constexpr, DRAWS: tl.constexpr):  # fmt: skip
+    # With PENDING, rows whose token is already drawn (out[row] ≥ 0) do nothing. With CODED
+    # the row's code (code, group seed, index, step) replaces the Philox uniforms, block
+    # masses are float64 sums, and the row's next code goes to next_code[row]; with SCALED
+    # the code's refill grain is code_scale[row] times this draw's (a code remapped onto a
+    # tail). DRAWS > 1 (Philox only): that many independent tokens per row, out[row, :].
     row, split, splits = program_position()
-    pending = tl.load(out_ptr + row) < 0 if HEAD else True
+    pending = tl.load(out_ptr + row) < 0 if PENDING else True
     if pending:
         # Only the parameters this mode reads are loaded: the others' pointers may be anything.
         c = tl.load(c_ptr + row) if MODE != WRITTEN else 0.0
@@ -132,28 +133,30 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
                 weight = tl.exp(c * (tops - _finite_or_zero(row_top)))
                 mass = tl.where(tops == row_top, mass, mass * weight)
             total = tl.sum(mass.to(tl.float64), axis=0)
-            if CODED:
-                target = tl.load(code_ptr + row) * total
-            else:
-                first, second = philox_uniforms(seed_ptr, row)
-                target = first * total
-            block, before, block_mass = pick(mass, blocks, target)
-            start = block * BLOCK
-            q, _ = _block_q(base, start + lane, tl.minimum(start + BLOCK, V), c, z_max, shift,
-                            floor, edge_code, edge_id, MODE, FLOOR, HEAD)  # fmt: skip
-            in_block = tl.sum(q.to(tl.float64), axis=0)
-            # The target's place inside the block's bucket, mapped onto the block's own sums
-            # (a code's); a fresh uniform (Philox's).
-            position = tl.minimum((target - before) / block_mass, 1.0) if CODED else second
-            token, low, width = pick(q, lane, position * in_block)
-            tl.store(out_ptr + row, (start + token).to(tl.int64))
-            if CODED:
-                grain = TWO_POW_M52 * total * in_block / (width * block_mass)
-                if SCALED:
-                    grain *= tl.load(code_scale_ptr + row)
-                code = next_code(position * in_block, low, width, grain, group_ptr, index_ptr,
-                                 step_ptr, row)  # fmt: skip
-                tl.store(next_code_ptr + row, code)
+            for draw in tl.static_range(DRAWS):
+                if CODED:
+                    target = tl.load(code_ptr + row) * total
+                else:
+                    first, second = philox_uniforms(seed_ptr, row * DRAWS + draw)
+                    target = first * total
+                block, before, block_mass = pick(mass, blocks, target)
+                start = block * BLOCK
+                q, _ = _block_q(base, start + lane, tl.minimum(start + BLOCK, V), c, z_max,
+                                shift, floor, edge_code, edge_id, MODE, FLOOR,
+                                HEAD)  # fmt: skip
+                in_block = tl.sum(q.to(tl.float64), axis=0)
+                # The target's place inside the block's bucket, mapped onto the block's own
+                # sums (a code's); a fresh uniform (Philox's).
+                position = tl.minimum((target - before) / block_mass, 1.0) if CODED else second
+                token, low, width = pick(q, lane, position * in_block)
+                tl.store(out_ptr + row * DRAWS + draw, (start + token).to(tl.int64))
+                if CODED:
+                    grain = TWO_POW_M52 * total * in_block / (width * block_mass)
+                    if SCALED:
+                        grain *= tl.load(code_scale_ptr + row)
+                    code = next_code(position * in_block, low, width, grain, group_ptr,
+                                     index_ptr, step_ptr, row)  # fmt: skip
+                    tl.store(next_code_ptr + row, code)
 
 
 class CodedDraw(NamedTuple):
@@ -215,10 +218,11 @@ def draw_targets(
 
 def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Tensor | CodedDraw,
             targets: tuple[torch.Tensor, torch.Tensor], mode: int, floor: int = 0,
-            head: bool = False,
-            code_scale: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+            head: bool = False, pending: bool = False, code_scale: torch.Tensor | None = None,
+            draws: int = 1) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     # The grid (about PER_SM programs per SM, each over whole blocks), the per-block masses
-    # (float64 for codes; and the blocks' maxima, for raw logits), one launch.
+    # (float64 for codes; and the blocks' maxima, for raw logits), one launch. Returns the
+    # tokens and the blocks' maxima [rows, blocks] (raw logits only; else the masses).
     rows, vocab = x.shape
     splits = splits_for(rows, vocab, x.device, per_sm=PER_SM, block=BLOCK)
     blocks = cdiv(vocab, BLOCK)
@@ -231,17 +235,18 @@ def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Ten
         x, *params, *randomness_args(source, mass),
         mass if code_scale is None else code_scale, mass, tops, arrivals, tokens, vocab,
         chunk_for(vocab, splits, BLOCK), blocks, BLOCK=BLOCK,
-        BLOCKS_POW2=pow2_at_least(blocks, 16), MODE=mode, FLOOR=floor, HEAD=head, CODED=coded,
-        SCALED=code_scale is not None, num_warps=WARPS,
+        BLOCKS_POW2=pow2_at_least(blocks, 16), MODE=mode, FLOOR=floor, HEAD=head,
+        PENDING=head or pending, CODED=coded, SCALED=code_scale is not None, DRAWS=draws,
+        num_warps=WARPS,
     )  # fmt: skip
-    return tokens
+    return tokens, tops
 
 
 def draw_from_probs(q: torch.Tensor, randomness: Randomness = None) -> torch.Tensor:
     """One index per row of q ([..., V], CUDA, ≥ 0, any positive scale), distributed as q."""
     flat = q.reshape(-1, q.shape[-1]).float().contiguous()
-    tokens = _launch(flat, (flat,) * 6, draw_seed(q.device, randomness),
-                     draw_targets(flat.shape[0], q.device, zeroed=True), WRITTEN.value)  # fmt: skip
+    targets = draw_targets(flat.shape[0], q.device, zeroed=True)
+    tokens, _ = _launch(flat, (flat,) * 6, draw_seed(q.device, randomness), targets, WRITTEN.value)
     return tokens.reshape(q.shape[:-1])
 
 
@@ -266,18 +271,20 @@ def draw_affine(
     head_edge: tuple[torch.Tensor, torch.Tensor] | None = None,
     tempered: bool = False,
     code_scale: torch.Tensor | None = None,
+    pending: bool = False,
 ) -> torch.Tensor:
     """One token per row of z [rows, V] from q ∝ exp(c·(z − z_max) − shift) ([rows] each),
     with the randomness `source` from `draw_seed`: with `floor`, only over c·z ≥ floor (with
     `tempered`, c holds τ and the floor is on (z − z_max)/τ, see `streaming.affine_q`); with
     `head_edge` (code, id per row), only over the tail below that edge and only on rows
-    whose token (in `targets`) is still −1. `code_scale` (float64 [rows], with a coded
+    whose token (in `targets`) is still −1; with `pending`, only on those rows too.
+    `code_scale` (float64 [rows], with a coded
     `source` whose codes were remapped onto this draw's q from a row holding more, as
     Best-of-K's head does): Σ_row / Σ q, so that the next codes' refill grain is the row's."""
     edge = (shift, shift) if head_edge is None else head_edge
     params = (c, z_max, shift, shift if floor is None else floor, *edge)
     return _launch(z, params, source, targets, AFFINE.value, floor_mode(floor, tempered),
-                   head_edge is not None, code_scale)  # fmt: skip
+                   head_edge is not None, pending, code_scale)[0]  # fmt: skip
 
 
 def draw_from_logits(
@@ -287,4 +294,15 @@ def draw_from_logits(
     [rows], > 0), reading z once: no max z first, nothing of size [rows, V] written. NaN
     logits count as −inf."""
     return _launch(z, (c,) * 6, draw_seed(z.device, randomness),
-                   draw_targets(z.shape[0], z.device, zeroed=True), LOGITS.value)  # fmt: skip
+                   draw_targets(z.shape[0], z.device, zeroed=True), LOGITS.value)[0]  # fmt: skip
+
+
+def draw_many_from_logits(
+    z: torch.Tensor, c: torch.Tensor, seed: torch.Tensor, arrivals: torch.Tensor, draws: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`draws` independent tokens per row of z [rows, V] from q ∝ exp(c·z), as
+    `draw_from_logits` draws one, from the Philox `seed` (`draw_seed`'s) and zeroed
+    `arrivals` (int32 [rows]). Returns the tokens [rows, draws] and each row's block maxima
+    [rows, blocks] (their max is the row's max z, −inf on a row with nothing finite)."""
+    tokens = torch.empty(z.shape[0], draws, device=z.device, dtype=torch.int64)
+    return _launch(z, (c,) * 6, seed, (tokens, arrivals), LOGITS.value, draws=draws)

@@ -7,6 +7,11 @@ codes (ties at the edge kept exactly as on the CPU); a row whose bracket overflo
 is bisected over the whole row. A streaming pass writes q, or for a sample draws from q's
 closed form without writing it (`draw.draw_affine`).
 
+A plain (Philox) top-p sample rarely needs the edge: tokens drawn from the whole softmax
+are kept only inside the nucleus, which a token x is in exactly when the mass above it,
+Σ_{x' > x} e^{x'}, is below p·Σ (`top_p_sample`). Two reads of z, where finding the edge
+takes five.
+
 The same kernels find typical's set: the tokens nearest c = E_p[x] (|−log p − H| = |x − c|)
 that reach the mass are those whose key −|x − c| is at least an edge found exactly as x* is
 (the key in place of x). That set is an interval of z, so it is q's floor on x and a ceiling
@@ -28,7 +33,14 @@ from .candidates import (
     gather_splits,
     load_candidates,
 )
-from .draw import Randomness, draw_affine, draw_seed, draw_targets
+from .draw import (
+    CodedDraw,
+    Randomness,
+    draw_affine,
+    draw_many_from_logits,
+    draw_seed,
+    draw_targets,
+)
 from .streaming import BLOCK as STREAM_BLOCK
 from .streaming import (
     RowStats,
@@ -42,6 +54,7 @@ from .streaming import (
     row_lse,
     row_stats,
     split_bounds,
+    splits_for,
 )
 
 BLOCK = 4096
@@ -50,6 +63,11 @@ BLOCK = 4096
 LEVELS = 2
 PROFILE = 32
 PROFILE_BLOCK = 256
+# Top-p's sample by rejection (`top_p_sample`): tokens proposed per row, and the accept
+# pass's block and programs per SM.
+PROPOSALS = 8
+ACCEPT_BLOCK = 1024
+ACCEPT_PER_SM = 8
 
 # What the edge is found on (the KEY argument of the kernels below); each keeps the tokens
 # whose key is at least the edge, the largest key value whose upper set holds mass ≥ p·Σ.
@@ -102,6 +120,15 @@ def _narrow(lo, hi, profile_ptr, row, SPLITS, target, PROFILE: tl.constexpr,
 
 
 @triton.jit
+def _pending_end(tokens_ptr, row, begin, end, PENDING: tl.constexpr):
+    # The end of a split's loop: `begin` (nothing to read) when PENDING and the row's token
+    # is drawn already, so that only the rows the rejection sampler left pay for the edge.
+    if PENDING:
+        end = tl.where(tl.load(tokens_ptr + row) < 0, end, begin)
+    return end
+
+
+@triton.jit
 def _top_p_profile_kernel(
     z_ptr,
     inv_tau_ptr,
@@ -110,12 +137,14 @@ def _top_p_profile_kernel(
     sum_ptr,
     STAT_SPLITS,
     centre_ptr,
+    tokens_ptr,
     bracket_ptr,
     profile_ptr,
     V,
     CHUNK,
     LEVEL: tl.constexpr,
     KEY: tl.constexpr,
+    PENDING: tl.constexpr,
     PROFILE: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -128,7 +157,8 @@ def _top_p_profile_kernel(
     # with a key under the second bound has mass < (1 − p)Σ/V. A later pass narrows the
     # bracket of the pass before; split 0 records the bracket it profiled.
     # Brackets [LEVELS, rows, 2] and profiles [LEVELS, rows, splits, PROFILE]: one buffer
-    # each, indexed here rather than by a view per pass on the host.
+    # each, indexed here rather than by a view per pass on the host. With PENDING, a row
+    # whose token is drawn already (tokens[row] ≥ 0) reads nothing (`_pending_end`).
     row, split, splits = program_position()
     rows = tl.num_programs(0)
     bracket_ptr += row * 2
@@ -160,6 +190,7 @@ def _top_p_profile_kernel(
     above = tl.zeros((BLOCK,), tl.float32)
     base = row.to(tl.int64) * V
     begin, end = split_bounds(split, CHUNK, V)
+    end = _pending_end(tokens_ptr, row, begin, end, PENDING)
     for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         z = load_logits(z_ptr + base + offs, offs < end)
@@ -184,6 +215,7 @@ def _top_p_gather_kernel(
     sum_ptr,
     STAT_SPLITS,
     centre_ptr,
+    tokens_ptr,
     bracket_ptr,
     profile_ptr,
     x_out_ptr,
@@ -195,6 +227,7 @@ def _top_p_gather_kernel(
     CHUNK,
     LEVELS: tl.constexpr,
     KEY: tl.constexpr,
+    PENDING: tl.constexpr,
     PROFILE: tl.constexpr,
     CAP: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
@@ -218,6 +251,7 @@ def _top_p_gather_kernel(
     base = row.to(tl.int64) * V
     slot = (row * splits + split).to(tl.int64) * CAP
     begin, end = split_bounds(split, CHUNK, V)
+    end = _pending_end(tokens_ptr, row, begin, end, PENDING)
     found = tl.zeros((), tl.int32)
     above = 0.0
     z_high = -float("inf")
@@ -330,6 +364,7 @@ def _top_p_solve_kernel(
     sum_ptr,
     STAT_SPLITS,
     centre_ptr,
+    tokens_ptr,
     cand_x_ptr,
     cand_index_ptr,
     cand_count_ptr,
@@ -343,6 +378,7 @@ def _top_p_solve_kernel(
     V,
     CAND_SPLITS,
     KEY: tl.constexpr,
+    PENDING: tl.constexpr,
     CAP: tl.constexpr,
     SLOTS: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
@@ -354,7 +390,7 @@ def _top_p_solve_kernel(
     # whose key is ≥ the edge, and q = e^{x − max x − shift} on them. Top-p's set is
     # {x ≥ floor}. Typical's is an interval of z, stored as {x ≥ floor} (its smallest x) and
     # a ceiling, its largest z. With SAMPLE, also zero the arrival counters of the draw
-    # that follows.
+    # that follows. With PENDING, rows whose token is drawn already solve nothing.
     row = tl.program_id(0)
     inv_tau, p, z_max, target, z, valid, overflow = _row_solve_inputs(
         inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_ptr, cand_index_ptr,
@@ -368,7 +404,10 @@ def _top_p_solve_kernel(
     floor = -float("inf")
     z_high = float("inf")
     kept = target / p  # Σ: p = 1 keeps every token
-    if p < 1.0:
+    solve = p < 1.0
+    if PENDING:
+        solve = solve & (tl.load(tokens_ptr + row) < 0)
+    if solve:
         # An empty bracket can only come from rounding between the passes' sums: take the
         # whole row then too.
         if overflow | (tl.sum(valid.to(tl.int32), axis=0) == 0):
@@ -406,6 +445,74 @@ def _top_p_solve_kernel(
     tl.store(zmax_ptr + row, z_max)
     if SAMPLE:
         tl.store(arrivals_ptr + row, 0)
+
+
+@triton.jit
+def _nucleus_accept_kernel(
+    z_ptr,
+    inv_tau_ptr,
+    p_ptr,
+    drawn_ptr,
+    tops_ptr,
+    above_ptr,
+    max_ptr,
+    sum_ptr,
+    arrivals_ptr,
+    tokens_ptr,
+    V,
+    CHUNK,
+    BLOCKS,
+    DRAWS: tl.constexpr,
+    BLOCKS_POW2: tl.constexpr,
+    SPLIT_BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # Per (row, split): for each of the row's DRAWS tokens drawn from softmax(x), the mass
+    # Σ e^{x − max x} of the split's tokens with a larger x, and the split's whole mass Σ, in
+    # `row_stats`' layout (the row's max z, the sum relative to it) so that the edge's
+    # kernels can take them as the row's stats. The row's last program to arrive keeps the
+    # first drawn token inside the nucleus, {x : mass(x' > x) < p·Σ} (x ≥ the edge x*, ties
+    # at the edge kept), or writes −1 when none is.
+    row, split, splits = program_position()
+    inv_tau = tl.load(inv_tau_ptr + row)
+    blocks = tl.arange(0, BLOCKS_POW2)
+    tops = tl.load(tops_ptr + row * BLOCKS + blocks, mask=blocks < BLOCKS, other=-float("inf"))
+    z_max = tl.max(tops, axis=0)
+    z_max = tl.where(z_max == -float("inf"), 0.0, z_max)
+    base = z_ptr + row.to(tl.int64) * V
+    draw = tl.arange(0, DRAWS)
+    drawn = tl.load(drawn_ptr + row * DRAWS + draw)
+    x_drawn = load_logits(base + drawn, drawn < V) * inv_tau
+    above = tl.zeros((DRAWS, BLOCK), tl.float32)
+    total = tl.zeros((BLOCK,), tl.float32)
+    begin, end = split_bounds(split, CHUNK, V)
+    for start in range(begin, end, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        z = load_logits(base + offs, offs < end)
+        e = tl.exp(inv_tau * (z - z_max))
+        total += e
+        above += tl.where((z * inv_tau)[None, :] > x_drawn[:, None], e[None, :], 0.0)
+    slot = row * splits + split
+    tl.store(above_ptr + slot * DRAWS + draw, tl.sum(above, axis=1))
+    tl.store(sum_ptr + slot, tl.sum(total, axis=0))
+    tl.store(max_ptr + slot, z_max)
+    # As in the draw: the barrier and the release order this program's stores before its
+    # arrival, the last program's acquire its loads after every arrival.
+    tl.debug_barrier()
+    if tl.atomic_add(arrivals_ptr + row, 1, sem="acq_rel", scope="gpu") == splits - 1:
+        parts = tl.arange(0, SPLIT_BLOCK)
+        present = parts < splits
+        slots = row * splits + parts
+        aboves = tl.load(above_ptr + slots[:, None] * DRAWS + draw[None, :],
+                         mask=present[:, None], other=0.0, cache_modifier=".cg")  # fmt: skip
+        sums = tl.load(sum_ptr + slots, mask=present, other=0.0, cache_modifier=".cg")
+        p = tl.load(p_ptr + row)
+        # p = 1 keeps every token drawn (its upper mass may round up to Σ).
+        target = tl.where(p >= 1.0, float("inf"), p * tl.sum(sums, axis=0))
+        inside = tl.sum(aboves, axis=0) < target
+        first = tl.min(tl.where(inside, draw, DRAWS), axis=0)
+        token = tl.sum(tl.where(draw == first, drawn, 0), axis=0)
+        tl.store(tokens_ptr + row, tl.where(first < DRAWS, token, -1))
 
 
 @triton.jit
@@ -479,65 +586,114 @@ def top_p_in_top_k(
 
 def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: RowStats,
                 centre: torch.Tensor, key: int, arrivals: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, ...]:  # fmt: skip
+                pending: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:  # fmt: skip
     # Per row of flat [rows, V]: the floor on x = z·(1/τ), the shift and max z of
     # q = exp((z − max z)/τ − shift) on the kept set, and for typical the set's largest z;
-    # with `arrivals`, zeroes them too.
+    # with `arrivals`, zeroes them too. With `pending` (tokens, int64 [rows]), only the rows
+    # whose token is −1 read z; the others' terms are left unsolved.
     rows, vocab = flat.shape
     device = flat.device
     splits = gather_splits(vocab)
     chunk = chunk_for(vocab, splits, STREAM_BLOCK)
     split_block = pow2_at_least(max(stats.splits, splits), 16)
-    common = dict(KEY=key, PROFILE=PROFILE, SPLIT_BLOCK=split_block)
+    tokens = stats.sums if pending is None else pending
+    common = dict(KEY=key, PENDING=pending is not None, PROFILE=PROFILE, SPLIT_BLOCK=split_block)
     brackets = torch.empty(LEVELS, rows, 2, device=device, dtype=torch.float32)
     profiles = torch.empty(LEVELS, rows, splits, PROFILE, device=device, dtype=torch.float32)
     for level in range(LEVELS):
         _top_p_profile_kernel[(rows, splits)](
-            flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, brackets,
+            flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
             profiles, vocab, chunk, LEVEL=level, BLOCK=PROFILE_BLOCK, num_warps=4, **common,
         )  # fmt: skip
     candidates = Candidates.empty(rows, splits, device)
     above = torch.empty(rows, splits, device=device, dtype=torch.float32)
     extremes = torch.empty(rows, splits, 2, device=device, dtype=torch.float32)
     _top_p_gather_kernel[(rows, splits)](
-        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, brackets, profiles,
-        candidates.x, candidates.index, candidates.count, above, extremes, vocab, chunk,
-        LEVELS=LEVELS, CAP=CAP, BLOCK=STREAM_BLOCK, num_warps=4, **common,
+        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
+        profiles, candidates.x, candidates.index, candidates.count, above, extremes, vocab,
+        chunk, LEVELS=LEVELS, CAP=CAP, BLOCK=STREAM_BLOCK, num_warps=4, **common,
     )  # fmt: skip
     floor, ceiling, shift, z_max = torch.empty(4, rows, device=device, dtype=torch.float32)
     _top_p_solve_kernel[(rows,)](
-        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, candidates.x,
+        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, candidates.x,
         candidates.index, candidates.count, above, extremes, floor, ceiling, shift, z_max,
         floor if arrivals is None else arrivals, vocab, splits, KEY=key,
-        CAP=CAP, SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block,
-        ROW_BLOCK=BLOCK, SAMPLE=arrivals is not None, num_warps=ROW_WARPS,
+        PENDING=pending is not None, CAP=CAP, SLOTS=pow2_at_least(splits),
+        SPLIT_BLOCK=split_block, ROW_BLOCK=BLOCK, SAMPLE=arrivals is not None,
+        num_warps=ROW_WARPS,
     )  # fmt: skip
     return floor, shift, z_max, ceiling
-
-
-def _top_p_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor,
-                 arrivals: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:  # fmt: skip
-    # The floor on x = z·(1/τ), the shift and max z of top-p's q (`_edge_terms`).
-    stats = row_stats(flat, inv_tau)
-    return _edge_terms(flat, inv_tau, p, stats, inv_tau, NUCLEUS.value, arrivals)[:3]
 
 
 def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Top-p of softmax(z/τ) per row (z [..., V] float32 CUDA; 1/τ and p float32 [rows])."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    floor, shift, z_max = _top_p_terms(flat, inv_tau, p)
+    stats = row_stats(flat, inv_tau)
+    floor, shift, z_max, _ = _edge_terms(flat, inv_tau, p, stats, inv_tau, NUCLEUS.value)
     return exp_affine(flat, inv_tau, z_max, shift, floor).reshape(z.shape)
+
+
+def _propose_and_accept(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor,
+                        seed: torch.Tensor, arrivals: torch.Tensor,
+                        ) -> tuple[torch.Tensor, RowStats]:  # fmt: skip
+    # PROPOSALS tokens per row from softmax(x) (Philox, the first seed), then per row the
+    # first of them inside the nucleus, or −1; and the row's stats, as `row_stats` gives
+    # them, for the edge of the rows left. `arrivals`: zeroed int32 [2, rows].
+    rows, vocab = flat.shape
+    drawn, tops = draw_many_from_logits(flat, inv_tau, seed, arrivals[0], PROPOSALS)
+    splits = splits_for(rows, vocab, flat.device, per_sm=ACCEPT_PER_SM, block=ACCEPT_BLOCK)
+    stats = RowStats(*torch.empty(2, rows, splits, device=flat.device), None, None)
+    above = torch.empty(rows, splits, PROPOSALS, device=flat.device, dtype=torch.float32)
+    tokens = torch.empty(rows, device=flat.device, dtype=torch.int64)
+    blocks = tops.shape[1]
+    _nucleus_accept_kernel[(rows, splits)](
+        flat, inv_tau, p, drawn, tops, above, stats.maxes, stats.sums, arrivals[1], tokens,
+        vocab, chunk_for(vocab, splits, ACCEPT_BLOCK), blocks, DRAWS=PROPOSALS,
+        BLOCKS_POW2=pow2_at_least(blocks, 16), SPLIT_BLOCK=pow2_at_least(splits, 16),
+        BLOCK=ACCEPT_BLOCK, num_warps=4,
+    )  # fmt: skip
+    return tokens, stats
+
+
+def sample_at_the_edge(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor,
+                       stats: RowStats, source: torch.Tensor | CodedDraw,
+                       targets: tuple[torch.Tensor, torch.Tensor], pending: bool = False,
+                       ) -> torch.Tensor:  # fmt: skip
+    """A token per row of flat [rows, V] from top-p's q by finding the edge and drawing over
+    q's closed form (nothing written), from the row's `stats` (`row_stats`' layout) and
+    `draw_seed`'s `source`, into `targets` (`draw_targets`). With `pending`, only the rows
+    whose token is −1 (the others read nothing)."""
+    tokens, arrivals = targets
+    floor, shift, z_max, _ = _edge_terms(
+        flat, inv_tau, p, stats, inv_tau, NUCLEUS.value, arrivals, tokens if pending else None
+    )  # fmt: skip
+    return draw_affine(flat, inv_tau, z_max, shift, source, targets, floor=floor,
+                       pending=pending)  # fmt: skip
 
 
 def top_p_sample(
     z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, randomness: Randomness
 ) -> torch.Tensor:
-    """One token per row of z, drawn from `top_p_probs`' q without writing q."""
+    """One token per row of z, distributed as `top_p_probs`' q, without writing q.
+
+    With Philox randomness, by rejection: PROPOSALS tokens drawn from softmax(z/τ) in one
+    read, and the first inside the nucleus kept (a second read measures the mass above
+    each). A token drawn from p and kept only inside the nucleus N is distributed as p on
+    N, that is as q, whatever came before; each proposal lands in N with probability
+    p(N) ≥ p. Rows where none did (at p = 0.9, at most 10⁻⁸ of them) take
+    `sample_at_the_edge` with the second seed; the other rows skip its passes. Coordinated
+    draws (codes) need q's own order, so they always take `sample_at_the_edge`."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    seed = draw_seed(z.device, randomness)
-    targets = draw_targets(flat.shape[0], z.device)
-    floor, shift, z_max = _top_p_terms(flat, inv_tau, p, arrivals=targets[1])
-    tokens = draw_affine(flat, inv_tau, z_max, shift, seed, targets, floor=floor)
+    rows = flat.shape[0]
+    source = draw_seed(z.device, randomness)
+    if isinstance(source, CodedDraw):
+        stats = row_stats(flat, inv_tau)
+        tokens = sample_at_the_edge(flat, inv_tau, p, stats, source, draw_targets(rows, z.device))
+        return tokens.reshape(z.shape[:-1])
+    arrivals = torch.zeros(2, rows, device=z.device, dtype=torch.int32)
+    tokens, stats = _propose_and_accept(flat, inv_tau, p, source, arrivals)
+    # The edge's solve zeroes the counters again for its draw.
+    sample_at_the_edge(flat, inv_tau, p, stats, source[1:], (tokens, arrivals[0]), pending=True)
     return tokens.reshape(z.shape[:-1])
 
 
