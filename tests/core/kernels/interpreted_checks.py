@@ -253,8 +253,9 @@ def check_top_p_edge_sample_equals_the_draw_over_its_probs() -> None:
 
 def check_top_p_sample_follows_probs() -> None:
     # The rejection sampler over two rows: one whose nucleus holds most of the mass (nearly
-    # every row keeps its first proposal) and one whose nucleus holds ~6% (most rows find
-    # none of 8 proposals inside and take the edge's draw), with ties at that edge.
+    # every row keeps its first proposal) and one whose nucleus holds ~6% (~3/4 of rows
+    # find none of their 4 proposals inside and take the edge's draw), with ties at that
+    # edge.
     scipy_stats = __import__("scipy.stats").stats
     mostly_in = torch.tensor([[2.0, 1.0, 0.5, -1.0, -torch.inf, 0.0, 3.0, -4.0]])
     mostly_out = -0.01 * torch.arange(64.0)[None, :]

@@ -64,10 +64,15 @@ LEVELS = 2
 PROFILE = 32
 PROFILE_BLOCK = 256
 # Top-p's sample by rejection (`top_p_sample`): tokens proposed per row, and the accept
-# pass's block and programs per SM.
-PROPOSALS = 8
+# pass's launch. At p = 0.9, 4 proposals replay faster than 2 or 8 (`bench/
+# top_p_proposals.py`; each one more costs the draw's last program a block reload and the
+# accept pass a comparison per token, each one fewer leaves more rows to the edge's passes).
+# A scratch sweep of the accept pass's block, warps and programs per SM on an H200 moved it
+# by under 5%.
+PROPOSALS = 4
 ACCEPT_BLOCK = 1024
 ACCEPT_PER_SM = 8
+ACCEPT_WARPS = 4
 
 # What the edge is found on (the KEY argument of the kernels below); each keeps the tokens
 # whose key is at least the edge, the largest key value whose upper set holds mass ≥ p·Σ.
@@ -120,12 +125,12 @@ def _narrow(lo, hi, profile_ptr, row, SPLITS, target, PROFILE: tl.constexpr,
 
 
 @triton.jit
-def _pending_end(tokens_ptr, row, begin, end, PENDING: tl.constexpr):
-    # The end of a split's loop: `begin` (nothing to read) when PENDING and the row's token
-    # is drawn already, so that only the rows the rejection sampler left pay for the edge.
+def _pending(tokens_ptr, row, PENDING: tl.constexpr):
+    # Whether this row still needs the edge: with PENDING, only rows whose token is −1 (the
+    # rows the rejection sampler left); their programs alone do any work.
     if PENDING:
-        end = tl.where(tl.load(tokens_ptr + row) < 0, end, begin)
-    return end
+        return tl.load(tokens_ptr + row) < 0
+    return True
 
 
 @triton.jit
@@ -158,52 +163,52 @@ def _top_p_profile_kernel(
     # bracket of the pass before; split 0 records the bracket it profiled.
     # Brackets [LEVELS, rows, 2] and profiles [LEVELS, rows, splits, PROFILE]: one buffer
     # each, indexed here rather than by a view per pass on the host. With PENDING, a row
-    # whose token is drawn already (tokens[row] ≥ 0) reads nothing (`_pending_end`).
+    # whose token is drawn already (tokens[row] ≥ 0) does nothing.
     row, split, splits = program_position()
-    rows = tl.num_programs(0)
-    bracket_ptr += row * 2
-    inv_tau = tl.load(inv_tau_ptr + row)
-    p = tl.load(p_ptr + row)
-    z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
-    x_max = z_max * inv_tau
-    centre = tl.load(centre_ptr + row)
-    if LEVEL == 0:
-        # p = 1 keeps everything (the profile is then unused): any finite bracket will do.
-        tail = tl.maximum(tl.log((1.0 - p) / p * target / V), -200.0)
-        if KEY == TYPICAL:
-            lo = tl.minimum(centre - x_max, x_max - centre + tail)
-            hi = tl.zeros((), tl.float32)
+    if _pending(tokens_ptr, row, PENDING):
+        rows = tl.num_programs(0)
+        bracket_ptr += row * 2
+        inv_tau = tl.load(inv_tau_ptr + row)
+        p = tl.load(p_ptr + row)
+        z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
+        x_max = z_max * inv_tau
+        centre = tl.load(centre_ptr + row)
+        if LEVEL == 0:
+            # p = 1 keeps everything (the profile is then unused): any finite bracket will do.
+            tail = tl.maximum(tl.log((1.0 - p) / p * target / V), -200.0)
+            if KEY == TYPICAL:
+                lo = tl.minimum(centre - x_max, x_max - centre + tail)
+                hi = tl.zeros((), tl.float32)
+            else:
+                lo = x_max + tail
+                hi = x_max
         else:
-            lo = x_max + tail
-            hi = x_max
-    else:
-        previous = (LEVEL - 1) * rows
-        lo = tl.load(bracket_ptr + previous * 2)
-        hi = tl.load(bracket_ptr + previous * 2 + 1)
-        previous_profile = profile_ptr + previous * splits * PROFILE
-        lo, hi = _narrow(lo, hi, previous_profile, row, splits, target, PROFILE, SPLIT_BLOCK)
-    j = tl.arange(0, PROFILE)
-    theta = _thresholds(lo, hi, j, PROFILE)
-    # Sums stay per lane and are reduced once at the end: a reduction across the program's
-    # threads per block costs more than the block's comparisons.
-    mass = tl.zeros((PROFILE, BLOCK), tl.float32)
-    above = tl.zeros((BLOCK,), tl.float32)
-    base = row.to(tl.int64) * V
-    begin, end = split_bounds(split, CHUNK, V)
-    end = _pending_end(tokens_ptr, row, begin, end, PENDING)
-    for start in range(begin, end, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        z = load_logits(z_ptr + base + offs, offs < end)
-        key = _key(z, inv_tau, centre, KEY)
-        e = tl.exp(inv_tau * (z - z_max))
-        above += tl.where(key > hi, e, 0.0)
-        hit = (key[None, :] >= lo) & (key[None, :] <= hi) & (key[None, :] >= theta[:, None])
-        mass += tl.where(hit, e[None, :], 0.0)
-    profile = tl.sum(mass, axis=1) + tl.sum(above, axis=0)
-    tl.store(profile_ptr + ((LEVEL * rows + row) * splits + split) * PROFILE + j, profile)
-    if split == 0:
-        tl.store(bracket_ptr + LEVEL * rows * 2, lo)
-        tl.store(bracket_ptr + LEVEL * rows * 2 + 1, hi)
+            previous = (LEVEL - 1) * rows
+            lo = tl.load(bracket_ptr + previous * 2)
+            hi = tl.load(bracket_ptr + previous * 2 + 1)
+            previous_profile = profile_ptr + previous * splits * PROFILE
+            lo, hi = _narrow(lo, hi, previous_profile, row, splits, target, PROFILE, SPLIT_BLOCK)
+        j = tl.arange(0, PROFILE)
+        theta = _thresholds(lo, hi, j, PROFILE)
+        # Sums stay per lane and are reduced once at the end: a reduction across the program's
+        # threads per block costs more than the block's comparisons.
+        mass = tl.zeros((PROFILE, BLOCK), tl.float32)
+        above = tl.zeros((BLOCK,), tl.float32)
+        base = row.to(tl.int64) * V
+        begin, end = split_bounds(split, CHUNK, V)
+        for start in range(begin, end, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            z = load_logits(z_ptr + base + offs, offs < end)
+            key = _key(z, inv_tau, centre, KEY)
+            e = tl.exp(inv_tau * (z - z_max))
+            above += tl.where(key > hi, e, 0.0)
+            hit = (key[None, :] >= lo) & (key[None, :] <= hi) & (key[None, :] >= theta[:, None])
+            mass += tl.where(hit, e[None, :], 0.0)
+        profile = tl.sum(mass, axis=1) + tl.sum(above, axis=0)
+        tl.store(profile_ptr + ((LEVEL * rows + row) * splits + split) * PROFILE + j, profile)
+        if split == 0:
+            tl.store(bracket_ptr + LEVEL * rows * 2, lo)
+            tl.store(bracket_ptr + LEVEL * rows * 2 + 1, hi)
 
 
 @triton.jit
@@ -238,40 +243,40 @@ def _top_p_gather_kernel(
     # typical also the largest z and the smallest x of those above (they are in the set,
     # and may be its extremes: `_top_p_solve_kernel`).
     row, split, splits = program_position()
-    last = (LEVELS - 1) * tl.num_programs(0)
-    bracket_ptr += last * 2
-    profile_ptr += last * splits * PROFILE
-    inv_tau = tl.load(inv_tau_ptr + row)
-    p = tl.load(p_ptr + row)
-    z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
-    lo = tl.load(bracket_ptr + row * 2)
-    hi = tl.load(bracket_ptr + row * 2 + 1)
-    lo, hi = _narrow(lo, hi, profile_ptr, row, splits, target, PROFILE, SPLIT_BLOCK)
-    centre = tl.load(centre_ptr + row)
-    base = row.to(tl.int64) * V
-    slot = (row * splits + split).to(tl.int64) * CAP
-    begin, end = split_bounds(split, CHUNK, V)
-    end = _pending_end(tokens_ptr, row, begin, end, PENDING)
-    found = tl.zeros((), tl.int32)
-    above = 0.0
-    z_high = -float("inf")
-    x_low = float("inf")
-    for start in range(begin, end, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        inside = offs < end
-        z = load_logits(z_ptr + base + offs, inside)
-        key = _key(z, inv_tau, centre, KEY)
-        keep = inside & (key >= lo) & (key <= hi)
-        found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
-        above += tl.sum(tl.where(key > hi, tl.exp(inv_tau * (z - z_max)), 0.0), axis=0)
+    if _pending(tokens_ptr, row, PENDING):
+        last = (LEVELS - 1) * tl.num_programs(0)
+        bracket_ptr += last * 2
+        profile_ptr += last * splits * PROFILE
+        inv_tau = tl.load(inv_tau_ptr + row)
+        p = tl.load(p_ptr + row)
+        z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
+        lo = tl.load(bracket_ptr + row * 2)
+        hi = tl.load(bracket_ptr + row * 2 + 1)
+        lo, hi = _narrow(lo, hi, profile_ptr, row, splits, target, PROFILE, SPLIT_BLOCK)
+        centre = tl.load(centre_ptr + row)
+        base = row.to(tl.int64) * V
+        slot = (row * splits + split).to(tl.int64) * CAP
+        begin, end = split_bounds(split, CHUNK, V)
+        found = tl.zeros((), tl.int32)
+        above = 0.0
+        z_high = -float("inf")
+        x_low = float("inf")
+        for start in range(begin, end, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            inside = offs < end
+            z = load_logits(z_ptr + base + offs, inside)
+            key = _key(z, inv_tau, centre, KEY)
+            keep = inside & (key >= lo) & (key <= hi)
+            found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
+            above += tl.sum(tl.where(key > hi, tl.exp(inv_tau * (z - z_max)), 0.0), axis=0)
+            if KEY == TYPICAL:
+                z_high = tl.maximum(z_high, tl.max(tl.where(key > hi, z, -float("inf")), axis=0))
+                x_low = tl.minimum(x_low, tl.min(tl.where(key > hi, z * inv_tau, float("inf")), 0))
+        tl.store(count_ptr + row * splits + split, found)
+        tl.store(above_ptr + row * splits + split, above)
         if KEY == TYPICAL:
-            z_high = tl.maximum(z_high, tl.max(tl.where(key > hi, z, -float("inf")), axis=0))
-            x_low = tl.minimum(x_low, tl.min(tl.where(key > hi, z * inv_tau, float("inf")), 0))
-    tl.store(count_ptr + row * splits + split, found)
-    tl.store(above_ptr + row * splits + split, above)
-    if KEY == TYPICAL:
-        tl.store(extremes_ptr + (row * splits + split) * 2, z_high)
-        tl.store(extremes_ptr + (row * splits + split) * 2 + 1, x_low)
+            tl.store(extremes_ptr + (row * splits + split) * 2, z_high)
+            tl.store(extremes_ptr + (row * splits + split) * 2 + 1, x_low)
 
 
 @triton.jit
@@ -404,10 +409,7 @@ def _top_p_solve_kernel(
     floor = -float("inf")
     z_high = float("inf")
     kept = target / p  # Σ: p = 1 keeps every token
-    solve = p < 1.0
-    if PENDING:
-        solve = solve & (tl.load(tokens_ptr + row) < 0)
-    if solve:
+    if (p < 1.0) & _pending(tokens_ptr, row, PENDING):
         # An empty bracket can only come from rounding between the passes' sums: take the
         # whole row then too.
         if overflow | (tl.sum(valid.to(tl.int32), axis=0) == 0):
@@ -650,7 +652,7 @@ def _propose_and_accept(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tens
         flat, inv_tau, p, drawn, tops, above, stats.maxes, stats.sums, arrivals[1], tokens,
         vocab, chunk_for(vocab, splits, ACCEPT_BLOCK), blocks, DRAWS=PROPOSALS,
         BLOCKS_POW2=pow2_at_least(blocks, 16), SPLIT_BLOCK=pow2_at_least(splits, 16),
-        BLOCK=ACCEPT_BLOCK, num_warps=4,
+        BLOCK=ACCEPT_BLOCK, num_warps=ACCEPT_WARPS,
     )  # fmt: skip
     return tokens, stats
 
@@ -680,7 +682,7 @@ def top_p_sample(
     read, and the first inside the nucleus kept (a second read measures the mass above
     each). A token drawn from p and kept only inside the nucleus N is distributed as p on
     N, that is as q, whatever came before; each proposal lands in N with probability
-    p(N) ≥ p. Rows where none did (at p = 0.9, at most 10⁻⁸ of them) take
+    p(N) ≥ p. Rows where none did (at most (1 − p)⁴ of them: 10⁻⁴ at p = 0.9) take
     `sample_at_the_edge` with the second seed; the other rows skip its passes. Coordinated
     draws (codes) need q's own order, so they always take `sample_at_the_edge`."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
