@@ -7,6 +7,17 @@ def random_logits(rows: int, vocab: int, seed: int, scale: float = 3.0) -> torch
     return torch.randn(rows, vocab, generator=generator) * scale
 
 
+def crowded_rows(vocab: int, seed: int = 0) -> torch.Tensor:
+    """Rows built to be hard: plain, constant, a tied block in one split, ties everywhere,
+    masked tokens."""
+    z = random_logits(5, vocab, seed)
+    z[1] = 0.25
+    z[2, 100:900] = z[2].max() + 1
+    z[3] = z[3].round()
+    z[4, ::3] = -torch.inf
+    return z
+
+
 def _tempered(z, tau):
     """z/τ in float64, τ a number or one value per row."""
     rows = z.shape[0]
@@ -36,6 +47,30 @@ def assert_same_support_up_to_the_top_p_cut(z, tau, p, q, q_reference, reach=1e-
         upper = float(probs[row][x[row] > x[row, token]].sum())
         assert abs(upper - float(p[row])) <= reach, (row, token, upper, float(p[row]))
     _agree_where_both_keep(q, q_reference)
+
+
+def assert_first_proposal_inside_the_top_p_cut_kept(z, tau, p, proposals, kept, reach=1e-5):
+    """Top-p's rejection sampler kept, per row, the first of its proposals ([rows, R]) that
+    is inside the nucleus of softmax(z/τ), or −1 when none is: proposal x is inside iff
+    F(x) = Σ_{x' > x} softmax(z/τ)_{x'} < p (float64), up to float32 rounding, so one with
+    |F(x) − p| ≤ reach may count either way."""
+    x = _tempered(z, tau)
+    probs = torch.softmax(x, dim=-1)
+    p = torch.as_tensor(p, dtype=torch.float64, device=z.device).expand(z.shape[0])
+    x_proposed = x.gather(1, proposals)
+    upper = ((x[:, None, :] > x_proposed[:, :, None]) * probs[:, None, :]).sum(-1)
+    inside = upper < p[:, None] - reach
+    outside = upper > p[:, None] + reach
+    count = proposals.shape[1]
+    matches = (proposals == kept[:, None]) & (kept[:, None] >= 0)
+    first = torch.where(matches.any(1), matches.int().argmax(1), count)
+    for row in range(z.shape[0]):
+        chosen = int(first[row])
+        assert not inside[row, :chosen].any(), (row, chosen, upper[row], float(p[row]))
+        if chosen < count:
+            assert not outside[row, chosen], (row, chosen, upper[row], float(p[row]))
+        else:
+            assert int(kept[row]) == -1, (row, int(kept[row]), proposals[row])
 
 
 def assert_same_support_up_to_the_typical_edge(z, tau, mass, q, q_reference, reach=1e-4):

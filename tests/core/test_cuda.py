@@ -5,8 +5,10 @@ import torch
 
 import decoptim as d
 from tests.conftest import (
+    assert_first_proposal_inside_the_top_p_cut_kept,
     assert_same_support_up_to_the_top_p_cut,
     assert_same_support_up_to_the_typical_edge,
+    crowded_rows,
     random_logits,
 )
 
@@ -201,6 +203,44 @@ def test_cuda_top_p_edge_sample_equals_the_draw_over_its_probs():
         left[drawn_already] = False
         assert torch.equal(tokens[drawn_already], drawn_already)
         assert torch.equal(tokens[left], written_draw[left])
+
+
+@pytest.mark.parametrize("p", [0.5, 0.9, 0.99999, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_top_p_accept_pass_keeps_the_first_proposal_inside_the_nucleus(p, dtype):
+    """Top-p's accept pass against float64, on LM-like rows at V = 151,936 (bfloat16 rows:
+    many ties) and on rows built to be hard."""
+    from decoptim.core.kernels.draw import draw_seed
+    from decoptim.core.kernels.top_p import _propose_and_accept
+
+    z = torch.cat([random_logits(12, 151936, 8).to(dtype).float(), crowded_rows(151936)]).cuda()
+    rows = len(z)
+    inv_tau = torch.full((rows,), 1 / 0.8, device="cuda")
+    ps = torch.full((rows,), p, device="cuda")
+    for seed in range(3):
+        source = draw_seed(z.device, torch.Generator("cuda").manual_seed(seed))
+        arrivals = torch.zeros(2, rows, device="cuda", dtype=torch.int32)
+        kept, _, proposals = _propose_and_accept(z, inv_tau, ps, source, arrivals)
+        assert_first_proposal_inside_the_top_p_cut_kept(z, 0.8, p, proposals, kept)
+
+
+@pytest.mark.parametrize("p", [0.597, 0.5999])
+def test_cuda_top_p_accept_pass_rejects_tokens_just_outside_the_nucleus(p):
+    """Four live tokens far apart in a row of 151,936, masses 0.3, 0.2, 0.3, 0.2: the tied
+    0.2s have 0.6 above them, just more than p, so they are outside (a target 1% high let
+    them in, in the interpreter's version of this check)."""
+    from decoptim.core.kernels.draw import draw_seed
+    from decoptim.core.kernels.top_p import _propose_and_accept
+
+    z = torch.full((256, 151936), -torch.inf)
+    z[:, [10, 50000, 100000, 151935]] = torch.tensor([0.3, 0.2, 0.3, 0.2]).log()
+    z = z.cuda()
+    ones, ps = torch.ones(256, device="cuda"), torch.full((256,), p, device="cuda")
+    source = draw_seed(z.device, torch.Generator("cuda").manual_seed(0))
+    arrivals = torch.zeros(2, 256, device="cuda", dtype=torch.int32)
+    kept, _, proposals = _propose_and_accept(z, ones, ps, source, arrivals)
+    assert_first_proposal_inside_the_top_p_cut_kept(z, 1.0, p, proposals, kept)
+    assert torch.isin(proposals, torch.tensor([50000, 151935], device="cuda")).any()
 
 
 @pytest.mark.parametrize("p", [0.2, 0.9])

@@ -47,6 +47,7 @@ from decoptim.core.kernels.draw import (  # noqa: E402
 from decoptim.core.kernels.streaming import exp_affine, row_stats, segment_size  # noqa: E402
 from decoptim.core.kernels.temperature import softmax_probs, softmax_sample  # noqa: E402
 from decoptim.core.kernels.top_p import (  # noqa: E402
+    _propose_and_accept,
     sample_at_the_edge,
     top_p_probs,
     top_p_sample,
@@ -54,25 +55,16 @@ from decoptim.core.kernels.top_p import (  # noqa: E402
 from decoptim.core.kernels.tsallis import tsallis_probs, tsallis_sample  # noqa: E402
 from decoptim.core.kernels.uniforms import pick  # noqa: E402
 from tests.conftest import (  # noqa: E402
+    assert_first_proposal_inside_the_top_p_cut_kept,
     assert_same_support_up_to_the_top_p_cut,
     assert_same_support_up_to_the_typical_edge,
+    crowded_rows,
     random_logits,
 )
 
 
-def crowded(vocab: int, seed: int) -> torch.Tensor:
-    """Rows built to be hard: plain, constant, a tied block in one split, ties everywhere,
-    masked tokens."""
-    z = random_logits(5, vocab, seed)
-    z[1] = 0.25
-    z[2, 100:900] = z[2].max() + 1
-    z[3] = z[3].round()
-    z[4, ::3] = -torch.inf
-    return z
-
-
 def check_gather_keeps_exactly_the_tokens_above_the_bound() -> None:
-    z = crowded(6000, 0)
+    z = crowded_rows(6000, 0)
     maxes = row_stats(z, kernel_rows(1.0, z)).maxes
     got = gather_candidates(z, kernel_rows(0.5, z), maxes=maxes, offset=1.0)
     x = (z - z.max(-1, keepdim=True).values) * 0.5
@@ -112,7 +104,7 @@ def check_kth_largest_lower_bound_is_within_its_slack() -> None:
 
 
 def check_kth_segment_bound_keeps_the_top_m() -> None:
-    z = crowded(6000, 1)
+    z = crowded_rows(6000, 1)
     m = 64
     segmax = row_stats(z, kernel_rows(1.0, z), segment=segment_size(6000, m)).segmax
     got = gather_candidates(z, kernel_rows(1.0, z), segmax=segmax, k=m)
@@ -130,7 +122,7 @@ def check_kth_segment_bound_keeps_the_top_m() -> None:
 def check_bok_topm_and_rank_equal_reference() -> None:
     for weights in ("topm", "rank"):
         for vocab, m in ((6000, 64), (3000, 8), (200, 16)):
-            z = crowded(vocab, 2)
+            z = crowded_rows(vocab, 2)
             decoder = d.BestOfK(8, 2.0, 0.2, weights=weights, top_m=m)
             c = kernel_rows(1.0 + 1.0 / 0.2, z)
             problem = TopMProblem(
@@ -156,7 +148,7 @@ def check_bok_topm_sample_draws_from_its_probs() -> None:
     # about Σ_head q of the time. Rows flat enough to split the mass, with ties at the
     # head's edge and masks.
     vocab, m, draws = 3000, 8, 24
-    z = crowded(vocab, 4) * 0.3
+    z = crowded_rows(vocab, 4) * 0.3
     z[0] *= 4  # most of this row's mass is in the head
     decoder = d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=m)
     problem = TopMProblem(
@@ -192,7 +184,7 @@ def check_bok_topm_sample_draws_from_its_probs() -> None:
 
 def check_bok_prob_weights_equal_reference() -> None:
     # Rows 1 (constant) and 2 (800 tied maxima) overflow their slots: the whole-row solve.
-    z = crowded(6000, 5)
+    z = crowded_rows(6000, 5)
     settings = [
         dict(k=8, beta=0.02, lam=0.2),
         dict(k=8, beta=2.0, lam=0.2, temperature=0.7),
@@ -210,7 +202,7 @@ def check_bok_prob_weights_equal_reference() -> None:
 
 def check_tsallis_equals_reference() -> None:
     for alpha, tau in ((2.0, 1.0), (1.5, 1.0), (1.3, 0.7), (2.0, 40.0), (1.5, 20.0)):
-        z = crowded(6000, 3)
+        z = crowded_rows(6000, 3)
         decoder = d.Sparsemax(tau) if alpha == 2.0 else d.Entmax(alpha, tau)
         q = tsallis_probs(z, kernel_rows(1.0 / tau, z), alpha)
         ref = decoder.probs(z.double())
@@ -220,7 +212,7 @@ def check_tsallis_equals_reference() -> None:
 
 
 def check_top_p_equals_reference() -> None:
-    z = crowded(6000, 4)
+    z = crowded_rows(6000, 4)
     for p, tau in ((0.9, 1.0), (0.5, 0.7), (1.0, 1.0)):
         decoder = d.TopP(p, tau)
         q = top_p_probs(z, kernel_rows(1.0 / tau, z), kernel_rows(p, z))
@@ -236,7 +228,7 @@ def check_top_p_edge_sample_equals_the_draw_over_its_probs() -> None:
     # The rows the rejection sampler leaves (token −1) find the edge and draw over q's
     # closed form: the same q, block sums and uniforms as the draw over the written q, so
     # the same seed gives the same tokens; rows drawn already keep their token.
-    z = crowded(6000, 6) * 0.2
+    z = crowded_rows(6000, 6) * 0.2
     for p, tau in ((0.9, 1.0), (0.5, 0.7), (1.0, 1.3)):
         rows = kernel_rows(1.0 / tau, z), kernel_rows(p, z)
         q = top_p_probs(z, *rows)
@@ -249,6 +241,24 @@ def check_top_p_edge_sample_equals_the_draw_over_its_probs() -> None:
             assert tokens[1] == 7 and tokens[4] == 11, tokens
             pending = torch.tensor([0, 2, 3])
             assert torch.equal(tokens[pending], written_draw[pending]), (p, tau, seed, tokens)
+
+
+def check_top_p_accept_pass_keeps_the_first_proposal_inside_the_nucleus() -> None:
+    # The accept pass against float64 on hard rows (constant, tied blocks, ties everywhere,
+    # masked tokens), p from 0.5 to 1 (0.99999: the edge among tiny masses); and on rows of
+    # four live tokens far apart, masses 0.3, 0.3, 0.2, 0.2, with p just below the 0.6 that
+    # the two tied 0.2s have above them: they are outside, by 0.003 and by 10⁻⁴ of the mass.
+    near = torch.full((5, 6000), -torch.inf)
+    near[:, [10, 2000, 4000, 5999]] = torch.tensor([0.3, 0.2, 0.3, 0.2]).log()
+    cases = [(crowded_rows(6000, 9) * 0.5, p, tau)
+             for p, tau in ((0.9, 1.0), (0.5, 0.7), (0.99999, 1.0), (1.0, 1.3))]  # fmt: skip
+    for z, p, tau in [*cases, (near, 0.597, 1.0), (near, 0.5999, 1.0)]:
+        rows = kernel_rows(1.0 / tau, z), kernel_rows(p, z)
+        for seed in range(2):
+            source = draw_seed(z.device, torch.Generator().manual_seed(seed))
+            arrivals = torch.zeros(2, len(z), dtype=torch.int32)
+            kept, _, proposals = _propose_and_accept(z, *rows, source, arrivals)
+            assert_first_proposal_inside_the_top_p_cut_kept(z, tau, p, proposals, kept)
 
 
 def check_top_p_sample_follows_probs() -> None:
@@ -277,7 +287,7 @@ def check_softmax_equals_reference_and_samples_as_the_draw_over_its_probs() -> N
     # q from the row's max and split sums. The sample draws from exp((z − block max)/τ) with
     # the same uniforms as the draw over exp((z − max z)/τ) written out: the same tokens,
     # bar a uniform that falls within rounding of a block's or a token's edge.
-    z = crowded(6000, 8) * 0.3
+    z = crowded_rows(6000, 8) * 0.3
     for tau in (1.0, 0.7, 1e-8):  # 1e-8, the smallest τ: |z|/τ up to ~1e9
         inv_tau = kernel_rows(1.0 / tau, z)
         q = softmax_probs(z, inv_tau)
@@ -342,7 +352,7 @@ def check_row_stats_entropy_equals_float64() -> None:
     # Eta's entropy from split sums of exp(y) and exp(y)·y, rescaled to the row's max: rows
     # with ties, −inf, an empty split, the max in the last split, one live token and huge
     # |z|/τ, against float64.
-    z = crowded(6000, 13)
+    z = crowded_rows(6000, 13)
     z[0, :2048] = -torch.inf  # the first split empty
     z[1, 5999] = 40.0  # the max in the last split, after the other splits' sums
     z[3] = -torch.inf
@@ -363,7 +373,7 @@ def check_kth_largest_equals_topk() -> None:
     # as −inf: the crowded rows (a tied block larger than a slot overflows to the whole-row
     # bisection, −inf, a constant row), per-row k, k at 1 and at k_max, fewer than k finite
     # logits, and ±0.0 ties.
-    z = crowded(6000, 13)
+    z = crowded_rows(6000, 13)
     z[0, ::11] = torch.nan
     z[1, :3000], z[1, 3000:] = 0.0, -0.0  # a constant row of ±0
     few = torch.full((2, 6000), -torch.inf)  # masks: 3 tokens allowed; 100 adjacent ones
@@ -394,7 +404,7 @@ def check_floor_routes_keep_the_torch_support_and_equal_reference() -> None:
     # as torch computes it), at the cut included; epsilon's and eta's floors carry log Σ exp(x)
     # (and eta's entropy) from split sums, so on rows without a token at the cut they keep
     # the same tokens too.
-    z = crowded(6000, 9) * 0.5
+    z = crowded_rows(6000, 9) * 0.5
     for decoder in (
         d.MinP(0.1, 0.7), d.MinP(0.5, 1.0), d.MinP(1.0, 1.3), d.Epsilon(3e-4, 0.7),
         d.Epsilon(0.9, 1.0), d.Eta(3e-4, 0.7), d.Eta(0.02, 1.3), d.Eta(0.5, 1.0),
@@ -438,9 +448,9 @@ def check_top_k_intersections_keep_the_torch_support() -> None:
     # gathered candidates (top-p's masses as its own kernels sum them: the same tokens as
     # the torch path but at the cut, within float32 rounding) and torch.topk (masses summed
     # in float64 from the torch path's weights: exactly the float32 torch path's tokens).
-    small = crowded(3000, 12) * 0.6
+    small = crowded_rows(3000, 12) * 0.6
     small[0, 40:60] = small[0].max() - 0.5  # a tied group near both edges
-    large = crowded(16000, 14) * 0.6
+    large = crowded_rows(16000, 14) * 0.6
     large[0, 40:60] = large[0].max() - 0.5
     few = large.clone()
     few[1] = -torch.inf
@@ -498,7 +508,7 @@ def check_typical_keeps_the_torch_support() -> None:
     # set's edges, within float32 rounding, on hard rows (a constant row, a tied block larger
     # than a slot: the whole-row fallback, ties everywhere, masked tokens), per-row mass and
     # τ, mass = 1, large |z|/τ, and unvalidated NaN read as −inf; draws inside the set.
-    z = crowded(6000, 15)
+    z = crowded_rows(6000, 15)
     for mass, tau, scale in (
         (0.9, 1.0, 1.0),
         (0.5, 0.7, 1.0),
@@ -525,7 +535,7 @@ def check_typical_keeps_the_torch_support() -> None:
 
 def check_top_k_floor_reads_nan_as_minus_inf() -> None:
     # Unvalidated NaN logits drop out as −inf: torch.topk would rank a NaN first.
-    z = crowded(3000, 11)
+    z = crowded_rows(3000, 11)
     z[:, ::7] = torch.nan
     masked = torch.where(torch.isnan(z), -torch.inf, z)
     decoder = d.TopK(30, 0.8, validate=False)
@@ -542,7 +552,7 @@ def check_closed_form_samples_equal_the_draw_over_their_probs() -> None:
     # rounding more per q_v than the closed form), which may move a uniform across an edge,
     # so count. (Sparsemax and entmax pick among their candidates with one uniform: see
     # check_closed_form_samples_follow_probs and the coordinated checks.)
-    z = crowded(6000, 10) * 0.3
+    z = crowded_rows(6000, 10) * 0.3
     for decoder in (
         d.MinP(0.1, 1.0), d.MinP(0.02, 0.6), d.Epsilon(1e-3, 1.3), d.Eta(1e-3, 1.1),
         d.TopK(40, 0.9),
@@ -622,7 +632,7 @@ def check_tsallis_sample_over_an_overflowing_row() -> None:
 def check_table_routes_equal_reference() -> None:
     """Every kernel route of the kernel table, reached through the decoders' own `probs` and
     `sample` (with the CUDA check patched to say yes), against the float64 torch path."""
-    z = crowded(3000, 7)
+    z = crowded_rows(3000, 7)
     routed = [
         (d.Softmax(0.8), "softmax"),
         (d.Softmax(torch.tensor([0.5, 1.0, 2.0, 1e-3, 1.0])), "softmax"),

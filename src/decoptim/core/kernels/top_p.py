@@ -637,10 +637,11 @@ def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torc
 
 def _propose_and_accept(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor,
                         seed: torch.Tensor, arrivals: torch.Tensor,
-                        ) -> tuple[torch.Tensor, RowStats]:  # fmt: skip
+                        ) -> tuple[torch.Tensor, RowStats, torch.Tensor]:  # fmt: skip
     # PROPOSALS tokens per row from softmax(x) (Philox, the first seed), then per row the
-    # first of them inside the nucleus, or −1; and the row's stats, as `row_stats` gives
-    # them, for the edge of the rows left. `arrivals`: zeroed int32 [2, rows].
+    # first of them inside the nucleus, or −1; the row's stats, as `row_stats` gives them,
+    # for the edge of the rows left; and the proposals [rows, PROPOSALS]. `arrivals`:
+    # zeroed int32 [2, rows].
     rows, vocab = flat.shape
     drawn, tops = draw_many_from_logits(flat, inv_tau, seed, arrivals[0], PROPOSALS)
     splits = splits_for(rows, vocab, flat.device, per_sm=ACCEPT_PER_SM, block=ACCEPT_BLOCK)
@@ -654,7 +655,7 @@ def _propose_and_accept(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tens
         BLOCKS_POW2=pow2_at_least(blocks, 16), SPLIT_BLOCK=pow2_at_least(splits, 16),
         BLOCK=ACCEPT_BLOCK, num_warps=ACCEPT_WARPS,
     )  # fmt: skip
-    return tokens, stats
+    return tokens, stats, drawn
 
 
 def sample_at_the_edge(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor,
@@ -693,7 +694,7 @@ def top_p_sample(
         tokens = sample_at_the_edge(flat, inv_tau, p, stats, source, draw_targets(rows, z.device))
         return tokens.reshape(z.shape[:-1])
     arrivals = torch.zeros(2, rows, device=z.device, dtype=torch.int32)
-    tokens, stats = _propose_and_accept(flat, inv_tau, p, source, arrivals)
+    tokens, stats, _ = _propose_and_accept(flat, inv_tau, p, source, arrivals)
     # The edge's solve zeroes the counters again for its draw.
     sample_at_the_edge(flat, inv_tau, p, stats, source[1:], (tokens, arrivals[0]), pending=True)
     return tokens.reshape(z.shape[:-1])
