@@ -49,6 +49,22 @@ def assert_same_support_up_to_the_top_p_cut(z, tau, p, q, q_reference, reach=1e-
     _agree_where_both_keep(q, q_reference)
 
 
+def _first_proposal_inside_kept(inside, outside, proposals, kept):
+    """Per row, `kept` is the first of `proposals` [rows, R] inside the set, or −1 when none
+    is; a proposal neither surely `inside` nor surely `outside` (at the set's edge, up to
+    float32 rounding) may count either way."""
+    count = proposals.shape[1]
+    matches = (proposals == kept[:, None]) & (kept[:, None] >= 0)
+    first = torch.where(matches.any(1), matches.int().argmax(1), count)
+    for row in range(proposals.shape[0]):
+        chosen = int(first[row])
+        assert not inside[row, :chosen].any(), (row, chosen, proposals[row], int(kept[row]))
+        if chosen < count:
+            assert not outside[row, chosen], (row, chosen, proposals[row])
+        else:
+            assert int(kept[row]) == -1, (row, int(kept[row]), proposals[row])
+
+
 def assert_first_proposal_inside_the_top_p_cut_kept(z, tau, p, proposals, kept, reach=1e-5):
     """Top-p's rejection sampler kept, per row, the first of its proposals ([rows, R]) that
     is inside the nucleus of softmax(z/τ), or −1 when none is: proposal x is inside iff
@@ -61,23 +77,12 @@ def assert_first_proposal_inside_the_top_p_cut_kept(z, tau, p, proposals, kept, 
     upper = ((x[:, None, :] > x_proposed[:, :, None]) * probs[:, None, :]).sum(-1)
     inside = upper < p[:, None] - reach
     outside = upper > p[:, None] + reach
-    count = proposals.shape[1]
-    matches = (proposals == kept[:, None]) & (kept[:, None] >= 0)
-    first = torch.where(matches.any(1), matches.int().argmax(1), count)
-    for row in range(z.shape[0]):
-        chosen = int(first[row])
-        assert not inside[row, :chosen].any(), (row, chosen, upper[row], float(p[row]))
-        if chosen < count:
-            assert not outside[row, chosen], (row, chosen, upper[row], float(p[row]))
-        else:
-            assert int(kept[row]) == -1, (row, int(kept[row]), proposals[row])
+    _first_proposal_inside_kept(inside, outside, proposals, kept)
 
 
-def assert_same_support_up_to_the_typical_edge(z, tau, mass, q, q_reference, reach=1e-4):
-    """As `assert_same_support_up_to_the_top_p_cut`, for the locally typical set: it keeps
-    the tokens whose deviation d = |−log p − H| is at most r*, the smallest d whose set holds
-    `mass`; a token kept by one of q and q_reference only must have |d − r*| ≤ reach
-    (float64)."""
+def _typical_radius(z, tau, mass):
+    # Each token's deviation d = |−log p − H| and, per row, the smallest d whose set holds
+    # `mass` (float64).
     log_p = torch.log_softmax(_tempered(z, tau), dim=-1)
     probs = log_p.exp()
     deviation = (-log_p + torch.special.xlogy(probs, probs).sum(-1, keepdim=True)).abs()
@@ -85,6 +90,27 @@ def assert_same_support_up_to_the_typical_edge(z, tau, mass, q, q_reference, rea
     mass = torch.as_tensor(mass, dtype=torch.float64, device=z.device).expand(z.shape[0])
     reached = (probs.gather(-1, order).cumsum(-1) < mass[:, None]).sum(-1, keepdim=True)
     radius = deviation.gather(-1, order).gather(-1, reached.clamp(max=z.shape[-1] - 1))
+    return deviation, radius
+
+
+def assert_first_proposal_inside_the_typical_set_kept(z, tau, mass, proposals, kept,
+                                                      reach=1e-4):  # fmt: skip
+    """As `assert_first_proposal_inside_the_top_p_cut_kept`, for the locally typical set:
+    a proposal is inside iff its deviation is at most the set's radius r*, and one with
+    |d − r*| ≤ reach may count either way."""
+    deviation, radius = _typical_radius(z, tau, mass)
+    proposed = deviation.gather(1, proposals)
+    inside = proposed < radius - reach
+    outside = proposed > radius + reach
+    _first_proposal_inside_kept(inside, outside, proposals, kept)
+
+
+def assert_same_support_up_to_the_typical_edge(z, tau, mass, q, q_reference, reach=1e-4):
+    """As `assert_same_support_up_to_the_top_p_cut`, for the locally typical set: it keeps
+    the tokens whose deviation d = |−log p − H| is at most r*, the smallest d whose set holds
+    `mass`; a token kept by one of q and q_reference only must have |d − r*| ≤ reach
+    (float64)."""
+    deviation, radius = _typical_radius(z, tau, mass)
     differ = (q > 0) != (q_reference > 0)
     distance = (deviation - radius).abs()[differ]
     assert (distance <= reach).all(), (differ.sum(-1), distance.max())

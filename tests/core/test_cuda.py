@@ -6,6 +6,7 @@ import torch
 import decoptim as d
 from tests.conftest import (
     assert_first_proposal_inside_the_top_p_cut_kept,
+    assert_first_proposal_inside_the_typical_set_kept,
     assert_same_support_up_to_the_top_p_cut,
     assert_same_support_up_to_the_typical_edge,
     crowded_rows,
@@ -222,6 +223,27 @@ def test_cuda_top_p_accept_pass_keeps_the_first_proposal_inside_the_nucleus(p, d
         arrivals = torch.zeros(2, rows, device="cuda", dtype=torch.int32)
         kept, _, proposals = _propose_and_accept(z, inv_tau, ps, source, arrivals)
         assert_first_proposal_inside_the_top_p_cut_kept(z, 0.8, p, proposals, kept)
+
+
+@pytest.mark.parametrize("mass", [0.5, 0.9, 1.0])
+def test_cuda_typical_accept_pass_keeps_the_first_proposal_inside_the_set(mass):
+    """Typical's rejection sampler: the accept pass on the key −|x − E_p[x]|, against
+    float64, on LM-like and hard rows at V = 151,936."""
+    from decoptim.core.kernels.draw import draw_seed
+    from decoptim.core.kernels.top_p import TYPICAL, _propose_and_accept, _typical_centre
+
+    z = torch.cat([random_logits(12, 151936, 10), crowded_rows(151936, 1)]).cuda()
+    rows = len(z)
+    inv_tau = torch.full((rows,), 1 / 0.8, device="cuda")
+    masses = torch.full((rows,), mass, device="cuda")
+    _, centre = _typical_centre(z, inv_tau)
+    for seed in range(3):
+        source = draw_seed(z.device, torch.Generator("cuda").manual_seed(seed))
+        arrivals = torch.zeros(2, rows, device="cuda", dtype=torch.int32)
+        kept, _, proposals = _propose_and_accept(
+            z, inv_tau, masses, source, arrivals, centre, TYPICAL.value
+        )  # fmt: skip
+        assert_first_proposal_inside_the_typical_set_kept(z, 0.8, mass, proposals, kept)
 
 
 @pytest.mark.parametrize("p", [0.597, 0.5999])

@@ -47,7 +47,9 @@ from decoptim.core.kernels.draw import (  # noqa: E402
 from decoptim.core.kernels.streaming import exp_affine, row_stats, segment_size  # noqa: E402
 from decoptim.core.kernels.temperature import softmax_probs, softmax_sample  # noqa: E402
 from decoptim.core.kernels.top_p import (  # noqa: E402
+    TYPICAL,
     _propose_and_accept,
+    _typical_centre,
     sample_at_the_edge,
     top_p_probs,
     top_p_sample,
@@ -56,6 +58,7 @@ from decoptim.core.kernels.tsallis import tsallis_probs, tsallis_sample  # noqa:
 from decoptim.core.kernels.uniforms import pick  # noqa: E402
 from tests.conftest import (  # noqa: E402
     assert_first_proposal_inside_the_top_p_cut_kept,
+    assert_first_proposal_inside_the_typical_set_kept,
     assert_same_support_up_to_the_top_p_cut,
     assert_same_support_up_to_the_typical_edge,
     crowded_rows,
@@ -243,7 +246,7 @@ def check_top_p_edge_sample_equals_the_draw_over_its_probs() -> None:
             assert torch.equal(tokens[pending], written_draw[pending]), (p, tau, seed, tokens)
 
 
-def check_top_p_accept_pass_keeps_the_first_proposal_inside_the_nucleus() -> None:
+def check_accept_pass_keeps_the_first_proposal_inside_the_set() -> None:
     # The accept pass against float64 on hard rows (constant, tied blocks, ties everywhere,
     # masked tokens), p from 0.5 to 1 (0.99999: the edge among tiny masses); and on rows of
     # four live tokens far apart, masses 0.3, 0.3, 0.2, 0.2, with p just below the 0.6 that
@@ -259,6 +262,18 @@ def check_top_p_accept_pass_keeps_the_first_proposal_inside_the_nucleus() -> Non
             arrivals = torch.zeros(2, len(z), dtype=torch.int32)
             kept, _, proposals = _propose_and_accept(z, *rows, source, arrivals)
             assert_first_proposal_inside_the_top_p_cut_kept(z, tau, p, proposals, kept)
+    # Typical's set on the same hard rows: the key −|x − E_p[x]| in place of x.
+    z = crowded_rows(6000, 9) * 0.5
+    for mass, tau in ((0.9, 1.0), (0.5, 0.7), (1.0, 1.3)):
+        inv_tau, masses = kernel_rows(1.0 / tau, z), kernel_rows(mass, z)
+        _, centre = _typical_centre(z, inv_tau)
+        for seed in range(2):
+            source = draw_seed(z.device, torch.Generator().manual_seed(seed))
+            arrivals = torch.zeros(2, len(z), dtype=torch.int32)
+            kept, _, proposals = _propose_and_accept(
+                z, inv_tau, masses, source, arrivals, centre, TYPICAL.value
+            )  # fmt: skip
+            assert_first_proposal_inside_the_typical_set_kept(z, tau, mass, proposals, kept)
 
 
 def check_top_p_sample_follows_probs() -> None:

@@ -454,6 +454,7 @@ def _nucleus_accept_kernel(
     z_ptr,
     inv_tau_ptr,
     p_ptr,
+    centre_ptr,
     drawn_ptr,
     tops_ptr,
     above_ptr,
@@ -464,19 +465,22 @@ def _nucleus_accept_kernel(
     V,
     CHUNK,
     BLOCKS,
+    KEY: tl.constexpr,
     DRAWS: tl.constexpr,
     BLOCKS_POW2: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # Per (row, split): for each of the row's DRAWS tokens drawn from softmax(x), the mass
-    # Σ e^{x − max x} of the split's tokens with a larger x, and the split's whole mass Σ, in
-    # `row_stats`' layout (the row's max z, the sum relative to it) so that the edge's
-    # kernels can take them as the row's stats. The row's last program to arrive keeps the
-    # first drawn token inside the nucleus, {x : mass(x' > x) < p·Σ} (x ≥ the edge x*, ties
-    # at the edge kept), or writes −1 when none is.
+    # Σ e^{x − max x} of the split's tokens with a larger key (x for top-p, −|x − c| for
+    # typical), and the split's whole mass Σ, in `row_stats`' layout (the row's max z, the
+    # sum relative to it) so that the edge's kernels can take them as the row's stats. The
+    # row's last program to arrive keeps the first drawn token inside the set,
+    # {key : mass(key' > key) < p·Σ} (key ≥ the edge, ties at the edge kept), or writes −1
+    # when none is.
     row, split, splits = program_position()
     inv_tau = tl.load(inv_tau_ptr + row)
+    centre = tl.load(centre_ptr + row)
     blocks = tl.arange(0, BLOCKS_POW2)
     tops = tl.load(tops_ptr + row * BLOCKS + blocks, mask=blocks < BLOCKS, other=-float("inf"))
     z_max = tl.max(tops, axis=0)
@@ -484,7 +488,7 @@ def _nucleus_accept_kernel(
     base = z_ptr + row.to(tl.int64) * V
     draw = tl.arange(0, DRAWS)
     drawn = tl.load(drawn_ptr + row * DRAWS + draw)
-    x_drawn = load_logits(base + drawn, drawn < V) * inv_tau
+    key_drawn = _key(load_logits(base + drawn, drawn < V), inv_tau, centre, KEY)
     above = tl.zeros((DRAWS, BLOCK), tl.float32)
     total = tl.zeros((BLOCK,), tl.float32)
     begin, end = split_bounds(split, CHUNK, V)
@@ -493,7 +497,8 @@ def _nucleus_accept_kernel(
         z = load_logits(base + offs, offs < end)
         e = tl.exp(inv_tau * (z - z_max))
         total += e
-        above += tl.where((z * inv_tau)[None, :] > x_drawn[:, None], e[None, :], 0.0)
+        key = _key(z, inv_tau, centre, KEY)
+        above += tl.where(key[None, :] > key_drawn[:, None], e[None, :], 0.0)
     slot = row * splits + split
     tl.store(above_ptr + slot * DRAWS + draw, tl.sum(above, axis=1))
     tl.store(sum_ptr + slot, tl.sum(total, axis=0))
@@ -637,12 +642,15 @@ def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torc
 
 def _propose_and_accept(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor,
                         seed: torch.Tensor, arrivals: torch.Tensor,
+                        centre: torch.Tensor | None = None, key: int = NUCLEUS.value,
                         ) -> tuple[torch.Tensor, RowStats, torch.Tensor]:  # fmt: skip
     # PROPOSALS tokens per row from softmax(x) (Philox, the first seed), then per row the
-    # first of them inside the nucleus, or −1; the row's stats, as `row_stats` gives them,
-    # for the edge of the rows left; and the proposals [rows, PROPOSALS]. `arrivals`:
-    # zeroed int32 [2, rows].
+    # first of them inside the set on `key` (top-p's nucleus; typical's set around `centre`)
+    # that holds mass p (`_edge_terms`), or −1; the row's stats, as `row_stats` gives them,
+    # for the edge of the rows left; and the proposals [rows, PROPOSALS]. `arrivals`: zeroed
+    # int32 [2, rows].
     rows, vocab = flat.shape
+    centre = inv_tau if centre is None else centre
     drawn, tops = draw_many_from_logits(flat, inv_tau, seed, arrivals[0], PROPOSALS)
     splits = splits_for(rows, vocab, flat.device, per_sm=ACCEPT_PER_SM, block=ACCEPT_BLOCK)
     stats = RowStats(*torch.empty(2, rows, splits, device=flat.device), None, None)
@@ -650,28 +658,60 @@ def _propose_and_accept(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tens
     tokens = torch.empty(rows, device=flat.device, dtype=torch.int64)
     blocks = tops.shape[1]
     _nucleus_accept_kernel[(rows, splits)](
-        flat, inv_tau, p, drawn, tops, above, stats.maxes, stats.sums, arrivals[1], tokens,
-        vocab, chunk_for(vocab, splits, ACCEPT_BLOCK), blocks, DRAWS=PROPOSALS,
-        BLOCKS_POW2=pow2_at_least(blocks, 16), SPLIT_BLOCK=pow2_at_least(splits, 16),
-        BLOCK=ACCEPT_BLOCK, num_warps=ACCEPT_WARPS,
+        flat, inv_tau, p, centre, drawn, tops, above, stats.maxes, stats.sums, arrivals[1],
+        tokens, vocab, chunk_for(vocab, splits, ACCEPT_BLOCK), blocks, KEY=key,
+        DRAWS=PROPOSALS, BLOCKS_POW2=pow2_at_least(blocks, 16),
+        SPLIT_BLOCK=pow2_at_least(splits, 16), BLOCK=ACCEPT_BLOCK, num_warps=ACCEPT_WARPS,
     )  # fmt: skip
     return tokens, stats, drawn
+
+
+def _head_edge(ceiling: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Typical's ceiling on z as a draw's head edge (code, id): the tokens above it are
+    # excluded (`streaming.affine_q`).
+    no_id = torch.full(ceiling.shape, -1, device=ceiling.device, dtype=torch.int32)
+    return ordered_codes(ceiling) - 2**31, no_id
 
 
 def sample_at_the_edge(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor,
                        stats: RowStats, source: torch.Tensor | CodedDraw,
                        targets: tuple[torch.Tensor, torch.Tensor], pending: bool = False,
+                       centre: torch.Tensor | None = None, key: int = NUCLEUS.value,
                        ) -> torch.Tensor:  # fmt: skip
-    """A token per row of flat [rows, V] from top-p's q by finding the edge and drawing over
-    q's closed form (nothing written), from the row's `stats` (`row_stats`' layout) and
-    `draw_seed`'s `source`, into `targets` (`draw_targets`). With `pending`, only the rows
-    whose token is −1 (the others read nothing)."""
+    """A token per row of flat [rows, V] from top-p's q (or with `key` TYPICAL and its
+    `centre`, typical's) by finding the edge and drawing over q's closed form (nothing
+    written), from the row's `stats` (`row_stats`' layout) and `draw_seed`'s `source`, into
+    `targets` (`draw_targets`). With `pending`, only the rows whose token is −1 (the others
+    read nothing); typical's draw, which excludes the tokens above the set's ceiling with a
+    head edge, always draws only those."""
     tokens, arrivals = targets
-    floor, shift, z_max, _ = _edge_terms(
-        flat, inv_tau, p, stats, inv_tau, NUCLEUS.value, arrivals, tokens if pending else None
+    centre = inv_tau if centre is None else centre
+    floor, shift, z_max, ceiling = _edge_terms(
+        flat, inv_tau, p, stats, centre, key, arrivals, tokens if pending else None
     )  # fmt: skip
+    head = _head_edge(ceiling) if key == TYPICAL.value else None
     return draw_affine(flat, inv_tau, z_max, shift, source, targets, floor=floor,
-                       pending=pending)  # fmt: skip
+                       head_edge=head, pending=pending)  # fmt: skip
+
+
+def _sample(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: RowStats | None,
+            centre: torch.Tensor, key: int, randomness: Randomness) -> torch.Tensor:  # fmt: skip
+    # The sample of top-p (key NUCLEUS) or typical (TYPICAL): by rejection for Philox
+    # randomness, the rows left and coordinated draws at the edge (`top_p_sample`). `stats`:
+    # the row's, where already taken (typical's, for its centre; a coordinated top-p's).
+    rows = flat.shape[0]
+    source = draw_seed(flat.device, randomness)
+    if isinstance(source, CodedDraw):
+        stats = row_stats(flat, inv_tau) if stats is None else stats
+        targets = draw_targets(rows, flat.device)
+        targets[0].fill_(-1)  # every row still to draw (a draw with a head edge needs it)
+        return sample_at_the_edge(flat, inv_tau, p, stats, source, targets, False, centre, key)
+    arrivals = torch.zeros(2, rows, device=flat.device, dtype=torch.int32)
+    tokens, accept_stats, _ = _propose_and_accept(flat, inv_tau, p, source, arrivals, centre, key)
+    # The edge's solve zeroes the counters again for its draw.
+    sample_at_the_edge(flat, inv_tau, p, accept_stats if stats is None else stats, source[1:],
+                       (tokens, arrivals[0]), True, centre, key)  # fmt: skip
+    return tokens
 
 
 def top_p_sample(
@@ -687,55 +727,36 @@ def top_p_sample(
     `sample_at_the_edge` with the second seed; the other rows skip its passes. Coordinated
     draws (codes) need q's own order, so they always take `sample_at_the_edge`."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    rows = flat.shape[0]
-    source = draw_seed(z.device, randomness)
-    if isinstance(source, CodedDraw):
-        stats = row_stats(flat, inv_tau)
-        tokens = sample_at_the_edge(flat, inv_tau, p, stats, source, draw_targets(rows, z.device))
-        return tokens.reshape(z.shape[:-1])
-    arrivals = torch.zeros(2, rows, device=z.device, dtype=torch.int32)
-    tokens, stats, _ = _propose_and_accept(flat, inv_tau, p, source, arrivals)
-    # The edge's solve zeroes the counters again for its draw.
-    sample_at_the_edge(flat, inv_tau, p, stats, source[1:], (tokens, arrivals[0]), pending=True)
+    tokens = _sample(flat, inv_tau, p, None, inv_tau, NUCLEUS.value, randomness)
     return tokens.reshape(z.shape[:-1])
 
 
-def _typical_terms(flat: torch.Tensor, inv_tau: torch.Tensor, mass: torch.Tensor,
-                   arrivals: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:  # fmt: skip
+def _typical_centre(flat: torch.Tensor, inv_tau: torch.Tensor) -> tuple[RowStats, torch.Tensor]:
     # Typical keeps the fewest tokens nearest c = E_p[x] in x = z·(1/τ) (|−log p − H| =
-    # |x − c|) that reach the mass: the edge on the key −|x − c| (`_edge_terms`). Returns
-    # the floor on x, the shift, max z and the set's ceiling on z as a head edge (code, id):
-    # the tokens above it are excluded (`streaming.affine_q`).
+    # |x − c|) that reach the mass: the edge on the key −|x − c|. The row's stats (with the
+    # entropy's sum) and c.
     stats = row_stats(flat, inv_tau, moment=True)
     z_max, log_sum, entropy = stats.max_log_sum_and_entropy(inv_tau)
-    centre = z_max * inv_tau + (log_sum - entropy)  # log Σ − H = E_p[x − max x]
-    floor, shift, z_max, ceiling = _edge_terms(
-        flat, inv_tau, mass, stats, centre, TYPICAL.value, arrivals
-    )  # fmt: skip
-    no_id = torch.full(ceiling.shape, -1, device=ceiling.device, dtype=torch.int32)
-    return floor, shift, z_max, (ordered_codes(ceiling) - 2**31, no_id)
+    return stats, z_max * inv_tau + (log_sum - entropy)  # log Σ − H = E_p[x − max x]
 
 
 def typical_probs(z: torch.Tensor, inv_tau: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
     """The locally typical set of softmax(z/τ) per row (z [..., V] float32 CUDA; 1/τ and
-    mass float32 [rows]), q renormalised on it."""
+    mass float32 [rows]), q renormalised on it: q's floor on x and the set's ceiling on z
+    (a head edge, the tokens above it excluded)."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    floor, shift, z_max, edge = _typical_terms(flat, inv_tau, mass)
-    return exp_affine(flat, inv_tau, z_max, shift, floor, head_edge=edge).reshape(z.shape)
+    stats, centre = _typical_centre(flat, inv_tau)
+    floor, shift, z_max, ceiling = _edge_terms(flat, inv_tau, mass, stats, centre, TYPICAL.value)
+    q = exp_affine(flat, inv_tau, z_max, shift, floor, head_edge=_head_edge(ceiling))
+    return q.reshape(z.shape)
 
 
 def typical_sample(
     z: torch.Tensor, inv_tau: torch.Tensor, mass: torch.Tensor, randomness: Randomness
 ) -> torch.Tensor:
-    """One token per row of z, drawn from `typical_probs`' q without writing q: the draw
-    over top-p's floor on x, with the set's ceiling on z as the draw's head edge (tokens
-    above it excluded)."""
+    """One token per row of z, distributed as `typical_probs`' q, without writing q: as
+    `top_p_sample`, on the key −|x − E_p[x]| (one more read first, for the centre)."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    rows = flat.shape[0]
-    seed = draw_seed(z.device, randomness)
-    tokens, arrivals = draw_targets(rows, z.device)
-    tokens.fill_(-1)  # the draw with a head edge draws on rows whose token is still −1
-    floor, shift, z_max, edge = _typical_terms(flat, inv_tau, mass, arrivals=arrivals)
-    draw_affine(flat, inv_tau, z_max, shift, seed, (tokens, arrivals), floor=floor,
-                head_edge=edge)  # fmt: skip
+    stats, centre = _typical_centre(flat, inv_tau)
+    tokens = _sample(flat, inv_tau, mass, stats, centre, TYPICAL.value, randomness)
     return tokens.reshape(z.shape[:-1])
