@@ -450,7 +450,7 @@ def _top_p_solve_kernel(
 
 
 @triton.jit
-def _nucleus_accept_kernel(
+def _accept_proposals_kernel(
     z_ptr,
     inv_tau_ptr,
     p_ptr,
@@ -657,7 +657,7 @@ def _propose_and_accept(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tens
     above = torch.empty(rows, splits, PROPOSALS, device=flat.device, dtype=torch.float32)
     tokens = torch.empty(rows, device=flat.device, dtype=torch.int64)
     blocks = tops.shape[1]
-    _nucleus_accept_kernel[(rows, splits)](
+    _accept_proposals_kernel[(rows, splits)](
         flat, inv_tau, p, centre, drawn, tops, above, stats.maxes, stats.sums, arrivals[1],
         tokens, vocab, chunk_for(vocab, splits, ACCEPT_BLOCK), blocks, KEY=key,
         DRAWS=PROPOSALS, BLOCKS_POW2=pow2_at_least(blocks, 16),
