@@ -191,9 +191,7 @@ def _top_p_profile_kernel(
         j = tl.arange(0, PROFILE)
         theta = _thresholds(lo, hi, j, PROFILE)
         # Sums stay per lane and are reduced once at the end: a reduction across the program's
-        # threads per block costs more than the block's comparisons. A block with no token
-        # inside the bracket (most of them once it is narrow) skips the PROFILE comparisons,
-        # which would add only zeros.
+        # threads per block costs more than the block's comparisons.
         mass = tl.zeros((PROFILE, BLOCK), tl.float32)
         above = tl.zeros((BLOCK,), tl.float32)
         base = row.to(tl.int64) * V
@@ -204,10 +202,8 @@ def _top_p_profile_kernel(
             key = _key(z, inv_tau, centre, KEY)
             e = tl.exp(inv_tau * (z - z_max))
             above += tl.where(key > hi, e, 0.0)
-            inside = (key >= lo) & (key <= hi)
-            if tl.max(inside.to(tl.int32), axis=0) > 0:
-                hit = inside[None, :] & (key[None, :] >= theta[:, None])
-                mass += tl.where(hit, e[None, :], 0.0)
+            hit = (key[None, :] >= lo) & (key[None, :] <= hi) & (key[None, :] >= theta[:, None])
+            mass += tl.where(hit, e[None, :], 0.0)
         profile = tl.sum(mass, axis=1) + tl.sum(above, axis=0)
         tl.store(profile_ptr + ((LEVEL * rows + row) * splits + split) * PROFILE + j, profile)
         if split == 0:
