@@ -268,7 +268,7 @@ def test_cuda_top_p_accept_pass_rejects_tokens_just_outside_the_nucleus(p):
 @pytest.mark.parametrize("p", [0.2, 0.9])
 def test_cuda_top_p_rejection_sampler_follows_probs_on_a_long_row(p):
     """Top-p's sample proposes 4 tokens from the whole softmax and keeps the first inside
-    the nucleus. 16 head tokens and 151,920 tied at −8 (~74% of the mass): at p = 0.2 the
+    the nucleus. 16 head tokens and 151,920 tied at −8 (~73% of the mass): at p = 0.2 the
     nucleus is 8 head tokens holding 20% of the mass, so 0.8⁴ ≈ 41% of rows keep none and
     take the edge's draw; at p = 0.9 it reaches into the tail, whose ties are all kept.
     Chi-square over the nucleus, the tail as one cell."""
