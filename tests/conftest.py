@@ -72,7 +72,7 @@ def assert_first_proposal_inside_the_top_p_cut_kept(z, tau, p, proposals, kept, 
     |F(x) − p| ≤ reach may count either way."""
     x = _tempered(z, tau)
     probs = torch.softmax(x, dim=-1)
-    p = torch.as_tensor(p, dtype=torch.float64, device=z.device).expand(z.shape[0])
+    p = torch.as_tensor(p, dtype=torch.float64, device=z.device).reshape(-1).expand(len(z))
     x_proposed = x.gather(1, proposals)
     upper = ((x[:, None, :] > x_proposed[:, :, None]) * probs[:, None, :]).sum(-1)
     inside = upper < p[:, None] - reach

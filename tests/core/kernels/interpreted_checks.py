@@ -248,13 +248,16 @@ def check_top_p_edge_sample_equals_the_draw_over_its_probs() -> None:
 
 def check_accept_pass_keeps_the_first_proposal_inside_the_set() -> None:
     # The accept pass against float64 on hard rows (constant, tied blocks, ties everywhere,
-    # masked tokens), p from 0.5 to 1 (0.99999: the edge among tiny masses); and on rows of
+    # masked tokens), p from 0.5 to 1 (0.99999: the edge among tiny masses), per row, and
+    # at τ = 10⁻³ (|z|/τ in the thousands); and on rows of
     # four live tokens far apart, masses 0.3, 0.3, 0.2, 0.2, with p just below the 0.6 that
     # the two tied 0.2s have above them: they are outside, by 0.003 and by 10⁻⁴ of the mass.
     near = torch.full((5, 6000), -torch.inf)
     near[:, [10, 2000, 4000, 5999]] = torch.tensor([0.3, 0.2, 0.3, 0.2]).log()
+    per_row = torch.tensor([[0.3], [0.9], [1.0], [0.5], [0.99]])
     cases = [(crowded_rows(6000, 9) * 0.5, p, tau)
-             for p, tau in ((0.9, 1.0), (0.5, 0.7), (0.99999, 1.0), (1.0, 1.3))]  # fmt: skip
+             for p, tau in ((0.9, 1.0), (0.5, 0.7), (0.99999, 1.0), (1.0, 1.3), (per_row, 0.8),
+                            (0.9, 1e-3))]  # fmt: skip
     for z, p, tau in [*cases, (near, 0.597, 1.0), (near, 0.5999, 1.0)]:
         rows = kernel_rows(1.0 / tau, z), kernel_rows(p, z)
         for seed in range(2):
