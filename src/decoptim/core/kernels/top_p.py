@@ -64,11 +64,12 @@ LEVELS = 2
 PROFILE = 32
 PROFILE_BLOCK = 256
 # Top-p's sample by rejection (`top_p_sample`): tokens proposed per row, and the accept
-# pass's launch. At p = 0.9, 4 proposals replay faster than 2 or 8 (`bench/
-# top_p_proposals.py`; each one more costs the draw's last program a block reload and the
-# accept pass a comparison per token, each one fewer leaves more rows to the edge's passes).
-# A scratch sweep of the accept pass's block, warps and programs per SM on an H200 moved it
-# by under 5%.
+# pass's launch. On an H200 at p = 0.9 (`bench/top_p_proposals.py`), 4 proposals replayed
+# fastest at B = 1 and 256 and 2 at B = 8 and 64; at p = 0.5, 2, 4, 8 and 4 at B = 1, 8,
+# 64 and 256.
+# Each one more costs the draw's last program a block reload and pick and the accept pass
+# a comparison per token; each one fewer leaves more rows to the edge's passes. A scratch
+# sweep of the accept pass's block, warps and programs per SM moved it by up to 9% (B = 8).
 PROPOSALS = 4
 ACCEPT_BLOCK = 1024
 ACCEPT_PER_SM = 8
@@ -704,7 +705,8 @@ def _sample(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: R
     if isinstance(source, CodedDraw):
         stats = row_stats(flat, inv_tau) if stats is None else stats
         targets = draw_targets(rows, flat.device)
-        targets[0].fill_(-1)  # every row still to draw (a draw with a head edge needs it)
+        if key == TYPICAL.value:
+            targets[0].fill_(-1)  # typical's draw, with a head edge, draws rows still at −1
         return sample_at_the_edge(flat, inv_tau, p, stats, source, targets, False, centre, key)
     arrivals = torch.zeros(2, rows, device=flat.device, dtype=torch.int32)
     tokens, accept_stats, _ = _propose_and_accept(flat, inv_tau, p, source, arrivals, centre, key)
