@@ -117,6 +117,39 @@ def assert_same_support_up_to_the_typical_edge(z, tau, mass, q, q_reference, rea
     _agree_where_both_keep(q, q_reference)
 
 
+def assert_draws_are_the_two_step_picks(z, tau, tokens, first, second, block):
+    """Each of `tokens` [rows, draws] (from q ∝ exp(z/τ), z [rows, V]) against the draw's two
+    steps in float64: with draw d of row r's uniforms first/second[r·draws + d], the block
+    whose running mass passes u₁·Σ, then the token whose running mass inside the block
+    passes u₂ times the block's. A pick whose target lies within 10⁻⁵ of the row's mass of
+    a block's edge, or 2·10⁻⁶ of the block's of a token's, is left out: the kernel's float32
+    q and block and part sums may round it either way. At most 2% may be left out."""
+    rows, draws = tokens.shape
+    vocab = z.shape[1]
+    blocks = -(-vocab // block)
+    q = torch.exp((z.double() - z.double().max(1, keepdim=True).values) / tau)
+    q = torch.nn.functional.pad(q, (0, blocks * block - vocab)).view(rows, blocks, block)
+    block_mass = q.sum(2)
+    checked = 0
+    for row in range(rows):
+        running = block_mass[row].cumsum(0)
+        for draw in range(draws):
+            u1, u2 = float(first[row * draws + draw]), float(second[row * draws + draw])
+            target = u1 * float(running[-1])
+            picked = int(torch.searchsorted(running, target, right=True))
+            inside = q[row, picked].cumsum(0)
+            place = u2 * float(inside[-1])
+            token = int(torch.searchsorted(inside, place, right=True))
+            near = (running - target).abs().min() <= 1e-5 * running[-1] or (
+                (inside - place).abs().min() <= 2e-6 * inside[-1]
+            )
+            if near:
+                continue
+            checked += 1
+            assert int(tokens[row, draw]) == picked * block + token, (row, draw, tokens[row])
+    assert checked >= 0.98 * rows * draws, (checked, rows * draws)
+
+
 def shared_data(name: str):
     """Path of a file in ../shared/data (or $DECOPTIM_DATA): CI must have it, others skip."""
     import os

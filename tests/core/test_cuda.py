@@ -5,6 +5,7 @@ import torch
 
 import decoptim as d
 from tests.conftest import (
+    assert_draws_are_the_two_step_picks,
     assert_first_proposal_inside_the_top_p_cut_kept,
     assert_first_proposal_inside_the_typical_set_kept,
     assert_same_support_up_to_the_top_p_cut,
@@ -178,6 +179,27 @@ def test_cuda_sampler_draws_a_long_tail_no_more_than_its_mass(decoder):
     counts = torch.bincount(samples[samples < live], minlength=live).double()
     expected = q[:live] / q[:live].sum() * counts.sum()
     assert scipy_stats.chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-4
+
+
+def test_cuda_draw_many_picks_each_proposal_with_its_own_uniforms():
+    """Top-p's and typical's proposals: 4 tokens per row, picked side by side in the draw's
+    last program (a part of each block, then the token), each the draw's two steps over its
+    own Philox uniforms, against float64 on LM-sized rows (V = 151,936, τ = 0.8, the
+    crowded rows among them), for three seeds."""
+    from decoptim.core.kernels.draw import BLOCK, draw_many_from_logits, draw_seed
+    from tests.core.kernels.philox_pairs import philox_pairs
+
+    vocab, tau, draws = 151936, 0.8, 4
+    z = torch.cat([crowded_rows(vocab), random_logits(59, vocab, 3)]).cuda()
+    rows = z.shape[0]
+    inv_tau = torch.full((rows,), 1 / tau, device="cuda")
+    for seed in range(3):
+        source = draw_seed(z.device, torch.Generator("cuda").manual_seed(seed))
+        arrivals = torch.zeros(rows, dtype=torch.int32, device="cuda")
+        tokens, _ = draw_many_from_logits(z, inv_tau, source, arrivals, draws)
+        first, second = philox_pairs(source, rows * draws)
+        assert_draws_are_the_two_step_picks(z.cpu(), tau, tokens.cpu(), first.cpu(),
+                                            second.cpu(), BLOCK)  # fmt: skip
 
 
 def test_cuda_top_p_edge_sample_equals_the_draw_over_its_probs():

@@ -66,6 +66,12 @@ def load_logits(ptr, mask):
 
 
 @triton.jit
+def finite_or_zero(top):
+    """A max of −inf (nothing live) as 0, so that −inf − max is −inf, not NaN."""
+    return tl.where(top == -float("inf"), 0.0, top)
+
+
+@triton.jit
 def code_of(x):
     """Order-preserving int64 code of a float32 (-0.0 made +0.0 first, so ties share codes)."""
     bits = (x + 0.0).to(tl.int32, bitcast=True)
@@ -127,7 +133,7 @@ def _row_stats_kernel(
         offs = start + tl.arange(0, BLOCK)
         z = load_logits(base + offs, offs < end)
         new_m = tl.maximum(m, tl.max(z, axis=0))
-        safe = tl.where(new_m == -float("inf"), 0.0, new_m)
+        safe = finite_or_zero(new_m)
         d = c * (m - safe)  # the running sums move from m to the new max: a factor e^d
         y = c * (z - safe)
         if MOMENT:  # Σ e^(y + d)·(y + d) = e^d·(s1 + d·s)

@@ -47,6 +47,7 @@ from .streaming import (
     chunk_for,
     code_of,
     exp_affine,
+    finite_or_zero,
     float_of_code,
     load_logits,
     pow2_at_least,
@@ -484,8 +485,7 @@ def _accept_proposals_kernel(
     centre = tl.load(centre_ptr + row)
     blocks = tl.arange(0, BLOCKS_POW2)
     tops = tl.load(tops_ptr + row * BLOCKS + blocks, mask=blocks < BLOCKS, other=-float("inf"))
-    z_max = tl.max(tops, axis=0)
-    z_max = tl.where(z_max == -float("inf"), 0.0, z_max)
+    z_max = finite_or_zero(tl.max(tops, axis=0))
     base = z_ptr + row.to(tl.int64) * V
     draw = tl.arange(0, DRAWS)
     drawn = tl.load(drawn_ptr + row * DRAWS + draw)
