@@ -97,10 +97,12 @@ def _select_from_block(x, index, valid, M, head_x_ptr, head_index_ptr):
     above = valid & (codes > c_m)
     tied = valid & (codes == c_m)
     need = M - tl.sum(above.to(tl.int32), axis=0)
-    # The smallest id i* with `need` tied ids ≤ i*.
+    # The smallest id i* with `need` tied ids ≤ i*: the largest tied id when every tied one
+    # is needed (no ties at c_M, on most rows), else by bisection.
     lo = tl.min(tl.where(tied, index, 1 << 30), axis=0) - 1
     hi = tl.max(tl.where(tied, index, -1), axis=0)
-    for _ in range(32):
+    steps = tl.where(tl.sum(tied.to(tl.int32), axis=0) > need, 32, 0)
+    for _ in range(steps):
         mid = lo + (hi - lo) // 2
         enough = tl.sum((tied & (index <= mid)).to(tl.int32), axis=0) >= need
         hi = tl.where(enough, mid, hi)

@@ -248,13 +248,14 @@ LOWEST_FINITE_CODE = tl.constexpr(-0x7F800000)  # −inf's code is one below
 @triton.jit
 def kth_largest_code(codes, valid, k):
     """The largest c with #{valid codes ≥ c} ≥ k; assumes at least k valid codes."""
+    # #{codes ≥ lo} ≥ k > #{codes ≥ hi} throughout: log₂ of the codes' span steps, at most 33.
     lo = tl.min(tl.where(valid, codes, NO_CODE), axis=0)
     hi = tl.max(tl.where(valid, codes, -NO_CODE), axis=0) + 1
-    for _ in range(33):
+    while hi - lo > 1:
         mid = lo + (hi - lo) // 2
         enough = tl.sum((valid & (codes >= mid)).to(tl.int32), axis=0) >= k
-        lo = tl.where(enough & (hi - lo > 1), mid, lo)
-        hi = tl.where(enough | (hi - lo <= 1), hi, mid)
+        lo = tl.where(enough, mid, lo)
+        hi = tl.where(enough, hi, mid)
     return lo
 
 
