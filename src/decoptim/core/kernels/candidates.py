@@ -76,10 +76,26 @@ def append_to_slot(x, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP: tl
 
 
 @triton.jit
+def _segment_bound_kernel(segmax_ptr, scale_ptr, bound_ptr, N_STATS, k,
+                          STAT_BLOCK: tl.constexpr):  # fmt: skip
+    # Per row, once for all of the gather's programs: a bound a little below the k-th
+    # largest of s·segmax. As good as the exact value, since the per-row solve selects
+    # exactly: 16 halvings leave a few extra candidates at most (a 16-way search in 4
+    # passes was slower: 52 against 44 µs on an H100).
+    row = tl.program_id(0)
+    lanes = tl.arange(0, STAT_BLOCK)
+    present = lanes < N_STATS
+    segmax = tl.load(segmax_ptr + row * N_STATS + lanes, mask=present, other=-float("inf"))
+    scaled = segmax * tl.load(scale_ptr + row)
+    tl.store(bound_ptr + row, kth_largest_lower_bound(scaled, present, k, 16))
+
+
+@triton.jit
 def _gather_kernel(
     z_ptr,
     scale_ptr,
-    stats_ptr,
+    maxes_ptr,
+    bound_ptr,
     x_out_ptr,
     index_out_ptr,
     count_ptr,
@@ -87,7 +103,6 @@ def _gather_kernel(
     stride,
     CHUNK,
     N_STATS,
-    k,
     offset,
     KTH_SEGMENT: tl.constexpr,
     CAP: tl.constexpr,
@@ -96,20 +111,18 @@ def _gather_kernel(
 ):
     row, split, splits = program_position()
     scale = tl.load(scale_ptr + row)
-    # stats: the row's segment maxima (KTH_SEGMENT) or its per-split maxima.
-    lanes = tl.arange(0, STAT_BLOCK)
-    present = lanes < N_STATS
-    stats = tl.load(stats_ptr + row * N_STATS + lanes, mask=present, other=-float("inf"))
     if KTH_SEGMENT:
-        # A bound a little below the k-th largest segment max is as good: the head program
-        # selects exactly. 16 halvings leave a few extra candidates at most (a 16-way
-        # search in 4 passes was slower: 52 against 44 µs on an H100).
-        lo = code_of(kth_largest_lower_bound(stats * scale, present, k, 16))
+        # x = s·z, kept from the row's bound (`_segment_bound_kernel`).
+        lo = code_of(tl.load(bound_ptr + row))
         z_top = 0.0
     else:
-        # Shifted before scaling, x = (z − max z)·s: a large common offset of z would
-        # otherwise round x by far more than the bound's resolution.
-        z_top = tl.max(stats, axis=0)
+        # Shifted before scaling, x = (z − max z)·s (z_top from the per-split maxima): a
+        # large common offset of z would otherwise round x by far more than the bound's
+        # resolution.
+        lanes = tl.arange(0, STAT_BLOCK)
+        maxes = tl.load(maxes_ptr + row * N_STATS + lanes, mask=lanes < N_STATS,
+                        other=-float("inf"))  # fmt: skip
+        z_top = tl.max(maxes, axis=0)
         lo = code_of(tl.zeros((), tl.float32) - offset)
     base = row.to(tl.int64) * stride
     slot = (row * splits + split).to(tl.int64) * CAP
@@ -169,11 +182,18 @@ def gather_candidates(
         raise ValueError("gather_candidates needs exactly one of maxes and segmax")
     kth = segmax is not None
     stats = segmax if segmax is not None else maxes
+    stat_block = pow2_at_least(stats.shape[1], 16)
+    bound = scale
+    if kth:
+        bound = torch.empty(rows, device=z.device, dtype=torch.float32)
+        _segment_bound_kernel[(rows,)](segmax, scale, bound, stats.shape[1], k,
+                                       STAT_BLOCK=stat_block, num_warps=ROW_WARPS)  # fmt: skip
     x, index, count = Candidates.empty(rows, splits, z.device)
     _gather_kernel[(rows, splits)](
         z,
         scale,
         stats,
+        bound,
         x,
         index,
         count,
@@ -181,11 +201,10 @@ def gather_candidates(
         vocab,
         chunk,
         stats.shape[1],
-        k,
         offset,
         KTH_SEGMENT=kth,
         CAP=CAP,
-        STAT_BLOCK=pow2_at_least(stats.shape[1], 16),
+        STAT_BLOCK=stat_block,
         BLOCK=GATHER_BLOCK,
         num_warps=8 if rows <= 64 else 4,
     )
