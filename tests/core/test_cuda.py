@@ -182,10 +182,9 @@ def test_cuda_sampler_draws_a_long_tail_no_more_than_its_mass(decoder):
 
 
 def test_cuda_draw_many_picks_each_proposal_with_its_own_uniforms():
-    """Top-p's and typical's proposals: 4 tokens per row, picked side by side in the draw's
-    last program (a part of each block, then the token), each the draw's two steps over its
-    own Philox uniforms, against float64 on LM-sized rows (V = 151,936, τ = 0.8, the
-    crowded rows among them), for three seeds."""
+    """Top-p's and typical's proposals: 4 tokens per row, picked in the draw's last program,
+    each the draw's two steps over its own Philox uniforms, against float64 on LM-sized rows
+    (V = 151,936, τ = 0.8, the crowded rows among them), for three seeds."""
     from decoptim.core.kernels.draw import BLOCK, draw_many_from_logits, draw_seed
     from tests.core.kernels.philox_pairs import philox_pairs
 

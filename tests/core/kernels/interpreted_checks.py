@@ -56,7 +56,7 @@ from decoptim.core.kernels.top_p import (  # noqa: E402
     top_p_sample,
 )
 from decoptim.core.kernels.tsallis import tsallis_probs, tsallis_sample  # noqa: E402
-from decoptim.core.kernels.uniforms import pick, pick_rows  # noqa: E402
+from decoptim.core.kernels.uniforms import pick  # noqa: E402
 from tests.conftest import (  # noqa: E402
     assert_draws_are_the_two_step_picks,
     assert_first_proposal_inside_the_top_p_cut_kept,
@@ -740,51 +740,12 @@ def check_pick_follows_running_sums_and_never_a_weight_of_zero() -> None:
         assert torch.equal(low, (w.cumsum(0) - w)[out.long()]), (weights, low)
 
 
-@triton.jit
-def _pick_rows_kernel(weight_ptr, u_ptr, out_ptr, low_ptr, width_ptr, n,
-                      ROWS: tl.constexpr, SHARED: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
-    # pick_rows for ROWS targets at once: over ROWS rows of weights, or (SHARED) one row.
-    rows = tl.arange(0, ROWS)
-    lanes = tl.arange(0, BLOCK)
-    if SHARED:
-        weights = tl.load(weight_ptr + lanes, mask=lanes < n, other=0.0)[None, :]
-    else:
-        weights = tl.load(weight_ptr + rows[:, None] * n + lanes[None, :],
-                          mask=lanes[None, :] < n, other=0.0)  # fmt: skip
-    total = tl.sum(weights.to(tl.float64), axis=1)
-    chosen, low, width = pick_rows(weights, lanes[None, :], tl.load(u_ptr + rows) * total)
-    tl.store(out_ptr + rows, chosen)
-    tl.store(low_ptr + rows, low)
-    tl.store(width_ptr + rows, width)
-
-
-def check_pick_rows_picks_each_row_as_pick_does() -> None:
-    # The draw's side-by-side picks: each row of weights (or one row shared by every target)
-    # picked with its own target, at the edges `pick`'s check tests: a target on an edge
-    # goes to the next positive weight, u·Σ rounding up to Σ to the last positive weight,
-    # Σ = 0 to 0. Each pick's bucket is its own row's (running sum before it, weight).
-    weights = torch.tensor([[0.0, 0.25, 0.0, 0.75, 0.0, 0.0], [3.0, 1.0, 0.0, 4.0, 0.0, 0.0],
-                            [0.0] * 6, [2.0**-149, 0.0, 1.0, 0.0, 0.0, 0.0]])  # fmt: skip
-    us = torch.tensor([0.25, 0.5 - 2**-40, 1 - 2**-53, 2**-150], dtype=torch.float64)
-    expected = {
-        False: [(3, 0.25, 0.75), (1, 3.0, 1.0), (0, 0.0, 0.0), (0, 0.0, 2.0**-149)],
-        True: [(0, 0.0, 3.0), (1, 3.0, 1.0), (3, 4.0, 4.0), (0, 0.0, 3.0)],  # row 1's weights
-    }
-    for shared, buckets in expected.items():
-        out = torch.empty(4, dtype=torch.int32)
-        low, width = torch.empty(2, 4, dtype=torch.float64)
-        _pick_rows_kernel[(1,)](weights[1] if shared else weights, us, out, low, width, 6,
-                                ROWS=4, SHARED=shared, BLOCK=8)  # fmt: skip
-        got = list(zip(out.tolist(), low.tolist(), width.tolist(), strict=True))
-        assert got == buckets, (shared, got, buckets)
-
-
 def check_draw_many_picks_each_proposal_with_its_own_uniforms() -> None:
-    # draw_many_from_logits picks a row's proposals side by side in its last program (a part
-    # of each block, then the token). Each must be the draw's two steps with Philox's
-    # uniforms at offset row·draws + d, in float64: over four blocks (their maxima differ),
-    # on the crowded rows (constant, tied, masked) and on a row whose one live token is in
-    # the short last block, for three seeds. The block maxima returned are the blocks'.
+    # draw_many_from_logits picks a row's proposals one after another in its last program.
+    # Each must be the draw's two steps with Philox's uniforms at offset row·draws + d, in
+    # float64: over four blocks (their maxima differ), on the crowded rows (constant, tied,
+    # masked) and on a row whose one live token is in the short last block, for three
+    # seeds. The block maxima returned are the blocks'.
     vocab, tau, draws = 3 * DRAW_BLOCK + 77, 0.8, 4
     z = torch.cat([crowded_rows(vocab), torch.full((1, vocab), -torch.inf)])
     z[-1, 3 * DRAW_BLOCK + 70] = 0.5

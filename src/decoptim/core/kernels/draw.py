@@ -10,24 +10,21 @@ A row is cut into blocks of BLOCK tokens. The row's programs stream it block by 
 store each block's mass Σ q (for raw logits also the block's max z, which that mass is
 relative to: no row max is needed first). The row's last program to finish then
 1. picks a block: the first whose float64 running sum of block masses exceeds u₁·Σ;
-2. reloads that block as parts of PART tokens and picks, the same way with u₂ times the
-   block's mass, a part over the parts' masses, then the token over the part's q.
+2. reloads that block and picks the token the same way, with u₂, over its q.
 
 So a draw reads the row once, with one exp per token and no random number per token (an
 exponential race spends a Philox word and a log on every token), and writes nothing of size
-[rows, V]; u₁ and u₂ are 53-bit uniforms from one Philox call per row. Several draws per
-row (`draw_many_from_logits`) take one Philox call each and share steps 1 and 2.
+[rows, V]; u₁ and u₂ are 53-bit uniforms from one Philox call per row.
 
-Exactness: token v of part j of block b comes up with probability
-(m_b / Σ m)·(s_j / Σ_{i∈b} s_i)·(q_v / Σ_{w∈j} q_w), where m_b and s_j are float32 sums of the
-same float32 q that the next step sums in float64: q_v / Σ q up to float32 rounding of q_v
-and of BLOCK- and PART-term sums, for every token whose mass is above the uniforms' grain,
-2⁻⁵³ of its block's (and of the row's) mass. A token of weight 0 is never drawn, not even
-when u·Σ rounds up to Σ.
+Exactness: token v of block b comes up with probability (m_b / Σ m)·(q_v / Σ_{w∈b} q_w),
+where m_b is the float32 sum of the same float32 q that step 2 sums in float64: q_v / Σ q up
+to float32 rounding of q_v and of a BLOCK-term sum, for every token whose mass is above the
+uniforms' grain, 2⁻⁵³ of its block's (and of the row's) mass. A token of weight 0 is never
+drawn, not even when u·Σ rounds up to Σ.
 
 A coordinated draw (`CodedDraw`, see `decoptim.core.coordinated`) takes each row's code in
-place of u₁ and u₂: the block whose bucket holds code·Σ (float64 block and part sums, as the
-torch path's), then the token whose bucket holds the code's place inside the block, and the next
+place of u₁ and u₂: the block whose bucket holds code·Σ (float64 block sums, as the torch
+path's), then the token whose bucket holds the code's place inside the block, and the next
 code is that place inside the token's bucket, refilled below its grain with the torch
 path's hashed bits. So a coordinated sample reads q's closed form as a plain one does.
 """
@@ -53,14 +50,11 @@ from .streaming import (
     split_bounds,
     splits_for,
 )
-from .uniforms import TWO_POW_M52, next_code, philox_uniforms, pick_rows
+from .uniforms import TWO_POW_M52, next_code, philox_uniforms, pick
 
 BLOCK = 2048
 PER_SM = 8  # programs per SM the grid aims at
 WARPS = 4  # with PER_SM and BLOCK, the fastest of a sweep on an H200 (B = 64 and 256)
-# A drawn block's second step picks a part of PART tokens, then a token inside it: scans
-# of BLOCK / PART and PART values, not one of BLOCK (fewer registers with DRAWS picks).
-PART = tl.constexpr(128)
 
 # What the draw's q is: read from memory, `streaming.affine_q` of z, or exp(c·z) of raw
 # logits (blocks relative to their own max z).
@@ -70,57 +64,20 @@ LOGITS = tl.constexpr(2)
 
 
 @triton.jit
-def _logits_q(z, c, top):
-    # exp(c·z) of raw logits relative to `top`, the max z of their block: 1 at the max
-    # itself, also where it is +inf; exp(−inf) = 0 below it.
-    q = tl.where(z == top, 1.0, tl.exp(c * (z - finite_or_zero(top))))
-    return tl.where(z > -float("inf"), q, 0.0)
-
-
-@triton.jit
-def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, top,
+def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id,
              MODE: tl.constexpr, FLOOR: tl.constexpr, HEAD: tl.constexpr):  # fmt: skip
-    # q at offs (0 at offs ≥ end), of any shape; with LOGITS, relative to `top`, the max z of
-    # the block that offs lie in.
+    # One block's q (0 past `end`), and with LOGITS the block's max z that q is relative to.
     if MODE == LOGITS:
-        q = _logits_q(load_logits(x_ptr + offs, offs < end), c, top)
-    elif MODE == WRITTEN:
+        z = load_logits(x_ptr + offs, offs < end)
+        top = tl.max(z, axis=0)
+        # 1 at the max itself, also where it is +inf; exp(−inf) = 0 below it.
+        q = tl.where(z == top, 1.0, tl.exp(c * (z - finite_or_zero(top))))
+        return tl.where(z > -float("inf"), q, 0.0), top
+    if MODE == WRITTEN:
         q = tl.load(x_ptr + offs, mask=offs < end, other=0.0)
     else:
         q = affine_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, FLOOR, HEAD)
-    return q
-
-
-@triton.jit
-def part_offsets(first, BLOCK: tl.constexpr):
-    """The tokens of the block that starts at `first` as rows of PART: [BLOCK/PART, PART]."""
-    return first + tl.arange(0, BLOCK // PART)[:, None] * PART + tl.arange(0, PART)[None, :]
-
-
-@triton.jit
-def pick_part(parts, target, before, block_mass, u_token, CODED: tl.constexpr):
-    """The draw's second step, first half, for R picks whose blocks are picked (`pick_rows`
-    over the block masses: each pick's `target` and its block's bucket `before`,
-    `block_mass`): given the masses of each block's parts (`parts`, [R, BLOCK/PART], as
-    `part_offsets` lays them out), the part holding each pick's place inside its block,
-    u_token·Σ (Philox), or with CODED the target's place inside the block's bucket mapped
-    onto the block's own sums. Returns, each [R], the part, its running sum before it, the
-    place and the block's mass Σ, all in the block's units."""
-    in_block = tl.sum(parts.to(tl.float64), axis=1)
-    position = tl.minimum((target - before) / block_mass, 1.0) if CODED else u_token
-    place = position * in_block
-    part, part_low, _ = pick_rows(parts, tl.arange(0, parts.shape[1])[None, :], place)
-    return part, part_low, place, in_block
-
-
-@triton.jit
-def pick_in_part(q, place, part_low):
-    """The draw's second step, second half: each pick's token inside its part's q
-    ([DRAWS, PART]) at its place, less the part's running sum before it (`pick_part`).
-    Returns, each [DRAWS], the token's lane in the part and its bucket (low, width) in the
-    block's units."""
-    token, low, width = pick_rows(q, tl.arange(0, PART)[None, :], place - part_low)
-    return token, part_low + low, width
+    return q, 0.0
 
 
 @triton.jit
@@ -134,8 +91,7 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
     # the row's code (code, group seed, index, step) replaces the Philox uniforms, block
     # masses are float64 sums, and the row's next code goes to next_code[row]; with SCALED
     # the code's refill grain is code_scale[row] times this draw's (a code remapped onto a
-    # tail). DRAWS > 1 (Philox only): that many independent tokens per row, out[row, :],
-    # picked side by side (one reload of their blocks).
+    # tail). DRAWS > 1 (Philox only): that many independent tokens per row, out[row, :].
     row, split, splits = program_position()
     pending = tl.load(out_ptr + row) < 0 if PENDING else True
     if pending:
@@ -150,17 +106,12 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
         lane = tl.arange(0, BLOCK)
         begin, end = split_bounds(split, CHUNK, V)
         for start in range(begin, end, BLOCK):
-            offs = start + lane
+            q, top = _block_q(base, start + lane, end, c, z_max, shift, floor, edge_code,
+                              edge_id, MODE, FLOOR, HEAD)  # fmt: skip
             slot = row * BLOCKS + start // BLOCK
-            if MODE == LOGITS:
-                z = load_logits(base + offs, offs < end)
-                top = tl.max(z, axis=0)
-                q = _logits_q(z, c, top)
-                tl.store(top_ptr + slot, top)
-            else:
-                q = _block_q(base, offs, end, c, z_max, shift, floor, edge_code, edge_id, 0.0,
-                             MODE, FLOOR, HEAD)  # fmt: skip
             tl.store(mass_ptr + slot, tl.sum(q.to(tl.float64) if CODED else q, axis=0))
+            if MODE == LOGITS:
+                tl.store(top_ptr + slot, top)
         # The barrier and the count's release put this program's stores before its
         # arrival; the last program's acquire puts its loads after every arrival. ".cg"
         # reads from L2, past any stale line in this SM's L1.
@@ -170,7 +121,6 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
             present = blocks < BLOCKS
             mass = tl.load(mass_ptr + row * BLOCKS + blocks, mask=present, other=0.0,
                            cache_modifier=".cg")  # fmt: skip
-            tops = tl.zeros((BLOCKS_POW2,), tl.float32)
             if MODE == LOGITS:
                 tops = tl.load(top_ptr + row * BLOCKS + blocks, mask=present,
                                other=-float("inf"), cache_modifier=".cg")  # fmt: skip
@@ -178,44 +128,30 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
                 weight = tl.exp(c * (tops - finite_or_zero(row_top)))
                 mass = tl.where(tops == row_top, mass, mass * weight)
             total = tl.sum(mass.to(tl.float64), axis=0)
-            draw = tl.arange(0, DRAWS)
-            if CODED:
-                u_block = tl.load(code_ptr + row + draw)  # DRAWS is 1
-                u_token = u_block
-            else:
-                u_block, u_token = philox_uniforms(seed_ptr, row * DRAWS + draw)
-            target = u_block * total
-            block, before, block_mass = pick_rows(mass[None, :], blocks[None, :], target)
-            first = block * BLOCK  # each picked block's first token
-            # Each picked block's max z (raw logits; else unused).
-            at = blocks[None, :] == block[:, None]
-            block_top = tl.max(tl.where(at, tops[None, :], -float("inf")), axis=1)
-            # The picked blocks' parts: their masses (float64 for codes, as the blocks'), one
-            # block at a time (a [BLOCK/PART, PART] tile each); the part of each pick, then its
-            # token there.
-            parts = tl.zeros((DRAWS, BLOCK // PART), tl.float64 if CODED else tl.float32)
-            for d in tl.static_range(DRAWS):
-                start_d = tl.sum(tl.where(draw == d, first, 0), axis=0)
-                top_d = tl.max(tl.where(draw == d, block_top, -float("inf")), axis=0)
-                q = _block_q(base, part_offsets(start_d, BLOCK), tl.minimum(start_d + BLOCK, V),
-                             c, z_max, shift, floor, edge_code, edge_id, top_d, MODE, FLOOR,
-                             HEAD)  # fmt: skip
-                mass_d = tl.sum(q.to(tl.float64) if CODED else q, axis=1)
-                parts = tl.where(draw[:, None] == d, mass_d[None, :], parts)
-            part, part_low, place, in_block = pick_part(parts, target, before, block_mass,
-                                                        u_token, CODED)  # fmt: skip
-            part_first = first + part * PART
-            q = _block_q(base, part_first[:, None] + tl.arange(0, PART)[None, :],
-                         tl.minimum(first + BLOCK, V)[:, None], c, z_max, shift, floor,
-                         edge_code, edge_id, block_top[:, None], MODE, FLOOR, HEAD)  # fmt: skip
-            token, low, width = pick_in_part(q, place, part_low)
-            tl.store(out_ptr + row * DRAWS + draw, (part_first + token).to(tl.int64))
-            if CODED:
-                grain = TWO_POW_M52 * total * in_block / (width * block_mass)
-                if SCALED:
-                    grain *= tl.load(code_scale_ptr + row)
-                code = next_code(place, low, width, grain, group_ptr, index_ptr, step_ptr, row)
-                tl.store(next_code_ptr + row + draw, code)
+            for draw in tl.static_range(DRAWS):
+                if CODED:
+                    target = tl.load(code_ptr + row) * total
+                else:
+                    first, second = philox_uniforms(seed_ptr, row * DRAWS + draw)
+                    target = first * total
+                block, before, block_mass = pick(mass, blocks, target)
+                start = block * BLOCK
+                q, _ = _block_q(base, start + lane, tl.minimum(start + BLOCK, V), c, z_max,
+                                shift, floor, edge_code, edge_id, MODE, FLOOR,
+                                HEAD)  # fmt: skip
+                in_block = tl.sum(q.to(tl.float64), axis=0)
+                # The target's place inside the block's bucket, mapped onto the block's own
+                # sums (a code's); a fresh uniform (Philox's).
+                position = tl.minimum((target - before) / block_mass, 1.0) if CODED else second
+                token, low, width = pick(q, lane, position * in_block)
+                tl.store(out_ptr + row * DRAWS + draw, (start + token).to(tl.int64))
+                if CODED:
+                    grain = TWO_POW_M52 * total * in_block / (width * block_mass)
+                    if SCALED:
+                        grain *= tl.load(code_scale_ptr + row)
+                    code = next_code(position * in_block, low, width, grain, group_ptr,
+                                     index_ptr, step_ptr, row)  # fmt: skip
+                    tl.store(next_code_ptr + row, code)
 
 
 class CodedDraw(NamedTuple):

@@ -20,16 +20,7 @@ from .candidates import (
     gather_candidates,
     load_candidates,
 )
-from .draw import (
-    PART,
-    CodedDraw,
-    Randomness,
-    draw_seed,
-    part_offsets,
-    pick_in_part,
-    pick_part,
-    randomness_args,
-)
+from .draw import CodedDraw, Randomness, draw_seed, randomness_args
 from .streaming import BLOCK as STREAM_BLOCK
 from .streaming import (
     chunk_for,
@@ -40,7 +31,7 @@ from .streaming import (
     split_bounds,
     splits_for,
 )
-from .uniforms import TWO_POW_M52, next_code, philox_uniforms, pick, pick_rows
+from .uniforms import TWO_POW_M52, next_code, philox_uniforms, pick
 
 BLOCK = 4096
 
@@ -80,12 +71,11 @@ def _tsallis_mass_of_row(z_row, V, inv_tau, top, eta, alpha_minus_one, KIND: tl.
 def _draw_from_row(z_row, V, inv_tau, top, eta, alpha_minus_one, u_block, u_token,
                    CODED: tl.constexpr, KIND: tl.constexpr, BLOCK: tl.constexpr,
                    BLOCKS: tl.constexpr):  # fmt: skip
-    # A row whose candidates overflowed, drawn as `draw._draw_kernel` draws one token (with
-    # its helpers): a block by u_block·Σ over the float64 block masses, then a part of it
-    # and a token there. With CODED, u_block is the code and the token is picked at the
-    # code's place inside the block's bucket (u_token unused). Returns the token, its bucket
-    # (low, width) in the block's units, where the target fell there, and the refill grain,
-    # 2⁻⁵²·Σ in those units.
+    # A row whose candidates overflowed, as `draw._draw_kernel` draws: a block by u_block·Σ
+    # over the float64 block masses, then a token inside it. With CODED, u_block is the code
+    # and the token is picked at the code's place inside the block's bucket (u_token unused).
+    # Returns the token, its bucket (low, width) in the block's units, where the target fell
+    # there, and the refill grain, 2⁻⁵²·Σ in those units.
     blocks = tl.arange(0, BLOCKS)
     lane = tl.arange(0, BLOCK)
     mass = tl.zeros([BLOCKS], tl.float64)
@@ -93,22 +83,15 @@ def _draw_from_row(z_row, V, inv_tau, top, eta, alpha_minus_one, u_block, u_toke
         q = _row_block_q(z_row, start + lane, V, inv_tau, top, eta, alpha_minus_one, KIND)
         mass = tl.where(blocks == start // BLOCK, tl.sum(q.to(tl.float64), axis=0), mass)
     total = tl.sum(mass, axis=0)
-    target = tl.zeros((1,), tl.float64) + u_block * total  # one pick, as the draw's [R] picks
-    block, before, block_mass = pick_rows(mass[None, :], blocks[None, :], target)
-    first = block * BLOCK
-    q = _row_block_q(z_row, part_offsets(tl.sum(first, axis=0), BLOCK), V, inv_tau, top, eta,
-                     alpha_minus_one, KIND)  # fmt: skip
-    parts = tl.sum(q.to(tl.float64), axis=1)[None, :]
-    part, part_low, place, in_block = pick_part(parts, target, before, block_mass, u_token,
-                                                CODED)  # fmt: skip
-    part_first = first + part * PART
-    q = _row_block_q(z_row, part_first[:, None] + tl.arange(0, PART)[None, :], V, inv_tau, top,
-                     eta, alpha_minus_one, KIND)  # fmt: skip
-    token, low, width = pick_in_part(q, place, part_low)
+    target = u_block * total
+    block, before, block_mass = pick(mass, blocks, target)
+    start = block * BLOCK
+    q = _row_block_q(z_row, start + lane, V, inv_tau, top, eta, alpha_minus_one, KIND)
+    in_block = tl.sum(q.to(tl.float64), axis=0)
+    position = tl.minimum((target - before) / block_mass, 1.0) if CODED else u_token
+    token, low, width = pick(q, lane, position * in_block)
     grain = TWO_POW_M52 * total * in_block / (width * block_mass)
-    # The one pick's values, as scalars.
-    return (tl.sum(part_first + token, axis=0), tl.sum(low, axis=0), tl.sum(width, axis=0),
-            tl.sum(place, axis=0), tl.sum(grain, axis=0))  # fmt: skip
+    return start + token, low, width, position * in_block, grain
 
 
 @triton.jit

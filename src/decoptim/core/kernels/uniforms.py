@@ -3,8 +3,7 @@
 - `philox_uniforms`: a row's two 53-bit uniforms from one Philox call on the draw's seed;
 - `hashed_uniform`: the coordinated codes' hashed bits (`decoptim.core.coordinated`), bit
   for bit, for the draw's coordinated mode (`draw.CodedDraw`);
-- `pick_rows` (and `pick`, for one target): the first weight whose float64 running sum
-  exceeds a target;
+- `pick`: the first weight whose float64 running sum exceeds a target;
 - `next_code`: a coordinated row's code for its next step, from the bucket it was drawn in.
 """
 
@@ -69,30 +68,18 @@ def philox_uniforms(seed_ptr, row):
 
 
 @triton.jit
-def pick_rows(weights, position, target):
-    """For each target (float64 [R], each in [0, Σ)): the first position whose float64
-    running sum of its row of `weights` (≥ 0, [R, N], or [1, N] shared by every target)
-    exceeds it, and that position's bucket: the running sum before it and its weight, each
-    [R]. `position`: the positions, [1, N] or [R, N]. Capped at the row's last positive
-    weight (a target computed as u·Σ may round up to Σ), so a weight of 0 is never picked;
-    position 0 where Σ = 0."""
-    weights = weights.to(tl.float64)
-    running = tl.cumsum(weights, axis=1)
-    below = tl.sum((running <= target[:, None]).to(tl.int32), axis=1)
-    chosen = tl.minimum(below, tl.max(tl.where(weights > 0, position, 0), axis=1))
-    at = position == chosen[:, None]
-    width = tl.sum(tl.where(at, weights, 0.0), axis=1)
-    low = tl.sum(tl.where(at, running, 0.0), axis=1) - width
-    return chosen, low, width
-
-
-@triton.jit
 def pick(weights, position, target):
-    """`pick_rows` for one target (a float64 in [0, Σ)) over 1-D `weights` and `position`:
-    the chosen position, the running sum before it and its weight."""
-    one = tl.zeros((1,), tl.float64) + target
-    chosen, low, width = pick_rows(weights[None, :], position[None, :], one)
-    return tl.sum(chosen, axis=0), tl.sum(low, axis=0), tl.sum(width, axis=0)
+    """The first position whose float64 running sum of `weights` (≥ 0) exceeds `target`
+    (a float64 in [0, Σ)), and that position's bucket: its running sum before it and its
+    weight. Capped at the last positive weight (a target computed as u·Σ may round up to
+    Σ), so a weight of 0 is never picked; position 0 when Σ = 0."""
+    weights = weights.to(tl.float64)
+    running = tl.cumsum(weights, axis=0)
+    below = tl.sum((running <= target).to(tl.int32), axis=0)
+    chosen = tl.minimum(below, tl.max(tl.where(weights > 0, position, 0), axis=0))
+    width = tl.sum(tl.where(position == chosen, weights, 0.0), axis=0)
+    low = tl.sum(tl.where(position == chosen, running, 0.0), axis=0) - width
+    return chosen, low, width
 
 
 @triton.jit
