@@ -123,7 +123,7 @@ def assert_draws_are_the_two_step_picks(z, tau, tokens, first, second, block):
     whose running mass passes u₁·Σ, then the token whose running mass inside the block
     passes u₂ times the block's. A pick whose target lies within 10⁻⁵ of the row's mass of
     a block's edge, or 2·10⁻⁶ of the block's of a token's, is left out: the kernel's float32
-    q and block and part sums may round it either way. At most 2% may be left out."""
+    q and block sums may round it either way. At most 2% may be left out."""
     rows, draws = tokens.shape
     vocab = z.shape[1]
     blocks = -(-vocab // block)

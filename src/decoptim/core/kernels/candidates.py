@@ -183,7 +183,7 @@ def gather_candidates(
     kth = segmax is not None
     stats = segmax if segmax is not None else maxes
     stat_block = pow2_at_least(stats.shape[1], 16)
-    bound = scale
+    bound = scale  # read only with segmax (as `maxes` is read only without)
     if kth:
         bound = torch.empty(rows, device=z.device, dtype=torch.float32)
         _segment_bound_kernel[(rows,)](segmax, scale, bound, stats.shape[1], k,
