@@ -699,7 +699,8 @@ def _sample(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: R
             centre: torch.Tensor, key: int, randomness: Randomness) -> torch.Tensor:  # fmt: skip
     # The sample of top-p (key NUCLEUS) or typical (TYPICAL): by rejection for Philox
     # randomness, the rows left and coordinated draws at the edge (`top_p_sample`). `stats`:
-    # the row's, where already taken (typical's, for its centre; a coordinated top-p's).
+    # the row's where already taken (typical's, for its centre), else None: then a
+    # coordinated draw takes them here and the rows left use the accept pass's.
     rows = flat.shape[0]
     source = draw_seed(flat.device, randomness)
     if isinstance(source, CodedDraw):
