@@ -4,8 +4,10 @@ replay timed, and the GPU time of every kernel inside the replays (torch.profile
     python bench/replay_profile.py [--batches 8 64 256] [--vocab 151936]
 
 Besides whole steps it times pieces that isolate the fixed costs of a replayed sampling
-step: the draw kernel with a seed tensor made once (no `torch.randint` in the graph), and
-graphs holding only the seed's `randint` or only the arrival counters' memset.
+step: the draw kernel with a seed tensor made once (no seed launch in the graph), and
+graphs holding only torch's `randint` (what a capture used for seeds before decoptim's own
+stream on the device), only the arrival counters' memset, or only the launch that takes the
+seeds from that stream and zeroes the counters.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ import argparse
 import gpu  # bench/, the script's folder, is on sys.path
 import torch
 
-from decoptim.core.kernels.draw import LOGITS, _launch, draw_targets
+from decoptim.core.kernels.draw import (
+    LOGITS,
+    _launch,
+    draw_targets,
+    graph_seed_stream,
+    next_graph_seeds,
+)
 
 PROFILED = ("softmax", "sparsemax", "BoK exact top-64", "draw, seed made once")
 
@@ -44,6 +52,10 @@ def kernel_times(graph: torch.cuda.CUDAGraph, replays: int = 30) -> list[tuple[s
     return sorted(((key, us) for key, us in rows if us > 0), key=lambda row: -row[1])
 
 
+def _zeroed(targets: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return targets[0], targets[1].zero_()
+
+
 def steps(batch: int) -> dict:
     every = gpu.every_decoder(1.0)
     inv_tau = torch.ones(batch, device="cuda")
@@ -52,10 +64,13 @@ def steps(batch: int) -> dict:
         "copy": lambda z: z.clone(),
         "softmax": every["softmax"].sample,
         "draw, seed made once": lambda z: _launch(
-            z, (inv_tau,) * 6, seed, draw_targets(batch, z.device, zeroed=True), LOGITS.value
+            z, (inv_tau,) * 6, seed, _zeroed(draw_targets(batch, z.device)), LOGITS.value
         ),
         "randint only": lambda z: torch.randint(0, 2**31 - 1, (2,), device="cuda"),
         "memset only": lambda z: torch.zeros(batch, device="cuda", dtype=torch.int32),
+        "graph seeds and counters only": lambda z: next_graph_seeds(
+            graph_seed_stream(z.device), torch.empty(batch, device="cuda", dtype=torch.int32)
+        ),
         "sparsemax": every["sparsemax"].sample,
         "entmax 1.5": every["entmax 1.5"].sample,
         "BoK exact top-64": every["BoK exact top-64"].sample,

@@ -1,5 +1,7 @@
 """The same decoders on CUDA: equal to the CPU path (skipped where no GPU is present)."""
 
+import copy
+
 import pytest
 import torch
 
@@ -110,6 +112,77 @@ def test_cuda_sampler_follows_probs(decoder):
     live = q > 0
     expected = q[live] / q[live].sum() * draws
     assert scipy_stats.chisquare(counts[live].numpy(), expected.numpy()).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("decoder", SAMPLED, ids=repr)
+def test_cuda_sampler_replayed_in_a_graph_follows_probs(decoder, monkeypatch):
+    """Replayed from a CUDA graph, a sampler's seeds come from decoptim's stream on the
+    device (`draw.graph_seed_stream`, here with a fixed key), not torch's generator: the
+    replays leave the generator where it was, and still follow q (chi-square as above)."""
+    from decoptim.core.kernels import draw
+
+    scipy_stats = pytest.importorskip("scipy.stats")
+    decoder = copy.copy(decoder)
+    decoder.validate = False  # validation reads the logits on the host: not capturable
+    z = random_logits(1, 20, 3, scale=1.5).cuda().expand(20000, -1).contiguous()
+    q = decoder.probs(z[:1])[0].double().cpu()
+    stream = torch.tensor([1234, 0], dtype=torch.int64, device="cuda")
+    monkeypatch.setitem(draw._graph_seed_streams, z.device.index, stream)
+    decoder.sample(z)  # compiles the kernels before the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        tokens = decoder.sample(z)
+    generator = torch.cuda.default_generators[z.device.index]
+    offset, taken = generator.get_offset(), int(stream[1])
+    counts = torch.zeros(20, dtype=torch.float64)
+    for _ in range(10):
+        graph.replay()
+        counts += torch.bincount(tokens.cpu(), minlength=20)
+    assert generator.get_offset() == offset and int(stream[1]) > taken
+    assert counts[q == 0].sum() == 0
+    live = q > 0
+    expected = q[live] / q[live].sum() * counts.sum()
+    assert scipy_stats.chisquare(counts[live].numpy(), expected.numpy()).pvalue > 1e-3
+
+
+def test_cuda_graph_seeds_are_philox_words_and_clear_the_counters():
+    """`draw.next_graph_seeds` on the GPU: Philox4x32-10's first two words at (key, count)
+    against a plain-Python Philox, the count's carry into its high word, the counters
+    zeroed up to their end (1,500 over two programs) and not past it."""
+    from decoptim.core.kernels.draw import next_graph_seeds
+    from tests.core.kernels.philox_pairs import philox_words
+
+    key = 0x9E3779B97F4A7C15 % 2**63
+    stream = torch.tensor([key, 2**32 - 1], dtype=torch.int64, device="cuda")
+    buffer = torch.full((2048,), 7, dtype=torch.int32, device="cuda")
+    for count in range(2**32 - 1, 2**32 + 2):
+        seeds = next_graph_seeds(stream, clear=buffer[:1500])
+        assert seeds.tolist() == list(philox_words(key, count)[:2]), (count, seeds)
+        assert stream.tolist() == [key, count + 1]
+    assert (buffer[:1500] == 0).all() and (buffer[1500:] == 7).all()
+
+
+def test_cuda_a_graph_captured_before_any_eager_draw_takes_torchs_generator(monkeypatch):
+    """With no seed stream on the device yet (none is made inside a capture), a captured
+    sampler draws its seeds with torch's graph-safe `randint`: each replay advances torch's
+    generator and draws fresh tokens."""
+    from decoptim.core.kernels import draw
+
+    monkeypatch.setattr(draw, "_graph_seed_streams", {})
+    decoder = d.Softmax(validate=False)
+    z = torch.zeros(64, 1000, device="cuda")
+    decoder.sample(z, generator=torch.Generator("cuda"))  # compiles; makes no stream
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        tokens = decoder.sample(z)
+    assert draw._graph_seed_streams == {}
+    generator = torch.cuda.default_generators[z.device.index]
+    offset = generator.get_offset()
+    draws = set()
+    for _ in range(4):
+        graph.replay()
+        draws.add(tuple(tokens.tolist()))
+    assert generator.get_offset() > offset and len(draws) == 4
 
 
 @pytest.mark.parametrize(

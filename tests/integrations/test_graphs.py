@@ -79,17 +79,25 @@ def test_a_step_with_a_host_sync_warns_and_runs_eagerly():
 @pytest.mark.parametrize(
     "decoder",
     [
+        d.Softmax(validate=False),
         d.TopP(0.95, validate=False),
+        d.MinP(0.01, validate=False),
+        d.Sparsemax(validate=False),
         d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=4, validate=False),
+        d.BestOfK(8, 0.05, 1.0, weights="prob", validate=False),
     ],
     ids=repr,
 )
 def test_replayed_sampling_draws_fresh_randomness_each_call(decoder):
-    # The draw's seeds come from torch's generator, which advances on every replay.
+    # The draw's seeds come from decoptim's seed stream on the device, which each replay
+    # advances (the eager calls before the capture made it); torch's generator stays put.
     graphed = GraphedStep(decoder.sample)
     z = torch.zeros(64, 1000, device="cuda")
+    graphed(z)
+    generator = torch.cuda.default_generators[z.device.index]
+    offset = generator.get_offset()
     draws = torch.stack([graphed(z) for _ in range(8)])
-    assert not graphed.eager
+    assert not graphed.eager and generator.get_offset() == offset
     assert len({tuple(row.tolist()) for row in draws}) == 8
     # 512 uniform draws over 1,000 tokens: ~400 distinct; repeated randomness gives ≤ 64.
     assert draws.unique().numel() > 300

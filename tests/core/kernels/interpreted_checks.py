@@ -44,6 +44,7 @@ from decoptim.core.kernels.draw import (  # noqa: E402
     draw_many_from_logits,
     draw_seed,
     draw_targets,
+    next_graph_seeds,
 )
 from decoptim.core.kernels.streaming import exp_affine, row_stats, segment_size  # noqa: E402
 from decoptim.core.kernels.temperature import softmax_probs, softmax_sample  # noqa: E402
@@ -66,7 +67,7 @@ from tests.conftest import (  # noqa: E402
     crowded_rows,
     random_logits,
 )
-from tests.core.kernels.philox_pairs import philox_pairs  # noqa: E402
+from tests.core.kernels.philox_pairs import philox_pairs, philox_words  # noqa: E402
 
 
 def check_gather_keeps_exactly_the_tokens_above_the_bound() -> None:
@@ -760,6 +761,24 @@ def check_draw_many_picks_each_proposal_with_its_own_uniforms() -> None:
     assert (tokens[-1] == 3 * DRAW_BLOCK + 70).all(), tokens[-1]
     padded = torch.nn.functional.pad(z, (0, 4 * DRAW_BLOCK - vocab), value=-torch.inf)
     assert torch.equal(tops, padded.view(rows, 4, DRAW_BLOCK).max(2).values)
+
+
+def check_graph_seeds_advance_the_stream_and_clear_the_counters() -> None:
+    # A CUDA graph's seeds (`draw.next_graph_seeds`): Philox4x32-10's first two words at
+    # (the stream's key, its count), the count one more per launch, the counters zeroed in
+    # the same launch and nothing past them (1,500 over two programs of 1,024).
+    assert philox_words(0, 0) == (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)  # Random123's
+    key = 0x9E3779B97F4A7C15 % 2**63
+    stream = torch.tensor([key, 2**32 - 1], dtype=torch.int64)
+    buffer = torch.full((2048,), 7, dtype=torch.int32)
+    seen = set()
+    for count in range(2**32 - 1, 2**32 + 2):  # the count's carry into its high word
+        seeds = next_graph_seeds(stream, clear=buffer[:1500] if count % 2 else None)
+        assert seeds.tolist() == list(philox_words(key, count)[:2]), (count, seeds)
+        assert int(stream[1]) == count + 1 and int(stream[0]) == key
+        seen.add(tuple(seeds.tolist()))
+    assert len(seen) == 3
+    assert (buffer[:1500] == 0).all() and (buffer[1500:] == 7).all()
 
 
 def check_draw_from_logits_follows_probs_across_blocks() -> None:

@@ -23,3 +23,17 @@ def philox_pairs(seed: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Te
     first, second = torch.empty(2, count, dtype=torch.float64, device=seed.device)
     _philox_kernel[(1,)](seed, first, second, count, BLOCK=pow2_at_least(count, 16))
     return first, second
+
+
+def philox_words(key: int, counter: int) -> tuple[int, int, int, int]:
+    """Philox4x32-10 (Salmon et al., SC'11) in plain Python, an independent reference for
+    `tl.randint4x(key, counter)`: the key's two 32-bit halves, the counter's in its first two
+    words (the last two are 0)."""
+    mask = 0xFFFFFFFF
+    k0, k1 = key & mask, (key >> 32) & mask
+    c0, c1, c2, c3 = counter & mask, (counter >> 32) & mask, 0, 0
+    for _ in range(10):
+        low, high = 0xD2511F53 * c0, 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = (high >> 32) ^ c1 ^ k0, high & mask, (low >> 32) ^ c3 ^ k1, low & mask
+        k0, k1 = (k0 + 0x9E3779B9) & mask, (k1 + 0xBB67AE85) & mask
+    return c0, c1, c2, c3

@@ -53,6 +53,7 @@ from .streaming import (
 from .uniforms import TWO_POW_M52, next_code, philox_uniforms, pick
 
 BLOCK = 2048
+SEED_BLOCK = 1024  # counters a seed launch's program zeroes
 PER_SM = 8  # programs per SM the grid aims at
 WARPS = 4  # with PER_SM and BLOCK, the fastest of a sweep on an H200 (B = 64 and 256)
 
@@ -189,25 +190,104 @@ def randomness_args(source: torch.Tensor | CodedDraw | None, filler: torch.Tenso
     return (filler if source is None else source,) + (filler,) * 5
 
 
-def draw_seed(device: torch.device, randomness: Randomness) -> torch.Tensor | CodedDraw:
-    """The draw's source of randomness: Philox seeds drawn from a generator (or None) into a
-    device tensor (the draw uses the first, Best-of-K's head the second), so that seeded
-    draws repeat and nothing waits on the host; or the codes of a coordinated draw."""
+def draw_seed(
+    device: torch.device, randomness: Randomness, clear: torch.Tensor | None = None
+) -> torch.Tensor | CodedDraw:
+    """The draw's source of randomness: two Philox seeds in a device tensor (the draw uses
+    the first, Best-of-K's head the second), so that nothing waits on the host; or the codes
+    of a coordinated draw. `clear` (int32, optional): arrival counters to zero as well.
+
+    Seeds come from `randomness` (a generator, or torch's default one when None) through
+    `torch.randint`, so seeded draws repeat. Inside a CUDA graph capture with the default
+    generator they come from the device's `graph_seed_stream` instead (see there), once an
+    eager call on that device has made it: the counters are zeroed in the same launch."""
     if isinstance(randomness, CodedDraw):
-        return randomness
-    return torch.randint(0, 2**31 - 1, (2,), device=device, generator=randomness)
+        source = randomness
+    else:
+        if randomness is None and device.type == "cuda":
+            if not torch.cuda.is_current_stream_capturing():
+                graph_seed_stream(device)  # made here, outside any capture, for those to come
+            elif (stream := _graph_seed_streams.get(_device_index(device))) is not None:
+                return next_graph_seeds(stream, clear)
+        source = torch.randint(0, 2**31 - 1, (2,), device=device, generator=randomness)
+    if clear is not None:
+        clear.zero_()
+    return source
 
 
-def draw_targets(
-    rows: int, device: torch.device, zeroed: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
+# Seeds inside CUDA graphs. `torch.randint` in a capture registers torch's generator with
+# the graph, and each replay then launches kernels from the host to set the generator's
+# seed and offset: on an H200 that put about 16 µs on every replayed softmax step
+# (performance.md, "Where a replayed softmax step's time goes"). A counter of our own on the
+# device, advanced by the kernel that reads it, gives each replay fresh seeds without them.
+_graph_seed_streams: dict[int, torch.Tensor] = {}
+
+
+def _device_index(device: torch.device) -> int:
+    return torch.cuda.current_device() if device.index is None else device.index
+
+
+def graph_seed_stream(device: torch.device) -> torch.Tensor:
+    """The device's seed stream for CUDA graphs: int64 [Philox key, seeds handed out],
+    made on first use (outside a capture) with a key from the default generator's initial
+    seed, which it does not advance. Replays of any graph on the device share it: each
+    takes the next count, so no two draw the same seeds. `torch.manual_seed` after it is
+    made does not rewind it; eager calls keep drawing from the generator."""
+    index = _device_index(device)
+    stream = _graph_seed_streams.get(index)
+    if stream is None:
+        seed = torch.cuda.default_generators[index].initial_seed()
+        key = (seed * 0x9E3779B97F4A7C15 + index) % 2**63
+        stream = torch.zeros(2, dtype=torch.int64, device=torch.device("cuda", index))
+        stream[0] = key
+        _graph_seed_streams[index] = stream
+    return stream
+
+
+@triton.jit
+def _next_seeds_kernel(stream_ptr, seeds_ptr, clear_ptr, count, CLEAR: tl.constexpr,
+                       BLOCK: tl.constexpr):  # fmt: skip
+    # Program 0 takes the stream's next count (atomically: graphs replayed on several CUDA
+    # streams at once still take distinct counts) and writes Philox's first two words for
+    # it; with CLEAR every program zeroes its block of `count` int32 counters.
+    block = tl.program_id(0)
+    if block == 0:
+        taken = tl.atomic_add(stream_ptr + 1, 1)
+        words = tl.randint4x(tl.load(stream_ptr), taken)
+        tl.store(seeds_ptr, words[0].to(tl.int64))
+        tl.store(seeds_ptr + 1, words[1].to(tl.int64))
+    if CLEAR:
+        offs = block * BLOCK + tl.arange(0, BLOCK)
+        tl.store(clear_ptr + offs, tl.zeros((BLOCK,), tl.int32), mask=offs < count)
+
+
+def next_graph_seeds(stream: torch.Tensor, clear: torch.Tensor | None = None) -> torch.Tensor:
+    """Two seeds (int64 [2]) from `stream` (`graph_seed_stream`'s layout), advancing it by
+    one, in one launch that also zeroes `clear` (int32) where given."""
+    seeds = torch.empty(2, dtype=torch.int64, device=stream.device)
+    count = 1 if clear is None else clear.numel()
+    _next_seeds_kernel[(cdiv(count, SEED_BLOCK),)](
+        stream, seeds, seeds if clear is None else clear, count, CLEAR=clear is not None,
+        BLOCK=SEED_BLOCK,
+    )  # fmt: skip
+    return seeds
+
+
+def seeded_targets(
+    rows: int, device: torch.device, randomness: Randomness
+) -> tuple[torch.Tensor | CodedDraw, tuple[torch.Tensor, torch.Tensor]]:
+    """`draw_seed`'s source and `draw_targets` zeroed, for a draw that starts the step."""
+    targets = draw_targets(rows, device)
+    return draw_seed(device, randomness, clear=targets[1]), targets
+
+
+def draw_targets(rows: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The tokens a draw writes (int64 [rows]) and its arrival counters (int32 [rows]), which
-    must be zero when the draw starts: `zeroed` here, or by the per-row kernel that runs
-    before `draw_affine` (top-p's solve, Best-of-K's head)."""
-    make = torch.zeros if zeroed else torch.empty
+    must be zero when the draw starts: by `seeded_targets`, or by the per-row kernel that
+    runs before `draw_affine` (top-p's solve, Best-of-K's head)."""
     return (
         torch.empty(rows, device=device, dtype=torch.int64),
-        make(rows, device=device, dtype=torch.int32),
+        torch.empty(rows, device=device, dtype=torch.int32),
     )
 
 
@@ -240,8 +320,8 @@ def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Ten
 def draw_from_probs(q: torch.Tensor, randomness: Randomness = None) -> torch.Tensor:
     """One index per row of q ([..., V], CUDA, ≥ 0, any positive scale), distributed as q."""
     flat = q.reshape(-1, q.shape[-1]).float().contiguous()
-    targets = draw_targets(flat.shape[0], q.device, zeroed=True)
-    tokens, _ = _launch(flat, (flat,) * 6, draw_seed(q.device, randomness), targets, WRITTEN.value)
+    source, targets = seeded_targets(flat.shape[0], q.device, randomness)
+    tokens, _ = _launch(flat, (flat,) * 6, source, targets, WRITTEN.value)
     return tokens.reshape(q.shape[:-1])
 
 
@@ -288,8 +368,8 @@ def draw_from_logits(
     """One token per row of z [rows, V] (CUDA, float32) from q ∝ exp(c·z) (c: float32
     [rows], > 0), reading z once: no max z first, nothing of size [rows, V] written. NaN
     logits count as −inf."""
-    return _launch(z, (c,) * 6, draw_seed(z.device, randomness),
-                   draw_targets(z.shape[0], z.device, zeroed=True), LOGITS.value)[0]  # fmt: skip
+    source, targets = seeded_targets(z.shape[0], z.device, randomness)
+    return _launch(z, (c,) * 6, source, targets, LOGITS.value)[0]
 
 
 def draw_many_from_logits(

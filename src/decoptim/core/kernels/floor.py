@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 
 from .candidates import kth_largest, top_candidates
-from .draw import Randomness, draw_affine, draw_seed
+from .draw import Randomness, draw_affine, seeded_targets
 from .streaming import cdiv, exp_affine, row_stats, segment_size
 from .top_p import top_p_in_top_k
 
@@ -142,11 +142,6 @@ def floor_sample(
 ) -> torch.Tensor:
     """One token per row of flat drawn from `floor_probs(flat, tau, z_max, floor)`, without
     writing q."""
-    rows = flat.shape[0]
-    targets = (
-        torch.empty(rows, device=flat.device, dtype=torch.int64),
-        torch.zeros(rows, device=flat.device, dtype=torch.int32),
-    )
-    seed = draw_seed(flat.device, randomness)
+    seed, targets = seeded_targets(flat.shape[0], flat.device, randomness)
     shift = torch.zeros_like(z_max)
     return draw_affine(flat, tau, z_max, shift, seed, targets, floor=floor, tempered=True)

@@ -702,14 +702,15 @@ def _sample(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: R
     # the row's where already taken (typical's, for its centre), else None: then a
     # coordinated draw takes them here and the rows left use the accept pass's.
     rows = flat.shape[0]
-    source = draw_seed(flat.device, randomness)
-    if isinstance(source, CodedDraw):
+    if isinstance(randomness, CodedDraw):
         stats = row_stats(flat, inv_tau) if stats is None else stats
         targets = draw_targets(rows, flat.device)
         if key == TYPICAL.value:
             targets[0].fill_(-1)  # typical's draw, with a head edge, draws rows still at −1
-        return sample_at_the_edge(flat, inv_tau, p, stats, source, targets, False, centre, key)
-    arrivals = torch.zeros(2, rows, device=flat.device, dtype=torch.int32)
+        return sample_at_the_edge(flat, inv_tau, p, stats, randomness, targets, False, centre,
+                                  key)  # fmt: skip
+    arrivals = torch.empty(2, rows, device=flat.device, dtype=torch.int32)
+    source = draw_seed(flat.device, randomness, clear=arrivals)
     tokens, accept_stats, _ = _propose_and_accept(flat, inv_tau, p, source, arrivals, centre, key)
     # The edge's solve zeroes the counters again for its draw.
     sample_at_the_edge(flat, inv_tau, p, accept_stats if stats is None else stats, source[1:],
