@@ -71,7 +71,13 @@ from tests.core.kernels.philox_pairs import philox_pairs, philox_words  # noqa: 
 
 
 def check_gather_keeps_exactly_the_tokens_above_the_bound() -> None:
-    z = crowded_rows(6000, 0)
+    # Crowded rows (many kept per block, and slots that overflow) and rows whose few kept
+    # tokens fall one to a block (the append without a scan), two to a block, or none.
+    sparse = torch.full((3, 6000), -50.0)
+    sparse[0, ::1500] = 0.0  # one per 1,024-token block
+    sparse[1, [5, 6, 2047, 2048, 5999]] = 0.0  # two in a block, then one, one and one
+    sparse[2, 3000] = 0.0  # a lone kept token
+    z = torch.cat([crowded_rows(6000, 0), sparse, random_logits(2, 6000, 4)])
     maxes = row_stats(z, kernel_rows(1.0, z)).maxes
     got = gather_candidates(z, kernel_rows(0.5, z), maxes=maxes, offset=1.0)
     x = (z - z.max(-1, keepdim=True).values) * 0.5
@@ -81,7 +87,9 @@ def check_gather_keeps_exactly_the_tokens_above_the_bound() -> None:
         assert int(counts.sum()) == int(expected[row].sum()), row
         if (counts <= CAP).all():
             ids = torch.cat([got.index[row, s, : counts[s]] for s in range(got.splits)])
+            values = torch.cat([got.x[row, s, : counts[s]] for s in range(got.splits)])
             assert torch.equal(ids.long(), expected[row].nonzero().squeeze(-1)), row
+            assert torch.equal(values, x[row, ids.long()]), row
 
 
 @triton.jit

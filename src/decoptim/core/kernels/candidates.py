@@ -68,7 +68,13 @@ def append_to_slot(x, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP: tl
     """Append the kept (x, offs) of one block to a slot already holding `found` entries, in
     index order, up to CAP; returns the new count (which may exceed CAP: overflow)."""
     kept = tl.sum(keep.to(tl.int32), axis=0)
-    if kept > 0:
+    if kept == 1:
+        # The common case under a tight bound: the one kept element goes at `found`, with no
+        # scan across the block (a scan per block made the top-64 gather ~1.5× as slow).
+        pos = tl.zeros_like(offs) + found
+        tl.store(x_out_ptr + slot + pos, x, mask=keep & (pos < CAP))
+        tl.store(index_out_ptr + slot + pos, offs, mask=keep & (pos < CAP))
+    elif kept > 1:
         pos = found + tl.cumsum(keep.to(tl.int32), axis=0) - 1
         tl.store(x_out_ptr + slot + pos, x, mask=keep & (pos < CAP))
         tl.store(index_out_ptr + slot + pos, offs, mask=keep & (pos < CAP))
