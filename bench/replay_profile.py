@@ -25,7 +25,7 @@ from decoptim.core.kernels.draw import (
     next_graph_seeds,
 )
 
-PROFILED = ("softmax", "sparsemax", "BoK exact top-64", "draw, seed made once")
+PROFILED = ("softmax", "top-k 50", "sparsemax", "BoK exact top-64", "draw, seed made once")
 
 
 def graph_of(step, static: torch.Tensor) -> torch.cuda.CUDAGraph:
@@ -71,6 +71,7 @@ def steps(batch: int) -> dict:
         "graph seeds and counters only": lambda z: next_graph_seeds(
             graph_seed_stream(z.device), torch.empty(batch, device="cuda", dtype=torch.int32)
         ),
+        "top-k 50": every["top-k 50"].sample,
         "sparsemax": every["sparsemax"].sample,
         "entmax 1.5": every["entmax 1.5"].sample,
         "BoK exact top-64": every["BoK exact top-64"].sample,

@@ -31,9 +31,12 @@ from decoptim.core.kernels.bok_topm import (  # noqa: E402
 )
 from decoptim.core.kernels.candidates import (  # noqa: E402
     CAP,
+    RANK_CHUNK,
     gather_candidates,
     kth_largest,
+    kth_largest_code,
     kth_largest_lower_bound,
+    kth_largest_packed_code,
     top_candidates,
 )
 from decoptim.core.kernels.draw import BLOCK as DRAW_BLOCK  # noqa: E402
@@ -46,7 +49,12 @@ from decoptim.core.kernels.draw import (  # noqa: E402
     draw_targets,
     next_graph_seeds,
 )
-from decoptim.core.kernels.streaming import exp_affine, row_stats, segment_size  # noqa: E402
+from decoptim.core.kernels.streaming import (  # noqa: E402
+    code_of,
+    exp_affine,
+    row_stats,
+    segment_size,
+)
 from decoptim.core.kernels.temperature import softmax_probs, softmax_sample  # noqa: E402
 from decoptim.core.kernels.top_p import (  # noqa: E402
     TYPICAL,
@@ -116,6 +124,49 @@ def check_kth_largest_lower_bound_is_within_its_slack() -> None:
     bound = torch.empty(1)
     _lower_bound_kernel[(1,)](few, bound, 3, 3, BLOCK=256)
     assert bound == -torch.inf
+
+
+@triton.jit
+def _kth_codes_kernel(x_ptr, out_ptr, n, k, BLOCK: tl.constexpr):
+    lanes = tl.arange(0, BLOCK)
+    packed = lanes < n
+    codes = code_of(tl.load(x_ptr + lanes, mask=packed, other=-float("inf")))
+    tl.store(out_ptr, kth_largest_code(codes, packed, k))
+    tl.store(out_ptr + 1, kth_largest_packed_code(codes, packed, x_ptr, k, RANK_CHUNK))
+
+
+def check_kth_largest_packed_code_equals_the_bisection() -> None:
+    # The head's selection over packed candidates by counts instead of a bisection: the
+    # same code as the bisection and as torch's k-th largest (with multiplicity), on ties,
+    # negatives, a full block, sizes off the chunk, k = 1 and k = n; and the smallest code
+    # when fewer than k are packed.
+    generator = torch.Generator().manual_seed(11)
+    cases = [
+        (torch.randn(70, generator=generator) * 3, 64),
+        (torch.randn(256, generator=generator), 64),
+        (torch.randn(256, generator=generator), 1),
+        (torch.randn(33, generator=generator) - 5.0, 33),
+        (torch.tensor([2.0] * 40 + [1.0] * 30 + [3.0] * 10), 64),  # the edge among ties
+        (torch.tensor([0.5] * 100), 64),
+        (torch.tensor([-0.0, 0.0, 1e-38, -1e-38, 7.0]), 3),
+    ]
+    for x, k in cases:
+        out = torch.empty(2, dtype=torch.int64)
+        _kth_codes_kernel[(1,)](x, out, len(x), k, BLOCK=256)
+        kth = x.topk(k).values[-1:]
+        expected = int(_codes_of(kth)[0])
+        assert out.tolist() == [expected, expected], (len(x), k, out.tolist(), expected)
+    few = torch.tensor([1.0, -2.0, 3.0])
+    out = torch.empty(2, dtype=torch.int64)
+    _kth_codes_kernel[(1,)](few, out, 3, 5, BLOCK=256)
+    assert out[0] == out[1] == int(_codes_of(few.min().reshape(1))[0]), out.tolist()
+
+
+def _codes_of(x: torch.Tensor) -> torch.Tensor:
+    # `streaming.code_of` in torch: the bits of x + 0.0 (−0.0 made +0.0) as int32, a
+    # negative's low 31 flipped, so that codes order as the floats do.
+    bits = (x.float() + 0.0).view(torch.int32).long()
+    return torch.where(bits < 0, -(bits & 0x7FFFFFFF) - 1, bits)
 
 
 def check_kth_segment_bound_keeps_the_top_m() -> None:

@@ -18,12 +18,14 @@ from .bok_newton import solve_row
 from .candidates import (
     CAP,
     COMPACT,
+    RANK_CHUNK,
     ROW_WARPS,
     compact,
     compact_scratch,
     count_at_least,
     kth_largest_code,
     kth_largest_code_of_row,
+    kth_largest_packed_code,
     load_candidates,
 )
 from .draw import CodedDraw, draw_targets, randomness_args
@@ -88,12 +90,11 @@ def exponential(word, fine):
 
 
 @triton.jit
-def _select_from_block(x, index, valid, M, head_x_ptr, head_index_ptr):
-    # The top M of the gathered block, ties toward the lower id, written in id order.
-    # Returns the head's edge: token v is in the head iff code(z_v) > c_M, or = c_M and
-    # v ≤ the returned id.
+def _select_from_block(x, index, valid, c_m, M, head_x_ptr, head_index_ptr):
+    # The top M of the gathered block, ties toward the lower id, written in id order, given
+    # c_M, the M-th largest code. Returns the head's edge: token v is in the head iff
+    # code(z_v) > c_M, or = c_M and v ≤ the returned id.
     codes = code_of(x)
-    c_m = kth_largest_code(codes, valid, M)
     above = valid & (codes > c_m)
     tied = valid & (codes == c_m)
     need = M - tl.sum(above.to(tl.int32), axis=0)
@@ -210,11 +211,14 @@ def _bok_topm_head_kernel(
         packed_x, packed_index, packed = compact(
             x, index, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP, COMPACT
         )
+        row_scratch = scratch_x_ptr + row.to(tl.int64) * SLOTS * CAP
+        c_m = kth_largest_packed_code(code_of(packed_x), packed, row_scratch, M, RANK_CHUNK)
         edge_code, edge_id = _select_from_block(
-            packed_x, packed_index, packed, M, head_x, head_index
+            packed_x, packed_index, packed, c_m, M, head_x, head_index
         )
     else:
-        edge_code, edge_id = _select_from_block(x, index, valid, M, head_x, head_index)
+        c_m = kth_largest_code(code_of(x), valid, M)
+        edge_code, edge_id = _select_from_block(x, index, valid, c_m, M, head_x, head_index)
     tl.debug_barrier()
     c = tl.load(c_ptr + row)
     z_max, lse_all = row_lse(maxes_ptr, sums_ptr, row, SPLITS, c, SPLIT_BLOCK)

@@ -264,6 +264,8 @@ def compact_scratch(rows: int, lanes: int, device: torch.device) -> tuple[torch.
 
 # --- The k-th largest logit of a row, from the gathered candidates ------------------------
 
+# Packed values a code is compared with at once in `kth_largest_packed_code`.
+RANK_CHUNK = tl.constexpr(32)
 # Larger than any int32 code: a neutral element for min over codes.
 NO_CODE = tl.constexpr(1 << 40)
 # code_of(−FLT_MAX): codes at or above it are the finite floats (and +inf).
@@ -282,6 +284,27 @@ def kth_largest_code(codes, valid, k):
         lo = tl.where(enough, mid, lo)
         hi = tl.where(enough, hi, mid)
     return lo
+
+
+@triton.jit
+def kth_largest_packed_code(codes, packed, packed_x_ptr, k, CHUNK: tl.constexpr):
+    """`kth_largest_code` of a block packed by `compact` (its values also at packed_x_ptr,
+    the row's scratch): the largest code whose count of codes at or above it is ≥ k. The
+    counts come from comparing every code with CHUNK packed values at a time, a few steps
+    whose sums stay mostly inside each thread, where the bisection takes up to 33 sums
+    across the whole program."""
+    count = tl.sum(packed.to(tl.int32), axis=0)
+    at_least = tl.zeros(codes.shape, tl.int32)
+    for start in range(0, count, CHUNK):
+        lanes = start + tl.arange(0, CHUNK)
+        present = lanes < count
+        other = code_of(tl.load(packed_x_ptr + lanes, mask=present, other=0.0))
+        ahead = present[None, :] & (other[None, :] >= codes[:, None])
+        at_least += tl.sum(ahead.to(tl.int32), axis=1)
+    kth = tl.max(tl.where(packed & (at_least >= k), codes, -NO_CODE), axis=0)
+    # Fewer than k codes: the smallest, as the bisection gives.
+    lowest = tl.min(tl.where(packed, codes, NO_CODE), axis=0)
+    return tl.where(kth == -NO_CODE, lowest, kth)
 
 
 @triton.jit
@@ -310,12 +333,12 @@ def kth_largest_code_of_row(z_ptr, V, k, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _kth_largest_kernel(z_ptr, cand_x_ptr, cand_index_ptr, cand_count_ptr, k_ptr, out_ptr, V,
-                        CAND_SPLITS, CAP: tl.constexpr, SLOTS: tl.constexpr,
-                        ROW_BLOCK: tl.constexpr):  # fmt: skip
+def _kth_largest_kernel(z_ptr, cand_x_ptr, cand_index_ptr, cand_count_ptr, k_ptr, out_ptr,
+                        scratch_x_ptr, scratch_index_ptr, V, CAND_SPLITS, CAP: tl.constexpr,
+                        SLOTS: tl.constexpr, ROW_BLOCK: tl.constexpr):  # fmt: skip
     row = tl.program_id(0)
     k = tl.load(k_ptr + row)
-    x, _ids, valid, overflow = load_candidates(
+    x, ids, valid, overflow = load_candidates(
         cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
     )
     if overflow:
@@ -326,6 +349,12 @@ def _kth_largest_kernel(z_ptr, cand_x_ptr, cand_index_ptr, cand_count_ptr, k_ptr
             code = code_of(tl.full((), -float("inf"), tl.float32))
         else:
             code = kth_largest_code_of_row(z_row, V, k, ROW_BLOCK)
+    elif tl.sum(valid.to(tl.int32), axis=0) <= COMPACT:
+        packed_x, _, packed = compact(
+            x, ids, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP, COMPACT
+        )
+        row_scratch = scratch_x_ptr + row.to(tl.int64) * SLOTS * CAP
+        code = kth_largest_packed_code(code_of(packed_x), packed, row_scratch, k, RANK_CHUNK)
     else:
         code = kth_largest_code(code_of(x), valid, k)
     tl.store(out_ptr + row, float_of_code(code))
@@ -351,8 +380,10 @@ def kth_largest(z: torch.Tensor, k: torch.Tensor, candidates: Candidates) -> tor
     if not (z.is_contiguous() and k.is_contiguous()):
         raise ValueError("kth_largest needs contiguous logits [rows, V] and k [rows]")
     out = torch.empty(rows, device=z.device, dtype=torch.float32)
+    slots = pow2_at_least(candidates.splits)
     _kth_largest_kernel[(rows,)](
-        z, candidates.x, candidates.index, candidates.count, k, out, vocab, candidates.splits,
-        CAP=CAP, SLOTS=pow2_at_least(candidates.splits), ROW_BLOCK=2048, num_warps=ROW_WARPS,
+        z, candidates.x, candidates.index, candidates.count, k, out,
+        *compact_scratch(rows, slots * CAP, z.device), vocab, candidates.splits, CAP=CAP,
+        SLOTS=slots, ROW_BLOCK=2048, num_warps=ROW_WARPS,
     )  # fmt: skip
     return out
