@@ -31,7 +31,6 @@ from decoptim.core.kernels.bok_topm import (  # noqa: E402
 )
 from decoptim.core.kernels.candidates import (  # noqa: E402
     CAP,
-    RANK_CHUNK,
     gather_candidates,
     kth_largest,
     kth_largest_code,
@@ -130,9 +129,10 @@ def check_kth_largest_lower_bound_is_within_its_slack() -> None:
 def _kth_codes_kernel(x_ptr, out_ptr, n, k, BLOCK: tl.constexpr):
     lanes = tl.arange(0, BLOCK)
     packed = lanes < n
-    codes = code_of(tl.load(x_ptr + lanes, mask=packed, other=-float("inf")))
-    tl.store(out_ptr, kth_largest_code(codes, packed, k))
-    tl.store(out_ptr + 1, kth_largest_packed_code(codes, packed, x_ptr, k, RANK_CHUNK))
+    x = tl.load(x_ptr + lanes, mask=packed, other=-float("inf"))
+    tl.store(out_ptr, kth_largest_code(code_of(x), packed, k))
+    row = tl.program_id(0)  # 0: the values are the scratch of row 0
+    tl.store(out_ptr + 1, kth_largest_packed_code(x, packed, x_ptr, row, BLOCK, k))
 
 
 def check_kth_largest_packed_code_equals_the_bisection() -> None:

@@ -18,7 +18,6 @@ from .bok_newton import solve_row
 from .candidates import (
     CAP,
     COMPACT,
-    RANK_CHUNK,
     ROW_WARPS,
     compact,
     compact_scratch,
@@ -211,8 +210,7 @@ def _bok_topm_head_kernel(
         packed_x, packed_index, packed = compact(
             x, index, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP, COMPACT
         )
-        row_scratch = scratch_x_ptr + row.to(tl.int64) * SLOTS * CAP
-        c_m = kth_largest_packed_code(code_of(packed_x), packed, row_scratch, M, RANK_CHUNK)
+        c_m = kth_largest_packed_code(packed_x, packed, scratch_x_ptr, row, SLOTS * CAP, M)
         edge_code, edge_id = _select_from_block(
             packed_x, packed_index, packed, c_m, M, head_x, head_index
         )

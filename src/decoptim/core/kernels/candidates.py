@@ -287,16 +287,18 @@ def kth_largest_code(codes, valid, k):
 
 
 @triton.jit
-def kth_largest_packed_code(codes, packed, packed_x_ptr, k, CHUNK: tl.constexpr):
-    """`kth_largest_code` of a block packed by `compact` (its values also at packed_x_ptr,
-    the row's scratch): the largest code whose count of codes at or above it is ≥ k. The
-    counts come from comparing every code with CHUNK packed values at a time, a few steps
-    whose sums stay mostly inside each thread, where the bisection takes up to 33 sums
-    across the whole program."""
+def kth_largest_packed_code(packed_x, packed, scratch_x_ptr, row, LANES: tl.constexpr, k):
+    """`kth_largest_code` of the block `compact` packed (through the same row's scratch of
+    LANES entries, where its values are read back): the largest code whose count of codes
+    at or above it is ≥ k. The counts come from comparing every code with RANK_CHUNK packed
+    values at a time, a few steps whose sums stay mostly inside each thread, where the
+    bisection takes up to 33 sums across the whole program."""
+    codes = code_of(packed_x)
+    packed_x_ptr = scratch_x_ptr + row.to(tl.int64) * LANES
     count = tl.sum(packed.to(tl.int32), axis=0)
     at_least = tl.zeros(codes.shape, tl.int32)
-    for start in range(0, count, CHUNK):
-        lanes = start + tl.arange(0, CHUNK)
+    for start in range(0, count, RANK_CHUNK):
+        lanes = start + tl.arange(0, RANK_CHUNK)
         present = lanes < count
         other = code_of(tl.load(packed_x_ptr + lanes, mask=present, other=0.0))
         ahead = present[None, :] & (other[None, :] >= codes[:, None])
@@ -353,8 +355,7 @@ def _kth_largest_kernel(z_ptr, cand_x_ptr, cand_index_ptr, cand_count_ptr, k_ptr
         packed_x, _, packed = compact(
             x, ids, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP, COMPACT
         )
-        row_scratch = scratch_x_ptr + row.to(tl.int64) * SLOTS * CAP
-        code = kth_largest_packed_code(code_of(packed_x), packed, row_scratch, k, RANK_CHUNK)
+        code = kth_largest_packed_code(packed_x, packed, scratch_x_ptr, row, SLOTS * CAP, k)
     else:
         code = kth_largest_code(code_of(x), valid, k)
     tl.store(out_ptr + row, float_of_code(code))
