@@ -42,6 +42,11 @@ class HeadSolution(NamedTuple):
     shift: torch.Tensor
 
 
+# Warps of the head's solve: its sums run over M values, which fewer warps reduce with
+# fewer exchanges through shared memory.
+SOLVE_WARPS = 1
+
+
 class HeadDraw(NamedTuple):
     """Per row: the head's edge (v is in the head iff code(z_v) > code, or = code and
     v ≤ id); the sampled head token, or −1 where the sample comes from the tail; and the
@@ -147,55 +152,15 @@ def _select_from_row(z_ptr, V, M, head_x_ptr, head_index_ptr, BLOCK: tl.constexp
 
 
 @triton.jit
-def _bok_topm_head_kernel(
-    z_ptr,
-    cand_x_ptr,
-    cand_index_ptr,
-    cand_count_ptr,
-    maxes_ptr,
-    sums_ptr,
-    c_ptr,
-    betak_ptr,
-    k_ptr,
-    head_x_ptr,
-    head_index_ptr,
-    scratch_x_ptr,
-    scratch_index_ptr,
-    qhead_ptr,
-    zmax_ptr,
-    shift_ptr,
-    edge_code_ptr,
-    edge_id_ptr,
-    token_ptr,
-    arrivals_ptr,
-    seed_ptr,
-    code_ptr,
-    group_ptr,
-    index_ptr,
-    step_ptr,
-    next_code_ptr,
-    tail_code_ptr,
-    code_scale_ptr,
-    V,
-    M,
-    SPLITS,
-    CAND_SPLITS,
-    BLOCK: tl.constexpr,
-    SPLIT_BLOCK: tl.constexpr,
-    CAP: tl.constexpr,
-    SLOTS: tl.constexpr,
-    ROW_BLOCK: tl.constexpr,
-    RANK: tl.constexpr,
-    OUTER: tl.constexpr,
-    INNER: tl.constexpr,
-    SAMPLE: tl.constexpr,
-    CODED: tl.constexpr,
-):
-    # Pick the head (top M) from the gathered candidates, combine the split partials of
-    # LSE(c·(z − max z)), form the head's a and the tail's log-mass, solve, and write q on
-    # the head and the tail's exponent shift. With SAMPLE, also draw whether the row's
-    # sample is in the head (probability Σ_head q) and, if so, which head token. With
-    # CODED, by the row's code instead of a race (see `topm_head`).
+def _bok_topm_select_kernel(z_ptr, cand_x_ptr, cand_index_ptr, cand_count_ptr, head_x_ptr,
+                            head_index_ptr, scratch_x_ptr, scratch_index_ptr, edge_code_ptr,
+                            edge_id_ptr, V, M, CAND_SPLITS, CAP: tl.constexpr,
+                            SLOTS: tl.constexpr, ROW_BLOCK: tl.constexpr,
+                            SAMPLE: tl.constexpr):  # fmt: skip
+    # The head (top M) of a row from its gathered candidates, or from the whole row when they
+    # overflowed, with its edge (code, id) for the tail's draw. A kernel of its own: its
+    # sums run over thousands of candidates with ROW_WARPS, the solve's over M values with
+    # fewer warps (`SOLVE_WARPS`).
     row = tl.program_id(0)
     head_x = head_x_ptr + row * M
     head_index = head_index_ptr + row * M
@@ -217,7 +182,51 @@ def _bok_topm_head_kernel(
     else:
         c_m = kth_largest_code(code_of(x), valid, M)
         edge_code, edge_id = _select_from_block(x, index, valid, c_m, M, head_x, head_index)
-    tl.debug_barrier()
+    if SAMPLE:
+        tl.store(edge_code_ptr + row, edge_code)
+        tl.store(edge_id_ptr + row, edge_id)
+
+
+@triton.jit
+def _bok_topm_head_kernel(
+    maxes_ptr,
+    sums_ptr,
+    c_ptr,
+    betak_ptr,
+    k_ptr,
+    head_x_ptr,
+    head_index_ptr,
+    qhead_ptr,
+    zmax_ptr,
+    shift_ptr,
+    token_ptr,
+    arrivals_ptr,
+    seed_ptr,
+    code_ptr,
+    group_ptr,
+    index_ptr,
+    step_ptr,
+    next_code_ptr,
+    tail_code_ptr,
+    code_scale_ptr,
+    M,
+    SPLITS,
+    BLOCK: tl.constexpr,
+    SPLIT_BLOCK: tl.constexpr,
+    RANK: tl.constexpr,
+    OUTER: tl.constexpr,
+    INNER: tl.constexpr,
+    SAMPLE: tl.constexpr,
+    CODED: tl.constexpr,
+):
+    # For the head `_bok_topm_select_kernel` picked: combine the split partials of
+    # LSE(c·(z − max z)), form the head's a and the tail's log-mass, solve, and write q on
+    # the head and the tail's exponent shift. With SAMPLE, also draw whether the row's
+    # sample is in the head (probability Σ_head q) and, if so, which head token. With
+    # CODED, by the row's code instead of a race (see `topm_head`).
+    row = tl.program_id(0)
+    head_x = head_x_ptr + row * M
+    head_index = head_index_ptr + row * M
     c = tl.load(c_ptr + row)
     z_max, lse_all = row_lse(maxes_ptr, sums_ptr, row, SPLITS, c, SPLIT_BLOCK)
     offs = tl.arange(0, BLOCK)
@@ -250,8 +259,6 @@ def _bok_topm_head_kernel(
     tl.store(zmax_ptr + row, z_max)
     tl.store(shift_ptr + row, t + log_z)
     if SAMPLE:
-        tl.store(edge_code_ptr + row, edge_code)
-        tl.store(edge_id_ptr + row, edge_id)
         # Only rows whose sample is in the tail draw from the tail's tokens
         # (`draw.draw_affine`; token −1 until then).
         tail_mass = tl.exp(tail - t - log_z)
@@ -320,23 +327,17 @@ def topm_head(z, candidates, stats, c, beta_k, k, m: int, rank: bool, outer: int
         )
     # The draw's randomness, and where a coded head writes the tail's codes and scales.
     tail = (draw.tail_code, draw.code_scale) if coded else (shift, shift)
+    slots = pow2_at_least(candidates.splits)
+    _bok_topm_select_kernel[(rows,)](
+        z, candidates.x, candidates.index, candidates.count, head_x, head_index,
+        *compact_scratch(rows, slots * CAP, device), *(draw[:2] if draw else [shift] * 2),
+        vocab, m, candidates.splits, CAP=CAP, SLOTS=slots, ROW_BLOCK=2048,
+        SAMPLE=draw is not None, num_warps=ROW_WARPS,
+    )  # fmt: skip
     _bok_topm_head_kernel[(rows,)](
-        z, candidates.x, candidates.index, candidates.count, stats.maxes, stats.sums,
-        c, beta_k, k, head_x, head_index,
-        *compact_scratch(rows, pow2_at_least(candidates.splits) * CAP, device),
-        q_head, z_max, shift, *(draw[:4] if draw else [shift] * 4),
-        *randomness_args(seed, shift), *tail,
-        vocab, m, splits, candidates.splits,
-        BLOCK=pow2_at_least(m, 16),
-        SPLIT_BLOCK=pow2_at_least(splits, 16),
-        CAP=CAP,
-        SLOTS=pow2_at_least(candidates.splits),
-        ROW_BLOCK=2048,
-        RANK=rank,
-        OUTER=outer,
-        INNER=inner,
-        SAMPLE=draw is not None,
-        CODED=coded,
-        num_warps=ROW_WARPS,
+        stats.maxes, stats.sums, c, beta_k, k, head_x, head_index, q_head, z_max, shift,
+        *(draw[2:4] if draw else [shift] * 2), *randomness_args(seed, shift), *tail, m, splits,
+        BLOCK=pow2_at_least(m, 16), SPLIT_BLOCK=pow2_at_least(splits, 16), RANK=rank,
+        OUTER=outer, INNER=inner, SAMPLE=draw is not None, CODED=coded, num_warps=SOLVE_WARPS,
     )  # fmt: skip
     return HeadSolution(head_index, q_head, z_max, shift), draw
