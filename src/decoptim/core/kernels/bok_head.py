@@ -28,6 +28,7 @@ from .candidates import (
     load_candidates,
 )
 from .draw import CodedDraw, draw_targets, randomness_args
+from .launch import kernel
 from .streaming import code_of, load_logits, pow2_at_least, row_lse
 from .uniforms import TWO_POW_M52, next_code, pick
 
@@ -151,7 +152,7 @@ def _select_from_row(z_ptr, V, M, head_x_ptr, head_index_ptr, BLOCK: tl.constexp
     return lo, tie_hi
 
 
-@triton.jit
+@kernel
 def _bok_topm_select_kernel(z_ptr, cand_x_ptr, cand_index_ptr, cand_count_ptr, head_x_ptr,
                             head_index_ptr, scratch_x_ptr, scratch_index_ptr, edge_code_ptr,
                             edge_id_ptr, V, M, CAND_SPLITS, CAP: tl.constexpr,
@@ -187,7 +188,7 @@ def _bok_topm_select_kernel(z_ptr, cand_x_ptr, cand_index_ptr, cand_count_ptr, h
         tl.store(edge_id_ptr + row, edge_id)
 
 
-@triton.jit
+@kernel
 def _bok_topm_head_kernel(
     maxes_ptr,
     sums_ptr,

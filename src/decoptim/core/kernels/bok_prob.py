@@ -38,6 +38,7 @@ from .candidates import (
     gather_splits,
     load_candidates,
 )
+from .launch import kernel
 from .streaming import (
     BLOCK,
     chunk_for,
@@ -77,7 +78,7 @@ def _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k):
     return c * d, p, beta_k * p
 
 
-@triton.jit
+@kernel
 def _prob_gather_kernel(
     z_ptr,
     max_ptr,
@@ -243,7 +244,7 @@ def _solve_head(x, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first, STEP
         return tl.exp(u - log_z), t + log_z
 
 
-@triton.jit
+@kernel
 def _prob_head_kernel(
     z_ptr,
     q_ptr,
@@ -323,7 +324,7 @@ def _prob_head_kernel(
     tl.store(row_out_ptr + row * 3 + 2, shift)
 
 
-@triton.jit
+@kernel
 def _prob_write_kernel(
     z_ptr,
     q_ptr,

@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from ..checks import kernel_rows
+from .launch import kernel
 from .streaming import (
     BLOCK,
     cdiv,
@@ -81,7 +82,7 @@ def append_to_slot(x, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP: tl
     return found + kept
 
 
-@triton.jit
+@kernel
 def _segment_bound_kernel(segmax_ptr, scale_ptr, bound_ptr, N_STATS, k,
                           STAT_BLOCK: tl.constexpr):  # fmt: skip
     # Per row, once for all of the gather's programs: a bound a little below the k-th
@@ -96,7 +97,7 @@ def _segment_bound_kernel(segmax_ptr, scale_ptr, bound_ptr, N_STATS, k,
     tl.store(bound_ptr + row, kth_largest_lower_bound(scaled, present, k, 16))
 
 
-@triton.jit
+@kernel
 def _gather_kernel(
     z_ptr,
     scale_ptr,
@@ -334,7 +335,7 @@ def kth_largest_code_of_row(z_ptr, V, k, BLOCK: tl.constexpr):
     return lo
 
 
-@triton.jit
+@kernel
 def _kth_largest_kernel(z_ptr, cand_x_ptr, cand_index_ptr, cand_count_ptr, k_ptr, out_ptr,
                         scratch_x_ptr, scratch_index_ptr, V, CAND_SPLITS, CAP: tl.constexpr,
                         SLOTS: tl.constexpr, ROW_BLOCK: tl.constexpr):  # fmt: skip

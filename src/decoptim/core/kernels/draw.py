@@ -38,6 +38,7 @@ import triton
 import triton.language as tl
 
 from ..coordinated import Codes
+from .launch import kernel
 from .streaming import (
     affine_q,
     cdiv,
@@ -81,7 +82,7 @@ def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id,
     return q, 0.0
 
 
-@triton.jit
+@kernel
 def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, edge_id_ptr,
                  seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr, next_code_ptr,
                  code_scale_ptr, mass_ptr, top_ptr, arrivals_ptr, out_ptr, V, CHUNK, BLOCKS,
@@ -244,7 +245,7 @@ def graph_seed_stream(device: torch.device) -> torch.Tensor:
     return stream
 
 
-@triton.jit
+@kernel
 def _next_seeds_kernel(stream_ptr, seeds_ptr, clear_ptr, count, CLEAR: tl.constexpr,
                        BLOCK: tl.constexpr):  # fmt: skip
     # Program 0 takes the stream's next count (atomically: graphs replayed on several CUDA

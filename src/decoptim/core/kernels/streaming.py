@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import kernel
+
 BLOCK = 2048
 
 
@@ -97,7 +99,7 @@ def segment_size(vocab: int, k: int) -> int:
     return min(size, BLOCK)
 
 
-@triton.jit
+@kernel
 def _row_stats_kernel(
     z_ptr,
     c_ptr,
@@ -284,7 +286,7 @@ def floor_mode(floor: torch.Tensor | None, tempered: bool) -> int:
     return (TEMPERED_FLOOR if tempered else SCALED_FLOOR).value
 
 
-@triton.jit
+@kernel
 def _exp_affine_kernel(
     z_ptr, c_ptr, m_ptr, shift_ptr, floor_ptr, edge_code_ptr, edge_id_ptr, q_ptr, V, CHUNK,
     BLOCK: tl.constexpr, FLOOR: tl.constexpr, HEAD: tl.constexpr,

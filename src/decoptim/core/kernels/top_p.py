@@ -41,6 +41,7 @@ from .draw import (
     draw_seed,
     draw_targets,
 )
+from .launch import kernel
 from .streaming import BLOCK as STREAM_BLOCK
 from .streaming import (
     RowStats,
@@ -135,7 +136,7 @@ def _pending(tokens_ptr, row, PENDING: tl.constexpr):
     return True
 
 
-@triton.jit
+@kernel
 def _top_p_profile_kernel(
     z_ptr,
     inv_tau_ptr,
@@ -213,7 +214,7 @@ def _top_p_profile_kernel(
             tl.store(bracket_ptr + LEVEL * rows * 2 + 1, hi)
 
 
-@triton.jit
+@kernel
 def _top_p_gather_kernel(
     z_ptr,
     inv_tau_ptr,
@@ -362,7 +363,7 @@ def _row_solve_inputs(inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_
     return inv_tau, p, z_max, target, z, valid, overflow
 
 
-@triton.jit
+@kernel
 def _top_p_solve_kernel(
     z_ptr,
     inv_tau_ptr,
@@ -451,7 +452,7 @@ def _top_p_solve_kernel(
         tl.store(arrivals_ptr + row, 0)
 
 
-@triton.jit
+@kernel
 def _accept_proposals_kernel(
     z_ptr,
     inv_tau_ptr,
@@ -523,7 +524,7 @@ def _accept_proposals_kernel(
         tl.store(tokens_ptr + row, tl.where(first < DRAWS, token, -1))
 
 
-@triton.jit
+@kernel
 def _top_p_in_top_k_kernel(
     z_ptr,
     inv_tau_ptr,

@@ -21,6 +21,7 @@ from .candidates import (
     load_candidates,
 )
 from .draw import CodedDraw, Randomness, draw_seed, randomness_args
+from .launch import kernel
 from .streaming import BLOCK as STREAM_BLOCK
 from .streaming import (
     chunk_for,
@@ -94,7 +95,7 @@ def _draw_from_row(z_row, V, inv_tau, top, eta, alpha_minus_one, u_block, u_toke
     return start + token, low, width, position * in_block, grain
 
 
-@triton.jit
+@kernel
 def _tsallis_solve_kernel(
     z_ptr,
     inv_tau_ptr,
@@ -189,7 +190,7 @@ def _tsallis_solve_kernel(
             tl.store(next_code_ptr + row, code)
 
 
-@triton.jit
+@kernel
 def _tsallis_write_kernel(z_ptr, inv_tau_ptr, top_ptr, eta_ptr, total_ptr, q_ptr, V, CHUNK,
                           alpha_minus_one, KIND: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     row, split, _ = program_position()
