@@ -101,3 +101,26 @@ def test_replayed_sampling_draws_fresh_randomness_each_call(decoder):
     assert len({tuple(row.tolist()) for row in draws}) == 8
     # 512 uniform draws over 1,000 tokens: ~400 distinct; repeated randomness gives ≤ 64.
     assert draws.unique().numel() > 300
+
+
+@cuda
+@pytest.mark.parametrize(
+    "decoder", [d.Softmax(1.0), d.TopP(0.9), d.BestOfK(8, 0.05, 1.0, weights="topm")], ids=repr
+)
+def test_replays_repeat_after_decoptims_manual_seed(decoder):
+    # torch.manual_seed does not reach the graphs' seed stream; decoptim.manual_seed restarts
+    # it in place, so a graph captured already repeats its draws (generate relies on it).
+    graphed = GraphedStep(decoder.sample)
+    z = torch.zeros(64, 1000, device="cuda")
+    graphed(z)
+
+    def replays(seed: int) -> torch.Tensor:
+        d.manual_seed(seed)
+        return torch.stack([graphed(z) for _ in range(4)])
+
+    first = replays(3)
+    assert not graphed.eager
+    assert torch.equal(replays(3), first)
+    assert not torch.equal(replays(4), first)
+    torch.manual_seed(3)  # torch's own seed leaves the stream where it is
+    assert not torch.equal(torch.stack([graphed(z) for _ in range(4)]), first)

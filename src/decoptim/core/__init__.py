@@ -28,6 +28,7 @@ from .problem import (
     frank_wolfe_certificate,
 )
 from .regularizers import KL, Regularizer, Shannon, Tsallis, WeightedSum
+from .seeding import manual_seed
 from .solvers import (
     entmax15_sort,
     mirror_ascent,
@@ -88,6 +89,7 @@ __all__ = [
     "entmax15_sort",
     "frank_wolfe_certificate",
     "group_codes",
+    "manual_seed",
     "mirror_ascent",
     "softmax_on_support",
     "solve",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from ..core import Decoder
+from ..core import Decoder, manual_seed
 from ..core.checks import check_logits
 from ..core.coordinated import Codes, forced_scores, group_codes
 from .graphs import GraphedStep
@@ -276,9 +276,10 @@ def generate(
 
     Prompts go through the chat template when the tokenizer has one (`chat=None`), are
     left-padded, and are processed `batch_size` prompts (batch_size × n rows) per call.
-    The global torch RNG is seeded with `seed + call index` before each call, so a run
-    is reproducible for the same seed and batch size. On CUDA the decoder's step is
-    replayed as a CUDA graph unless `cuda_graph=False` (see `DecoderLogitsProcessor`).
+    `decoptim.manual_seed(seed + call index)` runs before each call (torch's generators and
+    the seed streams of sampling inside CUDA graphs), so a run is reproducible for the same
+    seed and batch size, within a process too. On CUDA the decoder's step is replayed as a
+    CUDA graph unless `cuda_graph=False` (see `DecoderLogitsProcessor`).
 
     With `coordinated=True` the samples of each prompt are drawn jointly in groups of
     `group_size` (default n; n must be a multiple of it) by `CoordinatedLogitsProcessor`:
@@ -327,7 +328,7 @@ def generate(
             if coordinated:  # carries its codes through the call: a new one per call
                 first = start * (n // group_size)
                 processor = CoordinatedLogitsProcessor(decoder, group_size, seed, first)
-            torch.manual_seed(seed + call)
+            manual_seed(seed + call)  # torch and the graph seed streams
             with torch.no_grad():
                 out = model.generate(
                     **encoded,

@@ -228,21 +228,33 @@ def _device_index(device: torch.device) -> int:
     return torch.cuda.current_device() if device.index is None else device.index
 
 
+def graph_seed_key(seed: int, index: int) -> int:
+    """The Philox key of device `index`'s graph seed stream started at `seed`."""
+    return (seed * 0x9E3779B97F4A7C15 + index) % 2**63
+
+
 def graph_seed_stream(device: torch.device) -> torch.Tensor:
     """The device's seed stream for CUDA graphs: int64 [Philox key, seeds handed out],
     made on first use (outside a capture) with a key from the default generator's initial
     seed, which it does not advance. Replays of any graph on the device share it: each
-    takes the next count, so no two draw the same seeds. `torch.manual_seed` after it is
-    made does not rewind it; eager calls keep drawing from the generator."""
+    takes the next count, so no two draw the same seeds. `torch.manual_seed` does not
+    reach it; `decoptim.manual_seed` restarts it (`restart_graph_seed_streams`)."""
     index = _device_index(device)
     stream = _graph_seed_streams.get(index)
     if stream is None:
         seed = torch.cuda.default_generators[index].initial_seed()
-        key = (seed * 0x9E3779B97F4A7C15 + index) % 2**63
         stream = torch.zeros(2, dtype=torch.int64, device=torch.device("cuda", index))
-        stream[0] = key
+        stream[0] = graph_seed_key(seed, index)
         _graph_seed_streams[index] = stream
     return stream
+
+
+def restart_graph_seed_streams(seed: int) -> None:
+    """Start every device's graph seed stream again at `seed` (its key, count 0), in place:
+    graphs captured already read the same tensor, so their next replays repeat the seeds
+    they drew after the stream was made at `seed`."""
+    for index, stream in _graph_seed_streams.items():
+        stream.copy_(torch.tensor([graph_seed_key(seed, index), 0], dtype=torch.int64))
 
 
 @kernel
