@@ -1,16 +1,21 @@
-"""The cached launch's key is at least as fine as Triton's specialisation: two launches with
-one key would be compiled alike by Triton's JIT, so reusing the variant is the same launch.
-Checked on the CPU against Triton's own specialisation (`native_specialize_impl`); the
-launches themselves run in the CUDA tests, every kernel through this path."""
+"""Cached kernel launches (`decoptim.core.kernels.launch`).
+
+- The key is at least as fine as Triton's specialisation (checked on the CPU against
+  `native_specialize_impl`): two launches with one key would be compiled alike by Triton's
+  JIT, so reusing the variant is the same launch.
+- The launch logic, with Triton's driver and JIT path replaced by fakes (CPU).
+- On a GPU: repeat launches of the decoders never reach Triton's JIT, and logits at an
+  unaligned address take a variant of their own.
+"""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+import torch
 
 triton = pytest.importorskip("triton")
-torch = pytest.importorskip("torch")
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
