@@ -72,9 +72,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--samplers", help="comma-separated labels of bench/gpu.py's samplers")
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.error("needs a CUDA device (it times kernel launches)")
     decoders = gpu.every_decoder(1.0)
     if args.samplers:
-        decoders = {name.strip(): decoders[name.strip()] for name in args.samplers.split(",")}
+        names = [name.strip() for name in args.samplers.split(",")]
+        unknown = [name for name in names if name not in decoders]
+        if unknown:
+            parser.error(f"--samplers: unknown {unknown}; known: {', '.join(decoders)}")
+        decoders = {name: decoders[name] for name in names}
     print(f"# decoptim {decoptim.__version__}, torch {torch.__version__}, Triton "
           f"{triton.__version__}, {torch.cuda.get_device_name()}, {date.today()}\n")  # fmt: skip
     print(
