@@ -840,6 +840,31 @@ def check_graph_seeds_advance_the_stream_and_clear_the_counters() -> None:
     assert (buffer[:1500] == 0).all() and (buffer[1500:] == 7).all()
 
 
+def check_manual_seed_restarts_the_graph_seed_streams() -> None:
+    # decoptim.manual_seed restarts each device's stream in place: the seeds the launches
+    # take after it are Philox's words at (the seed's key, 0, 1, ...), again after the same
+    # seed, and others after another seed. Streams on the CPU stand in for two devices'.
+    from decoptim.core.kernels import draw
+
+    streams = {0: torch.tensor([3, 40], dtype=torch.int64), 1: torch.tensor([8, 2])}
+    saved, draw._graph_seed_streams = draw._graph_seed_streams, streams
+    try:
+
+        def seeds_after(seed: int, index: int) -> list:
+            d.manual_seed(seed)
+            return [next_graph_seeds(streams[index], None).tolist() for _ in range(3)]
+
+        for index in streams:
+            key = draw.graph_seed_key(5, index)
+            expected = [list(philox_words(key, count)[:2]) for count in range(3)]
+            assert seeds_after(5, index) == expected, (index, expected)
+            assert seeds_after(5, index) == expected
+            assert seeds_after(6, index) != expected
+        assert seeds_after(5, 0) != seeds_after(5, 1)
+    finally:
+        draw._graph_seed_streams = saved
+
+
 def check_draw_from_logits_follows_probs_across_blocks() -> None:
     # Four blocks whose own maxima differ by up to 1.8 (2.6 nats at τ = 0.7): each block's
     # mass is taken relative to its own max, so the draw is right only if the blocks are
