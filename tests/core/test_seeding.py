@@ -1,5 +1,6 @@
 """decoptim.manual_seed: torch's generators and the graphs' seed streams from one seed."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,8 +13,9 @@ def test_a_seed_that_is_not_an_int_is_named(seed):
         d.manual_seed(seed)
 
 
-def test_it_seeds_torch():
-    d.manual_seed(7)
+@pytest.mark.parametrize("seed", [7, np.int64(7), torch.tensor(7)])
+def test_it_seeds_torch(seed):
+    d.manual_seed(seed)
     first = torch.rand(5)
     torch.manual_seed(7)
     assert torch.equal(torch.rand(5), first)

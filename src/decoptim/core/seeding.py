@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import sys
 
 import torch
@@ -12,8 +13,12 @@ def manual_seed(seed: int) -> None:
     seed streams that sampling inside CUDA graphs draws from (`torch.manual_seed` does not
     reach those): after `manual_seed(s)`, eager calls and graph replays repeat what they
     drew after an earlier `manual_seed(s)`."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got seed={seed!r}")
+    try:
+        if isinstance(seed, bool):
+            raise TypeError
+        seed = operator.index(seed)  # ints, and integer types such as numpy's
+    except TypeError:
+        raise TypeError(f"seed must be an int, got seed={seed!r}") from None
     torch.manual_seed(seed)
     draw = sys.modules.get("decoptim.core.kernels.draw")  # no streams unless it was imported
     if draw is not None:

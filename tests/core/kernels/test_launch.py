@@ -92,6 +92,14 @@ def test_the_key_holds_constexprs_and_options_and_defaults_are_filled():
     assert launched[2:] == [32, False]
 
 
+def test_a_tensor_given_by_keyword_is_keyed_by_its_specialisation_not_the_object():
+    first, second = _tensor(torch.float32, 0), _tensor(torch.float32, 4)  # both aligned
+    key, launched = PROBE.bind((), {"x": first, "n": 7, "BLOCK": 32, "num_warps": 4})
+    other, _ = PROBE.bind((), {"x": second, "n": 7, "BLOCK": 32, "num_warps": 4})
+    assert key == other == PROBE.bind((second, 7), {"BLOCK": 32, "num_warps": 4})[0]
+    assert launched == [first.data_ptr(), 7, 32, True]
+
+
 @pytest.mark.parametrize(
     "args, kwargs",
     [

@@ -49,18 +49,27 @@ class CachedLaunchFunction(JITFunction):
     def __init__(self, fn, **options) -> None:
         super().__init__(fn, **options)
         self._variants: dict[tuple, Any] = {}
-        self._constexpr = tuple(param.is_constexpr for param in self.params)
-        self._names = tuple(param.name for param in self.params)
-        self._defaults = tuple(param.default for param in self.params)
+        self._params = tuple((p.name, p.is_constexpr, p.default) for p in self.params)
+        self._names = frozenset(p.name for p in self.params)
 
     def bind(self, args: tuple, kwargs: dict) -> tuple[tuple, list] | None:
         """The launch's key and the launcher's arguments (every parameter in order,
-        tensors as their addresses), or None where this launch takes Triton's own path."""
-        if len(args) > len(self._names):
+        tensors as their addresses), or None where this launch takes Triton's own path.
+        Parameters given by keyword are keyed as positional ones are: a tensor by its dtype
+        and alignment, never by the object (which would keep it alive in the cache)."""
+        if len(args) > len(self._params):
             return None
-        key: list = [tuple(kwargs.items())]
+        key: list = [tuple(item for item in kwargs.items() if item[0] not in self._names)]
         values: list = []
-        for value, constexpr in zip(args, self._constexpr, strict=False):
+        for position, (name, constexpr, default) in enumerate(self._params):
+            if position < len(args):
+                value = args[position]
+            elif name in kwargs:
+                value = kwargs[name]
+            elif default is not inspect.Parameter.empty:
+                value = default
+            else:
+                return None  # a missing argument: Triton's path says which
             kind = type(value)
             if constexpr:
                 key.append(value)
@@ -80,14 +89,6 @@ class CachedLaunchFunction(JITFunction):
             else:
                 return None
             values.append(value)
-        for name, default in zip(self._names[len(args) :], self._defaults[len(args) :],
-                                 strict=True):  # fmt: skip
-            if name in kwargs:
-                values.append(kwargs[name])
-            elif default is not inspect.Parameter.empty:
-                values.append(default)
-            else:
-                return None  # a missing argument: Triton's path says which
         return tuple(key), values
 
     def hooked(self) -> bool:
