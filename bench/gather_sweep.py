@@ -1,5 +1,6 @@
-"""The candidates gather's time by its launch settings: block size, warps and splits per
-row, for both of its bounds (Tsallis' offset below the row max; the top-64 segment bound).
+"""The candidates gather's time by its launch settings: block size, warps, splits per row
+and pipelined stages (`tl.range(num_stages=)`, 1 for none), for both of its bounds
+(Tsallis' offset below the row max; the top-64 segment bound).
 
     python bench/gather_sweep.py [--batches 8 64 256] [--vocab 151936]
 
@@ -21,7 +22,7 @@ from decoptim.core.kernels.streaming import chunk_for, pow2_at_least, row_stats,
 
 
 def gather_ms(inputs, ones, stats, segment_bound: bool, k: int, offset: float, block: int,
-              warps: int, splits: int) -> float:  # fmt: skip
+              warps: int, splits: int, stages: int) -> float:  # fmt: skip
     batch, vocab = inputs[0].shape
     x, index, count = candidates.Candidates.empty(batch, splits, inputs[0].device)
     chunk = chunk_for(vocab, splits, block)
@@ -38,7 +39,7 @@ def gather_ms(inputs, ones, stats, segment_bound: bool, k: int, offset: float, b
         candidates._gather_kernel[(batch, splits)](
             z, ones, stats, bound, x, index, count, vocab, vocab, chunk, stats.shape[1], offset,
             KTH_SEGMENT=segment_bound, CAP=candidates.CAP, STAT_BLOCK=stat_block, BLOCK=block,
-            num_warps=warps,
+            STAGES=stages, num_warps=warps,
         )  # fmt: skip
 
     return gpu.time_ms(gather, inputs, 60)
@@ -60,12 +61,14 @@ def main() -> None:
                        True, 64, 0.0),
         }  # fmt: skip
         print(f"\n## B = {batch}\n")
-        print("| bound | block | warps | splits | ms |\n|---|---:|---:|---:|---:|")
+        print("| bound | block | warps | splits | stages | ms |\n|---|---:|---:|---:|---:|---:|")
         for name, bound in bounds.items():
-            for block, warps, splits in itertools.product((1024, 2048, 4096), (4, 8),
-                                                          (8, 16, 32, 64)):  # fmt: skip
-                ms = gather_ms(inputs, ones, *bound, block, warps, splits)
-                print(f"| {name} | {block} | {warps} | {splits} | {ms:.4f} |", flush=True)
+            for block, warps, splits, stages in itertools.product(
+                (1024, 2048, 4096), (4, 8), (8, 16, 32, 64), (1, 2, 3)
+            ):
+                ms = gather_ms(inputs, ones, *bound, block, warps, splits, stages)
+                print(f"| {name} | {block} | {warps} | {splits} | {stages} | {ms:.4f} |",
+                      flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

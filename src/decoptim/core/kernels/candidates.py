@@ -45,6 +45,14 @@ MAX_SPLITS = 16
 # top-64 segment bound); 8 warps were faster at B = 8, mixed at B = 64 (±5% across two
 # runs) and slower at B = 256.
 GATHER_BLOCK = 1024
+# Blocks whose loads are in flight at once in a gather program (Triton's software pipelining,
+# `tl.range(num_stages=)`; 1 is none), by bound. On an H200 (`.gpu` sweep of stop 39, two
+# rounds, replayed steps), 2 stages made the segment-bound gather's decoders faster at
+# B = 256, Best-of-K top-64 0.1705/0.1711 → 0.1634/0.1611 ms and top-k 50 0.2197/0.2210 →
+# 0.2133/0.2126, and left them level at B = 8 and 64; 3 and 4 stages gained less. With
+# Tsallis' offset bound, sparsemax was slower with 2–4 stages (0.1285 → 0.1295–0.1350 ms).
+SEGMENT_GATHER_STAGES = 2
+OFFSET_GATHER_STAGES = 1
 # Warps of the one-program-per-row solves that follow a gather.
 ROW_WARPS = 8
 
@@ -115,6 +123,7 @@ def _gather_kernel(
     CAP: tl.constexpr,
     STAT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     row, split, splits = program_position()
     scale = tl.load(scale_ptr + row)
@@ -135,7 +144,7 @@ def _gather_kernel(
     slot = (row * splits + split).to(tl.int64) * CAP
     begin, end = split_bounds(split, CHUNK, V)
     found = tl.zeros((), tl.int32)
-    for start in range(begin, end, BLOCK):
+    for start in tl.range(begin, end, BLOCK, num_stages=STAGES):
         offs = start + tl.arange(0, BLOCK)
         inside = offs < end
         x = (load_logits(z_ptr + base + offs, inside) - z_top) * scale
@@ -213,6 +222,7 @@ def gather_candidates(
         CAP=CAP,
         STAT_BLOCK=stat_block,
         BLOCK=GATHER_BLOCK,
+        STAGES=SEGMENT_GATHER_STAGES if kth else OFFSET_GATHER_STAGES,
         num_warps=8 if rows <= 64 else 4,
     )
     return Candidates(x, index, count)
