@@ -1,7 +1,7 @@
 """Sort-free top-p (nucleus) and locally typical sets on CUDA.
 
 The nucleus edge x* (the largest x = z/τ whose upper set holds mass ≥ p) is bracketed, the
-bracket narrowed ~1000× by two passes that profile the mass above 32 thresholds, the few
+bracket narrowed ~1000–2400× by passes that profile the mass above 8 or 32 thresholds, the few
 tokens left inside it gathered, and x* found by bisection over their order-preserving int32
 codes (ties at the edge kept exactly as on the CPU); a row whose bracket overflows the slots
 is bisected over the whole row. A streaming pass writes q, or for a sample draws from q's
@@ -19,6 +19,8 @@ on z (the draw's head edge, which excludes the tokens above it).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import triton
@@ -60,11 +62,28 @@ from .streaming import (
 )
 
 BLOCK = 4096
-# Thresholds per profile pass: LEVELS = 2 passes narrow the bracket of the nucleus's edge
-# by (PROFILE − 1)² ≈ 1000×, leaving a few hundred tokens to gather at most on LM-like rows.
-LEVELS = 2
-PROFILE = 32
-PROFILE_BLOCK = 256
+
+
+class ProfilePasses(NamedTuple):
+    """How the edge's bracket is narrowed: `levels` passes that each take the mass above
+    `thresholds` points of the bracket (a power of 2), `block` tokens per program step. They
+    narrow it (thresholds − 1)^levels times, leaving a few hundred tokens to gather at most
+    on LM-like rows."""
+
+    levels: int
+    thresholds: int
+    block: int
+
+
+# A pass costs one comparison per token and threshold: with 32 thresholds it is bound by them,
+# not by its read of z. On an H200 (`.gpu` sweeps of stop 39, replayed, V = 151,936), 4 passes
+# of 8 over 1024-token blocks (≈ 2400×) took the coordinated top-p step from 0.080/0.217/
+# 0.756 ms to 0.071/0.178/0.607 at B = 8/64/256, against 2 passes of 32 over 256 (≈ 1000×).
+EDGE_PASSES = ProfilePasses(levels=4, thresholds=8, block=1024)
+# The rows a rejection sample leaves (`top_p_sample`) are rare, and every other row's programs
+# exit at once; there a pass's launch costs more than its comparisons: with 4 passes plain
+# top-p took 0.171–0.174 ms at B = 256 against 0.163–0.164 with these 2.
+PENDING_EDGE_PASSES = ProfilePasses(levels=2, thresholds=32, block=256)
 # Top-p's sample by rejection (`top_p_sample`): tokens proposed per row, and the accept
 # pass's launch. On an H200 at p = 0.9 (`bench/top_p_proposals.py`), 4 proposals replayed
 # fastest at B = 1 and 256 and 2 at B = 8 and 64; at p = 0.5, 2, 4, 8 and 4 at B = 1, 8,
@@ -606,13 +625,18 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     chunk = chunk_for(vocab, splits, STREAM_BLOCK)
     split_block = pow2_at_least(max(stats.splits, splits), 16)
     tokens = stats.sums if pending is None else pending
-    common = dict(KEY=key, PENDING=pending is not None, PROFILE=PROFILE, SPLIT_BLOCK=split_block)
-    brackets = torch.empty(LEVELS, rows, 2, device=device, dtype=torch.float32)
-    profiles = torch.empty(LEVELS, rows, splits, PROFILE, device=device, dtype=torch.float32)
-    for level in range(LEVELS):
+    passes = EDGE_PASSES if pending is None else PENDING_EDGE_PASSES
+    common = dict(
+        KEY=key, PENDING=pending is not None, PROFILE=passes.thresholds, SPLIT_BLOCK=split_block
+    )
+    brackets = torch.empty(passes.levels, rows, 2, device=device, dtype=torch.float32)
+    profiles = torch.empty(
+        passes.levels, rows, splits, passes.thresholds, device=device, dtype=torch.float32
+    )
+    for level in range(passes.levels):
         _top_p_profile_kernel[(rows, splits)](
             flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
-            profiles, vocab, chunk, LEVEL=level, BLOCK=PROFILE_BLOCK, num_warps=4, **common,
+            profiles, vocab, chunk, LEVEL=level, BLOCK=passes.block, num_warps=4, **common,
         )  # fmt: skip
     candidates = Candidates.empty(rows, splits, device)
     above = torch.empty(rows, splits, device=device, dtype=torch.float32)
@@ -620,7 +644,7 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     _top_p_gather_kernel[(rows, splits)](
         flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
         profiles, candidates.x, candidates.index, candidates.count, above, extremes, vocab,
-        chunk, LEVELS=LEVELS, CAP=CAP, BLOCK=STREAM_BLOCK, num_warps=4, **common,
+        chunk, LEVELS=passes.levels, CAP=CAP, BLOCK=STREAM_BLOCK, num_warps=4, **common,
     )  # fmt: skip
     floor, ceiling, shift, z_max = torch.empty(4, rows, device=device, dtype=torch.float32)
     _top_p_solve_kernel[(rows,)](
