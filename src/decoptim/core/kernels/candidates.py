@@ -49,7 +49,7 @@ GATHER_BLOCK = 1024
 # `tl.range(num_stages=)`; 1 is none), by bound. On an H200 (`.gpu` sweep of stop 39, two
 # rounds, replayed steps), 2 stages made the segment-bound gather's decoders faster at
 # B = 256, Best-of-K top-64 0.1705/0.1711 → 0.1634/0.1611 ms and top-k 50 0.2197/0.2210 →
-# 0.2133/0.2126, and left them level at B = 8 and 64; 3 and 4 stages gained less. With
+# 0.2133/0.2126, and made them 0–3% faster at B = 8 and 64; 3 and 4 stages gained less. With
 # Tsallis' offset bound, sparsemax was slower with 2–4 stages (0.1285 → 0.1295–0.1350 ms).
 SEGMENT_GATHER_STAGES = 2
 OFFSET_GATHER_STAGES = 1
