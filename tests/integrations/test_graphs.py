@@ -75,25 +75,35 @@ def test_a_step_with_a_host_sync_warns_and_runs_eagerly():
     assert not sampler.eager
 
 
+def captured_sampling(decoder: d.Decoder) -> tuple[GraphedStep, torch.Tensor]:
+    """`decoder.sample` captured as a graph (validation off: its host sync would keep the
+    step eager) on zero logits [64, 1000] after one call, and those logits."""
+    graphed = GraphedStep(decoder.sample)
+    z = torch.zeros(64, 1000, device="cuda")
+    graphed(z)
+    return graphed, z
+
+
+UNCHECKED = {"validate": False}
+
+
 @cuda
 @pytest.mark.parametrize(
     "decoder",
     [
-        d.Softmax(validate=False),
-        d.TopP(0.95, validate=False),
-        d.MinP(0.01, validate=False),
-        d.Sparsemax(validate=False),
-        d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=4, validate=False),
-        d.BestOfK(8, 0.05, 1.0, weights="prob", validate=False),
+        d.Softmax(**UNCHECKED),
+        d.TopP(0.95, **UNCHECKED),
+        d.MinP(0.01, **UNCHECKED),
+        d.Sparsemax(**UNCHECKED),
+        d.BestOfK(8, 0.05, 1.0, weights="topm", top_m=4, **UNCHECKED),
+        d.BestOfK(8, 0.05, 1.0, weights="prob", **UNCHECKED),
     ],
     ids=repr,
 )
 def test_replayed_sampling_draws_fresh_randomness_each_call(decoder):
     # The draw's seeds come from decoptim's seed stream on the device, which each replay
     # advances (the eager calls before the capture made it); torch's generator stays put.
-    graphed = GraphedStep(decoder.sample)
-    z = torch.zeros(64, 1000, device="cuda")
-    graphed(z)
+    graphed, z = captured_sampling(decoder)
     generator = torch.cuda.default_generators[z.device.index]
     offset = generator.get_offset()
     draws = torch.stack([graphed(z) for _ in range(8)])
@@ -107,18 +117,16 @@ def test_replayed_sampling_draws_fresh_randomness_each_call(decoder):
 @pytest.mark.parametrize(
     "decoder",
     [
-        d.Softmax(1.0, validate=False),
-        d.TopP(0.9, validate=False),
-        d.BestOfK(8, 0.05, 1.0, weights="topm", validate=False),
+        d.Softmax(1.0, **UNCHECKED),
+        d.TopP(0.9, **UNCHECKED),
+        d.BestOfK(8, 0.05, 1.0, weights="topm", **UNCHECKED),
     ],
     ids=repr,
 )
 def test_replays_repeat_after_decoptims_manual_seed(decoder):
     # torch.manual_seed does not reach the graphs' seed stream; decoptim.manual_seed restarts
     # it in place, so a graph captured already repeats its draws (generate relies on it).
-    graphed = GraphedStep(decoder.sample)
-    z = torch.zeros(64, 1000, device="cuda")
-    graphed(z)
+    graphed, z = captured_sampling(decoder)
 
     def replays(seed: int) -> torch.Tensor:
         d.manual_seed(seed)
