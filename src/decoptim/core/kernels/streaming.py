@@ -32,7 +32,7 @@ def chunk_for(vocab: int, splits: int, block: int) -> int:
 
 
 @functools.cache
-def _sm_count(device: torch.device) -> int:
+def sm_count(device: torch.device) -> int:
     if device.type != "cuda":  # Triton's interpreter (TRITON_INTERPRET=1), in tests
         return 132
     return torch.cuda.get_device_properties(device).multi_processor_count
@@ -42,7 +42,7 @@ def splits_for(
     rows: int, vocab: int, device: torch.device, per_sm: int = 4, block: int = BLOCK
 ) -> int:
     """Programs per row: enough for ~`per_sm` programs per SM, each over at least one block."""
-    return max(1, min(cdiv(per_sm * _sm_count(device), rows), cdiv(vocab, block)))
+    return max(1, min(cdiv(per_sm * sm_count(device), rows), cdiv(vocab, block)))
 
 
 @triton.jit

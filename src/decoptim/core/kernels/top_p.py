@@ -57,6 +57,7 @@ from .streaming import (
     program_position,
     row_lse,
     row_stats,
+    sm_count,
     split_bounds,
     splits_for,
 )
@@ -175,6 +176,7 @@ def _top_p_profile_kernel(
     PROFILE: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
+    LOAD_2D: tl.constexpr,
 ):
     # Per (row, split): Σ e^{x − max x} over key ≥ θ_j for PROFILE thresholds θ_j of the
     # bracket. The first pass's bracket for top-p is [max x + log((1 − p)Σ/V), max x]:
@@ -213,20 +215,32 @@ def _top_p_profile_kernel(
         j = tl.arange(0, PROFILE)
         theta = _thresholds(lo, hi, j, PROFILE)
         # Sums stay per lane and are reduced once at the end: a reduction across the program's
-        # threads per block costs more than the block's comparisons.
+        # threads per block costs more than the block's comparisons. With LOAD_2D the block
+        # is loaded as [1, BLOCK], in the layout of the [PROFILE, BLOCK] sums (a [BLOCK] load
+        # is moved to it through shared memory, with barriers), and each threshold costs two
+        # instructions per token: its 0/1 factor (a float compare) and a fused multiply-add
+        # into its sum of the token's e inside the bracket (0 outside), the sum the masked
+        # add gives, bit for bit. sm_90 SASS of the loop: 285 instructions per 8 tokens a
+        # thread, against 349 without LOAD_2D.
         mass = tl.zeros((PROFILE, BLOCK), tl.float32)
-        above = tl.zeros((BLOCK,), tl.float32)
+        above = tl.zeros((1, BLOCK) if LOAD_2D else (BLOCK,), tl.float32)
         base = row.to(tl.int64) * V
         begin, end = split_bounds(split, CHUNK, V)
         for start in range(begin, end, BLOCK):
             offs = start + tl.arange(0, BLOCK)
+            if LOAD_2D:
+                offs = offs[None, :]
             z = load_logits(z_ptr + base + offs, offs < end)
             key = _key(z, inv_tau, centre, KEY)
             e = tl.exp(inv_tau * (z - z_max))
             above += tl.where(key > hi, e, 0.0)
-            hit = (key[None, :] >= lo) & (key[None, :] <= hi) & (key[None, :] >= theta[:, None])
-            mass += tl.where(hit, e[None, :], 0.0)
-        profile = tl.sum(mass, axis=1) + tl.sum(above, axis=0)
+            if LOAD_2D:
+                inside = tl.where((key >= lo) & (key <= hi), e, 0.0)
+                mass += inside * (key >= theta[:, None]).to(tl.float32)
+            else:
+                hit = (key[None, :] >= lo) & (key[None, :] <= hi) & (key[None, :] >= theta[:, None])
+                mass += tl.where(hit, e[None, :], 0.0)
+        profile = tl.sum(mass, axis=1) + tl.sum(above, axis=None)
         tl.store(profile_ptr + ((LEVEL * rows + row) * splits + split) * PROFILE + j, profile)
         if split == 0:
             tl.store(bracket_ptr + LEVEL * rows * 2, lo)
@@ -629,6 +643,12 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     common = dict(
         KEY=key, PENDING=pending is not None, PROFILE=passes.thresholds, SPLIT_BLOCK=split_block
     )
+    # The profile's load in its sums' layout (`_top_p_profile_kernel`) where the passes
+    # take more than one program per SM: on an H200 (`.gpu` A/B of stop 40, replayed) it
+    # made the coordinated top-p step 9% faster at B = 64 and 256 (0.181 → 0.164 and 0.605
+    # → 0.553 ms) but 10–13% slower at B = 1 and 8 (0.066 → 0.075, 0.073 → 0.082), where
+    # one program per SM is bound by latency rather than by instructions.
+    load_2d = rows * splits > sm_count(device)
     brackets = torch.empty(passes.levels, rows, 2, device=device, dtype=torch.float32)
     profiles = torch.empty(
         passes.levels, rows, splits, passes.thresholds, device=device, dtype=torch.float32
@@ -636,7 +656,8 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     for level in range(passes.levels):
         _top_p_profile_kernel[(rows, splits)](
             flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
-            profiles, vocab, chunk, LEVEL=level, BLOCK=passes.block, num_warps=4, **common,
+            profiles, vocab, chunk, LEVEL=level, BLOCK=passes.block, LOAD_2D=load_2d,
+            num_warps=4, **common,
         )  # fmt: skip
     candidates = Candidates.empty(rows, splits, device)
     above = torch.empty(rows, splits, device=device, dtype=torch.float32)
