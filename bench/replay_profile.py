@@ -3,11 +3,12 @@ replay timed, and the GPU time of every kernel inside the replays (torch.profile
 
     python bench/replay_profile.py [--batches 8 64 256] [--vocab 151936]
 
-Besides whole steps it times pieces that isolate the fixed costs of a replayed sampling
-step: the draw kernel with a seed tensor made once (no seed launch in the graph), and
-graphs holding only torch's `randint` (what a capture used for seeds before decoptim's own
-stream on the device), only the arrival counters' memset, or only the launch that takes the
-seeds from that stream and zeroes the counters.
+The steps include the coordinated top-p and typical steps (groups of 8 codes), whose edge
+passes bound them. Besides whole steps it times pieces that isolate the fixed costs of a
+replayed sampling step: the draw kernel with a seed tensor made once (no seed launch in the
+graph), and graphs holding only torch's `randint` (what a capture used for seeds before
+decoptim's own stream on the device), only the arrival counters' memset, or only the launch
+that takes the seeds from that stream and zeroes the counters.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import gpu  # bench/, the script's folder, is on sys.path
 import torch
 
+import decoptim as d
 from decoptim.core.kernels.draw import (
     LOGITS,
     _launch,
@@ -25,7 +27,9 @@ from decoptim.core.kernels.draw import (
     next_graph_seeds,
 )
 
-PROFILED = ("softmax", "top-k 50", "sparsemax", "BoK exact top-64", "draw, seed made once")
+PROFILED = ("softmax", "top-k 50", "sparsemax", "BoK exact top-64", "draw, seed made once",
+            "top-p 0.9", "top-p 0.9, coordinated", "typical 0.9, coordinated", "BoK exact prob",
+            "BoK mirror 5")  # fmt: skip
 
 
 def graph_of(step, static: torch.Tensor) -> torch.cuda.CUDAGraph:
@@ -59,6 +63,7 @@ def _zeroed(targets: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, t
 def steps(batch: int) -> dict:
     every = gpu.every_decoder(1.0)
     inv_tau = torch.ones(batch, device="cuda")
+    codes = d.group_codes(max(1, batch // 8), min(8, batch), seed=1, device="cuda")
     seed = torch.randint(0, 2**31 - 1, (2,), device="cuda")
     return {
         "copy": lambda z: z.clone(),
@@ -75,6 +80,12 @@ def steps(batch: int) -> dict:
         "sparsemax": every["sparsemax"].sample,
         "entmax 1.5": every["entmax 1.5"].sample,
         "BoK exact top-64": every["BoK exact top-64"].sample,
+        "BoK exact prob": every["BoK exact prob"].sample,
+        "BoK mirror 5": every["BoK mirror 5"].sample,
+        "top-p 0.9": every["top-p 0.9"].sample,
+        # groups of 8 samples, as bench/coordinated.py
+        "top-p 0.9, coordinated": lambda z: every["top-p 0.9"].sample_coordinated(z, codes),
+        "typical 0.9, coordinated": lambda z: every["typical 0.9"].sample_coordinated(z, codes),
     }
 
 

@@ -644,10 +644,10 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
         KEY=key, PENDING=pending is not None, PROFILE=passes.thresholds, SPLIT_BLOCK=split_block
     )
     # The profile's load in its sums' layout (`_top_p_profile_kernel`) where the passes
-    # take more than one program per SM: on an H200 (`.gpu` A/B of stop 40, replayed) it
-    # made the coordinated top-p step 9% faster at B = 64 and 256 (0.181 → 0.164 and 0.605
-    # → 0.553 ms) but 10–13% slower at B = 1 and 8 (0.066 → 0.075, 0.073 → 0.082), where
-    # one program per SM is bound by latency rather than by instructions.
+    # take more than one program per SM: on an H200 (`.gpu` A/B of stop 40, replayed,
+    # medians of three) it made the coordinated top-p step 10% and 9% faster at B = 64 and
+    # 256 (0.182 → 0.164 and 0.605 → 0.553 ms) but 12–15% slower at B = 1 and 8 (0.066 →
+    # 0.075, 0.072 → 0.083), where one program per SM is bound by latency.
     load_2d = rows * splits > sm_count(device)
     brackets = torch.empty(passes.levels, rows, 2, device=device, dtype=torch.float32)
     profiles = torch.empty(
