@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import unittest.mock
 
 import torch
 import triton
@@ -21,7 +22,7 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 import decoptim as d  # noqa: E402
 from decoptim.core.checks import kernel_rows  # noqa: E402
 from decoptim.core.coordinated import coordinated_sample, group_codes, hashed_uniform  # noqa: E402
-from decoptim.core.kernels import table, uniforms  # noqa: E402
+from decoptim.core.kernels import table, top_p, uniforms  # noqa: E402
 from decoptim.core.kernels.bok_head import exponential  # noqa: E402
 from decoptim.core.kernels.bok_topm import (  # noqa: E402
     TopMProblem,
@@ -62,6 +63,7 @@ from decoptim.core.kernels.top_p import (  # noqa: E402
     sample_at_the_edge,
     top_p_probs,
     top_p_sample,
+    typical_probs,
 )
 from decoptim.core.kernels.tsallis import tsallis_probs, tsallis_sample  # noqa: E402
 from decoptim.core.kernels.uniforms import pick  # noqa: E402
@@ -288,6 +290,26 @@ def check_top_p_equals_reference() -> None:
         # At p = 1 the last tokens (q ~ 1e-9) are in or out by float32 rounding of the mass.
         if p < 1.0:
             assert torch.equal(q > 0, ref > 0), f"p={p} tau={tau}: support differs"
+
+
+def check_profile_pass_layouts_find_the_same_edge() -> None:
+    # The edge's profile pass loads its block in its sums' layout only where the passes
+    # take more programs than the GPU has SMs (`LOAD_2D`), where each threshold's mass is
+    # a fused multiply-add by a 0/1 factor; each lane's sums are the other layout's masked
+    # adds, bit for bit, so both find the same edge and q. Forced each way here (the
+    # interpreter counts 132 SMs), for top-p's key and typical's.
+    z = crowded_rows(6000, 4)
+    cases = ((0.9, 1.0), (0.5, 0.7), (0.99, 1.3))
+    results = {}
+    for sms in (0, 10**9):  # LOAD_2D on, then off
+        with unittest.mock.patch.object(top_p, "sm_count", lambda _, sms=sms: sms):
+            results[sms] = [
+                probs(z, kernel_rows(1.0 / tau, z), kernel_rows(p, z))
+                for probs in (top_p_probs, typical_probs)
+                for p, tau in cases
+            ]
+    for loaded_2d, loaded_1d, (p, tau) in zip(*results.values(), cases * 2, strict=True):
+        assert torch.equal(loaded_2d, loaded_1d), (p, tau, (loaded_2d - loaded_1d).abs().max())
 
 
 def check_top_p_edge_sample_equals_the_draw_over_its_probs() -> None:
