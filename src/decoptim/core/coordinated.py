@@ -33,6 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .inverse_transform import buckets, buckets_by_block
 from .kernels import use_kernels
 
 _MASK32 = 0xFFFFFFFF
@@ -206,9 +207,9 @@ def coordinated_sample(q: Tensor, codes: Codes, validate: bool = True) -> tuple[
     )
     value = codes.value.to(q.device).reshape(layout)
     if shared:
-        token, low, width, total = _buckets(torch.cumsum(flat.to(torch.float64), -1), value)
+        token, low, width, total = buckets(torch.cumsum(flat.to(torch.float64), -1), value)
     else:
-        token, low, width, total = _buckets_by_block(flat, value)
+        token, low, width, total = buckets_by_block(flat, value)
     target = value * total
     inside = ((target - low) / width).clamp(0.0, 1.0)
     grain = _TWO_POW_M52 * total / width
@@ -224,41 +225,6 @@ def forced_scores(tokens: Tensor, like: Tensor) -> Tensor:
     the scores, at any temperature, then takes the token the code picked."""
     forced = torch.full_like(like, -torch.inf)
     return forced.scatter_(-1, tokens.reshape(-1, 1), 0.0)
-
-
-def _buckets(cumulative: Tensor, value: Tensor) -> tuple[Tensor, ...]:
-    """Per code (value [rows, n] or [1, n] against cumulative [rows, V] float64 sums): the
-    token whose bucket holds value·total, the bucket's start and width, and the total."""
-    total = cumulative[:, -1:].contiguous()
-    token, low, width = _locate(cumulative, value * total, 0.0)
-    return token, low, width, total
-
-
-def _buckets_by_block(q: Tensor, value: Tensor, block: int = 1024) -> tuple[Tensor, ...]:
-    """`_buckets` for one code per row of q [rows, V] without a [rows, V] float64 prefix sum
-    (a sequential pass that costs more than the rest of the draw on a CPU): float64 sums of
-    blocks of `block` tokens locate the block, a prefix sum inside it the token."""
-    rows, vocab = q.shape
-    blocks = torch.nn.functional.pad(q, (0, -vocab % block)).view(rows, -1, block)
-    sums = blocks.sum(-1, dtype=torch.float64)
-    block_token, start, _, total = _buckets(sums.cumsum(-1), value)
-    inside = blocks.gather(1, block_token[:, :, None].expand(rows, 1, block))[:, 0]
-    ends = start + torch.cumsum(inside.to(torch.float64), -1)
-    token, low, width = _locate(ends, value * total, start)
-    return block_token * block + token, low, width, total
-
-
-def _locate(ends: Tensor, target: Tensor, start: Tensor | float) -> tuple[Tensor, ...]:
-    """The bucket holding each target: bucket j of a row spans [ends[j − 1], ends[j]) (bucket
-    0 starts at `start`); returns its position, start and width. The first bucket ending
-    above the target is taken; rounding can leave a target at or past the row's last end
-    (two sums of the same mass round differently), and the last bucket with mass then
-    takes it."""
-    last = torch.searchsorted(ends, ends[:, -1:].contiguous(), right=False)
-    token = torch.minimum(torch.searchsorted(ends, target.contiguous(), right=True), last)
-    high = ends.gather(-1, token)
-    low = torch.where(token > 0, ends.gather(-1, (token - 1).clamp_min(0)), start)
-    return token, low, high - low
 
 
 def check_codes(codes: Codes) -> None:

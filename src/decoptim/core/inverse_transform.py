@@ -1,0 +1,66 @@
+"""Inverse transform sampling on the torch path: the token whose bucket holds u·Σq.
+
+Buckets are float64 sums of q in token order: a float32 prefix sum over 150k tokens
+misplaces every bucket by ~1e-6, more than a long tail's whole mass. With float64 sums each
+token's chance is right to about V·2⁻⁵³ of the row's mass, and a token of mass 0 is never
+taken. `sample_rows` is the plain draw (a uniform per row); `decoptim.core.coordinated`
+picks with codes through the same buckets.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def sample_rows(q: Tensor, uniform: Tensor, validate: bool = True) -> Tensor:
+    """One token per row of q [rows, V] (non-negative; rows need not sum to 1): the token
+    whose bucket holds uniform·Σq, uniform [rows] in [0, 1) float64. A uniform of 53 random
+    bits takes each token with its probability to ~V·2⁻⁵³ of the row's mass. With
+    `validate`, a row whose mass is not positive and finite is an error (a host sync)."""
+    token, _, _, total = buckets_by_block(q, uniform.reshape(-1, 1))
+    if validate:
+        bad = ~(torch.isfinite(total) & (total > 0))
+        if bool(bad.any()):
+            rows = bad.reshape(-1).nonzero().reshape(-1)[:5].tolist()
+            raise ValueError(
+                f"q must have positive, finite mass in every row to sample from; rows {rows} "
+                f"have mass {total.reshape(-1)[rows].tolist()}"
+            )
+    return token.reshape(-1)
+
+
+def buckets(cumulative: Tensor, value: Tensor) -> tuple[Tensor, ...]:
+    """Per code (value [rows, n] or [1, n] against cumulative [rows, V] float64 sums): the
+    token whose bucket holds value·total, the bucket's start and width, and the total."""
+    total = cumulative[:, -1:].contiguous()
+    token, low, width = _locate(cumulative, value * total, 0.0)
+    return token, low, width, total
+
+
+def buckets_by_block(q: Tensor, value: Tensor, block: int = 1024) -> tuple[Tensor, ...]:
+    """`buckets` for one target per row of q [rows, V] without a [rows, V] float64 prefix sum
+    (a sequential pass that costs more than the rest of the draw on a CPU): float64 sums of
+    blocks of `block` tokens locate the block, a prefix sum inside it the token."""
+    rows, vocab = q.shape
+    blocks = torch.nn.functional.pad(q, (0, -vocab % block)).view(rows, -1, block)
+    sums = blocks.sum(-1, dtype=torch.float64)
+    block_token, start, _, total = buckets(sums.cumsum(-1), value)
+    inside = blocks.gather(1, block_token[:, :, None].expand(rows, 1, block))[:, 0]
+    ends = start + torch.cumsum(inside.to(torch.float64), -1)
+    token, low, width = _locate(ends, value * total, start)
+    return block_token * block + token, low, width, total
+
+
+def _locate(ends: Tensor, target: Tensor, start: Tensor | float) -> tuple[Tensor, ...]:
+    """The bucket holding each target: bucket j of a row spans [ends[j − 1], ends[j]) (bucket
+    0 starts at `start`); returns its position, start and width. The first bucket ending
+    above the target is taken; rounding can leave a target at or past the row's last end
+    (two sums of the same mass round differently), and the last bucket with mass then
+    takes it. (A row whose sums are not finite gets some bucket of the row.)"""
+    last = torch.searchsorted(ends, ends[:, -1:].contiguous(), right=False)
+    last = last.clamp(max=ends.shape[-1] - 1)
+    token = torch.minimum(torch.searchsorted(ends, target.contiguous(), right=True), last)
+    high = ends.gather(-1, token)
+    low = torch.where(token > 0, ends.gather(-1, (token - 1).clamp_min(0)), start)
+    return token, low, high - low
