@@ -81,6 +81,20 @@ def test_a_row_without_positive_finite_mass_is_an_error_naming_it(bad):
     assert sample_rows(q, uniform, validate=False).shape == (4,)
 
 
+def test_shapes_other_than_rows_by_vocabulary_are_an_error_naming_them():
+    with pytest.raises(ValueError, match=r"q \(10,\) and uniform \(1,\)"):
+        sample_rows(torch.ones(10), torch.zeros(1, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"q \(3, 10\) and uniform \(2,\)"):
+        sample_rows(torch.ones(3, 10), torch.zeros(2, dtype=torch.float64))
+
+
+def test_a_negative_entry_is_an_error_naming_it():
+    q = torch.ones(3, 10)
+    q[1, 7] = -0.5
+    with pytest.raises(ValueError, match=r"q\[1, 7\] < 0"):
+        sample_rows(q, torch.full((3,), 0.5, dtype=torch.float64))
+
+
 def test_a_decoder_samples_its_rows_on_the_torch_path_by_these_buckets():
     z = torch.randn(16, 5000, generator=torch.Generator().manual_seed(0)) * 2
     decoder = d.TopP(0.9)

@@ -17,9 +17,18 @@ def sample_rows(q: Tensor, uniform: Tensor, validate: bool = True) -> Tensor:
     """One token per row of q [rows, V] (non-negative; rows need not sum to 1): the token
     whose bucket holds uniform·Σq, uniform [rows] in [0, 1) float64. A uniform of 53 random
     bits takes each token with its probability to ~V·2⁻⁵³ of the row's mass. With
-    `validate`, a row whose mass is not positive and finite is an error (a host sync)."""
+    `validate`, a negative entry or a row whose mass is not positive and finite is an error
+    (a host sync)."""
+    if q.dim() != 2 or uniform.shape != q.shape[:1]:
+        raise ValueError(
+            f"sample_rows takes q [rows, V] and uniform [rows], got q {tuple(q.shape)} and "
+            f"uniform {tuple(uniform.shape)}"
+        )
     token, _, _, total = buckets_by_block(q, uniform.reshape(-1, 1))
     if validate:
+        if bool((q < 0).any()):
+            row, column = (q < 0).nonzero()[0].tolist()
+            raise ValueError(f"q must be non-negative to sample from; q[{row}, {column}] < 0")
         bad = ~(torch.isfinite(total) & (total > 0))
         if bool(bad.any()):
             rows = bad.reshape(-1).nonzero().reshape(-1)[:5].tolist()
