@@ -70,29 +70,31 @@ def test_every_uniform_lands_in_the_bucket_that_holds_it(vocab, zeros, uniform, 
     assert token == reference_token(q, uniform)
 
 
-@pytest.mark.parametrize("bad", [0.0, float("nan"), float("inf")])
-def test_a_row_without_positive_finite_mass_is_an_error_naming_it(bad):
+@pytest.mark.parametrize("bad", [0.0, float("nan"), float("inf"), -0.5])
+def test_a_row_that_is_negative_or_without_positive_finite_mass_is_an_error_naming_it(bad):
     q = torch.ones(4, 10)
-    q[2] = 0.0
+    q[2] = 0.0 if bad == 0.0 else 1.0
     q[2, 3] = bad
     uniform = torch.full((4,), 0.5, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"rows \[2\]"):
+    with pytest.raises(ValueError, match=r"q row 2 must be finite and non-negative"):
         sample_rows(q, uniform)
     assert sample_rows(q, uniform, validate=False).shape == (4,)
 
 
-def test_shapes_other_than_rows_by_vocabulary_are_an_error_naming_them():
-    with pytest.raises(ValueError, match=r"q \(10,\) and uniform \(1,\)"):
-        sample_rows(torch.ones(10), torch.zeros(1, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"q \(3, 10\) and uniform \(2,\)"):
-        sample_rows(torch.ones(3, 10), torch.zeros(2, dtype=torch.float64))
+def test_uniforms_outside_the_unit_interval_are_an_error_naming_them():
+    with pytest.raises(ValueError, match=r"uniform must lie in \[0, 1\), got \[1.0\]"):
+        sample_rows(torch.ones(2, 10), torch.tensor([0.5, 1.0], dtype=torch.float64))
 
 
-def test_a_negative_entry_is_an_error_naming_it():
-    q = torch.ones(3, 10)
-    q[1, 7] = -0.5
-    with pytest.raises(ValueError, match=r"q\[1, 7\] < 0"):
-        sample_rows(q, torch.full((3,), 0.5, dtype=torch.float64))
+def test_shapes_other_than_rows_by_vocabulary_or_float32_uniforms_are_an_error():
+    for q, uniform in [
+        (torch.ones(10), torch.zeros(1, dtype=torch.float64)),
+        (torch.ones(3, 10), torch.zeros(2, dtype=torch.float64)),
+        (torch.ones(3, 10), torch.zeros(3)),
+    ]:
+        shapes = rf"q \({', '.join(map(str, q.shape))},?\) and uniform \({uniform.shape[0]},\)"
+        with pytest.raises(ValueError, match=shapes):
+            sample_rows(q, uniform)
 
 
 def test_a_decoder_samples_its_rows_on_the_torch_path_by_these_buckets():

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .inverse_transform import buckets, buckets_by_block
+from .inverse_transform import buckets, buckets_by_block, invalid_q, invalid_rows, show
 from .kernels import use_kernels
 
 _MASK32 = 0xFFFFFFFF
@@ -127,12 +127,12 @@ def start_codes(seed: Tensor, index: Tensor, k: Tensor | int) -> Codes:
     seed, index = _seeds_and_indices(seed, index)
     k = _as_int64("k", k, like=index)
     if bool((k < 1).any()):
-        raise ValueError(f"k must be >= 1, got k={_show(k[k < 1])}")
+        raise ValueError(f"k must be >= 1, got k={show(k[k < 1])}")
     outside = (index < 0) | (index >= k)
     if bool(outside.any()):
         raise ValueError(
-            f"index must satisfy 0 <= index < k, got index={_show(index[outside])} "
-            f"with k={_show(torch.broadcast_to(k, index.shape)[outside])}"
+            f"index must satisfy 0 <= index < k, got index={show(index[outside])} "
+            f"with k={show(torch.broadcast_to(k, index.shape)[outside])}"
         )
     zero = torch.zeros_like(index)
     shared = hashed_uniform(seed, zero, zero, _START)
@@ -155,7 +155,7 @@ def resumed_codes(seed: Tensor, index: Tensor, step: Tensor | int) -> Codes:
     step = _as_int64("step", step, like=index)
     step = torch.broadcast_to(step, index.shape).clone()
     if bool((step < 0).any()):
-        raise ValueError(f"step must be >= 0, got step={_show(step[step < 0])}")
+        raise ValueError(f"step must be >= 0, got step={show(step[step < 0])}")
     return Codes(hashed_uniform(seed, index, step, _REFILL), seed, index, step)
 
 
@@ -241,7 +241,7 @@ def _check_values(value: Tensor, *other_flags: Tensor) -> list[bool]:
     outside = ~((value >= 0) & (value < 1))
     flags = torch.stack([outside.any(), *other_flags]).tolist()
     if flags[0]:
-        raise ValueError(f"codes must lie in [0, 1), got {_show(value[outside])}")
+        raise ValueError(f"codes must lie in [0, 1), got {show(value[outside])}")
     return flags[1:]
 
 
@@ -250,16 +250,10 @@ def _check_step(q: Tensor, codes: Codes) -> None:
         raise TypeError(f"q must be a floating-point tensor, got {getattr(q, 'dtype', type(q))}")
     if q.dim() == 0 or q.shape[-1] == 0:
         raise ValueError(f"q must have shape [..., V] with V >= 1, got {tuple(q.shape)}")
-    # Non-negative entries with a finite, positive sum are finite (a NaN fails amin ≥ 0).
-    total = q.sum(-1)
-    bad_q = ~(q.amin(-1) >= 0) | ~torch.isfinite(total) | ~(total > 0)
+    bad_q = invalid_rows(q)
     (q_is_bad,) = _check_values(codes.value, bad_q.any())
     if q_is_bad:
-        row = int(torch.nonzero(bad_q.flatten())[0])
-        raise ValueError(
-            f"q row {row} must be finite and non-negative with positive mass, got "
-            f"{_show(q.reshape(-1, q.shape[-1])[row])}"
-        )
+        raise invalid_q(q, bad_q)
 
 
 def _as_int64(name: str, value: Tensor | int, like: Tensor | None = None) -> Tensor:
@@ -274,12 +268,6 @@ def _as_int64(name: str, value: Tensor | int, like: Tensor | None = None) -> Ten
             f"{getattr(value, 'dtype', type(value).__name__)}"
         )
     return value.to(torch.int64)
-
-
-def _show(values: Tensor) -> str:
-    flat = values.flatten()
-    shown = flat[:4].tolist()
-    return f"{shown}{' ...' if flat.numel() > 4 else ''}"
 
 
 __all__ = [

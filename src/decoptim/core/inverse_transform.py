@@ -15,28 +15,47 @@ from torch import Tensor
 
 def sample_rows(q: Tensor, uniform: Tensor, validate: bool = True) -> Tensor:
     """One token per row of q [rows, V] (non-negative; rows need not sum to 1): the token
-    whose bucket holds uniform·Σq, uniform [rows] in [0, 1) float64. A uniform of 53 random
+    whose bucket holds uniform·Σq, uniform [rows] float64 in [0, 1). A uniform of 53 random
     bits takes each token with its probability to ~V·2⁻⁵³ of the row's mass. With
-    `validate`, a negative entry or a row whose mass is not positive and finite is an error
-    (a host sync)."""
-    if q.dim() != 2 or uniform.shape != q.shape[:1]:
+    `validate`, the uniforms' range and each row of q (`invalid_rows`) are checked in one
+    host sync."""
+    if q.dim() != 2 or uniform.shape != q.shape[:1] or uniform.dtype != torch.float64:
         raise ValueError(
-            f"sample_rows takes q [rows, V] and uniform [rows], got q {tuple(q.shape)} and "
-            f"uniform {tuple(uniform.shape)}"
+            f"sample_rows takes q [rows, V] and float64 uniform [rows], got q "
+            f"{tuple(q.shape)} and uniform {tuple(uniform.shape)} {uniform.dtype}"
         )
-    token, _, _, total = buckets_by_block(q, uniform.reshape(-1, 1))
     if validate:
-        if bool((q < 0).any()):
-            row, column = (q < 0).nonzero()[0].tolist()
-            raise ValueError(f"q must be non-negative to sample from; q[{row}, {column}] < 0")
-        bad = ~(torch.isfinite(total) & (total > 0))
-        if bool(bad.any()):
-            rows = bad.reshape(-1).nonzero().reshape(-1)[:5].tolist()
-            raise ValueError(
-                f"q must have positive, finite mass in every row to sample from; rows {rows} "
-                f"have mass {total.reshape(-1)[rows].tolist()}"
-            )
+        outside = ~((uniform >= 0) & (uniform < 1))
+        bad = invalid_rows(q)
+        outside_any, bad_any = torch.stack([outside.any(), bad.any()]).tolist()
+        if outside_any:
+            raise ValueError(f"uniform must lie in [0, 1), got {show(uniform[outside])}")
+        if bad_any:
+            raise invalid_q(q, bad)
+    token, _, _, _ = buckets_by_block(q, uniform.reshape(-1, 1))
     return token.reshape(-1)
+
+
+def invalid_rows(q: Tensor) -> Tensor:
+    """Per row of q [..., V]: whether it is not finite and non-negative with a positive sum
+    (non-negative entries with a finite sum are finite; a NaN fails amin ≥ 0)."""
+    total = q.sum(-1)
+    return ~(q.amin(-1) >= 0) | ~torch.isfinite(total) | ~(total > 0)
+
+
+def invalid_q(q: Tensor, bad: Tensor) -> ValueError:
+    """The error naming the first row of q that `invalid_rows` flagged in `bad`."""
+    row = int(torch.nonzero(bad.flatten())[0])
+    return ValueError(
+        f"q row {row} must be finite and non-negative with positive mass, got "
+        f"{show(q.reshape(-1, q.shape[-1])[row])}"
+    )
+
+
+def show(values: Tensor) -> str:
+    """The first few of `values`, for an error message."""
+    flat = values.flatten()
+    return f"{flat[:4].tolist()}{' ...' if flat.numel() > 4 else ''}"
 
 
 def buckets(cumulative: Tensor, value: Tensor) -> tuple[Tensor, ...]:
