@@ -29,7 +29,7 @@ def rows_left(inputs: list[torch.Tensor], p: float, calls: int = 20) -> int:
     for call in range(calls):
         seed = torch.randint(0, 2**31 - 1, (2,), device="cuda", generator=generator)
         arrivals = torch.zeros(2, batch, device="cuda", dtype=torch.int32)
-        tokens, _, _ = top_p._propose_and_accept(inputs[call % len(inputs)], inv_tau, ps,
+        tokens, _, _, _ = top_p._propose_and_accept(inputs[call % len(inputs)], inv_tau, ps,
                                                  seed, arrivals)  # fmt: skip
         left += int((tokens < 0).sum())
     return left

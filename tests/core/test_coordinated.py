@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 
 import decoptim as d
 from decoptim.core.coordinated import (
+    PROPOSALS,
     Codes,
     check_codes,
     coordinated_sample,
+    coordinated_sample_in_set,
     group_codes,
     resumed_codes,
     start_codes,
@@ -162,6 +164,82 @@ def test_decoder_sample_coordinated_uses_the_decoders_q():
     q = decoder.probs(z[:1])[0]
     assert chi_square_pvalue(tokens, q) > 1e-3
     assert (codes.step == 1).all()
+
+
+def set_of(p: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    # q: p restricted to the tokens `kept` and renormalised.
+    q = torch.where(kept, p, 0.0)
+    return q / q.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("share", ["most", "little"])
+def test_draw_in_a_set_by_rejection_is_exact_and_its_codes_stay_uniform(share):
+    """q = p on a set holding 90% of p (nearly every code kept at its first pick) or 3%
+    (most codes rejected PROPOSALS times, then picking from q itself): each index of the
+    group against q by chi-square, the next codes uniform by Kolmogorov–Smirnov."""
+    p = torch.softmax(torch.randn(60, generator=torch.Generator().manual_seed(4)) * 1.5, -1)
+    order = p.argsort(descending=True)
+    kept = torch.zeros(60, dtype=torch.bool)
+    nucleus = int((p[order].cumsum(0) < 0.9).sum()) + 1
+    kept[order[:nucleus] if share == "most" else order[-15:]] = True
+    q = set_of(p, kept)
+    assert (0.9 <= p[kept].sum() < 0.95) if share == "most" else (p[kept].sum() < 0.05)
+    tokens, codes = coordinated_sample_in_set(p, q, group_codes(groups=3000, k=8, seed=2))
+    for i in (0, 5):
+        assert chi_square_pvalue(tokens.reshape(3000, 8)[:, i], q) > 1e-3
+    assert scipy_stats.kstest(codes.value.numpy(), "uniform").pvalue > 1e-3
+    assert (codes.step == 1).all()
+
+
+def test_draw_in_a_set_is_stratified_over_p_and_keeps_the_first_pick_inside():
+    """A code whose first pick from p is inside the set takes coordinated_sample's token and
+    next code over p; over many groups of 8, a token with p ≥ 1/8 in the set is taken by
+    ⌊8p⌋ or more samples of every group (rejected codes can only add to it)."""
+    p = torch.tensor([0.40, 0.05, 0.2, 0.3, 0.05])
+    kept = torch.tensor([True, False, True, True, False])
+    codes = group_codes(groups=2000, k=8, seed=3)
+    tokens, new = coordinated_sample_in_set(p, set_of(p, kept), codes)
+    over_p, over_p_codes = coordinated_sample(p, codes)
+    first_inside = kept[over_p]
+    assert 0.85 < float(first_inside.double().mean()) < 0.95
+    assert torch.equal(tokens[first_inside], over_p[first_inside])
+    assert torch.equal(new.value[first_inside], over_p_codes.value[first_inside])
+    groups = tokens.reshape(2000, 8)
+    for token, least in ((0, 3), (2, 1), (3, 2)):
+        assert ((groups == token).sum(1) >= least).all(), token
+
+
+def test_draw_in_a_set_per_row_equals_the_shared_row_and_checks_its_input():
+    generator = torch.Generator().manual_seed(6)
+    p = torch.softmax(torch.randn(1, 300, generator=generator), -1)
+    q = set_of(p, p > p.median())
+    codes = group_codes(groups=4, k=8, seed=1)
+    shared = coordinated_sample_in_set(p, q, codes)
+    per_row = coordinated_sample_in_set(p.expand(32, -1), q.expand(32, -1), codes)
+    assert torch.equal(shared[0], per_row[0])
+    torch.testing.assert_close(shared[1].value, per_row[1].value, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"p and q must have the same shape"):
+        coordinated_sample_in_set(p, q[:, :299], codes)
+    with pytest.raises(ValueError, match=r"q row 0 must be finite and non-negative"):
+        coordinated_sample_in_set(p, q - 1, codes)
+    assert PROPOSALS >= 1
+
+
+def test_top_p_and_typical_draw_by_rejection_over_softmax():
+    """The decoders whose set holds a fixed share of softmax's mass (top-p, typical) draw
+    coordinated samples by rejection over softmax's buckets; the others over q's."""
+    z = torch.randn(16, 200, generator=torch.Generator().manual_seed(8)) * 2
+    codes = group_codes(groups=2, k=8, seed=4)
+    softmax = d.Softmax(0.9).probs(z)
+    for decoder in (d.TopP(0.8, 0.9), d.Typical(0.7, 0.9),
+                    d.SimplexDecoder(d.Shannon(), d.TopPSupport(0.8), 0.9)):  # fmt: skip
+        tokens, new = decoder.sample_coordinated(z, codes)
+        expected, expected_new = coordinated_sample_in_set(softmax, decoder.probs(z), codes)
+        assert torch.equal(tokens, expected), decoder
+        assert torch.equal(new.value, expected_new.value), decoder
+    for decoder in (d.MinP(0.1, 0.9), d.TopK(20, 0.9)):
+        tokens, _ = decoder.sample_coordinated(z, codes)
+        assert torch.equal(tokens, coordinated_sample(decoder.probs(z), codes)[0]), decoder
 
 
 def test_bad_input_is_named():

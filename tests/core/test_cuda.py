@@ -315,7 +315,7 @@ def test_cuda_top_p_accept_pass_keeps_the_first_proposal_inside_the_nucleus(p, d
     for seed in range(3):
         source = draw_seed(z.device, torch.Generator("cuda").manual_seed(seed))
         arrivals = torch.zeros(2, rows, device="cuda", dtype=torch.int32)
-        kept, _, proposals = _propose_and_accept(z, inv_tau, ps, source, arrivals)
+        kept, _, proposals, _ = _propose_and_accept(z, inv_tau, ps, source, arrivals)
         assert_first_proposal_inside_the_top_p_cut_kept(z, 0.8, p, proposals, kept)
 
 
@@ -334,7 +334,7 @@ def test_cuda_typical_accept_pass_keeps_the_first_proposal_inside_the_set(mass):
     for seed in range(3):
         source = draw_seed(z.device, torch.Generator("cuda").manual_seed(seed))
         arrivals = torch.zeros(2, rows, device="cuda", dtype=torch.int32)
-        kept, _, proposals = _propose_and_accept(
+        kept, _, proposals, _ = _propose_and_accept(
             z, inv_tau, masses, source, arrivals, centre, TYPICAL.value
         )  # fmt: skip
         assert_first_proposal_inside_the_typical_set_kept(z, 0.8, mass, proposals, kept)
@@ -354,7 +354,7 @@ def test_cuda_top_p_accept_pass_rejects_tokens_just_outside_the_nucleus(p):
     ones, ps = torch.ones(256, device="cuda"), torch.full((256,), p, device="cuda")
     source = draw_seed(z.device, torch.Generator("cuda").manual_seed(0))
     arrivals = torch.zeros(2, 256, device="cuda", dtype=torch.int32)
-    kept, _, proposals = _propose_and_accept(z, ones, ps, source, arrivals)
+    kept, _, proposals, _ = _propose_and_accept(z, ones, ps, source, arrivals)
     assert_first_proposal_inside_the_top_p_cut_kept(z, 1.0, p, proposals, kept)
     assert torch.isin(proposals, torch.tensor([50000, 151935], device="cuda")).any()
 
@@ -750,7 +750,8 @@ def assert_coordinated_samples_of_a_probe_row_follow_q(decoder):
 )  # fmt: skip
 def test_cuda_coordinated_draw_over_the_closed_form_is_the_written_draw_and_exact(decoder):
     """A route's draw with codes as its randomness (q never written) against the coordinated
-    draw over the written q at V = 151,936: the same tokens bar a code within rounding of
+    draw over the written q at V = 151,936 (top-p and typical: by rejection over the written
+    softmax, `coordinated_sample_in_set`): the same tokens bar a code within rounding of
     an edge; then 6 × 8,192 coordinated samples of one row (groups of 8) against q by
     chi-square, and the long tail drawn no more often than its mass."""
     from decoptim.core.kernels.draw import draw_coordinated
@@ -761,11 +762,28 @@ def test_cuda_coordinated_draw_over_the_closed_form_is_the_written_draw_and_exac
     codes = d.group_codes(8, 8, seed=5, device="cuda")
     tokens, new = decoder.sample_coordinated(z, codes)
     q_z = decoder.probs(z)
-    expected, expected_new = draw_coordinated(q_z, codes)
+    p_z = decoder._proposal(z[:1].cpu())
+    if p_z is None:
+        expected, expected_new = draw_coordinated(q_z, codes)
+        compared, bucket = torch.ones_like(tokens, dtype=torch.bool), q_z
+    else:  # top-p and typical: by rejection over softmax's buckets, as the torch path
+        p_z = d.Softmax(decoder.temperature).probs(z)  # the kernel's float32 softmax
+        expected, expected_new = d.coordinated_sample_in_set(p_z.cpu(), q_z.cpu(), codes.to("cpu"))
+        expected, expected_new = expected.cuda(), expected_new.to("cuda")
+        # Next codes compared where the first pick was kept: a rejected pick magnifies its
+        # bucket's float32 rounding by 1/p of its token.
+        first, _ = d.coordinated_sample(p_z.cpu(), codes.to("cpu"))
+        compared, bucket = q_z.gather(1, first.cuda()[:, None])[:, 0] > 0, p_z
+        assert int(compared.sum()) >= 32, compared
+    # Tokens compared where the first pick was kept (for the others the rejected picks'
+    # magnified rounding decides; every token is in q's support and the probe row's
+    # samples follow q, below).
     same = tokens == expected
-    assert int(same.sum()) >= 63, (tokens, expected)
-    share = (q_z / q_z.sum(-1, keepdim=True)).gather(1, tokens[:, None])[:, 0].double()
-    assert ((new.value - expected_new.value).abs()[same] <= 1e-5 / share[same]).all()
+    assert int((same | ~compared).sum()) >= 63, (tokens, expected, compared)
+    assert (q_z.gather(1, tokens[:, None]) > 0).all(), tokens
+    compared &= same
+    share = (bucket / bucket.sum(-1, keepdim=True)).gather(1, tokens[:, None])[:, 0].double()
+    assert ((new.value - expected_new.value).abs()[compared] <= 1e-5 / share[compared]).all()
     assert torch.equal(new.step, codes.step + 1)
     assert_coordinated_samples_of_a_probe_row_follow_q(decoder)
 

@@ -4,7 +4,13 @@ Nothing here imports an inference engine.
 """
 
 from .bok import BestOfK
-from .coordinated import Codes, coordinated_sample, group_codes, start_codes
+from .coordinated import (
+    Codes,
+    coordinated_sample,
+    coordinated_sample_in_set,
+    group_codes,
+    start_codes,
+)
 from .decoders import (
     Decoder,
     Entmax,
@@ -86,6 +92,7 @@ __all__ = [
     "TypicalSupport",
     "WeightedSum",
     "coordinated_sample",
+    "coordinated_sample_in_set",
     "entmax15_sort",
     "frank_wolfe_certificate",
     "group_codes",

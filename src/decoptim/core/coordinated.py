@@ -37,8 +37,14 @@ from .inverse_transform import buckets, buckets_by_block, invalid_q, invalid_row
 from .kernels import use_kernels
 
 _MASK32 = 0xFFFFFFFF
-# Hash streams: the group's starting uniform U, and the refill bits of each step.
-_START, _REFILL = 0x5EED0001, 0x5EED0002
+# Hash streams: the group's starting uniform U, the refill bits of each step's next code,
+# and those of the code a rejected pick passes on (`coordinated_sample_in_set`; one stream
+# per pick, so no bits are read twice and a resumed code, the refill stream's, is
+# independent of every token drawn before it).
+_START, _REFILL, _REDRAW = 0x5EED0001, 0x5EED0002, 0x5EED0100
+# Picks from p before a rejected code picks from q itself (`coordinated_sample_in_set`);
+# top-p's and typical's kernels make as many.
+PROPOSALS = 4
 _TWO_POW_M52 = 2.0**-52
 _TWO_POW_M53 = 2.0**-53
 
@@ -182,6 +188,57 @@ def coordinated_sample(q: Tensor, codes: Codes, validate: bool = True) -> tuple[
     q/Σq (to ~V·2⁻⁵³ of the row's mass) whatever the other rows hold; samples of one group
     with a shared prefix are stratified.
     """
+    flat, shared = _checked_rows(q, codes, validate)
+    if not shared and q.dtype == torch.float32 and use_kernels(q):
+        from .kernels.draw import draw_coordinated
+
+        return draw_coordinated(q, codes)
+    seed, index, step, value = _laid_out(codes, q.device, shared)
+    token, inside, grain = _pick(flat, value, shared)
+    return _as_samples(codes, token, _refill(inside, grain, seed, index, step, _REFILL))
+
+
+def coordinated_sample_in_set(
+    p: Tensor, q: Tensor, codes: Codes, validate: bool = True
+) -> tuple[Tensor, Codes]:
+    """`coordinated_sample` for q = p restricted to a set S and renormalised (q ∝ p on S, 0
+    off it; p and q [..., V], one row per sample or a single shared row), by rejection over
+    p's buckets: a code picks a token from p; a token in S (q > 0) is kept with the code's
+    place inside its bucket as the next code; a token outside S passes that place on to
+    pick again, up to PROPOSALS times; a code still rejected then picks from q's buckets.
+
+    Each sample stays exact: a code is uniform given the tokens it has rejected, so each
+    pick is a fresh draw from p, and a draw from p kept only in S is a draw from q. The
+    group stays stratified over p's buckets (a token with p ≥ 1/K at a shared prefix is
+    taken by at least one sample), and only the codes that land outside S, a share
+    p(S̄) ≤ 1 − mass of them for top-p and typical, are picked again. On CUDA this is what
+    top-p's and typical's kernels do without writing q (their set's edge is needed only for
+    the codes rejected PROPOSALS times), which costs about a plain sample."""
+    flat_p, shared = _checked_rows(p, codes, validate)
+    flat_q, _ = _checked_rows(q, codes, validate)
+    if flat_p.shape != flat_q.shape:
+        raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and "
+                         f"{tuple(q.shape)}")  # fmt: skip
+    seed, index, step, value = _laid_out(codes, p.device, shared)
+    tokens = torch.full_like(seed, -1)
+    next_value = torch.zeros_like(value)
+    for draw in range(PROPOSALS):
+        token, inside, grain = _pick(flat_p, value, shared)
+        kept = (tokens < 0) & (flat_q.gather(-1, token) > 0)
+        tokens = torch.where(kept, token, tokens)
+        accepted = _refill(inside, grain, seed, index, step, _REFILL)
+        next_value = torch.where(kept, accepted, next_value)
+        value = _refill(inside, grain, seed, index, step, _REDRAW + draw)
+    token, inside, grain = _pick(flat_q, value, shared)
+    left = tokens < 0
+    tokens = torch.where(left, token, tokens)
+    next_value = torch.where(left, _refill(inside, grain, seed, index, step, _REFILL), next_value)
+    return _as_samples(codes, tokens, next_value)
+
+
+def _checked_rows(q: Tensor, codes: Codes, validate: bool) -> tuple[Tensor, bool]:
+    # q as rows [n, V] and whether it is one row shared by every sample; shapes always
+    # checked, values with `validate`.
     if not isinstance(codes, Codes):
         raise TypeError(f"codes must be Codes (see start_codes), got {type(codes).__name__}")
     if not isinstance(q, Tensor) or q.dim() == 0:
@@ -196,27 +253,46 @@ def coordinated_sample(q: Tensor, codes: Codes, validate: bool = True) -> tuple[
         )
     if validate:
         _check_step(q, codes)
-    if not shared and q.dtype == torch.float32 and use_kernels(q):
-        from .kernels.draw import draw_coordinated
+    return flat, shared
 
-        return draw_coordinated(q, codes)
-    # Shared row: the samples' targets along one row [1, n]; else one per row [n, 1].
+
+def _laid_out(codes: Codes, device: torch.device, shared: bool) -> tuple[Tensor, ...]:
+    # The codes' seed, index, step and value as the samples' targets: along one row [1, n]
+    # for a shared row of q, else one per row [n, 1].
     layout = (1, -1) if shared else (-1, 1)
-    seed, index, step = (
-        part.to(q.device).reshape(layout) for part in (codes.seed, codes.index, codes.step)
+    return tuple(
+        part.to(device).reshape(layout)
+        for part in (codes.seed, codes.index, codes.step, codes.value)
     )
-    value = codes.value.to(q.device).reshape(layout)
+
+
+def _pick(flat: Tensor, value: Tensor, shared: bool) -> tuple[Tensor, Tensor, Tensor]:
+    # The token whose bucket of `flat` holds each code, the code's place inside that bucket,
+    # and the grain to which that place is known (2⁻⁵² of the row's mass, in the bucket's
+    # units).
     if shared:
         token, low, width, total = buckets(torch.cumsum(flat.to(torch.float64), -1), value)
     else:
         token, low, width, total = buckets_by_block(flat, value)
-    target = value * total
-    inside = ((target - low) / width).clamp(0.0, 1.0)
-    grain = _TWO_POW_M52 * total / width
-    refilled = inside + hashed_uniform(seed, index, step + 1, _REFILL) * grain
-    refilled = refilled - torch.floor(refilled)
-    parts = (refilled, seed, index, step + 1)
-    return token.reshape(samples), Codes(*(part.reshape(samples) for part in parts))
+    inside = ((value * total - low) / width).clamp(0.0, 1.0)
+    return token, inside, _TWO_POW_M52 * total / width
+
+
+def _refill(
+    inside: Tensor, grain: Tensor, seed: Tensor, index: Tensor, step: Tensor, stream: int
+) -> Tensor:
+    # A code's place inside its bucket with hashed bits of `stream` added below its grain.
+    refilled = inside + hashed_uniform(seed, index, step + 1, stream) * grain
+    return refilled - torch.floor(refilled)
+
+
+def _as_samples(codes: Codes, token: Tensor, value: Tensor) -> tuple[Tensor, Codes]:
+    # Tokens and next codes (step + 1) in the samples' shape.
+    samples = codes.value.shape
+    parts = (value, codes.seed, codes.index, codes.step + 1)
+    return token.reshape(samples), Codes(
+        *(part.to(value.device).reshape(samples) for part in parts)
+    )
 
 
 def forced_scores(tokens: Tensor, like: Tensor) -> Tensor:
@@ -274,6 +350,7 @@ __all__ = [
     "Codes",
     "check_codes",
     "coordinated_sample",
+    "coordinated_sample_in_set",
     "forced_scores",
     "group_codes",
     "group_seeds",

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .checks import Param, check_logits, per_row, positive
-from .coordinated import Codes, check_codes, coordinated_sample
+from .coordinated import Codes, check_codes, coordinated_sample, coordinated_sample_in_set
 from .inverse_transform import sample_rows
 from .kernels import use_kernels
 from .kernels.table import Route, kernel_route
@@ -117,7 +117,17 @@ class Decoder:
                 check_codes(codes)
             source = CodedDraw.of(codes, x.device)
             return route.sample(self, x, source), source.next_codes(codes.value.shape)
-        return coordinated_sample(self._solve(x, route), codes, validate=self.validate)
+        q = self._solve(x, route)
+        p = self._proposal(x)
+        if p is None:
+            return coordinated_sample(q, codes, validate=self.validate)
+        return coordinated_sample_in_set(p, q, codes, validate=self.validate)
+
+    def _proposal(self, x: Tensor) -> Tensor | None:
+        # The p that q restricts to a set of at least a fixed share of p's mass, for
+        # coordinated draws by rejection over p's buckets (`coordinated_sample_in_set`, as
+        # the CUDA route does it); None draws over q's own buckets.
+        return None
 
     def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:
         """Optimality figures of `probs` (default: this decoder's output) for its problem:
@@ -180,6 +190,15 @@ class SimplexDecoder(Decoder):
 
     def _solve_torch(self, x: Tensor) -> Tensor:
         return solve(self.problem(x), self.solver)
+
+    def _proposal(self, x: Tensor) -> Tensor | None:
+        # Top-p's and typical's sets hold mass ≥ p of softmax: coordinated draws pick from
+        # softmax and keep a token inside the set (`Decoder.sample_coordinated`).
+        if type(self.regularizer) is Shannon and isinstance(
+            self.support, (TopPSupport, TypicalSupport)
+        ):
+            return SimplexDecoder(Shannon(), None, self.temperature, validate=False)._solve_torch(x)
+        return None
 
     def __repr__(self) -> str:
         return (

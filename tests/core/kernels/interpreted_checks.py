@@ -21,7 +21,13 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
 import decoptim as d  # noqa: E402
 from decoptim.core.checks import kernel_rows  # noqa: E402
-from decoptim.core.coordinated import coordinated_sample, group_codes, hashed_uniform  # noqa: E402
+from decoptim.core.coordinated import (  # noqa: E402
+    PROPOSALS,
+    coordinated_sample,
+    coordinated_sample_in_set,
+    group_codes,
+    hashed_uniform,
+)
 from decoptim.core.kernels import table, top_p, uniforms  # noqa: E402
 from decoptim.core.kernels.bok_head import exponential  # noqa: E402
 from decoptim.core.kernels.bok_topm import (  # noqa: E402
@@ -348,7 +354,7 @@ def check_accept_pass_keeps_the_first_proposal_inside_the_set() -> None:
         for seed in range(2):
             source = draw_seed(z.device, torch.Generator().manual_seed(seed))
             arrivals = torch.zeros(2, len(z), dtype=torch.int32)
-            kept, _, proposals = _propose_and_accept(z, *rows, source, arrivals)
+            kept, _, proposals, _ = _propose_and_accept(z, *rows, source, arrivals)
             assert_first_proposal_inside_the_top_p_cut_kept(z, tau, p, proposals, kept)
     # Typical's set on the same hard rows: the key −|x − E_p[x]| in place of x.
     z = crowded_rows(6000, 9) * 0.5
@@ -358,7 +364,7 @@ def check_accept_pass_keeps_the_first_proposal_inside_the_set() -> None:
         for seed in range(2):
             source = draw_seed(z.device, torch.Generator().manual_seed(seed))
             arrivals = torch.zeros(2, len(z), dtype=torch.int32)
-            kept, _, proposals = _propose_and_accept(
+            kept, _, proposals, _ = _propose_and_accept(
                 z, inv_tau, masses, source, arrivals, centre, TYPICAL.value
             )  # fmt: skip
             assert_first_proposal_inside_the_typical_set_kept(z, tau, mass, proposals, kept)
@@ -368,7 +374,7 @@ def check_top_p_sample_follows_probs() -> None:
     # The rejection sampler over two rows: one whose nucleus holds most of the mass (nearly
     # every row keeps its first proposal) and one whose nucleus holds ~6% (~3/4 of rows
     # find none of their 4 proposals inside and take the edge's draw), with ties at that
-    # edge.
+    # edge; with Philox's uniforms and with codes (picks chained from each code).
     scipy_stats = __import__("scipy.stats").stats
     mostly_in = torch.tensor([[2.0, 1.0, 0.5, -1.0, -torch.inf, 0.0, 3.0, -4.0]])
     mostly_out = -0.01 * torch.arange(64.0)[None, :]
@@ -378,12 +384,17 @@ def check_top_p_sample_follows_probs() -> None:
         q = d.TopP(p, tau).probs(z.double())[0]
         rows = z.expand(draws, -1).contiguous()
         args = kernel_rows(1.0 / tau, rows), kernel_rows(p, rows)
-        tokens = top_p_sample(rows, *args, torch.Generator().manual_seed(13))
-        counts = torch.bincount(tokens, minlength=z.shape[-1]).double()
-        assert (counts[q == 0] == 0).all(), (p, counts, q)
-        live = q > 0
-        p_value = scipy_stats.chisquare(counts[live].numpy(), (q[live] * draws).numpy()).pvalue
-        assert p_value > 1e-3, (p, counts[live], q[live] * draws, p_value)
+        coded = CodedDraw.of(group_codes(draws // 8, 8, seed=13), rows.device)
+        for randomness in (torch.Generator().manual_seed(13), coded):
+            tokens = top_p_sample(rows, *args, randomness)
+            counts = torch.bincount(tokens, minlength=z.shape[-1]).double()
+            assert (counts[q == 0] == 0).all(), (p, counts, q)
+            live = q > 0
+            expected = (q[live] * draws).numpy()
+            p_value = scipy_stats.chisquare(counts[live].numpy(), expected).pvalue
+            assert p_value > 1e-3, (p, randomness, counts[live], expected, p_value)
+        # The codes left for the next step, by the first pick kept or the draw at the edge.
+        assert scipy_stats.kstest(coded.next_value.numpy(), "uniform").pvalue > 1e-3, p
 
 
 def check_softmax_equals_reference_and_samples_as_the_draw_over_its_probs() -> None:
@@ -844,6 +855,33 @@ def check_draw_many_picks_each_proposal_with_its_own_uniforms() -> None:
     assert torch.equal(tops, padded.view(rows, 4, DRAW_BLOCK).max(2).values)
 
 
+def check_coded_picks_pass_their_place_on() -> None:
+    # draw_many_from_logits with codes chains its picks as `coordinated_sample_in_set` does:
+    # the first is the start code's pick over softmax, each next one the pick of the code
+    # the one before passed on, its place inside its bucket (the stored next code differs
+    # from it only below its grain: other hashed bits) against float64 buckets, bar a code
+    # within rounding of an edge; the last slot holds the code the last pick passed on.
+    vocab, tau, rows = 3 * DRAW_BLOCK + 77, 0.8, 16
+    z = random_logits(rows, vocab, 5) * 0.7
+    z[3, :500] = -torch.inf  # masked tokens before the row's first live one
+    codes = group_codes(rows // 4, 4, seed=9)
+    picks = torch.empty(rows, PROPOSALS + 1, dtype=torch.float64)
+    source = CodedDraw.of(codes, z.device)._replace(next_value=picks)
+    arrivals = torch.zeros(rows, dtype=torch.int32)
+    tokens, _ = draw_many_from_logits(z, kernel_rows(1 / tau, z), source, arrivals, PROPOSALS)
+    cumulative = torch.softmax(z.double() / tau, -1).cumsum(-1)
+    code, agree = codes.value, 0
+    for draw in range(PROPOSALS):
+        expected = torch.searchsorted(cumulative, (code * cumulative[:, -1])[:, None], right=True)
+        agree += int((tokens[:, draw] == expected[:, 0]).sum())
+        code = picks[:, draw]
+    assert agree >= rows * PROPOSALS - 1, (tokens, agree)
+    gap = (picks[:, -1] - picks[:, -2]).abs()
+    gap = torch.minimum(gap, 1 - gap)  # codes are mod 1
+    # Other bits below the grain: they differ unless the grain is within the code's last bit.
+    assert (gap < 1e-8).all() and int((gap > 0).sum()) >= rows - 2, gap
+
+
 def check_graph_seeds_advance_the_stream_and_clear_the_counters() -> None:
     # A CUDA graph's seeds (`draw.next_graph_seeds`): Philox4x32-10's first two words at
     # (the stream's key, its count), the count one more per launch, the counters zeroed in
@@ -1011,7 +1049,10 @@ def check_coordinated_draw_over_the_closed_form_equals_the_written_draw() -> Non
     # A route's own draw with the codes as its randomness against the coordinated draw over
     # the written q: the same tokens bar a code within rounding of a bucket's edge (the
     # closed form and the written q differ by one rounding of the normaliser), next codes
-    # close where the tokens agree, steps advanced.
+    # close where the tokens agree, steps advanced. Top-p and typical draw by rejection over
+    # softmax's buckets: against the torch path's `coordinated_sample_in_set` over the
+    # written p and q, tokens and next codes compared where the first pick was kept (a
+    # rejected pick magnifies the float32 rounding of its bucket by 1/p of its token).
     z = random_logits(12, 5000, 13) * 0.5
     codes = group_codes(3, 4, seed=6)
     with kernels_on_the_cpu():
@@ -1021,12 +1062,22 @@ def check_coordinated_draw_over_the_closed_form_equals_the_written_draw() -> Non
             assert table.route_name(decoder, z) != "torch" and route_of(decoder).codes, decoder
             tokens, new = decoder.sample_coordinated(z, codes)
             q = decoder.probs(z)
-            expected, expected_new = draw_coordinated(q, codes)
+            p = decoder._proposal(z)
+            if p is None:
+                expected, expected_new = draw_coordinated(q, codes)
+                compared, bucket = torch.ones_like(tokens, dtype=torch.bool), q
+            else:
+                expected, expected_new = coordinated_sample_in_set(p, q, codes)
+                first_pick, _ = coordinated_sample(p, codes)
+                compared, bucket = q.gather(1, first_pick[:, None])[:, 0] > 0, p
+                assert int(compared.sum()) >= len(z) // 2, (decoder, compared)
+            # Tokens compared where the first pick was kept, as next codes.
             same = tokens == expected
-            assert int(same.sum()) >= len(z) - 1, (decoder, tokens, expected)
-            share = (q / q.sum(-1, keepdim=True)).gather(1, tokens[:, None])[:, 0].double()
-            gap = (new.value - expected_new.value).abs()[same]
-            assert (gap <= 1e-5 / share[same]).all(), (decoder, gap, share)
+            assert int((same | ~compared).sum()) >= len(z) - 1, (decoder, tokens, expected)
+            compared &= same
+            share = (bucket / bucket.sum(-1, keepdim=True)).gather(1, tokens[:, None])[:, 0]
+            gap = (new.value - expected_new.value).abs()[compared]
+            assert (gap <= 1e-5 / share.double()[compared]).all(), (decoder, gap, share)
             assert torch.equal(new.step, codes.step + 1) and torch.equal(new.seed, codes.seed)
             assert (q.gather(1, tokens[:, None]) > 0).all(), (decoder, tokens)
 

@@ -30,7 +30,7 @@ from .candidates import (
 from .draw import CodedDraw, draw_targets, randomness_args
 from .launch import kernel
 from .streaming import code_of, load_logits, pow2_at_least, row_lse
-from .uniforms import TWO_POW_M52, next_code, pick
+from .uniforms import REFILL, TWO_POW_M52, next_code, pick
 
 
 class HeadSolution(NamedTuple):
@@ -276,7 +276,7 @@ def _bok_topm_head_kernel(
             in_head = (target < head_total) | (tail_mass <= 0.0)
             if in_head:
                 code = next_code(target, low, width, TWO_POW_M52 * total / width, group_ptr,
-                                 index_ptr, step_ptr, row)  # fmt: skip
+                                 index_ptr, step_ptr, row, REFILL)  # fmt: skip
                 tl.store(next_code_ptr + row, code)
             safe_tail = tl.where(tail_mass > 0.0, tail_mass, 1.0).to(tl.float64)
             remapped = tl.minimum(tl.maximum((target - head_total) / safe_tail, 0.0), 1.0)

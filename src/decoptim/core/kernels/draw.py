@@ -51,7 +51,7 @@ from .streaming import (
     split_bounds,
     splits_for,
 )
-from .uniforms import TWO_POW_M52, next_code, philox_uniforms, pick
+from .uniforms import REDRAW, REFILL, TWO_POW_M52, next_code, philox_uniforms, pick
 
 BLOCK = 2048
 SEED_BLOCK = 1024  # counters a seed launch's program zeroes
@@ -88,12 +88,16 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
                  code_scale_ptr, mass_ptr, top_ptr, arrivals_ptr, out_ptr, V, CHUNK, BLOCKS,
                  BLOCK: tl.constexpr, BLOCKS_POW2: tl.constexpr, MODE: tl.constexpr,
                  FLOOR: tl.constexpr, HEAD: tl.constexpr, PENDING: tl.constexpr,
-                 CODED: tl.constexpr, SCALED: tl.constexpr, DRAWS: tl.constexpr):  # fmt: skip
+                 CODED: tl.constexpr, SCALED: tl.constexpr, DRAWS: tl.constexpr,
+                 CHAINED: tl.constexpr):  # fmt: skip
     # With PENDING, rows whose token is already drawn (out[row] ≥ 0) do nothing. With CODED
     # the row's code (code, group seed, index, step) replaces the Philox uniforms, block
     # masses are float64 sums, and the row's next code goes to next_code[row]; with SCALED
     # the code's refill grain is code_scale[row] times this draw's (a code remapped onto a
-    # tail). DRAWS > 1 (Philox only): that many independent tokens per row, out[row, :].
+    # tail). DRAWS > 1: that many tokens per row, out[row, :]: independent (Philox), or
+    # CHAINED (codes) as `coordinated.coordinated_sample_in_set`'s picks, each from the code
+    # the one before passes on: next_code[row, :DRAWS] holds each pick's next code,
+    # next_code[row, DRAWS] the code the last passes on.
     row, split, splits = program_position()
     pending = tl.load(out_ptr + row) < 0 if PENDING else True
     if pending:
@@ -130,9 +134,10 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
                 weight = tl.exp(c * (tops - finite_or_zero(row_top)))
                 mass = tl.where(tops == row_top, mass, mass * weight)
             total = tl.sum(mass.to(tl.float64), axis=0)
+            code = tl.load(code_ptr + row) if CODED else 0.0
             for draw in tl.static_range(DRAWS):
                 if CODED:
-                    target = tl.load(code_ptr + row) * total
+                    target = code * total
                 else:
                     first, second = philox_uniforms(seed_ptr, row * DRAWS + draw)
                     target = first * total
@@ -151,9 +156,18 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
                     grain = TWO_POW_M52 * total * in_block / (width * block_mass)
                     if SCALED:
                         grain *= tl.load(code_scale_ptr + row)
-                    code = next_code(position * in_block, low, width, grain, group_ptr,
-                                     index_ptr, step_ptr, row)  # fmt: skip
-                    tl.store(next_code_ptr + row, code)
+                    place = position * in_block
+                    code_slot = next_code_ptr + row * (DRAWS + CHAINED) + draw
+                    tl.store(code_slot, next_code(place, low, width, grain, group_ptr,
+                                                  index_ptr, step_ptr, row, REFILL))  # fmt: skip
+                    if CHAINED:
+                        # The code this pick passes on if its token is rejected
+                        # (`coordinated.coordinated_sample_in_set`); after the last pick,
+                        # for the draw at the set's edge.
+                        code = next_code(place, low, width, grain, group_ptr, index_ptr,
+                                         step_ptr, row, REDRAW + draw)  # fmt: skip
+                        if draw == DRAWS - 1:
+                            tl.store(code_slot + 1, code)
 
 
 class CodedDraw(NamedTuple):
@@ -325,7 +339,7 @@ def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Ten
         chunk_for(vocab, splits, BLOCK), blocks, BLOCK=BLOCK,
         BLOCKS_POW2=pow2_at_least(blocks, 16), MODE=mode, FLOOR=floor, HEAD=head,
         PENDING=head or pending, CODED=coded, SCALED=code_scale is not None, DRAWS=draws,
-        num_warps=WARPS,
+        CHAINED=coded and draws > 1, num_warps=WARPS,
     )  # fmt: skip
     return tokens, tops
 
@@ -386,11 +400,18 @@ def draw_from_logits(
 
 
 def draw_many_from_logits(
-    z: torch.Tensor, c: torch.Tensor, seed: torch.Tensor, arrivals: torch.Tensor, draws: int
+    z: torch.Tensor,
+    c: torch.Tensor,
+    source: torch.Tensor | CodedDraw,
+    arrivals: torch.Tensor,
+    draws: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`draws` independent tokens per row of z [rows, V] from q ∝ exp(c·z), as
-    `draw_from_logits` draws one, from the Philox `seed` (`draw_seed`'s) and zeroed
-    `arrivals` (int32 [rows]). Returns the tokens [rows, draws] and each row's block maxima
-    [rows, blocks] (their max is the row's max z, −inf on a row with nothing finite)."""
+    """`draws` tokens per row of z [rows, V] from q ∝ exp(c·z), as `draw_from_logits` draws
+    one, and zeroed `arrivals` (int32 [rows]): independent from a Philox seed (`draw_seed`'s),
+    or from a `CodedDraw` whose next_value is float64 [rows, draws + 1], picks chained as
+    `coordinated.coordinated_sample_in_set` chains them (each pick's next code and, last,
+    the code the last pick passes on go to next_value). Returns the tokens [rows, draws] and
+    each row's block maxima [rows, blocks] (their max is the row's max z, −inf on a row with
+    nothing finite)."""
     tokens = torch.empty(z.shape[0], draws, device=z.device, dtype=torch.int64)
-    return _launch(z, (c,) * 6, seed, (tokens, arrivals), LOGITS.value, draws=draws)
+    return _launch(z, (c,) * 6, source, (tokens, arrivals), LOGITS.value, draws=draws)

@@ -26,6 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..coordinated import PROPOSALS
 from ..supports import ordered_codes
 from .candidates import (
     CAP,
@@ -41,7 +42,6 @@ from .draw import (
     draw_affine,
     draw_many_from_logits,
     draw_seed,
-    draw_targets,
 )
 from .launch import kernel
 from .streaming import BLOCK as STREAM_BLOCK
@@ -85,14 +85,14 @@ EDGE_PASSES = ProfilePasses(levels=4, thresholds=8, block=1024)
 # exit at once; there a pass's launch costs more than its comparisons: with 4 passes plain
 # top-p took 0.171–0.174 ms at B = 256 against 0.163–0.164 with these 2.
 PENDING_EDGE_PASSES = ProfilePasses(levels=2, thresholds=32, block=256)
-# Top-p's sample by rejection (`top_p_sample`): tokens proposed per row, and the accept
-# pass's launch. On an H200 at p = 0.9 (`bench/top_p_proposals.py`), 4 proposals replayed
-# fastest at B = 1 and 256 and 2 at B = 8 and 64; at p = 0.5, 2, 4, 8 and 4 at B = 1, 8,
-# 64 and 256.
+# Top-p's sample by rejection (`top_p_sample`): tokens proposed per row (PROPOSALS, shared
+# with the torch path's coordinated draw by rejection, whose picks the kernels reproduce),
+# and the accept pass's launch. On an H200 at p = 0.9 (`bench/top_p_proposals.py`), 4
+# proposals replayed fastest at B = 1 and 256 and 2 at B = 8 and 64; at p = 0.5, 2, 4, 8
+# and 4 at B = 1, 8, 64 and 256.
 # Each one more costs the draw's last program a block reload and pick and the accept pass
 # a comparison per token; each one fewer leaves more rows to the edge's passes. A scratch
 # sweep of the accept pass's block, warps and programs per SM moved it by up to 9% (B = 8).
-PROPOSALS = 4
 ACCEPT_BLOCK = 1024
 ACCEPT_PER_SM = 8
 ACCEPT_WARPS = 4
@@ -498,11 +498,15 @@ def _accept_proposals_kernel(
     sum_ptr,
     arrivals_ptr,
     tokens_ptr,
+    picked_codes_ptr,
+    redraw_code_ptr,
+    next_code_ptr,
     V,
     CHUNK,
     BLOCKS,
     KEY: tl.constexpr,
     DRAWS: tl.constexpr,
+    CODED: tl.constexpr,
     BLOCKS_POW2: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -513,7 +517,9 @@ def _accept_proposals_kernel(
     # sum relative to it) so that the edge's kernels can take them as the row's stats. The
     # row's last program to arrive keeps the first drawn token inside the set,
     # {key : mass(key' > key) < p·Σ} (key ≥ the edge, ties at the edge kept), or writes −1
-    # when none is.
+    # when none is. With CODED (picks chained from a code, `draw_many_from_logits`) it also
+    # writes the kept pick's next code, or for a row with none the code its last pick passed
+    # on, to draw with at the edge.
     row, split, splits = program_position()
     inv_tau = tl.load(inv_tau_ptr + row)
     centre = tl.load(centre_ptr + row)
@@ -555,6 +561,14 @@ def _accept_proposals_kernel(
         first = tl.min(tl.where(inside, draw, DRAWS), axis=0)
         token = tl.sum(tl.where(draw == first, drawn, 0), axis=0)
         tl.store(tokens_ptr + row, tl.where(first < DRAWS, token, -1))
+        if CODED:
+            codes = tl.load(picked_codes_ptr + row * (DRAWS + 1) + draw)
+            if first < DRAWS:
+                tl.store(next_code_ptr + row, tl.sum(tl.where(draw == first, codes, 0.0), axis=0))
+            else:
+                tl.store(
+                    redraw_code_ptr + row, tl.load(picked_codes_ptr + row * (DRAWS + 1) + DRAWS)
+                )
 
 
 @kernel
@@ -687,30 +701,46 @@ def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torc
     return exp_affine(flat, inv_tau, z_max, shift, floor).reshape(z.shape)
 
 
-def _propose_and_accept(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor,
-                        seed: torch.Tensor, arrivals: torch.Tensor,
-                        centre: torch.Tensor | None = None, key: int = NUCLEUS.value,
-                        ) -> tuple[torch.Tensor, RowStats, torch.Tensor]:  # fmt: skip
-    # PROPOSALS tokens per row from softmax(x) (Philox, the first seed), then per row the
-    # first of them inside the set on `key` (top-p's nucleus; typical's set around `centre`)
-    # that holds mass p (`_edge_terms`), or −1; the row's stats, as `row_stats` gives them,
-    # for the edge of the rows left; and the proposals [rows, PROPOSALS]. `arrivals`: zeroed
+def _propose_and_accept(
+    flat: torch.Tensor,
+    inv_tau: torch.Tensor,
+    p: torch.Tensor,
+    source: torch.Tensor | CodedDraw,
+    arrivals: torch.Tensor,
+    centre: torch.Tensor | None = None,
+    key: int = NUCLEUS.value,
+) -> tuple[torch.Tensor, RowStats, torch.Tensor, CodedDraw | None]:
+    # PROPOSALS tokens per row from softmax(x), then per row the first of them inside the set
+    # on `key` (top-p's nucleus; typical's set around `centre`) that holds mass p
+    # (`_edge_terms`), or −1; the row's stats, as `row_stats` gives them, for the edge of
+    # the rows left; the proposals [rows, PROPOSALS]. They are independent with a Philox
+    # `source` (`draw_seed`'s, the first seed), or picks chained from the codes of a
+    # `CodedDraw` (its next_value gets the kept pick's next code); then the fourth result is
+    # the codes the rows left draw with at the edge (None for Philox). `arrivals`: zeroed
     # int32 [2, rows].
     rows, vocab = flat.shape
+    device = flat.device
     centre = inv_tau if centre is None else centre
-    drawn, tops = draw_many_from_logits(flat, inv_tau, seed, arrivals[0], PROPOSALS)
-    splits = splits_for(rows, vocab, flat.device, per_sm=ACCEPT_PER_SM, block=ACCEPT_BLOCK)
-    stats = RowStats(*torch.empty(2, rows, splits, device=flat.device), None, None)
-    above = torch.empty(rows, splits, PROPOSALS, device=flat.device, dtype=torch.float32)
-    tokens = torch.empty(rows, device=flat.device, dtype=torch.int64)
+    coded = isinstance(source, CodedDraw)
+    redraw = None
+    if coded:
+        picks = torch.empty(rows, PROPOSALS + 1, device=device, dtype=torch.float64)
+        redraw = source._replace(value=torch.empty_like(source.value))
+        source = source._replace(next_value=picks)
+    drawn, tops = draw_many_from_logits(flat, inv_tau, source, arrivals[0], PROPOSALS)
+    splits = splits_for(rows, vocab, device, per_sm=ACCEPT_PER_SM, block=ACCEPT_BLOCK)
+    stats = RowStats(*torch.empty(2, rows, splits, device=device), None, None)
+    above = torch.empty(rows, splits, PROPOSALS, device=device, dtype=torch.float32)
+    tokens = torch.empty(rows, device=device, dtype=torch.int64)
     blocks = tops.shape[1]
+    code_args = (picks, redraw.value, redraw.next_value) if coded else (above,) * 3
     _accept_proposals_kernel[(rows, splits)](
         flat, inv_tau, p, centre, drawn, tops, above, stats.maxes, stats.sums, arrivals[1],
-        tokens, vocab, chunk_for(vocab, splits, ACCEPT_BLOCK), blocks, KEY=key,
-        DRAWS=PROPOSALS, BLOCKS_POW2=pow2_at_least(blocks, 16),
+        tokens, *code_args, vocab, chunk_for(vocab, splits, ACCEPT_BLOCK), blocks, KEY=key,
+        DRAWS=PROPOSALS, CODED=coded, BLOCKS_POW2=pow2_at_least(blocks, 16),
         SPLIT_BLOCK=pow2_at_least(splits, 16), BLOCK=ACCEPT_BLOCK, num_warps=ACCEPT_WARPS,
     )  # fmt: skip
-    return tokens, stats, drawn
+    return tokens, stats, drawn, redraw
 
 
 def _head_edge(ceiling: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -743,24 +773,22 @@ def sample_at_the_edge(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tenso
 
 def _sample(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: RowStats | None,
             centre: torch.Tensor, key: int, randomness: Randomness) -> torch.Tensor:  # fmt: skip
-    # The sample of top-p (key NUCLEUS) or typical (TYPICAL): by rejection for Philox
-    # randomness, the rows left and coordinated draws at the edge (`top_p_sample`). `stats`:
-    # the row's where already taken (typical's, for its centre), else None: then a
-    # coordinated draw takes them here and the rows left use the accept pass's.
+    # The sample of top-p (key NUCLEUS) or typical (TYPICAL) by rejection, the rows left at
+    # the edge (`top_p_sample`). `stats`: the row's where already taken (typical's, for its
+    # centre), else None: then the rows left use the accept pass's.
     rows = flat.shape[0]
-    if isinstance(randomness, CodedDraw):
-        stats = row_stats(flat, inv_tau) if stats is None else stats
-        targets = draw_targets(rows, flat.device)
-        if key == TYPICAL.value:
-            targets[0].fill_(-1)  # typical's draw, with a head edge, draws rows still at −1
-        return sample_at_the_edge(flat, inv_tau, p, stats, randomness, targets, False, centre,
-                                  key)  # fmt: skip
     arrivals = torch.empty(2, rows, device=flat.device, dtype=torch.int32)
-    source = draw_seed(flat.device, randomness, clear=arrivals)
-    tokens, accept_stats, _ = _propose_and_accept(flat, inv_tau, p, source, arrivals, centre, key)
+    if isinstance(randomness, CodedDraw):
+        arrivals.zero_()
+        source = randomness
+    else:
+        source = draw_seed(flat.device, randomness, clear=arrivals)
+    tokens, accept_stats, _, redraw = _propose_and_accept(flat, inv_tau, p, source, arrivals,
+                                                          centre, key)  # fmt: skip
     # The edge's solve zeroes the counters again for its draw.
-    sample_at_the_edge(flat, inv_tau, p, accept_stats if stats is None else stats, source[1:],
-                       (tokens, arrivals[0]), True, centre, key)  # fmt: skip
+    sample_at_the_edge(flat, inv_tau, p, accept_stats if stats is None else stats,
+                       source[1:] if redraw is None else redraw, (tokens, arrivals[0]), True,
+                       centre, key)  # fmt: skip
     return tokens
 
 
@@ -775,7 +803,9 @@ def top_p_sample(
     N, that is as q, whatever came before; each proposal lands in N with probability
     p(N) ≥ p. Rows where none did (at most (1 − p)⁴ of them: 10⁻⁴ at p = 0.9) take
     `sample_at_the_edge` with the second seed; the other rows skip its passes. Coordinated
-    draws (codes) need q's own order, so they always take `sample_at_the_edge`."""
+    draws (codes) do the same with picks chained from each code, as the torch path's
+    `coordinated.coordinated_sample_in_set`: the rows left draw at the edge with the code
+    their last pick passed on."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
     tokens = _sample(flat, inv_tau, p, None, inv_tau, NUCLEUS.value, randomness)
     return tokens.reshape(z.shape[:-1])

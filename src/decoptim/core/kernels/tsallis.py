@@ -32,7 +32,7 @@ from .streaming import (
     split_bounds,
     splits_for,
 )
-from .uniforms import TWO_POW_M52, next_code, philox_uniforms, pick
+from .uniforms import REFILL, TWO_POW_M52, next_code, philox_uniforms, pick
 
 BLOCK = 4096
 
@@ -186,7 +186,7 @@ def _tsallis_solve_kernel(
             grain = TWO_POW_M52 * mass / width
         tl.store(token_ptr + row, token.to(tl.int64))
         if CODED:
-            code = next_code(place, low, width, grain, group_ptr, index_ptr, step_ptr, row)
+            code = next_code(place, low, width, grain, group_ptr, index_ptr, step_ptr, row, REFILL)
             tl.store(next_code_ptr + row, code)
 
 

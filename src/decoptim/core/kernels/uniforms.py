@@ -12,11 +12,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..coordinated import _REFILL
+from ..coordinated import _REDRAW, _REFILL
 
 TWO_POW_M52 = tl.constexpr(2.0**-52)
 TWO_POW_M53 = tl.constexpr(2.0**-53)
 REFILL = tl.constexpr(_REFILL)
+REDRAW = tl.constexpr(_REDRAW)
 
 
 @triton.jit
@@ -83,13 +84,15 @@ def pick(weights, position, target):
 
 
 @triton.jit
-def next_code(place, low, width, grain, group_ptr, index_ptr, step_ptr, row):
+def next_code(place, low, width, grain, group_ptr, index_ptr, step_ptr, row,
+              STREAM: tl.constexpr):  # fmt: skip
     """A coordinated row's next code, as `coordinated.coordinated_sample` makes it: where its
     target `place` fell inside the drawn token's bucket [low, low + width), refilled below
     `grain` (2⁻⁵² of the row's mass, in the bucket's units) with the hashed bits of its
-    group seed, index and step + 1."""
+    group seed, index and step + 1 (of `STREAM`: a rejected pick's code takes its own,
+    `coordinated.coordinated_sample_in_set`)."""
     inside = tl.minimum(tl.maximum((place - low) / width, 0.0), 1.0)
     fresh = hashed_uniform(tl.load(group_ptr + row), tl.load(index_ptr + row),
-                           tl.load(step_ptr + row) + 1, REFILL)  # fmt: skip
+                           tl.load(step_ptr + row) + 1, STREAM)  # fmt: skip
     refilled = inside + fresh * grain
     return refilled - tl.floor(refilled)
