@@ -13,6 +13,10 @@ shared prefix is taken by at least one of them. A sample needs only its group's 
 index i and K: no state is shared between rows after the start, so engines that treat the
 K samples as separate requests can run it.
 
+A decoder whose q is a softmax p restricted to a set holding a fixed share of p's mass
+(top-p, typical) draws by rejection over p's buckets instead (`coordinated_sample_in_set`):
+as exact, spread over p's buckets, and on a GPU about as cheap as a plain sample.
+
 Precision. The buckets are float64 prefix sums (a float32 sum over 150k tokens misplaces
 every bucket by ~1e-6, more than the whole tail's mass), so each token's probability is
 right to about V·2⁻⁵³ of the row's mass (2e-11 at V = 152k). A float64 code holds 53 bits

@@ -101,7 +101,9 @@ class Decoder:
     def sample_coordinated(self, logits: Tensor, codes: Codes) -> tuple[Tensor, Codes]:
         """One token per row ([...], int64), each drawn from `probs(logits)` by its row's
         code, and the codes for the next step: the rows of a group are drawn jointly
-        (stratified), each exactly from q. See `decoptim.core.coordinated`."""
+        (stratified), each exactly from q. Top-p and typical draw by rejection over
+        softmax's buckets (`coordinated_sample_in_set`), the others over q's. See
+        `decoptim.core.coordinated`."""
         x, route = self._checked(logits)
         if (
             use_kernels(x)
