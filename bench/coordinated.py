@@ -5,8 +5,9 @@
 For each decoder and batch: milliseconds per step of `decoder.sample(z)` and of
 `decoder.sample_coordinated(z, codes)` on the same logits (median of timed calls; CUDA
 events on a GPU, a wall clock on the CPU), and their ratio; on a GPU also the same steps
-replayed as CUDA graphs (the GPU's own time, without the host's launches). The issue's
-goal is a ratio of at most 1.5 on a GPU.
+replayed as CUDA graphs (the GPU's own time, without the host's launches). Top-p is also
+drawn `by_rejection` (its own row: over softmax's buckets). The issue's goal is a ratio of
+at most 1.5 on a GPU.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ import decoptim as d
 # gpu.py's decoders whose plain sampling step has its own kernels, by their rows there
 COORDINATED = ["softmax", "top-k 50", "top-p 0.9", "min-p 0.1", "top-k 50 & top-p 0.9",
                "sparsemax", "entmax 1.5", "BoK exact top-64"]  # fmt: skip
+BY_REJECTION = "top-p 0.9, by rejection"
 
 
-def decoders() -> dict[str, d.Decoder]:
+def decoders() -> dict[str, tuple[d.Decoder, dict]]:
+    """Rows: (decoder, options of its coordinated step)."""
     every = gpu.every_decoder(0.8)
-    return {name: every[name] for name in COORDINATED}
+    rows = {name: (every[name], {}) for name in COORDINATED}
+    rows[BY_REJECTION] = (every["top-p 0.9"], {"by_rejection": True})
+    return rows
 
 
 def time_ms(fn, device: str, repeats: int) -> float:
@@ -69,17 +74,20 @@ def main() -> None:
         generator = torch.Generator(device=args.device).manual_seed(0)
         z = torch.randn(batch, args.vocab, device=args.device, generator=generator) * 3
         codes = d.group_codes(max(1, batch // 8), min(8, batch), seed=1, device=args.device)
-        for label, decoder in decoders().items():
+        for label, (decoder, options) in decoders().items():
             steps = {
                 "plain": lambda dec=decoder, z=z, g=generator: dec.sample(z, generator=g),
-                "joint": lambda dec=decoder, z=z, c=codes: dec.sample_coordinated(z, c),
+                "joint": lambda dec=decoder, z=z, c=codes, o=options: dec.sample_coordinated(
+                    z, c, **o
+                ),
             }
             plain, joint = (time_ms(step, args.device, args.repeats) for step in steps.values())
             row = f"| {label} | {batch} | {plain:.3f} | {joint:.3f} | {joint / plain:.2f} |"
             if replayed:  # without the generator: the graph draws from the default one
                 plain = gpu.graph_replay_ms(decoder.sample, [z])
                 joint = gpu.graph_replay_ms(
-                    lambda x, dec=decoder, c=codes: dec.sample_coordinated(x, c), [z]
+                    lambda x, dec=decoder, c=codes, o=options: dec.sample_coordinated(x, c, **o),
+                    [z],
                 )
                 row += f" {plain} | {joint} | {gpu._ratio(joint, gpu._number(plain))} |"
             print(row, flush=True)

@@ -2,11 +2,11 @@
 
     python bench/coordination_order.py [--rows 160] [--groups 1000] [--k 8]
 
-Since stop 41 coordinated top-p and typical pick each code's token from softmax's buckets
-and keep it inside the set, a rejected code picking again (`coordinated_sample_in_set`):
-on a GPU that costs about a plain sample, where drawing over q's own buckets
-(`coordinated_sample` over the written q) needs the set's edge first. Both are exact; they
-spread a group differently. This script measures the difference on real next-token rows:
+With `sample_coordinated(..., by_rejection=True)` top-p and typical pick each code's token
+from softmax's buckets and keep it inside the set, a rejected code picking again
+(`coordinated_sample_in_set`): on a GPU that costs about a plain sample, where drawing over
+q's own buckets (`coordinated_sample`, the default) needs the set's edge first. Both are
+exact; they spread a group differently. This script measures the difference on real next-token rows:
 SmolLM2-135M-Instruct's logits along GSM8K test answers (teacher-forced, chat template),
 `--rows` positions. For each decoder × τ and each row, `--groups` groups of K samples drawn
 i.i.d., over q's buckets, and by rejection over softmax's, and per method:

@@ -225,21 +225,27 @@ def test_draw_in_a_set_per_row_equals_the_shared_row_and_checks_its_input():
     assert PROPOSALS >= 1
 
 
-def test_top_p_and_typical_draw_by_rejection_over_softmax():
-    """The decoders whose set holds a fixed share of softmax's mass (top-p, typical) draw
-    coordinated samples by rejection over softmax's buckets; the others over q's."""
+def test_top_p_and_typical_draw_by_rejection_over_softmax_when_asked():
+    """By default every decoder draws over q's buckets; `by_rejection=True` (top-p and
+    typical, whose set holds a fixed share of softmax's mass) over softmax's, as
+    `coordinated_sample_in_set`; other decoders refuse it by name."""
     z = torch.randn(16, 200, generator=torch.Generator().manual_seed(8)) * 2
     codes = group_codes(groups=2, k=8, seed=4)
     softmax = d.Softmax(0.9).probs(z)
     for decoder in (d.TopP(0.8, 0.9), d.Typical(0.7, 0.9),
                     d.SimplexDecoder(d.Shannon(), d.TopPSupport(0.8), 0.9)):  # fmt: skip
-        tokens, new = decoder.sample_coordinated(z, codes)
-        expected, expected_new = coordinated_sample_in_set(softmax, decoder.probs(z), codes)
+        q = decoder.probs(z)
+        tokens, new = decoder.sample_coordinated(z, codes, by_rejection=True)
+        expected, expected_new = coordinated_sample_in_set(softmax, q, codes)
         assert torch.equal(tokens, expected), decoder
         assert torch.equal(new.value, expected_new.value), decoder
-    for decoder in (d.MinP(0.1, 0.9), d.TopK(20, 0.9)):
-        tokens, _ = decoder.sample_coordinated(z, codes)
-        assert torch.equal(tokens, coordinated_sample(decoder.probs(z), codes)[0]), decoder
+        assert torch.equal(decoder.sample_coordinated(z, codes)[0], coordinated_sample(q, codes)[0])
+    assert not torch.equal(tokens, coordinated_sample(q, codes)[0])  # the two orders differ
+    for decoder in (d.MinP(0.1, 0.9), d.TopK(20, 0.9), d.Softmax(0.9)):
+        with pytest.raises(ValueError, match=r"by_rejection=True needs a decoder whose q is"):
+            decoder.sample_coordinated(z, codes, by_rejection=True)
+    with pytest.raises(TypeError, match=r"by_rejection must be a bool, got 1"):
+        d.TopP(0.8).sample_coordinated(z, codes, by_rejection=1)
 
 
 def test_bad_input_is_named():

@@ -715,7 +715,7 @@ def test_cuda_sparsemax_shifts_before_scaling():
     )
 
 
-def assert_coordinated_samples_of_a_probe_row_follow_q(decoder):
+def assert_coordinated_samples_of_a_probe_row_follow_q(decoder, **options):
     """6 × 8,192 coordinated samples (groups of 8) of one row at V = 151,936, 40 live
     tokens and a long tail at −24, against q by chi-square: the live tokens, and the tail
     as one category where it holds enough mass (else at most 3 draws of it)."""
@@ -730,7 +730,9 @@ def assert_coordinated_samples_of_a_probe_row_follow_q(decoder):
     groups = rows // 8
     batches = [d.group_codes(groups, 8, seed=5, device="cuda", first_group=groups * b)
                for b in range(6)]  # fmt: skip
-    drawn = torch.cat([decoder.sample_coordinated(batch, codes)[0] for codes in batches]).cpu()
+    drawn = torch.cat(
+        [decoder.sample_coordinated(batch, codes, **options)[0] for codes in batches]
+    ).cpu()
     live = torch.nonzero(q[:40] > 0).flatten()
     assert torch.isin(drawn[drawn < 40], live).all()
     counts = torch.cat([(drawn[:, None] == live).sum(0), (drawn >= 40).sum()[None]]).double()
@@ -750,8 +752,7 @@ def assert_coordinated_samples_of_a_probe_row_follow_q(decoder):
 )  # fmt: skip
 def test_cuda_coordinated_draw_over_the_closed_form_is_the_written_draw_and_exact(decoder):
     """A route's draw with codes as its randomness (q never written) against the coordinated
-    draw over the written q at V = 151,936 (top-p and typical: by rejection over the written
-    softmax, `coordinated_sample_in_set`): the same tokens bar a code within rounding of
+    draw over the written q at V = 151,936: the same tokens bar a code within rounding of
     an edge; then 6 × 8,192 coordinated samples of one row (groups of 8) against q by
     chi-square, and the long tail drawn no more often than its mass."""
     from decoptim.core.kernels.draw import draw_coordinated
@@ -762,30 +763,40 @@ def test_cuda_coordinated_draw_over_the_closed_form_is_the_written_draw_and_exac
     codes = d.group_codes(8, 8, seed=5, device="cuda")
     tokens, new = decoder.sample_coordinated(z, codes)
     q_z = decoder.probs(z)
-    p_z = decoder._proposal(z[:1].cpu())
-    if p_z is None:
-        expected, expected_new = draw_coordinated(q_z, codes)
-        compared, bucket = torch.ones_like(tokens, dtype=torch.bool), q_z
-    else:  # top-p and typical: by rejection over softmax's buckets, as the torch path
-        p_z = d.Softmax(decoder.temperature).probs(z)  # the kernel's float32 softmax
-        expected, expected_new = d.coordinated_sample_in_set(p_z.cpu(), q_z.cpu(), codes.to("cpu"))
-        expected, expected_new = expected.cuda(), expected_new.to("cuda")
-        # Next codes compared where the first pick was kept: a rejected pick magnifies its
-        # bucket's float32 rounding by 1/p of its token.
-        first, _ = d.coordinated_sample(p_z.cpu(), codes.to("cpu"))
-        compared, bucket = q_z.gather(1, first.cuda()[:, None])[:, 0] > 0, p_z
-        assert int(compared.sum()) >= 32, compared
-    # Tokens compared where the first pick was kept (for the others the rejected picks'
-    # magnified rounding decides; every token is in q's support and the probe row's
-    # samples follow q, below).
+    expected, expected_new = draw_coordinated(q_z, codes)
     same = tokens == expected
-    assert int((same | ~compared).sum()) >= 63, (tokens, expected, compared)
-    assert (q_z.gather(1, tokens[:, None]) > 0).all(), tokens
-    compared &= same
-    share = (bucket / bucket.sum(-1, keepdim=True)).gather(1, tokens[:, None])[:, 0].double()
-    assert ((new.value - expected_new.value).abs()[compared] <= 1e-5 / share[compared]).all()
+    assert int(same.sum()) >= 63, (tokens, expected)
+    share = (q_z / q_z.sum(-1, keepdim=True)).gather(1, tokens[:, None])[:, 0].double()
+    assert ((new.value - expected_new.value).abs()[same] <= 1e-5 / share[same]).all()
     assert torch.equal(new.step, codes.step + 1)
     assert_coordinated_samples_of_a_probe_row_follow_q(decoder)
+
+
+@pytest.mark.parametrize("decoder", [d.TopP(0.9, 1.1), d.Typical(0.9)], ids=repr)
+def test_cuda_coordinated_draw_by_rejection_is_the_cpu_path_and_exact(decoder):
+    """`by_rejection=True` at V = 151,936 against the torch path's `coordinated_sample_in_set`
+    over the kernel's written softmax and q: where a code's first pick was kept, the same
+    tokens and next codes (bar a code within rounding of an edge; after a rejected pick the
+    float32 rounding of its bucket is magnified by 1/p of its token, so those rows are
+    checked for membership only); then the probe row's samples against q by chi-square."""
+    z = random_logits(64, 151936, 12).cuda()
+    codes = d.group_codes(8, 8, seed=5, device="cuda")
+    tokens, new = decoder.sample_coordinated(z, codes, by_rejection=True)
+    q_z, p_z = decoder.probs(z).cpu(), d.Softmax(decoder.temperature).probs(z).cpu()
+    expected, expected_new = d.coordinated_sample_in_set(p_z, q_z, codes.to("cpu"))
+    first, _ = d.coordinated_sample(p_z, codes.to("cpu"))
+    kept = q_z.gather(1, first[:, None])[:, 0] > 0
+    assert int(kept.sum()) >= 32, kept
+    tokens, new = tokens.cpu(), new.to("cpu")
+    same = tokens == expected
+    assert int((same | ~kept).sum()) >= 63, (tokens, expected, kept)
+    assert (q_z.gather(1, tokens[:, None]) > 0).all(), tokens
+    compared = kept & same
+    share = (p_z / p_z.sum(-1, keepdim=True)).gather(1, tokens[:, None])[:, 0].double()
+    gap = (new.value - expected_new.value).abs()[compared]
+    assert (gap <= 1e-5 / share[compared]).all(), gap
+    assert torch.equal(new.step, codes.step.cpu() + 1)
+    assert_coordinated_samples_of_a_probe_row_follow_q(decoder, by_rejection=True)
 
 
 @pytest.mark.parametrize(

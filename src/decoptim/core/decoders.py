@@ -98,12 +98,25 @@ class Decoder:
         )
         return sample_rows(flat, uniform, self.validate).reshape(q.shape[:-1])
 
-    def sample_coordinated(self, logits: Tensor, codes: Codes) -> tuple[Tensor, Codes]:
+    def sample_coordinated(
+        self, logits: Tensor, codes: Codes, by_rejection: bool = False
+    ) -> tuple[Tensor, Codes]:
         """One token per row ([...], int64), each drawn from `probs(logits)` by its row's
         code, and the codes for the next step: the rows of a group are drawn jointly
-        (stratified), each exactly from q. Top-p and typical draw by rejection over
-        softmax's buckets (`coordinated_sample_in_set`), the others over q's. See
-        `decoptim.core.coordinated`."""
+        (stratified over q's buckets), each exactly from q. See `decoptim.core.coordinated`.
+
+        `by_rejection` (top-p and typical only): pick from softmax's buckets and keep a
+        token inside the set, a rejected code picking again (`coordinated_sample_in_set`):
+        as exact, about a plain sample's cost on a GPU instead of finding the set's edge for
+        every row, but the group is spread over softmax's buckets and keeps less of
+        coordination's gain where much mass lies outside the set (docs/coordinated.md)."""
+        if not isinstance(by_rejection, bool):
+            raise TypeError(f"by_rejection must be a bool, got {by_rejection!r}")
+        if by_rejection and not self._draws_by_rejection():
+            raise ValueError(
+                "by_rejection=True needs a decoder whose q is softmax restricted to a set "
+                f"holding a fixed share of its mass (top-p, typical), got {self!r}"
+            )
         x, route = self._checked(logits)
         if (
             use_kernels(x)
@@ -117,19 +130,18 @@ class Decoder:
 
             if self.validate:
                 check_codes(codes)
-            source = CodedDraw.of(codes, x.device)
+            source = CodedDraw.of(codes, x.device, by_rejection)
             return route.sample(self, x, source), source.next_codes(codes.value.shape)
         q = self._solve(x, route)
-        p = self._proposal(x)
-        if p is None:
+        if not by_rejection:
             return coordinated_sample(q, codes, validate=self.validate)
-        return coordinated_sample_in_set(p, q, codes, validate=self.validate)
+        softmax = SimplexDecoder(Shannon(), None, self.temperature, validate=False)
+        return coordinated_sample_in_set(softmax._solve_torch(x), q, codes, self.validate)
 
-    def _proposal(self, x: Tensor) -> Tensor | None:
-        # The p that q restricts to a set of at least a fixed share of p's mass, for
-        # coordinated draws by rejection over p's buckets (`coordinated_sample_in_set`, as
-        # the CUDA route does it); None draws over q's own buckets.
-        return None
+    def _draws_by_rejection(self) -> bool:
+        # Whether q is softmax (at this decoder's τ) restricted to a set holding a fixed
+        # share of its mass, so that `sample_coordinated(by_rejection=True)` applies.
+        return False
 
     def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:
         """Optimality figures of `probs` (default: this decoder's output) for its problem:
@@ -193,14 +205,11 @@ class SimplexDecoder(Decoder):
     def _solve_torch(self, x: Tensor) -> Tensor:
         return solve(self.problem(x), self.solver)
 
-    def _proposal(self, x: Tensor) -> Tensor | None:
-        # Top-p's and typical's sets hold mass ≥ p of softmax: coordinated draws pick from
-        # softmax and keep a token inside the set (`Decoder.sample_coordinated`).
-        if type(self.regularizer) is Shannon and isinstance(
+    def _draws_by_rejection(self) -> bool:
+        # Top-p's and typical's sets hold mass ≥ p (their `mass`) of softmax.
+        return type(self.regularizer) is Shannon and isinstance(
             self.support, (TopPSupport, TypicalSupport)
-        ):
-            return SimplexDecoder(Shannon(), None, self.temperature, validate=False)._solve_torch(x)
-        return None
+        )
 
     def __repr__(self) -> str:
         return (

@@ -374,7 +374,8 @@ def check_top_p_sample_follows_probs() -> None:
     # The rejection sampler over two rows: one whose nucleus holds most of the mass (nearly
     # every row keeps its first proposal) and one whose nucleus holds ~6% (~3/4 of rows
     # find none of their 4 proposals inside and take the edge's draw), with ties at that
-    # edge; with Philox's uniforms and with codes (picks chained from each code).
+    # edge; with Philox's uniforms and with codes by rejection (picks chained from each
+    # code).
     scipy_stats = __import__("scipy.stats").stats
     mostly_in = torch.tensor([[2.0, 1.0, 0.5, -1.0, -torch.inf, 0.0, 3.0, -4.0]])
     mostly_out = -0.01 * torch.arange(64.0)[None, :]
@@ -384,7 +385,7 @@ def check_top_p_sample_follows_probs() -> None:
         q = d.TopP(p, tau).probs(z.double())[0]
         rows = z.expand(draws, -1).contiguous()
         args = kernel_rows(1.0 / tau, rows), kernel_rows(p, rows)
-        coded = CodedDraw.of(group_codes(draws // 8, 8, seed=13), rows.device)
+        coded = CodedDraw.of(group_codes(draws // 8, 8, seed=13), rows.device, True)
         for randomness in (torch.Generator().manual_seed(13), coded):
             tokens = top_p_sample(rows, *args, randomness)
             counts = torch.bincount(tokens, minlength=z.shape[-1]).double()
@@ -1049,10 +1050,10 @@ def check_coordinated_draw_over_the_closed_form_equals_the_written_draw() -> Non
     # A route's own draw with the codes as its randomness against the coordinated draw over
     # the written q: the same tokens bar a code within rounding of a bucket's edge (the
     # closed form and the written q differ by one rounding of the normaliser), next codes
-    # close where the tokens agree, steps advanced. Top-p and typical draw by rejection over
-    # softmax's buckets: against the torch path's `coordinated_sample_in_set` over the
-    # written p and q, tokens and next codes compared where the first pick was kept (a
-    # rejected pick magnifies the float32 rounding of its bucket by 1/p of its token).
+    # close where the tokens agree, steps advanced. Then top-p and typical `by_rejection`
+    # against the torch path's `coordinated_sample_in_set` over the written softmax and q:
+    # tokens and next codes compared where the first pick was kept (a rejected pick
+    # magnifies the float32 rounding of its bucket by 1/p of its token).
     z = random_logits(12, 5000, 13) * 0.5
     codes = group_codes(3, 4, seed=6)
     with kernels_on_the_cpu():
@@ -1062,24 +1063,32 @@ def check_coordinated_draw_over_the_closed_form_equals_the_written_draw() -> Non
             assert table.route_name(decoder, z) != "torch" and route_of(decoder).codes, decoder
             tokens, new = decoder.sample_coordinated(z, codes)
             q = decoder.probs(z)
-            p = decoder._proposal(z)
-            if p is None:
-                expected, expected_new = draw_coordinated(q, codes)
-                compared, bucket = torch.ones_like(tokens, dtype=torch.bool), q
-            else:
-                expected, expected_new = coordinated_sample_in_set(p, q, codes)
-                first_pick, _ = coordinated_sample(p, codes)
-                compared, bucket = q.gather(1, first_pick[:, None])[:, 0] > 0, p
-                assert int(compared.sum()) >= len(z) // 2, (decoder, compared)
-            # Tokens compared where the first pick was kept, as next codes.
-            same = tokens == expected
-            assert int((same | ~compared).sum()) >= len(z) - 1, (decoder, tokens, expected)
-            compared &= same
-            share = (bucket / bucket.sum(-1, keepdim=True)).gather(1, tokens[:, None])[:, 0]
-            gap = (new.value - expected_new.value).abs()[compared]
-            assert (gap <= 1e-5 / share.double()[compared]).all(), (decoder, gap, share)
-            assert torch.equal(new.step, codes.step + 1) and torch.equal(new.seed, codes.seed)
-            assert (q.gather(1, tokens[:, None]) > 0).all(), (decoder, tokens)
+            expected, expected_new = draw_coordinated(q, codes)
+            assert_coded_draws_agree(decoder, q, q, tokens, new, expected, expected_new, codes)
+        for decoder in (d.TopP(0.9, 1.2), d.Typical(0.9)):
+            tokens, new = decoder.sample_coordinated(z, codes, by_rejection=True)
+            q, p = decoder.probs(z), d.Softmax(decoder.temperature).probs(z)
+            expected, expected_new = coordinated_sample_in_set(p, q, codes)
+            first_pick, _ = coordinated_sample(p, codes)
+            kept = q.gather(1, first_pick[:, None])[:, 0] > 0
+            assert int(kept.sum()) >= len(z) // 2, (decoder, kept)
+            assert_coded_draws_agree(decoder, q, p, tokens, new, expected, expected_new, codes,
+                                     kept)  # fmt: skip
+
+
+def assert_coded_draws_agree(decoder, q, bucket, tokens, new, expected, expected_new, codes,
+                             compared=None) -> None:  # fmt: skip
+    # Tokens equal bar one, next codes within 1e-5 of their token's share of `bucket` (the
+    # q or p whose buckets the codes were read in), on the rows `compared` (default: all).
+    compared = torch.ones_like(tokens, dtype=torch.bool) if compared is None else compared
+    same = tokens == expected
+    assert int((same | ~compared).sum()) >= len(tokens) - 1, (decoder, tokens, expected)
+    compared = compared & same
+    share = (bucket / bucket.sum(-1, keepdim=True)).gather(1, tokens[:, None])[:, 0]
+    gap = (new.value - expected_new.value).abs()[compared]
+    assert (gap <= 1e-5 / share.double()[compared]).all(), (decoder, gap, share)
+    assert torch.equal(new.step, codes.step + 1) and torch.equal(new.seed, codes.seed)
+    assert (q.gather(1, tokens[:, None]) > 0).all(), (decoder, tokens)
 
 
 def check_bok_topm_coordinated_draw_is_the_torch_path_in_head_order() -> None:

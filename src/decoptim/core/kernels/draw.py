@@ -173,18 +173,21 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
 class CodedDraw(NamedTuple):
     """A coordinated draw's randomness (`decoptim.core.coordinated`) in place of Philox's:
     per row its code (float64), group seed, index and step (int64), flat on the device, and
-    the buffer the draw writes each row's next code to."""
+    the buffer the draw writes each row's next code to. `by_rejection`: top-p and typical
+    pick from softmax's buckets and keep a token inside their set
+    (`coordinated.coordinated_sample_in_set`) instead of picking over q's."""
 
     value: torch.Tensor
     seed: torch.Tensor
     index: torch.Tensor
     step: torch.Tensor
     next_value: torch.Tensor
+    by_rejection: bool = False
 
     @classmethod
-    def of(cls, codes: Codes, device: torch.device) -> CodedDraw:
+    def of(cls, codes: Codes, device: torch.device, by_rejection: bool = False) -> CodedDraw:
         value, seed, index, step = (part.reshape(-1).to(device).contiguous() for part in codes)
-        return cls(value, seed, index, step, torch.empty_like(value))
+        return cls(value, seed, index, step, torch.empty_like(value), by_rejection)
 
     def next_codes(self, shape: torch.Size) -> Codes:
         """The codes after this draw, in the samples' shape."""
@@ -201,7 +204,7 @@ def randomness_args(source: torch.Tensor | CodedDraw | None, filler: torch.Tenso
     `draw_seed`'s result (or None when the kernel does not sample); `filler`, any tensor,
     stands in the places the kernel does not read."""
     if isinstance(source, CodedDraw):
-        return (filler, *source)
+        return (filler, *source[:5])
     return (filler if source is None else source,) + (filler,) * 5
 
 

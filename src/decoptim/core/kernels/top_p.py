@@ -42,6 +42,7 @@ from .draw import (
     draw_affine,
     draw_many_from_logits,
     draw_seed,
+    draw_targets,
 )
 from .launch import kernel
 from .streaming import BLOCK as STREAM_BLOCK
@@ -773,12 +774,22 @@ def sample_at_the_edge(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tenso
 
 def _sample(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: RowStats | None,
             centre: torch.Tensor, key: int, randomness: Randomness) -> torch.Tensor:  # fmt: skip
-    # The sample of top-p (key NUCLEUS) or typical (TYPICAL) by rejection, the rows left at
-    # the edge (`top_p_sample`). `stats`: the row's where already taken (typical's, for its
-    # centre), else None: then the rows left use the accept pass's.
+    # The sample of top-p (key NUCLEUS) or typical (TYPICAL): by rejection for Philox
+    # randomness and codes `by_rejection`, the rows left at the edge; other coordinated
+    # draws at the edge, over q's own buckets (`top_p_sample`). `stats`: the row's where
+    # already taken (typical's, for its centre), else None: then a coordinated draw at the
+    # edge takes them here and the rows left use the accept pass's.
     rows = flat.shape[0]
+    coded = isinstance(randomness, CodedDraw)
+    if coded and not randomness.by_rejection:
+        stats = row_stats(flat, inv_tau) if stats is None else stats
+        targets = draw_targets(rows, flat.device)
+        if key == TYPICAL.value:
+            targets[0].fill_(-1)  # typical's draw, with a head edge, draws rows still at −1
+        return sample_at_the_edge(flat, inv_tau, p, stats, randomness, targets, False, centre,
+                                  key)  # fmt: skip
     arrivals = torch.empty(2, rows, device=flat.device, dtype=torch.int32)
-    if isinstance(randomness, CodedDraw):
+    if coded:
         arrivals.zero_()
         source = randomness
     else:
@@ -803,9 +814,10 @@ def top_p_sample(
     N, that is as q, whatever came before; each proposal lands in N with probability
     p(N) ≥ p. Rows where none did (at most (1 − p)⁴ of them: 10⁻⁴ at p = 0.9) take
     `sample_at_the_edge` with the second seed; the other rows skip its passes. Coordinated
-    draws (codes) do the same with picks chained from each code, as the torch path's
-    `coordinated.coordinated_sample_in_set`: the rows left draw at the edge with the code
-    their last pick passed on."""
+    draws (codes) need q's own order, so they take `sample_at_the_edge`; codes
+    `by_rejection` do as Philox's uniforms do, with picks chained from each code as the
+    torch path's `coordinated.coordinated_sample_in_set` chains them (the rows left draw at
+    the edge with the code their last pick passed on)."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
     tokens = _sample(flat, inv_tau, p, None, inv_tau, NUCLEUS.value, randomness)
     return tokens.reshape(z.shape[:-1])
