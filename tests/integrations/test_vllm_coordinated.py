@@ -2,7 +2,6 @@
 that form groups, and the per-row code book (accepted, discarded and moved rows)."""
 
 import os
-from functools import partial
 
 import pytest
 import torch
@@ -75,12 +74,12 @@ def test_code_book_draws_as_the_core_and_keys_codes_by_accepted_tokens():
     q = torch.softmax(torch.randn(4, 30, generator=torch.Generator().manual_seed(0)), -1)
     codes = d.start_codes(torch.full((4,), 77), torch.arange(4), 4)
     expected, after = d.coordinated_sample(q, codes)
-    assert torch.equal(book.draw([0, 1, 2, 3], partial(d.coordinated_sample, q)), expected)
+    assert torch.equal(book.draw([0, 1, 2, 3], q), expected)
     # rows 0 and 1 accept their token, rows 2 and 3 had it discarded (chunked prefill)
     for row in (0, 1):
         outputs[row].append(int(expected[row]))
     q2 = torch.softmax(torch.randn(4, 30, generator=torch.Generator().manual_seed(1)), -1)
-    got = book.draw([0, 1, 2, 3], partial(d.coordinated_sample, q2))
+    got = book.draw([0, 1, 2, 3], q2)
     again = d.coordinated_sample(q2, codes._replace(value=torch.where(
         torch.tensor([True, True, False, False]), after.value, codes.value),
         step=torch.tensor([1, 1, 0, 0])))[0]  # fmt: skip
@@ -93,12 +92,12 @@ def test_code_book_moves_and_swaps_rows_with_their_codes():
     book.add(0, Membership(2, 5, 0), outputs[0])
     book.add(1, Membership(2, 5, 1), outputs[1])
     q = torch.softmax(torch.randn(2, 20, generator=torch.Generator().manual_seed(2)), -1)
-    before = book.draw([0, 1], partial(d.coordinated_sample, q))
+    before = book.draw([0, 1], q)
     book.move(0, 1, swap=True)
     book2 = CodeBook(torch.device("cpu"))
     book2.add(0, Membership(2, 5, 1), [])
     book2.add(1, Membership(2, 5, 0), [])
-    book2.draw([0, 1], partial(d.coordinated_sample, q.flip(0)))
+    book2.draw([0, 1], q.flip(0))
     assert torch.equal(book.current[:2], book2.current[:2])
     assert torch.equal(book.following[:2], book2.following[:2])
     assert torch.equal(book.index[:2], book2.index[:2])
@@ -119,9 +118,9 @@ def test_code_book_gives_a_row_that_accepted_several_tokens_a_fresh_code():
     for row in range(2):
         book.add(row, Membership(2, 9, row), outputs[row])
     q = torch.softmax(torch.randn(2, 25, generator=torch.Generator().manual_seed(3)), -1)
-    book.draw([0, 1], partial(d.coordinated_sample, q))
+    book.draw([0, 1], q)
     outputs[0].extend([1, 2, 3])  # row 0 accepted three tokens at once; row 1 none
-    got = book.draw([0, 1], partial(d.coordinated_sample, q))
+    got = book.draw([0, 1], q)
     fresh = resumed_codes(torch.tensor([9]), torch.tensor([0]), 3).value
     codes = d.start_codes(torch.full((2,), 9), torch.arange(2), 2)
     value = torch.stack([fresh[0], codes.value[1]])

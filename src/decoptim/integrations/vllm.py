@@ -41,7 +41,6 @@ it is constructed and before it validates a request.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
@@ -388,19 +387,14 @@ class DecoptimLogitsProcessor(LogitsProcessor):
                 logits[rows, PROBE_TOKEN] = 0.0
                 continue
             try:
-                setting_logits = logits.index_select(0, rows)
-                q = decoder.probs(setting_logits)
+                q = decoder.probs(logits.index_select(0, rows))
                 scores = torch.log(q).mul_(scale)
                 if coordinated:
-                    # The rows' tokens come from their codes, drawn by the decoder itself
-                    # (as `Decoder.sample_coordinated` draws everywhere): all mass on each
-                    # one, which vLLM's sampler then takes whatever its temperature.
-                    chosen = setting_logits.index_select(0, positions)
-                    tokens = self.codes.draw(
-                        coordinated, functools.partial(decoder.sample_coordinated, chosen)
-                    )
-                    like = scores.index_select(0, positions)
-                    scores.index_copy_(0, positions, forced_scores(tokens, like))
+                    # The rows' tokens come from their codes: all mass on each one, which
+                    # vLLM's sampler then takes whatever its temperature.
+                    chosen = q.index_select(0, positions)
+                    tokens = self.codes.draw(coordinated, chosen)
+                    scores.index_copy_(0, positions, forced_scores(tokens, chosen))
             except Exception:
                 # Never expected (every setting was built and trial-solved at admission), but
                 # an exception here would stop the engine and fail every request on it.

@@ -23,7 +23,7 @@ longer stratified against its group.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +31,7 @@ import torch
 from ..core.checks import shown
 from ..core.coordinated import (
     Codes,
+    coordinated_sample,
     group_seeds,
     resumed_codes,
     start_codes,
@@ -194,11 +195,8 @@ class CodeBook:
         if swap and staying is not None:
             self.slots[source] = staying
 
-    def draw(
-        self, rows: list[int], sample: Callable[[Codes], tuple[torch.Tensor, Codes]]
-    ) -> torch.Tensor:
-        """Tokens for batch `rows`, advancing their codes: `sample` draws them from the
-        rows' codes in that order (`Decoder.sample_coordinated` on the rows' logits).
+    def draw(self, rows: list[int], q: torch.Tensor) -> torch.Tensor:
+        """Tokens for batch `rows` (whose q is given row for row), advancing their codes.
 
         A row whose request accepted its last draw moves on to the code that draw left; a
         row whose last draw was discarded (same count) draws again with the same code; a
@@ -218,7 +216,7 @@ class CodeBook:
         index, took_code, step = host.to(self.device, non_blocking=True)
         value = torch.where(took_code.bool(), self.following[index], self.current[index])
         codes = Codes(value, self.seed[index], self.index[index], step)
-        tokens, following = sample(codes)
+        tokens, following = coordinated_sample(q, codes, validate=False)
         self.current[index] = value
         self.following[index] = following.value
         return tokens
