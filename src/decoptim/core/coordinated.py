@@ -14,8 +14,9 @@ index i and K: no state is shared between rows after the start, so engines that 
 K samples as separate requests can run it.
 
 A decoder whose q is a softmax p restricted to a set holding a fixed share of p's mass
-(top-p, typical) draws by rejection over p's buckets instead (`coordinated_sample_in_set`):
-as exact, spread over p's buckets, and on a GPU about as cheap as a plain sample.
+(top-p, typical) can draw by rejection over p's buckets instead (`coordinated_sample_in_set`,
+`sample_coordinated(..., by_rejection=True)`): as exact, on a GPU about as cheap as a plain
+sample, but spread over p's buckets, which keeps less of the group's coverage.
 
 Precision. The buckets are float64 prefix sums (a float32 sum over 150k tokens misplaces
 every bucket by ~1e-6, more than the whole tail's mass), so each token's probability is
@@ -215,9 +216,10 @@ def coordinated_sample_in_set(
     pick is a fresh draw from p, and a draw from p kept only in S is a draw from q. The
     group stays stratified over p's buckets (a token with p ≥ 1/K at a shared prefix is
     taken by at least one sample), and only the codes that land outside S, a share
-    p(S̄) ≤ 1 − mass of them for top-p and typical, are picked again. On CUDA this is what
-    top-p's and typical's kernels do without writing q (their set's edge is needed only for
-    the codes rejected PROPOSALS times), which costs about a plain sample."""
+    p(S̄) ≤ 1 − mass of them for top-p and typical, are picked again, no longer stratified.
+    On CUDA top-p's and typical's kernels do this without writing q for
+    `sample_coordinated(..., by_rejection=True)` (their set's edge is needed only for the
+    codes rejected PROPOSALS times), which costs about a plain sample."""
     flat_p, shared = _checked_rows(p, codes, validate)
     flat_q, _ = _checked_rows(q, codes, validate)
     if flat_p.shape != flat_q.shape:
