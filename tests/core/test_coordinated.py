@@ -5,12 +5,11 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import decoptim as d
 from decoptim.core.coordinated import (
-    PROPOSALS,
     Codes,
     check_codes,
     coordinated_sample,
@@ -222,7 +221,44 @@ def test_draw_in_a_set_per_row_equals_the_shared_row_and_checks_its_input():
         coordinated_sample_in_set(p, q[:, :299], codes)
     with pytest.raises(ValueError, match=r"q row 0 must be finite and non-negative"):
         coordinated_sample_in_set(p, q - 1, codes)
-    assert PROPOSALS >= 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 300),
+    st.floats(0.0, 30.0),
+    st.integers(0, 2**31 - 1),
+    st.sampled_from(["top", "tail", "random", "one"]),
+)
+def test_draw_in_a_set_keeps_inside_the_set_and_its_first_kept_picks(vocab, scale, seed, kind):
+    """Any row of logits (ties, huge spreads, a single token) and any set: every token is in
+    the set, every next code in [0, 1), and a code whose first pick from p is inside the
+    set takes coordinated_sample's token and next code over p."""
+    generator = torch.Generator().manual_seed(seed)
+    z = (torch.randn(vocab, generator=generator, dtype=torch.float64) * scale).round(decimals=1)
+    p = torch.softmax(z, -1)[None]
+    order = p[0].argsort(descending=True)
+    kept = torch.zeros(vocab, dtype=torch.bool)
+    if kind == "top":
+        kept[order[: max(1, vocab // 3)]] = True
+    elif kind == "tail":
+        kept[order[-max(1, vocab // 3) :]] = True
+    elif kind == "random":
+        kept = torch.rand(vocab, generator=generator) < 0.5
+    kept[order[int(torch.randint(vocab, (1,), generator=generator))]] = True
+    if kind == "one":
+        kept = torch.zeros(vocab, dtype=torch.bool)
+        kept[order[-1]] = True
+    assume(bool(p[0, kept].sum() > 0))  # else the set's mass underflowed: no q to draw from
+    q = set_of(p, kept)
+    codes = group_codes(groups=3, k=8, seed=seed % 1000)
+    tokens, new = coordinated_sample_in_set(p, q, codes)
+    assert kept[tokens].all()
+    assert ((new.value >= 0) & (new.value < 1)).all()
+    over_p, over_p_codes = coordinated_sample(p, codes)
+    first = kept[over_p]
+    assert torch.equal(tokens[first], over_p[first])
+    assert torch.equal(new.value[first], over_p_codes.value[first])
 
 
 def test_top_p_and_typical_draw_by_rejection_over_softmax_when_asked():
