@@ -232,14 +232,18 @@ def test_generate_rejects_bad_arguments(smollm2):
         dt.generate(model, tokenizer, "one prompt", d.Softmax())
     with pytest.raises(ValueError, match="n must be an int >= 1, got n=0"):
         dt.generate(model, tokenizer, ["a"], d.Softmax(), n=0)
+    with pytest.raises(ValueError, match=r"by_rejection=True draws coordinated groups"):
+        dt.generate(model, tokenizer, ["a"], d.TopP(0.9), by_rejection=True)
+    with pytest.raises(ValueError, match=r"by_rejection=True needs a decoder whose q is"):
+        dt.generate(model, tokenizer, ["a"], d.Softmax(), coordinated=True, by_rejection=True)
 
 
 # --- coordinated samples -----------------------------------------------------------------
 
 
-def coordinated_run(model, decoder, prompts, k, steps=3, seed=0, first_group=0):
+def coordinated_run(model, decoder, prompts, k, steps=3, seed=0, first_group=0, **options):
     def processor(config):
-        return dt.CoordinatedLogitsProcessor(decoder, k, seed, first_group, config)
+        return dt.CoordinatedLogitsProcessor(decoder, k, seed, first_group, config, **options)
 
     out = generate_through(model, processor, prompts, steps, num_return_sequences=k)
     return out.sequences[:, prompts.shape[1] :], out.logits
@@ -266,6 +270,28 @@ def test_coordinated_generate_stratifies_each_group_and_matches_the_core(tiny_mo
         expected, codes = decoder.sample_coordinated(step_logits, codes)
         alive = (tokens[:, :step] != 2).all(1)
         assert torch.equal(tokens[alive, step], expected[alive]), step
+
+
+def test_coordinated_generate_by_rejection_matches_the_core(tiny_model):
+    """`by_rejection=True` through generate: the core's draws by rejection, step by step, and
+    a decoder without a set of fixed mass (or a non-bool) refused by name."""
+    decoder, k, groups = d.TopP(0.8), 8, 6
+    prompts = torch.randint(3, 64, (groups, 4), generator=torch.Generator().manual_seed(7))
+    tokens, logits = coordinated_run(tiny_model, decoder, prompts, k, by_rejection=True)
+    codes = d.group_codes(groups, k, seed=0)
+    plain_codes = codes
+    differs = False
+    for step, step_logits in enumerate(logits):
+        expected, codes = decoder.sample_coordinated(step_logits, codes, by_rejection=True)
+        alive = (tokens[:, :step] != 2).all(1)
+        assert torch.equal(tokens[alive, step], expected[alive]), step
+        over_q, plain_codes = decoder.sample_coordinated(step_logits, plain_codes)
+        differs |= not torch.equal(over_q, expected)
+    assert differs  # the option changed the draws
+    with pytest.raises(ValueError, match=r"by_rejection=True needs a decoder whose q is"):
+        dt.CoordinatedLogitsProcessor(d.MinP(0.1), k, by_rejection=True)
+    with pytest.raises(TypeError, match=r"by_rejection must be a bool"):
+        dt.CoordinatedLogitsProcessor(decoder, k, by_rejection="yes")
 
 
 def test_coordinated_generate_draws_each_sample_from_q(tiny_model):

@@ -110,13 +110,7 @@ class Decoder:
         as exact, about a plain sample's cost on a GPU instead of finding the set's edge for
         every row, but the group is spread over softmax's buckets and keeps less of
         coordination's gain where much mass lies outside the set (docs/coordinated.md)."""
-        if not isinstance(by_rejection, bool):
-            raise TypeError(f"by_rejection must be a bool, got {by_rejection!r}")
-        if by_rejection and not self._draws_by_rejection():
-            raise ValueError(
-                "by_rejection=True needs a decoder whose q is softmax restricted to a set "
-                f"holding a fixed share of its mass (top-p, typical), got {self!r}"
-            )
+        self.check_by_rejection(by_rejection)
         x, route = self._checked(logits)
         if (
             use_kernels(x)
@@ -142,6 +136,17 @@ class Decoder:
         # Whether q is softmax (at this decoder's τ) restricted to a set holding a fixed
         # share of its mass, so that `sample_coordinated(by_rejection=True)` applies.
         return False
+
+    def check_by_rejection(self, by_rejection: bool) -> None:
+        """Raises unless `by_rejection` is a bool that this decoder can draw with (True only
+        for top-p and typical: see `sample_coordinated`)."""
+        if not isinstance(by_rejection, bool):
+            raise TypeError(f"by_rejection must be a bool, got {by_rejection!r}")
+        if by_rejection and not self._draws_by_rejection():
+            raise ValueError(
+                "by_rejection=True needs a decoder whose q is softmax restricted to a set "
+                f"holding a fixed share of its mass (top-p, typical), got {self!r}"
+            )
 
     def certificate(self, logits: Tensor, probs: Tensor | None = None) -> Certificate:
         """Optimality figures of `probs` (default: this decoder's output) for its problem:

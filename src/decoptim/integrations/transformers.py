@@ -146,6 +146,7 @@ class CoordinatedLogitsProcessor(LogitsProcessor):
     (or greedy search) takes it. It carries the codes from step to step: use one instance
     per `generate` call. Group g of the call gets the seed `group_seeds(seed, first_group
     + g)`, so a prompt's samples do not depend on which prompts share its batch.
+    `by_rejection` (top-p and typical): draw as `Decoder.sample_coordinated` does with it.
     """
 
     def __init__(
@@ -155,9 +156,11 @@ class CoordinatedLogitsProcessor(LogitsProcessor):
         seed: int = 0,
         first_group: int = 0,
         generation_config: GenerationConfig | None = None,
+        by_rejection: bool = False,
     ):
         if not isinstance(decoder, Decoder):
             raise TypeError(f"decoder must be a decoptim Decoder, got {type(decoder).__name__}")
+        decoder.check_by_rejection(by_rejection)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an int >= 1, got k={k!r}")
         if generation_config is not None:
@@ -172,6 +175,7 @@ class CoordinatedLogitsProcessor(LogitsProcessor):
         self.k = k
         self.seed = seed
         self.first_group = first_group
+        self.by_rejection = by_rejection
         self.codes: Codes | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -183,7 +187,7 @@ class CoordinatedLogitsProcessor(LogitsProcessor):
                 f"this processor started with {self.codes.value.numel()} rows and now sees "
                 f"{rows}: use one CoordinatedLogitsProcessor per generate call"
             )
-        tokens, self.codes = self.decoder.sample_coordinated(scores, self.codes)
+        tokens, self.codes = self.decoder.sample_coordinated(scores, self.codes, self.by_rejection)
         return forced_scores(tokens, scores)
 
     def _start(self, input_ids: torch.Tensor, rows: int, device: torch.device) -> Codes:
@@ -271,6 +275,7 @@ def generate(
     cuda_graph: bool = True,
     coordinated: bool = False,
     group_size: int | None = None,
+    by_rejection: bool = False,
 ) -> list[PromptSamples]:
     """Draw `n` samples per prompt from `decoder` applied to the model's raw logits.
 
@@ -285,7 +290,8 @@ def generate(
     `group_size` (default n; n must be a multiple of it) by `CoordinatedLogitsProcessor`:
     each sample is still exactly a draw from the decoder, and each group covers more
     distinct continuations. Prompt j's groups depend on `seed` and j only, not on the
-    batch size.
+    batch size. `by_rejection=True` (top-p and typical, with `coordinated`) draws them by
+    rejection over softmax's buckets (`Decoder.sample_coordinated`).
     """
     if isinstance(prompts, str):
         raise TypeError("prompts must be a sequence of strings, not one string")
@@ -312,7 +318,10 @@ def generate(
         raise ValueError(f"group_size must be an int >= 1, got group_size={group_size!r}")
     if coordinated and n % group_size:
         raise ValueError(f"n={n} is not a multiple of group_size={group_size}")
-    processor = DecoderLogitsProcessor(decoder, cuda_graph=cuda_graph)
+    processor = DecoderLogitsProcessor(decoder, cuda_graph=cuda_graph)  # checks the decoder
+    decoder.check_by_rejection(by_rejection)
+    if by_rejection and not coordinated:
+        raise ValueError("by_rejection=True draws coordinated groups: pass coordinated=True")
     previous_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     results: list[PromptSamples] = []
@@ -327,7 +336,9 @@ def generate(
             recorder = RawLogProbRecorder()
             if coordinated:  # carries its codes through the call: a new one per call
                 first = start * (n // group_size)
-                processor = CoordinatedLogitsProcessor(decoder, group_size, seed, first)
+                processor = CoordinatedLogitsProcessor(
+                    decoder, group_size, seed, first, by_rejection=by_rejection
+                )
             manual_seed(seed + call)  # torch and the graph seed streams
             with torch.no_grad():
                 out = model.generate(
