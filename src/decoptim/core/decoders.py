@@ -129,13 +129,16 @@ class Decoder:
         q = self._solve(x, route)
         if not by_rejection:
             return coordinated_sample(q, codes, validate=self.validate)
-        softmax = SimplexDecoder(Shannon(), None, self.temperature, validate=False)
-        return coordinated_sample_in_set(softmax._solve_torch(x), q, codes, self.validate)
+        return coordinated_sample_in_set(self._rejection_proposal(x), q, codes, self.validate)
 
     def _draws_by_rejection(self) -> bool:
         # Whether q is softmax (at this decoder's τ) restricted to a set holding a fixed
         # share of its mass, so that `sample_coordinated(by_rejection=True)` applies.
         return False
+
+    def _rejection_proposal(self, x: Tensor) -> Tensor:
+        # The softmax that q restricts (torch path), for decoders that `_draws_by_rejection`.
+        raise NotImplementedError(f"{self!r} does not draw by rejection")
 
     def check_by_rejection(self, by_rejection: bool) -> None:
         """Raises unless `by_rejection` is a bool that this decoder can draw with (True only
@@ -215,6 +218,9 @@ class SimplexDecoder(Decoder):
         return type(self.regularizer) is Shannon and isinstance(
             self.support, (TopPSupport, TypicalSupport)
         )
+
+    def _rejection_proposal(self, x: Tensor) -> Tensor:
+        return SimplexDecoder(Shannon(), None, self.temperature, validate=False)._solve_torch(x)
 
     def __repr__(self) -> str:
         return (

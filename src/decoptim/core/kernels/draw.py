@@ -204,7 +204,7 @@ def randomness_args(source: torch.Tensor | CodedDraw | None, filler: torch.Tenso
     `draw_seed`'s result (or None when the kernel does not sample); `filler`, any tensor,
     stands in the places the kernel does not read."""
     if isinstance(source, CodedDraw):
-        return (filler, *source[:5])
+        return (filler, source.value, source.seed, source.index, source.step, source.next_value)
     return (filler if source is None else source,) + (filler,) * 5
 
 
