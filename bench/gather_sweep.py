@@ -21,19 +21,16 @@ from decoptim.core.kernels import candidates
 from decoptim.core.kernels.streaming import chunk_for, pow2_at_least, row_stats, segment_size
 
 
-def gather_ms(inputs, ones, stats, segment_bound: bool, k: int, offset: float, block: int,
-              warps: int, splits: int, stages: int) -> float:  # fmt: skip
+def gather_ms(inputs, ones, stats, bound, offset: float, block: int, warps: int, splits: int,
+              stages: int) -> float:  # fmt: skip
+    # `bound`: the row stats' segment bound (per row, made before the gather, not timed), or
+    # None for the offset bound on `stats`, the per-split maxima.
     batch, vocab = inputs[0].shape
     x, index, count = candidates.Candidates.empty(batch, splits, inputs[0].device)
     chunk = chunk_for(vocab, splits, block)
     stat_block = pow2_at_least(stats.shape[1], 16)
-    bound = ones  # the segment bound is per row, made once before the gather (not timed)
-    if segment_bound:
-        bound = torch.empty_like(ones)
-        candidates._segment_bound_kernel[(batch,)](
-            stats, ones, bound, stats.shape[1], k, STAT_BLOCK=stat_block,
-            num_warps=candidates.ROW_WARPS,
-        )  # fmt: skip
+    segment_bound = bound is not None
+    bound = ones if bound is None else bound
 
     def gather(z: torch.Tensor) -> None:
         candidates._gather_kernel[(batch, splits)](
@@ -55,11 +52,11 @@ def main() -> None:
     for batch in args.batches:
         inputs = gpu.make_inputs(batch, vocab, 4, seed=7)
         ones = kernel_rows(1.0, inputs[0])
-        bounds = {  # name: (stats, segment bound?, k, offset)
-            "tsallis": (row_stats(inputs[0], ones).maxes, False, 0, 1.0),
-            "top-64": (row_stats(inputs[0], ones, segment=segment_size(vocab, 64)).segmax,
-                       True, 64, 0.0),
-        }  # fmt: skip
+        top64 = row_stats(inputs[0], ones, segment_size(vocab, 64), finish=True, bound_k=64)
+        bounds = {  # name: (stats, segment bound, offset)
+            "tsallis": (row_stats(inputs[0], ones).maxes, None, 1.0),
+            "top-64": (top64.maxes, top64.bound, 0.0),
+        }
         print(f"\n## B = {batch}\n")
         print("| bound | block | warps | splits | stages | ms |\n|---|---:|---:|---:|---:|---:|")
         for name, bound in bounds.items():

@@ -41,7 +41,6 @@ from decoptim.core.kernels.candidates import (  # noqa: E402
     gather_candidates,
     kth_largest,
     kth_largest_code,
-    kth_largest_lower_bound,
     kth_largest_packed_code,
     top_candidates,
 )
@@ -58,6 +57,7 @@ from decoptim.core.kernels.draw import (  # noqa: E402
 from decoptim.core.kernels.streaming import (  # noqa: E402
     code_of,
     exp_affine,
+    kth_largest_lower_bound,
     row_stats,
     segment_size,
 )
@@ -94,7 +94,7 @@ def check_gather_keeps_exactly_the_tokens_above_the_bound() -> None:
     sparse[2, 3000] = 0.0  # a lone kept token
     z = torch.cat([crowded_rows(6000, 0), sparse, random_logits(2, 6000, 4)])
     maxes = row_stats(z, kernel_rows(1.0, z)).maxes
-    got = gather_candidates(z, kernel_rows(0.5, z), maxes=maxes, offset=1.0)
+    got = gather_candidates(z, scale=kernel_rows(0.5, z), maxes=maxes, offset=1.0)
     x = (z - z.max(-1, keepdim=True).values) * 0.5
     expected = x >= -1.0
     for row in range(z.shape[0]):
@@ -180,8 +180,9 @@ def _codes_of(x: torch.Tensor) -> torch.Tensor:
 def check_kth_segment_bound_keeps_the_top_m() -> None:
     z = crowded_rows(6000, 1)
     m = 64
-    segmax = row_stats(z, kernel_rows(1.0, z), segment=segment_size(6000, m)).segmax
-    got = gather_candidates(z, kernel_rows(1.0, z), segmax=segmax, k=m)
+    stats = row_stats(z, kernel_rows(1.0, z), segment_size(6000, m), finish=True, bound_k=m)
+    segmax = stats.segmax
+    got = gather_candidates(z, bound=stats.bound)
     # The bound lies in [m-th largest segment max − range·2⁻¹⁶, m-th largest segment max].
     kth = segmax.topk(m, -1).values[:, -1:]
     slack = (segmax.max(-1, keepdim=True).values - segmax.min(-1, keepdim=True).values) / 2**16
@@ -463,23 +464,29 @@ def _near_the_cut(vocab: int, log_p: float, tau: float) -> torch.Tensor:
     return row
 
 
-def check_row_stats_entropy_equals_float64() -> None:
-    # Eta's entropy from split sums of exp(y) and exp(y)·y, rescaled to the row's max: rows
-    # with ties, −inf, an empty split, the max in the last split, one live token and huge
-    # |z|/τ, against float64.
+def check_row_stats_finish_equals_float64() -> None:
+    # The per-row values that row_stats' last program per row combines from the split sums
+    # (max z, log Σ exp(c·(z − max z)), and eta's entropy from the sums of exp(y) and
+    # exp(y)·y, rescaled to the row's max): rows with ties, −inf, an empty split, the max in
+    # the last split, one live token and huge |z|/τ, against float64. The arrival counters
+    # are left at zero, for the next kernel that counts on them.
     z = crowded_rows(6000, 13)
     z[0, :2048] = -torch.inf  # the first split empty
     z[1, 5999] = 40.0  # the max in the last split, after the other splits' sums
     z[3] = -torch.inf
     z[3, 3000] = 1.0  # one live token: H = 0
     for c in (torch.full((5,), 1.0), torch.tensor([0.3, 2.0, 50.0, 1.0, 1e3])):
-        stats = row_stats(z, c, moment=True)
+        arrivals = torch.zeros(5, dtype=torch.int32)
+        stats = row_stats(z, c, moment=True, finish=True, arrivals=arrivals)
         assert stats.splits > 1, "one split: the combine is not exercised"
-        log_q = torch.log_softmax(z.double() * c.double()[:, None], -1)
+        assert not arrivals.any(), arrivals
+        x = z.double() * c.double()[:, None]
+        log_q = torch.log_softmax(x, -1)
         expected = -torch.special.xlogy(log_q.exp(), log_q.exp()).sum(-1)
-        z_max, log_sum, entropy = stats.max_log_sum_and_entropy(c)
-        assert all(map(torch.equal, (z_max, log_sum), stats.max_and_log_sum(c)))
-        got = entropy.double()
+        assert torch.equal(stats.z_max, z.amax(-1))
+        log_sum = torch.logsumexp(x - c.double()[:, None] * z.amax(-1).double()[:, None], -1)
+        assert torch.allclose(stats.log_sum.double(), log_sum, rtol=1e-6, atol=1e-6), c
+        got = stats.entropy.double()
         assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), (c, got, expected)
 
 
@@ -500,8 +507,9 @@ def check_kth_largest_equals_topk() -> None:
         (z, 1024, torch.tensor([1024, 3, 700, 1, 999])),
         (few, 64, torch.tensor([5, 50])),
     ):
-        segmax = row_stats(rows, kernel_rows(1.0, rows), segment=segment_size(6000, k_max)).segmax
-        candidates = top_candidates(rows, k_max, segmax)
+        segment = segment_size(6000, k_max)
+        stats = row_stats(rows, kernel_rows(1.0, rows), segment, finish=True, bound_k=k_max)
+        candidates = top_candidates(rows, stats.bound)
         got = kth_largest(rows, k, candidates)
         masked = torch.where(torch.isnan(rows), -torch.inf, rows)
         want = masked.topk(k_max, -1).values.gather(-1, (k - 1)[:, None])[:, 0]

@@ -2,9 +2,10 @@
 
 s = z/τ_s and p = softmax(z/τ_p) are z scaled by per-row constants, so the closed-form
 tail of the exact solution is q_v ∝ exp(c·z_v) with c = 1/τ_p + 1/(λτ_s).
-1. Per row: max z, LSE(c·(z − max z)), and the max of each short segment.
-2. Gather the candidates: tokens at or above the M-th largest segment max (about M of them
-   on untied logits, never fewer than M, always including the top M).
+1. Per row: max z, LSE(c·(z − max z)), the max of each short segment, and (in the row's last
+   program) a bound a little below the M-th largest segment max.
+2. Gather the candidates: tokens at or above that bound (about M of them on untied logits,
+   never fewer than M, always including the top M).
 3. One program per row picks the exact top M among them (ties toward the lower token id, as
    on the CPU), and solves the head in registers. If a row had too many candidates, the
    program selects from the whole row instead.
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checks import kernel_rows
 from .bok_head import topm_head
 from .candidates import gather_candidates
 from .draw import CodedDraw, Randomness, draw_affine, draw_seed
@@ -44,13 +44,20 @@ class TopMProblem:
     inner: int
 
 
-def _head(z: torch.Tensor, problem: TopMProblem, seed: torch.Tensor | CodedDraw | None = None):
+def _head(
+    z: torch.Tensor,
+    problem: TopMProblem,
+    seed: torch.Tensor | CodedDraw | None = None,
+    arrivals: torch.Tensor | None = None,
+):
     # A_v = log p_v + s_v/λ − 1 = c·z_v + (a row constant). Row constants only move t, so
-    # A is taken as c·(z_v − max z): no large numbers cancel in float32.
+    # A is taken as c·(z_v − max z): no large numbers cancel in float32. `arrivals`: the row
+    # stats' counters, zero (else zeroed there).
     p = problem
     m = min(p.top_m, z.shape[-1])
-    stats = row_stats(z, p.c, segment=segment_size(z.shape[-1], m))
-    candidates = gather_candidates(z, kernel_rows(1.0, z), segmax=stats.segmax, k=m)
+    segment = segment_size(z.shape[-1], m)
+    stats = row_stats(z, p.c, segment, finish=True, bound_k=m, arrivals=arrivals)
+    candidates = gather_candidates(z, bound=stats.bound)
     return topm_head(
         z, candidates, stats, p.c, p.beta_k, p.k, m, p.rank, p.outer, p.inner, seed
     )  # fmt: skip
@@ -72,8 +79,10 @@ def bok_topm_sample(
     without writing q. `randomness`: a generator (or None) for Philox seeds, or a
     `draw.CodedDraw` (the head's order first, then the tail's: see `bok_head.topm_head`)."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    seed = draw_seed(z.device, randomness)
-    head, draw = _head(flat, problem, seed)
+    # The row stats' counters are zeroed with the seeds: in a graph, by the same launch.
+    arrivals = torch.empty(flat.shape[0], device=z.device, dtype=torch.int32)
+    seed = draw_seed(z.device, randomness, clear=arrivals)
+    head, draw = _head(flat, problem, seed, arrivals)
     coded = isinstance(seed, CodedDraw)
     tokens = draw_affine(
         flat, problem.c, head.z_max, head.shift,

@@ -2,17 +2,18 @@
 so that a per-row solve runs on a few hundred values held in registers instead of re-reading
 the whole row dozens of times.
 
-Each (row, split) program keeps the elements x = s·z of its chunk with x ≥ lo, in index
+Each (row, split) program keeps the elements x of its chunk with x ≥ lo, in index
 order, in its own slot of CAP entries, and records how many it found (possibly more than
 CAP). The per-row solve loads all slots of its row at once; when any slot overflowed it falls
 back to the full row, inside the same kernel (the same answer, slower). Positions depend on
 the token ids only, so results do not depend on scheduling.
 
-The lower bound lo comes from the row statistics of the first streaming pass:
-- `offset`: lo = s·max z − offset, for Tsallis-α (nothing below max − 1/(α−1) is in the
-  support);
-- `kth_segment`: lo ≤ the k-th largest of the row's segment maxima. Those k maxima are k
-  distinct tokens, so at least k tokens reach lo and the top k are all kept.
+x and lo come from the row statistics of the first streaming pass:
+- `offset`: x = s·(z − max z) and lo = −offset, for Tsallis-α (nothing below
+  max − 1/(α−1) is in the support);
+- `bound`: x = z and lo ≤ the k-th largest of the row's segment maxima (`row_stats`' segment
+  bound). Those k maxima are k distinct tokens, so at least k tokens reach lo and the top k
+  are all kept.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import torch
 import triton
 import triton.language as tl
 
-from ..checks import kernel_rows
 from .launch import kernel
 from .streaming import (
     BLOCK,
@@ -58,21 +58,6 @@ ROW_WARPS = 8
 
 
 @triton.jit
-def kth_largest_lower_bound(x, valid, k, PASSES: tl.constexpr):
-    """A value lo with #{valid x ≥ lo} ≥ k, at most (max − min)/2^PASSES below the k-th
-    largest valid x; −inf when fewer than k valid x are finite."""
-    finite = valid & (x > -float("inf"))
-    lo = tl.min(tl.where(finite, x, float("inf")), axis=0)
-    hi = tl.max(tl.where(finite, x, -float("inf")), axis=0)
-    for _ in range(PASSES):
-        mid = lo + 0.5 * (hi - lo)
-        enough = tl.sum((finite & (x >= mid)).to(tl.int32), axis=0) >= k
-        lo = tl.where(enough, mid, lo)
-        hi = tl.where(enough, hi, mid)
-    return tl.where(tl.sum(finite.to(tl.int32), axis=0) >= k, lo, -float("inf"))
-
-
-@triton.jit
 def append_to_slot(x, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP: tl.constexpr):
     """Append the kept (x, offs) of one block to a slot already holding `found` entries, in
     index order, up to CAP; returns the new count (which may exceed CAP: overflow)."""
@@ -88,21 +73,6 @@ def append_to_slot(x, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP: tl
         tl.store(x_out_ptr + slot + pos, x, mask=keep & (pos < CAP))
         tl.store(index_out_ptr + slot + pos, offs, mask=keep & (pos < CAP))
     return found + kept
-
-
-@kernel
-def _segment_bound_kernel(segmax_ptr, scale_ptr, bound_ptr, N_STATS, k,
-                          STAT_BLOCK: tl.constexpr):  # fmt: skip
-    # Per row, once for all of the gather's programs: a bound a little below the k-th
-    # largest of s·segmax. As good as the exact value, since the per-row solve selects
-    # exactly: 16 halvings leave a few extra candidates at most (a 16-way search in 4
-    # passes was slower: 52 against 44 µs on an H100).
-    row = tl.program_id(0)
-    lanes = tl.arange(0, STAT_BLOCK)
-    present = lanes < N_STATS
-    segmax = tl.load(segmax_ptr + row * N_STATS + lanes, mask=present, other=-float("inf"))
-    scaled = segmax * tl.load(scale_ptr + row)
-    tl.store(bound_ptr + row, kth_largest_lower_bound(scaled, present, k, 16))
 
 
 @kernel
@@ -126,12 +96,13 @@ def _gather_kernel(
     STAGES: tl.constexpr,
 ):
     row, split, splits = program_position()
-    scale = tl.load(scale_ptr + row)
     if KTH_SEGMENT:
-        # x = s·z, kept from the row's bound (`_segment_bound_kernel`).
+        # x = z, kept from the row's bound (`row_stats`' segment bound).
         lo = code_of(tl.load(bound_ptr + row))
+        scale = 1.0
         z_top = 0.0
     else:
+        scale = tl.load(scale_ptr + row)
         # Shifted before scaling, x = (z − max z)·s (z_top from the per-split maxima): a
         # large common offset of z would otherwise round x by far more than the bound's
         # resolution.
@@ -179,48 +150,41 @@ def gather_splits(vocab: int) -> int:
 
 def gather_candidates(
     z: torch.Tensor,
-    scale: torch.Tensor,
     *,
+    bound: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
     maxes: torch.Tensor | None = None,
     offset: float = 0.0,
-    segmax: torch.Tensor | None = None,
-    k: int = 0,
 ) -> Candidates:
-    """Elements x of each row of z [rows, V] with x ≥ lo (s = scale [rows]).
+    """Elements x of each row of z [rows, V] with x ≥ lo.
 
-    With `segmax` ([rows, NSEG]): x = s·z, and lo is at most the k-th largest of s·segmax.
-    With `maxes` (per split, [rows, splits]): x = s·(z − max z) and lo = −offset.
+    With `bound` ([rows], `row_stats`' segment bound): x = z and lo = bound.
+    With `scale` s and `maxes` (per split, [rows, splits]): x = s·(z − max z), lo = −offset.
     """
     rows, vocab = z.shape
+    if (bound is None) == (maxes is None) or (maxes is None) != (scale is None):
+        raise ValueError("gather_candidates needs a bound, or a scale and maxes")
+    kth = bound is not None
     splits = gather_splits(vocab)
     chunk = chunk_for(vocab, splits, GATHER_BLOCK)
-    if (maxes is None) == (segmax is None):
-        raise ValueError("gather_candidates needs exactly one of maxes and segmax")
-    kth = segmax is not None
-    stats = segmax if segmax is not None else maxes
-    stat_block = pow2_at_least(stats.shape[1], 16)
-    bound = scale  # read only with segmax (as `maxes` is read only without)
-    if kth:
-        bound = torch.empty(rows, device=z.device, dtype=torch.float32)
-        _segment_bound_kernel[(rows,)](segmax, scale, bound, stats.shape[1], k,
-                                       STAT_BLOCK=stat_block, num_warps=ROW_WARPS)  # fmt: skip
+    n_stats = 1 if maxes is None else maxes.shape[1]
     x, index, count = Candidates.empty(rows, splits, z.device)
     _gather_kernel[(rows, splits)](
         z,
-        scale,
-        stats,
-        bound,
+        bound if scale is None else scale,  # read only without a bound
+        bound if maxes is None else maxes,  # the same
+        maxes if bound is None else bound,  # read only with one
         x,
         index,
         count,
         vocab,
         vocab,
         chunk,
-        stats.shape[1],
+        n_stats,
         offset,
         KTH_SEGMENT=kth,
         CAP=CAP,
-        STAT_BLOCK=stat_block,
+        STAT_BLOCK=pow2_at_least(n_stats, 16),
         BLOCK=GATHER_BLOCK,
         STAGES=SEGMENT_GATHER_STAGES if kth else OFFSET_GATHER_STAGES,
         num_warps=8 if rows <= 64 else 4,
@@ -372,19 +336,19 @@ def _kth_largest_kernel(z_ptr, cand_x_ptr, cand_index_ptr, cand_count_ptr, k_ptr
     tl.store(out_ptr + row, float_of_code(code))
 
 
-def top_candidates(z: torch.Tensor, k_max: int, segmax: torch.Tensor) -> Candidates:
+def top_candidates(z: torch.Tensor, bound: torch.Tensor) -> Candidates:
     """Every token of each row of z [rows, V] that can be among its k_max largest (and a few
-    below), x = z: `gather_candidates` with lo at most the k_max-th largest segment max
-    (segmax: the row's segment maxima from `row_stats(..., segment=segment_size(V, k_max))`).
+    below), x = z: `gather_candidates` from the segment bound of
+    `row_stats(..., segment=segment_size(V, k_max), finish=True, bound_k=k_max)`.
     z must be contiguous: the kernels step from row to row by V."""
     if not z.is_contiguous():
         raise ValueError("top_candidates needs contiguous logits [rows, V]")
-    return gather_candidates(z, kernel_rows(1.0, z), segmax=segmax, k=k_max)
+    return gather_candidates(z, bound=bound)
 
 
 def kth_largest(z: torch.Tensor, k: torch.Tensor, candidates: Candidates) -> torch.Tensor:
     """The k-th largest logit of each row of z [rows, V] (k: int [rows], each ≤ the k_max
-    that `top_candidates(z, k_max, ...)` gathered `candidates` for), NaN counted as −inf and
+    that `top_candidates(z, bound)` gathered `candidates` for), NaN counted as −inf and
     −0.0 as +0.0 (as `load_logits` and `code_of` read them). z and k must be contiguous
     (`checks.kernel_rows` makes such a k): the kernels step from row to row by V and read
     k[row]; an expanded k, of stride 0, would be read past its end."""

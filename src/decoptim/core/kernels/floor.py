@@ -51,16 +51,15 @@ def min_p_terms(
     flat: torch.Tensor, tau: torch.Tensor, log_p: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """max z and the floor log p, per row of flat [rows, V] (tau, log_p: float32 [rows])."""
-    return row_stats(flat, 1.0 / tau).maxes.amax(-1), log_p
+    return row_stats(flat, 1.0 / tau, finish=True).z_max, log_p
 
 
 def epsilon_terms(
     flat: torch.Tensor, tau: torch.Tensor, log_epsilon: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """max z and the floor min(log ε + log Σ exp(x), 0), per row of flat [rows, V]."""
-    inv_tau = 1.0 / tau
-    z_max, log_sum = row_stats(flat, inv_tau).max_and_log_sum(inv_tau)
-    return z_max, torch.clamp(log_epsilon + log_sum, max=0.0)
+    stats = row_stats(flat, 1.0 / tau, finish=True)
+    return stats.z_max, torch.clamp(log_epsilon + stats.log_sum, max=0.0)
 
 
 def eta_terms(
@@ -68,11 +67,9 @@ def eta_terms(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """max z and the floor min(min(log ε, ½·log ε − H) + log Σ exp(x), 0), per row of flat
     [rows, V], H the entropy of softmax(x)."""
-    inv_tau = 1.0 / tau
-    stats = row_stats(flat, inv_tau, moment=True)
-    z_max, log_sum, entropy = stats.max_log_sum_and_entropy(inv_tau)
-    cutoff = torch.minimum(log_epsilon, 0.5 * log_epsilon - entropy)
-    return z_max, torch.clamp(cutoff + log_sum, max=0.0)
+    stats = row_stats(flat, 1.0 / tau, moment=True, finish=True)
+    cutoff = torch.minimum(log_epsilon, 0.5 * log_epsilon - stats.entropy)
+    return stats.z_max, torch.clamp(cutoff + stats.log_sum, max=0.0)
 
 
 def top_k_terms(
@@ -96,9 +93,9 @@ def top_k_terms(
     # the candidates' whole-row fallback.
     if k_max <= KTH_FROM_CANDIDATES and cdiv(vocab, segment) >= k_max:
         inv_tau = 1.0 / tau
-        stats = row_stats(flat, inv_tau, segment=segment)
-        z_max = stats.maxes.amax(-1)
-        candidates = top_candidates(flat, k_max, stats.segmax)
+        stats = row_stats(flat, inv_tau, segment=segment, finish=True, bound_k=k_max)
+        z_max = stats.z_max
+        candidates = top_candidates(flat, stats.bound)
         z_floor = kth_largest(flat, k, candidates)
         if top_p is not None:
             z_floor = top_p_in_top_k(flat, inv_tau, top_p, stats, candidates, z_floor)

@@ -99,6 +99,27 @@ def segment_size(vocab: int, k: int) -> int:
     return min(size, BLOCK)
 
 
+@triton.jit
+def kth_largest_lower_bound(x, valid, k, PASSES: tl.constexpr):
+    """A value lo with #{valid x ≥ lo} ≥ k, at most (max − min)/2^PASSES below the k-th
+    largest valid x; −inf when fewer than k valid x are finite."""
+    finite = valid & (x > -float("inf"))
+    lo = tl.min(tl.where(finite, x, float("inf")), axis=0)
+    hi = tl.max(tl.where(finite, x, -float("inf")), axis=0)
+    for _ in range(PASSES):
+        mid = lo + 0.5 * (hi - lo)
+        enough = tl.sum((finite & (x >= mid)).to(tl.int32), axis=0) >= k
+        lo = tl.where(enough, mid, lo)
+        hi = tl.where(enough, hi, mid)
+    return tl.where(tl.sum(finite.to(tl.int32), axis=0) >= k, lo, -float("inf"))
+
+
+# Halvings of the segment bound's search: as good as the exact k-th largest segment max,
+# since every consumer selects exactly; 16 leave a few extra candidates at most (a 16-way
+# search in 4 passes was slower: 52 against 44 µs on an H100, as a kernel of its own).
+BOUND_PASSES = tl.constexpr(16)
+
+
 @kernel
 def _row_stats_kernel(
     z_ptr,
@@ -109,19 +130,28 @@ def _row_stats_kernel(
     sum2_ptr,
     moment_ptr,
     segmax_ptr,
+    arrivals_ptr,
+    row_out_ptr,
     V,
     stride,
     CHUNK,
     NSEG,
+    rows,
+    k,
     BLOCK: tl.constexpr,
     SEG: tl.constexpr,
     SEGMENTS: tl.constexpr,
     TWO_SCALES: tl.constexpr,
     MOMENT: tl.constexpr,
+    FINISH: tl.constexpr,
+    BOUND: tl.constexpr,
+    SPLIT_BLOCK: tl.constexpr,
+    SEG_BLOCK: tl.constexpr,
 ):
     # Per (row, split): running max m of z and Σ exp(c·(z − m)) over the split's chunk;
     # with TWO_SCALES also Σ exp(c2·(z − m)); with MOMENT also Σ exp(y)·y, y = c·(z − m)
-    # (the entropy's sum); with SEGMENTS the max of every SEG-long segment.
+    # (the entropy's sum); with SEGMENTS the max of every SEG-long segment. FINISH: see
+    # `_finish_row`.
     row, split, splits = program_position()
     c = tl.load(c_ptr + row)
     c2 = tl.load(c2_ptr + row)
@@ -155,6 +185,51 @@ def _row_stats_kernel(
         tl.store(sum2_ptr + row * splits + split, s2)
     if MOMENT:
         tl.store(moment_ptr + row * splits + split, s1)
+    if FINISH:
+        # The row's last program to arrive combines the splits into per-row values, where
+        # torch ops on [rows, splits] would each be a launch (and, eagerly, host time): the
+        # barrier and the count's release put this program's stores before its arrival, the
+        # last one's acquire its loads after every arrival; ".cg" reads from L2.
+        tl.debug_barrier()
+        if tl.atomic_add(arrivals_ptr + row, 1, sem="acq_rel", scope="gpu") == splits - 1:
+            _finish_row(max_ptr, sum_ptr, moment_ptr, segmax_ptr, row_out_ptr, row, splits,
+                        rows, NSEG, c, k, MOMENT, BOUND, SPLIT_BLOCK, SEG_BLOCK)  # fmt: skip
+            tl.store(arrivals_ptr + row, 0)  # zero again, for the step's next counting kernel
+
+
+@triton.jit
+def _finish_row(max_ptr, sum_ptr, moment_ptr, segmax_ptr, out_ptr, row, splits, rows, NSEG,
+                c, k, MOMENT: tl.constexpr, BOUND: tl.constexpr, SPLIT_BLOCK: tl.constexpr,
+                SEG_BLOCK: tl.constexpr):  # fmt: skip
+    # out [4, rows]: max z; log Σ exp(c·(z − max z)); with MOMENT the entropy of softmax(c·z),
+    # H = log S − S1/S (S = Σ e^y, S1 = Σ e^y·y, y = c·(z − max z)); with BOUND a
+    # bound a little below the k-th largest segment max. Each split's sums are relative to
+    # its own max m: they move to the row's as e^d·S and e^d·(S1 + d·S), d = c·(m − max z).
+    offs = tl.arange(0, SPLIT_BLOCK)
+    present = offs < splits
+    maxes = tl.load(max_ptr + row * splits + offs, mask=present, other=-float("inf"),
+                    cache_modifier=".cg")  # fmt: skip
+    sums = tl.load(sum_ptr + row * splits + offs, mask=present, other=0.0, cache_modifier=".cg")
+    z_max = tl.max(maxes, axis=0)
+    live = maxes > -float("inf")
+    d = tl.where(live, c * (maxes - z_max), 0.0)
+    rescale = tl.where(live, tl.exp(d), 0.0)
+    total = tl.sum(sums * rescale, axis=0)
+    log_sum = tl.log(total)
+    tl.store(out_ptr + row, z_max)
+    tl.store(out_ptr + rows + row, log_sum)
+    if MOMENT:
+        moments = tl.load(moment_ptr + row * splits + offs, mask=present, other=0.0,
+                          cache_modifier=".cg")  # fmt: skip
+        moment = tl.sum((moments + d * sums) * rescale, axis=0)
+        tl.store(out_ptr + 2 * rows + row, log_sum - moment / total)
+    if BOUND:
+        lanes = tl.arange(0, SEG_BLOCK)
+        valid = lanes < NSEG
+        segmax = tl.load(segmax_ptr + row * NSEG + lanes, mask=valid, other=-float("inf"),
+                         cache_modifier=".cg")  # fmt: skip
+        bound = kth_largest_lower_bound(segmax, valid, k, BOUND_PASSES)
+        tl.store(out_ptr + 3 * rows + row, bound)
 
 
 @triton.jit
@@ -175,36 +250,38 @@ class RowStats(NamedTuple):
     sums2: torch.Tensor | None  # the same for the second scale c2, if given
     segmax: torch.Tensor | None  # [rows, NSEG], if asked for
     moments: torch.Tensor | None = None  # Σ exp(y)·y, y = c·(z − max), if asked for
+    per_row: torch.Tensor | None = None  # [4, rows], with `finish`: see the properties
 
     @property
     def splits(self) -> int:
         return self.maxes.shape[1]
 
-    def _to_row_max(self, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Per row max z, and per split d = c·(its max − max z) and e^d: each split's sums
-        are relative to its own max; an empty split's e^d is 0 (its d, −inf, is set to 0)."""
-        z_max = self.maxes.amax(-1)
-        live = self.maxes > -torch.inf
-        d = torch.where(live, c[:, None] * (self.maxes - z_max[:, None]), 0.0)
-        return z_max, d, torch.where(live, torch.exp(d), 0.0)
+    def _finished(self, what: int) -> torch.Tensor:
+        if self.per_row is None:
+            raise ValueError("per-row values need row_stats(..., finish=True)")
+        return self.per_row[what]
 
-    def max_and_log_sum(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per row: max z and log Σ exp(c·(z − max z)), the splits combined (the host-side
-        `row_lse`)."""
-        z_max, _, rescale = self._to_row_max(c)
-        return z_max, torch.log((self.sums * rescale).sum(-1))
+    @property
+    def z_max(self) -> torch.Tensor:
+        """max z per row [rows]."""
+        return self._finished(0)
 
-    def max_log_sum_and_entropy(
-        self, c: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per row: `max_and_log_sum`'s two, and the entropy of softmax(c·z) (row_stats with
-        `moment`), from one combine of the splits: H = log S − S1/S, S = Σ e^y and
-        S1 = Σ e^y·y, y = c·(z − max z); a split's S1 moves to the row's max as e^d·(S1 + d·S)."""
-        z_max, d, rescale = self._to_row_max(c)
-        total = (self.sums * rescale).sum(-1)
-        log_sum = torch.log(total)
-        moment = ((self.moments + d * self.sums) * rescale).sum(-1)
-        return z_max, log_sum, log_sum - moment / total
+    @property
+    def log_sum(self) -> torch.Tensor:
+        """log Σ exp(c·(z − max z)) per row [rows]."""
+        return self._finished(1)
+
+    @property
+    def entropy(self) -> torch.Tensor:
+        """The entropy of softmax(c·z) per row [rows] (row_stats with `moment`)."""
+        return self._finished(2)
+
+    @property
+    def bound(self) -> torch.Tensor:
+        """Per row [rows], a value at most the k-th largest segment max and at most
+        (max − min of the segment maxima)/2^16 below it, −inf where fewer than k segment
+        maxima are finite (row_stats with `bound_k` = k)."""
+        return self._finished(3)
 
 
 def row_stats(
@@ -213,11 +290,21 @@ def row_stats(
     segment: int = 0,
     c2: torch.Tensor | None = None,
     moment: bool = False,
+    *,
+    finish: bool = False,
+    bound_k: int = 0,
+    arrivals: torch.Tensor | None = None,
 ) -> RowStats:
     """Per (row, split) of z [rows, V]: the max m of z and Σ exp(c·(z − m)) over the split
     (and Σ exp(c2·(z − m)) with `c2`, Σ exp(y)·y with y = c·(z − m) with `moment`); with
-    `segment` > 0 also the max of each `segment`-long piece of each row [rows, NSEG]."""
+    `segment` > 0 also the max of each `segment`-long piece of each row [rows, NSEG].
+
+    With `finish` the same launch also combines the splits into per-row values (`RowStats`'
+    properties; with `bound_k` > 0 the segment bound too), counting each row's programs on
+    `arrivals` (int32 [rows], zero; zeroed here when not given), which it leaves at zero."""
     rows, vocab = z.shape
+    if bound_k > 0 and not (segment and finish):
+        raise ValueError(f"bound_k={bound_k} needs segment > 0 and finish=True")
     splits = splits_for(rows, vocab, z.device)
     chunk = chunk_for(vocab, splits, BLOCK)
     maxes = torch.empty(rows, splits, device=z.device, dtype=torch.float32)
@@ -226,6 +313,9 @@ def row_stats(
     moments = torch.empty_like(maxes) if moment else None
     nseg = cdiv(vocab, segment) if segment else 0
     segmax = torch.empty(rows, nseg, device=z.device, dtype=torch.float32) if segment else None
+    per_row = torch.empty(4, rows, device=z.device, dtype=torch.float32) if finish else None
+    if finish and arrivals is None:
+        arrivals = torch.zeros(rows, device=z.device, dtype=torch.int32)
     _row_stats_kernel[(rows, splits)](
         z,
         c,
@@ -235,18 +325,26 @@ def row_stats(
         sums if sums2 is None else sums2,
         sums if moments is None else moments,
         maxes if segmax is None else segmax,
+        maxes if arrivals is None else arrivals,
+        maxes if per_row is None else per_row,
         vocab,
         vocab,
         chunk,
         nseg,
+        rows,
+        bound_k,
         BLOCK=BLOCK,
         SEG=segment or BLOCK,
         SEGMENTS=segment > 0,
         TWO_SCALES=c2 is not None,
         MOMENT=moment,
+        FINISH=finish,
+        BOUND=bound_k > 0,
+        SPLIT_BLOCK=pow2_at_least(splits, 2),
+        SEG_BLOCK=pow2_at_least(nseg, 16) if bound_k > 0 else 16,
         num_warps=4,
     )
-    return RowStats(maxes, sums, sums2, segmax, moments)
+    return RowStats(maxes, sums, sums2, segmax, moments, per_row)
 
 
 # How `affine_q` cuts q below a floor (its FLOOR argument).

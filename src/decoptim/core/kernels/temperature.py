@@ -19,8 +19,8 @@ def softmax_probs(z: torch.Tensor, inv_tau: torch.Tensor) -> torch.Tensor:
     """softmax(z·inv_tau) per row of z ([..., V] on CUDA; inv_tau the float32 [rows]
     vector of 1/τ, see `checks.kernel_rows`), as float32."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    z_max, log_sum = row_stats(flat, inv_tau).max_and_log_sum(inv_tau)
-    return exp_affine(flat, inv_tau, z_max, log_sum).reshape(z.shape)
+    stats = row_stats(flat, inv_tau, finish=True)
+    return exp_affine(flat, inv_tau, stats.z_max, stats.log_sum).reshape(z.shape)
 
 
 def softmax_sample(

@@ -82,6 +82,12 @@ class ProfilePasses(NamedTuple):
 # of 8 over 1024-token blocks (≈ 2400×) took the coordinated top-p step from 0.080/0.217/
 # 0.756 ms to 0.071/0.178/0.607 at B = 8/64/256, against 2 passes of 32 over 256 (≈ 1000×).
 EDGE_PASSES = ProfilePasses(levels=4, thresholds=8, block=1024)
+# Where the passes fill the GPU (at least WIDE_GRID programs per SM), half the block: on an
+# H200 (`.gpu` A/B of stop 42, replayed, three rounds, the same tokens and q), 512-token
+# blocks made coordinated top-p 5% faster at B = 256 (0.560 → 0.529 ms) and 1–2% at
+# B = 64, but 1% slower at B = 32 (3.9 programs per SM) and 8–10% at B = 16.
+WIDE_GRID = 6
+WIDE_GRID_BLOCK = 512
 # The rows a rejection sample leaves (`top_p_sample`) are rare, and every other row's programs
 # exit at once; there a pass's launch costs more than its comparisons: with 4 passes plain
 # top-p took 0.171–0.174 ms at B = 256 against 0.163–0.164 with these 2.
@@ -663,7 +669,9 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     # medians of three) it made the coordinated top-p step 10% and 9% faster at B = 64 and
     # 256 (0.182 → 0.164 and 0.605 → 0.553 ms) but 12–15% slower at B = 1 and 8 (0.066 →
     # 0.075, 0.072 → 0.083), where one program per SM is bound by latency.
-    load_2d = rows * splits > sm_count(device)
+    programs, sms = rows * splits, sm_count(device)
+    load_2d = programs > sms
+    block = WIDE_GRID_BLOCK if pending is None and programs >= WIDE_GRID * sms else passes.block
     brackets = torch.empty(passes.levels, rows, 2, device=device, dtype=torch.float32)
     profiles = torch.empty(
         passes.levels, rows, splits, passes.thresholds, device=device, dtype=torch.float32
@@ -671,7 +679,7 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     for level in range(passes.levels):
         _top_p_profile_kernel[(rows, splits)](
             flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
-            profiles, vocab, chunk, LEVEL=level, BLOCK=passes.block, LOAD_2D=load_2d,
+            profiles, vocab, chunk, LEVEL=level, BLOCK=block, LOAD_2D=load_2d,
             num_warps=4, **common,
         )  # fmt: skip
     candidates = Candidates.empty(rows, splits, device)
@@ -827,9 +835,9 @@ def _typical_centre(flat: torch.Tensor, inv_tau: torch.Tensor) -> tuple[RowStats
     # Typical keeps the fewest tokens nearest c = E_p[x] in x = z·(1/τ) (|−log p − H| =
     # |x − c|) that reach the mass: the edge on the key −|x − c|. The row's stats (with the
     # entropy's sum) and c.
-    stats = row_stats(flat, inv_tau, moment=True)
-    z_max, log_sum, entropy = stats.max_log_sum_and_entropy(inv_tau)
-    return stats, z_max * inv_tau + (log_sum - entropy)  # log Σ − H = E_p[x − max x]
+    stats = row_stats(flat, inv_tau, moment=True, finish=True)
+    # log Σ − H = E_p[x − max x]
+    return stats, stats.z_max * inv_tau + (stats.log_sum - stats.entropy)
 
 
 def typical_probs(z: torch.Tensor, inv_tau: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:

@@ -221,7 +221,7 @@ def _solve(
     # Philox seed tensor or a CodedDraw, see `draw.draw_seed`) also the drawn tokens.
     rows, vocab = flat.shape
     maxes = row_stats(flat, inv_tau).maxes
-    candidates = gather_candidates(flat, inv_tau, maxes=maxes, offset=1.0 / (alpha - 1.0))
+    candidates = gather_candidates(flat, scale=inv_tau, maxes=maxes, offset=1.0 / (alpha - 1.0))
     top, eta, total = (torch.empty(rows, device=flat.device, dtype=torch.float32) for _ in "abc")
     coded = isinstance(source, CodedDraw)
     tokens = None if source is None else torch.empty(rows, device=flat.device, dtype=torch.int64)
