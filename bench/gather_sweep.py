@@ -21,22 +21,25 @@ from decoptim.core.kernels import candidates
 from decoptim.core.kernels.streaming import chunk_for, pow2_at_least, row_stats, segment_size
 
 
-def gather_ms(inputs, ones, stats, bound, offset: float, block: int, warps: int, splits: int,
+def gather_ms(inputs, ones, stats, offset: float, block: int, warps: int, splits: int,
               stages: int) -> float:  # fmt: skip
-    # `bound`: the row stats' segment bound (per row, made before the gather, not timed), or
-    # None for the offset bound on `stats`, the per-split maxima.
+    # `stats`: row stats with the segment bound (made before the gather, not timed), or
+    # without, for the offset bound on their per-split maxima.
     batch, vocab = inputs[0].shape
     x, index, count = candidates.Candidates.empty(batch, splits, inputs[0].device)
     chunk = chunk_for(vocab, splits, block)
-    stat_block = pow2_at_least(stats.shape[1], 16)
-    segment_bound = bound is not None
-    bound = ones if bound is None else bound
+    stat_block = pow2_at_least(stats.splits, 16)
+    kth = stats.segment > 0
+    bound = stats.bound if kth else ones
+    segmax = stats.segmax if kth else ones
 
     def gather(z: torch.Tensor) -> None:
         candidates._gather_kernel[(batch, splits)](
-            z, ones, stats, bound, x, index, count, vocab, vocab, chunk, stats.shape[1], offset,
-            KTH_SEGMENT=segment_bound, CAP=candidates.CAP, STAT_BLOCK=stat_block, BLOCK=block,
-            STAGES=stages, num_warps=warps,
+            z, ones, stats.maxes, bound, segmax, x, index, count, vocab, vocab, chunk,
+            stats.splits, segmax.shape[-1], offset, KTH_SEGMENT=kth, SEG=max(stats.segment, 1),
+            SKIP=kth and candidates._skips_segments(batch, splits, stats, z.device),
+            CAP=candidates.CAP,
+            STAT_BLOCK=stat_block, BLOCK=block, STAGES=stages, num_warps=warps,
         )  # fmt: skip
 
     return gpu.time_ms(gather, inputs, 60)
@@ -53,10 +56,7 @@ def main() -> None:
         inputs = gpu.make_inputs(batch, vocab, 4, seed=7)
         ones = kernel_rows(1.0, inputs[0])
         top64 = row_stats(inputs[0], ones, segment_size(vocab, 64), finish=True, bound_k=64)
-        bounds = {  # name: (stats, segment bound, offset)
-            "tsallis": (row_stats(inputs[0], ones).maxes, None, 1.0),
-            "top-64": (top64.maxes, top64.bound, 0.0),
-        }
+        bounds = {"tsallis": (row_stats(inputs[0], ones), 1.0), "top-64": (top64, 0.0)}
         print(f"\n## B = {batch}\n")
         print("| bound | block | warps | splits | stages | ms |\n|---|---:|---:|---:|---:|---:|")
         for name, bound in bounds.items():

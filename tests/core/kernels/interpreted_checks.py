@@ -28,6 +28,7 @@ from decoptim.core.coordinated import (  # noqa: E402
     group_codes,
     hashed_uniform,
 )
+from decoptim.core.kernels import candidates as candidates_module  # noqa: E402
 from decoptim.core.kernels import table, top_p, uniforms  # noqa: E402
 from decoptim.core.kernels.bok_head import exponential  # noqa: E402
 from decoptim.core.kernels.bok_topm import (  # noqa: E402
@@ -177,12 +178,38 @@ def _codes_of(x: torch.Tensor) -> torch.Tensor:
     return torch.where(bits < 0, -(bits & 0x7FFFFFFF) - 1, bits)
 
 
+@contextlib.contextmanager
+def segments_skipped(skip: bool):
+    # The segment-bound gather skips segments below the bound only where the grid fills the
+    # GPU and most blocks hold no candidate: forced on (no SMs, any share of live blocks) or
+    # off (SMs without end).
+    with (
+        unittest.mock.patch.object(candidates_module, "sm_count", lambda _: 0 if skip else 10**9),
+        unittest.mock.patch.object(candidates_module, "SKIP_LIVE_BLOCKS", 2.0),
+    ):
+        yield
+
+
 def check_kth_segment_bound_keeps_the_top_m() -> None:
+    # Also: skipping the segments below the bound gathers the same candidates, bit for bit,
+    # on plain rows and on crowded ones (ties, −inf, a constant row).
     z = crowded_rows(6000, 1)
     m = 64
     stats = row_stats(z, kernel_rows(1.0, z), segment_size(6000, m), finish=True, bound_k=m)
     segmax = stats.segmax
-    got = gather_candidates(z, bound=stats.bound)
+    with segments_skipped(False):
+        got = gather_candidates(z, segments=stats)
+    for rows in (z, crowded_rows(6000, 13)):
+        rows_stats = row_stats(rows, kernel_rows(1.0, rows), stats.segment, finish=True, bound_k=m)
+        gathered = []
+        for skip in (False, True):
+            with segments_skipped(skip):
+                gathered.append(gather_candidates(rows, segments=rows_stats))
+        read, skipped = gathered
+        assert torch.equal(read.count, skipped.count)
+        kept = torch.arange(CAP) < read.count[..., None]
+        assert torch.equal(read.x[kept], skipped.x[kept])
+        assert torch.equal(read.index[kept], skipped.index[kept])
     # The bound lies in [m-th largest segment max − range·2⁻¹⁶, m-th largest segment max].
     kth = segmax.topk(m, -1).values[:, -1:]
     slack = (segmax.max(-1, keepdim=True).values - segmax.min(-1, keepdim=True).values) / 2**16
@@ -509,11 +536,13 @@ def check_kth_largest_equals_topk() -> None:
     ):
         segment = segment_size(6000, k_max)
         stats = row_stats(rows, kernel_rows(1.0, rows), segment, finish=True, bound_k=k_max)
-        candidates = top_candidates(rows, stats.bound)
-        got = kth_largest(rows, k, candidates)
         masked = torch.where(torch.isnan(rows), -torch.inf, rows)
         want = masked.topk(k_max, -1).values.gather(-1, (k - 1)[:, None])[:, 0]
-        assert torch.equal(got, want + 0.0), (k_max, got, want)
+        for skip in (False, True):  # reading every segment, then skipping those below
+            with segments_skipped(skip):
+                candidates = top_candidates(rows, stats)
+            got = kth_largest(rows, k, candidates)
+            assert torch.equal(got, want + 0.0), (k_max, skip, got, want)
     try:  # a stride-0 k would be read past its one element
         kth_largest(z, torch.tensor([64]).expand(5), candidates)
     except ValueError as error:

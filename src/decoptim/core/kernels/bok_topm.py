@@ -57,7 +57,7 @@ def _head(
     m = min(p.top_m, z.shape[-1])
     segment = segment_size(z.shape[-1], m)
     stats = row_stats(z, p.c, segment, finish=True, bound_k=m, arrivals=arrivals)
-    candidates = gather_candidates(z, bound=stats.bound)
+    candidates = gather_candidates(z, segments=stats)
     return topm_head(
         z, candidates, stats, p.c, p.beta_k, p.k, m, p.rank, p.outer, p.inner, seed
     )  # fmt: skip

@@ -27,6 +27,7 @@ import triton.language as tl
 from .launch import kernel
 from .streaming import (
     BLOCK,
+    RowStats,
     cdiv,
     chunk_for,
     code_of,
@@ -34,6 +35,7 @@ from .streaming import (
     load_logits,
     pow2_at_least,
     program_position,
+    sm_count,
     split_bounds,
 )
 
@@ -52,6 +54,15 @@ GATHER_BLOCK = 1024
 # 0.2133/0.2126, and made them 0–3% faster at B = 8 and 64; 3 and 4 stages gained less. With
 # Tsallis' offset bound, sparsemax was slower with 2–4 stages (0.1285 → 0.1295–0.1350 ms).
 SEGMENT_GATHER_STAGES = 2
+# The segment-bound gather skips the blocks, and inside a block the segments, whose
+# segment max is below the bound where that leaves most blocks unread and the grid fills the
+# GPU. On an H200 (`.gpu` A/B of stop 42, replayed, the same tokens and q; ms without → with):
+# Best-of-K top-64 0.159 → 0.147 and top-k 50 0.210 → 0.191 at B = 256, top-k 50 0.082 →
+# 0.080 at B = 64; but Best-of-K top-64 0.042 → 0.045 at B = 1 (16 programs), and top-k
+# 200 and 1000, whose blocks are mostly live, 0.235 → 0.264 and 0.292 → 0.355 at B = 256
+# (a branch per block also stops the loads' pipelining). A block-level branch alone gained
+# less at B = 256 (0.153 and 0.197).
+SKIP_LIVE_BLOCKS = 0.5  # skip where fewer blocks than this are expected to hold a candidate
 OFFSET_GATHER_STAGES = 1
 # Warps of the one-program-per-row solves that follow a gather.
 ROW_WARPS = 8
@@ -81,6 +92,7 @@ def _gather_kernel(
     scale_ptr,
     maxes_ptr,
     bound_ptr,
+    segmax_ptr,
     x_out_ptr,
     index_out_ptr,
     count_ptr,
@@ -88,8 +100,11 @@ def _gather_kernel(
     stride,
     CHUNK,
     N_STATS,
+    NSEG,
     offset,
     KTH_SEGMENT: tl.constexpr,
+    SEG: tl.constexpr,
+    SKIP: tl.constexpr,
     CAP: tl.constexpr,
     STAT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -115,12 +130,24 @@ def _gather_kernel(
     slot = (row * splits + split).to(tl.int64) * CAP
     begin, end = split_bounds(split, CHUNK, V)
     found = tl.zeros((), tl.int32)
+    segmax_row = segmax_ptr + row.to(tl.int64) * NSEG
     for start in tl.range(begin, end, BLOCK, num_stages=STAGES):
-        offs = start + tl.arange(0, BLOCK)
-        inside = offs < end
-        x = (load_logits(z_ptr + base + offs, inside) - z_top) * scale
-        keep = inside & (code_of(x) >= lo)
-        found = append_to_slot(x, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
+        # With SKIP, a block whose segments' maxima are all below the bound is not read, nor
+        # inside a block read the segments below it: no token there can reach the bound.
+        live = True
+        if SKIP:
+            segs = start // SEG + tl.arange(0, max(BLOCK // SEG, 1))
+            tops = tl.load(segmax_row + segs, mask=segs < NSEG, other=-float("inf"))
+            live = tl.max(code_of(tops), axis=0) >= lo
+        if live:
+            offs = start + tl.arange(0, BLOCK)
+            inside = offs < end
+            if SKIP:
+                top = tl.load(segmax_row + offs // SEG, mask=inside, other=-float("inf"))
+                inside = inside & (code_of(top) >= lo)
+            x = (load_logits(z_ptr + base + offs, inside) - z_top) * scale
+            keep = inside & (code_of(x) >= lo)
+            found = append_to_slot(x, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
     tl.store(count_ptr + row * splits + split, found)
 
 
@@ -144,6 +171,13 @@ class Candidates(NamedTuple):
         )
 
 
+def _skips_segments(rows: int, splits: int, segments: RowStats, device: torch.device) -> bool:
+    # k of about NSEG segments hold the top k; a block spans GATHER_BLOCK / SEG of them.
+    live = min(segments.bound_k / segments.segmax.shape[1], 1.0)
+    blocks_live = 1.0 - (1.0 - live) ** max(GATHER_BLOCK // segments.segment, 1)
+    return rows * splits >= sm_count(device) and blocks_live < SKIP_LIVE_BLOCKS
+
+
 def gather_splits(vocab: int) -> int:
     return max(1, min(MAX_SPLITS, cdiv(vocab, BLOCK)))
 
@@ -151,29 +185,33 @@ def gather_splits(vocab: int) -> int:
 def gather_candidates(
     z: torch.Tensor,
     *,
-    bound: torch.Tensor | None = None,
+    segments: RowStats | None = None,
     scale: torch.Tensor | None = None,
     maxes: torch.Tensor | None = None,
     offset: float = 0.0,
 ) -> Candidates:
     """Elements x of each row of z [rows, V] with x ≥ lo.
 
-    With `bound` ([rows], `row_stats`' segment bound): x = z and lo = bound.
+    With `segments` (`row_stats` with `segment`, `finish` and `bound_k`): x = z and lo is the
+    segment bound; a segment whose max is below lo is not read.
     With `scale` s and `maxes` (per split, [rows, splits]): x = s·(z − max z), lo = −offset.
     """
     rows, vocab = z.shape
-    if (bound is None) == (maxes is None) or (maxes is None) != (scale is None):
-        raise ValueError("gather_candidates needs a bound, or a scale and maxes")
-    kth = bound is not None
+    if (segments is None) == (maxes is None) or (maxes is None) != (scale is None):
+        raise ValueError("gather_candidates needs segments, or a scale and maxes")
+    kth = segments is not None
+    if kth and (segments.segmax is None or segments.per_row is None):
+        raise ValueError("gather_candidates' segments need row_stats(segment=, finish=True)")
     splits = gather_splits(vocab)
     chunk = chunk_for(vocab, splits, GATHER_BLOCK)
     n_stats = 1 if maxes is None else maxes.shape[1]
     x, index, count = Candidates.empty(rows, splits, z.device)
     _gather_kernel[(rows, splits)](
         z,
-        bound if scale is None else scale,  # read only without a bound
-        bound if maxes is None else maxes,  # the same
-        maxes if bound is None else bound,  # read only with one
+        scale if scale is not None else segments.bound,  # read only without segments
+        maxes if maxes is not None else segments.bound,  # the same
+        segments.bound if kth else maxes,  # read only with them
+        segments.segmax if kth else maxes,  # the same
         x,
         index,
         count,
@@ -181,8 +219,11 @@ def gather_candidates(
         vocab,
         chunk,
         n_stats,
+        segments.segmax.shape[1] if kth else 1,
         offset,
         KTH_SEGMENT=kth,
+        SEG=segments.segment if kth else 1,
+        SKIP=kth and _skips_segments(rows, splits, segments, z.device),
         CAP=CAP,
         STAT_BLOCK=pow2_at_least(n_stats, 16),
         BLOCK=GATHER_BLOCK,
@@ -336,19 +377,19 @@ def _kth_largest_kernel(z_ptr, cand_x_ptr, cand_index_ptr, cand_count_ptr, k_ptr
     tl.store(out_ptr + row, float_of_code(code))
 
 
-def top_candidates(z: torch.Tensor, bound: torch.Tensor) -> Candidates:
+def top_candidates(z: torch.Tensor, segments: RowStats) -> Candidates:
     """Every token of each row of z [rows, V] that can be among its k_max largest (and a few
-    below), x = z: `gather_candidates` from the segment bound of
+    below), x = z: `gather_candidates` from the segments of
     `row_stats(..., segment=segment_size(V, k_max), finish=True, bound_k=k_max)`.
     z must be contiguous: the kernels step from row to row by V."""
     if not z.is_contiguous():
         raise ValueError("top_candidates needs contiguous logits [rows, V]")
-    return gather_candidates(z, bound=bound)
+    return gather_candidates(z, segments=segments)
 
 
 def kth_largest(z: torch.Tensor, k: torch.Tensor, candidates: Candidates) -> torch.Tensor:
     """The k-th largest logit of each row of z [rows, V] (k: int [rows], each ≤ the k_max
-    that `top_candidates(z, bound)` gathered `candidates` for), NaN counted as −inf and
+    that `top_candidates(z, segments)` gathered `candidates` for), NaN counted as −inf and
     −0.0 as +0.0 (as `load_logits` and `code_of` read them). z and k must be contiguous
     (`checks.kernel_rows` makes such a k): the kernels step from row to row by V and read
     k[row]; an expanded k, of stride 0, would be read past its end."""

@@ -95,7 +95,7 @@ def top_k_terms(
         inv_tau = 1.0 / tau
         stats = row_stats(flat, inv_tau, segment=segment, finish=True, bound_k=k_max)
         z_max = stats.z_max
-        candidates = top_candidates(flat, stats.bound)
+        candidates = top_candidates(flat, stats)
         z_floor = kth_largest(flat, k, candidates)
         if top_p is not None:
             z_floor = top_p_in_top_k(flat, inv_tau, top_p, stats, candidates, z_floor)

@@ -251,6 +251,8 @@ class RowStats(NamedTuple):
     segmax: torch.Tensor | None  # [rows, NSEG], if asked for
     moments: torch.Tensor | None = None  # Σ exp(y)·y, y = c·(z − max), if asked for
     per_row: torch.Tensor | None = None  # [4, rows], with `finish`: see the properties
+    segment: int = 0  # the length of segmax's segments
+    bound_k: int = 0  # the k of the segment bound, if asked for
 
     @property
     def splits(self) -> int:
@@ -344,7 +346,7 @@ def row_stats(
         SEG_BLOCK=pow2_at_least(nseg, 16) if bound_k > 0 else 16,
         num_warps=4,
     )
-    return RowStats(maxes, sums, sums2, segmax, moments, per_row)
+    return RowStats(maxes, sums, sums2, segmax, moments, per_row, segment, bound_k)
 
 
 # How `affine_q` cuts q below a floor (its FLOOR argument).
