@@ -88,6 +88,29 @@ def test_eval_coordinated_report_and_compare(tiny_arith_model, tmp_path, capsys)
     assert "| softmax · coord. K=2 | 1 |" in capsys.readouterr().out
 
 
+def test_eval_by_rejection_runs_its_own_configs_and_pairs_them(tiny_arith_model, tmp_path, capsys):
+    out = tmp_path / "run"
+    command = ["eval", "--model", str(tiny_arith_model), "--task", "arith", "--n", "4"]
+    command += ["--decoders", "topp:p=0.9", "--temperatures", "1.3", "--limit", "2"]
+    command += ["--max-new-tokens", "4", "--no-progress", "--no-plots", "--group-size", "2"]
+    assert main([*command, "--coordinated", "--by-rejection", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "3 configs × 2 problems" in text
+    assert "| topp(p=0.9) | coord. K=2 by rejection | 1.3 | 2 |" in text
+    assert main(["compare", str(out), "--no-plots"]) == 0
+    assert "| topp(p=0.9) · coord. K=2 by rejection | 1.3 |" in capsys.readouterr().out
+    # a decoder that cannot draw by rejection is named before any model is loaded
+    refused = ["eval", "--model", str(tmp_path / "no-model"), "--task", "arith"]
+    refused += ["--decoders", "minp:p=0.1", "--by-rejection", "--n", "2"]
+    assert main([*refused, "--out", str(tmp_path / "refused")]) == 2
+    assert "by_rejection=True needs" in capsys.readouterr().err
+    # and so is a backend that cannot
+    served = ["eval", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"]
+    served += ["--model", "m", "--task", "arith", "--decoders", "topp:p=0.9", "--by-rejection"]
+    assert main([*served, "--n", "2", "--out", str(tmp_path / "served")]) == 2
+    assert "--backend transformers only" in capsys.readouterr().err
+
+
 def test_eval_vllm_coordinated_is_refused_before_the_engine_starts(tmp_path, capsys, monkeypatch):
     pytest.importorskip("vllm")
     from decoptim.integrations import vllm as integration

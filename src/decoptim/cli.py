@@ -140,7 +140,7 @@ def _plugins(args: argparse.Namespace) -> list[dict]:
 def _grid(args: argparse.Namespace):
     from dataclasses import replace
 
-    from .eval.grid import PRESETS, load_grid_file, make_grid
+    from .eval.grid import PRESETS, REJECTION, load_grid_file, make_grid
 
     chosen = [x for x in (args.preset, args.grid, args.decoders) if x]
     if len(chosen) != 1:
@@ -155,11 +155,13 @@ def _grid(args: argparse.Namespace):
         grid = make_grid(args.decoders, args.temperatures or [1.0])
     if args.coordinated:
         grid = grid.with_coordinated(args.group_size)
-    elif args.group_size is not None:
+    if args.by_rejection:
+        grid = grid.with_coordinated(args.group_size, REJECTION)
+    if args.group_size is not None and not (args.coordinated or args.by_rejection):
         if not grid.has_coordinated():
             raise SystemExit(
                 f"--group-size {args.group_size} applies to coordinated configs, and this grid "
-                "has none: add --coordinated (or sampling in the grid file)"
+                "has none: add --coordinated or --by-rejection (or sampling in the grid file)"
             )
         grid = replace(grid, group_size=args.group_size)
     grid.configs(args.n)  # a bad group size fails here, before any model is loaded
@@ -271,9 +273,18 @@ def _transformers_backend(args: argparse.Namespace, grid):
     return TransformersBackend(args.model, args.device)
 
 
+def _refuse_rejection(grid, backend: str) -> None:
+    if grid.has_rejection():
+        raise ValueError(
+            f"coordinated-rejection configs (--by-rejection) are drawn by --backend transformers "
+            f"only; --backend {backend} draws coordinated groups over q's buckets"
+        )
+
+
 def _vllm_backend(args: argparse.Namespace, grid):
     from .eval.backends import VllmBackend, coordinated_params_function
 
+    _refuse_rejection(grid, "vllm")
     if grid.has_coordinated():
         coordinated_params_function()  # fails before the engine starts if missing
     return VllmBackend(args.model, **engine_args(args))
@@ -282,6 +293,7 @@ def _vllm_backend(args: argparse.Namespace, grid):
 def _openai_backend(args: argparse.Namespace, grid):
     from .eval.openai_backend import OpenAIBackend
 
+    _refuse_rejection(grid, "openai")
     given = {k: getattr(args, k) for k in SERVER_TUNING if getattr(args, k) is not None}
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
     return OpenAIBackend(args.base_url, args.model, api_key=api_key, **given)
@@ -636,6 +648,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--coordinated",
         action="store_true",
         help="also draw every decoder × τ as coordinated groups (the i.i.d. configs stay)",
+    )
+    ev.add_argument(
+        "--by-rejection",
+        action="store_true",
+        help="also draw every decoder × τ as coordinated groups by rejection over softmax's "
+        "buckets (top-p and typical only; --backend transformers)",
     )
     ev.add_argument(
         "--group-size",

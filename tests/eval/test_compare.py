@@ -16,7 +16,7 @@ from decoptim.eval.compare import (
 from decoptim.eval.report import summarise
 from decoptim.eval.shards import load_run
 
-from .runs import COORDINATED, write_mixed_run, write_run
+from .runs import COORDINATED, MIXED_ANSWERS, MIXED_CONFIGS, write_mixed_run, write_run
 from .test_report import write_strided_run
 
 
@@ -114,6 +114,26 @@ def test_coordinated_is_paired_with_its_iid_twin_per_problem(tmp_path):
     assert "| softmax · coord. K=2 | 1 | -12.5 [" in text
     assert "+0.08 [" in text  # distinct@2 in answers, not points
     assert (out / "compare.png").exists()
+
+
+def test_both_coordinated_draws_are_paired_with_the_same_iid_twin(tmp_path):
+    # The draw by rejection is a sampling of its own: its own row and label, the i.i.d.
+    # config of the same decoder and τ as its twin.
+    out = tmp_path / "run"
+    rejection = {**MIXED_CONFIGS[1], "id": "softmax@1+coord(K=2,rejection)"}
+    rejection["sampling"] = "coordinated-rejection"
+    answers = {**MIXED_ANSWERS, rejection["id"]: [["7", "7", "2", "2"], ["7", "3", "7", "3"]]}
+    write_run(out, [*MIXED_CONFIGS, rejection], answers, ["7", "7"])
+    found = {(c.config, c.metric): c for c in coordination_differences(*summarise(out))}
+    assert {config for config, _ in found} == {
+        "softmax · coord. K=2",
+        "softmax · coord. K=2 by rejection",
+    }
+    by_rejection = found[("softmax · coord. K=2 by rejection", "accuracy")]
+    assert by_rejection.control == "i.i.d."
+    # accuracy 1/2 and 1/2 by rejection against 1/4 and 1 i.i.d.
+    assert math.isclose(by_rejection.difference.mean, (0.25 - 0.5) / 2)
+    assert "| softmax · coord. K=2 by rejection | 1 |" in write_comparison(out)
 
 
 def test_twins_and_controls_are_matched_on_structured_fields():

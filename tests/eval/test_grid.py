@@ -94,6 +94,27 @@ def test_n_must_be_a_multiple_of_the_group_size(n, group_size):
         grid.configs(n)
 
 
+def test_coordinated_by_rejection_is_a_sampling_of_its_own():
+    grid = make_grid(["greedy", "topp:p=0.9"], [1.0]).with_coordinated(4)
+    configs = grid.with_coordinated(4, "coordinated-rejection").configs(8)
+    assert [c.id for c in configs] == [
+        "greedy",
+        "topp(p=0.9)@1",
+        "topp(p=0.9)@1+coord(K=4)",
+        "topp(p=0.9)@1+coord(K=4,rejection)",
+    ]
+    assert [c.by_rejection for c in configs] == [False, False, False, True]
+    entry = configs[3].manifest_entry()
+    assert entry["sampling"] == "coordinated-rejection" and entry["group_size"] == 4
+    assert grid.has_coordinated() and not grid.has_rejection()
+    # only top-p and typical draw by rejection: another decoder is named, not skipped
+    mixed = make_grid(["topp:p=0.9", "minp:p=0.1"], [0.7], sampling=("coordinated-rejection",))
+    with pytest.raises(ValueError, match=r"by_rejection=True needs .* got MinP"):
+        mixed.configs(4)
+    with pytest.raises(ValueError, match="sampling must be coordinated or coordinated-rejection"):
+        grid.with_coordinated(4, "iid")
+
+
 def test_bad_sampling_and_group_size_are_named():
     with pytest.raises(ValueError, match=r"sampling=\['iid', 'paired'\]"):
         make_grid(["softmax"], [1.0], sampling=("iid", "paired"))

@@ -166,6 +166,12 @@ def test_coordinated_configs_reach_the_backend_with_their_group_size(tmp_path):
         (1, chunk_seed(9, "softmax@1+coord(K=2)", 1), coordinated),
     ]
     assert len({seed for _, seed, _ in calls}) == 4
+    calls.clear()
+    rejection = make_grid(["topp:p=0.9"], [1.0], ("coordinated-rejection",), group_size=2)
+    settings = RunSettings(tmp_path / "rejection", 4, 8, 9, 2, progress=False)
+    run_grid(fake, task, problems[:1], rejection, settings)
+    config = "topp(p=0.9)@1+coord(K=2,rejection)"
+    assert calls == [(1, chunk_seed(9, config, 0), {**coordinated, "by_rejection": True})]
     with pytest.raises(ValueError, match="n=3 samples per problem must be a multiple of"):
         settings = RunSettings(tmp_path / "odd", 3, 8, 9, 2, progress=False)
         run_grid(fake, task, problems, grid, settings)

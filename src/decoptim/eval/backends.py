@@ -101,6 +101,7 @@ class TransformersBackend(Backend):
             chat=False,  # task_prompt has applied the template
             coordinated=r.coordinated,
             group_size=r.group_size,
+            by_rejection=r.by_rejection,
         )
         return [
             [
@@ -163,6 +164,12 @@ class VllmBackend(Backend):
         texts = [task_prompt(tokenizer, request.task, p) for p in request.prompts]
         # logprobs=0: each sampled token's raw log-probability
         fields: dict[str, object] = {"max_tokens": request.max_new_tokens, "logprobs": 0}
+        if request.by_rejection:
+            raise ValueError(
+                "coordinated sampling by rejection is not available through --backend vllm "
+                "(its coordinated draw is over q's buckets); run coordinated-rejection configs "
+                "with --backend transformers"
+            )
         if request.coordinated:
             requests = self._coordinated_requests(
                 texts, spec, temperature, n, request.group_size, seed, fields

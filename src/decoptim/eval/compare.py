@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..core.specs import DecoderSpec, registered
 from ..pipelines.metrics import Estimate, bootstrap
-from .grid import COORDINATED, IID
+from .grid import IID, is_coordinated
 from .report import metric_ks, sampling_label, sampling_of, summarise_records
 from .shards import load_run
 
@@ -101,7 +101,7 @@ def iid_twin_of(coordinated: dict, candidate: dict) -> bool:
 
 
 def row_label(row: dict) -> str:
-    return row["decoder"] + (f" · {sampling_label(row)}" if row["sampling"] == COORDINATED else "")
+    return row["decoder"] + (f" · {sampling_label(row)}" if is_coordinated(row["sampling"]) else "")
 
 
 def _difference(mine: dict, theirs: dict, kind: str, k: int | None) -> Estimate | None:

@@ -7,7 +7,9 @@ A TOML grid holds `temperatures = [...]` and either `decoders = ["spec", ...]` o
 `[[decoder]]` tables with a `name` key and the parameters.
 
 Sampling is one more axis: each decoder × τ is drawn i.i.d. (`"iid"`, the default), as
-coordinated groups of K (`"coordinated"`, `decoptim.core.coordinated`), or both. In TOML,
+coordinated groups of K (`"coordinated"`, `decoptim.core.coordinated`), as coordinated groups
+drawn by rejection over softmax's buckets (`"coordinated-rejection"`, top-p and typical
+only: `Decoder.sample_coordinated(..., by_rejection=True)`), or several of these. In TOML,
 `sampling = ["iid", "coordinated"]` at the top applies to every decoder and a `sampling`
 key in a `[[decoder]]` table to that decoder; `group_size = K` sets K (default: n, one
 group per problem). Greedy is deterministic and is only drawn i.i.d.
@@ -30,29 +32,42 @@ PAPER_BOK = [(0.01, 0.1), (0.02, 0.2), (0.05, 0.5)]
 PAPER_TEMPERATURES = [0.1, 0.25, 0.5, 0.7, 0.9]
 
 
-IID, COORDINATED = "iid", "coordinated"
-SAMPLINGS = (IID, COORDINATED)
+IID, COORDINATED, REJECTION = "iid", "coordinated", "coordinated-rejection"
+SAMPLINGS = (IID, COORDINATED, REJECTION)
+
+
+def is_coordinated(sampling: str) -> bool:
+    """Whether a sampling draws coordinated groups (over q's buckets or by rejection)."""
+    return sampling != IID
 
 
 @dataclass(frozen=True)
 class Config:
-    """One cell of a grid: a decoder at a temperature, drawn i.i.d. or coordinated."""
+    """One cell of a grid: a decoder at a temperature, drawn i.i.d. or coordinated (over q's
+    buckets, or by rejection over softmax's)."""
 
     id: str
     spec: DecoderSpec
     temperature: float
     group_size: int | None = None  # K of a coordinated config; None: i.i.d.
+    by_rejection: bool = False  # a coordinated config drawn by rejection
 
     @property
     def coordinated(self) -> bool:
         return self.group_size is not None
+
+    @property
+    def sampling(self) -> str:
+        if not self.coordinated:
+            return IID
+        return REJECTION if self.by_rejection else COORDINATED
 
     def manifest_entry(self) -> dict:
         return {
             "id": self.id,
             "decoder": self.spec.as_dict(),
             "temperature": self.temperature,
-            "sampling": COORDINATED if self.coordinated else IID,
+            "sampling": self.sampling,
             "group_size": self.group_size,
             "repr": repr(self.spec.build(self.temperature)),
         }
@@ -84,24 +99,35 @@ class Grid:
 
     def has_coordinated(self) -> bool:
         return any(
-            COORDINATED in self.sampling_of(i) and spec.uses_temperature()
+            any(map(is_coordinated, self.sampling_of(i))) and spec.uses_temperature()
             for i, spec in enumerate(self.decoders)
         )
 
-    def with_coordinated(self, group_size: int | None = None) -> Grid:
-        """The grid with every decoder also drawn coordinated (its i.i.d. cells kept)."""
-        both = tuple(
-            tuple(dict.fromkeys((*self.sampling_of(i), COORDINATED)))
+    def has_rejection(self) -> bool:
+        return any(
+            REJECTION in self.sampling_of(i) and spec.uses_temperature()
+            for i, spec in enumerate(self.decoders)
+        )
+
+    def with_coordinated(self, group_size: int | None = None, sampling: str = COORDINATED) -> Grid:
+        """The grid with every decoder also drawn coordinated (`sampling`: over q's buckets
+        or by rejection), its other cells kept."""
+        if not is_coordinated(sampling) or sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be {COORDINATED} or {REJECTION}, got {sampling!r}")
+        added = tuple(
+            tuple(dict.fromkeys((*self.sampling_of(i), sampling)))
             for i in range(len(self.decoders))
         )
         k = self.group_size if group_size is None else group_size
-        return replace(self, sampling=both, group_size=k)
+        return replace(self, sampling=added, group_size=k)
 
     def configs(self, n: int | None = None) -> list[Config]:
-        """Every cell, i.i.d. before coordinated for each decoder; greedy appears once.
+        """Every cell, in the order of each decoder's samplings; greedy appears once.
 
         Coordinated cells draw groups of K = `group_size` (default `n`, the samples per
-        problem), which must divide n; their ids end in `+coord(K=...)`.
+        problem), which must divide n; their ids end in `+coord(K=...)`, or
+        `+coord(K=...,rejection)` drawn by rejection (a ValueError for a decoder that
+        cannot be: it names the decoder).
         """
         cells = []
         for index, spec in enumerate(self.decoders):
@@ -109,10 +135,13 @@ class Grid:
                 cells.append(Config(spec.label, spec, 1.0))
                 continue
             for sampling in self.sampling_of(index):
-                k = self._group_size(n) if sampling == COORDINATED else None
-                suffix = f"+coord(K={k})" if k is not None else ""
+                k = self._group_size(n) if is_coordinated(sampling) else None
+                rejection = sampling == REJECTION
+                suffix = "" if k is None else f"+coord(K={k}{',rejection' if rejection else ''})"
                 for tau in self.temperatures:
-                    cells.append(Config(f"{spec.label}@{tau:g}{suffix}", spec, tau, k))
+                    if rejection:
+                        spec.build(tau).check_by_rejection(True)
+                    cells.append(Config(f"{spec.label}@{tau:g}{suffix}", spec, tau, k, rejection))
         return cells
 
     def _group_size(self, n: int | None) -> int:

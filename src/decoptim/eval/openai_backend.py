@@ -216,6 +216,8 @@ class OpenAIBackend(Backend):
         key, _, _ = _protocol()
         if coordinated and (group_size is None or n % group_size):
             raise ValueError(f"n={n} is not a multiple of group_size={group_size!r}")
+        if request.by_rejection:
+            raise ValueError("coordinated sampling by rejection needs --backend transformers")
         common = {
             "model": self.model,
             "temperature": request.temperature,

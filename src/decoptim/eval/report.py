@@ -36,7 +36,7 @@ from pathlib import Path
 
 from ..pipelines import metrics
 from ..pipelines.selection import cluster_answers
-from .grid import COORDINATED, IID
+from .grid import IID, REJECTION, is_coordinated
 from .runner import progress_bar
 from .shards import load_run
 from .tasks import vote_equivalence
@@ -50,7 +50,7 @@ SELECTIONS = ("rerank", "wvote")  # gold-free selections from logprob_mean
 def sampling_of(config: dict) -> tuple[str, int | None]:
     """(sampling, group size) of a manifest config; runs before coordination are i.i.d."""
     sampling = config.get("sampling", IID)
-    return sampling, (config.get("group_size") if sampling == COORDINATED else None)
+    return sampling, (config.get("group_size") if is_coordinated(sampling) else None)
 
 
 def group_sizes(manifest: dict) -> list[int]:
@@ -200,7 +200,10 @@ def summarise_records(manifest: dict, records: list[dict]) -> list[dict]:
 
 
 def sampling_label(row: dict) -> str:
-    return f"coord. K={row['group_size']}" if row["sampling"] == COORDINATED else "i.i.d."
+    if not is_coordinated(row["sampling"]):
+        return "i.i.d."
+    how = " by rejection" if row["sampling"] == REJECTION else ""
+    return f"coord. K={row['group_size']}{how}"
 
 
 def table(rows: list[dict]) -> str:
@@ -277,6 +280,14 @@ def plot_k(rows: list[dict]) -> int:
     return min(sizes) if sizes else max(r["n"] for r in rows)
 
 
+def _line_style(sampling: str, mixed: bool) -> tuple[str, str]:
+    """(marker, line style) of a sampling's curves: i.i.d. dashed squares where a plot also
+    holds coordinated curves, coordinated solid circles, by rejection dash-dotted triangles."""
+    if sampling == REJECTION:
+        return "^", "-."
+    return ("s", "--") if mixed and not is_coordinated(sampling) else ("o", "-")
+
+
 def plots(rows: list[dict], out: Path) -> list[Path]:
     import matplotlib
 
@@ -284,11 +295,11 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     k = plot_k(rows)
-    mixed = any(r["sampling"] == COORDINATED for r in rows)
+    mixed = any(is_coordinated(r["sampling"]) for r in rows)
     colours = {
         name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(r["decoder"] for r in rows))
     }
-    with_coord = {r["decoder"] for r in rows if r["sampling"] == COORDINATED}
+    with_coord = {r["decoder"] for r in rows if is_coordinated(r["sampling"])}
     families: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
         families[(row["decoder"], sampling_label(row))].append(row)
@@ -319,7 +330,8 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
             if len(group) == 1 and name == "greedy":
                 axis.axhline(100 * values[0].mean, linestyle="--", color="gray", label=name)
                 continue
-            coordinated = group[0]["sampling"] == COORDINATED
+            coordinated = is_coordinated(group[0]["sampling"])
+            marker, style = _line_style(group[0]["sampling"], mixed)
             axis.errorbar(
                 temps,
                 [100 * v.mean for v in values],
@@ -327,8 +339,8 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
                     [100 * (v.mean - v.low) for v in values],
                     [100 * (v.high - v.mean) for v in values],
                 ],
-                marker="o" if coordinated or not mixed else "s",
-                linestyle="--" if mixed and not coordinated else "-",
+                marker=marker,
+                linestyle=style,
                 color=colour,
                 capsize=3,
                 label=label,
@@ -382,11 +394,11 @@ def plot_maj_vs_k(rows: list[dict], path: Path, colours: dict[str, str], mixed: 
             ks = metric_ks([row], "maj")
             if row["temperature"] != tau or not ks:
                 continue
-            coordinated = row["sampling"] == COORDINATED
+            style = _line_style(row["sampling"], mixed)[1]
             axis.plot(
                 ks,
                 [100 * row[f"maj@{j}"].mean for j in ks],
-                "-" if coordinated or not mixed else "--",
+                style,
                 marker="o",
                 markersize=3,
                 color=colours[row["decoder"]],

@@ -19,7 +19,8 @@ Sharded runs (`shard`, `decoptim.eval.shards`): shard i of N generates only its 
 how the shards are read back as one run.
 
 Coordinated configs (`+coord(K=...)` ids, `"sampling": "coordinated"` and `"group_size"`
-in the manifest) hand `coordinated=True, group_size=K` to the generate function, whose
+in the manifest) hand `coordinated=True, group_size=K` to the generate function (and
+`by_rejection=True` for `+coord(K=...,rejection)`, `"sampling": "coordinated-rejection"`), whose
 groups depend only on the chunk seed and a prompt's place in the chunk, so an incomplete
 chunk regenerates to the same samples. A record's n samples are then group-major: sample
 g·K + i is sample i of group g.
@@ -75,7 +76,8 @@ class GeneratedSample:
 
 
 # (prompts, decoder spec, temperature, n, max_new_tokens, seed, task) -> per prompt, n samples;
-# coordinated configs add the keywords coordinated=True, group_size=K (n/K groups per prompt).
+# coordinated configs add the keywords coordinated=True, group_size=K (n/K groups per prompt),
+# and by_rejection=True where drawn by rejection.
 GenerateFn = Callable[..., list[list[GeneratedSample]]]
 
 
@@ -83,7 +85,8 @@ GenerateFn = Callable[..., list[list[GeneratedSample]]]
 class GenerateRequest:
     """One generate call: n samples per prompt of at most `max_new_tokens` tokens, drawn by
     `spec` at `temperature` from `seed`, the prompts shown as `task` shows them; with
-    `coordinated`, n/K coordinated groups of K = `group_size` per prompt."""
+    `coordinated`, n/K coordinated groups of K = `group_size` per prompt, drawn by rejection
+    over softmax's buckets with `by_rejection`."""
 
     prompts: Sequence[str]
     spec: DecoderSpec
@@ -94,6 +97,7 @@ class GenerateRequest:
     task: Task
     coordinated: bool = False
     group_size: int | None = None
+    by_rejection: bool = False
 
 
 class Backend:
@@ -118,9 +122,19 @@ class Backend:
         task: Task,
         coordinated: bool = False,
         group_size: int | None = None,
+        by_rejection: bool = False,
     ) -> list[list[GeneratedSample]]:
         request = GenerateRequest(
-            prompts, spec, temperature, n, max_new_tokens, seed, task, coordinated, group_size
+            prompts,
+            spec,
+            temperature,
+            n,
+            max_new_tokens,
+            seed,
+            task,
+            coordinated,
+            group_size,
+            by_rejection,
         )
         return self.sample(request)
 
@@ -349,6 +363,8 @@ def run_grid(
             options = (
                 {"coordinated": True, "group_size": config.group_size} if config.coordinated else {}
             )
+            if config.by_rejection:
+                options["by_rejection"] = True
             missing = [p for p in chunk if (config.id, p.id) not in done]
             if not missing:
                 continue
