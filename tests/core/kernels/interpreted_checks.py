@@ -515,6 +515,21 @@ def check_row_stats_finish_equals_float64() -> None:
         assert torch.allclose(stats.log_sum.double(), log_sum, rtol=1e-6, atol=1e-6), c
         got = stats.entropy.double()
         assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), (c, got, expected)
+    # Values the kernel was not asked for are refused, not read from uninitialised memory.
+    plain = row_stats(z, c, finish=True)
+    for name, missing in (("entropy", "moment=True"), ("bound", "bound_k=k")):
+        try:
+            getattr(plain, name)
+        except ValueError as error:
+            assert missing in str(error), error
+        else:
+            raise AssertionError(f"{name} was read without {missing}")
+    try:
+        gather_candidates(z, segments=row_stats(z, c, 64, finish=True))
+    except ValueError as error:
+        assert "bound_k=k" in str(error), error
+    else:
+        raise AssertionError("a gather without a segment bound was launched")
 
 
 def check_kth_largest_equals_topk() -> None:

@@ -11,9 +11,10 @@ the token ids only, so results do not depend on scheduling.
 x and lo come from the row statistics of the first streaming pass:
 - `offset`: x = s·(z − max z) and lo = −offset, for Tsallis-α (nothing below
   max − 1/(α−1) is in the support);
-- `bound`: x = z and lo ≤ the k-th largest of the row's segment maxima (`row_stats`' segment
-  bound). Those k maxima are k distinct tokens, so at least k tokens reach lo and the top k
-  are all kept.
+- `segments`: x = z and lo ≤ the k-th largest of the row's segment maxima (`row_stats`'
+  segment bound). Those k maxima are k distinct tokens, so at least k tokens reach lo and
+  the top k are all kept; a segment whose max is below lo holds none, and is not read where
+  most are below.
 """
 
 from __future__ import annotations
@@ -54,16 +55,17 @@ GATHER_BLOCK = 1024
 # 0.2133/0.2126, and made them 0–3% faster at B = 8 and 64; 3 and 4 stages gained less. With
 # Tsallis' offset bound, sparsemax was slower with 2–4 stages (0.1285 → 0.1295–0.1350 ms).
 SEGMENT_GATHER_STAGES = 2
-# The segment-bound gather skips the blocks, and inside a block the segments, whose
-# segment max is below the bound where that leaves most blocks unread and the grid fills the
-# GPU. On an H200 (`.gpu` A/B of stop 42, replayed, the same tokens and q; ms without → with):
-# Best-of-K top-64 0.159 → 0.147 and top-k 50 0.210 → 0.191 at B = 256, top-k 50 0.082 →
-# 0.080 at B = 64; but Best-of-K top-64 0.042 → 0.045 at B = 1 (16 programs), and top-k
-# 200 and 1000, whose blocks are mostly live, 0.235 → 0.264 and 0.292 → 0.355 at B = 256
-# (a branch per block also stops the loads' pipelining). A block-level branch alone gained
-# less at B = 256 (0.153 and 0.197).
-SKIP_LIVE_BLOCKS = 0.5  # skip where fewer blocks than this are expected to hold a candidate
 OFFSET_GATHER_STAGES = 1
+# The segment-bound gather does not read a block whose segment maxima are all below the
+# bound, nor inside a block the segments below it, where fewer than SKIP_LIVE_BLOCKS of the
+# blocks are expected to hold a candidate and the grid has a program per SM at least. On an
+# H200 (`.gpu` A/B of stop 42, replayed, the same tokens and q; ms without → with): Best-of-K
+# top-64 0.159 → 0.147 and top-k 50 0.210 → 0.191 at B = 256, top-k 50 0.082 → 0.080 at
+# B = 64; but Best-of-K top-64 0.042 → 0.045 at B = 1 (16 programs), and top-k 200 and
+# 1000, whose blocks are mostly live, 0.235 → 0.264 and 0.292 → 0.355 at B = 256 (the
+# branch per block also stops the loads' pipelining). The branch alone, without the
+# masks, gained less at B = 256 (0.153 and 0.197).
+SKIP_LIVE_BLOCKS = 0.5
 # Warps of the one-program-per-row solves that follow a gather.
 ROW_WARPS = 8
 
@@ -200,8 +202,10 @@ def gather_candidates(
     if (segments is None) == (maxes is None) or (maxes is None) != (scale is None):
         raise ValueError("gather_candidates needs segments, or a scale and maxes")
     kth = segments is not None
-    if kth and (segments.segmax is None or segments.per_row is None):
-        raise ValueError("gather_candidates' segments need row_stats(segment=, finish=True)")
+    if kth and segments.bound_k <= 0:
+        raise ValueError(
+            "gather_candidates' segments need row_stats(segment=, finish=True, bound_k=k)"
+        )
     splits = gather_splits(vocab)
     chunk = chunk_for(vocab, splits, GATHER_BLOCK)
     n_stats = 1 if maxes is None else maxes.shape[1]

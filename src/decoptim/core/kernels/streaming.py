@@ -258,9 +258,10 @@ class RowStats(NamedTuple):
     def splits(self) -> int:
         return self.maxes.shape[1]
 
-    def _finished(self, what: int) -> torch.Tensor:
-        if self.per_row is None:
-            raise ValueError("per-row values need row_stats(..., finish=True)")
+    def _finished(self, what: int, asked: bool = True, how: str = "") -> torch.Tensor:
+        # per_row's rows that the kernel did not write hold whatever torch.empty left.
+        if self.per_row is None or not asked:
+            raise ValueError(f"this value needs row_stats(..., finish=True{how})")
         return self.per_row[what]
 
     @property
@@ -276,14 +277,14 @@ class RowStats(NamedTuple):
     @property
     def entropy(self) -> torch.Tensor:
         """The entropy of softmax(c·z) per row [rows] (row_stats with `moment`)."""
-        return self._finished(2)
+        return self._finished(2, self.moments is not None, ", moment=True")
 
     @property
     def bound(self) -> torch.Tensor:
         """Per row [rows], a value at most the k-th largest segment max and at most
         (max − min of the segment maxima)/2^16 below it, −inf where fewer than k segment
         maxima are finite (row_stats with `bound_k` = k)."""
-        return self._finished(3)
+        return self._finished(3, self.bound_k > 0, ", bound_k=k")
 
 
 def row_stats(
