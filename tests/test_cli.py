@@ -99,6 +99,17 @@ def test_eval_by_rejection_runs_its_own_configs_and_pairs_them(tiny_arith_model,
     assert "| topp(p=0.9) | coord. K=2 by rejection | 1.3 | 2 |" in text
     assert main(["compare", str(out), "--no-plots"]) == 0
     assert "| topp(p=0.9) · coord. K=2 by rejection | 1.3 |" in capsys.readouterr().out
+    # another seed of the same grid, pooled with the first by compare
+    other = tmp_path / "other"
+    again = [*command, "--coordinated", "--by-rejection", "--seed", "1"]
+    assert main([*again, "--out", str(other)]) == 0
+    capsys.readouterr()
+    pooled = tmp_path / "pooled"
+    assert main(["compare", str(out), str(other), "--out", str(pooled), "--no-plots"]) == 0
+    assert "Pooled over 2 runs" in capsys.readouterr().out
+    assert (pooled / "compare.md").exists()
+    assert main(["compare", str(out), str(other), "--no-plots"]) == 2
+    assert "needs an output folder (--out)" in capsys.readouterr().err
     # a decoder that cannot draw by rejection is named before any model is loaded
     refused = ["eval", "--model", str(tmp_path / "no-model"), "--task", "arith"]
     refused += ["--decoders", "minp:p=0.1", "--by-rejection", "--n", "2"]

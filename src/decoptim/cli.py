@@ -423,8 +423,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .eval.compare import write_comparison
 
-    print(write_comparison(Path(args.dir), make_plot=not args.no_plots))
-    print(f"\nwritten: {Path(args.dir) / 'compare.md'} and compare.png")
+    runs = [Path(d) for d in args.dirs]
+    out = Path(args.out) if args.out else None
+    print(write_comparison(runs, make_plot=not args.no_plots, out=out))
+    print(f"\nwritten: {(out or runs[0]) / 'compare.md'} and compare.png")
     return 0
 
 
@@ -710,14 +712,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_dir_command(
         commands, "report", cmd_report, "tables and plots for a run directory", plots=True
     )
-    _add_run_dir_command(
-        commands,
+    compare = commands.add_parser(
         "compare",
-        cmd_compare,
-        "Best-of-K minus its β=0, τ_eff and softmax controls, and coordinated minus "
-        "i.i.d. at the same decoder and τ, paired by problem",
-        plots=True,
+        help="Best-of-K minus its β=0, τ_eff and softmax controls, and coordinated minus "
+        "i.i.d. at the same decoder and τ, paired by problem; several runs of one grid with "
+        "other seeds are pooled per problem",
     )
+    compare.add_argument("dirs", nargs="+", metavar="dir")
+    compare.add_argument("--out", help="where compare.md goes (default: the run; several: needed)")
+    compare.add_argument("--no-plots", action="store_true")
+    compare.set_defaults(run=cmd_compare)
     _add_run_dir_command(
         commands,
         "status",

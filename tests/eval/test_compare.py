@@ -11,6 +11,8 @@ from decoptim.eval.compare import (
     coordination_differences,
     cost_ratios,
     iid_twin_of,
+    pooled_rows,
+    rejection_differences,
     write_comparison,
 )
 from decoptim.eval.report import summarise
@@ -116,14 +118,21 @@ def test_coordinated_is_paired_with_its_iid_twin_per_problem(tmp_path):
     assert (out / "compare.png").exists()
 
 
+def write_seeded(out, rejection_answers, seed):
+    """The mixed run plus softmax coordinated by rejection, its manifest at `seed`."""
+    rejection = {**MIXED_CONFIGS[1], "id": "softmax@1+coord(K=2,rejection)"}
+    rejection["sampling"] = "coordinated-rejection"
+    answers = {**MIXED_ANSWERS, rejection["id"]: rejection_answers}
+    write_run(out, [*MIXED_CONFIGS, rejection], answers, ["7", "7"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "seed": seed}))
+
+
 def test_both_coordinated_draws_are_paired_with_the_same_iid_twin(tmp_path):
     # The draw by rejection is a sampling of its own: its own row and label, the i.i.d.
     # config of the same decoder and τ as its twin.
     out = tmp_path / "run"
-    rejection = {**MIXED_CONFIGS[1], "id": "softmax@1+coord(K=2,rejection)"}
-    rejection["sampling"] = "coordinated-rejection"
-    answers = {**MIXED_ANSWERS, rejection["id"]: [["7", "7", "2", "2"], ["7", "3", "7", "3"]]}
-    write_run(out, [*MIXED_CONFIGS, rejection], answers, ["7", "7"])
+    write_seeded(out, [["7", "7", "2", "2"], ["7", "3", "7", "3"]], seed=0)
     found = {(c.config, c.metric): c for c in coordination_differences(*summarise(out))}
     assert {config for config, _ in found} == {
         "softmax · coord. K=2",
@@ -134,6 +143,53 @@ def test_both_coordinated_draws_are_paired_with_the_same_iid_twin(tmp_path):
     # accuracy 1/2 and 1/2 by rejection against 1/4 and 1 i.i.d.
     assert math.isclose(by_rejection.difference.mean, (0.25 - 0.5) / 2)
     assert "| softmax · coord. K=2 by rejection | 1 |" in write_comparison(out)
+
+
+def test_runs_with_other_seeds_are_pooled_per_problem(tmp_path):
+    # accuracy per problem: i.i.d. 1/4 and 1, coordinated 1/4 and 3/4 in both runs; by
+    # rejection (1/2, 1/2) in the first and (1, 1) in the second: pooled, (3/4, 3/4).
+    runs = [tmp_path / "a", tmp_path / "b"]
+    write_seeded(runs[0], [["7", "7", "2", "2"], ["7", "3", "7", "3"]], seed=0)
+    write_seeded(runs[1], [["7", "7", "7", "7"], ["7", "7", "7", "7"]], seed=1)
+    text = write_comparison(runs, make_plot=False, out=tmp_path / "pooled")
+    assert "Pooled over 2 runs" in text and "seeds 0, 1" in text
+    assert (tmp_path / "pooled" / "compare.md").read_text().startswith("# Paired comparisons")
+    summaries = [summarise(run) for run in runs]
+    pooled = {row["config"]: row for row in pooled_rows(summaries)}
+    by_rejection = pooled["softmax@1+coord(K=2,rejection)"]
+    assert by_rejection["runs"] == 2
+    assert by_rejection["per_problem"]["accuracy"] == [0.75, 0.75]
+    assert math.isclose(by_rejection["accuracy"].mean, 0.75)
+    manifest = summaries[0][0]
+    found = {
+        (c.config, c.metric): c.difference.mean
+        for c in coordination_differences(manifest, list(pooled.values()))
+    }
+    assert math.isclose(found[("softmax · coord. K=2 by rejection", "accuracy")], (0.5 - 0.25) / 2)
+    assert math.isclose(found[("softmax · coord. K=2", "accuracy")], (0.0 - 0.25) / 2)
+    # the draw over q's buckets minus the one by rejection, the same way: (1/4 − 3/4, 0) / 2
+    direct = rejection_differences(manifest, list(pooled.values()))
+    accuracy = next(c for c in direct if c.metric == "accuracy")
+    assert (accuracy.config, accuracy.control) == ("softmax · coord. K=2", "by rejection")
+    assert math.isclose(accuracy.difference.mean, -0.25)
+    assert "### Over q's buckets minus by rejection" in text
+    assert "| softmax · coord. K=2 | 1 | -25.0 [" in text
+
+
+def test_pooling_refuses_runs_that_differ(tmp_path):
+    runs = [tmp_path / name for name in "abc"]
+    for run, seed in zip(runs, (0, 0, 2), strict=True):
+        write_seeded(run, [["7"] * 4, ["7"] * 4], seed)
+    with pytest.raises(ValueError, match="runs 1 and 2 both have seed=0"):
+        pooled_rows([summarise(run) for run in runs[:2]])
+    with pytest.raises(ValueError, match=r"needs an output folder \(--out\)"):
+        write_comparison([runs[0], runs[2]])
+    fewer = tmp_path / "fewer"
+    write_run(fewer, MIXED_CONFIGS, MIXED_ANSWERS, ["7", "7"])
+    manifest = json.loads((fewer / "manifest.json").read_text())
+    (fewer / "manifest.json").write_text(json.dumps({**manifest, "seed": 5}))
+    with pytest.raises(ValueError, match=r"runs 1 and 2 hold different configs: \['softmax@1"):
+        pooled_rows([summarise(runs[0]), summarise(fewer)])
 
 
 def test_twins_and_controls_are_matched_on_structured_fields():

@@ -20,22 +20,28 @@ generate wall time per sample, as recorded; coordinated / i.i.d., no interval).
 Each difference is taken per problem (the same problems and prompts), then averaged, with a
 95% bootstrap interval over problems (a problem carries all its groups). An interval that
 excludes 0 is a difference this run resolves; one that straddles 0 is not.
+
+Several runs of one grid on the same problems with other seeds (`pooled_rows`) are compared
+as one: per config and problem, each metric is averaged over the runs first, so a problem
+still carries all its samples and the intervals narrow as the runs add samples.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.specs import DecoderSpec, registered
 from ..pipelines.metrics import Estimate, bootstrap
-from .grid import IID, is_coordinated
+from .grid import COORDINATED, IID, REJECTION, is_coordinated
 from .report import metric_ks, sampling_label, sampling_of, summarise_records
 from .shards import load_run
 
 CONTROLS = ("β=0", "τ_eff", "softmax")
 IID_CONTROL = "i.i.d."
+BY_REJECTION = "by rejection"  # the control of a coordinated draw over q's buckets
 BOK_METRICS = ("accuracy", "maj", "pass")  # the kinds of metric compared against controls
 AT_K = ("maj", "pass", "distinct", "rerank", "wvote")  # coordinated − i.i.d. at each k
 METRIC_ORDER = ("accuracy", *AT_K)
@@ -97,6 +103,16 @@ def iid_twin_of(coordinated: dict, candidate: dict) -> bool:
         sampling_of(candidate)[0] == IID
         and candidate["decoder"] == coordinated["decoder"]
         and candidate["temperature"] == coordinated["temperature"]
+    )
+
+
+def buckets_twin_of(rejection: dict, candidate: dict) -> bool:
+    """Whether manifest config `candidate` is the coordinated config (over q's buckets) with
+    the decoder spec, temperature and group size of `rejection`, a config drawn by rejection."""
+    return (
+        sampling_of(candidate) == (COORDINATED, sampling_of(rejection)[1])
+        and candidate["decoder"] == rejection["decoder"]
+        and candidate["temperature"] == rejection["temperature"]
     )
 
 
@@ -210,23 +226,34 @@ def coordination_differences(manifest: dict, rows: list[dict]) -> list[Compariso
     """Coordinated minus i.i.d. (same decoder spec and τ) for accuracy and, at every K of
     the coordinated row (its `K_values`), maj@K, pass@K, distinct@K, rerank@K and
     wvote@K (those both rows hold)."""
+    return [
+        comparison
+        for coordinated, mine, theirs in _twins(manifest, rows)
+        for comparison in _at_every_k(coordinated, mine, theirs, IID_CONTROL)
+    ]
+
+
+def rejection_differences(manifest: dict, rows: list[dict]) -> list[Comparison]:
+    """Coordinated over q's buckets minus coordinated by rejection (same decoder spec, τ and
+    group size), as `coordination_differences`: what the cheaper draw costs, paired by
+    problem. Each comparison's config is the draw over q's buckets, its control BY_REJECTION."""
+    configs, by_id = _configs_with_rows(manifest, rows)
     results = []
-    for coordinated, mine, theirs in _twins(manifest, rows):
-        at_k = [(kind, k) for k in mine["K_values"] for kind in AT_K]
-        for kind, k in [("accuracy", None), *at_k]:
-            difference = _difference(mine, theirs, kind, k)
-            if difference is not None:
-                results.append(
-                    Comparison(
-                        row_label(mine),
-                        coordinated["temperature"],
-                        IID_CONTROL,
-                        kind,
-                        k,
-                        difference,
-                    )
-                )
+    for rejection in (c for c in configs if c.get("sampling") == REJECTION):
+        twin = next((c for c in configs if buckets_twin_of(rejection, c)), None)
+        if twin is not None:
+            mine, theirs = by_id[twin["id"]], by_id[rejection["id"]]
+            results += _at_every_k(twin, mine, theirs, BY_REJECTION)
     return results
+
+
+def _at_every_k(config: dict, mine: dict, theirs: dict, control: str) -> list[Comparison]:
+    at_k = [(kind, k) for k in mine["K_values"] for kind in AT_K]
+    return [
+        Comparison(row_label(mine), config["temperature"], control, kind, k, difference)
+        for kind, k in [("accuracy", None), *at_k]
+        if (difference := _difference(mine, theirs, kind, k)) is not None
+    ]
 
 
 def comparison_table(comparisons: list[Comparison], kind: str, k: int | None = None) -> str:
@@ -246,16 +273,19 @@ def comparison_table(comparisons: list[Comparison], kind: str, k: int | None = N
     return "\n".join(lines)
 
 
-def coordination_table(comparisons: list[Comparison], costs: Sequence[CostRatio] = ()) -> str:
-    """Coordinated − i.i.d.: one table of accuracy and the cost ratio per coordinated
-    config, then one table per K with maj@K, pass@K, distinct@K, rerank@K and wvote@K."""
+def coordination_table(
+    comparisons: list[Comparison], costs: Sequence[CostRatio] = (), control: str = IID_CONTROL
+) -> str:
+    """Coordinated − `control` (i.i.d., or by rejection): one table of accuracy and the cost
+    ratio per coordinated config, then one table per K with maj@K, pass@K, distinct@K,
+    rerank@K and wvote@K."""
     cells: dict[tuple[str, float], dict[tuple[str, int | None], Estimate]] = {}
     for c in comparisons:
-        if c.control == IID_CONTROL:
+        if c.control == control:
             cells.setdefault((c.config, c.temperature), {})[c.kind, c.k] = c.difference
     ratio = {(c.config, c.temperature): c for c in costs}
     lines = [
-        "| coordinated config | τ | accuracy | s/sample coord. / i.i.d. |",
+        f"| coordinated config | τ | accuracy | s/sample coord. / {control} |",
         "|---|---|---|---|",
     ]
     for (config, tau), row in cells.items():
@@ -295,11 +325,87 @@ def _signed(estimate: Estimate, kind: str) -> str:
     return f"**{text}**" if resolved else text
 
 
-def write_comparison(out: Path, make_plot: bool = True) -> str:
-    """compare.md (and compare.png) in `out`: BoK minus each control, per metric, and
-    coordinated minus i.i.d."""
-    manifest, records = load_run(out)
-    rows = summarise_records(manifest, records)
+def pooled_rows(runs: Sequence[tuple[dict, list[dict]]]) -> list[dict]:
+    """One row per config of several runs' (manifest, rows) of one grid on the same problems
+    with different seeds: each per-problem metric, its summary (the report's: a bootstrap
+    estimate, distinct answers a plain mean), tokens and seconds per sample averaged over the
+    runs. A ValueError names what differs: the task, the configs, a config's problems, or a
+    repeated seed (the same samples twice would narrow the intervals for nothing)."""
+    first, rows = runs[0]
+    seeds: dict[object, int] = {}
+    for index, (manifest, _) in enumerate(runs):
+        if manifest["task"] != first["task"]:
+            raise ValueError(f"run {index + 1} is on {manifest['task']}, run 1 on {first['task']}")
+        seed = manifest.get("seed")
+        if seed in seeds:
+            raise ValueError(f"runs {seeds[seed] + 1} and {index + 1} both have seed={seed}")
+        seeds[seed] = index
+    by_config = [{row["config"]: row for row in run_rows} for _, run_rows in runs]
+    configs = set(by_config[0])
+    for index, found in enumerate(by_config[1:], 2):
+        if set(found) != configs:
+            different = sorted(set(found) ^ configs)
+            raise ValueError(f"runs 1 and {index} hold different configs: {different}")
+    pooled = []
+    for row in rows:
+        same = [found[row["config"]] for found in by_config]
+        problems = row["problem_ids"]
+        for index, other in enumerate(same[1:], 2):
+            if sorted(other["problem_ids"]) != sorted(problems):
+                raise ValueError(
+                    f"{row['config']}: runs 1 and {index} hold different problems "
+                    f"({len(problems)} and {len(other['problem_ids'])})"
+                )
+        keys = [k for k in row["per_problem"] if all(k in r["per_problem"] for r in same)]
+        per_problem = {}
+        for key in keys:
+            values = [dict(zip(r["problem_ids"], r["per_problem"][key], strict=True)) for r in same]
+            per_problem[key] = [math.fsum(v[p] for v in values) / len(same) for p in problems]
+        merged = {k: v for k, v in row.items() if k not in row["per_problem"]}
+        for key, values in per_problem.items():
+            merged[key] = (
+                sum(values) / len(values) if key.startswith("distinct") else bootstrap(values)
+            )
+        for key in ("tokens", "seconds_per_sample"):
+            merged[key] = math.fsum(r[key] for r in same) / len(same)
+        merged["per_problem"] = per_problem
+        merged["runs"] = len(same)
+        pooled.append(merged)
+    return pooled
+
+
+def _pooled_seconds(runs: Sequence[tuple[dict, list[dict]]], records: Sequence[list[dict]]):
+    """Records carrying each (config, problem)'s seconds per sample averaged over the runs:
+    what `cost_ratios` reads."""
+    seconds: dict[tuple[str, str], list[float]] = {}
+    for run_records in records:
+        for record in run_records:
+            key = (record["config"], record["problem"])
+            seconds.setdefault(key, []).append(record["seconds_per_sample"])
+    return [
+        {"config": c, "problem": p, "seconds_per_sample": sum(v) / len(v)}
+        for (c, p), v in seconds.items()
+    ]
+
+
+def write_comparison(
+    runs: Path | Sequence[Path], make_plot: bool = True, out: Path | None = None
+) -> str:
+    """compare.md (and compare.png) in `out` (default: the run's folder): BoK minus each
+    control, per metric, and coordinated minus i.i.d. Several runs of one grid with other
+    seeds are pooled (`pooled_rows`); they need `out`."""
+    runs = [runs] if isinstance(runs, Path) else list(runs)
+    if out is None:
+        if len(runs) > 1:
+            raise ValueError("comparing several runs needs an output folder (--out)")
+        out = runs[0]
+    loaded = [load_run(run) for run in runs]
+    summaries = [(manifest, summarise_records(manifest, records)) for manifest, records in loaded]
+    manifest, rows = summaries[0]
+    records = loaded[0][1]
+    if len(runs) > 1:
+        rows = pooled_rows(summaries)
+        records = _pooled_seconds(summaries, [r for _, r in loaded])
     sections = []
     bok = bok_differences(manifest, rows)
     for kind, k in sorted({(c.kind, c.k) for c in bok}, key=_metric_order):
@@ -323,6 +429,14 @@ def write_comparison(out: Path, make_plot: bool = True) -> str:
             "run), coordinated / i.i.d., without an interval.\n\n"
             + coordination_table(coordination, cost_ratios(manifest, rows, records))
         )
+    buckets = rejection_differences(manifest, rows)
+    if buckets:
+        sections.append(
+            "### Over q's buckets minus by rejection (same decoder, τ and K)\n\n"
+            "The two coordinated draws of one decoder (`--coordinated --by-rejection`), "
+            "paired by problem as above: what the draw by rejection gives up.\n\n"
+            + coordination_table(buckets, control=BY_REJECTION)
+        )
     text = (
         "\n\n".join(sections)
         or "No pairs: the run holds no BoK config with a control and no coordinated config "
@@ -333,6 +447,13 @@ def write_comparison(out: Path, make_plot: bool = True) -> str:
         "Differences per problem, averaged, in points (%) (distinct@K: in answers), with 95% "
         "bootstrap intervals over problems; bold where the interval excludes 0.\n\n"
     )
+    if len(runs) > 1:
+        seeds = ", ".join(str(m.get("seed")) for m, _ in loaded)
+        head += (
+            f"Pooled over {len(runs)} runs ({', '.join(str(r) for r in runs)}; seeds {seeds}): "
+            "each metric averaged per problem over the runs, then compared as one run.\n\n"
+        )
+    out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text(head + text + "\n")
     if make_plot and rows:
         title = f"{manifest['task']} · {manifest.get('model')}"
