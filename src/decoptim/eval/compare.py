@@ -374,9 +374,9 @@ def pooled_rows(runs: Sequence[tuple[dict, list[dict]]]) -> list[dict]:
     return pooled
 
 
-def _pooled_seconds(runs: Sequence[tuple[dict, list[dict]]], records: Sequence[list[dict]]):
-    """Records carrying each (config, problem)'s seconds per sample averaged over the runs:
-    what `cost_ratios` reads."""
+def _pooled_seconds(records: Sequence[list[dict]]) -> list[dict]:
+    """Records carrying each (config, problem)'s seconds per sample averaged over the runs'
+    `records`: what `cost_ratios` reads."""
     seconds: dict[tuple[str, str], list[float]] = {}
     for run_records in records:
         for record in run_records:
@@ -405,7 +405,7 @@ def write_comparison(
     records = loaded[0][1]
     if len(runs) > 1:
         rows = pooled_rows(summaries)
-        records = _pooled_seconds(summaries, [r for _, r in loaded])
+        records = _pooled_seconds([run_records for _, run_records in loaded])
     sections = []
     bok = bok_differences(manifest, rows)
     for kind, k in sorted({(c.kind, c.k) for c in bok}, key=_metric_order):
