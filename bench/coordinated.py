@@ -5,9 +5,9 @@
 For each decoder and batch: milliseconds per step of `decoder.sample(z)` and of
 `decoder.sample_coordinated(z, codes)` on the same logits (median of timed calls; CUDA
 events on a GPU, a wall clock on the CPU), and their ratio; on a GPU also the same steps
-replayed as CUDA graphs (the GPU's own time, without the host's launches). Top-p is also
-drawn `by_rejection` (its own row: over softmax's buckets). The issue's goal is a ratio of
-at most 1.5 on a GPU.
+replayed as CUDA graphs (the GPU's own time, without the host's launches). Top-p and
+typical are also drawn `by_rejection` (rows of their own: over softmax's buckets). The
+issue's goal is a ratio of at most 1.5 on a GPU.
 """
 
 from __future__ import annotations
@@ -24,15 +24,17 @@ import decoptim as d
 
 # gpu.py's decoders whose plain sampling step has its own kernels, by their rows there
 COORDINATED = ["softmax", "top-k 50", "top-p 0.9", "min-p 0.1", "top-k 50 & top-p 0.9",
-               "sparsemax", "entmax 1.5", "BoK exact top-64"]  # fmt: skip
-BY_REJECTION = "top-p 0.9, by rejection"
+               "typical 0.9", "epsilon 3e-4", "eta 3e-4", "sparsemax", "entmax 1.5",
+               "BoK exact top-64"]  # fmt: skip
+BY_REJECTION = ["top-p 0.9", "typical 0.9"]  # also drawn by rejection, as "<row>, by rejection"
 
 
 def decoders() -> dict[str, tuple[d.Decoder, dict]]:
     """Rows: (decoder, options of its coordinated step)."""
     every = gpu.every_decoder(0.8)
     rows = {name: (every[name], {}) for name in COORDINATED}
-    rows[BY_REJECTION] = (every["top-p 0.9"], {"by_rejection": True})
+    for name in BY_REJECTION:
+        rows[f"{name}, by rejection"] = (every[name], {"by_rejection": True})
     return rows
 
 
