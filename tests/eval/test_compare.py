@@ -116,6 +116,7 @@ def test_coordinated_is_paired_with_its_iid_twin_per_problem(tmp_path):
     assert "| softmax · coord. K=2 | 1 | -12.5 [" in text
     assert "+0.08 [" in text  # distinct@2 in answers, not points
     assert (out / "compare.png").exists()
+    assert (out / "compare_coordinated.png").stat().st_size > 0
 
 
 def write_seeded(out, rejection_answers, seed):

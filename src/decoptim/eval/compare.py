@@ -458,6 +458,8 @@ def write_comparison(
     if make_plot and rows:
         title = f"{manifest['task']} · {manifest.get('model')}"
         plot_controls(manifest, rows, out / "compare.png", title)
+        if coordination or buckets:
+            plot_coordination([*coordination, *buckets], out / "compare_coordinated.png", title)
     return head + text
 
 
@@ -465,6 +467,56 @@ def _metric_order(metric: tuple[str, int | None]) -> tuple[int, int]:
     kind, k = metric
     rank = METRIC_ORDER.index(kind) if kind in METRIC_ORDER else len(METRIC_ORDER)
     return (rank, k or 0)
+
+
+def plot_coordination(comparisons: list[Comparison], path: Path, title: str) -> Path:
+    """maj@K, pass@K and distinct@K differences against K with their 95% intervals: each
+    coordinated config minus its i.i.d. twin (solid), and each draw over q's buckets minus
+    the draw by rejection (dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    lines = sorted({(c.config, c.temperature, c.control) for c in comparisons})
+    every_k = sorted({c.k for c in comparisons if c.k is not None})
+    for axis, kind in zip(axes, ("maj", "pass", "distinct"), strict=True):
+        scale, unit = (1, "answers") if kind == "distinct" else (100, "points")
+        for config, tau, control in lines:
+            points = sorted(
+                (c.k, c.difference)
+                for c in comparisons
+                if (c.config, c.temperature, c.control, c.kind) == (config, tau, control, kind)
+            )
+            if not points:
+                continue
+            ks = [k for k, _ in points]
+            means = [scale * d.mean for _, d in points]
+            below = [scale * (d.mean - d.low) for _, d in points]
+            above = [scale * (d.high - d.mean) for _, d in points]
+            axis.errorbar(
+                ks,
+                means,
+                yerr=[below, above],
+                marker="o",
+                capsize=3,
+                linestyle="-" if control == IID_CONTROL else "--",
+                label=f"{config} @ {tau:g} − {control}",
+            )
+        axis.axhline(0.0, color="gray", linewidth=0.8)
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(every_k, [str(k) for k in every_k])
+        axis.set_xlabel("K (samples in a group)")
+        axis.set_ylabel(f"{kind}@K difference ({unit})")
+        axis.set_title(f"{kind}@K")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=6, loc="best")
+    figure.suptitle(f"{title}: coordinated minus its control, per problem, 95% intervals")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 def plot_controls(manifest: dict, rows: list[dict], path: Path, title: str) -> Path | None:
