@@ -38,7 +38,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .inverse_transform import buckets, buckets_by_block, invalid_q, invalid_rows, show
+from .inverse_transform import BlockBuckets, buckets, invalid_q, invalid_rows, show
 from .kernels import use_kernels
 
 _MASK32 = 0xFFFFFFFF
@@ -199,7 +199,7 @@ def coordinated_sample(q: Tensor, codes: Codes, validate: bool = True) -> tuple[
 
         return draw_coordinated(q, codes)
     seed, index, step, value = _laid_out(codes, q.device, shared)
-    token, inside, grain = _pick(flat, value, shared)
+    token, inside, grain = _pick(_buckets_of(flat, shared), value)
     return _as_samples(codes, token, _refill(inside, grain, seed, index, step, _REFILL))
 
 
@@ -228,14 +228,15 @@ def coordinated_sample_in_set(
     seed, index, step, value = _laid_out(codes, p.device, shared)
     tokens = torch.full_like(seed, -1)
     next_value = torch.zeros_like(value)
+    p_buckets = _buckets_of(flat_p, shared)  # once for the PROPOSALS picks
     for draw in range(PROPOSALS):
-        token, inside, grain = _pick(flat_p, value, shared)
+        token, inside, grain = _pick(p_buckets, value)
         kept = (tokens < 0) & (flat_q.gather(-1, token) > 0)
         tokens = torch.where(kept, token, tokens)
         accepted = _refill(inside, grain, seed, index, step, _REFILL)
         next_value = torch.where(kept, accepted, next_value)
         value = _refill(inside, grain, seed, index, step, _REDRAW + draw)
-    token, inside, grain = _pick(flat_q, value, shared)
+    token, inside, grain = _pick(_buckets_of(flat_q, shared), value)
     left = tokens < 0
     tokens = torch.where(left, token, tokens)
     next_value = torch.where(left, _refill(inside, grain, seed, index, step, _REFILL), next_value)
@@ -272,14 +273,20 @@ def _laid_out(codes: Codes, device: torch.device, shared: bool) -> tuple[Tensor,
     )
 
 
-def _pick(flat: Tensor, value: Tensor, shared: bool) -> tuple[Tensor, Tensor, Tensor]:
-    # The token whose bucket of `flat` holds each code, the code's place inside that bucket,
-    # and the grain to which that place is known (2⁻⁵² of the row's mass, in the bucket's
-    # units).
-    if shared:
-        token, low, width, total = buckets(torch.cumsum(flat.to(torch.float64), -1), value)
+def _buckets_of(flat: Tensor, shared: bool) -> Tensor | BlockBuckets:
+    # The buckets of q's rows, made once for every pick from them: a shared row's float64
+    # prefix sums (its n targets share them), else one row per target by blocks.
+    return torch.cumsum(flat.to(torch.float64), -1) if shared else BlockBuckets.of(flat)
+
+
+def _pick(layout: Tensor | BlockBuckets, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    # The token whose bucket (of `_buckets_of`'s layout) holds each code, the code's place
+    # inside that bucket, and the grain to which that place is known (2⁻⁵² of the row's
+    # mass, in the bucket's units).
+    if isinstance(layout, BlockBuckets):
+        token, low, width, total = layout.locate(value)
     else:
-        token, low, width, total = buckets_by_block(flat, value)
+        token, low, width, total = buckets(layout, value)
     inside = ((value * total - low) / width).clamp(0.0, 1.0)
     return token, inside, _TWO_POW_M52 * total / width
 

@@ -9,6 +9,8 @@ picks with codes through the same buckets.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -66,18 +68,37 @@ def buckets(cumulative: Tensor, value: Tensor) -> tuple[Tensor, ...]:
     return token, low, width, total
 
 
+class BlockBuckets(NamedTuple):
+    """The buckets of each row of q [rows, V] without a [rows, V] float64 prefix sum (a
+    sequential pass that costs more than the rest of a draw on a CPU): q cut into blocks of
+    `block` tokens and the float64 prefix sums of the blocks' sums. Made once, it serves
+    every pick from q (`locate`)."""
+
+    blocks: Tensor  # [rows, blocks, block], q padded with zeros
+    cumulative: Tensor  # [rows, blocks] float64
+    block: int
+
+    @classmethod
+    def of(cls, q: Tensor, block: int = 1024) -> BlockBuckets:
+        rows, vocab = q.shape
+        blocks = torch.nn.functional.pad(q, (0, -vocab % block)).view(rows, -1, block)
+        return cls(blocks, blocks.sum(-1, dtype=torch.float64).cumsum(-1), block)
+
+    def locate(self, value: Tensor) -> tuple[Tensor, ...]:
+        """`buckets` for one target per row: the block sums locate the block, a prefix sum
+        inside it the token."""
+        rows = self.blocks.shape[0]
+        block_token, start, _, total = buckets(self.cumulative, value)
+        index = block_token[:, :, None].expand(rows, 1, self.block)
+        inside = self.blocks.gather(1, index)[:, 0]
+        ends = start + torch.cumsum(inside.to(torch.float64), -1)
+        token, low, width = _locate(ends, value * total, start)
+        return block_token * self.block + token, low, width, total
+
+
 def buckets_by_block(q: Tensor, value: Tensor, block: int = 1024) -> tuple[Tensor, ...]:
-    """`buckets` for one target per row of q [rows, V] without a [rows, V] float64 prefix sum
-    (a sequential pass that costs more than the rest of the draw on a CPU): float64 sums of
-    blocks of `block` tokens locate the block, a prefix sum inside it the token."""
-    rows, vocab = q.shape
-    blocks = torch.nn.functional.pad(q, (0, -vocab % block)).view(rows, -1, block)
-    sums = blocks.sum(-1, dtype=torch.float64)
-    block_token, start, _, total = buckets(sums.cumsum(-1), value)
-    inside = blocks.gather(1, block_token[:, :, None].expand(rows, 1, block))[:, 0]
-    ends = start + torch.cumsum(inside.to(torch.float64), -1)
-    token, low, width = _locate(ends, value * total, start)
-    return block_token * block + token, low, width, total
+    """`buckets` for one target per row of q [rows, V] (`BlockBuckets`)."""
+    return BlockBuckets.of(q, block).locate(value)
 
 
 def _locate(ends: Tensor, target: Tensor, start: Tensor | float) -> tuple[Tensor, ...]:
