@@ -25,7 +25,7 @@ import decoptim as d
 # gpu.py's decoders whose plain sampling step has its own kernels, by their rows there
 COORDINATED = ["softmax", "top-k 50", "top-p 0.9", "min-p 0.1", "top-k 50 & top-p 0.9",
                "typical 0.9", "epsilon 3e-4", "eta 3e-4", "sparsemax", "entmax 1.5",
-               "BoK exact top-64"]  # fmt: skip
+               "BoK exact top-64", "BoK exact prob", "BoK mirror 5"]  # fmt: skip
 BY_REJECTION = ["top-p 0.9", "typical 0.9"]  # also drawn by rejection, as "<row>, by rejection"
 
 

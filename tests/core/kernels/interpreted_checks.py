@@ -31,6 +31,9 @@ from decoptim.core.coordinated import (  # noqa: E402
 from decoptim.core.kernels import candidates as candidates_module  # noqa: E402
 from decoptim.core.kernels import table, top_p, uniforms  # noqa: E402
 from decoptim.core.kernels.bok_head import exponential  # noqa: E402
+from decoptim.core.kernels.bok_prob import _Problem, _solve, bok_prob_sample  # noqa: E402
+from decoptim.core.kernels.bok_terms import GAP, INV_TAU_P, Z_MAX  # noqa: E402
+from decoptim.core.kernels.bok_terms import C as C_TERM  # noqa: E402
 from decoptim.core.kernels.bok_topm import (  # noqa: E402
     TopMProblem,
     _head,
@@ -1174,6 +1177,95 @@ def check_bok_topm_coordinated_draw_is_the_torch_path_in_head_order() -> None:
             gap = (new.value - expected_codes.value).abs()[same]
             assert (gap <= 1e-5 / share[same]).all(), (decoder, gap, share)
             assert torch.equal(new.step, codes.step + 1)
+
+
+def prob_head_and_overflow(decoder, z):
+    # Best-of-K w = p's head (the tokens its gather kept, by the same predicate on the row
+    # terms it stored) and its rows that overflowed the slots (q written in full).
+    _, candidates, _, terms, _, _ = _solve(z, _Problem(*table._bok_prob_args(decoder, z)))
+    terms = terms[:, :, None]
+    slope = terms[:, INV_TAU_P.value] + terms[:, C_TERM.value]
+    in_head = slope * (z - terms[:, Z_MAX.value]) >= terms[:, GAP.value]
+    return in_head, (candidates.count > CAP).any(-1)
+
+
+# β and λ that leave a few hundred head tokens on prob_rows' rows (a fifth to a half of
+# the mass) and their bulk in the tail.
+PROB_SAMPLED = [
+    d.BestOfK(4, 0.01, 10.0, weights="prob"),
+    d.BestOfK(4, 0.01, 10.0, weights="prob", solver="mirror", steps=3),
+    d.BestOfK(4, 0.01, 5.0, weights="prob", solver="mirror", steps=1, temperature=1.3),
+]
+
+
+def prob_rows(seed: int) -> torch.Tensor:
+    # crowded_rows, flatter, with 16 tokens raised above the rest: row 2's 800 tied maxima
+    # overflow the slots.
+    z = crowded_rows(3000, seed) * 0.4
+    z[:, :16] += 3.0
+    return z
+
+
+def check_bok_prob_sample_draws_from_its_probs() -> None:
+    # Best-of-K w = p's fused draw (head or tail by a race in the head's solve, a tail token
+    # over the tail's closed form, an overflowing row over its written q) against the draw
+    # over the written q with the same seed, the head masked out: the same q and uniforms,
+    # so every row whose draw is not in the head gives the same token; the head comes up
+    # about Σ_head q of the time.
+    z = prob_rows(5)
+    draws = 16
+    for decoder in PROB_SAMPLED:
+        args = table._bok_prob_args(decoder, z)
+        q = table.BOK_PROB.probs(decoder, z)
+        assert torch.allclose(q.double(), decoder.probs(z.double()), atol=2e-6), decoder
+        in_head, overflowed = prob_head_and_overflow(decoder, z)
+        assert overflowed.tolist() == [False, False, True, False, False], overflowed
+        in_head &= ~overflowed[:, None]
+        head_mass = (q * in_head).sum(-1).double()
+        solved = head_mass[~overflowed]
+        assert float(solved.min()) > 0.05 and float(solved.max()) < 0.95, head_mass
+        rest = torch.where(in_head, 0.0, q)
+        head_draws = 0
+        for seed in range(draws):
+            fused = bok_prob_sample(z, *args, torch.Generator().manual_seed(seed))
+            drawn = draw_from_probs(rest, torch.Generator().manual_seed(seed))
+            from_head = in_head.gather(1, fused[:, None])[:, 0]
+            assert (q.gather(1, fused[:, None]) > 0).all(), (decoder, fused)
+            assert torch.equal(fused[~from_head], drawn[~from_head]), (decoder, fused, drawn)
+            head_draws += int(from_head.sum())
+        expected = float(head_mass.sum()) * draws
+        spread = (float((head_mass * (1 - head_mass)).sum()) * draws) ** 0.5
+        assert abs(head_draws - expected) <= 4 * spread, (decoder, head_draws, expected)
+
+
+def check_bok_prob_coordinated_draw_is_the_torch_path_in_head_order() -> None:
+    # With codes, Best-of-K w = p draws over its head's tokens in id order, then the tail
+    # in id order; an overflowing row, over its written q in id order: the torch path's
+    # coordinated draw over q permuted that way picks the same tokens bar a code within
+    # rounding of an edge, and next codes agree where the tokens do.
+    z = torch.cat([prob_rows(8), prob_rows(9)[:3]])
+    codes = group_codes(2, 4, seed=4)
+    for decoder in PROB_SAMPLED:
+        with kernels_on_the_cpu():
+            assert table.kernel_route(decoder, z).codes
+            tokens, new = decoder.sample_coordinated(z, codes)
+        q = table.BOK_PROB.probs(decoder, z).double()
+        in_head, overflowed = prob_head_and_overflow(decoder, z)
+        in_head &= ~overflowed[:, None]
+        ids = torch.arange(z.shape[1]).expand_as(q)
+        # Head first, each part in id order: a stable sort on "not in the head".
+        order = torch.sort((~in_head).int(), dim=1, stable=True).indices
+        order = torch.where(overflowed[:, None], ids, order)
+        place, expected_codes = coordinated_sample(q.gather(1, order), codes)
+        expected = order.gather(1, place[:, None])[:, 0]
+        same = tokens == expected
+        assert int(same.sum()) >= len(z) - 1, (decoder, tokens, expected)
+        from_head = in_head.gather(1, tokens[:, None])[:, 0]
+        assert 0 < int(from_head.sum()) < len(z), (decoder, tokens)
+        share = (q / q.sum(-1, keepdim=True)).gather(1, tokens[:, None])[:, 0]
+        gap = (new.value - expected_codes.value).abs()[same]
+        assert (gap <= 1e-5 / share[same]).all(), (decoder, gap, share)
+        assert torch.equal(new.step, codes.step + 1)
 
 
 CHECKS = {name: fn for name, fn in globals().items() if name.startswith("check_")}

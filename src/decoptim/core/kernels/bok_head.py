@@ -188,6 +188,49 @@ def _bok_topm_select_kernel(z_ptr, cand_x_ptr, cand_index_ptr, cand_count_ptr, h
         tl.store(edge_id_ptr + row, edge_id)
 
 
+@triton.jit
+def head_or_tail(q, ids, live, tail_mass, lanes, row, WIDTH: tl.constexpr, seed_ptr, code_ptr,
+                 group_ptr, index_ptr, step_ptr, next_code_ptr, tail_code_ptr, code_scale_ptr,
+                 CODED: tl.constexpr):  # fmt: skip
+    """The row's sample if it is a head token (q on the `live` lanes, token ids `ids`), else
+    −1: the tail, of mass `tail_mass` (Σ q + tail_mass = 1), is then drawn on its own.
+
+    Philox: an exponential race between the head's tokens and the whole tail as one entrant
+    of weight tail_mass, on counters row·WIDTH + lane of the seed's second word. CODED: an
+    inverse transform with the row's code over the head's tokens in lane order, then the
+    tail as one bucket; a head token's next code goes to next_code, and each row gets the
+    code remapped onto the tail and Σ / tail_mass, for the tail's draw over its own sums
+    (`draw.draw_affine`'s `code_scale`)."""
+    q = tl.where(live, q, 0.0)
+    if CODED:
+        q64 = q.to(tl.float64)
+        head_total = tl.sum(q64, axis=0)
+        total = head_total + tail_mass.to(tl.float64)
+        target = tl.load(code_ptr + row) * total
+        best, low, width = pick(q64, lanes, target)
+        in_head = (target < head_total) | (tail_mass <= 0.0)
+        if in_head:
+            code = next_code(target, low, width, TWO_POW_M52 * total / width, group_ptr,
+                             index_ptr, step_ptr, row, REFILL)  # fmt: skip
+            tl.store(next_code_ptr + row, code)
+        safe_tail = tl.where(tail_mass > 0.0, tail_mass, 1.0).to(tl.float64)
+        remapped = tl.minimum(tl.maximum((target - head_total) / safe_tail, 0.0), 1.0)
+        tl.store(tail_code_ptr + row, remapped)
+        tl.store(code_scale_ptr + row, total / safe_tail)
+    else:
+        head_word, tail_word, head_fine, tail_fine = tl.randint4x(
+            tl.load(seed_ptr + 1), row.to(tl.int64) * WIDTH + lanes
+        )
+        e_head = exponential(head_word, head_fine)
+        e_tail = exponential(tail_word, tail_fine)
+        keys = tl.where(q > 0, q / e_head, -1.0)
+        best = tl.argmax(keys, axis=0)
+        tail_key = tl.sum(tl.where(lanes == 0, tail_mass / e_tail, 0.0), axis=0)
+        in_head = tl.max(keys, axis=0) >= tail_key
+    token = tl.sum(tl.where(lanes == best, ids, 0), axis=0)
+    return tl.where(in_head, token, -1)
+
+
 @kernel
 def _bok_topm_head_kernel(
     maxes_ptr,
@@ -262,40 +305,11 @@ def _bok_topm_head_kernel(
     if SAMPLE:
         # Only rows whose sample is in the tail draw from the tail's tokens
         # (`draw.draw_affine`; token −1 until then).
-        tail_mass = tl.exp(tail - t - log_z)
         ids = tl.load(head_index + offs, mask=mask, other=0)
-        if CODED:
-            # Inverse transform with the code over the head's tokens (in the head's order),
-            # then the tail as one bucket. A code in the tail is remapped onto it, for the
-            # tail's draw over its own sums.
-            q64 = q.to(tl.float64)
-            head_total = tl.sum(q64, axis=0)
-            total = head_total + tail_mass.to(tl.float64)
-            target = tl.load(code_ptr + row) * total
-            best, low, width = pick(q64, offs, target)
-            in_head = (target < head_total) | (tail_mass <= 0.0)
-            if in_head:
-                code = next_code(target, low, width, TWO_POW_M52 * total / width, group_ptr,
-                                 index_ptr, step_ptr, row, REFILL)  # fmt: skip
-                tl.store(next_code_ptr + row, code)
-            safe_tail = tl.where(tail_mass > 0.0, tail_mass, 1.0).to(tl.float64)
-            remapped = tl.minimum(tl.maximum((target - head_total) / safe_tail, 0.0), 1.0)
-            tl.store(tail_code_ptr + row, remapped)
-            tl.store(code_scale_ptr + row, total / safe_tail)
-        else:
-            # An exponential race between the head's tokens and the whole tail as one
-            # entrant of weight Σ_tail q.
-            head_word, tail_word, head_fine, tail_fine = tl.randint4x(
-                tl.load(seed_ptr + 1), row.to(tl.int64) * BLOCK + offs
-            )
-            e_head = exponential(head_word, head_fine)
-            e_tail = exponential(tail_word, tail_fine)
-            keys = tl.where(mask & (q > 0), q / e_head, -1.0)
-            best = tl.argmax(keys, axis=0)
-            tail_key = tl.sum(tl.where(offs == 0, tail_mass / e_tail, 0.0), axis=0)
-            in_head = tl.max(keys, axis=0) >= tail_key
-        token = tl.sum(tl.where(offs == best, ids, 0), axis=0)
-        tl.store(token_ptr + row, tl.where(in_head, token, -1))
+        token = head_or_tail(q, ids, mask, tl.exp(tail - t - log_z), offs, row, BLOCK,
+                             seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr, next_code_ptr,
+                             tail_code_ptr, code_scale_ptr, CODED)  # fmt: skip
+        tl.store(token_ptr + row, token)
         tl.store(arrivals_ptr + row, 0)
 
 

@@ -1,5 +1,6 @@
 """Best-of-K with probability weights (w = p) on CUDA: the exact solver and mirror ascent of
-step 1/λ, in four launches and three streaming passes over z.
+step 1/λ, in four launches and three streaming passes over z (q), or for a sample two
+and, on the rows whose sample is in the tail, a third.
 
 With A_v = c·(z_v − max z) (log p + s/λ − 1 up to a row constant) and b_v = βK·p_v, the
 exact solution is u_v = A_v − t + b_v·(1 − e^{u_v})^{K−1}, and a mirror step of size 1/λ is
@@ -18,18 +19,43 @@ at 1/√(ρ-threshold) (a few dozen on language-model rows).
    same nested Newton as the top-M path, or the mirror steps. A row whose head overflows
    its slots is solved over the whole row by the same program, with no tail approximation.
 4. Write q = exp(A + b − shift) and put the head's values in place.
+
+Sampling never writes q (`bok_prob_sample`): step 3 also draws between the head's tokens
+and the tail as one entrant of its mass (`bok_head.head_or_tail`, as the top-M path), and
+only rows whose sample is in the tail draw from its closed form (`bok_terms.tail_q`, the
+head left out by the gather's own bound), reading z once; a row that overflowed draws
+from the q its solve wrote.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-from .bok_newton import inner_roots, log_mass, outer_step, phi_and_slope, safe_pow, solve_row
+from .bok_head import head_or_tail
+from .bok_newton import inner_roots, log_mass, outer_step, phi_and_slope, solve_row
+from .bok_terms import (
+    BETA_K,
+    GAP,
+    INV_TAU_P,
+    LSE_P,
+    ROW_TERMS,
+    SHIFT,
+    Z_MAX,
+    C,
+    K,
+    in_prob_head,
+    mirror_exponent,
+    prob_terms,
+    tail_q,
+)
 from .candidates import (
     CAP,
     COMPACT,
+    GATHER_BLOCK,
     ROW_WARPS,
     Candidates,
     append_to_slot,
@@ -37,6 +63,15 @@ from .candidates import (
     compact_scratch,
     gather_splits,
     load_candidates,
+)
+from .draw import (
+    OVERFLOWED,
+    CodedDraw,
+    Randomness,
+    draw_prob_tail,
+    draw_seed,
+    draw_targets,
+    randomness_args,
 )
 from .launch import kernel
 from .streaming import (
@@ -70,14 +105,6 @@ def _row_terms(max_ptr, sum_c_ptr, sum_p_ptr, row, SPLITS, c, inv_tau_p, beta_k,
     return z_max, lse_c, lse_p, beta_k * tl.exp(-lse_p)
 
 
-@triton.jit
-def _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k):
-    # A, p and b = βK·p of each token (A = −inf, p = b = 0 for masked tokens).
-    d = z - z_max
-    p = tl.exp(d * inv_tau_p - lse_p)
-    return c * d, p, beta_k * p
-
-
 @kernel
 def _prob_gather_kernel(
     z_ptr,
@@ -92,6 +119,7 @@ def _prob_gather_kernel(
     index_out_ptr,
     count_ptr,
     tail_ptr,
+    terms_ptr,
     V,
     CHUNK,
     STAT_SPLITS,
@@ -102,6 +130,7 @@ def _prob_gather_kernel(
 ):
     # Per (row, split): the head tokens (ρ_v ≥ ε) into the split's slot; the tail's
     # Σ exp(A + b − top) (and, for mirror's first step, Σ exp(A + b(1 − p)^{K−1} − top)).
+    # Split 0 stores the row's gap, by which the later kernels tell the head from the tail.
     row, split, splits = program_position()
     c, inv_tau_p, beta_k, k = _row_params(c_ptr, inv_tau_p_ptr, betak_ptr, k_ptr, row)
     z_max, lse_c, lse_p, top = _row_terms(
@@ -110,6 +139,8 @@ def _prob_gather_kernel(
     # Head iff log ρ_v ≥ log ε, i.e. (1/τ_p + c)(z_v − max z) ≥ gap; K = 1 or β = 0 make
     # the gap +inf (no head: the closed form is then exact).
     gap = LOG_EPS - tl.log(beta_k * (k - 1.0)) - top + lse_p + lse_c
+    if split == 0:
+        tl.store(terms_ptr + row * ROW_TERMS + GAP, gap)
     slope = inv_tau_p + c
     base = row.to(tl.int64) * V
     slot = (row * splits + split).to(tl.int64) * CAP
@@ -121,13 +152,13 @@ def _prob_gather_kernel(
         offs = start + tl.arange(0, BLOCK)
         inside = offs < end
         z = load_logits(z_ptr + base + offs, inside)
-        keep = inside & (slope * (z - z_max) >= gap)
+        keep = inside & in_prob_head(z, z_max, slope, gap)
         found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
-        a, p, b = _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
+        a, p, b = prob_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
         in_tail = inside & ~keep
         tail += tl.sum(tl.where(in_tail, tl.exp(a + b - top), 0.0), axis=0)
         if MIRROR:
-            first = a + b * safe_pow(tl.maximum(1.0 - p, 0.0), k - 1.0)
+            first = mirror_exponent(a, b, p, k)
             tail_first += tl.sum(tl.where(in_tail, tl.exp(first - top), 0.0), axis=0)
     tl.store(count_ptr + row * splits + split, found)
     tl.store(tail_ptr + (row * 2) * splits + split, tail)
@@ -144,7 +175,7 @@ def _solve_full_row(z_ptr, q_ptr, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
     for start in range(0, V, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         z = load_logits(z_ptr + offs, offs < V)
-        a, _, b = _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
+        a, _, b = prob_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
         s_lo += tl.sum(tl.exp(a), axis=0)
         s_hi += tl.sum(tl.exp(a + b - top), axis=0)
     t_lo = tl.log(s_lo)
@@ -153,7 +184,7 @@ def _solve_full_row(z_ptr, q_ptr, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
     for start in range(0, V, BLOCK):  # the first warm start, u = A − t
         offs = start + tl.arange(0, BLOCK)
         z = load_logits(z_ptr + offs, offs < V)
-        a, _, _ = _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
+        a, _, _ = prob_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
         tl.store(q_ptr + offs, tl.maximum(a, -1e30) - t, mask=offs < V)
     last_step = t_hi - t_lo
     before_last = last_step
@@ -191,7 +222,7 @@ def _full_row_inner(z_ptr, q_ptr, V, t, z_max, c, inv_tau_p, lse_p, beta_k, k,
         offs = start + tl.arange(0, BLOCK)
         inside = offs < V
         z = load_logits(z_ptr + offs, inside)
-        a, _, b = _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
+        a, _, b = prob_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
         b = tl.where(a == -float("inf"), 0.0, b)
         a = tl.maximum(a, -1e30)
         warm = tl.load(q_ptr + offs, mask=inside, other=0.0)
@@ -215,10 +246,10 @@ def _mirror_full_row(z_ptr, q_ptr, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top
             offs = start + tl.arange(0, BLOCK)
             inside = offs < V
             z = load_logits(z_ptr + offs, inside)
-            a, p, b = _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
+            a, p, b = prob_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
             previous = tl.load(q_ptr + offs, mask=inside & (step > 0), other=0.0)
             q = tl.where(step == 0, p, tl.exp(previous - log_total))
-            x = a + b * safe_pow(tl.maximum(1.0 - q, 0.0), k - 1.0)
+            x = mirror_exponent(a, b, q, k)
             tl.store(q_ptr + offs, x, mask=inside)
             total += tl.sum(tl.where(inside, tl.exp(x - top), 0.0), axis=0)
         log_total = tl.log(total) + top
@@ -230,18 +261,43 @@ def _solve_head(x, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first, STEP
                 MIRROR: tl.constexpr, OUTER: tl.constexpr, INNER: tl.constexpr):  # fmt: skip
     # q on the head tokens x (−inf lanes are empty) and the tail's shift, given the tail's
     # log-mass (and, for mirror's first step, that of A + b(1 − p)^{K−1}).
-    a, p, b = _token_terms(x, z_max, c, inv_tau_p, lse_p, beta_k)
+    a, p, b = prob_terms(x, z_max, c, inv_tau_p, lse_p, beta_k)
     if MIRROR:
-        log_x = a + b * safe_pow(tl.maximum(1.0 - p, 0.0), k - 1.0)
+        log_x = mirror_exponent(a, b, p, k)
         log_total = log_mass(log_x, tail_first)
         for _step in range(STEPS - 1):
             q = tl.exp(log_x - log_total)
-            log_x = a + b * safe_pow(tl.maximum(1.0 - q, 0.0), k - 1.0)
+            log_x = mirror_exponent(a, b, q, k)
             log_total = log_mass(log_x, tail)
         return tl.exp(log_x - log_total), log_total
     else:
         u, t, log_z = solve_row(a, b, k, tail, OUTER, INNER)
         return tl.exp(u - log_z), t + log_z
+
+
+@triton.jit
+def _head_q_or_token(x, where, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first,
+                     STEPS, q_head_ptr, token_ptr, seed_ptr, code_ptr, group_ptr, index_ptr,
+                     step_ptr, next_code_ptr, tail_code_ptr, code_scale_ptr, row,
+                     WIDTH: tl.constexpr, MIRROR: tl.constexpr, FIRST_STEP: tl.constexpr,
+                     OUTER: tl.constexpr, INNER: tl.constexpr, SAMPLE: tl.constexpr,
+                     CODED: tl.constexpr):  # fmt: skip
+    # Solve the head x (`valid` lanes) and store its q at the slot positions `where`, or with
+    # SAMPLE draw the row's token (`where`: the head's ids). Returns the tail's shift.
+    q_head, shift = _solve_head(x, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first,
+                                STEPS, MIRROR, OUTER, INNER)  # fmt: skip
+    if SAMPLE:
+        # The tail's mass is that of its log-mass in the head's normaliser (a single mirror
+        # step's tail is A + b·(1 − p)^{K−1}); counters row·WIDTH + lane, WIDTH the unpacked
+        # head's lanes, are distinct across rows whether or not a row's head was packed.
+        tail_mass = tl.exp((tail_first if FIRST_STEP else tail) - shift)
+        token = head_or_tail(q_head, where, valid, tail_mass, tl.arange(0, x.shape[0]), row,
+                             WIDTH, seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr,
+                             next_code_ptr, tail_code_ptr, code_scale_ptr, CODED)  # fmt: skip
+        tl.store(token_ptr + row, token)
+    else:
+        tl.store(q_head_ptr + where, q_head, mask=valid)
+    return shift
 
 
 @kernel
@@ -262,27 +318,43 @@ def _prob_head_kernel(
     scratch_x_ptr,
     scratch_index_ptr,
     qhead_ptr,
-    row_out_ptr,
+    terms_ptr,
+    token_ptr,
+    arrivals_ptr,
+    seed_ptr,
+    code_ptr,
+    group_ptr,
+    index_ptr,
+    step_ptr,
+    next_code_ptr,
+    tail_code_ptr,
+    code_scale_ptr,
     V,
     STAT_SPLITS,
     CAND_SPLITS,
     STEPS,
     MIRROR: tl.constexpr,
+    FIRST_STEP: tl.constexpr,
     OUTER: tl.constexpr,
     INNER: tl.constexpr,
     CAP: tl.constexpr,
     SLOTS: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     ROW_BLOCK: tl.constexpr,
+    SAMPLE: tl.constexpr,
+    CODED: tl.constexpr,
 ):
-    # Solve the head against the tail's log-mass; q of the head goes to its candidate slot
-    # positions, and max z, LSE_p and the tail's shift to row_out. Overflow: whole row.
+    # Solve the head against the tail's log-mass, and store the row's terms (`bok_terms`)
+    # for the tail's q. An overflowing row is solved over the whole row, q written in full.
+    # Without SAMPLE, the head's q goes to its candidate slot positions. With SAMPLE, the
+    # row's sample is drawn among the head's tokens and the tail as one entrant
+    # (`bok_head.head_or_tail`): the token, −1 for the tail, or OVERFLOWED.
     row = tl.program_id(0)
     c, inv_tau_p, beta_k, k = _row_params(c_ptr, inv_tau_p_ptr, betak_ptr, k_ptr, row)
     z_max, _lse_c, lse_p, top = _row_terms(
         max_ptr, sum_c_ptr, sum_p_ptr, row, STAT_SPLITS, c, inv_tau_p, beta_k, SPLIT_BLOCK
     )
-    x, _ids, valid, overflow = load_candidates(
+    x, ids, valid, overflow = load_candidates(
         cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
     )
     split_offs = tl.arange(0, SPLIT_BLOCK)
@@ -299,6 +371,12 @@ def _prob_head_kernel(
         else:
             _solve_full_row(z_row, q_row, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
                             OUTER, INNER, ROW_BLOCK)  # fmt: skip
+        if SAMPLE:
+            # The draw reads this row's written q, with the row's own code (not remapped).
+            tl.store(token_ptr + row, OVERFLOWED)
+            if CODED:
+                tl.store(tail_code_ptr + row, tl.load(code_ptr + row))
+                tl.store(code_scale_ptr + row, tl.full((), 1.0, tl.float64))
     else:
         firsts = tl.load(
             tail_ptr + (row * 2 + 1) * CAND_SPLITS + split_offs, mask=present, other=0.0
@@ -306,63 +384,65 @@ def _prob_head_kernel(
         tail_first = tl.log(tl.sum(firsts, axis=0)) + top
         flat = tl.arange(0, SLOTS * CAP)
         q_head_ptr = qhead_ptr + row.to(tl.int64) * CAND_SPLITS * CAP
+        # Where the head's q goes: its slot positions (probs), or with its ids to the draw.
+        where = ids if SAMPLE else flat
         if tl.sum(valid.to(tl.int32), axis=0) <= COMPACT:
-            packed_x, packed_flat, packed = compact(
-                x, flat, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP, COMPACT
+            packed_x, packed_where, packed = compact(
+                x, where, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP, COMPACT
             )
-            q_packed, shift = _solve_head(
-                packed_x, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first, STEPS,
-                MIRROR, OUTER, INNER,
+            shift = _head_q_or_token(
+                packed_x, packed_where, packed, z_max, c, inv_tau_p, lse_p, beta_k, k, tail,
+                tail_first, STEPS, q_head_ptr, token_ptr, seed_ptr, code_ptr, group_ptr,
+                index_ptr, step_ptr, next_code_ptr, tail_code_ptr, code_scale_ptr, row,
+                SLOTS * CAP, MIRROR, FIRST_STEP, OUTER, INNER, SAMPLE, CODED,
             )  # fmt: skip
-            tl.store(q_head_ptr + packed_flat, q_packed, mask=packed)
         else:
-            q_head, shift = _solve_head(x, z_max, c, inv_tau_p, lse_p, beta_k, k, tail,
-                                        tail_first, STEPS, MIRROR, OUTER, INNER)  # fmt: skip
-            tl.store(q_head_ptr + flat, q_head, mask=valid)
-    tl.store(row_out_ptr + row * 3, z_max)
-    tl.store(row_out_ptr + row * 3 + 1, lse_p)
-    tl.store(row_out_ptr + row * 3 + 2, shift)
+            shift = _head_q_or_token(
+                x, where, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first,
+                STEPS, q_head_ptr, token_ptr, seed_ptr, code_ptr, group_ptr, index_ptr,
+                step_ptr, next_code_ptr, tail_code_ptr, code_scale_ptr, row, SLOTS * CAP,
+                MIRROR, FIRST_STEP, OUTER, INNER, SAMPLE, CODED,
+            )  # fmt: skip
+    if SAMPLE:
+        tl.store(arrivals_ptr + row, 0)
+    row_terms = terms_ptr + row * ROW_TERMS
+    tl.store(row_terms + Z_MAX, z_max)
+    tl.store(row_terms + LSE_P, lse_p)
+    tl.store(row_terms + SHIFT, shift)
+    tl.store(row_terms + C, c)
+    tl.store(row_terms + INV_TAU_P, inv_tau_p)
+    tl.store(row_terms + BETA_K, beta_k)
+    tl.store(row_terms + K, k)
 
 
 @kernel
 def _prob_write_kernel(
     z_ptr,
     q_ptr,
-    c_ptr,
-    inv_tau_p_ptr,
-    betak_ptr,
-    k_ptr,
     cand_index_ptr,
     cand_count_ptr,
     qhead_ptr,
-    row_ptr,
+    terms_ptr,
     V,
     CHUNK,
-    FIRST_STEP_TAIL: tl.constexpr,
+    FIRST_STEP: tl.constexpr,
     CAP: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # q = exp(A + b − shift) over the split's chunk (b·(1 − p)^{K−1} after a single mirror
-    # step), then the head's values at their ids. Rows that overflowed are already written.
+    # The tail's q over the split's chunk (`bok_terms.tail_q`), then the head's values at
+    # their ids. Rows that overflowed are already written.
     row, split, splits = program_position()
     split_offs = tl.arange(0, SPLIT_BLOCK)
     counts = tl.load(cand_count_ptr + row * splits + split_offs, mask=split_offs < splits, other=0)
     if tl.max(counts, axis=0) <= CAP:
-        c, inv_tau_p, beta_k, k = _row_params(c_ptr, inv_tau_p_ptr, betak_ptr, k_ptr, row)
-        z_max = tl.load(row_ptr + row * 3)
-        lse_p = tl.load(row_ptr + row * 3 + 1)
-        shift = tl.load(row_ptr + row * 3 + 2)
         base = row.to(tl.int64) * V
         begin, end = split_bounds(split, CHUNK, V)
         for start in range(begin, end, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             inside = offs < end
-            z = load_logits(z_ptr + base + offs, inside)
-            a, p, b = _token_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
-            if FIRST_STEP_TAIL:
-                b = b * safe_pow(tl.maximum(1.0 - p, 0.0), k - 1.0)
-            tl.store(q_ptr + base + offs, tl.exp(a + b - shift), mask=inside)
+            q = tail_q(load_logits(z_ptr + base + offs, inside), terms_ptr, row, FIRST_STEP)
+            tl.store(q_ptr + base + offs, q, mask=inside)
         # The head's ids lie in this program's chunk; its tail values above must land first.
         tl.debug_barrier()
         lanes = tl.arange(0, CAP)
@@ -371,6 +451,66 @@ def _prob_write_kernel(
         index = tl.load(cand_index_ptr + slot + lanes, mask=mine, other=0)
         q_head = tl.load(qhead_ptr + slot + lanes, mask=mine, other=0.0)
         tl.store(q_ptr + base + index, q_head, mask=mine)
+
+
+def _chunk(vocab: int, splits: int) -> int:
+    # Each (row, split) program's tokens, the same for the gather and the write: the head's
+    # ids that a write program puts in place are those its gather program kept. Whole
+    # GATHER_BLOCKs: on an H200 (stop 43, replayed) 1024-token blocks took the sample from
+    # 0.266 to 0.249 ms at B = 256 and 0.089 to 0.082 at B = 64 against 2048 (exact).
+    return chunk_for(vocab, splits, GATHER_BLOCK)
+
+
+class _Problem(NamedTuple):
+    # The rows' parameters (float32 [rows]) and the solver's settings.
+    c: torch.Tensor
+    inv_tau_p: torch.Tensor
+    beta_k: torch.Tensor
+    k: torch.Tensor
+    steps: int
+    outer: int
+    inner: int
+
+
+def _solve(flat: torch.Tensor, problem: _Problem, seed: torch.Tensor | CodedDraw | None = None):
+    # Steps 1–3 of the module's docstring over flat rows: returns q (written on overflowing
+    # rows only), the candidates, the head's q by slot, the row terms and, with `seed`
+    # (`draw.draw_seed`'s), the head's draw: tokens and arrivals (`draw.draw_targets`), and
+    # for codes the tail's codes and scales.
+    rows, vocab = flat.shape
+    device = flat.device
+    c, inv_tau_p, beta_k, k, steps, outer, inner = problem
+    stats = row_stats(flat, c, c2=inv_tau_p)
+    splits = gather_splits(vocab)
+    chunk = _chunk(vocab, splits)
+    candidates = Candidates.empty(rows, splits, device)
+    tails = torch.empty(rows, 2, splits, device=device, dtype=torch.float32)
+    terms = torch.empty(rows, ROW_TERMS.value, device=device, dtype=torch.float32)
+    split_block = pow2_at_least(max(stats.splits, splits), 16)
+    mirror = steps > 0
+    _prob_gather_kernel[(rows, splits)](
+        flat, stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k,
+        candidates.x, candidates.index, candidates.count, tails, terms,
+        vocab, chunk, stats.splits,
+        MIRROR=mirror, CAP=CAP, SPLIT_BLOCK=split_block, BLOCK=GATHER_BLOCK, num_warps=4,
+    )  # fmt: skip
+    q = torch.empty_like(flat)
+    q_head = torch.empty(rows, splits, CAP, device=device, dtype=torch.float32)
+    coded = isinstance(seed, CodedDraw)
+    targets = draw_targets(rows, device)
+    # A coded head writes, per row, the code remapped onto the tail and its scale.
+    tail_codes = (torch.empty_like(seed.value), torch.empty_like(seed.value)) if coded else None
+    _prob_head_kernel[(rows,)](
+        flat, q, stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k,
+        candidates.x, candidates.index, candidates.count, tails,
+        *compact_scratch(rows, pow2_at_least(splits) * CAP, device), q_head, terms,
+        *targets, *randomness_args(seed, terms), *(tail_codes or (terms, terms)),
+        vocab, stats.splits, splits, steps,
+        MIRROR=mirror, FIRST_STEP=steps == 1, OUTER=outer, INNER=inner, CAP=CAP,
+        SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block, ROW_BLOCK=1024,
+        SAMPLE=seed is not None, CODED=coded, num_warps=ROW_WARPS,
+    )  # fmt: skip
+    return q, candidates, q_head, terms, targets, tail_codes
 
 
 def bok_prob_probs(
@@ -385,39 +525,44 @@ def bok_prob_probs(
 ) -> torch.Tensor:
     """q for logits z ([..., V], float32 CUDA) with w = p: the exact solution (steps = 0)
     or `steps` mirror steps of size 1/λ from q₀ = p. c, 1/τ_p, βK, K: float32 [rows]."""
-    shape = z.shape
-    vocab = shape[-1]
-    flat = z.reshape(-1, vocab).contiguous()
-    rows = flat.shape[0]
-    stats = row_stats(flat, c, c2=inv_tau_p)
-    splits = gather_splits(vocab)
-    chunk = chunk_for(vocab, splits, BLOCK)
-    candidates = Candidates.empty(rows, splits, z.device)
-    tails = torch.empty(rows, 2, splits, device=z.device, dtype=torch.float32)
-    split_block = pow2_at_least(max(stats.splits, splits), 16)
-    mirror = steps > 0
-    _prob_gather_kernel[(rows, splits)](
-        flat, stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k,
-        candidates.x, candidates.index, candidates.count, tails,
-        vocab, chunk, stats.splits,
-        MIRROR=mirror, CAP=CAP, SPLIT_BLOCK=split_block, BLOCK=BLOCK, num_warps=4,
-    )  # fmt: skip
-    q = torch.empty_like(flat)
-    q_head = torch.empty(rows, splits, CAP, device=z.device, dtype=torch.float32)
-    row_terms = torch.empty(rows, 3, device=z.device, dtype=torch.float32)
-    _prob_head_kernel[(rows,)](
-        flat, q, stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k,
-        candidates.x, candidates.index, candidates.count, tails,
-        *compact_scratch(rows, pow2_at_least(splits) * CAP, z.device), q_head, row_terms,
-        vocab, stats.splits, splits, steps,
-        MIRROR=mirror, OUTER=outer, INNER=inner, CAP=CAP,
-        SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block, ROW_BLOCK=1024,
-        num_warps=ROW_WARPS,
-    )  # fmt: skip
+    flat = z.reshape(-1, z.shape[-1]).contiguous()
+    rows, vocab = flat.shape
+    q, candidates, q_head, terms, _, _ = _solve(
+        flat, _Problem(c, inv_tau_p, beta_k, k, steps, outer, inner)
+    )
+    splits = candidates.splits
     _prob_write_kernel[(rows, splits)](
-        flat, q, c, inv_tau_p, beta_k, k, candidates.index, candidates.count, q_head,
-        row_terms, vocab, chunk,
-        FIRST_STEP_TAIL=steps == 1, CAP=CAP, SPLIT_BLOCK=split_block, BLOCK=BLOCK,
+        flat, q, candidates.index, candidates.count, q_head, terms, vocab,
+        _chunk(vocab, splits),
+        FIRST_STEP=steps == 1, CAP=CAP, SPLIT_BLOCK=pow2_at_least(splits, 16), BLOCK=BLOCK,
         num_warps=4,
     )  # fmt: skip
-    return q.reshape(shape)
+    return q.reshape(z.shape)
+
+
+def bok_prob_sample(
+    z: torch.Tensor,
+    c: torch.Tensor,
+    inv_tau_p: torch.Tensor,
+    beta_k: torch.Tensor,
+    k: torch.Tensor,
+    steps: int,
+    outer: int,
+    inner: int,
+    randomness: Randomness = None,
+) -> torch.Tensor:
+    """One token per row of z ([..., V], float32 CUDA), drawn from `bok_prob_probs`' q
+    without writing q: the head's solve also draws between its tokens and the tail as one
+    entrant, and only rows whose sample is in the tail draw from the tail's closed form,
+    reading z once. `randomness`: a generator (or None) for Philox seeds, or a
+    `draw.CodedDraw` (the head's order first, then the tail's, as `bok_topm_sample`)."""
+    flat = z.reshape(-1, z.shape[-1]).contiguous()
+    seed = draw_seed(z.device, randomness)
+    q, _, _, terms, targets, tail_codes = _solve(
+        flat, _Problem(c, inv_tau_p, beta_k, k, steps, outer, inner), seed
+    )
+    coded = isinstance(seed, CodedDraw)
+    source = seed._replace(value=tail_codes[0]) if coded else seed
+    tokens = draw_prob_tail(flat, terms, q, source, targets, first_step=steps == 1,
+                            code_scale=tail_codes[1] if coded else None)  # fmt: skip
+    return tokens.reshape(z.shape[:-1])

@@ -38,6 +38,7 @@ import triton
 import triton.language as tl
 
 from ..coordinated import Codes
+from .bok_terms import tail_q
 from .launch import kernel
 from .streaming import (
     affine_q,
@@ -58,17 +59,28 @@ SEED_BLOCK = 1024  # counters a seed launch's program zeroes
 PER_SM = 8  # programs per SM the grid aims at
 WARPS = 4  # with PER_SM and BLOCK, the fastest of a sweep on an H200 (B = 64 and 256)
 
-# What the draw's q is: read from memory, `streaming.affine_q` of z, or exp(c·z) of raw
-# logits (blocks relative to their own max z).
+# What the draw's q is: read from memory, `streaming.affine_q` of z, exp(c·z) of raw
+# logits (blocks relative to their own max z), or Best-of-K w = p's tail (`bok_terms.tail_q`)
+# on rows whose token is −1 and q read from memory on rows whose token is OVERFLOWED.
 WRITTEN = tl.constexpr(0)
 AFFINE = tl.constexpr(1)
 LOGITS = tl.constexpr(2)
+COVERAGE = tl.constexpr(3)
+# A row's token before a COVERAGE draw: its q is written in full, not in closed form.
+OVERFLOWED = tl.constexpr(-2)
 
 
 @triton.jit
-def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id,
-             MODE: tl.constexpr, FLOOR: tl.constexpr, HEAD: tl.constexpr):  # fmt: skip
+def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, terms_ptr,
+             written_ptr, row, overflowed, MODE: tl.constexpr, FLOOR: tl.constexpr,
+             HEAD: tl.constexpr, FIRST_STEP: tl.constexpr):  # fmt: skip
     # One block's q (0 past `end`), and with LOGITS the block's max z that q is relative to.
+    if MODE == COVERAGE:
+        if overflowed:
+            q = tl.load(written_ptr + offs, mask=offs < end, other=0.0)
+        else:
+            q = tail_q(load_logits(x_ptr + offs, offs < end), terms_ptr, row, FIRST_STEP)
+        return q, 0.0
     if MODE == LOGITS:
         z = load_logits(x_ptr + offs, offs < end)
         top = tl.max(z, axis=0)
@@ -84,12 +96,13 @@ def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id,
 
 @kernel
 def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, edge_id_ptr,
-                 seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr, next_code_ptr,
-                 code_scale_ptr, mass_ptr, top_ptr, arrivals_ptr, out_ptr, V, CHUNK, BLOCKS,
+                 terms_ptr, written_ptr, seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr,
+                 next_code_ptr, code_scale_ptr, mass_ptr, top_ptr, arrivals_ptr, out_ptr, V,
+                 CHUNK, BLOCKS,
                  BLOCK: tl.constexpr, BLOCKS_POW2: tl.constexpr, MODE: tl.constexpr,
                  FLOOR: tl.constexpr, HEAD: tl.constexpr, PENDING: tl.constexpr,
                  CODED: tl.constexpr, SCALED: tl.constexpr, DRAWS: tl.constexpr,
-                 CHAINED: tl.constexpr):  # fmt: skip
+                 CHAINED: tl.constexpr, FIRST_STEP: tl.constexpr):  # fmt: skip
     # With PENDING, rows whose token is already drawn (out[row] ≥ 0) do nothing. With CODED
     # the row's code (code, group seed, index, step) replaces the Philox uniforms, block
     # masses are float64 sums, and the row's next code goes to next_code[row]; with SCALED
@@ -97,23 +110,28 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
     # tail). DRAWS > 1: that many tokens per row, out[row, :]: independent (Philox), or
     # CHAINED (codes) as `coordinated.coordinated_sample_in_set`'s picks, each from the code
     # the one before passes on: next_code[row, :DRAWS] holds each pick's next code,
-    # next_code[row, DRAWS] the code the last passes on.
+    # next_code[row, DRAWS] the code the last passes on. COVERAGE: terms_ptr holds the rows'
+    # `bok_terms` and written_ptr the q of rows whose token is OVERFLOWED.
     row, split, splits = program_position()
-    pending = tl.load(out_ptr + row) < 0 if PENDING else True
+    marker = tl.load(out_ptr + row) if PENDING else 0
+    pending = marker < 0 if PENDING else True
     if pending:
         # Only the parameters this mode reads are loaded: the others' pointers may be anything.
-        c = tl.load(c_ptr + row) if MODE != WRITTEN else 0.0
+        c = tl.load(c_ptr + row) if (MODE == AFFINE) | (MODE == LOGITS) else 0.0
         z_max = tl.load(zmax_ptr + row) if MODE == AFFINE else 0.0
         shift = tl.load(shift_ptr + row) if MODE == AFFINE else 0.0
         floor = tl.load(floor_ptr + row) if MODE == AFFINE else 0.0
         edge_code = tl.load(edge_code_ptr + row) if HEAD else 0
         edge_id = tl.load(edge_id_ptr + row) if HEAD else 0
         base = x_ptr + row.to(tl.int64) * V
+        written = written_ptr + row.to(tl.int64) * V
+        overflowed = marker == OVERFLOWED
         lane = tl.arange(0, BLOCK)
         begin, end = split_bounds(split, CHUNK, V)
         for start in range(begin, end, BLOCK):
             q, top = _block_q(base, start + lane, end, c, z_max, shift, floor, edge_code,
-                              edge_id, MODE, FLOOR, HEAD)  # fmt: skip
+                              edge_id, terms_ptr, written, row, overflowed, MODE, FLOOR, HEAD,
+                              FIRST_STEP)  # fmt: skip
             slot = row * BLOCKS + start // BLOCK
             tl.store(mass_ptr + slot, tl.sum(q.to(tl.float64) if CODED else q, axis=0))
             if MODE == LOGITS:
@@ -144,8 +162,8 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
                 block, before, block_mass = pick(mass, blocks, target)
                 start = block * BLOCK
                 q, _ = _block_q(base, start + lane, tl.minimum(start + BLOCK, V), c, z_max,
-                                shift, floor, edge_code, edge_id, MODE, FLOOR,
-                                HEAD)  # fmt: skip
+                                shift, floor, edge_code, edge_id, terms_ptr, written, row,
+                                overflowed, MODE, FLOOR, HEAD, FIRST_STEP)  # fmt: skip
                 in_block = tl.sum(q.to(tl.float64), axis=0)
                 # The target's place inside the block's bucket, mapped onto the block's own
                 # sums (a code's); a fresh uniform (Philox's).
@@ -324,10 +342,12 @@ def draw_targets(rows: int, device: torch.device) -> tuple[torch.Tensor, torch.T
 def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Tensor | CodedDraw,
             targets: tuple[torch.Tensor, torch.Tensor], mode: int, floor: int = 0,
             head: bool = False, pending: bool = False, code_scale: torch.Tensor | None = None,
-            draws: int = 1) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+            draws: int = 1, coverage: tuple[torch.Tensor, torch.Tensor] | None = None,
+            first_step: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     # The grid (about PER_SM programs per SM, each over whole blocks), the per-block masses
     # (float64 for codes; and the blocks' maxima, for raw logits), one launch. Returns the
     # tokens and the blocks' maxima [rows, blocks] (raw logits only; else the masses).
+    # `coverage`: COVERAGE's row terms and written q.
     rows, vocab = x.shape
     splits = splits_for(rows, vocab, x.device, per_sm=PER_SM, block=BLOCK)
     blocks = cdiv(vocab, BLOCK)
@@ -337,12 +357,12 @@ def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Ten
     tops = torch.empty(rows, blocks, device=x.device) if mode == LOGITS.value else mass
     tokens, arrivals = targets
     _draw_kernel[(rows, splits)](
-        x, *params, *randomness_args(source, mass),
+        x, *params, *(coverage or (mass, mass)), *randomness_args(source, mass),
         mass if code_scale is None else code_scale, mass, tops, arrivals, tokens, vocab,
         chunk_for(vocab, splits, BLOCK), blocks, BLOCK=BLOCK,
         BLOCKS_POW2=pow2_at_least(blocks, 16), MODE=mode, FLOOR=floor, HEAD=head,
         PENDING=head or pending, CODED=coded, SCALED=code_scale is not None, DRAWS=draws,
-        CHAINED=coded and draws > 1, num_warps=WARPS,
+        CHAINED=coded and draws > 1, FIRST_STEP=first_step, num_warps=WARPS,
     )  # fmt: skip
     return tokens, tops
 
@@ -418,3 +438,21 @@ def draw_many_from_logits(
     nothing finite)."""
     tokens = torch.empty(z.shape[0], draws, device=z.device, dtype=torch.int64)
     return _launch(z, (c,) * 6, source, (tokens, arrivals), LOGITS.value, draws=draws)
+
+
+def draw_prob_tail(
+    z: torch.Tensor,
+    terms: torch.Tensor,
+    written: torch.Tensor,
+    source: torch.Tensor | CodedDraw,
+    targets: tuple[torch.Tensor, torch.Tensor],
+    first_step: bool,
+    code_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Best-of-K w = p's draw (`bok_prob.bok_prob_sample`) on the rows its head left: over
+    the tail's closed form (`bok_terms.tail_q`, from `terms`, float32 [rows, ROW_TERMS]) on
+    rows whose token in `targets` is −1, over `written` q on rows marked OVERFLOWED.
+    `first_step`: the tail of a single mirror step. `code_scale`: as in `draw_affine`."""
+    return _launch(z, (terms,) * 6, source, targets, COVERAGE.value, pending=True,
+                   code_scale=code_scale, coverage=(terms, written),
+                   first_step=first_step)[0]  # fmt: skip

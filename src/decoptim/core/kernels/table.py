@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -255,15 +255,18 @@ def _bok_prob_covers(decoder: Decoder) -> bool:
     return exact_or_default_mirror and decoder._slope_bound <= KERNEL_PROB_MAX_SLOPE[decoder.solver]
 
 
-def _bok_prob_probs(decoder: Decoder, x: Tensor) -> Tensor:
-    from .bok_prob import bok_prob_probs
-
+def _bok_prob_args(decoder: Decoder, x: Tensor) -> tuple:
+    # bok_prob's arguments after z: the rows' parameters, then the solver's settings.
     rows = _bok_rows(decoder, x)
     steps = decoder.steps if decoder.solver == "mirror" else 0
-    return bok_prob_probs(
-        x, rows["c"], rows["inv_tau_p"], rows["beta_k"], rows["k"], steps,
-        decoder.outer_iterations, decoder.inner_iterations,
-    )  # fmt: skip
+    return (rows["c"], rows["inv_tau_p"], rows["beta_k"], rows["k"], steps,
+            decoder.outer_iterations, decoder.inner_iterations)  # fmt: skip
+
+
+def _bok_prob_kernels() -> tuple[Callable, Callable]:
+    from .bok_prob import bok_prob_probs, bok_prob_sample
+
+    return bok_prob_probs, bok_prob_sample
 
 
 def _bok_topm_covers(decoder: Decoder) -> bool:
@@ -295,7 +298,9 @@ def _bok_topm_sample(decoder: Decoder, x: Tensor, randomness: Randomness) -> Ten
     return bok_topm_sample(x, _bok_topm_problem(decoder, x), randomness)
 
 
-BOK_PROB = Route("bok_prob", covers=_bok_prob_covers, probs=_bok_prob_probs)
+BOK_PROB = replace(
+    _closed_form_route("bok_prob", _bok_prob_kernels, _bok_prob_args), covers=_bok_prob_covers
+)
 BOK_TOPM = Route(
     "bok_topm", covers=_bok_topm_covers, probs=_bok_topm_probs, sample=_bok_topm_sample,
     codes=True,
