@@ -2,9 +2,10 @@
 
 q is read from memory (`draw_from_probs`) or computed from z in registers: an affine
 closed form exp(c·(z − max z) − shift), optionally on a floor or off a head (top-p,
-typical, the floor routes, Best-of-K's tail: `draw_affine`), or raw logits exp(c·z)
-(softmax: `draw_from_logits`). Sparsemax and entmax draw from the candidates that their
-solve holds in registers instead, with the same `uniforms.pick` (`tsallis.tsallis_sample`).
+typical, the floor routes, Best-of-K top-M's tail: `draw_affine`), Best-of-K w = p's tail
+(`draw_prob_tail`), or raw logits exp(c·z) (softmax: `draw_from_logits`). Sparsemax and
+entmax draw from the candidates that their solve holds in registers instead, with the same
+`uniforms.pick` (`tsallis.tsallis_sample`).
 
 A row is cut into blocks of BLOCK tokens. The row's programs stream it block by block and
 store each block's mass Σ q (for raw logits also the block's max z, which that mass is
