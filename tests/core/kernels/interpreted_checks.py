@@ -1213,7 +1213,7 @@ def check_bok_prob_sample_draws_from_its_probs() -> None:
     # so every row whose draw is not in the head gives the same token; the head comes up
     # about Σ_head q of the time.
     z = prob_rows(5)
-    draws = 16
+    draws = 8
     for decoder in PROB_SAMPLED:
         args = table._bok_prob_args(decoder, z)
         q = table.BOK_PROB.probs(decoder, z)

@@ -8,7 +8,8 @@ in two steps:
 1. `record(path)`, in the interpreter process: every launch of a decoptim kernel is noted
    (the kernel, each argument's type and specialisation as Triton's JIT would see them, the
    constexpr values, the launch options) and written to `path` as JSON at exit.
-2. `python -m tests.core.kernels.launches PATH [--ptx DIR]` (without TRITON_INTERPRET):
+2. `python -m tests.core.kernels.launches PATH [PATH ...] [--ptx DIR]` (without
+   TRITON_INTERPRET; several PATHs when the checks ran in several processes):
    each distinct launch is compiled ahead of time for Hopper (sm_90, the H100/H200 the
    kernels are tuned for) down to a cubin, with the ptxas that ships in Triton's wheel; no
    GPU or driver is needed. It prints one line per kernel and exits 1 if any launch fails to
@@ -148,11 +149,11 @@ def code_of(ptx: str) -> str:
     return "\n".join(kept) + "\n"
 
 
-def main(path: str, ptx_dir: str | None = None) -> int:
+def main(paths: list[str], ptx_dir: str | None = None) -> int:
     every = kernels()
     distinct: dict[str, tuple] = {}  # launches that differ only in runtime values compile once
     failures = []
-    for note in json.loads(Path(path).read_text()):
+    for note in (note for path in paths for note in json.loads(Path(path).read_text())):
         key = (note["module"], note["kernel"])
         if key not in every:
             failures.append(f"{key[0]}.{key[1]}: launched but not a kernel of {PACKAGE}")
@@ -188,7 +189,7 @@ def main(path: str, ptx_dir: str | None = None) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("launches", help="the JSON that record() wrote")
+    parser.add_argument("launches", nargs="+", help="the JSON files that record() wrote")
     parser.add_argument("--ptx", help="a folder for each launch's PTX (created)")
     args = parser.parse_args()
     if args.ptx:

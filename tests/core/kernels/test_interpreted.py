@@ -2,8 +2,10 @@
 every launch the interpreter saw compiled for Hopper (launches.py says why both)."""
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,34 +17,60 @@ ROOT = Path(__file__).resolve().parents[3]
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
 
 
+CHECKS_FILE = ROOT / "tests" / "core" / "kernels" / "interpreted_checks.py"
+# Processes the checks are shared among: the interpreter runs a check on one core, and the
+# whole module takes over 10 minutes in one process on a 2-core CI machine (632 s in stop 43).
+WORKERS = max(1, min(4, os.cpu_count() or 1))
+# The limit for all of them: well above a share, and a hang still ends the run.
+TIMEOUT = 1200
+
+
 @pytest.fixture(scope="module")
-def interpreted(tmp_path_factory) -> tuple[str, Path]:
-    """One run of interpreted_checks.py: its report, and the launches it recorded."""
-    launches = tmp_path_factory.mktemp("kernels") / "launches.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.core.kernels.interpreted_checks"],
-        cwd=ROOT,
-        env={**ENV, "TRITON_INTERPRET": "1", "DECOPTIM_KERNEL_LAUNCHES": str(launches)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    report = done.stdout + done.stderr[-4000:]
-    assert done.returncode == 0, report
+def interpreted(tmp_path_factory) -> tuple[str, list[Path]]:
+    """One run of interpreted_checks.py, its checks dealt round-robin to WORKERS processes
+    run at once: their reports, and the launches each recorded."""
+    names = re.findall(r"^def (check_\w+)\(", CHECKS_FILE.read_text(), flags=re.MULTILINE)
+    folder = tmp_path_factory.mktemp("kernels")
+    shares = [names[worker::WORKERS] for worker in range(WORKERS) if names[worker::WORKERS]]
+    launches = [folder / f"launches-{worker}.json" for worker in range(len(shares))]
+    # Output to files, not pipes: a process that fills an unread pipe would wait for it.
+    logs = [folder / f"report-{worker}.txt" for worker in range(len(shares))]
+    workers = []
+    for share, path, log in zip(shares, launches, logs, strict=True):
+        with log.open("w") as out:
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tests.core.kernels.interpreted_checks", *share],
+                    cwd=ROOT,
+                    env={**ENV, "TRITON_INTERPRET": "1", "DECOPTIM_KERNEL_LAUNCHES": str(path)},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    deadline = time.monotonic() + TIMEOUT
+    failed = False
+    for process in workers:
+        try:
+            process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        failed |= process.returncode != 0
+    report = "\n".join(log.read_text()[-20000:] for log in logs)
+    assert not failed, report
     return report, launches
 
 
 def test_kernels_equal_the_reference_in_the_interpreter(interpreted):
     report, _ = interpreted
     # Every check the module defines reported ok (none skipped or silently dropped).
-    checks = (ROOT / "tests" / "core" / "kernels" / "interpreted_checks.py").read_text()
-    assert report.count("ok check_") == checks.count("\ndef check_"), report
+    assert report.count("ok check_") == CHECKS_FILE.read_text().count("\ndef check_"), report
 
 
 def test_every_kernel_compiles_for_hopper_as_the_checks_launch_it(interpreted):
     _, launches = interpreted
     done = subprocess.run(
-        [sys.executable, "-m", "tests.core.kernels.launches", str(launches)],
+        [sys.executable, "-m", "tests.core.kernels.launches", *map(str, launches)],
         cwd=ROOT,
         env=ENV,
         capture_output=True,
