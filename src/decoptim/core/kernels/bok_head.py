@@ -3,7 +3,8 @@
 The same algorithm as `decoptim.core.bok._coverage_roots` (monotone inflection-aware inner
 Newton nested in a bracketed outer Newton, fixed budgets), with every iterate in
 registers: one launch instead of thousands of small ones. The solve itself is
-`bok_newton.solve_row`, shared with the w = p path (`bok_prob`).
+`bok_newton.solve_row`, and the draw between the head and the tail `head_or_tail`, both
+shared with the w = p path (`bok_prob`).
 """
 
 from __future__ import annotations
