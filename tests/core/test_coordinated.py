@@ -221,6 +221,13 @@ def test_draw_in_a_set_per_row_equals_the_shared_row_and_checks_its_input():
         coordinated_sample_in_set(p, q[:, :299], codes)
     with pytest.raises(ValueError, match=r"q row 0 must be finite and non-negative"):
         coordinated_sample_in_set(p, q - 1, codes)
+    # Each error names the tensor at fault.
+    with pytest.raises(ValueError, match=r"p row 0 must be finite and non-negative"):
+        coordinated_sample_in_set(p - 1, q, codes)
+    with pytest.raises(TypeError, match=r"p must be a floating-point tensor"):
+        coordinated_sample_in_set((p > 0).long(), q, codes)
+    with pytest.raises(ValueError, match=r"but p has rows \(2,\)"):
+        coordinated_sample_in_set(p.expand(2, -1), q, codes)
 
 
 @settings(max_examples=60, deadline=None)

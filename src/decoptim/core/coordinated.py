@@ -193,7 +193,7 @@ def coordinated_sample(q: Tensor, codes: Codes, validate: bool = True) -> tuple[
     q/Σq (to ~V·2⁻⁵³ of the row's mass) whatever the other rows hold; samples of one group
     with a shared prefix are stratified.
     """
-    flat, shared = _checked_rows(q, codes, validate)
+    flat, shared = _checked_rows(codes, validate, q=q)[0]
     if not shared and q.dtype == torch.float32 and use_kernels(q):
         from .kernels.draw import draw_coordinated
 
@@ -220,8 +220,7 @@ def coordinated_sample_in_set(
     On CUDA top-p's and typical's kernels do this without writing q for
     `sample_coordinated(..., by_rejection=True)` (their set's edge is needed only for the
     codes rejected PROPOSALS times), which costs about a plain sample."""
-    flat_p, shared = _checked_rows(p, codes, validate)
-    flat_q, _ = _checked_rows(q, codes, validate)
+    (flat_p, shared), (flat_q, _) = _checked_rows(codes, validate, p=p, q=q)
     if flat_p.shape != flat_q.shape:
         raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and "
                          f"{tuple(q.shape)}")  # fmt: skip
@@ -243,24 +242,29 @@ def coordinated_sample_in_set(
     return _as_samples(codes, tokens, next_value)
 
 
-def _checked_rows(q: Tensor, codes: Codes, validate: bool) -> tuple[Tensor, bool]:
-    # q as rows [n, V] and whether it is one row shared by every sample; shapes always
-    # checked, values with `validate`.
+def _checked_rows(codes: Codes, validate: bool, **named: Tensor) -> list[tuple[Tensor, bool]]:
+    # Each named tensor (q, or p and q) as rows [n, V] and whether it is one row shared by
+    # every sample; shapes always checked, values with `validate` (all of them and the codes
+    # in one host sync). Errors name the tensor.
     if not isinstance(codes, Codes):
         raise TypeError(f"codes must be Codes (see start_codes), got {type(codes).__name__}")
-    if not isinstance(q, Tensor) or q.dim() == 0:
-        raise TypeError(f"q must be a tensor of shape [..., V], got {type(q).__name__}")
     samples = codes.value.shape
-    flat = q.reshape(-1, q.shape[-1])
-    shared = flat.shape[0] == 1
-    if not shared and tuple(q.shape[:-1]) != tuple(samples):
-        raise ValueError(
-            f"codes hold {tuple(samples)} samples but q has rows {tuple(q.shape[:-1])} "
-            f"(shape {tuple(q.shape)}); give one row per sample or a single row"
-        )
+    rows = []
+    for name, q in named.items():
+        if not isinstance(q, Tensor) or q.dim() == 0:
+            raise TypeError(f"{name} must be a tensor of shape [..., V], got {type(q).__name__}")
+        flat = q.reshape(-1, q.shape[-1])
+        shared = flat.shape[0] == 1
+        if not shared and tuple(q.shape[:-1]) != tuple(samples):
+            raise ValueError(
+                f"codes hold {tuple(samples)} samples but {name} has rows "
+                f"{tuple(q.shape[:-1])} (shape {tuple(q.shape)}); give one row per sample or "
+                "a single row"
+            )
+        rows.append((flat, shared))
     if validate:
-        _check_step(q, codes)
-    return flat, shared
+        _check_step(codes, **named)
+    return rows
 
 
 def _laid_out(codes: Codes, device: torch.device, shared: bool) -> tuple[Tensor, ...]:
@@ -334,15 +338,18 @@ def _check_values(value: Tensor, *other_flags: Tensor) -> list[bool]:
     return flags[1:]
 
 
-def _check_step(q: Tensor, codes: Codes) -> None:
-    if not isinstance(q, Tensor) or not q.is_floating_point():
-        raise TypeError(f"q must be a floating-point tensor, got {getattr(q, 'dtype', type(q))}")
-    if q.dim() == 0 or q.shape[-1] == 0:
-        raise ValueError(f"q must have shape [..., V] with V >= 1, got {tuple(q.shape)}")
-    bad_q = invalid_rows(q)
-    (q_is_bad,) = _check_values(codes.value, bad_q.any())
-    if q_is_bad:
-        raise invalid_q(q, bad_q)
+def _check_step(codes: Codes, **named: Tensor) -> None:
+    # The codes and each named tensor of rows [..., V], their values read in one host sync.
+    for name, q in named.items():
+        if not q.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {q.dtype}")
+        if q.shape[-1] == 0:
+            raise ValueError(f"{name} must have shape [..., V] with V >= 1, got {tuple(q.shape)}")
+    bad = [invalid_rows(q) for q in named.values()]
+    flags = _check_values(codes.value, *(rows.any() for rows in bad))
+    for (name, q), rows, is_bad in zip(named.items(), bad, flags, strict=True):
+        if is_bad:
+            raise invalid_q(q, rows, name)
 
 
 def _as_int64(name: str, value: Tensor | int, like: Tensor | None = None) -> Tensor:

@@ -45,11 +45,12 @@ def invalid_rows(q: Tensor) -> Tensor:
     return ~(q.amin(-1) >= 0) | ~torch.isfinite(total) | ~(total > 0)
 
 
-def invalid_q(q: Tensor, bad: Tensor) -> ValueError:
-    """The error naming the first row of q that `invalid_rows` flagged in `bad`."""
+def invalid_q(q: Tensor, bad: Tensor, name: str = "q") -> ValueError:
+    """The error naming the first row of q (called `name`) that `invalid_rows` flagged in
+    `bad`."""
     row = int(torch.nonzero(bad.flatten())[0])
     return ValueError(
-        f"q row {row} must be finite and non-negative with positive mass, got "
+        f"{name} row {row} must be finite and non-negative with positive mass, got "
         f"{show(q.reshape(-1, q.shape[-1])[row])}"
     )
 
