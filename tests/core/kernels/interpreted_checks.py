@@ -1238,6 +1238,32 @@ def check_bok_prob_sample_draws_from_its_probs() -> None:
         assert abs(head_draws - expected) <= 4 * spread, (decoder, head_draws, expected)
 
 
+def check_bok_prob_sample_with_per_row_parameters() -> None:
+    # Per-row K, β and λ, with K = 1 and β = 0 rows (no head: the gap is +inf, every token
+    # in the tail's closed form, which is then exact): the fused draw equals the draw over
+    # the written q with the head masked on every row not drawn from the head, and keeps
+    # inside q's support (masked tokens included).
+    z = prob_rows(6)
+    z[3, :40] = -torch.inf
+    decoder = d.BestOfK(
+        k=torch.tensor([1, 4, 8, 4, 2]), beta=torch.tensor([0.3, 0.0, 0.01, 0.01, 0.02]),
+        lam=torch.tensor([1.0, 2.0, 10.0, 5.0, 10.0]), weights="prob",
+    )  # fmt: skip
+    args = table._bok_prob_args(decoder, z)
+    q = table.BOK_PROB.probs(decoder, z)
+    assert torch.allclose(q.double(), decoder.probs(z.double()), atol=2e-6)
+    in_head, overflowed = prob_head_and_overflow(decoder, z)
+    assert not in_head[:2].any(), "K = 1 and β = 0 rows have no head"
+    in_head &= ~overflowed[:, None]
+    rest = torch.where(in_head, 0.0, q)
+    for seed in range(4):
+        fused = bok_prob_sample(z, *args, torch.Generator().manual_seed(seed))
+        drawn = draw_from_probs(rest, torch.Generator().manual_seed(seed))
+        from_head = in_head.gather(1, fused[:, None])[:, 0]
+        assert (q.gather(1, fused[:, None]) > 0).all(), fused
+        assert torch.equal(fused[~from_head], drawn[~from_head]), (fused, drawn)
+
+
 def check_bok_prob_coordinated_draw_is_the_torch_path_in_head_order() -> None:
     # With codes, Best-of-K w = p draws over its head's tokens in id order, then the tail
     # in id order; an overflowing row, over its written q in id order: the torch path's
