@@ -860,7 +860,7 @@ def test_cuda_bok_prob_coordinated_draw_is_the_cpu_path_in_head_order_and_exact(
     whose q is written in full and drawn in id order); then 6 × 8,192 coordinated samples
     of one row, head and tail, against q by chi-square."""
     from decoptim.core.kernels import table
-    from decoptim.core.kernels.bok_prob import _Problem, _solve
+    from decoptim.core.kernels.bok_prob import _solve
     from decoptim.core.kernels.bok_terms import GAP, INV_TAU_P, Z_MAX, C
     from decoptim.core.kernels.candidates import CAP
 
@@ -869,7 +869,7 @@ def test_cuda_bok_prob_coordinated_draw_is_the_cpu_path_in_head_order_and_exact(
     codes = d.group_codes(8, 8, seed=7, device="cuda")
     tokens, new = decoder.sample_coordinated(z, codes)
     q = decoder.probs(z).double()
-    _, candidates, _, terms, _, _ = _solve(z, _Problem(*table._bok_prob_args(decoder, z)))
+    _, candidates, _, terms, _, _ = _solve(z, *table._bok_prob_args(decoder, z))
     overflowed = (candidates.count > CAP).any(-1)
     terms = terms[:, :, None]
     slope = terms[:, INV_TAU_P.value] + terms[:, C.value]

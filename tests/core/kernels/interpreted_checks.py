@@ -31,7 +31,7 @@ from decoptim.core.coordinated import (  # noqa: E402
 from decoptim.core.kernels import candidates as candidates_module  # noqa: E402
 from decoptim.core.kernels import table, top_p, uniforms  # noqa: E402
 from decoptim.core.kernels.bok_head import exponential  # noqa: E402
-from decoptim.core.kernels.bok_prob import _Problem, _solve, bok_prob_sample  # noqa: E402
+from decoptim.core.kernels.bok_prob import _solve, bok_prob_sample  # noqa: E402
 from decoptim.core.kernels.bok_terms import GAP, INV_TAU_P, Z_MAX  # noqa: E402
 from decoptim.core.kernels.bok_terms import C as C_TERM  # noqa: E402
 from decoptim.core.kernels.bok_topm import (  # noqa: E402
@@ -1182,7 +1182,7 @@ def check_bok_topm_coordinated_draw_is_the_torch_path_in_head_order() -> None:
 def prob_head_and_overflow(decoder, z):
     # Best-of-K w = p's head (the tokens its gather kept, by the same predicate on the row
     # terms it stored) and its rows that overflowed the slots (q written in full).
-    _, candidates, _, terms, _, _ = _solve(z, _Problem(*table._bok_prob_args(decoder, z)))
+    _, candidates, _, terms, _, _ = _solve(z, *table._bok_prob_args(decoder, z))
     terms = terms[:, :, None]
     slope = terms[:, INV_TAU_P.value] + terms[:, C_TERM.value]
     in_head = slope * (z - terms[:, Z_MAX.value]) >= terms[:, GAP.value]

@@ -468,8 +468,11 @@ def _chunk(vocab: int, splits: int) -> int:
     return chunk_for(vocab, splits, GATHER_BLOCK)
 
 
-class _Problem(NamedTuple):
-    # The rows' parameters (float32 [rows]) and the solver's settings.
+class ProbProblem(NamedTuple):
+    """Best-of-K w = p's problem per flat row: c = 1/τ_p + 1/(λτ_s), 1/τ_p, βK and K
+    (float32 [rows]); mirror steps (0: the exact solver); the Newton solve's outer and
+    inner iteration budgets."""
+
     c: torch.Tensor
     inv_tau_p: torch.Tensor
     beta_k: torch.Tensor
@@ -479,7 +482,7 @@ class _Problem(NamedTuple):
     inner: int
 
 
-def _solve(flat: torch.Tensor, problem: _Problem, seed: torch.Tensor | CodedDraw | None = None):
+def _solve(flat: torch.Tensor, problem: ProbProblem, seed: torch.Tensor | CodedDraw | None = None):
     # Steps 1–3 of the module's docstring over flat rows: returns q (written on overflowing
     # rows only), the candidates, the head's q by slot, the row terms and, with `seed`
     # (`draw.draw_seed`'s), the head's draw: tokens and arrivals (`draw.draw_targets`), and
@@ -521,43 +524,24 @@ def _solve(flat: torch.Tensor, problem: _Problem, seed: torch.Tensor | CodedDraw
     return q, candidates, q_head, terms, targets, tail_codes
 
 
-def bok_prob_probs(
-    z: torch.Tensor,
-    c: torch.Tensor,
-    inv_tau_p: torch.Tensor,
-    beta_k: torch.Tensor,
-    k: torch.Tensor,
-    steps: int,
-    outer: int,
-    inner: int,
-) -> torch.Tensor:
+def bok_prob_probs(z: torch.Tensor, problem: ProbProblem) -> torch.Tensor:
     """q for logits z ([..., V], float32 CUDA) with w = p: the exact solution (steps = 0)
-    or `steps` mirror steps of size 1/λ from q₀ = p. c, 1/τ_p, βK, K: float32 [rows]."""
+    or `steps` mirror steps of size 1/λ from q₀ = p; the problem's rows z's flat rows."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
     rows, vocab = flat.shape
-    q, candidates, q_head, terms, _, _ = _solve(
-        flat, _Problem(c, inv_tau_p, beta_k, k, steps, outer, inner)
-    )
+    q, candidates, q_head, terms, _, _ = _solve(flat, problem)
     splits = candidates.splits
     _prob_write_kernel[(rows, splits)](
         flat, q, candidates.index, candidates.count, q_head, terms, vocab,
         _chunk(vocab, splits),
-        FIRST_STEP=steps == 1, CAP=CAP, SPLIT_BLOCK=pow2_at_least(splits, 16), BLOCK=BLOCK,
-        num_warps=4,
+        FIRST_STEP=problem.steps == 1, CAP=CAP, SPLIT_BLOCK=pow2_at_least(splits, 16),
+        BLOCK=BLOCK, num_warps=4,
     )  # fmt: skip
     return q.reshape(z.shape)
 
 
 def bok_prob_sample(
-    z: torch.Tensor,
-    c: torch.Tensor,
-    inv_tau_p: torch.Tensor,
-    beta_k: torch.Tensor,
-    k: torch.Tensor,
-    steps: int,
-    outer: int,
-    inner: int,
-    randomness: Randomness = None,
+    z: torch.Tensor, problem: ProbProblem, randomness: Randomness = None
 ) -> torch.Tensor:
     """One token per row of z ([..., V], float32 CUDA), drawn from `bok_prob_probs`' q
     without writing q: the head's solve also draws between its tokens and the tail as one
@@ -566,11 +550,9 @@ def bok_prob_sample(
     `draw.CodedDraw` (the head's order first, then the tail's, as `bok_topm_sample`)."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
     seed = draw_seed(z.device, randomness)
-    q, _, _, terms, targets, tail_codes = _solve(
-        flat, _Problem(c, inv_tau_p, beta_k, k, steps, outer, inner), seed
-    )
+    q, _, _, terms, targets, tail_codes = _solve(flat, problem, seed)
     coded = isinstance(seed, CodedDraw)
     source = seed._replace(value=tail_codes[0]) if coded else seed
-    tokens = draw_prob_tail(flat, terms, q, source, targets, first_step=steps == 1,
+    tokens = draw_prob_tail(flat, terms, q, source, targets, first_step=problem.steps == 1,
                             code_scale=tail_codes[1] if coded else None)  # fmt: skip
     return tokens.reshape(z.shape[:-1])

@@ -44,6 +44,7 @@ from ..supports import (
 from . import MAX_FUSED_TOP_M, use_kernels
 
 if TYPE_CHECKING:  # the kernel modules import Triton: only where a route runs
+    from .bok_prob import ProbProblem
     from .bok_topm import TopMProblem
     from .draw import Randomness
 
@@ -255,12 +256,14 @@ def _bok_prob_covers(decoder: Decoder) -> bool:
     return exact_or_default_mirror and decoder._slope_bound <= KERNEL_PROB_MAX_SLOPE[decoder.solver]
 
 
-def _bok_prob_args(decoder: Decoder, x: Tensor) -> tuple:
-    # bok_prob's arguments after z: the rows' parameters, then the solver's settings.
+def _bok_prob_args(decoder: Decoder, x: Tensor) -> tuple[ProbProblem]:
+    # bok_prob's argument after z: the rows' parameters and the solver's settings.
+    from .bok_prob import ProbProblem
+
     rows = _bok_rows(decoder, x)
     steps = decoder.steps if decoder.solver == "mirror" else 0
-    return (rows["c"], rows["inv_tau_p"], rows["beta_k"], rows["k"], steps,
-            decoder.outer_iterations, decoder.inner_iterations)  # fmt: skip
+    return (ProbProblem(rows["c"], rows["inv_tau_p"], rows["beta_k"], rows["k"], steps,
+                        decoder.outer_iterations, decoder.inner_iterations),)  # fmt: skip
 
 
 def _bok_prob_kernels() -> tuple[Callable, Callable]:
