@@ -1,0 +1,100 @@
+"""Best-of-K w = p's sample (exact, mirror 5, mirror 1) against an earlier decoptim in the
+same process: replayed as CUDA graphs (old/new/old/new) and as eager calls, at B = 1, 8,
+64 and 256 on randn·3 rows and at B = 64 and 256 on flat rows (randn·0.5, whose samples
+mostly fall in the tail), with q's agreement and the new tokens' support (docs/
+performance.md, "Stop 43", call 3, against stop 42's d9988cd).
+
+    mkdir -p OLD && git archive d9988cd src/decoptim | tar -x -C OLD \
+        && mv OLD/src/decoptim OLD/decoptim_old
+    DECOPTIM_OLD=OLD python bench/bok_prob_ab.py
+"""
+
+import os
+import statistics
+import sys
+
+import torch
+
+sys.path.insert(0, os.environ.get("DECOPTIM_OLD", ".gpu/oldpkg"))
+import decoptim_old as old
+
+import decoptim as new
+
+V = 151936
+
+
+def time_ms(fn, repeats=60):
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e))
+    return statistics.median(times)
+
+
+def replayed(step, z):
+    static = z.clone()
+    step(static)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step(static)
+    return time_ms(graph.replay)
+
+
+def decoders(pkg):
+    v = {"validate": False}
+    return {
+        "exact": pkg.BestOfK(8, 0.02, 0.2, weights="prob", **v),
+        "mirror 5": pkg.BestOfK(8, 0.02, 0.2, solver="mirror", **v),
+        "mirror 1": pkg.BestOfK(8, 0.02, 0.2, solver="mirror", steps=1, **v),
+    }
+
+
+olds, news = decoders(old), decoders(new)
+print(torch.cuda.get_device_name(), torch.__version__)
+for batch in (1, 8, 64, 256):
+    g = torch.Generator(device="cuda").manual_seed(batch)
+    z = torch.randn(batch, V, device="cuda", generator=g) * 3
+    copy = min(replayed(lambda x: x.clone(), z) for _ in range(2))
+    for name in news:
+        q_old, q_new = olds[name].probs(z), news[name].probs(z)
+        tokens = news[name].sample(z, generator=torch.Generator("cuda").manual_seed(1))
+        valid = bool((q_new.gather(1, tokens[:, None]) > 0).all())
+        r = []
+        for _ in range(2):
+            r.append(replayed(lambda x, dec=olds[name]: dec.sample(x), z))
+            r.append(replayed(lambda x, dec=news[name]: dec.sample(x), z))
+        eager_old = time_ms(lambda dec=olds[name], z=z: dec.sample(z), 30)
+        eager_new = time_ms(lambda dec=news[name], z=z: dec.sample(z), 30)
+        print(
+            f"B={batch:4d} {name:9s} copy {copy:.4f} | replay old {r[0]:.4f}/{r[2]:.4f} "
+            f"new {r[1]:.4f}/{r[3]:.4f} = {min(r[1], r[3]) / copy:.2f}x copy "
+            f"(old {min(r[0], r[2]) / copy:.2f}x) | eager old {eager_old:.3f} new "
+            f"{eager_new:.3f} | q equal {torch.equal(q_old, q_new)} "
+            f"max|dq| {float((q_old - q_new).abs().max()):.1e} | tokens in support {valid}",
+            flush=True,
+        )
+# Flat rows (randn·0.5): most samples fall in the tail, so the tail's draw runs on most rows.
+for batch in (64, 256):
+    z = torch.randn(batch, V, device="cuda") * 0.5
+    copy = min(replayed(lambda x: x.clone(), z) for _ in range(2))
+    for name in ("exact", "mirror 5"):
+        q = news[name].probs(z)
+        r = []
+        for _ in range(2):
+            r.append(replayed(lambda x, dec=olds[name]: dec.sample(x), z))
+            r.append(replayed(lambda x, dec=news[name]: dec.sample(x), z))
+        tokens = news[name].sample(z, generator=torch.Generator("cuda").manual_seed(2))
+        print(
+            f"flat B={batch} {name}: copy {copy:.4f} old {min(r[0], r[2]):.4f} new "
+            f"{min(r[1], r[3]):.4f} ms = {min(r[1], r[3]) / copy:.2f}x copy | tokens in support "
+            f"{bool((q.gather(1, tokens[:, None]) > 0).all())}",
+            flush=True,
+        )
