@@ -10,9 +10,9 @@ performance.md, "Stop 43", call 3, against stop 42's d9988cd).
 """
 
 import os
-import statistics
 import sys
 
+import gpu  # bench/, the script's folder, is on sys.path
 import torch
 
 sys.path.insert(0, os.environ.get("DECOPTIM_OLD", ".gpu/oldpkg"))
@@ -21,31 +21,6 @@ import decoptim_old as old
 import decoptim as new
 
 V = 151936
-
-
-def time_ms(fn, repeats=60):
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    return statistics.median(times)
-
-
-def replayed(step, z):
-    static = z.clone()
-    step(static)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step(static)
-    return time_ms(graph.replay)
 
 
 def decoders(pkg):
@@ -62,17 +37,17 @@ print(torch.cuda.get_device_name(), torch.__version__)
 for batch in (1, 8, 64, 256):
     g = torch.Generator(device="cuda").manual_seed(batch)
     z = torch.randn(batch, V, device="cuda", generator=g) * 3
-    copy = min(replayed(lambda x: x.clone(), z) for _ in range(2))
+    copy = min(gpu.replay_ms(lambda x: x.clone(), [z], 60) for _ in range(2))
     for name in news:
         q_old, q_new = olds[name].probs(z), news[name].probs(z)
         tokens = news[name].sample(z, generator=torch.Generator("cuda").manual_seed(1))
         valid = bool((q_new.gather(1, tokens[:, None]) > 0).all())
         r = []
         for _ in range(2):
-            r.append(replayed(lambda x, dec=olds[name]: dec.sample(x), z))
-            r.append(replayed(lambda x, dec=news[name]: dec.sample(x), z))
-        eager_old = time_ms(lambda dec=olds[name], z=z: dec.sample(z), 30)
-        eager_new = time_ms(lambda dec=news[name], z=z: dec.sample(z), 30)
+            r.append(gpu.replay_ms(lambda x, dec=olds[name]: dec.sample(x), [z], 60))
+            r.append(gpu.replay_ms(lambda x, dec=news[name]: dec.sample(x), [z], 60))
+        eager_old = gpu.time_ms(lambda x, dec=olds[name]: dec.sample(x), [z], 30)
+        eager_new = gpu.time_ms(lambda x, dec=news[name]: dec.sample(x), [z], 30)
         print(
             f"B={batch:4d} {name:9s} copy {copy:.4f} | replay old {r[0]:.4f}/{r[2]:.4f} "
             f"new {r[1]:.4f}/{r[3]:.4f} = {min(r[1], r[3]) / copy:.2f}x copy "
@@ -84,13 +59,13 @@ for batch in (1, 8, 64, 256):
 # Flat rows (randn·0.5): most samples fall in the tail, so the tail's draw runs on most rows.
 for batch in (64, 256):
     z = torch.randn(batch, V, device="cuda") * 0.5
-    copy = min(replayed(lambda x: x.clone(), z) for _ in range(2))
+    copy = min(gpu.replay_ms(lambda x: x.clone(), [z], 60) for _ in range(2))
     for name in ("exact", "mirror 5"):
         q = news[name].probs(z)
         r = []
         for _ in range(2):
-            r.append(replayed(lambda x, dec=olds[name]: dec.sample(x), z))
-            r.append(replayed(lambda x, dec=news[name]: dec.sample(x), z))
+            r.append(gpu.replay_ms(lambda x, dec=olds[name]: dec.sample(x), [z], 60))
+            r.append(gpu.replay_ms(lambda x, dec=news[name]: dec.sample(x), [z], 60))
         tokens = news[name].sample(z, generator=torch.Generator("cuda").manual_seed(2))
         print(
             f"flat B={batch} {name}: copy {copy:.4f} old {min(r[0], r[2]):.4f} new "

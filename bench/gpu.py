@@ -278,17 +278,23 @@ def profile_table(batch, vocab) -> None:
         )
 
 
-def graph_replay_ms(step, inputs) -> str:
+def replay_ms(step, inputs, repeats=50) -> float:
+    """`step(static)` captured once as a CUDA graph, its replay timed as `time_ms` times a
+    call; RuntimeError where the step is not capturable."""
     static = inputs[0].clone()
     step(static)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step(static)
+    return time_ms(lambda _z: graph.replay(), inputs, repeats)
+
+
+def graph_replay_ms(step, inputs) -> str:
     try:
-        with torch.cuda.graph(graph):
-            step(static)
+        return f"{replay_ms(step, inputs):.4f}"
     except RuntimeError as error:  # not capturable (a host sync inside the step)
         return f"n/a ({str(error)[:40]})"
-    return f"{time_ms(lambda _z: graph.replay(), inputs):.4f}"
 
 
 def side_by_side_decoders() -> dict[str, d.Decoder]:
