@@ -1,5 +1,5 @@
 """Best-of-K with probability weights (w = p) on CUDA: the exact solver and mirror ascent of
-step 1/λ, in four launches and three streaming passes over z (q), or for a sample two
+step 1/λ, in five launches and three streaming passes over z (q), or for a sample two
 and, on the rows whose sample is in the tail, a third.
 
 With A_v = c·(z_v − max z) (log p + s/λ − 1 up to a row constant) and b_v = βK·p_v, the
@@ -16,8 +16,9 @@ at 1/√(ρ-threshold) (a few dozen on language-model rows).
 1. Per row: max z, LSE(c·(z − max z)) and LSE((z − max z)/τ_p).
 2. Gather the tokens above the bound (the head) and sum the tail's closed-form mass.
 3. One program per row solves the head in registers, with the tail as one log-mass: the
-   same nested Newton as the top-M path, or the mirror steps. A row whose head overflows
-   its slots is solved over the whole row by the same program, with no tail approximation.
+   same nested Newton as the top-M path, or the mirror steps. Heads of at most SMALL_HEAD
+   tokens are packed and left to a one-warp program of a launch of their own. A row whose
+   head overflows its slots is solved over the whole row, with no tail approximation.
 4. Write q = exp(A + b − shift) and put the head's values in place.
 
 Sampling never writes q (`bok_prob_sample`): step 3 also draws between the head's tokens
@@ -63,6 +64,8 @@ from .candidates import (
     compact_scratch,
     gather_splits,
     load_candidates,
+    load_packed,
+    pack_to_scratch,
 )
 from .draw import (
     OVERFLOWED,
@@ -147,8 +150,10 @@ def _prob_gather_kernel(
     slot = (row * splits + split).to(tl.int64) * CAP
     begin, end = split_bounds(split, CHUNK, V)
     found = tl.zeros((), tl.int32)
-    tail = 0.0
-    tail_first = 0.0
+    # The tail's sums are kept per lane and reduced once, after the loop: a reduction per
+    # block is an exchange through shared memory and a barrier.
+    tail = tl.zeros((BLOCK,), tl.float32)
+    tail_first = tl.zeros((BLOCK,), tl.float32)
     for start in tl.range(begin, end, BLOCK, num_stages=STAGES):
         offs = start + tl.arange(0, BLOCK)
         inside = offs < end
@@ -157,13 +162,13 @@ def _prob_gather_kernel(
         found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
         a, p, b = prob_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
         in_tail = inside & ~keep
-        tail += tl.sum(tl.where(in_tail, tl.exp(a + b - top), 0.0), axis=0)
+        tail += tl.where(in_tail, tl.exp(a + b - top), 0.0)
         if MIRROR:
             first = mirror_exponent(a, b, p, k)
-            tail_first += tl.sum(tl.where(in_tail, tl.exp(first - top), 0.0), axis=0)
+            tail_first += tl.where(in_tail, tl.exp(first - top), 0.0)
     tl.store(count_ptr + row * splits + split, found)
-    tl.store(tail_ptr + (row * 2) * splits + split, tail)
-    tl.store(tail_ptr + (row * 2 + 1) * splits + split, tail_first)
+    tl.store(tail_ptr + (row * 2) * splits + split, tl.sum(tail, axis=0))
+    tl.store(tail_ptr + (row * 2 + 1) * splits + split, tl.sum(tail_first, axis=0))
 
 
 @triton.jit
@@ -320,6 +325,7 @@ def _prob_head_kernel(
     scratch_index_ptr,
     qhead_ptr,
     terms_ptr,
+    deferred_ptr,
     token_ptr,
     arrivals_ptr,
     seed_ptr,
@@ -358,11 +364,9 @@ def _prob_head_kernel(
     x, ids, valid, overflow = load_candidates(
         cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
     )
-    split_offs = tl.arange(0, SPLIT_BLOCK)
-    present = split_offs < CAND_SPLITS
-    tails = tl.load(tail_ptr + row * 2 * CAND_SPLITS + split_offs, mask=present, other=0.0)
-    tail = tl.log(tl.sum(tails, axis=0)) + top
+    tail, tail_first = _tail_log_masses(tail_ptr, row, CAND_SPLITS, top, SPLIT_BLOCK)
     shift = 0.0
+    deferred = tl.full((), -1, tl.int32)  # the head's count where the small kernel solves it
     if overflow:
         z_row = z_ptr + row.to(tl.int64) * V
         q_row = q_ptr + row.to(tl.int64) * V
@@ -379,41 +383,124 @@ def _prob_head_kernel(
                 tl.store(tail_code_ptr + row, tl.load(code_ptr + row))
                 tl.store(code_scale_ptr + row, tl.full((), 1.0, tl.float64))
     else:
-        firsts = tl.load(
-            tail_ptr + (row * 2 + 1) * CAND_SPLITS + split_offs, mask=present, other=0.0
-        )
-        tail_first = tl.log(tl.sum(firsts, axis=0)) + top
-        flat = tl.arange(0, SLOTS * CAP)
-        q_head_ptr = qhead_ptr + row.to(tl.int64) * CAND_SPLITS * CAP
         # Where the head's q goes: its slot positions (probs), or with its ids to the draw.
-        where = ids if SAMPLE else flat
-        if tl.sum(valid.to(tl.int32), axis=0) <= COMPACT:
-            packed_x, packed_where, packed = compact(
-                x, where, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP, COMPACT
-            )
-            shift = _head_q_or_token(
-                packed_x, packed_where, packed, z_max, c, inv_tau_p, lse_p, beta_k, k, tail,
-                tail_first, STEPS, q_head_ptr, token_ptr, seed_ptr, code_ptr, group_ptr,
-                index_ptr, step_ptr, next_code_ptr, tail_code_ptr, code_scale_ptr, row,
-                SLOTS * CAP, MIRROR, FIRST_STEP, OUTER, INNER, SAMPLE, CODED,
-            )  # fmt: skip
+        where = ids if SAMPLE else tl.arange(0, SLOTS * CAP)
+        count = tl.sum(valid.to(tl.int32), axis=0)
+        if count <= SMALL_HEAD:
+            # Solved by `_prob_small_head_kernel`, from the row's scratch.
+            pack_to_scratch(x, where, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP)
+            deferred = count
         else:
-            shift = _head_q_or_token(
-                x, where, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first,
-                STEPS, q_head_ptr, token_ptr, seed_ptr, code_ptr, group_ptr, index_ptr,
-                step_ptr, next_code_ptr, tail_code_ptr, code_scale_ptr, row, SLOTS * CAP,
-                MIRROR, FIRST_STEP, OUTER, INNER, SAMPLE, CODED,
-            )  # fmt: skip
+            q_head_ptr = qhead_ptr + row.to(tl.int64) * CAND_SPLITS * CAP
+            if count <= COMPACT:
+                packed_x, packed_where, packed = compact(
+                    x, where, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP,
+                    COMPACT,
+                )  # fmt: skip
+                shift = _head_q_or_token(
+                    packed_x, packed_where, packed, z_max, c, inv_tau_p, lse_p, beta_k, k,
+                    tail, tail_first, STEPS, q_head_ptr, token_ptr, seed_ptr, code_ptr,
+                    group_ptr, index_ptr, step_ptr, next_code_ptr, tail_code_ptr,
+                    code_scale_ptr, row, SLOTS * CAP, MIRROR, FIRST_STEP, OUTER, INNER, SAMPLE,
+                    CODED,
+                )  # fmt: skip
+            else:
+                shift = _head_q_or_token(
+                    x, where, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first,
+                    STEPS, q_head_ptr, token_ptr, seed_ptr, code_ptr, group_ptr, index_ptr,
+                    step_ptr, next_code_ptr, tail_code_ptr, code_scale_ptr, row, SLOTS * CAP,
+                    MIRROR, FIRST_STEP, OUTER, INNER, SAMPLE, CODED,
+                )  # fmt: skip
+    tl.store(deferred_ptr + row, deferred)
     if SAMPLE:
         tl.store(arrivals_ptr + row, 0)
     row_terms = terms_ptr + row * ROW_TERMS
     tl.store(row_terms + Z_MAX, z_max)
     tl.store(row_terms + LSE_P, lse_p)
-    tl.store(row_terms + SHIFT, shift)
+    if deferred < 0:
+        tl.store(row_terms + SHIFT, shift)
     tl.store(row_terms + C, c)
     tl.store(row_terms + INV_TAU_P, inv_tau_p)
     tl.store(row_terms + BETA_K, beta_k)
     tl.store(row_terms + K, k)
+
+
+@triton.jit
+def _tail_log_masses(tail_ptr, row, SPLITS, top, SPLIT_BLOCK: tl.constexpr):
+    # The tail's log-mass, log Σ exp(A + b), and for mirror's first step that of
+    # A + b·(1 − p)^{K−1}, from the gather's per-split sums.
+    offs = tl.arange(0, SPLIT_BLOCK)
+    present = offs < SPLITS
+    tails = tl.load(tail_ptr + row * 2 * SPLITS + offs, mask=present, other=0.0)
+    firsts = tl.load(tail_ptr + (row * 2 + 1) * SPLITS + offs, mask=present, other=0.0)
+    return tl.log(tl.sum(tails, axis=0)) + top, tl.log(tl.sum(firsts, axis=0)) + top
+
+
+# Heads of at most this many tokens (a few dozen on language-model rows) are solved by
+# `_prob_small_head_kernel`, with one warp: every sum of Newton's and the draw's is then an
+# exchange within the warp, where `_prob_head_kernel`'s eight warps (for the candidates'
+# SLOTS·CAP lanes and the full-row fallback) go through shared memory and barriers.
+SMALL_HEAD = tl.constexpr(64)
+SMALL_HEAD_WARPS = 1
+
+
+@kernel
+def _prob_small_head_kernel(
+    max_ptr,
+    sum_c_ptr,
+    sum_p_ptr,
+    c_ptr,
+    inv_tau_p_ptr,
+    betak_ptr,
+    k_ptr,
+    tail_ptr,
+    scratch_x_ptr,
+    scratch_index_ptr,
+    qhead_ptr,
+    terms_ptr,
+    deferred_ptr,
+    token_ptr,
+    seed_ptr,
+    code_ptr,
+    group_ptr,
+    index_ptr,
+    step_ptr,
+    next_code_ptr,
+    tail_code_ptr,
+    code_scale_ptr,
+    STAT_SPLITS,
+    CAND_SPLITS,
+    STEPS,
+    MIRROR: tl.constexpr,
+    FIRST_STEP: tl.constexpr,
+    OUTER: tl.constexpr,
+    INNER: tl.constexpr,
+    CAP: tl.constexpr,
+    SLOTS: tl.constexpr,
+    SPLIT_BLOCK: tl.constexpr,
+    SAMPLE: tl.constexpr,
+    CODED: tl.constexpr,
+):
+    # The rows that `_prob_head_kernel` left packed in its scratch (≤ SMALL_HEAD tokens):
+    # their head solved as there, its q stored or the row's token drawn, and the tail's shift.
+    row = tl.program_id(0)
+    count = tl.load(deferred_ptr + row)
+    if count >= 0:
+        c, inv_tau_p, beta_k, k = _row_params(c_ptr, inv_tau_p_ptr, betak_ptr, k_ptr, row)
+        z_max, _lse_c, lse_p, top = _row_terms(
+            max_ptr, sum_c_ptr, sum_p_ptr, row, STAT_SPLITS, c, inv_tau_p, beta_k, SPLIT_BLOCK
+        )
+        tail, tail_first = _tail_log_masses(tail_ptr, row, CAND_SPLITS, top, SPLIT_BLOCK)
+        x, where, valid = load_packed(
+            scratch_x_ptr, scratch_index_ptr, row, count, SLOTS * CAP, SMALL_HEAD
+        )
+        shift = _head_q_or_token(
+            x, where, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first, STEPS,
+            qhead_ptr + row.to(tl.int64) * CAND_SPLITS * CAP, token_ptr, seed_ptr, code_ptr,
+            group_ptr, index_ptr, step_ptr, next_code_ptr, tail_code_ptr, code_scale_ptr, row,
+            SLOTS * CAP, MIRROR, FIRST_STEP, OUTER, INNER, SAMPLE, CODED,
+        )  # fmt: skip
+        tl.store(terms_ptr + row * ROW_TERMS + SHIFT, shift)
 
 
 @kernel
@@ -511,15 +598,22 @@ def _solve(flat: torch.Tensor, problem: ProbProblem, seed: torch.Tensor | CodedD
     targets = draw_targets(rows, device)
     # A coded head writes, per row, the code remapped onto the tail and its scale.
     tail_codes = (torch.empty_like(seed.value), torch.empty_like(seed.value)) if coded else None
+    scratch = compact_scratch(rows, pow2_at_least(splits) * CAP, device)
+    deferred = torch.empty(rows, device=device, dtype=torch.int32)
+    randomness = (*randomness_args(seed, terms), *(tail_codes or (terms, terms)))
+    flags = dict(MIRROR=mirror, FIRST_STEP=steps == 1, OUTER=outer, INNER=inner, CAP=CAP,
+                 SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block, SAMPLE=seed is not None,
+                 CODED=coded)  # fmt: skip
     _prob_head_kernel[(rows,)](
         flat, q, stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k,
-        candidates.x, candidates.index, candidates.count, tails,
-        *compact_scratch(rows, pow2_at_least(splits) * CAP, device), q_head, terms,
-        *targets, *randomness_args(seed, terms), *(tail_codes or (terms, terms)),
-        vocab, stats.splits, splits, steps,
-        MIRROR=mirror, FIRST_STEP=steps == 1, OUTER=outer, INNER=inner, CAP=CAP,
-        SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block, ROW_BLOCK=1024,
-        SAMPLE=seed is not None, CODED=coded, num_warps=ROW_WARPS,
+        candidates.x, candidates.index, candidates.count, tails, *scratch, q_head, terms,
+        deferred, *targets, *randomness, vocab, stats.splits, splits, steps,
+        ROW_BLOCK=1024, num_warps=ROW_WARPS, **flags,
+    )  # fmt: skip
+    _prob_small_head_kernel[(rows,)](
+        stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k, tails, *scratch,
+        q_head, terms, deferred, targets[0], *randomness, stats.splits, splits, steps,
+        num_warps=SMALL_HEAD_WARPS, **flags,
     )  # fmt: skip
     return q, candidates, q_head, terms, targets, tail_codes
 

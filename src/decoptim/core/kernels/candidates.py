@@ -258,21 +258,39 @@ COMPACT = tl.constexpr(256)
 
 
 @triton.jit
+def pack_to_scratch(x, index, valid, scratch_x_ptr, scratch_index_ptr, row,
+                    LANES: tl.constexpr):  # fmt: skip
+    """Store the valid (x, index) of a LANES-lane block, in order, at the start of the row's
+    scratch of LANES entries."""
+    pos = tl.cumsum(valid.to(tl.int32), axis=0) - 1
+    base = row.to(tl.int64) * LANES
+    tl.store(scratch_x_ptr + base + pos, x, mask=valid)
+    tl.store(scratch_index_ptr + base + pos, index, mask=valid)
+
+
+@triton.jit
+def load_packed(scratch_x_ptr, scratch_index_ptr, row, count, LANES: tl.constexpr,
+                WIDTH: tl.constexpr):  # fmt: skip
+    """The first `count` (≤ WIDTH) entries that `pack_to_scratch` stored for the row, as a
+    WIDTH-lane block: values (−inf where empty), indices and validity."""
+    base = row.to(tl.int64) * LANES
+    lanes = tl.arange(0, WIDTH)
+    packed = lanes < count
+    packed_x = tl.load(scratch_x_ptr + base + lanes, mask=packed, other=-float("inf"))
+    packed_index = tl.load(scratch_index_ptr + base + lanes, mask=packed, other=0)
+    return packed_x, packed_index, packed
+
+
+@triton.jit
 def compact(x, index, valid, scratch_x_ptr, scratch_index_ptr, row, LANES: tl.constexpr,
             COMPACT: tl.constexpr):  # fmt: skip
     """The valid (x, index) of a LANES-lane block packed, in order, into the first lanes of
     a COMPACT-lane block (through a per-row scratch of LANES entries); assumes at most
     COMPACT are valid. Returns values (−inf where empty), indices and validity."""
-    pos = tl.cumsum(valid.to(tl.int32), axis=0) - 1
-    base = row.to(tl.int64) * LANES
-    tl.store(scratch_x_ptr + base + pos, x, mask=valid)
-    tl.store(scratch_index_ptr + base + pos, index, mask=valid)
+    pack_to_scratch(x, index, valid, scratch_x_ptr, scratch_index_ptr, row, LANES)
     tl.debug_barrier()  # other threads' stores must land before the loads below
-    lanes = tl.arange(0, COMPACT)
-    packed = lanes < tl.sum(valid.to(tl.int32), axis=0)
-    packed_x = tl.load(scratch_x_ptr + base + lanes, mask=packed, other=-float("inf"))
-    packed_index = tl.load(scratch_index_ptr + base + lanes, mask=packed, other=0)
-    return packed_x, packed_index, packed
+    count = tl.sum(valid.to(tl.int32), axis=0)
+    return load_packed(scratch_x_ptr, scratch_index_ptr, row, count, LANES, COMPACT)
 
 
 def compact_scratch(rows: int, lanes: int, device: torch.device) -> tuple[torch.Tensor, ...]:
