@@ -17,7 +17,7 @@ at 1/√(ρ-threshold) (a few dozen on language-model rows).
 2. Gather the tokens above the bound (the head) and sum the tail's closed-form mass.
 3. One program per row solves the head in registers, with the tail as one log-mass: the
    same nested Newton as the top-M path, or the mirror steps. Heads of at most SMALL_HEAD
-   tokens are packed and left to a one-warp program of a launch of their own. A row whose
+   tokens are packed and left to a two-warp program of a launch of their own. A row whose
    head overflows its slots is solved over the whole row, with no tail approximation.
 4. Write q = exp(A + b − shift) and put the head's values in place.
 
@@ -437,11 +437,13 @@ def _tail_log_masses(tail_ptr, row, SPLITS, top, SPLIT_BLOCK: tl.constexpr):
 
 
 # Heads of at most this many tokens (a few dozen on language-model rows) are solved by
-# `_prob_small_head_kernel`, with one warp: every sum of Newton's and the draw's is then an
-# exchange within the warp, where `_prob_head_kernel`'s eight warps (for the candidates'
-# SLOTS·CAP lanes and the full-row fallback) go through shared memory and barriers.
+# `_prob_small_head_kernel` with two warps: each of Newton's and the draw's sums then
+# crosses two warps, where `_prob_head_kernel`'s eight (sized for the candidates'
+# SLOTS·CAP lanes and the full-row fallback) exchange through shared memory. On an H200
+# (stop 44, replayed sample, exact, 1/2/4 warps): 0.0736/0.0701/0.0729 ms at B = 64,
+# 0.1742/0.1683/0.1686 at B = 256; stop 43's package 0.0762 and 0.1969.
 SMALL_HEAD = tl.constexpr(64)
-SMALL_HEAD_WARPS = 1
+SMALL_HEAD_WARPS = 2
 
 
 @kernel

@@ -13,19 +13,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def whole_power(x, n):
-    """x ** n for a whole n ≥ 0 (one per row, as a float), 0 ** 0 = 1: by repeated squaring,
-    multiplies in place of safe_pow's log and exp (both on the special-function unit, the
-    w = p gather's busiest) for a coverage exponent K − 1."""
-    left = n.to(tl.int32)
-    result = tl.full(x.shape, 1.0, tl.float32)
-    while left > 0:
-        result = tl.where(left % 2 == 1, result * x, result)
-        x = x * x
-        left = left // 2
-    return result
+from .bok_newton import safe_pow
 
 
 @triton.jit
@@ -39,7 +27,7 @@ def prob_terms(z, z_max, c, inv_tau_p, lse_p, beta_k):
 @triton.jit
 def mirror_exponent(a, b, q, k):
     """A + b·(1 − q)^{K−1}: log q (unnormalised) after a mirror step from q."""
-    return a + b * whole_power(tl.maximum(1.0 - q, 0.0), k - 1.0)
+    return a + b * safe_pow(tl.maximum(1.0 - q, 0.0), k - 1.0)
 
 
 @triton.jit

@@ -158,9 +158,12 @@ def _row_stats_kernel(
     base = z_ptr + row.to(tl.int64) * stride
     begin, end = split_bounds(split, CHUNK, V)
     m = -float("inf")
-    s = 0.0
-    s2 = 0.0
-    s1 = 0.0
+    # The sums are kept per lane, relative to the running max m of the whole chunk, and
+    # reduced once after the loop: a reduction per block is an exchange through shared
+    # memory and a barrier (only the max needs one, for m).
+    s = tl.zeros((BLOCK,), tl.float32)
+    s2 = tl.zeros((BLOCK,), tl.float32)
+    s1 = tl.zeros((BLOCK,), tl.float32)
     for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         z = load_logits(base + offs, offs < end)
@@ -170,21 +173,21 @@ def _row_stats_kernel(
         y = c * (z - safe)
         if MOMENT:  # Σ e^(y + d)·(y + d) = e^d·(s1 + d·s)
             carried = tl.where(s > 0.0, (s1 + d * s) * tl.exp(d), 0.0)  # s = 0: m is −inf
-            s1 = carried + tl.sum(tl.where(y > -float("inf"), tl.exp(y) * y, 0.0), axis=0)
-        s = s * tl.exp(d) + tl.sum(tl.exp(y), axis=0)
+            s1 = carried + tl.where(y > -float("inf"), tl.exp(y) * y, 0.0)
+        s = s * tl.exp(d) + tl.exp(y)
         if TWO_SCALES:
-            s2 = s2 * tl.exp(c2 * (m - safe)) + tl.sum(tl.exp(c2 * (z - safe)), axis=0)
+            s2 = s2 * tl.exp(c2 * (m - safe)) + tl.exp(c2 * (z - safe))
         m = new_m
         if SEGMENTS:
             seg = start // SEG + tl.arange(0, BLOCK // SEG)
             seg_max = tl.max(tl.reshape(z, (BLOCK // SEG, SEG)), axis=1)
             tl.store(segmax_ptr + row * NSEG + seg, seg_max, mask=seg < NSEG)
     tl.store(max_ptr + row * splits + split, m)
-    tl.store(sum_ptr + row * splits + split, s)
+    tl.store(sum_ptr + row * splits + split, tl.sum(s, axis=0))
     if TWO_SCALES:
-        tl.store(sum2_ptr + row * splits + split, s2)
+        tl.store(sum2_ptr + row * splits + split, tl.sum(s2, axis=0))
     if MOMENT:
-        tl.store(moment_ptr + row * splits + split, s1)
+        tl.store(moment_ptr + row * splits + split, tl.sum(s1, axis=0))
     if FINISH:
         # The row's last program to arrive combines the splits into per-row values, where
         # torch ops on [rows, splits] would each be a launch (and, eagerly, host time): the
