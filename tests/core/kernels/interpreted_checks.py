@@ -31,7 +31,7 @@ from decoptim.core.coordinated import (  # noqa: E402
 from decoptim.core.kernels import candidates as candidates_module  # noqa: E402
 from decoptim.core.kernels import table, top_p, uniforms  # noqa: E402
 from decoptim.core.kernels.bok_head import exponential  # noqa: E402
-from decoptim.core.kernels.bok_prob import _solve, bok_prob_sample  # noqa: E402
+from decoptim.core.kernels.bok_prob import SMALL_HEAD, _solve, bok_prob_sample  # noqa: E402
 from decoptim.core.kernels.bok_terms import GAP, INV_TAU_P, Z_MAX  # noqa: E402
 from decoptim.core.kernels.bok_terms import C as C_TERM  # noqa: E402
 from decoptim.core.kernels.bok_topm import (  # noqa: E402
@@ -42,6 +42,7 @@ from decoptim.core.kernels.bok_topm import (  # noqa: E402
 )
 from decoptim.core.kernels.candidates import (  # noqa: E402
     CAP,
+    COMPACT,
     gather_candidates,
     kth_largest,
     kth_largest_code,
@@ -1206,33 +1207,39 @@ def prob_rows(seed: int) -> torch.Tensor:
     return z
 
 
-def check_bok_prob_sample_draws_from_its_probs() -> None:
+def fused_draws_off_the_head(decoder, z, seeds):
     # Best-of-K w = p's fused draw (head or tail by a race in the head's solve, a tail token
     # over the tail's closed form, an overflowing row over its written q) against the draw
     # over the written q with the same seed, the head masked out: the same q and uniforms,
-    # so every row whose draw is not in the head gives the same token; the head comes up
-    # about Σ_head q of the time.
+    # so every row whose draw is not in the head gives the same token, inside q's support.
+    # Returns the head (overflowing rows have none), the overflowing rows, the head's mass
+    # per row and the number of draws from the head.
+    args = table._bok_prob_args(decoder, z)
+    q = table.BOK_PROB.probs(decoder, z)
+    assert torch.allclose(q.double(), decoder.probs(z.double()), atol=2e-6), decoder
+    in_head, overflowed = prob_head_and_overflow(decoder, z)
+    in_head &= ~overflowed[:, None]
+    rest = torch.where(in_head, 0.0, q)
+    head_draws = 0
+    for seed in seeds:
+        fused = bok_prob_sample(z, *args, torch.Generator().manual_seed(seed))
+        drawn = draw_from_probs(rest, torch.Generator().manual_seed(seed))
+        from_head = in_head.gather(1, fused[:, None])[:, 0]
+        assert (q.gather(1, fused[:, None]) > 0).all(), (decoder, fused)
+        assert torch.equal(fused[~from_head], drawn[~from_head]), (decoder, fused, drawn)
+        head_draws += int(from_head.sum())
+    return in_head, overflowed, (q * in_head).sum(-1).double(), head_draws
+
+
+def check_bok_prob_sample_draws_from_its_probs() -> None:
+    # The fused draw off the head (above); the head comes up about Σ_head q of the time.
     z = prob_rows(5)
     draws = 8
     for decoder in PROB_SAMPLED:
-        args = table._bok_prob_args(decoder, z)
-        q = table.BOK_PROB.probs(decoder, z)
-        assert torch.allclose(q.double(), decoder.probs(z.double()), atol=2e-6), decoder
-        in_head, overflowed = prob_head_and_overflow(decoder, z)
+        _, overflowed, head_mass, head_draws = fused_draws_off_the_head(decoder, z, range(draws))
         assert overflowed.tolist() == [False, False, True, False, False], overflowed
-        in_head &= ~overflowed[:, None]
-        head_mass = (q * in_head).sum(-1).double()
         solved = head_mass[~overflowed]
         assert float(solved.min()) > 0.05 and float(solved.max()) < 0.95, head_mass
-        rest = torch.where(in_head, 0.0, q)
-        head_draws = 0
-        for seed in range(draws):
-            fused = bok_prob_sample(z, *args, torch.Generator().manual_seed(seed))
-            drawn = draw_from_probs(rest, torch.Generator().manual_seed(seed))
-            from_head = in_head.gather(1, fused[:, None])[:, 0]
-            assert (q.gather(1, fused[:, None]) > 0).all(), (decoder, fused)
-            assert torch.equal(fused[~from_head], drawn[~from_head]), (decoder, fused, drawn)
-            head_draws += int(from_head.sum())
         expected = float(head_mass.sum()) * draws
         spread = (float((head_mass * (1 - head_mass)).sum()) * draws) ** 0.5
         assert abs(head_draws - expected) <= 4 * spread, (decoder, head_draws, expected)
@@ -1240,28 +1247,34 @@ def check_bok_prob_sample_draws_from_its_probs() -> None:
 
 def check_bok_prob_sample_with_per_row_parameters() -> None:
     # Per-row K, β and λ, with K = 1 and β = 0 rows (no head: the gap is +inf, every token
-    # in the tail's closed form, which is then exact): the fused draw equals the draw over
-    # the written q with the head masked on every row not drawn from the head, and keeps
-    # inside q's support (masked tokens included).
+    # in the tail's closed form, which is then exact): the fused draw off the head, masked
+    # tokens included.
     z = prob_rows(6)
     z[3, :40] = -torch.inf
     decoder = d.BestOfK(
         k=torch.tensor([1, 4, 8, 4, 2]), beta=torch.tensor([0.3, 0.0, 0.01, 0.01, 0.02]),
         lam=torch.tensor([1.0, 2.0, 10.0, 5.0, 10.0]), weights="prob",
     )  # fmt: skip
-    args = table._bok_prob_args(decoder, z)
-    q = table.BOK_PROB.probs(decoder, z)
-    assert torch.allclose(q.double(), decoder.probs(z.double()), atol=2e-6)
-    in_head, overflowed = prob_head_and_overflow(decoder, z)
+    in_head, _, _, _ = fused_draws_off_the_head(decoder, z, range(4))
     assert not in_head[:2].any(), "K = 1 and β = 0 rows have no head"
-    in_head &= ~overflowed[:, None]
-    rest = torch.where(in_head, 0.0, q)
-    for seed in range(4):
-        fused = bok_prob_sample(z, *args, torch.Generator().manual_seed(seed))
-        drawn = draw_from_probs(rest, torch.Generator().manual_seed(seed))
-        from_head = in_head.gather(1, fused[:, None])[:, 0]
-        assert (q.gather(1, fused[:, None]) > 0).all(), fused
-        assert torch.equal(fused[~from_head], drawn[~from_head]), (fused, drawn)
+
+
+def check_bok_prob_heads_of_every_size() -> None:
+    # A head of each size that takes a path of its own: at most SMALL_HEAD tokens (the
+    # small-head kernel), at most COMPACT (packed, in the head kernel), more with no slot
+    # overflowing (over all slots), and an overflowing row (the whole-row solve). q equals
+    # float64's and the fused draw off the head the draw over the written q, for the exact
+    # solver, mirror ascent and its first step.
+    z = torch.randn(4, 6000, generator=torch.Generator().manual_seed(11)) * 0.5
+    for row, raised in enumerate((30, 150, 400)):
+        z[row, torch.arange(raised) * (6000 // raised)] += 4.0
+    z[3, :800] = z[3].max() + 1.0
+    for solver, steps in (("exact", 5), ("mirror", 3), ("mirror", 1)):
+        decoder = d.BestOfK(4, 0.05, 10.0, weights="prob", solver=solver, steps=steps)
+        in_head, overflowed, _, _ = fused_draws_off_the_head(decoder, z, range(4))
+        sizes = in_head.sum(-1)
+        assert overflowed.tolist() == [False, False, False, True], overflowed
+        assert 0 < sizes[0] <= SMALL_HEAD.value < sizes[1] <= COMPACT.value < sizes[2], sizes
 
 
 def check_bok_prob_coordinated_draw_is_the_torch_path_in_head_order() -> None:
