@@ -17,7 +17,7 @@ at 1/√(ρ-threshold) (a few dozen on language-model rows).
 2. Gather the tokens above the bound (the head) and sum the tail's closed-form mass.
 3. One program per row solves the head in registers, with the tail as one log-mass: the
    same nested Newton as the top-M path, or the mirror steps. Heads of at most SMALL_HEAD
-   tokens are packed and left to a two-warp program of a launch of their own. A row whose
+   tokens are left to a two-warp program of a launch of their own. A row whose
    head overflows its slots is solved over the whole row, with no tail approximation.
 4. Write q = exp(A + b − shift) and put the head's values in place.
 
@@ -60,12 +60,12 @@ from .candidates import (
     ROW_WARPS,
     Candidates,
     append_to_slot,
+    candidate_counts,
     compact,
     compact_scratch,
     gather_splits,
     load_candidates,
-    load_packed,
-    pack_to_scratch,
+    load_few_candidates,
 )
 from .draw import (
     OVERFLOWED,
@@ -325,7 +325,6 @@ def _prob_head_kernel(
     scratch_index_ptr,
     qhead_ptr,
     terms_ptr,
-    deferred_ptr,
     token_ptr,
     arrivals_ptr,
     seed_ptr,
@@ -361,38 +360,35 @@ def _prob_head_kernel(
     z_max, _lse_c, lse_p, top = _row_terms(
         max_ptr, sum_c_ptr, sum_p_ptr, row, STAT_SPLITS, c, inv_tau_p, beta_k, SPLIT_BLOCK
     )
-    x, ids, valid, overflow = load_candidates(
-        cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
-    )
-    tail, tail_first = _tail_log_masses(tail_ptr, row, CAND_SPLITS, top, SPLIT_BLOCK)
+    # Heads of at most SMALL_HEAD tokens are `_prob_small_head_kernel`'s.
+    counts = candidate_counts(cand_count_ptr, row, CAND_SPLITS, SPLIT_BLOCK)
+    many = tl.sum(counts, axis=0) > SMALL_HEAD
     shift = 0.0
-    deferred = tl.full((), -1, tl.int32)  # the head's count where the small kernel solves it
-    if overflow:
-        z_row = z_ptr + row.to(tl.int64) * V
-        q_row = q_ptr + row.to(tl.int64) * V
-        if MIRROR:
-            _mirror_full_row(z_row, q_row, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
-                             STEPS, ROW_BLOCK)  # fmt: skip
+    if many:
+        x, ids, valid, overflow = load_candidates(
+            cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
+        )
+        tail, tail_first = _tail_log_masses(tail_ptr, row, CAND_SPLITS, top, SPLIT_BLOCK)
+        if overflow:
+            z_row = z_ptr + row.to(tl.int64) * V
+            q_row = q_ptr + row.to(tl.int64) * V
+            if MIRROR:
+                _mirror_full_row(z_row, q_row, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
+                                 STEPS, ROW_BLOCK)  # fmt: skip
+            else:
+                _solve_full_row(z_row, q_row, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
+                                OUTER, INNER, ROW_BLOCK)  # fmt: skip
+            if SAMPLE:
+                # The draw reads this row's written q, with the row's own code (not remapped).
+                tl.store(token_ptr + row, OVERFLOWED)
+                if CODED:
+                    tl.store(tail_code_ptr + row, tl.load(code_ptr + row))
+                    tl.store(code_scale_ptr + row, tl.full((), 1.0, tl.float64))
         else:
-            _solve_full_row(z_row, q_row, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
-                            OUTER, INNER, ROW_BLOCK)  # fmt: skip
-        if SAMPLE:
-            # The draw reads this row's written q, with the row's own code (not remapped).
-            tl.store(token_ptr + row, OVERFLOWED)
-            if CODED:
-                tl.store(tail_code_ptr + row, tl.load(code_ptr + row))
-                tl.store(code_scale_ptr + row, tl.full((), 1.0, tl.float64))
-    else:
-        # Where the head's q goes: its slot positions (probs), or with its ids to the draw.
-        where = ids if SAMPLE else tl.arange(0, SLOTS * CAP)
-        count = tl.sum(valid.to(tl.int32), axis=0)
-        if count <= SMALL_HEAD:
-            # Solved by `_prob_small_head_kernel`, from the row's scratch.
-            pack_to_scratch(x, where, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP)
-            deferred = count
-        else:
+            # Where the head's q goes: its slot positions (probs), or with its ids to the draw.
+            where = ids if SAMPLE else tl.arange(0, SLOTS * CAP)
             q_head_ptr = qhead_ptr + row.to(tl.int64) * CAND_SPLITS * CAP
-            if count <= COMPACT:
+            if tl.sum(valid.to(tl.int32), axis=0) <= COMPACT:
                 packed_x, packed_where, packed = compact(
                     x, where, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP,
                     COMPACT,
@@ -411,13 +407,12 @@ def _prob_head_kernel(
                     step_ptr, next_code_ptr, tail_code_ptr, code_scale_ptr, row, SLOTS * CAP,
                     MIRROR, FIRST_STEP, OUTER, INNER, SAMPLE, CODED,
                 )  # fmt: skip
-    tl.store(deferred_ptr + row, deferred)
     if SAMPLE:
         tl.store(arrivals_ptr + row, 0)
     row_terms = terms_ptr + row * ROW_TERMS
     tl.store(row_terms + Z_MAX, z_max)
     tl.store(row_terms + LSE_P, lse_p)
-    if deferred < 0:
+    if many:
         tl.store(row_terms + SHIFT, shift)
     tl.store(row_terms + C, c)
     tl.store(row_terms + INV_TAU_P, inv_tau_p)
@@ -437,9 +432,10 @@ def _tail_log_masses(tail_ptr, row, SPLITS, top, SPLIT_BLOCK: tl.constexpr):
 
 
 # Heads of at most this many tokens (a few dozen on language-model rows) are solved by
-# `_prob_small_head_kernel` with two warps: each of Newton's and the draw's sums then
-# crosses two warps, where `_prob_head_kernel`'s eight (sized for the candidates'
-# SLOTS·CAP lanes and the full-row fallback) exchange through shared memory. On an H200
+# `_prob_small_head_kernel` with two warps, read straight from their slots: each of
+# Newton's and the draw's sums then crosses two warps, where `_prob_head_kernel`'s eight
+# (sized for the candidates' SLOTS·CAP lanes and the full-row fallback) exchange through
+# shared memory. On an H200
 # (stop 44, replayed sample, exact, 1/2/4 warps): 0.0736/0.0701/0.0729 ms at B = 64,
 # 0.1742/0.1683/0.1686 at B = 256; stop 43's package 0.0762 and 0.1969.
 SMALL_HEAD = tl.constexpr(64)
@@ -455,12 +451,12 @@ def _prob_small_head_kernel(
     inv_tau_p_ptr,
     betak_ptr,
     k_ptr,
+    cand_x_ptr,
+    cand_index_ptr,
+    cand_count_ptr,
     tail_ptr,
-    scratch_x_ptr,
-    scratch_index_ptr,
     qhead_ptr,
     terms_ptr,
-    deferred_ptr,
     token_ptr,
     seed_ptr,
     code_ptr,
@@ -483,24 +479,25 @@ def _prob_small_head_kernel(
     SAMPLE: tl.constexpr,
     CODED: tl.constexpr,
 ):
-    # The rows that `_prob_head_kernel` left packed in its scratch (≤ SMALL_HEAD tokens):
-    # their head solved as there, its q stored or the row's token drawn, and the tail's shift.
+    # The rows whose head has at most SMALL_HEAD tokens, which `_prob_head_kernel` leaves:
+    # the head read straight from its slots and solved as there, its q stored or the row's
+    # token drawn, and the tail's shift stored.
     row = tl.program_id(0)
-    count = tl.load(deferred_ptr + row)
-    if count >= 0:
+    counts = candidate_counts(cand_count_ptr, row, CAND_SPLITS, SPLIT_BLOCK)
+    if tl.sum(counts, axis=0) <= SMALL_HEAD:
         c, inv_tau_p, beta_k, k = _row_params(c_ptr, inv_tau_p_ptr, betak_ptr, k_ptr, row)
         z_max, _lse_c, lse_p, top = _row_terms(
             max_ptr, sum_c_ptr, sum_p_ptr, row, STAT_SPLITS, c, inv_tau_p, beta_k, SPLIT_BLOCK
         )
         tail, tail_first = _tail_log_masses(tail_ptr, row, CAND_SPLITS, top, SPLIT_BLOCK)
-        x, where, valid = load_packed(
-            scratch_x_ptr, scratch_index_ptr, row, count, SLOTS * CAP, SMALL_HEAD
+        x, ids, valid, position = load_few_candidates(
+            cand_x_ptr, cand_index_ptr, counts, row, CAND_SPLITS, CAP, SPLIT_BLOCK, SMALL_HEAD
         )
         shift = _head_q_or_token(
-            x, where, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first, STEPS,
-            qhead_ptr + row.to(tl.int64) * CAND_SPLITS * CAP, token_ptr, seed_ptr, code_ptr,
-            group_ptr, index_ptr, step_ptr, next_code_ptr, tail_code_ptr, code_scale_ptr, row,
-            SLOTS * CAP, MIRROR, FIRST_STEP, OUTER, INNER, SAMPLE, CODED,
+            x, ids if SAMPLE else position, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail,
+            tail_first, STEPS, qhead_ptr + row.to(tl.int64) * CAND_SPLITS * CAP, token_ptr,
+            seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr, next_code_ptr, tail_code_ptr,
+            code_scale_ptr, row, SLOTS * CAP, MIRROR, FIRST_STEP, OUTER, INNER, SAMPLE, CODED,
         )  # fmt: skip
         tl.store(terms_ptr + row * ROW_TERMS + SHIFT, shift)
 
@@ -600,22 +597,21 @@ def _solve(flat: torch.Tensor, problem: ProbProblem, seed: torch.Tensor | CodedD
     targets = draw_targets(rows, device)
     # A coded head writes, per row, the code remapped onto the tail and its scale.
     tail_codes = (torch.empty_like(seed.value), torch.empty_like(seed.value)) if coded else None
-    scratch = compact_scratch(rows, pow2_at_least(splits) * CAP, device)
-    deferred = torch.empty(rows, device=device, dtype=torch.int32)
     randomness = (*randomness_args(seed, terms), *(tail_codes or (terms, terms)))
     flags = dict(MIRROR=mirror, FIRST_STEP=steps == 1, OUTER=outer, INNER=inner, CAP=CAP,
                  SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block, SAMPLE=seed is not None,
                  CODED=coded)  # fmt: skip
     _prob_head_kernel[(rows,)](
         flat, q, stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k,
-        candidates.x, candidates.index, candidates.count, tails, *scratch, q_head, terms,
-        deferred, *targets, *randomness, vocab, stats.splits, splits, steps,
+        candidates.x, candidates.index, candidates.count, tails,
+        *compact_scratch(rows, pow2_at_least(splits) * CAP, device), q_head, terms, *targets,
+        *randomness, vocab, stats.splits, splits, steps,
         ROW_BLOCK=1024, num_warps=ROW_WARPS, **flags,
     )  # fmt: skip
     _prob_small_head_kernel[(rows,)](
-        stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k, tails, *scratch,
-        q_head, terms, deferred, targets[0], *randomness, stats.splits, splits, steps,
-        num_warps=SMALL_HEAD_WARPS, **flags,
+        stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k, candidates.x,
+        candidates.index, candidates.count, tails, q_head, terms, targets[0], *randomness,
+        stats.splits, splits, steps, num_warps=SMALL_HEAD_WARPS, **flags,
     )  # fmt: skip
     return q, candidates, q_head, terms, targets, tail_codes
 

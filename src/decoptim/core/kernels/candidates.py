@@ -252,33 +252,38 @@ def load_candidates(x_ptr, index_ptr, count_ptr, row, SPLITS, CAP: tl.constexpr,
     return x, index, valid, tl.max(count, axis=0) > CAP
 
 
+@triton.jit
+def candidate_counts(count_ptr, row, SPLITS, SPLIT_BLOCK: tl.constexpr):
+    """A row's number of candidates in each slot (0 past SPLITS)."""
+    offs = tl.arange(0, SPLIT_BLOCK)
+    return tl.load(count_ptr + row * SPLITS + offs, mask=offs < SPLITS, other=0)
+
+
+@triton.jit
+def load_few_candidates(x_ptr, index_ptr, counts, row, SPLITS, CAP: tl.constexpr,
+                        SPLIT_BLOCK: tl.constexpr, WIDTH: tl.constexpr):  # fmt: skip
+    """A row's candidates, at most WIDTH in all (`counts` from `candidate_counts`), packed in
+    slot order into a WIDTH-lane block read straight from the slots: values (−inf where
+    empty), ids, validity, and each one's slot position (slot·CAP + its place there).
+    `compact` packs any number through a scratch, a barrier and the whole SLOTS·CAP block."""
+    ends = tl.cumsum(counts, axis=0)
+    lanes = tl.arange(0, WIDTH)
+    # A lane's slot is the number of slots that end at or before it.
+    slot = tl.sum((ends[None, :] <= lanes[:, None]).to(tl.int32), axis=1)
+    slots = tl.arange(0, SPLIT_BLOCK)
+    starts = ends - counts
+    start = tl.sum(tl.where(slots[None, :] == slot[:, None], starts[None, :], 0), axis=1)
+    valid = lanes < tl.sum(counts, axis=0)
+    position = slot * CAP + lanes - start
+    base = row.to(tl.int64) * SPLITS * CAP
+    x = tl.load(x_ptr + base + position, mask=valid, other=-float("inf"))
+    index = tl.load(index_ptr + base + position, mask=valid, other=0)
+    return x, index, valid, position
+
+
 # A row with at most this many candidates is packed into a block of this size first, so
 # that the per-row solve does not spend its time on the empty lanes of all slots.
 COMPACT = tl.constexpr(256)
-
-
-@triton.jit
-def pack_to_scratch(x, index, valid, scratch_x_ptr, scratch_index_ptr, row,
-                    LANES: tl.constexpr):  # fmt: skip
-    """Store the valid (x, index) of a LANES-lane block, in order, at the start of the row's
-    scratch of LANES entries."""
-    pos = tl.cumsum(valid.to(tl.int32), axis=0) - 1
-    base = row.to(tl.int64) * LANES
-    tl.store(scratch_x_ptr + base + pos, x, mask=valid)
-    tl.store(scratch_index_ptr + base + pos, index, mask=valid)
-
-
-@triton.jit
-def load_packed(scratch_x_ptr, scratch_index_ptr, row, count, LANES: tl.constexpr,
-                WIDTH: tl.constexpr):  # fmt: skip
-    """The first `count` (≤ WIDTH) entries that `pack_to_scratch` stored for the row, as a
-    WIDTH-lane block: values (−inf where empty), indices and validity."""
-    base = row.to(tl.int64) * LANES
-    lanes = tl.arange(0, WIDTH)
-    packed = lanes < count
-    packed_x = tl.load(scratch_x_ptr + base + lanes, mask=packed, other=-float("inf"))
-    packed_index = tl.load(scratch_index_ptr + base + lanes, mask=packed, other=0)
-    return packed_x, packed_index, packed
 
 
 @triton.jit
@@ -287,10 +292,16 @@ def compact(x, index, valid, scratch_x_ptr, scratch_index_ptr, row, LANES: tl.co
     """The valid (x, index) of a LANES-lane block packed, in order, into the first lanes of
     a COMPACT-lane block (through a per-row scratch of LANES entries); assumes at most
     COMPACT are valid. Returns values (−inf where empty), indices and validity."""
-    pack_to_scratch(x, index, valid, scratch_x_ptr, scratch_index_ptr, row, LANES)
+    pos = tl.cumsum(valid.to(tl.int32), axis=0) - 1
+    base = row.to(tl.int64) * LANES
+    tl.store(scratch_x_ptr + base + pos, x, mask=valid)
+    tl.store(scratch_index_ptr + base + pos, index, mask=valid)
     tl.debug_barrier()  # other threads' stores must land before the loads below
-    count = tl.sum(valid.to(tl.int32), axis=0)
-    return load_packed(scratch_x_ptr, scratch_index_ptr, row, count, LANES, COMPACT)
+    lanes = tl.arange(0, COMPACT)
+    packed = lanes < tl.sum(valid.to(tl.int32), axis=0)
+    packed_x = tl.load(scratch_x_ptr + base + lanes, mask=packed, other=-float("inf"))
+    packed_index = tl.load(scratch_index_ptr + base + lanes, mask=packed, other=0)
+    return packed_x, packed_index, packed
 
 
 def compact_scratch(rows: int, lanes: int, device: torch.device) -> tuple[torch.Tensor, ...]:
