@@ -435,9 +435,9 @@ def _tail_log_masses(tail_ptr, row, SPLITS, top, SPLIT_BLOCK: tl.constexpr):
 # `_prob_small_head_kernel` with two warps, read straight from their slots: each of
 # Newton's and the draw's sums then crosses two warps, where `_prob_head_kernel`'s eight
 # (sized for the candidates' SLOTS·CAP lanes and the full-row fallback) exchange through
-# shared memory. On an H200
-# (stop 44, replayed sample, exact, 1/2/4 warps): 0.0736/0.0701/0.0729 ms at B = 64,
-# 0.1742/0.1683/0.1686 at B = 256; stop 43's package 0.0762 and 0.1969.
+# shared memory. On an H200 (stop 44, call 2, `bench/bok_prob_sweep.py`'s loop, the head
+# then packed through a scratch; replayed sample, exact, 1/2/4 warps): 0.0736/0.0701/0.0729
+# ms at B = 64, 0.1742/0.1683/0.1686 at B = 256; stop 43's package 0.0762 and 0.1969.
 SMALL_HEAD = tl.constexpr(64)
 SMALL_HEAD_WARPS = 2
 
@@ -543,6 +543,9 @@ def _prob_write_kernel(
 # Blocks of the gather whose loads are in flight at once (`tl.range(num_stages=)`). On an
 # H200 (stop 43, replayed, ms for 1/2/3 stages): exact 0.2502/0.2027/0.1973 at B = 256 and
 # 0.0820/0.0773/0.0763 at B = 64; mirror 5 0.2939/0.2344/0.2388 and 0.0845/0.0799/0.0795.
+# Since the tail's sums are kept per lane (stop 44, call 3, `bench/bok_prob_sweep.py`'s
+# loop, block/stages 1024/2, 1024/3, 2048/2, 2048/1, exact): 0.1643, 0.1686, 0.1953, 0.2800
+# ms at B = 256 and 0.0694, 0.0726, 0.0800, 0.0921 at B = 64.
 GATHER_STAGES = 2
 
 
