@@ -43,10 +43,12 @@ from decoptim.core.kernels.bok_topm import (  # noqa: E402
 from decoptim.core.kernels.candidates import (  # noqa: E402
     CAP,
     COMPACT,
+    candidate_counts,
     gather_candidates,
     kth_largest,
     kth_largest_code,
     kth_largest_packed_code,
+    load_few_candidates,
     top_candidates,
 )
 from decoptim.core.kernels.draw import BLOCK as DRAW_BLOCK  # noqa: E402
@@ -146,6 +148,53 @@ def _kth_codes_kernel(x_ptr, out_ptr, n, k, BLOCK: tl.constexpr):
     tl.store(out_ptr, kth_largest_code(code_of(x), packed, k))
     row = tl.program_id(0)  # 0: the values are the scratch of row 0
     tl.store(out_ptr + 1, kth_largest_packed_code(x, packed, x_ptr, row, BLOCK, k))
+
+
+@triton.jit
+def _few_candidates_kernel(x_ptr, index_ptr, count_ptr, x_out_ptr, index_out_ptr,
+                           position_out_ptr, SPLITS, CAP: tl.constexpr,
+                           SPLIT_BLOCK: tl.constexpr, WIDTH: tl.constexpr):  # fmt: skip
+    row = tl.program_id(0)
+    counts = candidate_counts(count_ptr, row, SPLITS, SPLIT_BLOCK)
+    x, index, valid, position = load_few_candidates(
+        x_ptr, index_ptr, counts, row, SPLITS, CAP, SPLIT_BLOCK, WIDTH
+    )
+    lanes = row * WIDTH + tl.arange(0, WIDTH)
+    tl.store(x_out_ptr + lanes, x)
+    tl.store(index_out_ptr + lanes, index)
+    tl.store(position_out_ptr + lanes, tl.where(valid, position, -1))
+
+
+def check_load_few_candidates_packs_the_slots_in_order() -> None:
+    # A head read straight from the gather's slots (Best-of-K w = p's small heads): each
+    # row's candidates in slot order, then −inf (id 0, no position), with their ids and
+    # slot positions; on empty slots, a row with none, a full slot, the last slot alone,
+    # exactly WIDTH in all, and a number of slots off a power of two.
+    cap, splits, width = 8, 5, 16
+    counts = torch.tensor(
+        [[0, 0, 0, 0, 0], [3, 0, 2, 0, 1], [8, 8, 0, 0, 0], [0, 0, 0, 0, 8], [4, 4, 4, 4, 0],
+         [1, 1, 1, 1, 1]], dtype=torch.int32,
+    )  # fmt: skip
+    rows = len(counts)
+    generator = torch.Generator().manual_seed(12)
+    x = torch.randn(rows, splits, cap, generator=generator)
+    index = torch.randint(0, 10**6, (rows, splits, cap), generator=generator, dtype=torch.int32)
+    x_out = torch.empty(rows, width)
+    index_out = torch.empty(rows, width, dtype=torch.int32)
+    position_out = torch.empty(rows, width, dtype=torch.int32)
+    _few_candidates_kernel[(rows,)](
+        x, index, counts, x_out, index_out, position_out, splits, CAP=cap, SPLIT_BLOCK=8,
+        WIDTH=width,
+    )  # fmt: skip
+    for row in range(rows):
+        kept = [(s, j) for s in range(splits) for j in range(int(counts[row, s]))]
+        pad = width - len(kept)
+        expected_x = torch.tensor([float(x[row, s, j]) for s, j in kept] + [-torch.inf] * pad)
+        expected_index = [int(index[row, s, j]) for s, j in kept] + [0] * pad
+        expected_position = [s * cap + j for s, j in kept] + [-1] * pad
+        assert torch.equal(x_out[row], expected_x), (row, x_out[row], expected_x)
+        assert index_out[row].tolist() == expected_index, (row, index_out[row])
+        assert position_out[row].tolist() == expected_position, (row, position_out[row])
 
 
 def check_kth_largest_packed_code_equals_the_bisection() -> None:

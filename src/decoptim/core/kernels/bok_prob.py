@@ -16,9 +16,10 @@ at 1/√(ρ-threshold) (a few dozen on language-model rows).
 1. Per row: max z, LSE(c·(z − max z)) and LSE((z − max z)/τ_p).
 2. Gather the tokens above the bound (the head) and sum the tail's closed-form mass.
 3. One program per row solves the head in registers, with the tail as one log-mass: the
-   same nested Newton as the top-M path, or the mirror steps. Heads of at most SMALL_HEAD
-   tokens are left to a two-warp program of a launch of their own. A row whose
-   head overflows its slots is solved over the whole row, with no tail approximation.
+   same nested Newton as the top-M path, or the mirror steps: heads of at most SMALL_HEAD
+   tokens by a two-warp program of a launch of their own, larger ones by an eight-warp
+   one, which also solves a row whose head overflows its slots over the whole row, with
+   no tail approximation.
 4. Write q = exp(A + b − shift) and put the head's values in place.
 
 Sampling never writes q (`bok_prob_sample`): step 3 also draws between the head's tokens
