@@ -399,6 +399,38 @@ def check_profile_pass_layouts_find_the_same_edge() -> None:
         assert torch.equal(loaded_2d, loaded_1d), (p, tau, (loaded_2d - loaded_1d).abs().max())
 
 
+def check_top_p_edge_at_the_top_and_among_ties() -> None:
+    # The gather takes the last bracket's tokens lo ≤ key < upper and the profile's own mass
+    # at or above `upper`. Rows where the largest key alone holds the mass (every pass then
+    # narrows to [max, max]: the gather takes key ≥ max, nothing above it), tied maxima that
+    # together hold it, and an edge among 100 tied tokens (all kept): q against float64, for
+    # top-p and for typical on the same rows, and the sample inside the set.
+    vocab = 6000
+    tiny = torch.randn(5, vocab, generator=torch.Generator().manual_seed(3)) * 0.3
+    masses = torch.full((5, vocab), 0.05 / vocab)
+    masses[0, 17] = 0.95
+    masses[1, [40, 4000]] = 0.46
+    masses[2, [5, 2500, 5990]] = 0.3
+    masses[2, 1000:1100] = 0.05 / 100
+    masses[3, 3000] = 0.9999
+    masses[4, [1, 2]] = 0.45
+    z = (masses.log() + torch.where(masses < 1e-4, tiny, 0.0)).float()
+    z[3, ::4] = -torch.inf
+    p = torch.tensor([0.9, 0.5, 0.92, 0.999, 0.95])
+    tau = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.7])
+    q = top_p_probs(z, kernel_rows(1.0 / tau[:, None], z), kernel_rows(p[:, None], z))
+    reference = d.TopP(p, tau).probs(z.double())
+    assert float((q.double() - reference).abs().max()) < 2e-6
+    assert torch.equal(q > 0, reference > 0), (q > 0).sum(-1)
+    assert (q[2, 1000:1100] > 0).all() and (q[2, 1100:2500] == 0).all()
+    drawn = table.TOP_P.sample(d.TopP(p, tau), z, torch.Generator().manual_seed(2))
+    assert (q.gather(1, drawn[:, None]) > 0).all(), drawn
+    typical = d.Typical(p, tau)
+    q_typical = table.TYPICAL.probs(typical, z)
+    for reference in (typical.probs(z), typical.probs(z.double())):
+        assert_same_support_up_to_the_typical_edge(z, tau, p, q_typical, reference)
+
+
 def check_top_p_edge_sample_equals_the_draw_over_its_probs() -> None:
     # The rows the rejection sampler leaves (token −1) find the edge and draw over q's
     # closed form: the same q, block sums and uniforms as the draw over the written q, so

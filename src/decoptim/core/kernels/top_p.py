@@ -88,6 +88,8 @@ EDGE_PASSES = ProfilePasses(levels=4, thresholds=8, block=1024)
 # B = 64, but 1% slower at B = 32 (3.9 programs per SM) and 8–10% at B = 16.
 WIDE_GRID = 6
 WIDE_GRID_BLOCK = 512
+PROFILE_WARPS = 4
+PROFILE_PREFETCH = True
 # The rows a rejection sample leaves (`top_p_sample`) are rare, and every other row's programs
 # exit at once; there a pass's launch costs more than its comparisons: with 4 passes plain
 # top-p took 0.171–0.174 ms at B = 256 against 0.163–0.164 with these 2.
@@ -139,19 +141,26 @@ def _thresholds(lo, hi, j, PROFILE: tl.constexpr):
 def _narrow(lo, hi, profile_ptr, row, SPLITS, target, PROFILE: tl.constexpr,
             SPLIT_BLOCK: tl.constexpr):  # fmt: skip
     # The edge x* (the largest x whose upper set holds mass ≥ target) lies in [lo, hi]:
-    # mass(x ≥ lo) ≥ target > mass(x > hi). Given the masses above each threshold of
-    # [lo, hi] (per split), returns the two neighbouring thresholds around x*.
+    # mass(x ≥ lo) ≥ target > mass(x > hi). Given the masses at or above each threshold of
+    # [lo, hi] (per split), returns the two neighbouring thresholds around x*, new_lo ≤ x* <
+    # new_hi, and what the gather of the tokens between them needs: the mass at or above
+    # new_hi, and new_hi as the gather's strict upper bound. Where even hi holds the mass
+    # (only where hi is the largest key: the next level profiles hi again, and the same sums
+    # in the same order give the same mass, below target), there is nothing above: the
+    # bracket is [hi, hi], the gather takes every key ≥ hi and the mass above is 0.
     split = tl.arange(0, SPLIT_BLOCK)[:, None]
     j = tl.arange(0, PROFILE)
     parts = tl.load(
         profile_ptr + (row * SPLITS + split) * PROFILE + j[None, :], mask=split < SPLITS, other=0.0
     )
-    reached = tl.sum(parts, axis=0) >= target
-    first = tl.min(tl.where(reached, j, PROFILE - 1), axis=0)
+    totals = tl.sum(parts, axis=0)
+    first = tl.min(tl.where(totals >= target, j, PROFILE - 1), axis=0)
     theta = _thresholds(lo, hi, j, PROFILE)
     new_lo = tl.sum(tl.where(j == first, theta, 0.0), axis=0)
     new_hi = tl.sum(tl.where(j == first - 1, theta, 0.0), axis=0)
-    return new_lo, tl.where(first == 0, hi, new_hi)
+    above = tl.sum(tl.where(j == first - 1, totals, 0.0), axis=0)
+    upper = tl.where(first == 0, float("inf"), new_hi)
+    return new_lo, tl.where(first == 0, hi, new_hi), above, upper
 
 
 @triton.jit
@@ -184,6 +193,7 @@ def _top_p_profile_kernel(
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
     LOAD_2D: tl.constexpr,
+    PREFETCH: tl.constexpr = False,
 ):
     # Per (row, split): Σ e^{x − max x} over key ≥ θ_j for PROFILE thresholds θ_j of the
     # bracket. The first pass's bracket for top-p is [max x + log((1 − p)Σ/V), max x]:
@@ -218,7 +228,9 @@ def _top_p_profile_kernel(
             lo = tl.load(bracket_ptr + previous * 2)
             hi = tl.load(bracket_ptr + previous * 2 + 1)
             previous_profile = profile_ptr + previous * splits * PROFILE
-            lo, hi = _narrow(lo, hi, previous_profile, row, splits, target, PROFILE, SPLIT_BLOCK)
+            lo, hi, _, _ = _narrow(
+                lo, hi, previous_profile, row, splits, target, PROFILE, SPLIT_BLOCK
+            )
         j = tl.arange(0, PROFILE)
         theta = _thresholds(lo, hi, j, PROFILE)
         # Sums stay per lane and are reduced once at the end: a reduction across the program's
@@ -230,24 +242,27 @@ def _top_p_profile_kernel(
         # add gives, bit for bit. sm_90 SASS of the loop: 285 instructions per 8 tokens a
         # thread, against 349 without LOAD_2D.
         mass = tl.zeros((PROFILE, BLOCK), tl.float32)
-        above = tl.zeros((1, BLOCK) if LOAD_2D else (BLOCK,), tl.float32)
         base = row.to(tl.int64) * V
         begin, end = split_bounds(split, CHUNK, V)
+        lanes = tl.arange(0, BLOCK)
+        if LOAD_2D:
+            lanes = lanes[None, :]
+        z_next = load_logits(z_ptr + base + begin + lanes, begin + lanes < end)
         for start in range(begin, end, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            if LOAD_2D:
-                offs = offs[None, :]
-            z = load_logits(z_ptr + base + offs, offs < end)
+            if PREFETCH:
+                z = z_next
+                offs = start + BLOCK + lanes
+                z_next = load_logits(z_ptr + base + offs, offs < end)
+            else:
+                offs = start + lanes
+                z = load_logits(z_ptr + base + offs, offs < end)
             key = _key(z, inv_tau, centre, KEY)
             e = tl.exp(inv_tau * (z - z_max))
-            above += tl.where(key > hi, e, 0.0)
             if LOAD_2D:
-                inside = tl.where((key >= lo) & (key <= hi), e, 0.0)
-                mass += inside * (key >= theta[:, None]).to(tl.float32)
+                mass += e * (key >= theta[:, None]).to(tl.float32)
             else:
-                hit = (key[None, :] >= lo) & (key[None, :] <= hi) & (key[None, :] >= theta[:, None])
-                mass += tl.where(hit, e[None, :], 0.0)
-        profile = tl.sum(mass, axis=1) + tl.sum(above, axis=None)
+                mass += tl.where(key[None, :] >= theta[:, None], e[None, :], 0.0)
+        profile = tl.sum(mass, axis=1)
         tl.store(profile_ptr + ((LEVEL * rows + row) * splits + split) * PROFILE + j, profile)
         if split == 0:
             tl.store(bracket_ptr + LEVEL * rows * 2, lo)
@@ -281,10 +296,11 @@ def _top_p_gather_kernel(
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # Per (row, split): the tokens whose key lies inside the last profile's bracket [lo, hi]
-    # around the edge, and the mass strictly above it, Σ_{key > hi} e^{x − max x}; for
-    # typical also the largest z and the smallest x of those above (they are in the set,
-    # and may be its extremes: `_top_p_solve_kernel`).
+    # Per (row, split): the tokens whose key lies inside the last profile's bracket around
+    # the edge, lo ≤ key < upper; split 0 also stores the mass at or above `upper`, which
+    # that profile has summed already (the other splits store 0); for typical also the
+    # largest z and the smallest x of those above (they are in the set, and may be its
+    # extremes: `_top_p_solve_kernel`).
     row, split, splits = program_position()
     if _pending(tokens_ptr, row, PENDING):
         last = (LEVELS - 1) * tl.num_programs(0)
@@ -292,16 +308,16 @@ def _top_p_gather_kernel(
         profile_ptr += last * splits * PROFILE
         inv_tau = tl.load(inv_tau_ptr + row)
         p = tl.load(p_ptr + row)
-        z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
+        _, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
         lo = tl.load(bracket_ptr + row * 2)
         hi = tl.load(bracket_ptr + row * 2 + 1)
-        lo, hi = _narrow(lo, hi, profile_ptr, row, splits, target, PROFILE, SPLIT_BLOCK)
+        lo, _, above, upper = _narrow(lo, hi, profile_ptr, row, splits, target, PROFILE,
+                                      SPLIT_BLOCK)  # fmt: skip
         centre = tl.load(centre_ptr + row)
         base = row.to(tl.int64) * V
         slot = (row * splits + split).to(tl.int64) * CAP
         begin, end = split_bounds(split, CHUNK, V)
         found = tl.zeros((), tl.int32)
-        above = 0.0
         z_high = -float("inf")
         x_low = float("inf")
         for start in range(begin, end, BLOCK):
@@ -309,14 +325,14 @@ def _top_p_gather_kernel(
             inside = offs < end
             z = load_logits(z_ptr + base + offs, inside)
             key = _key(z, inv_tau, centre, KEY)
-            keep = inside & (key >= lo) & (key <= hi)
+            keep = inside & (key >= lo) & (key < upper)
             found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
-            above += tl.sum(tl.where(key > hi, tl.exp(inv_tau * (z - z_max)), 0.0), axis=0)
             if KEY == TYPICAL:
-                z_high = tl.maximum(z_high, tl.max(tl.where(key > hi, z, -float("inf")), axis=0))
-                x_low = tl.minimum(x_low, tl.min(tl.where(key > hi, z * inv_tau, float("inf")), 0))
+                high = key >= upper
+                z_high = tl.maximum(z_high, tl.max(tl.where(high, z, -float("inf")), axis=0))
+                x_low = tl.minimum(x_low, tl.min(tl.where(high, z * inv_tau, float("inf")), 0))
         tl.store(count_ptr + row * splits + split, found)
-        tl.store(above_ptr + row * splits + split, above)
+        tl.store(above_ptr + row * splits + split, tl.where(split == 0, above, 0.0))
         if KEY == TYPICAL:
             tl.store(extremes_ptr + (row * splits + split) * 2, z_high)
             tl.store(extremes_ptr + (row * splits + split) * 2 + 1, x_low)
@@ -680,7 +696,7 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
         _top_p_profile_kernel[(rows, splits)](
             flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
             profiles, vocab, chunk, LEVEL=level, BLOCK=block, LOAD_2D=load_2d,
-            num_warps=4, **common,
+            PREFETCH=PROFILE_PREFETCH, num_warps=PROFILE_WARPS, **common,
         )  # fmt: skip
     candidates = Candidates.empty(rows, splits, device)
     above = torch.empty(rows, splits, device=device, dtype=torch.float32)

@@ -1,0 +1,96 @@
+"""The coordinated top-p and typical step (which finds the set's edge: profile passes, a
+gather, a solve, a draw) against an earlier decoptim in the same process, then a sweep of
+the profile pass's launch (block, warps, the next block's load ahead), replayed as CUDA
+graphs on randn·3 rows at V = 151,936 (docs/performance.md, "Stop 45").
+
+    mkdir -p OLD && git archive REV src/decoptim | tar -x -C OLD \
+        && mv OLD/src/decoptim OLD/decoptim_old
+    DECOPTIM_OLD=OLD python bench/top_p_edge_sweep.py [--batches 8 64 256] [--sweep 64 256]
+
+Per row of the A/B: ms of the old and the new step (old/new/old/new, the best of each),
+the new step over the replayed copy of the logits, and how many rows drew the same token
+as the old package (the passes' float32 sums are added in another order, so a token at
+the edge may differ where the mass at the cut is within rounding of p).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+
+import gpu  # bench/, the script's folder, is on sys.path
+import torch
+import triton
+
+import decoptim as new
+from decoptim.core.kernels import top_p
+
+V = 151_936
+ROWS = {"top-p 0.9": lambda pkg: pkg.TopP(0.9, validate=False),
+        "typical 0.9": lambda pkg: pkg.Typical(0.9, validate=False)}  # fmt: skip
+
+
+def logits_and_codes(batch: int):
+    """randn·3 rows and the codes of groups of 8 (the B = 8 rows one group)."""
+    z = torch.randn(batch, V, device="cuda", generator=torch.Generator("cuda").manual_seed(batch))
+    return z * 3, new.group_codes(max(1, batch // 8), min(8, batch), seed=1, device="cuda")
+
+
+def step(decoder, codes):
+    return lambda x: decoder.sample_coordinated(x, codes)[0]
+
+
+def best_of(fn, z, rounds=2):
+    return min(gpu.replay_ms(fn, [z], 60) for _ in range(rounds))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[8, 64, 256])
+    parser.add_argument("--sweep", type=int, nargs="*", default=[64, 256])
+    args = parser.parse_args()
+    print(torch.cuda.get_device_name(), torch.__version__, "triton", triton.__version__)
+    old = None
+    if os.environ.get("DECOPTIM_OLD"):
+        sys.path.insert(0, os.environ["DECOPTIM_OLD"])
+        import decoptim_old as old
+    for batch in args.batches:
+        z, codes = logits_and_codes(batch)
+        copy = best_of(lambda x: x.clone(), z)
+        for name, make in ROWS.items():
+            fresh = step(make(new), codes)
+            if old is None:
+                t = best_of(fresh, z)
+                print(f"B={batch:4d} {name}: copy {copy:.4f} new {t:.4f} ms = {t / copy:.2f}x")
+                continue
+            stale = step(make(old), old.group_codes(max(1, batch // 8), min(8, batch), seed=1,
+                                                    device="cuda"))  # fmt: skip
+            same = int((fresh(z) == stale(z)).sum())
+            times = [best_of(f, z, 1) for f in (stale, fresh, stale, fresh)]
+            t_old, t_new = min(times[0::2]), min(times[1::2])
+            print(
+                f"B={batch:4d} {name}: copy {copy:.4f} | old {times[0]:.4f}/{times[2]:.4f} "
+                f"new {times[1]:.4f}/{times[3]:.4f} ms = {t_new / copy:.2f}x copy (old "
+                f"{t_old / copy:.2f}x) | same token {same}/{batch}",
+                flush=True,
+            )
+    defaults = top_p.WIDE_GRID_BLOCK, top_p.PROFILE_WARPS, top_p.PROFILE_PREFETCH
+    for batch in args.sweep:
+        z, codes = logits_and_codes(batch)
+        fresh = step(new.TopP(0.9, validate=False), codes)
+        results = {}
+        for _ in range(2):
+            for setting in itertools.product((256, 512, 1024), (4, 8), (False, True)):
+                top_p.WIDE_GRID_BLOCK, top_p.PROFILE_WARPS, top_p.PROFILE_PREFETCH = setting
+                results[setting] = min(results.get(setting, 9.0), best_of(fresh, z, 1))
+        top_p.WIDE_GRID_BLOCK, top_p.PROFILE_WARPS, top_p.PROFILE_PREFETCH = defaults
+        ranked = sorted(results.items(), key=lambda item: item[1])
+        print(f"sweep B={batch} coordinated top-p 0.9 (block, warps, ahead): ms, best first")
+        print("  " + ", ".join(f"{b}/{w}/{'ahead' if a else 'in place'} {t:.4f}"
+                               for (b, w, a), t in ranked))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
