@@ -1,6 +1,6 @@
 """The coordinated top-p and typical step (which finds the set's edge: profile passes, a
 gather, a solve, a draw) against an earlier decoptim in the same process, then a sweep of
-the profile pass's launch (block, warps, the next block's load ahead), replayed as CUDA
+the profile pass's launch (block and warps), replayed as CUDA
 graphs on randn·3 rows at V = 151,936 (docs/performance.md, "Stop 45").
 
     mkdir -p OLD && git archive REV src/decoptim | tar -x -C OLD \
@@ -76,20 +76,19 @@ def main() -> None:
                 f"{t_old / copy:.2f}x) | same token {same}/{batch}",
                 flush=True,
             )
-    defaults = top_p.WIDE_GRID_BLOCK, top_p.PROFILE_WARPS, top_p.PROFILE_PREFETCH
+    defaults = top_p.WIDE_GRID_BLOCK, top_p.PROFILE_WARPS
     for batch in args.sweep:
         z, codes = logits_and_codes(batch)
         fresh = step(new.TopP(0.9, validate=False), codes)
         results = {}
         for _ in range(2):
-            for setting in itertools.product((256, 512, 1024), (4, 8), (False, True)):
-                top_p.WIDE_GRID_BLOCK, top_p.PROFILE_WARPS, top_p.PROFILE_PREFETCH = setting
+            for setting in itertools.product((256, 512, 1024), (4, 8)):
+                top_p.WIDE_GRID_BLOCK, top_p.PROFILE_WARPS = setting
                 results[setting] = min(results.get(setting, 9.0), best_of(fresh, z, 1))
-        top_p.WIDE_GRID_BLOCK, top_p.PROFILE_WARPS, top_p.PROFILE_PREFETCH = defaults
+        top_p.WIDE_GRID_BLOCK, top_p.PROFILE_WARPS = defaults
         ranked = sorted(results.items(), key=lambda item: item[1])
-        print(f"sweep B={batch} coordinated top-p 0.9 (block, warps, ahead): ms, best first")
-        print("  " + ", ".join(f"{b}/{w}/{'ahead' if a else 'in place'} {t:.4f}"
-                               for (b, w, a), t in ranked))  # fmt: skip
+        print(f"sweep B={batch} coordinated top-p 0.9 (block/warps): ms, best first")
+        print("  " + ", ".join(f"{b}/{w} {t:.4f}" for (b, w), t in ranked))
 
 
 if __name__ == "__main__":

@@ -86,10 +86,12 @@ EDGE_PASSES = ProfilePasses(levels=4, thresholds=8, block=1024)
 # H200 (`.gpu` A/B of stop 42, replayed, three rounds, the same tokens and q), 512-token
 # blocks made coordinated top-p 5% faster at B = 256 (0.560 → 0.529 ms) and 1–2% at
 # B = 64, but 1% slower at B = 32 (3.9 programs per SM) and 8–10% at B = 16.
+# Stop 45 (`bench/top_p_edge_sweep.py`, replayed, best of two rounds): 512-token blocks and 4
+# warps stayed the fastest of 256/512/1024 × 4/8 at B = 64 and 256, and loading the next block
+# ahead took B = 256 from 0.4630 to 0.4503 ms (B = 64: 0.1368 and 0.1367).
 WIDE_GRID = 6
 WIDE_GRID_BLOCK = 512
 PROFILE_WARPS = 4
-PROFILE_PREFETCH = True
 # The rows a rejection sample leaves (`top_p_sample`) are rare, and every other row's programs
 # exit at once; there a pass's launch costs more than its comparisons: with 4 passes plain
 # top-p took 0.171–0.174 ms at B = 256 against 0.163–0.164 with these 2.
@@ -193,7 +195,6 @@ def _top_p_profile_kernel(
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
     LOAD_2D: tl.constexpr,
-    PREFETCH: tl.constexpr = False,
 ):
     # Per (row, split): Σ e^{x − max x} over key ≥ θ_j for PROFILE thresholds θ_j of the
     # bracket. The first pass's bracket for top-p is [max x + log((1 − p)Σ/V), max x]:
@@ -238,9 +239,12 @@ def _top_p_profile_kernel(
         # is loaded as [1, BLOCK], in the layout of the [PROFILE, BLOCK] sums (a [BLOCK] load
         # is moved to it through shared memory, with barriers), and each threshold costs two
         # instructions per token: its 0/1 factor (a float compare) and a fused multiply-add
-        # into its sum of the token's e inside the bracket (0 outside), the sum the masked
-        # add gives, bit for bit. sm_90 SASS of the loop: 285 instructions per 8 tokens a
-        # thread, against 349 without LOAD_2D.
+        # into its sum, the sum the masked add gives, bit for bit. Each threshold's sum is
+        # the whole mass at or above it (the gather takes the mass above its bracket from
+        # here). The next block is loaded before this one is summed, so that a load is in
+        # flight while the comparisons run. sm_90 SASS of the loop over 512-token blocks
+        # (Triton 3.9): 116 instructions per 4 tokens a thread, against 144 when the mass
+        # above the bracket was summed apart from the sums inside it.
         mass = tl.zeros((PROFILE, BLOCK), tl.float32)
         base = row.to(tl.int64) * V
         begin, end = split_bounds(split, CHUNK, V)
@@ -249,13 +253,9 @@ def _top_p_profile_kernel(
             lanes = lanes[None, :]
         z_next = load_logits(z_ptr + base + begin + lanes, begin + lanes < end)
         for start in range(begin, end, BLOCK):
-            if PREFETCH:
-                z = z_next
-                offs = start + BLOCK + lanes
-                z_next = load_logits(z_ptr + base + offs, offs < end)
-            else:
-                offs = start + lanes
-                z = load_logits(z_ptr + base + offs, offs < end)
+            z = z_next
+            offs = start + BLOCK + lanes
+            z_next = load_logits(z_ptr + base + offs, offs < end)
             key = _key(z, inv_tau, centre, KEY)
             e = tl.exp(inv_tau * (z - z_max))
             if LOAD_2D:
@@ -696,7 +696,7 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
         _top_p_profile_kernel[(rows, splits)](
             flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
             profiles, vocab, chunk, LEVEL=level, BLOCK=block, LOAD_2D=load_2d,
-            PREFETCH=PROFILE_PREFETCH, num_warps=PROFILE_WARPS, **common,
+            num_warps=PROFILE_WARPS, **common,
         )  # fmt: skip
     candidates = Candidates.empty(rows, splits, device)
     above = torch.empty(rows, splits, device=device, dtype=torch.float32)
