@@ -4,8 +4,8 @@ share (the top-M head, `bok_head`, and the w = p path, `bok_prob`).
 For a row's head (a_v, b_v, v ≤ M, and the tail's log-mass) it finds t and u_v with
 u_v = a_v − t + b_v·(1 − e^{u_v})^{K−1} and Σ_v e^{u_v} + e^{tail − t} = 1: a monotone,
 inflection-aware inner Newton on each u_v nested in a bracketed outer Newton on t, with
-fixed budgets; the algorithm of `decoptim.core.bok._coverage_roots`, every iterate in
-registers.
+fixed budgets (the outer one left early once t is settled: `solve_row`); the algorithm of
+`decoptim.core.bok._coverage_roots`, every iterate in registers.
 """
 
 from __future__ import annotations
@@ -62,18 +62,23 @@ def log_mass(u, tail):
 
 
 @triton.jit
+def _rounding(t):
+    # A step of t this small is float32 rounding: 64 ulps of max(|t|, 1).
+    return 64 * 1.1920928955078125e-07 * tl.maximum(tl.abs(t), 1.0)
+
+
+@triton.jit
 def outer_step(t, t_lo, t_hi, g, d_g, last_step, before_last):
     """One safeguarded Newton step on t for G(t) = log Σ q (decreasing; root G = 0): the
     bracket shrinks with the sign of g, and a Newton step is taken only inside it and when
     it at most halves the step before last (rtsafe's rule), else the bracket's midpoint.
     Returns (t, t_lo, t_hi, last_step, before_last) for the next step."""
-    eps = 64 * 1.1920928955078125e-07
     t_lo = tl.where(g > 0, t, t_lo)
     t_hi = tl.where(g > 0, t_hi, t)
     newton = t - g / d_g
     step = tl.abs(newton - t)
     # Rounding-sized steps must not trip the cycle test once converged (see bok.py).
-    rounding = eps * tl.maximum(tl.abs(t), 1.0)
+    rounding = _rounding(t)
     in_bracket = (newton >= t_lo - rounding) & (newton <= t_hi + rounding)
     accept = in_bracket & ((2 * step <= before_last) | (step <= rounding))
     following = tl.where(accept, tl.minimum(tl.maximum(newton, t_lo), t_hi), 0.5 * (t_lo + t_hi))
@@ -82,8 +87,12 @@ def outer_step(t, t_lo, t_hi, g, d_g, last_step, before_last):
 
 @triton.jit
 def solve_row(a, b, k, tail, OUTER: tl.constexpr, INNER: tl.constexpr):
-    """(u, t, log Σ q) for one row's head a, b and the tail's log-mass: OUTER bracketed Newton
-    steps on t, each after INNER inner steps, then 2·INNER more at the final t."""
+    """(u, t, log Σ q) for one row's head a, b and the tail's log-mass: up to OUTER bracketed
+    Newton steps on t, each after INNER inner steps, then 2·INNER more at the final t. The
+    outer steps stop once two in a row moved t by rounding only (`_rounding`): t is then
+    settled, and the steps left would only repeat the inner ones that the final 2·INNER
+    do. A program solves one row, so the row's budget ends without waiting on any other;
+    the torch path (batched rows, no host sync) runs the whole budget."""
     dead = a == -float("inf")
     b = tl.where(dead, 0.0, b)
     a = tl.maximum(a, -1e30)
@@ -93,14 +102,19 @@ def solve_row(a, b, k, tail, OUTER: tl.constexpr, INNER: tl.constexpr):
     u = a - t
     last_step = t_hi - t_lo
     before_last = last_step
-    for _ in range(OUTER):
+    steps = 0
+    calm = 0
+    while (steps < OUTER) & (calm < 2):
         u = inner_roots(u, a - t, b, k, INNER)
         g = log_mass(u, tail - t)
         _, slope = phi_and_slope(u, a - t, b, k)
         moving = tl.where(u < 0, tl.exp(u - g) / slope, 0.0)
         d_g = -(tl.sum(moving, axis=0) + tl.exp(tail - t - g))
+        t_before = t
         t, t_lo, t_hi, last_step, before_last = outer_step(
             t, t_lo, t_hi, g, d_g, last_step, before_last
         )
+        calm = tl.where(last_step <= _rounding(t_before), calm + 1, 0)
+        steps += 1
     u = inner_roots(u, a - t, b, k, 2 * INNER)
     return u, t, log_mass(u, tail - t)
