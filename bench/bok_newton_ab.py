@@ -27,8 +27,8 @@ def decoders(pkg):
     return {
         "exact prob": pkg.BestOfK(8, 0.02, 0.2, weights="prob", **v),
         "exact prob β=2": pkg.BestOfK(8, 2.0, 0.2, weights="prob", **v),
-        "exact top-64": pkg.BestOfK(8, 0.02, 0.2, top_m=64, **v),
-        "exact top-64 β=2": pkg.BestOfK(8, 2.0, 0.2, top_m=64, **v),
+        "exact top-64": pkg.BestOfK(8, 0.02, 0.2, weights="topm", top_m=64, **v),
+        "exact top-64 β=2": pkg.BestOfK(8, 2.0, 0.2, weights="topm", top_m=64, **v),
     }
 
 
