@@ -1358,6 +1358,26 @@ def check_bok_prob_heads_of_every_size() -> None:
         assert 0 < sizes[0] <= SMALL_HEAD.value < sizes[1] <= COMPACT.value < sizes[2], sizes
 
 
+def check_bok_prob_mirror_first_step_weighs_each_tail_token() -> None:
+    # Mirror's first step from q₀ = p weighs a tail token by (1 − p_v)^{K−1}, which the
+    # ratio bound ρ_v < ε does not make 1 when r = softmax(A) is much sharper than p (here
+    # c = 1/τ_p + 1/λ = 6): the mid tokens below (p_v ≈ 0.02–0.03, r_v ≈ 1e-8) are in the
+    # tail, and their factor moves q_v by ~0.3%. The tail's mass is taken as Σ exp(A + b)
+    # (within ε of the total, bok_prob's docstring), but each token's q keeps its factor.
+    # Their q is ~1e-8, so q is compared with float64 token by token, relative.
+    z = torch.full((3, 6000), -10.0)
+    z[:, 7] = 3.0
+    for row, mids in enumerate((20, 40, 60)):
+        z[row, 100 : 100 + mids * 50 : 50] = torch.linspace(-0.2, 0.2, mids)
+    for steps in (1, 3):
+        decoder = d.BestOfK(8, 0.1, 0.2, weights="prob", solver="mirror", steps=steps)
+        q = table.BOK_PROB.probs(decoder, z).double()
+        reference = decoder.probs(z.double())
+        seen = reference > 1e-30
+        relative = ((q - reference).abs() / reference)[seen].max()
+        assert relative < 1e-4, (steps, float(relative))
+
+
 def check_bok_prob_coordinated_draw_is_the_torch_path_in_head_order() -> None:
     # With codes, Best-of-K w = p draws over its head's tokens in id order, then the tail
     # in id order; an overflowing row, over its written q in id order: the torch path's

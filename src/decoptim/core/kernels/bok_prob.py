@@ -13,6 +13,14 @@ q_v ≤ r_v·e^{b_v}, r = softmax(A) (the β = 0 optimum). So a token with
 is solved in closed form, u_v = A_v + b_v − t, its relative error below ε. ρ_v grows with z_v,
 so these tokens are those below one bound per row, and Σ_v √(p_v r_v) ≤ 1 caps the others
 at 1/√(ρ-threshold) (a few dozen on language-model rows).
+
+Mirror's first step starts from q₀ = p, which need not obey that bound: a tail token's
+coverage factor (1 − p_v)^{K−1} moves A_v + b_v by δ_v ≤ b_v(K−1)p_v (K is a whole number).
+Its q is then off by a factor e^{−δ_v}, but the tail's mass is not: with Z the step's
+normaliser, e^{A_v}/Z ≤ r_v, so the tail's mass moves by at most
+Σ_tail r_v·e^{b_v}·βK(K−1)·p_v² ≤ Σ_tail ρ_v·p_v < ε of the total. So every step's tail mass
+is the one closed form Σ exp(A + b), which the gather sums, and only a token's own q after a
+single step (written, or drawn from the tail) takes its factor (`bok_terms`).
 1. Per row: max z, LSE(c·(z − max z)) and LSE((z − max z)/τ_p).
 2. Gather the tokens above the bound (the head) and sum the tail's closed-form mass.
 3. One program per row solves the head in registers, with the tail as one log-mass: the
@@ -127,14 +135,13 @@ def _prob_gather_kernel(
     V,
     CHUNK,
     STAT_SPLITS,
-    MIRROR: tl.constexpr,
     CAP: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
     STAGES: tl.constexpr,
 ):
-    # Per (row, split): the head tokens (ρ_v ≥ ε) into the split's slot; the tail's
-    # Σ exp(A + b − top) (and, for mirror's first step, Σ exp(A + b(1 − p)^{K−1} − top)).
+    # Per (row, split): the head tokens (ρ_v ≥ ε) into the split's slot, and the tail's
+    # Σ exp(A + b − top), every solver's and step's tail mass (the module's docstring).
     # Split 0 stores the row's gap, by which the later kernels tell the head from the tail.
     row, split, splits = program_position()
     c, inv_tau_p, beta_k, k = _row_params(c_ptr, inv_tau_p_ptr, betak_ptr, k_ptr, row)
@@ -151,25 +158,19 @@ def _prob_gather_kernel(
     slot = (row * splits + split).to(tl.int64) * CAP
     begin, end = split_bounds(split, CHUNK, V)
     found = tl.zeros((), tl.int32)
-    # The tail's sums are kept per lane and reduced once, after the loop: a reduction per
+    # The tail's sum is kept per lane and reduced once, after the loop: a reduction per
     # block is an exchange through shared memory and a barrier.
     tail = tl.zeros((BLOCK,), tl.float32)
-    tail_first = tl.zeros((BLOCK,), tl.float32)
     for start in tl.range(begin, end, BLOCK, num_stages=STAGES):
         offs = start + tl.arange(0, BLOCK)
         inside = offs < end
         z = load_logits(z_ptr + base + offs, inside)
         keep = inside & in_prob_head(z, z_max, slope, gap)
         found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
-        a, p, b = prob_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
-        in_tail = inside & ~keep
-        tail += tl.where(in_tail, tl.exp(a + b - top), 0.0)
-        if MIRROR:
-            first = mirror_exponent(a, b, p, k)
-            tail_first += tl.where(in_tail, tl.exp(first - top), 0.0)
+        a, _, b = prob_terms(z, z_max, c, inv_tau_p, lse_p, beta_k)
+        tail += tl.where(inside & ~keep, tl.exp(a + b - top), 0.0)
     tl.store(count_ptr + row * splits + split, found)
-    tl.store(tail_ptr + (row * 2) * splits + split, tl.sum(tail, axis=0))
-    tl.store(tail_ptr + (row * 2 + 1) * splits + split, tl.sum(tail_first, axis=0))
+    tl.store(tail_ptr + row * splits + split, tl.sum(tail, axis=0))
 
 
 @triton.jit
@@ -264,14 +265,15 @@ def _mirror_full_row(z_ptr, q_ptr, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top
 
 
 @triton.jit
-def _solve_head(x, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first, STEPS,
-                MIRROR: tl.constexpr, OUTER: tl.constexpr, INNER: tl.constexpr):  # fmt: skip
+def _solve_head(x, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, STEPS, MIRROR: tl.constexpr,
+                OUTER: tl.constexpr, INNER: tl.constexpr):  # fmt: skip
     # q on the head tokens x (−inf lanes are empty) and the tail's shift, given the tail's
-    # log-mass (and, for mirror's first step, that of A + b(1 − p)^{K−1}).
+    # log-mass, log Σ exp(A + b): every mirror step's, the first's to within ε (the
+    # module's docstring).
     a, p, b = prob_terms(x, z_max, c, inv_tau_p, lse_p, beta_k)
     if MIRROR:
         log_x = mirror_exponent(a, b, p, k)
-        log_total = log_mass(log_x, tail_first)
+        log_total = log_mass(log_x, tail)
         for _step in range(STEPS - 1):
             q = tl.exp(log_x - log_total)
             log_x = mirror_exponent(a, b, q, k)
@@ -283,21 +285,20 @@ def _solve_head(x, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first, STEP
 
 
 @triton.jit
-def _head_q_or_token(x, where, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first,
-                     STEPS, q_head_ptr, token_ptr, seed_ptr, code_ptr, group_ptr, index_ptr,
-                     step_ptr, next_code_ptr, tail_code_ptr, code_scale_ptr, row,
-                     WIDTH: tl.constexpr, MIRROR: tl.constexpr, FIRST_STEP: tl.constexpr,
-                     OUTER: tl.constexpr, INNER: tl.constexpr, SAMPLE: tl.constexpr,
-                     CODED: tl.constexpr):  # fmt: skip
+def _head_q_or_token(x, where, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, STEPS,
+                     q_head_ptr, token_ptr, seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr,
+                     next_code_ptr, tail_code_ptr, code_scale_ptr, row, WIDTH: tl.constexpr,
+                     MIRROR: tl.constexpr, OUTER: tl.constexpr, INNER: tl.constexpr,
+                     SAMPLE: tl.constexpr, CODED: tl.constexpr):  # fmt: skip
     # Solve the head x (`valid` lanes) and store its q at the slot positions `where`, or with
     # SAMPLE draw the row's token (`where`: the head's ids). Returns the tail's shift.
-    q_head, shift = _solve_head(x, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first,
-                                STEPS, MIRROR, OUTER, INNER)  # fmt: skip
+    q_head, shift = _solve_head(x, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, STEPS, MIRROR,
+                                OUTER, INNER)  # fmt: skip
     if SAMPLE:
-        # The tail's mass is that of its log-mass in the head's normaliser (a single mirror
-        # step's tail is A + b·(1 − p)^{K−1}); counters row·WIDTH + lane, WIDTH the unpacked
-        # head's lanes, are distinct across rows whether or not a row's head was packed.
-        tail_mass = tl.exp((tail_first if FIRST_STEP else tail) - shift)
+        # The tail's mass is that of its log-mass in the head's normaliser; counters
+        # row·WIDTH + lane, WIDTH the unpacked head's lanes, are distinct across rows whether
+        # or not a row's head was packed.
+        tail_mass = tl.exp(tail - shift)
         token = head_or_tail(q_head, where, valid, tail_mass, tl.arange(0, x.shape[0]), row,
                              WIDTH, seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr,
                              next_code_ptr, tail_code_ptr, code_scale_ptr, CODED)  # fmt: skip
@@ -341,7 +342,6 @@ def _prob_head_kernel(
     CAND_SPLITS,
     STEPS,
     MIRROR: tl.constexpr,
-    FIRST_STEP: tl.constexpr,
     OUTER: tl.constexpr,
     INNER: tl.constexpr,
     CAP: tl.constexpr,
@@ -369,7 +369,7 @@ def _prob_head_kernel(
         x, ids, valid, overflow = load_candidates(
             cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
         )
-        tail, tail_first = _tail_log_masses(tail_ptr, row, CAND_SPLITS, top, SPLIT_BLOCK)
+        tail = _tail_log_mass(tail_ptr, row, CAND_SPLITS, top, SPLIT_BLOCK)
         if overflow:
             z_row = z_ptr + row.to(tl.int64) * V
             q_row = q_ptr + row.to(tl.int64) * V
@@ -396,17 +396,16 @@ def _prob_head_kernel(
                 )  # fmt: skip
                 shift = _head_q_or_token(
                     packed_x, packed_where, packed, z_max, c, inv_tau_p, lse_p, beta_k, k,
-                    tail, tail_first, STEPS, q_head_ptr, token_ptr, seed_ptr, code_ptr,
-                    group_ptr, index_ptr, step_ptr, next_code_ptr, tail_code_ptr,
-                    code_scale_ptr, row, SLOTS * CAP, MIRROR, FIRST_STEP, OUTER, INNER, SAMPLE,
-                    CODED,
+                    tail, STEPS, q_head_ptr, token_ptr, seed_ptr, code_ptr, group_ptr,
+                    index_ptr, step_ptr, next_code_ptr, tail_code_ptr, code_scale_ptr, row,
+                    SLOTS * CAP, MIRROR, OUTER, INNER, SAMPLE, CODED,
                 )  # fmt: skip
             else:
                 shift = _head_q_or_token(
-                    x, where, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, tail_first,
-                    STEPS, q_head_ptr, token_ptr, seed_ptr, code_ptr, group_ptr, index_ptr,
-                    step_ptr, next_code_ptr, tail_code_ptr, code_scale_ptr, row, SLOTS * CAP,
-                    MIRROR, FIRST_STEP, OUTER, INNER, SAMPLE, CODED,
+                    x, where, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, STEPS,
+                    q_head_ptr, token_ptr, seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr,
+                    next_code_ptr, tail_code_ptr, code_scale_ptr, row, SLOTS * CAP, MIRROR,
+                    OUTER, INNER, SAMPLE, CODED,
                 )  # fmt: skip
     if SAMPLE:
         tl.store(arrivals_ptr + row, 0)
@@ -422,14 +421,11 @@ def _prob_head_kernel(
 
 
 @triton.jit
-def _tail_log_masses(tail_ptr, row, SPLITS, top, SPLIT_BLOCK: tl.constexpr):
-    # The tail's log-mass, log Σ exp(A + b), and for mirror's first step that of
-    # A + b·(1 − p)^{K−1}, from the gather's per-split sums.
+def _tail_log_mass(tail_ptr, row, SPLITS, top, SPLIT_BLOCK: tl.constexpr):
+    # The tail's log-mass, log Σ exp(A + b), from the gather's per-split sums.
     offs = tl.arange(0, SPLIT_BLOCK)
-    present = offs < SPLITS
-    tails = tl.load(tail_ptr + row * 2 * SPLITS + offs, mask=present, other=0.0)
-    firsts = tl.load(tail_ptr + (row * 2 + 1) * SPLITS + offs, mask=present, other=0.0)
-    return tl.log(tl.sum(tails, axis=0)) + top, tl.log(tl.sum(firsts, axis=0)) + top
+    tails = tl.load(tail_ptr + row * SPLITS + offs, mask=offs < SPLITS, other=0.0)
+    return tl.log(tl.sum(tails, axis=0)) + top
 
 
 # Heads of at most this many tokens (a few dozen on language-model rows) are solved by
@@ -471,7 +467,6 @@ def _prob_small_head_kernel(
     CAND_SPLITS,
     STEPS,
     MIRROR: tl.constexpr,
-    FIRST_STEP: tl.constexpr,
     OUTER: tl.constexpr,
     INNER: tl.constexpr,
     CAP: tl.constexpr,
@@ -490,15 +485,15 @@ def _prob_small_head_kernel(
         z_max, _lse_c, lse_p, top = _row_terms(
             max_ptr, sum_c_ptr, sum_p_ptr, row, STAT_SPLITS, c, inv_tau_p, beta_k, SPLIT_BLOCK
         )
-        tail, tail_first = _tail_log_masses(tail_ptr, row, CAND_SPLITS, top, SPLIT_BLOCK)
+        tail = _tail_log_mass(tail_ptr, row, CAND_SPLITS, top, SPLIT_BLOCK)
         x, ids, valid, position = load_few_candidates(
             cand_x_ptr, cand_index_ptr, counts, row, CAND_SPLITS, CAP, SPLIT_BLOCK, SMALL_HEAD
         )
         shift = _head_q_or_token(
             x, ids if SAMPLE else position, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail,
-            tail_first, STEPS, qhead_ptr + row.to(tl.int64) * CAND_SPLITS * CAP, token_ptr,
+            STEPS, qhead_ptr + row.to(tl.int64) * CAND_SPLITS * CAP, token_ptr,
             seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr, next_code_ptr, tail_code_ptr,
-            code_scale_ptr, row, SLOTS * CAP, MIRROR, FIRST_STEP, OUTER, INNER, SAMPLE, CODED,
+            code_scale_ptr, row, SLOTS * CAP, MIRROR, OUTER, INNER, SAMPLE, CODED,
         )  # fmt: skip
         tl.store(terms_ptr + row * ROW_TERMS + SHIFT, shift)
 
@@ -584,16 +579,15 @@ def _solve(flat: torch.Tensor, problem: ProbProblem, seed: torch.Tensor | CodedD
     splits = gather_splits(vocab)
     chunk = _chunk(vocab, splits)
     candidates = Candidates.empty(rows, splits, device)
-    tails = torch.empty(rows, 2, splits, device=device, dtype=torch.float32)
+    tails = torch.empty(rows, splits, device=device, dtype=torch.float32)
     terms = torch.empty(rows, ROW_TERMS.value, device=device, dtype=torch.float32)
     split_block = pow2_at_least(max(stats.splits, splits), 16)
     mirror = steps > 0
     _prob_gather_kernel[(rows, splits)](
         flat, stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k,
-        candidates.x, candidates.index, candidates.count, tails, terms,
-        vocab, chunk, stats.splits,
-        MIRROR=mirror, CAP=CAP, SPLIT_BLOCK=split_block, BLOCK=GATHER_BLOCK,
-        STAGES=GATHER_STAGES, num_warps=4,
+        candidates.x, candidates.index, candidates.count, tails, terms, vocab, chunk,
+        stats.splits, CAP=CAP, SPLIT_BLOCK=split_block, BLOCK=GATHER_BLOCK, STAGES=GATHER_STAGES,
+        num_warps=4,
     )  # fmt: skip
     q = torch.empty_like(flat)
     q_head = torch.empty(rows, splits, CAP, device=device, dtype=torch.float32)
@@ -602,9 +596,8 @@ def _solve(flat: torch.Tensor, problem: ProbProblem, seed: torch.Tensor | CodedD
     # A coded head writes, per row, the code remapped onto the tail and its scale.
     tail_codes = (torch.empty_like(seed.value), torch.empty_like(seed.value)) if coded else None
     randomness = (*randomness_args(seed, terms), *(tail_codes or (terms, terms)))
-    flags = dict(MIRROR=mirror, FIRST_STEP=steps == 1, OUTER=outer, INNER=inner, CAP=CAP,
-                 SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block, SAMPLE=seed is not None,
-                 CODED=coded)  # fmt: skip
+    flags = dict(MIRROR=mirror, OUTER=outer, INNER=inner, CAP=CAP, SLOTS=pow2_at_least(splits),
+                 SPLIT_BLOCK=split_block, SAMPLE=seed is not None, CODED=coded)  # fmt: skip
     _prob_head_kernel[(rows,)](
         flat, q, stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k,
         candidates.x, candidates.index, candidates.count, tails,
