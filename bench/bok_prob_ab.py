@@ -3,7 +3,7 @@ same process: replayed as CUDA graphs (old/new/old/new) and as eager calls, at B
 64 and 256 on randn·3 rows and at B = 64 and 256 on flat rows (randn·0.5, whose samples
 mostly fall in the tail), with q's agreement and the new tokens' support (docs/
 performance.md: "Stop 43", call 3, against stop 42's d9988cd; "Stop 44", calls 2–4,
-against stop 43's e2b8473).
+against stop 43's e2b8473; "Stop 45", call 5, against ebf51f4).
 
     mkdir -p OLD && git archive REV src/decoptim | tar -x -C OLD \
         && mv OLD/src/decoptim OLD/decoptim_old
