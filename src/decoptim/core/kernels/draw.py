@@ -98,12 +98,13 @@ def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, terms
 @kernel
 def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, edge_id_ptr,
                  terms_ptr, written_ptr, seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr,
-                 next_code_ptr, code_scale_ptr, mass_ptr, top_ptr, arrivals_ptr, out_ptr, V,
-                 CHUNK, BLOCKS,
+                 next_code_ptr, code_scale_ptr, mass_ptr, top_ptr, given_ptr, arrivals_ptr,
+                 out_ptr, V, CHUNK, BLOCKS,
                  BLOCK: tl.constexpr, BLOCKS_POW2: tl.constexpr, MODE: tl.constexpr,
                  FLOOR: tl.constexpr, HEAD: tl.constexpr, PENDING: tl.constexpr,
                  CODED: tl.constexpr, SCALED: tl.constexpr, DRAWS: tl.constexpr,
-                 CHAINED: tl.constexpr, FIRST_STEP: tl.constexpr):  # fmt: skip
+                 CHAINED: tl.constexpr, FIRST_STEP: tl.constexpr,
+                 GIVEN: tl.constexpr):  # fmt: skip
     # With PENDING, rows whose token is already drawn (out[row] ≥ 0) do nothing. With CODED
     # the row's code (code, group seed, index, step) replaces the Philox uniforms, block
     # masses are float64 sums, and the row's next code goes to next_code[row]; with SCALED
@@ -112,10 +113,16 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
     # CHAINED (codes) as `coordinated.coordinated_sample_in_set`'s picks, each from the code
     # the one before passes on: next_code[row, :DRAWS] holds each pick's next code,
     # next_code[row, DRAWS] the code the last passes on. COVERAGE: terms_ptr holds the rows'
-    # `bok_terms` and written_ptr the q of rows whose token is OVERFLOWED.
+    # `bok_terms` and written_ptr the q of rows whose token is OVERFLOWED. With GIVEN, rows
+    # whose given[row] is 1 have their block masses in mass already (float64, of q up to a
+    # factor per row: top-p's edge, `top_p._edge_terms`): their program at split 0 picks at
+    # once and the others do nothing; the other rows stream as usual.
     row, split, splits = program_position()
     marker = tl.load(out_ptr + row) if PENDING else 0
     pending = marker < 0 if PENDING else True
+    if GIVEN:
+        given = tl.load(given_ptr + row) == 1
+        pending = pending & ((split == 0) | ~given)
     if pending:
         # Only the parameters this mode reads are loaded: the others' pointers may be anything.
         c = tl.load(c_ptr + row) if (MODE == AFFINE) | (MODE == LOGITS) else 0.0
@@ -129,6 +136,8 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
         overflowed = marker == OVERFLOWED
         lane = tl.arange(0, BLOCK)
         begin, end = split_bounds(split, CHUNK, V)
+        if GIVEN:
+            end = tl.where(given, begin, end)
         for start in range(begin, end, BLOCK):
             q, top = _block_q(base, start + lane, end, c, z_max, shift, floor, edge_code,
                               edge_id, terms_ptr, written, row, overflowed, MODE, FLOOR, HEAD,
@@ -141,7 +150,10 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
         # arrival; the last program's acquire puts its loads after every arrival. ".cg"
         # reads from L2, past any stale line in this SM's L1.
         tl.debug_barrier()
-        if tl.atomic_add(arrivals_ptr + row, 1, sem="acq_rel", scope="gpu") == splits - 1:
+        last = tl.atomic_add(arrivals_ptr + row, 1, sem="acq_rel", scope="gpu") == splits - 1
+        if GIVEN:
+            last = last | given
+        if last:
             blocks = tl.arange(0, BLOCKS_POW2)
             present = blocks < BLOCKS
             mass = tl.load(mass_ptr + row * BLOCKS + blocks, mask=present, other=0.0,
@@ -344,26 +356,33 @@ def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Ten
             targets: tuple[torch.Tensor, torch.Tensor], mode: int, floor: int = 0,
             head: bool = False, pending: bool = False, code_scale: torch.Tensor | None = None,
             draws: int = 1, coverage: tuple[torch.Tensor, torch.Tensor] | None = None,
-            first_step: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+            first_step: bool = False, given: tuple[torch.Tensor, torch.Tensor] | None = None,
+            ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     # The grid (about PER_SM programs per SM, each over whole blocks), the per-block masses
     # (float64 for codes; and the blocks' maxima, for raw logits), one launch. Returns the
     # tokens and the blocks' maxima [rows, blocks] (raw logits only; else the masses).
-    # `coverage`: COVERAGE's row terms and written q.
+    # `coverage`: COVERAGE's row terms and written q. `given`: block masses (float64
+    # [rows, blocks]) and per row 1 where they hold the row's (int32 [rows]).
     rows, vocab = x.shape
     splits = splits_for(rows, vocab, x.device, per_sm=PER_SM, block=BLOCK)
     blocks = cdiv(vocab, BLOCK)
     coded = isinstance(source, CodedDraw)
-    mass_type = torch.float64 if coded else torch.float32
-    mass = torch.empty(rows, blocks, device=x.device, dtype=mass_type)
+    if given is None:
+        mass_type = torch.float64 if coded else torch.float32
+        mass = torch.empty(rows, blocks, device=x.device, dtype=mass_type)
+    else:
+        mass = given[0]
     tops = torch.empty(rows, blocks, device=x.device) if mode == LOGITS.value else mass
     tokens, arrivals = targets
     _draw_kernel[(rows, splits)](
         x, *params, *(coverage or (mass, mass)), *randomness_args(source, mass),
-        mass if code_scale is None else code_scale, mass, tops, arrivals, tokens, vocab,
+        mass if code_scale is None else code_scale, mass, tops,
+        arrivals if given is None else given[1], arrivals, tokens, vocab,
         chunk_for(vocab, splits, BLOCK), blocks, BLOCK=BLOCK,
         BLOCKS_POW2=pow2_at_least(blocks, 16), MODE=mode, FLOOR=floor, HEAD=head,
         PENDING=head or pending, CODED=coded, SCALED=code_scale is not None, DRAWS=draws,
-        CHAINED=coded and draws > 1, FIRST_STEP=first_step, num_warps=WARPS,
+        CHAINED=coded and draws > 1, FIRST_STEP=first_step, GIVEN=given is not None,
+        num_warps=WARPS,
     )  # fmt: skip
     return tokens, tops
 
@@ -398,6 +417,7 @@ def draw_affine(
     tempered: bool = False,
     code_scale: torch.Tensor | None = None,
     pending: bool = False,
+    given: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One token per row of z [rows, V] from q ∝ exp(c·(z − z_max) − shift) ([rows] each),
     with the randomness `source` from `draw_seed`: with `floor`, only over c·z ≥ floor (with
@@ -406,11 +426,14 @@ def draw_affine(
     whose token (in `targets`) is still −1; with `pending`, only on those rows too.
     `code_scale` (float64 [rows], with a coded `source` whose codes were remapped onto this
     draw's q from a row holding more, as Best-of-K's head does): Σ_row / Σ q, so that the
-    next codes' refill grain is the row's."""
+    next codes' refill grain is the row's. `given` (float64 block masses [rows, cdiv(V,
+    BLOCK)] of q up to a factor per row, and int32 [rows], 1 where a row's masses are
+    given): the rows given pick over those masses without reading their row (top-p's edge
+    sums them on its way: `top_p._edge_terms`)."""
     edge = (shift, shift) if head_edge is None else head_edge
     params = (c, z_max, shift, shift if floor is None else floor, *edge)
     return _launch(z, params, source, targets, AFFINE.value, floor_mode(floor, tempered),
-                   head_edge is not None, pending, code_scale)[0]  # fmt: skip
+                   head_edge is not None, pending, code_scale, given=given)[0]  # fmt: skip
 
 
 def draw_from_logits(

@@ -36,6 +36,7 @@ from .candidates import (
     gather_splits,
     load_candidates,
 )
+from .draw import BLOCK as DRAW_BLOCK
 from .draw import (
     CodedDraw,
     Randomness,
@@ -48,6 +49,7 @@ from .launch import kernel
 from .streaming import BLOCK as STREAM_BLOCK
 from .streaming import (
     RowStats,
+    cdiv,
     chunk_for,
     code_of,
     exp_affine,
@@ -64,6 +66,8 @@ from .streaming import (
 )
 
 BLOCK = 4096
+# The gather streams the draw's blocks, so that it can sum the draw's block masses.
+assert STREAM_BLOCK == DRAW_BLOCK, (STREAM_BLOCK, DRAW_BLOCK)
 
 
 class ProfilePasses(NamedTuple):
@@ -286,8 +290,10 @@ def _top_p_gather_kernel(
     count_ptr,
     above_ptr,
     extremes_ptr,
+    block_mass_ptr,
     V,
     CHUNK,
+    BLOCKS,
     LEVELS: tl.constexpr,
     KEY: tl.constexpr,
     PENDING: tl.constexpr,
@@ -295,12 +301,16 @@ def _top_p_gather_kernel(
     CAP: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
+    BLOCK_MASSES: tl.constexpr,
 ):
     # Per (row, split): the tokens whose key lies inside the last profile's bracket around
     # the edge, lo ≤ key < upper; split 0 also stores the mass at or above `upper`, which
     # that profile has summed already (the other splits store 0); for typical also the
     # largest z and the smallest x of those above (they are in the set, and may be its
-    # extremes: `_top_p_solve_kernel`).
+    # extremes: `_top_p_solve_kernel`). With BLOCK_MASSES (BLOCK the draw's block), each
+    # block's float64 Σ e^{x − max x} over key ≥ upper, in block_mass [rows, BLOCKS]: the
+    # tokens surely in the set, to which the solve adds the gathered ones it keeps, so the
+    # draw need not read the row (`draw.draw_affine`'s given masses).
     row, split, splits = program_position()
     if _pending(tokens_ptr, row, PENDING):
         last = (LEVELS - 1) * tl.num_programs(0)
@@ -308,7 +318,8 @@ def _top_p_gather_kernel(
         profile_ptr += last * splits * PROFILE
         inv_tau = tl.load(inv_tau_ptr + row)
         p = tl.load(p_ptr + row)
-        _, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
+        z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p,
+                                       SPLIT_BLOCK)  # fmt: skip
         lo = tl.load(bracket_ptr + row * 2)
         hi = tl.load(bracket_ptr + row * 2 + 1)
         lo, _, above, upper = _narrow(lo, hi, profile_ptr, row, splits, target, PROFILE,
@@ -327,6 +338,11 @@ def _top_p_gather_kernel(
             key = _key(z, inv_tau, centre, KEY)
             keep = inside & (key >= lo) & (key < upper)
             found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
+            if BLOCK_MASSES:
+                # The profile's e, on the profile's keys at or above `upper`.
+                sure = tl.where(inside & (key >= upper), tl.exp(inv_tau * (z - z_max)), 0.0)
+                tl.store(block_mass_ptr + row * BLOCKS + start // BLOCK,
+                         tl.sum(sure.to(tl.float64), axis=0))  # fmt: skip
             if KEY == TYPICAL:
                 high = key >= upper
                 z_high = tl.maximum(z_high, tl.max(tl.where(high, z, -float("inf")), axis=0))
@@ -409,14 +425,32 @@ def _row_solve_inputs(inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_
                       cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP: tl.constexpr,
                       SLOTS: tl.constexpr, SPLIT_BLOCK: tl.constexpr):  # fmt: skip
     # What a per-row solve of top-p's edge reads: 1/τ, p, max z, p·Σ, and the row's gathered
-    # z (values, validity, whether a slot overflowed).
+    # z (values, ids, validity, whether a slot overflowed).
     inv_tau = tl.load(inv_tau_ptr + row)
     p = tl.load(p_ptr + row)
     z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
-    z, _ids, valid, overflow = load_candidates(
+    z, ids, valid, overflow = load_candidates(
         cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
     )
-    return inv_tau, p, z_max, target, z, valid, overflow
+    return inv_tau, p, z_max, target, z, ids, valid, overflow
+
+
+@triton.jit
+def _add_kept_to_blocks(block_mass_ptr, row, BLOCKS, e, ids, CAND_SPLITS, SPLIT_BLOCKS,
+                        CAP: tl.constexpr, SLOTS: tl.constexpr, DRAW_BLOCK: tl.constexpr,
+                        SPLIT_BLOCKS_POW2: tl.constexpr):  # fmt: skip
+    # block_mass[row, b] += Σ e over the gathered tokens of block b (e: 0 where not kept).
+    # A slot's tokens lie in its split's SPLIT_BLOCKS blocks, so each block's sum is taken
+    # over its split's slot alone, in slot order: no atomics, the same sums every run.
+    e = tl.reshape(e.to(tl.float64), (SLOTS, CAP))
+    block = tl.reshape(ids, (SLOTS, CAP)) // DRAW_BLOCK
+    split = tl.arange(0, SLOTS)
+    for j in tl.static_range(SPLIT_BLOCKS_POW2):
+        target = split * SPLIT_BLOCKS + j
+        ptrs = block_mass_ptr + row * BLOCKS + target
+        present = (split < CAND_SPLITS) & (target < (split + 1) * SPLIT_BLOCKS) & (target < BLOCKS)
+        sums = tl.sum(tl.where(block == target[:, None], e, 0.0), axis=1)
+        tl.store(ptrs, tl.load(ptrs, mask=present, other=0.0) + sums, mask=present)
 
 
 @kernel
@@ -439,8 +473,12 @@ def _top_p_solve_kernel(
     shift_ptr,
     zmax_ptr,
     arrivals_ptr,
+    block_mass_ptr,
+    given_ptr,
     V,
     CAND_SPLITS,
+    BLOCKS,
+    SPLIT_BLOCKS,
     KEY: tl.constexpr,
     PENDING: tl.constexpr,
     CAP: tl.constexpr,
@@ -448,15 +486,21 @@ def _top_p_solve_kernel(
     SPLIT_BLOCK: tl.constexpr,
     ROW_BLOCK: tl.constexpr,
     SAMPLE: tl.constexpr,
+    BLOCK_MASSES: tl.constexpr,
+    DRAW_BLOCK: tl.constexpr,
+    SPLIT_BLOCKS_POW2: tl.constexpr,
 ):
     # The edge from the gathered bracket (the same code bisection, on a few hundred values in
     # registers), or from the whole row when a slot overflowed; the kept tokens are those
     # whose key is ≥ the edge, and q = e^{x − max x − shift} on them. Top-p's set is
     # {x ≥ floor}. Typical's is an interval of z, stored as {x ≥ floor} (its smallest x) and
     # a ceiling, its largest z. With SAMPLE, also zero the arrival counters of the draw
-    # that follows. With PENDING, rows whose token is drawn already solve nothing.
+    # that follows. With PENDING, rows whose token is drawn already solve nothing. With
+    # BLOCK_MASSES, add the kept gathered tokens' e to their blocks' masses (the gather's,
+    # SPLIT_BLOCKS blocks of DRAW_BLOCK tokens per candidate split) and set given[row] to 1
+    # where the masses are then the row's (not where the whole row was solved, or p = 1).
     row = tl.program_id(0)
-    inv_tau, p, z_max, target, z, valid, overflow = _row_solve_inputs(
+    inv_tau, p, z_max, target, z, ids, valid, overflow = _row_solve_inputs(
         inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_ptr, cand_index_ptr,
         cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS, SPLIT_BLOCK,
     )  # fmt: skip
@@ -468,6 +512,7 @@ def _top_p_solve_kernel(
     floor = -float("inf")
     z_high = float("inf")
     kept = target / p  # Σ: p = 1 keeps every token
+    given = tl.zeros((), tl.int32)
     if (p < 1.0) & _pending(tokens_ptr, row, PENDING):
         # An empty bracket can only come from rounding between the passes' sums: take the
         # whole row then too.
@@ -499,6 +544,13 @@ def _top_p_solve_kernel(
                 )
             else:
                 floor = float_of_code(edge)
+            if BLOCK_MASSES:
+                _add_kept_to_blocks(block_mass_ptr, row, BLOCKS, tl.where(codes >= edge, e, 0.0),
+                                    ids, CAND_SPLITS, SPLIT_BLOCKS, CAP, SLOTS, DRAW_BLOCK,
+                                    SPLIT_BLOCKS_POW2)  # fmt: skip
+                given = 1
+    if BLOCK_MASSES:
+        tl.store(given_ptr + row, given)
     tl.store(floor_ptr + row, floor)
     if KEY == TYPICAL:
         tl.store(ceiling_ptr + row, z_high)
@@ -619,7 +671,7 @@ def _top_p_in_top_k_kernel(
     # found the k-th largest (x = z there), so the edge is bisected over their codes; a row
     # whose slots overflowed is bisected over the whole row.
     row = tl.program_id(0)
-    inv_tau, p, z_max, target, z, valid, overflow = _row_solve_inputs(
+    inv_tau, p, z_max, target, z, _ids, valid, overflow = _row_solve_inputs(
         inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_ptr, cand_index_ptr,
         cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS, SPLIT_BLOCK,
     )  # fmt: skip
@@ -669,11 +721,20 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     # Per row of flat [rows, V]: the floor on x = z·(1/τ), the shift and max z of
     # q = exp((z − max z)/τ − shift) on the kept set, and for typical the set's largest z;
     # with `arrivals`, zeroes them too. With `pending` (tokens, int64 [rows]), only the rows
-    # whose token is −1 read z; the others' terms are left unsolved.
+    # whose token is −1 read z; the others' terms are left unsolved. For a top-p draw
+    # (`arrivals`, key NUCLEUS) also the draw's block masses, which the gather and the solve
+    # sum on their way (`draw_affine`'s `given`); else None.
     rows, vocab = flat.shape
     device = flat.device
     splits = gather_splits(vocab)
     chunk = chunk_for(vocab, splits, STREAM_BLOCK)
+    block_masses = arrivals is not None and key == NUCLEUS.value
+    draw_blocks = cdiv(vocab, STREAM_BLOCK)
+    given = (
+        torch.empty(rows, draw_blocks, device=device, dtype=torch.float64),
+        torch.empty(rows, device=device, dtype=torch.int32),
+    ) if block_masses else None  # fmt: skip
+    mass_args = given or (stats.sums, stats.sums)
     split_block = pow2_at_least(max(stats.splits, splits), 16)
     tokens = stats.sums if pending is None else pending
     passes = EDGE_PASSES if pending is None else PENDING_EDGE_PASSES
@@ -703,26 +764,28 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     extremes = torch.empty(rows, splits, 2, device=device, dtype=torch.float32)
     _top_p_gather_kernel[(rows, splits)](
         flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
-        profiles, candidates.x, candidates.index, candidates.count, above, extremes, vocab,
-        chunk, LEVELS=passes.levels, CAP=CAP, BLOCK=STREAM_BLOCK, num_warps=4, **common,
+        profiles, candidates.x, candidates.index, candidates.count, above, extremes,
+        mass_args[0], vocab, chunk, draw_blocks, LEVELS=passes.levels, CAP=CAP,
+        BLOCK=STREAM_BLOCK, BLOCK_MASSES=block_masses, num_warps=4, **common,
     )  # fmt: skip
     floor, ceiling, shift, z_max = torch.empty(4, rows, device=device, dtype=torch.float32)
     _top_p_solve_kernel[(rows,)](
         flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, candidates.x,
         candidates.index, candidates.count, above, extremes, floor, ceiling, shift, z_max,
-        floor if arrivals is None else arrivals, vocab, splits, KEY=key,
-        PENDING=pending is not None, CAP=CAP, SLOTS=pow2_at_least(splits),
-        SPLIT_BLOCK=split_block, ROW_BLOCK=BLOCK, SAMPLE=arrivals is not None,
-        num_warps=ROW_WARPS,
+        floor if arrivals is None else arrivals, *mass_args, vocab, splits, draw_blocks,
+        chunk // STREAM_BLOCK, KEY=key, PENDING=pending is not None, CAP=CAP,
+        SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block, ROW_BLOCK=BLOCK,
+        SAMPLE=arrivals is not None, BLOCK_MASSES=block_masses, DRAW_BLOCK=STREAM_BLOCK,
+        SPLIT_BLOCKS_POW2=pow2_at_least(chunk // STREAM_BLOCK), num_warps=ROW_WARPS,
     )  # fmt: skip
-    return floor, shift, z_max, ceiling
+    return floor, shift, z_max, ceiling, given
 
 
 def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Top-p of softmax(z/τ) per row (z [..., V] float32 CUDA; 1/τ and p float32 [rows])."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
     stats = row_stats(flat, inv_tau)
-    floor, shift, z_max, _ = _edge_terms(flat, inv_tau, p, stats, inv_tau, NUCLEUS.value)
+    floor, shift, z_max, _, _ = _edge_terms(flat, inv_tau, p, stats, inv_tau, NUCLEUS.value)
     return exp_affine(flat, inv_tau, z_max, shift, floor).reshape(z.shape)
 
 
@@ -788,12 +851,12 @@ def sample_at_the_edge(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tenso
     head edge, always draws only those."""
     tokens, arrivals = targets
     centre = inv_tau if centre is None else centre
-    floor, shift, z_max, ceiling = _edge_terms(
+    floor, shift, z_max, ceiling, given = _edge_terms(
         flat, inv_tau, p, stats, centre, key, arrivals, tokens if pending else None
     )  # fmt: skip
     head = _head_edge(ceiling) if key == TYPICAL.value else None
     return draw_affine(flat, inv_tau, z_max, shift, source, targets, floor=floor,
-                       head_edge=head, pending=pending)  # fmt: skip
+                       head_edge=head, pending=pending, given=given)  # fmt: skip
 
 
 def _sample(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: RowStats | None,
@@ -862,7 +925,7 @@ def typical_probs(z: torch.Tensor, inv_tau: torch.Tensor, mass: torch.Tensor) ->
     (a head edge, the tokens above it excluded)."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
     stats, centre = _typical_centre(flat, inv_tau)
-    floor, shift, z_max, ceiling = _edge_terms(flat, inv_tau, mass, stats, centre, TYPICAL.value)
+    floor, shift, z_max, ceiling, _ = _edge_terms(flat, inv_tau, mass, stats, centre, TYPICAL.value)
     q = exp_affine(flat, inv_tau, z_max, shift, floor, head_edge=_head_edge(ceiling))
     return q.reshape(z.shape)
 
