@@ -13,6 +13,11 @@ relative to: no row max is needed first). The row's last program to finish then
 1. picks a block: the first whose float64 running sum of block masses exceeds u₁·Σ;
 2. reloads that block and picks the token the same way, with u₂, over its q.
 
+Top-p's draw at its edge is given its block masses by the passes that found the edge
+(`top_p._edge_terms`: float64 sums of the float32 e^{x − max x} that q is, up to its
+normaliser e^{shift} and one rounding), so it skips the stream, takes steps 1 and 2, and
+reads one block per row.
+
 So a draw reads the row once, with one exp per token and no random number per token (an
 exponential race spends a Philox word and a log on every token), and writes nothing of size
 [rows, V]; u₁ and u₂ are 53-bit uniforms from one Philox call per row.

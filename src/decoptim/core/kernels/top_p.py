@@ -5,7 +5,10 @@ bracket narrowed ~1000–2400× by passes that profile the mass above 8 or 32 th
 tokens left inside it gathered, and x* found by bisection over their order-preserving int32
 codes (ties at the edge kept exactly as on the CPU); a row whose bracket overflows the slots
 is bisected over the whole row. A streaming pass writes q, or for a sample draws from q's
-closed form without writing it (`draw.draw_affine`).
+closed form without writing it (`draw.draw_affine`). A top-p sample does not read the row
+for its draw: the gather sums each draw block's tokens above the last bracket (all in the
+set) and the solve adds the gathered tokens it keeps, so the draw only picks a block and
+reads that one (rows solved over the whole row, and p = 1, stream as before).
 
 A plain (Philox) top-p sample rarely needs the edge: tokens drawn from the whole softmax
 are kept only inside the nucleus, which a token x is in exactly when the mass above it,
