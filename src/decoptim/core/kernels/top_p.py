@@ -5,10 +5,10 @@ bracket narrowed ~1000–2400× by passes that profile the mass above 8 or 32 th
 tokens left inside it gathered, and x* found by bisection over their order-preserving int32
 codes (ties at the edge kept exactly as on the CPU); a row whose bracket overflows the slots
 is bisected over the whole row. A streaming pass writes q, or for a sample draws from q's
-closed form without writing it (`draw.draw_affine`). A top-p sample does not read the row
-for its draw: the gather sums each draw block's tokens above the last bracket (all in the
-set) and the solve adds the gathered tokens it keeps, so the draw only picks a block and
-reads that one (rows solved over the whole row, and p = 1, stream as before).
+closed form without writing it (`draw.draw_affine`). A top-p sample's draw reads one split
+of the row: the gather sums each split's tokens above the last bracket (all in the set) and
+the solve adds the gathered tokens it keeps, so the draw picks a split by those masses and
+streams that split alone (rows solved over the whole row, and p = 1, stream as before).
 
 A plain (Philox) top-p sample rarely needs the edge: tokens drawn from the whole softmax
 are kept only inside the nucleus, which a token x is in exactly when the mass above it,
@@ -42,6 +42,7 @@ from .candidates import (
 from .draw import BLOCK as DRAW_BLOCK
 from .draw import (
     CodedDraw,
+    GivenSplits,
     Randomness,
     draw_affine,
     draw_many_from_logits,
@@ -52,7 +53,6 @@ from .launch import kernel
 from .streaming import BLOCK as STREAM_BLOCK
 from .streaming import (
     RowStats,
-    cdiv,
     chunk_for,
     code_of,
     exp_affine,
@@ -69,8 +69,9 @@ from .streaming import (
 )
 
 BLOCK = 4096
-# The gather streams the draw's blocks, so that it can sum the draw's block masses.
-assert STREAM_BLOCK == DRAW_BLOCK, (STREAM_BLOCK, DRAW_BLOCK)
+# A split of the gather is whole blocks of the draw's, which the draw reads in a split it
+# is given (`draw.GivenSplits`).
+assert STREAM_BLOCK % DRAW_BLOCK == 0, (STREAM_BLOCK, DRAW_BLOCK)
 
 
 class ProfilePasses(NamedTuple):
@@ -293,10 +294,9 @@ def _top_p_gather_kernel(
     count_ptr,
     above_ptr,
     extremes_ptr,
-    block_mass_ptr,
+    split_mass_ptr,
     V,
     CHUNK,
-    BLOCKS,
     LEVELS: tl.constexpr,
     KEY: tl.constexpr,
     PENDING: tl.constexpr,
@@ -304,16 +304,16 @@ def _top_p_gather_kernel(
     CAP: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
-    BLOCK_MASSES: tl.constexpr,
+    SPLIT_MASSES: tl.constexpr,
 ):
     # Per (row, split): the tokens whose key lies inside the last profile's bracket around
     # the edge, lo ≤ key < upper; split 0 also stores the mass at or above `upper`, which
     # that profile has summed already (the other splits store 0); for typical also the
     # largest z and the smallest x of those above (they are in the set, and may be its
-    # extremes: `_top_p_solve_kernel`). With BLOCK_MASSES (BLOCK the draw's block), each
-    # block's float64 Σ e^{x − max x} over key ≥ upper, in block_mass [rows, BLOCKS]: the
-    # tokens surely in the set, to which the solve adds the gathered ones it keeps, so the
-    # draw need not read the row (`draw.draw_affine`'s given masses).
+    # extremes: `_top_p_solve_kernel`). With SPLIT_MASSES, the split's Σ e^{x − max x} over
+    # key ≥ upper (float64 [rows, splits]): the tokens surely in the set, to which the
+    # solve adds the gathered ones it keeps, so that the draw reads one split of the row
+    # (`draw.draw_affine`'s given split masses).
     row, split, splits = program_position()
     if _pending(tokens_ptr, row, PENDING):
         last = (LEVELS - 1) * tl.num_programs(0)
@@ -332,6 +332,7 @@ def _top_p_gather_kernel(
         slot = (row * splits + split).to(tl.int64) * CAP
         begin, end = split_bounds(split, CHUNK, V)
         found = tl.zeros((), tl.int32)
+        sure = tl.zeros((BLOCK,), tl.float32)
         z_high = -float("inf")
         x_low = float("inf")
         for start in range(begin, end, BLOCK):
@@ -341,16 +342,16 @@ def _top_p_gather_kernel(
             key = _key(z, inv_tau, centre, KEY)
             keep = inside & (key >= lo) & (key < upper)
             found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
-            if BLOCK_MASSES:
-                # The profile's e, on the profile's keys at or above `upper`.
-                sure = tl.where(inside & (key >= upper), tl.exp(inv_tau * (z - z_max)), 0.0)
-                tl.store(block_mass_ptr + row * BLOCKS + start // BLOCK,
-                         tl.sum(sure.to(tl.float64), axis=0))  # fmt: skip
+            if SPLIT_MASSES:
+                # The profile's e, on the profile's keys at or above `upper`, per lane.
+                sure += tl.where(inside & (key >= upper), tl.exp(inv_tau * (z - z_max)), 0.0)
             if KEY == TYPICAL:
                 high = key >= upper
                 z_high = tl.maximum(z_high, tl.max(tl.where(high, z, -float("inf")), axis=0))
                 x_low = tl.minimum(x_low, tl.min(tl.where(high, z * inv_tau, float("inf")), 0))
         tl.store(count_ptr + row * splits + split, found)
+        if SPLIT_MASSES:
+            tl.store(split_mass_ptr + row * splits + split, tl.sum(sure, axis=0).to(tl.float64))
         tl.store(above_ptr + row * splits + split, tl.where(split == 0, above, 0.0))
         if KEY == TYPICAL:
             tl.store(extremes_ptr + (row * splits + split) * 2, z_high)
@@ -438,24 +439,6 @@ def _row_solve_inputs(inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_
     return inv_tau, p, z_max, target, z, ids, valid, overflow
 
 
-@triton.jit
-def _add_kept_to_blocks(block_mass_ptr, row, BLOCKS, e, ids, CAND_SPLITS, SPLIT_BLOCKS,
-                        CAP: tl.constexpr, SLOTS: tl.constexpr, DRAW_BLOCK: tl.constexpr,
-                        SPLIT_BLOCKS_POW2: tl.constexpr):  # fmt: skip
-    # block_mass[row, b] += Σ e over the gathered tokens of block b (e: 0 where not kept).
-    # A slot's tokens lie in its split's SPLIT_BLOCKS blocks, so each block's sum is taken
-    # over its split's slot alone, in slot order: no atomics, the same sums every run.
-    e = tl.reshape(e.to(tl.float64), (SLOTS, CAP))
-    block = tl.reshape(ids, (SLOTS, CAP)) // DRAW_BLOCK
-    split = tl.arange(0, SLOTS)
-    for j in tl.static_range(SPLIT_BLOCKS_POW2):
-        target = split * SPLIT_BLOCKS + j
-        ptrs = block_mass_ptr + row * BLOCKS + target
-        present = (split < CAND_SPLITS) & (target < (split + 1) * SPLIT_BLOCKS) & (target < BLOCKS)
-        sums = tl.sum(tl.where(block == target[:, None], e, 0.0), axis=1)
-        tl.store(ptrs, tl.load(ptrs, mask=present, other=0.0) + sums, mask=present)
-
-
 @kernel
 def _top_p_solve_kernel(
     z_ptr,
@@ -476,12 +459,10 @@ def _top_p_solve_kernel(
     shift_ptr,
     zmax_ptr,
     arrivals_ptr,
-    block_mass_ptr,
+    split_mass_ptr,
     given_ptr,
     V,
     CAND_SPLITS,
-    BLOCKS,
-    SPLIT_BLOCKS,
     KEY: tl.constexpr,
     PENDING: tl.constexpr,
     CAP: tl.constexpr,
@@ -489,9 +470,7 @@ def _top_p_solve_kernel(
     SPLIT_BLOCK: tl.constexpr,
     ROW_BLOCK: tl.constexpr,
     SAMPLE: tl.constexpr,
-    BLOCK_MASSES: tl.constexpr,
-    DRAW_BLOCK: tl.constexpr,
-    SPLIT_BLOCKS_POW2: tl.constexpr,
+    SPLIT_MASSES: tl.constexpr,
 ):
     # The edge from the gathered bracket (the same code bisection, on a few hundred values in
     # registers), or from the whole row when a slot overflowed; the kept tokens are those
@@ -499,11 +478,11 @@ def _top_p_solve_kernel(
     # {x ≥ floor}. Typical's is an interval of z, stored as {x ≥ floor} (its smallest x) and
     # a ceiling, its largest z. With SAMPLE, also zero the arrival counters of the draw
     # that follows. With PENDING, rows whose token is drawn already solve nothing. With
-    # BLOCK_MASSES, add the kept gathered tokens' e to their blocks' masses (the gather's,
-    # SPLIT_BLOCKS blocks of DRAW_BLOCK tokens per candidate split) and set given[row] to 1
-    # where the masses are then the row's (not where the whole row was solved, or p = 1).
+    # SPLIT_MASSES, add the kept gathered tokens' e to their splits' masses (the gather's)
+    # and set given[row] to 1 where those are then the row's (not where the whole row was
+    # solved, nor at p = 1).
     row = tl.program_id(0)
-    inv_tau, p, z_max, target, z, ids, valid, overflow = _row_solve_inputs(
+    inv_tau, p, z_max, target, z, _ids, valid, overflow = _row_solve_inputs(
         inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_ptr, cand_index_ptr,
         cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS, SPLIT_BLOCK,
     )  # fmt: skip
@@ -547,12 +526,16 @@ def _top_p_solve_kernel(
                 )
             else:
                 floor = float_of_code(edge)
-            if BLOCK_MASSES:
-                _add_kept_to_blocks(block_mass_ptr, row, BLOCKS, tl.where(codes >= edge, e, 0.0),
-                                    ids, CAND_SPLITS, SPLIT_BLOCKS, CAP, SLOTS, DRAW_BLOCK,
-                                    SPLIT_BLOCKS_POW2)  # fmt: skip
+            if SPLIT_MASSES:
+                # A slot holds its split's tokens: the kept ones' e summed per slot.
+                kept_e = tl.reshape(tl.where(codes >= edge, e, 0.0), (SLOTS, CAP))
+                slots = tl.arange(0, SLOTS)
+                ptrs = split_mass_ptr + row * CAND_SPLITS + slots
+                present = slots < CAND_SPLITS
+                sums = tl.load(ptrs, mask=present, other=0.0) + tl.sum(kept_e, axis=1)
+                tl.store(ptrs, sums, mask=present)
                 given = 1
-    if BLOCK_MASSES:
+    if SPLIT_MASSES:
         tl.store(given_ptr + row, given)
     tl.store(floor_ptr + row, floor)
     if KEY == TYPICAL:
@@ -725,19 +708,22 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     # q = exp((z − max z)/τ − shift) on the kept set, and for typical the set's largest z;
     # with `arrivals`, zeroes them too. With `pending` (tokens, int64 [rows]), only the rows
     # whose token is −1 read z; the others' terms are left unsolved. For a top-p draw
-    # (`arrivals`, key NUCLEUS) also the draw's block masses, which the gather and the solve
-    # sum on their way (`draw_affine`'s `given`); else None.
+    # (`arrivals`, key NUCLEUS) also the masses of q's splits, which the gather and the
+    # solve sum on their way (`draw_affine`'s `given`); else None.
     rows, vocab = flat.shape
     device = flat.device
     splits = gather_splits(vocab)
     chunk = chunk_for(vocab, splits, STREAM_BLOCK)
-    block_masses = arrivals is not None and key == NUCLEUS.value
-    draw_blocks = cdiv(vocab, STREAM_BLOCK)
-    given = (
-        torch.empty(rows, draw_blocks, device=device, dtype=torch.float64),
-        torch.empty(rows, device=device, dtype=torch.int32),
-    ) if block_masses else None  # fmt: skip
-    mass_args = given or (stats.sums, stats.sums)
+    split_masses = arrivals is not None and key == NUCLEUS.value
+    given = None
+    if split_masses:
+        given = GivenSplits(
+            torch.empty(rows, splits, device=device, dtype=torch.float64),
+            torch.empty(rows, device=device, dtype=torch.int32),
+            splits,
+            chunk,
+        )
+    mass_args = (given.mass, given.given) if given else (stats.sums, stats.sums)
     split_block = pow2_at_least(max(stats.splits, splits), 16)
     tokens = stats.sums if pending is None else pending
     passes = EDGE_PASSES if pending is None else PENDING_EDGE_PASSES
@@ -768,18 +754,17 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     _top_p_gather_kernel[(rows, splits)](
         flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
         profiles, candidates.x, candidates.index, candidates.count, above, extremes,
-        mass_args[0], vocab, chunk, draw_blocks, LEVELS=passes.levels, CAP=CAP,
-        BLOCK=STREAM_BLOCK, BLOCK_MASSES=block_masses, num_warps=4, **common,
+        mass_args[0], vocab, chunk, LEVELS=passes.levels, CAP=CAP, BLOCK=STREAM_BLOCK,
+        SPLIT_MASSES=split_masses, num_warps=4, **common,
     )  # fmt: skip
     floor, ceiling, shift, z_max = torch.empty(4, rows, device=device, dtype=torch.float32)
     _top_p_solve_kernel[(rows,)](
         flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, candidates.x,
         candidates.index, candidates.count, above, extremes, floor, ceiling, shift, z_max,
-        floor if arrivals is None else arrivals, *mass_args, vocab, splits, draw_blocks,
-        chunk // STREAM_BLOCK, KEY=key, PENDING=pending is not None, CAP=CAP,
-        SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block, ROW_BLOCK=BLOCK,
-        SAMPLE=arrivals is not None, BLOCK_MASSES=block_masses, DRAW_BLOCK=STREAM_BLOCK,
-        SPLIT_BLOCKS_POW2=pow2_at_least(chunk // STREAM_BLOCK), num_warps=ROW_WARPS,
+        floor if arrivals is None else arrivals, *mass_args, vocab, splits, KEY=key,
+        PENDING=pending is not None, CAP=CAP, SLOTS=pow2_at_least(splits),
+        SPLIT_BLOCK=split_block, ROW_BLOCK=BLOCK, SAMPLE=arrivals is not None,
+        SPLIT_MASSES=split_masses, num_warps=ROW_WARPS,
     )  # fmt: skip
     return floor, shift, z_max, ceiling, given
 
