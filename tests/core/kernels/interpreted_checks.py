@@ -450,56 +450,6 @@ def check_top_p_edge_sample_equals_the_draw_over_its_probs() -> None:
             assert torch.equal(tokens[pending], written_draw[pending]), (p, tau, seed, tokens)
 
 
-def check_top_p_edge_sums_the_draws_part_masses() -> None:
-    # A top-p draw at the edge takes the masses of the row's parts (the gather's splits)
-    # from the gather (tokens above the last bracket) and the solve (the gathered tokens it
-    # keeps), and streams only the part its target falls in: per part they are the written
-    # q's sums up to the row's normaliser, over 16 parts of two blocks each (the last six
-    # empty). Rows solved over the whole row (a constant row: its slots overflow) and rows
-    # at p = 1 are not given, and stream their whole row.
-    vocab = 40_000
-    z = random_logits(5, vocab, 21) * 2.0
-    z[1, 30_000:] -= 20.0
-    z[2] = 0.5
-    z[3, ::3] = -torch.inf
-    p = torch.tensor([0.9, 0.6, 0.9, 0.97, 1.0])
-    tau = torch.tensor([1.0, 0.7, 1.0, 1.3, 1.0])
-    rows = kernel_rows(1.0 / tau[:, None], z), kernel_rows(p[:, None], z)
-    arrivals = torch.ones(len(z), dtype=torch.int32)
-    *_, given = top_p._edge_terms(z, *rows, row_stats(z, rows[0]), rows[0],
-                                  top_p.NUCLEUS.value, arrivals)  # fmt: skip
-    assert (given.splits, given.chunk) == (16, 2 * DRAW_BLOCK), given[2:]
-    assert given.given.tolist() == [1, 1, 0, 1, 0], given.given
-    assert (arrivals == 0).all(), arrivals
-    q = top_p_probs(z, *rows)
-    parts = torch.nn.functional.pad(q.double(), (0, given.splits * given.chunk - vocab))
-    expected = parts.reshape(len(z), given.splits, given.chunk).sum(-1)
-    shares = given.mass / given.mass.sum(-1, keepdim=True)
-    for row in (0, 1, 3):
-        assert torch.equal(shares[row] > 0, expected[row] > 0), (row, shares[row])
-        error = (shares[row] - expected[row]).abs().max()
-        assert float(error) < 1e-6, (row, error)
-    # The draw over them: the coordinated draw over the written q, bar a code within
-    # rounding of a bucket's edge, on every row, given or streamed; the streamed rows sum
-    # the written q's own values, so their tokens are the same. Philox draws: the draw over
-    # the written q with the same seed on the rows streamed, and inside the set.
-    for seed in range(3):
-        codes = group_codes(1, len(z), seed=seed)
-        with kernels_on_the_cpu():
-            tokens, new = d.TopP(p, tau).sample_coordinated(z, codes)
-        expected_tokens, expected_new = draw_coordinated(q, codes)
-        assert_coded_draws_agree("top-p", q, q, tokens, new, expected_tokens, expected_new,
-                                 codes)  # fmt: skip
-        assert torch.equal(tokens[[2, 4]], expected_tokens[[2, 4]]), (seed, tokens)
-        tokens, arrivals = draw_targets(len(z), z.device)
-        tokens.fill_(-1)
-        source = draw_seed(z.device, torch.Generator().manual_seed(seed))
-        sample_at_the_edge(z, *rows, row_stats(z, rows[0]), source, (tokens, arrivals), True)
-        written = draw_from_probs(q, torch.Generator().manual_seed(seed))
-        assert torch.equal(tokens[[2, 4]], written[[2, 4]]), (seed, tokens, written)
-        assert (q.gather(1, tokens[:, None]) > 0).all(), (seed, tokens)
-
-
 def check_accept_pass_keeps_the_first_proposal_inside_the_set() -> None:
     # The accept pass against float64 on hard rows (constant, tied blocks, ties everywhere,
     # masked tokens), p from 0.5 to 1 (0.99999: the edge among tiny masses), per row, and

@@ -13,11 +13,6 @@ relative to: no row max is needed first). The row's last program to finish then
 1. picks a block: the first whose float64 running sum of block masses exceeds u₁·Σ;
 2. reloads that block and picks the token the same way, with u₂, over its q.
 
-Top-p's draw at its edge is given the masses of the row's parts (a few blocks each) by the
-passes that found the edge (`top_p._edge_terms`: sums of the float32 e^{x − max x} that q
-is up to its normaliser e^{shift} and one rounding, `GivenSplits`), so a row's draw picks
-a part first and streams that part alone.
-
 So a draw reads the row once, with one exp per token and no random number per token (an
 exponential race spends a Philox word and a log on every token), and writes nothing of size
 [rows, V]; u₁ and u₂ are 53-bit uniforms from one Philox call per row.
@@ -103,13 +98,12 @@ def _block_q(x_ptr, offs, end, c, z_max, shift, floor, edge_code, edge_id, terms
 @kernel
 def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, edge_id_ptr,
                  terms_ptr, written_ptr, seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr,
-                 next_code_ptr, code_scale_ptr, mass_ptr, top_ptr, given_ptr, part_mass_ptr,
-                 arrivals_ptr, out_ptr, V, CHUNK, BLOCKS, PARTS, PART_CHUNK,
+                 next_code_ptr, code_scale_ptr, mass_ptr, top_ptr, arrivals_ptr, out_ptr, V,
+                 CHUNK, BLOCKS,
                  BLOCK: tl.constexpr, BLOCKS_POW2: tl.constexpr, MODE: tl.constexpr,
                  FLOOR: tl.constexpr, HEAD: tl.constexpr, PENDING: tl.constexpr,
                  CODED: tl.constexpr, SCALED: tl.constexpr, DRAWS: tl.constexpr,
-                 CHAINED: tl.constexpr, FIRST_STEP: tl.constexpr, GIVEN: tl.constexpr,
-                 PARTS_POW2: tl.constexpr):  # fmt: skip
+                 CHAINED: tl.constexpr, FIRST_STEP: tl.constexpr):  # fmt: skip
     # With PENDING, rows whose token is already drawn (out[row] ≥ 0) do nothing. With CODED
     # the row's code (code, group seed, index, step) replaces the Philox uniforms, block
     # masses are float64 sums, and the row's next code goes to next_code[row]; with SCALED
@@ -118,19 +112,10 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
     # CHAINED (codes) as `coordinated.coordinated_sample_in_set`'s picks, each from the code
     # the one before passes on: next_code[row, :DRAWS] holds each pick's next code,
     # next_code[row, DRAWS] the code the last passes on. COVERAGE: terms_ptr holds the rows'
-    # `bok_terms` and written_ptr the q of rows whose token is OVERFLOWED. With GIVEN (one
-    # draw per row), rows whose given[row] is 1 come with the masses of their PARTS parts of
-    # PART_CHUNK tokens (float64 [rows, PARTS], of q up to a factor per row: top-p's edge,
-    # `top_p._edge_terms`): the row's program at split 0 picks the part that holds its
-    # target, streams that part alone (the row's other blocks weigh 0) and picks in it, with
-    # the target's place inside the part's bucket as its uniform (a code's, or Philox's
-    # first); the row's other programs do nothing. Rows not given stream as usual.
+    # `bok_terms` and written_ptr the q of rows whose token is OVERFLOWED.
     row, split, splits = program_position()
     marker = tl.load(out_ptr + row) if PENDING else 0
     pending = marker < 0 if PENDING else True
-    if GIVEN:
-        given = tl.load(given_ptr + row) == 1
-        pending = pending & ((split == 0) | ~given)
     if pending:
         # Only the parameters this mode reads are loaded: the others' pointers may be anything.
         c = tl.load(c_ptr + row) if (MODE == AFFINE) | (MODE == LOGITS) else 0.0
@@ -144,27 +129,6 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
         overflowed = marker == OVERFLOWED
         lane = tl.arange(0, BLOCK)
         begin, end = split_bounds(split, CHUNK, V)
-        if GIVEN:
-            parts = tl.arange(0, PARTS_POW2)
-            # (Read on every row; used only where given.)
-            part_mass = tl.load(part_mass_ptr + row * PARTS + parts, mask=parts < PARTS,
-                                other=0.0)  # fmt: skip
-            part_total = tl.sum(part_mass, axis=0)
-            if CODED:
-                uniform = tl.load(code_ptr + row)
-            else:
-                uniform, _ = philox_uniforms(seed_ptr, row * DRAWS)
-            part, part_before, part_width = pick(part_mass, parts, uniform * part_total)
-            part_place = tl.minimum((uniform * part_total - part_before) / part_width, 1.0)
-            begin = tl.where(given, part * PART_CHUNK, begin)
-            end = tl.where(given, tl.minimum(begin + PART_CHUNK, V), end)
-            # A given row's blocks outside its part weigh 0 (no block, where not given).
-            blocks = tl.arange(0, BLOCKS_POW2)
-            first_block = tl.where(given, begin // BLOCK, 0)
-            past_block = tl.where(given, (end + BLOCK - 1) // BLOCK, BLOCKS)
-            outside = (blocks < first_block) | ((blocks >= past_block) & (blocks < BLOCKS))
-            tl.store(mass_ptr + row * BLOCKS + blocks, tl.zeros((BLOCKS_POW2,), tl.float32),
-                     mask=outside)  # fmt: skip
         for start in range(begin, end, BLOCK):
             q, top = _block_q(base, start + lane, end, c, z_max, shift, floor, edge_code,
                               edge_id, terms_ptr, written, row, overflowed, MODE, FLOOR, HEAD,
@@ -177,10 +141,7 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
         # arrival; the last program's acquire puts its loads after every arrival. ".cg"
         # reads from L2, past any stale line in this SM's L1.
         tl.debug_barrier()
-        last = tl.atomic_add(arrivals_ptr + row, 1, sem="acq_rel", scope="gpu") == splits - 1
-        if GIVEN:
-            last = last | given
-        if last:
+        if tl.atomic_add(arrivals_ptr + row, 1, sem="acq_rel", scope="gpu") == splits - 1:
             blocks = tl.arange(0, BLOCKS_POW2)
             present = blocks < BLOCKS
             mass = tl.load(mass_ptr + row * BLOCKS + blocks, mask=present, other=0.0,
@@ -199,8 +160,6 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
                 else:
                     first, second = philox_uniforms(seed_ptr, row * DRAWS + draw)
                     target = first * total
-                if GIVEN:
-                    target = tl.where(given, part_place * total, target)
                 block, before, block_mass = pick(mass, blocks, target)
                 start = block * BLOCK
                 q, _ = _block_q(base, start + lane, tl.minimum(start + BLOCK, V), c, z_max,
@@ -214,8 +173,6 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
                 tl.store(out_ptr + row * DRAWS + draw, (start + token).to(tl.int64))
                 if CODED:
                     grain = TWO_POW_M52 * total * in_block / (width * block_mass)
-                    if GIVEN:
-                        grain *= tl.where(given, part_total / part_width, 1.0)
                     if SCALED:
                         grain *= tl.load(code_scale_ptr + row)
                     place = position * in_block
@@ -230,17 +187,6 @@ def _draw_kernel(x_ptr, c_ptr, zmax_ptr, shift_ptr, floor_ptr, edge_code_ptr, ed
                                          step_ptr, row, REDRAW + draw)  # fmt: skip
                         if draw == DRAWS - 1:
                             tl.store(code_slot + 1, code)
-
-
-class GivenSplits(NamedTuple):
-    """A draw's row cut into `splits` parts of `chunk` tokens (whole blocks), and per row
-    the mass of each part (float64 [rows, splits], of q up to a factor per row) where
-    `given` (int32 [rows]) is 1: those rows read only the part their target falls in."""
-
-    mass: torch.Tensor
-    given: torch.Tensor
-    splits: int
-    chunk: int
 
 
 class CodedDraw(NamedTuple):
@@ -398,33 +344,26 @@ def _launch(x: torch.Tensor, params: tuple[torch.Tensor, ...], source: torch.Ten
             targets: tuple[torch.Tensor, torch.Tensor], mode: int, floor: int = 0,
             head: bool = False, pending: bool = False, code_scale: torch.Tensor | None = None,
             draws: int = 1, coverage: tuple[torch.Tensor, torch.Tensor] | None = None,
-            first_step: bool = False, given: GivenSplits | None = None,
-            ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+            first_step: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     # The grid (about PER_SM programs per SM, each over whole blocks), the per-block masses
     # (float64 for codes; and the blocks' maxima, for raw logits), one launch. Returns the
     # tokens and the blocks' maxima [rows, blocks] (raw logits only; else the masses).
-    # `coverage`: COVERAGE's row terms and written q. `given`: the parts that rows given
-    # read alone (one draw per row).
+    # `coverage`: COVERAGE's row terms and written q.
     rows, vocab = x.shape
     splits = splits_for(rows, vocab, x.device, per_sm=PER_SM, block=BLOCK)
     blocks = cdiv(vocab, BLOCK)
     coded = isinstance(source, CodedDraw)
     mass_type = torch.float64 if coded else torch.float32
     mass = torch.empty(rows, blocks, device=x.device, dtype=mass_type)
-    if given is not None:
-        assert draws == 1 and given.chunk % BLOCK == 0, (draws, given.chunk)
     tops = torch.empty(rows, blocks, device=x.device) if mode == LOGITS.value else mass
     tokens, arrivals = targets
     _draw_kernel[(rows, splits)](
         x, *params, *(coverage or (mass, mass)), *randomness_args(source, mass),
-        mass if code_scale is None else code_scale, mass, tops,
-        *((arrivals, mass) if given is None else (given.given, given.mass)), arrivals, tokens,
-        vocab, chunk_for(vocab, splits, BLOCK), blocks, 1 if given is None else given.splits,
-        1 if given is None else given.chunk, BLOCK=BLOCK,
+        mass if code_scale is None else code_scale, mass, tops, arrivals, tokens, vocab,
+        chunk_for(vocab, splits, BLOCK), blocks, BLOCK=BLOCK,
         BLOCKS_POW2=pow2_at_least(blocks, 16), MODE=mode, FLOOR=floor, HEAD=head,
         PENDING=head or pending, CODED=coded, SCALED=code_scale is not None, DRAWS=draws,
-        CHAINED=coded and draws > 1, FIRST_STEP=first_step, GIVEN=given is not None,
-        PARTS_POW2=1 if given is None else pow2_at_least(given.splits), num_warps=WARPS,
+        CHAINED=coded and draws > 1, FIRST_STEP=first_step, num_warps=WARPS,
     )  # fmt: skip
     return tokens, tops
 
@@ -459,7 +398,6 @@ def draw_affine(
     tempered: bool = False,
     code_scale: torch.Tensor | None = None,
     pending: bool = False,
-    given: GivenSplits | None = None,
 ) -> torch.Tensor:
     """One token per row of z [rows, V] from q ∝ exp(c·(z − z_max) − shift) ([rows] each),
     with the randomness `source` from `draw_seed`: with `floor`, only over c·z ≥ floor (with
@@ -468,13 +406,11 @@ def draw_affine(
     whose token (in `targets`) is still −1; with `pending`, only on those rows too.
     `code_scale` (float64 [rows], with a coded `source` whose codes were remapped onto this
     draw's q from a row holding more, as Best-of-K's head does): Σ_row / Σ q, so that the
-    next codes' refill grain is the row's. `given`: the rows given read only the part of
-    their row that their target falls in (top-p's edge sums the parts' masses on its way:
-    `top_p._edge_terms`)."""
+    next codes' refill grain is the row's."""
     edge = (shift, shift) if head_edge is None else head_edge
     params = (c, z_max, shift, shift if floor is None else floor, *edge)
     return _launch(z, params, source, targets, AFFINE.value, floor_mode(floor, tempered),
-                   head_edge is not None, pending, code_scale, given=given)[0]  # fmt: skip
+                   head_edge is not None, pending, code_scale)[0]  # fmt: skip
 
 
 def draw_from_logits(

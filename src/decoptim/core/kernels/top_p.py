@@ -5,10 +5,7 @@ bracket narrowed ~1000–2400× by passes that profile the mass above 8 or 32 th
 tokens left inside it gathered, and x* found by bisection over their order-preserving int32
 codes (ties at the edge kept exactly as on the CPU); a row whose bracket overflows the slots
 is bisected over the whole row. A streaming pass writes q, or for a sample draws from q's
-closed form without writing it (`draw.draw_affine`). A top-p sample's draw reads one split
-of the row: the gather sums each split's tokens above the last bracket (all in the set) and
-the solve adds the gathered tokens it keeps, so the draw picks a split by those masses and
-streams that split alone (rows solved over the whole row, and p = 1, stream as before).
+closed form without writing it (`draw.draw_affine`).
 
 A plain (Philox) top-p sample rarely needs the edge: tokens drawn from the whole softmax
 are kept only inside the nucleus, which a token x is in exactly when the mass above it,
@@ -39,10 +36,8 @@ from .candidates import (
     gather_splits,
     load_candidates,
 )
-from .draw import BLOCK as DRAW_BLOCK
 from .draw import (
     CodedDraw,
-    GivenSplits,
     Randomness,
     draw_affine,
     draw_many_from_logits,
@@ -69,9 +64,6 @@ from .streaming import (
 )
 
 BLOCK = 4096
-# A split of the gather is whole blocks of the draw's, which the draw reads in a split it
-# is given (`draw.GivenSplits`).
-assert STREAM_BLOCK % DRAW_BLOCK == 0, (STREAM_BLOCK, DRAW_BLOCK)
 
 
 class ProfilePasses(NamedTuple):
@@ -294,7 +286,6 @@ def _top_p_gather_kernel(
     count_ptr,
     above_ptr,
     extremes_ptr,
-    split_mass_ptr,
     V,
     CHUNK,
     LEVELS: tl.constexpr,
@@ -304,16 +295,12 @@ def _top_p_gather_kernel(
     CAP: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
-    SPLIT_MASSES: tl.constexpr,
 ):
     # Per (row, split): the tokens whose key lies inside the last profile's bracket around
     # the edge, lo ≤ key < upper; split 0 also stores the mass at or above `upper`, which
     # that profile has summed already (the other splits store 0); for typical also the
     # largest z and the smallest x of those above (they are in the set, and may be its
-    # extremes: `_top_p_solve_kernel`). With SPLIT_MASSES, the split's Σ e^{x − max x} over
-    # key ≥ upper (float64 [rows, splits]): the tokens surely in the set, to which the
-    # solve adds the gathered ones it keeps, so that the draw reads one split of the row
-    # (`draw.draw_affine`'s given split masses).
+    # extremes: `_top_p_solve_kernel`).
     row, split, splits = program_position()
     if _pending(tokens_ptr, row, PENDING):
         last = (LEVELS - 1) * tl.num_programs(0)
@@ -321,8 +308,7 @@ def _top_p_gather_kernel(
         profile_ptr += last * splits * PROFILE
         inv_tau = tl.load(inv_tau_ptr + row)
         p = tl.load(p_ptr + row)
-        z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p,
-                                       SPLIT_BLOCK)  # fmt: skip
+        _, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
         lo = tl.load(bracket_ptr + row * 2)
         hi = tl.load(bracket_ptr + row * 2 + 1)
         lo, _, above, upper = _narrow(lo, hi, profile_ptr, row, splits, target, PROFILE,
@@ -332,7 +318,6 @@ def _top_p_gather_kernel(
         slot = (row * splits + split).to(tl.int64) * CAP
         begin, end = split_bounds(split, CHUNK, V)
         found = tl.zeros((), tl.int32)
-        sure = tl.zeros((BLOCK,), tl.float32)
         z_high = -float("inf")
         x_low = float("inf")
         for start in range(begin, end, BLOCK):
@@ -342,16 +327,11 @@ def _top_p_gather_kernel(
             key = _key(z, inv_tau, centre, KEY)
             keep = inside & (key >= lo) & (key < upper)
             found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
-            if SPLIT_MASSES:
-                # The profile's e, on the profile's keys at or above `upper`, per lane.
-                sure += tl.where(inside & (key >= upper), tl.exp(inv_tau * (z - z_max)), 0.0)
             if KEY == TYPICAL:
                 high = key >= upper
                 z_high = tl.maximum(z_high, tl.max(tl.where(high, z, -float("inf")), axis=0))
                 x_low = tl.minimum(x_low, tl.min(tl.where(high, z * inv_tau, float("inf")), 0))
         tl.store(count_ptr + row * splits + split, found)
-        if SPLIT_MASSES:
-            tl.store(split_mass_ptr + row * splits + split, tl.sum(sure, axis=0).to(tl.float64))
         tl.store(above_ptr + row * splits + split, tl.where(split == 0, above, 0.0))
         if KEY == TYPICAL:
             tl.store(extremes_ptr + (row * splits + split) * 2, z_high)
@@ -429,14 +409,14 @@ def _row_solve_inputs(inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_
                       cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP: tl.constexpr,
                       SLOTS: tl.constexpr, SPLIT_BLOCK: tl.constexpr):  # fmt: skip
     # What a per-row solve of top-p's edge reads: 1/τ, p, max z, p·Σ, and the row's gathered
-    # z (values, ids, validity, whether a slot overflowed).
+    # z (values, validity, whether a slot overflowed).
     inv_tau = tl.load(inv_tau_ptr + row)
     p = tl.load(p_ptr + row)
     z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
-    z, ids, valid, overflow = load_candidates(
+    z, _ids, valid, overflow = load_candidates(
         cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
     )
-    return inv_tau, p, z_max, target, z, ids, valid, overflow
+    return inv_tau, p, z_max, target, z, valid, overflow
 
 
 @kernel
@@ -459,8 +439,6 @@ def _top_p_solve_kernel(
     shift_ptr,
     zmax_ptr,
     arrivals_ptr,
-    split_mass_ptr,
-    given_ptr,
     V,
     CAND_SPLITS,
     KEY: tl.constexpr,
@@ -470,19 +448,15 @@ def _top_p_solve_kernel(
     SPLIT_BLOCK: tl.constexpr,
     ROW_BLOCK: tl.constexpr,
     SAMPLE: tl.constexpr,
-    SPLIT_MASSES: tl.constexpr,
 ):
     # The edge from the gathered bracket (the same code bisection, on a few hundred values in
     # registers), or from the whole row when a slot overflowed; the kept tokens are those
     # whose key is ≥ the edge, and q = e^{x − max x − shift} on them. Top-p's set is
     # {x ≥ floor}. Typical's is an interval of z, stored as {x ≥ floor} (its smallest x) and
     # a ceiling, its largest z. With SAMPLE, also zero the arrival counters of the draw
-    # that follows. With PENDING, rows whose token is drawn already solve nothing. With
-    # SPLIT_MASSES, add the kept gathered tokens' e to their splits' masses (the gather's)
-    # and set given[row] to 1 where those are then the row's (not where the whole row was
-    # solved, nor at p = 1).
+    # that follows. With PENDING, rows whose token is drawn already solve nothing.
     row = tl.program_id(0)
-    inv_tau, p, z_max, target, z, _ids, valid, overflow = _row_solve_inputs(
+    inv_tau, p, z_max, target, z, valid, overflow = _row_solve_inputs(
         inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_ptr, cand_index_ptr,
         cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS, SPLIT_BLOCK,
     )  # fmt: skip
@@ -494,7 +468,6 @@ def _top_p_solve_kernel(
     floor = -float("inf")
     z_high = float("inf")
     kept = target / p  # Σ: p = 1 keeps every token
-    given = tl.zeros((), tl.int32)
     if (p < 1.0) & _pending(tokens_ptr, row, PENDING):
         # An empty bracket can only come from rounding between the passes' sums: take the
         # whole row then too.
@@ -526,17 +499,6 @@ def _top_p_solve_kernel(
                 )
             else:
                 floor = float_of_code(edge)
-            if SPLIT_MASSES:
-                # A slot holds its split's tokens: the kept ones' e summed per slot.
-                kept_e = tl.reshape(tl.where(codes >= edge, e, 0.0), (SLOTS, CAP))
-                slots = tl.arange(0, SLOTS)
-                ptrs = split_mass_ptr + row * CAND_SPLITS + slots
-                present = slots < CAND_SPLITS
-                sums = tl.load(ptrs, mask=present, other=0.0) + tl.sum(kept_e, axis=1)
-                tl.store(ptrs, sums, mask=present)
-                given = 1
-    if SPLIT_MASSES:
-        tl.store(given_ptr + row, given)
     tl.store(floor_ptr + row, floor)
     if KEY == TYPICAL:
         tl.store(ceiling_ptr + row, z_high)
@@ -657,7 +619,7 @@ def _top_p_in_top_k_kernel(
     # found the k-th largest (x = z there), so the edge is bisected over their codes; a row
     # whose slots overflowed is bisected over the whole row.
     row = tl.program_id(0)
-    inv_tau, p, z_max, target, z, _ids, valid, overflow = _row_solve_inputs(
+    inv_tau, p, z_max, target, z, valid, overflow = _row_solve_inputs(
         inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_ptr, cand_index_ptr,
         cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS, SPLIT_BLOCK,
     )  # fmt: skip
@@ -707,23 +669,11 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     # Per row of flat [rows, V]: the floor on x = z·(1/τ), the shift and max z of
     # q = exp((z − max z)/τ − shift) on the kept set, and for typical the set's largest z;
     # with `arrivals`, zeroes them too. With `pending` (tokens, int64 [rows]), only the rows
-    # whose token is −1 read z; the others' terms are left unsolved. For a top-p draw
-    # (`arrivals`, key NUCLEUS) also the masses of q's splits, which the gather and the
-    # solve sum on their way (`draw_affine`'s `given`); else None.
+    # whose token is −1 read z; the others' terms are left unsolved.
     rows, vocab = flat.shape
     device = flat.device
     splits = gather_splits(vocab)
     chunk = chunk_for(vocab, splits, STREAM_BLOCK)
-    split_masses = arrivals is not None and key == NUCLEUS.value
-    given = None
-    if split_masses:
-        given = GivenSplits(
-            torch.empty(rows, splits, device=device, dtype=torch.float64),
-            torch.empty(rows, device=device, dtype=torch.int32),
-            splits,
-            chunk,
-        )
-    mass_args = (given.mass, given.given) if given else (stats.sums, stats.sums)
     split_block = pow2_at_least(max(stats.splits, splits), 16)
     tokens = stats.sums if pending is None else pending
     passes = EDGE_PASSES if pending is None else PENDING_EDGE_PASSES
@@ -753,27 +703,26 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     extremes = torch.empty(rows, splits, 2, device=device, dtype=torch.float32)
     _top_p_gather_kernel[(rows, splits)](
         flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
-        profiles, candidates.x, candidates.index, candidates.count, above, extremes,
-        mass_args[0], vocab, chunk, LEVELS=passes.levels, CAP=CAP, BLOCK=STREAM_BLOCK,
-        SPLIT_MASSES=split_masses, num_warps=4, **common,
+        profiles, candidates.x, candidates.index, candidates.count, above, extremes, vocab,
+        chunk, LEVELS=passes.levels, CAP=CAP, BLOCK=STREAM_BLOCK, num_warps=4, **common,
     )  # fmt: skip
     floor, ceiling, shift, z_max = torch.empty(4, rows, device=device, dtype=torch.float32)
     _top_p_solve_kernel[(rows,)](
         flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, candidates.x,
         candidates.index, candidates.count, above, extremes, floor, ceiling, shift, z_max,
-        floor if arrivals is None else arrivals, *mass_args, vocab, splits, KEY=key,
+        floor if arrivals is None else arrivals, vocab, splits, KEY=key,
         PENDING=pending is not None, CAP=CAP, SLOTS=pow2_at_least(splits),
         SPLIT_BLOCK=split_block, ROW_BLOCK=BLOCK, SAMPLE=arrivals is not None,
-        SPLIT_MASSES=split_masses, num_warps=ROW_WARPS,
+        num_warps=ROW_WARPS,
     )  # fmt: skip
-    return floor, shift, z_max, ceiling, given
+    return floor, shift, z_max, ceiling
 
 
 def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Top-p of softmax(z/τ) per row (z [..., V] float32 CUDA; 1/τ and p float32 [rows])."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
     stats = row_stats(flat, inv_tau)
-    floor, shift, z_max, _, _ = _edge_terms(flat, inv_tau, p, stats, inv_tau, NUCLEUS.value)
+    floor, shift, z_max, _ = _edge_terms(flat, inv_tau, p, stats, inv_tau, NUCLEUS.value)
     return exp_affine(flat, inv_tau, z_max, shift, floor).reshape(z.shape)
 
 
@@ -839,12 +788,12 @@ def sample_at_the_edge(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tenso
     head edge, always draws only those."""
     tokens, arrivals = targets
     centre = inv_tau if centre is None else centre
-    floor, shift, z_max, ceiling, given = _edge_terms(
+    floor, shift, z_max, ceiling = _edge_terms(
         flat, inv_tau, p, stats, centre, key, arrivals, tokens if pending else None
     )  # fmt: skip
     head = _head_edge(ceiling) if key == TYPICAL.value else None
     return draw_affine(flat, inv_tau, z_max, shift, source, targets, floor=floor,
-                       head_edge=head, pending=pending, given=given)  # fmt: skip
+                       head_edge=head, pending=pending)  # fmt: skip
 
 
 def _sample(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: RowStats | None,
@@ -913,7 +862,7 @@ def typical_probs(z: torch.Tensor, inv_tau: torch.Tensor, mass: torch.Tensor) ->
     (a head edge, the tokens above it excluded)."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
     stats, centre = _typical_centre(flat, inv_tau)
-    floor, shift, z_max, ceiling, _ = _edge_terms(flat, inv_tau, mass, stats, centre, TYPICAL.value)
+    floor, shift, z_max, ceiling = _edge_terms(flat, inv_tau, mass, stats, centre, TYPICAL.value)
     q = exp_affine(flat, inv_tau, z_max, shift, floor, head_edge=_head_edge(ceiling))
     return q.reshape(z.shape)
 
