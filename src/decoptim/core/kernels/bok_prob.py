@@ -350,74 +350,95 @@ def _prob_head_kernel(
     ROW_BLOCK: tl.constexpr,
     SAMPLE: tl.constexpr,
     CODED: tl.constexpr,
+    SMALL: tl.constexpr,
 ):
     # Solve the head against the tail's log-mass, and store the row's terms (`bok_terms`)
     # for the tail's q. An overflowing row is solved over the whole row, q written in full.
     # Without SAMPLE, the head's q goes to its candidate slot positions. With SAMPLE, the
     # row's sample is drawn among the head's tokens and the tail as one entrant
-    # (`bok_head.head_or_tail`): the token, −1 for the tail, or OVERFLOWED.
+    # (`bok_head.head_or_tail`): the token, −1 for the tail, or OVERFLOWED. Heads of at
+    # most SMALL_HEAD tokens are left to a second launch with SMALL, after this one: it
+    # reads them straight from their slots and solves them as here, its q stored or the
+    # row's token drawn, and stores the tail's shift (see SMALL_HEAD).
     row = tl.program_id(0)
-    c, inv_tau_p, beta_k, k = _row_params(c_ptr, inv_tau_p_ptr, betak_ptr, k_ptr, row)
-    z_max, _lse_c, lse_p, top = _row_terms(
-        max_ptr, sum_c_ptr, sum_p_ptr, row, STAT_SPLITS, c, inv_tau_p, beta_k, SPLIT_BLOCK
-    )
-    # Heads of at most SMALL_HEAD tokens are `_prob_small_head_kernel`'s.
     counts = candidate_counts(cand_count_ptr, row, CAND_SPLITS, SPLIT_BLOCK)
-    many = tl.sum(counts, axis=0) > SMALL_HEAD
-    shift = 0.0
-    if many:
-        x, ids, valid, overflow = load_candidates(
-            cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
+    if SMALL:
+        if tl.sum(counts, axis=0) <= SMALL_HEAD:
+            c, inv_tau_p, beta_k, k = _row_params(c_ptr, inv_tau_p_ptr, betak_ptr, k_ptr, row)
+            z_max, _lse_c, lse_p, top = _row_terms(
+                max_ptr, sum_c_ptr, sum_p_ptr, row, STAT_SPLITS, c, inv_tau_p, beta_k, SPLIT_BLOCK
+            )
+            tail = _tail_log_mass(tail_ptr, row, CAND_SPLITS, top, SPLIT_BLOCK)
+            x, ids, valid, position = load_few_candidates(
+                cand_x_ptr, cand_index_ptr, counts, row, CAND_SPLITS, CAP, SPLIT_BLOCK, SMALL_HEAD
+            )
+            shift = _head_q_or_token(
+                x, ids if SAMPLE else position, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail,
+                STEPS, qhead_ptr + row.to(tl.int64) * CAND_SPLITS * CAP, token_ptr,
+                seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr, next_code_ptr, tail_code_ptr,
+                code_scale_ptr, row, SLOTS * CAP, MIRROR, OUTER, INNER, SAMPLE, CODED,
+            )  # fmt: skip
+            tl.store(terms_ptr + row * ROW_TERMS + SHIFT, shift)
+    else:
+        c, inv_tau_p, beta_k, k = _row_params(c_ptr, inv_tau_p_ptr, betak_ptr, k_ptr, row)
+        z_max, _lse_c, lse_p, top = _row_terms(
+            max_ptr, sum_c_ptr, sum_p_ptr, row, STAT_SPLITS, c, inv_tau_p, beta_k, SPLIT_BLOCK
         )
-        tail = _tail_log_mass(tail_ptr, row, CAND_SPLITS, top, SPLIT_BLOCK)
-        if overflow:
-            z_row = z_ptr + row.to(tl.int64) * V
-            q_row = q_ptr + row.to(tl.int64) * V
-            if MIRROR:
-                _mirror_full_row(z_row, q_row, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
-                                 STEPS, ROW_BLOCK)  # fmt: skip
+        many = tl.sum(counts, axis=0) > SMALL_HEAD
+        shift = 0.0
+        if many:
+            x, ids, valid, overflow = load_candidates(
+                cand_x_ptr, cand_index_ptr, cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS
+            )
+            tail = _tail_log_mass(tail_ptr, row, CAND_SPLITS, top, SPLIT_BLOCK)
+            if overflow:
+                z_row = z_ptr + row.to(tl.int64) * V
+                q_row = q_ptr + row.to(tl.int64) * V
+                if MIRROR:
+                    _mirror_full_row(z_row, q_row, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
+                                     STEPS, ROW_BLOCK)  # fmt: skip
+                else:
+                    _solve_full_row(z_row, q_row, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
+                                    OUTER, INNER, ROW_BLOCK)  # fmt: skip
+                if SAMPLE:
+                    # The draw reads this row's written q, with the row's own code (not remapped).
+                    tl.store(token_ptr + row, OVERFLOWED)
+                    if CODED:
+                        tl.store(tail_code_ptr + row, tl.load(code_ptr + row))
+                        tl.store(code_scale_ptr + row, tl.full((), 1.0, tl.float64))
             else:
-                _solve_full_row(z_row, q_row, V, z_max, c, inv_tau_p, lse_p, beta_k, k, top,
-                                OUTER, INNER, ROW_BLOCK)  # fmt: skip
-            if SAMPLE:
-                # The draw reads this row's written q, with the row's own code (not remapped).
-                tl.store(token_ptr + row, OVERFLOWED)
-                if CODED:
-                    tl.store(tail_code_ptr + row, tl.load(code_ptr + row))
-                    tl.store(code_scale_ptr + row, tl.full((), 1.0, tl.float64))
-        else:
-            # Where the head's q goes: its slot positions (probs), or with its ids to the draw.
-            where = ids if SAMPLE else tl.arange(0, SLOTS * CAP)
-            q_head_ptr = qhead_ptr + row.to(tl.int64) * CAND_SPLITS * CAP
-            if tl.sum(valid.to(tl.int32), axis=0) <= COMPACT:
-                packed_x, packed_where, packed = compact(
-                    x, where, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP,
-                    COMPACT,
-                )  # fmt: skip
-                shift = _head_q_or_token(
-                    packed_x, packed_where, packed, z_max, c, inv_tau_p, lse_p, beta_k, k,
-                    tail, STEPS, q_head_ptr, token_ptr, seed_ptr, code_ptr, group_ptr,
-                    index_ptr, step_ptr, next_code_ptr, tail_code_ptr, code_scale_ptr, row,
-                    SLOTS * CAP, MIRROR, OUTER, INNER, SAMPLE, CODED,
-                )  # fmt: skip
-            else:
-                shift = _head_q_or_token(
-                    x, where, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, STEPS,
-                    q_head_ptr, token_ptr, seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr,
-                    next_code_ptr, tail_code_ptr, code_scale_ptr, row, SLOTS * CAP, MIRROR,
-                    OUTER, INNER, SAMPLE, CODED,
-                )  # fmt: skip
-    if SAMPLE:
-        tl.store(arrivals_ptr + row, 0)
-    row_terms = terms_ptr + row * ROW_TERMS
-    tl.store(row_terms + Z_MAX, z_max)
-    tl.store(row_terms + LSE_P, lse_p)
-    if many:
-        tl.store(row_terms + SHIFT, shift)
-    tl.store(row_terms + C, c)
-    tl.store(row_terms + INV_TAU_P, inv_tau_p)
-    tl.store(row_terms + BETA_K, beta_k)
-    tl.store(row_terms + K, k)
+                # Where the head's q goes: its slot positions (probs), or with its ids to the draw.
+                where = ids if SAMPLE else tl.arange(0, SLOTS * CAP)
+                q_head_ptr = qhead_ptr + row.to(tl.int64) * CAND_SPLITS * CAP
+                if tl.sum(valid.to(tl.int32), axis=0) <= COMPACT:
+                    packed_x, packed_where, packed = compact(
+                        x, where, valid, scratch_x_ptr, scratch_index_ptr, row, SLOTS * CAP,
+                        COMPACT,
+                    )  # fmt: skip
+                    shift = _head_q_or_token(
+                        packed_x, packed_where, packed, z_max, c, inv_tau_p, lse_p, beta_k, k,
+                        tail, STEPS, q_head_ptr, token_ptr, seed_ptr, code_ptr, group_ptr,
+                        index_ptr, step_ptr, next_code_ptr, tail_code_ptr, code_scale_ptr, row,
+                        SLOTS * CAP, MIRROR, OUTER, INNER, SAMPLE, CODED,
+                    )  # fmt: skip
+                else:
+                    shift = _head_q_or_token(
+                        x, where, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail, STEPS,
+                        q_head_ptr, token_ptr, seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr,
+                        next_code_ptr, tail_code_ptr, code_scale_ptr, row, SLOTS * CAP, MIRROR,
+                        OUTER, INNER, SAMPLE, CODED,
+                    )  # fmt: skip
+        if SAMPLE:
+            tl.store(arrivals_ptr + row, 0)
+        row_terms = terms_ptr + row * ROW_TERMS
+        tl.store(row_terms + Z_MAX, z_max)
+        tl.store(row_terms + LSE_P, lse_p)
+        if many:
+            tl.store(row_terms + SHIFT, shift)
+        tl.store(row_terms + C, c)
+        tl.store(row_terms + INV_TAU_P, inv_tau_p)
+        tl.store(row_terms + BETA_K, beta_k)
+        tl.store(row_terms + K, k)
 
 
 @triton.jit
@@ -429,73 +450,14 @@ def _tail_log_mass(tail_ptr, row, SPLITS, top, SPLIT_BLOCK: tl.constexpr):
 
 
 # Heads of at most this many tokens (a few dozen on language-model rows) are solved by
-# `_prob_small_head_kernel` with two warps, read straight from their slots: each of
-# Newton's and the draw's sums then crosses two warps, where `_prob_head_kernel`'s eight
+# `_prob_head_kernel`'s SMALL launch with two warps, read straight from their slots: each of
+# Newton's and the draw's sums then crosses two warps, where its other launch's eight
 # (sized for the candidates' SLOTS·CAP lanes and the full-row fallback) exchange through
 # shared memory. On an H200 (stop 44, call 2, `bench/bok_prob_sweep.py`'s loop, the head
 # then packed through a scratch; replayed sample, exact, 1/2/4 warps): 0.0736/0.0701/0.0729
 # ms at B = 64, 0.1742/0.1683/0.1686 at B = 256; stop 43's package 0.0762 and 0.1969.
 SMALL_HEAD = tl.constexpr(64)
 SMALL_HEAD_WARPS = 2
-
-
-@kernel
-def _prob_small_head_kernel(
-    max_ptr,
-    sum_c_ptr,
-    sum_p_ptr,
-    c_ptr,
-    inv_tau_p_ptr,
-    betak_ptr,
-    k_ptr,
-    cand_x_ptr,
-    cand_index_ptr,
-    cand_count_ptr,
-    tail_ptr,
-    qhead_ptr,
-    terms_ptr,
-    token_ptr,
-    seed_ptr,
-    code_ptr,
-    group_ptr,
-    index_ptr,
-    step_ptr,
-    next_code_ptr,
-    tail_code_ptr,
-    code_scale_ptr,
-    STAT_SPLITS,
-    CAND_SPLITS,
-    STEPS,
-    MIRROR: tl.constexpr,
-    OUTER: tl.constexpr,
-    INNER: tl.constexpr,
-    CAP: tl.constexpr,
-    SLOTS: tl.constexpr,
-    SPLIT_BLOCK: tl.constexpr,
-    SAMPLE: tl.constexpr,
-    CODED: tl.constexpr,
-):
-    # The rows whose head has at most SMALL_HEAD tokens, which `_prob_head_kernel` leaves:
-    # the head read straight from its slots and solved as there, its q stored or the row's
-    # token drawn, and the tail's shift stored.
-    row = tl.program_id(0)
-    counts = candidate_counts(cand_count_ptr, row, CAND_SPLITS, SPLIT_BLOCK)
-    if tl.sum(counts, axis=0) <= SMALL_HEAD:
-        c, inv_tau_p, beta_k, k = _row_params(c_ptr, inv_tau_p_ptr, betak_ptr, k_ptr, row)
-        z_max, _lse_c, lse_p, top = _row_terms(
-            max_ptr, sum_c_ptr, sum_p_ptr, row, STAT_SPLITS, c, inv_tau_p, beta_k, SPLIT_BLOCK
-        )
-        tail = _tail_log_mass(tail_ptr, row, CAND_SPLITS, top, SPLIT_BLOCK)
-        x, ids, valid, position = load_few_candidates(
-            cand_x_ptr, cand_index_ptr, counts, row, CAND_SPLITS, CAP, SPLIT_BLOCK, SMALL_HEAD
-        )
-        shift = _head_q_or_token(
-            x, ids if SAMPLE else position, valid, z_max, c, inv_tau_p, lse_p, beta_k, k, tail,
-            STEPS, qhead_ptr + row.to(tl.int64) * CAND_SPLITS * CAP, token_ptr,
-            seed_ptr, code_ptr, group_ptr, index_ptr, step_ptr, next_code_ptr, tail_code_ptr,
-            code_scale_ptr, row, SLOTS * CAP, MIRROR, OUTER, INNER, SAMPLE, CODED,
-        )  # fmt: skip
-        tl.store(terms_ptr + row * ROW_TERMS + SHIFT, shift)
 
 
 @kernel
@@ -598,18 +560,15 @@ def _solve(flat: torch.Tensor, problem: ProbProblem, seed: torch.Tensor | CodedD
     randomness = (*randomness_args(seed, terms), *(tail_codes or (terms, terms)))
     flags = dict(MIRROR=mirror, OUTER=outer, INNER=inner, CAP=CAP, SLOTS=pow2_at_least(splits),
                  SPLIT_BLOCK=split_block, SAMPLE=seed is not None, CODED=coded)  # fmt: skip
-    _prob_head_kernel[(rows,)](
+    arguments = (
         flat, q, stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k,
         candidates.x, candidates.index, candidates.count, tails,
         *compact_scratch(rows, pow2_at_least(splits) * CAP, device), q_head, terms, *targets,
         *randomness, vocab, stats.splits, splits, steps,
-        ROW_BLOCK=1024, num_warps=ROW_WARPS, **flags,
     )  # fmt: skip
-    _prob_small_head_kernel[(rows,)](
-        stats.maxes, stats.sums, stats.sums2, c, inv_tau_p, beta_k, k, candidates.x,
-        candidates.index, candidates.count, tails, q_head, terms, targets[0], *randomness,
-        stats.splits, splits, steps, num_warps=SMALL_HEAD_WARPS, **flags,
-    )  # fmt: skip
+    for small, warps in ((False, ROW_WARPS), (True, SMALL_HEAD_WARPS)):
+        _prob_head_kernel[(rows,)](*arguments, ROW_BLOCK=1024, SMALL=small, num_warps=warps,
+                                   **flags)  # fmt: skip
     return q, candidates, q_head, terms, targets, tail_codes
 
 
