@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import decoptim as d
+from decoptim.core import bok
 from tests.conftest import random_logits
 
 
@@ -79,6 +80,23 @@ def test_float64_exact_solver_reaches_float64_precision():
     for beta in (0.02, 1.0, 50.0):
         gap = d.BestOfK(8, beta, 0.2).certificate(z).gap
         assert (gap < 1e-9).all(), (beta, gap)
+
+
+@pytest.mark.parametrize("beta", [0.02, 1.0, 50.0])
+def test_exact_solver_on_a_cpu_stops_once_t_settles(monkeypatch, beta):
+    # The same q as the full outer budget, to float64 rounding, in fewer inner solves.
+    z = random_logits(4, 500, 5, scale=3.0).double()
+    decoder = d.BestOfK(8, beta, 0.2, weights="prob", outer_iterations=20)
+    solves = []
+    inner_newton = bok._inner_newton
+    monkeypatch.setattr(bok, "_inner_newton", lambda *a: solves.append(1) or inner_newton(*a))
+    early = decoder.probs(z)
+    early_solves = len(solves)
+    monkeypatch.setattr(bok, "_stops_early", lambda t: False)
+    solves.clear()
+    full = decoder.probs(z)
+    assert len(solves) == 20 + 1 and early_solves < 20, early_solves
+    torch.testing.assert_close(early, full, atol=1e-13, rtol=0)
 
 
 def test_mirror_is_the_papers_algorithm():
