@@ -358,7 +358,7 @@ def coverage_exact(objective: KLCoverage, outer: int, inner: int) -> Tensor:
     return torch.exp(u - log_z)
 
 
-# Fixed Newton budgets (outer, inner) by the largest coverage slope b: measured to reach a
+# Newton budgets (outer, inner) by the largest coverage slope b: measured to reach a
 # relative Frank–Wolfe gap below 1e-6 in float64 over random β, λ, K, weights and logit
 # scales (bench/bok_solvers.py shows the effect on accuracy; the budget is fixed on a GPU so
 # that no step waits on the host, and a ceiling on a CPU).
