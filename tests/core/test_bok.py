@@ -84,18 +84,22 @@ def test_float64_exact_solver_reaches_float64_precision():
 
 @pytest.mark.parametrize("beta", [0.02, 1.0, 50.0])
 def test_exact_solver_on_a_cpu_stops_once_t_settles(monkeypatch, beta):
-    # The same q as the full outer budget, to float64 rounding, in fewer inner solves.
+    # The same q as the full budgets, to float64 rounding, in fewer inner solves (outer
+    # steps) and fewer Newton steps inside them.
     z = random_logits(4, 500, 5, scale=3.0).double()
-    decoder = d.BestOfK(8, beta, 0.2, weights="prob", outer_iterations=20)
-    solves = []
-    inner_newton = bok._inner_newton
+    decoder = d.BestOfK(8, beta, 0.2, weights="prob", outer_iterations=20, inner_iterations=10)
+    solves, steps = [], []
+    inner_newton, phi_and_slope = bok._inner_newton, bok._phi_and_slope
     monkeypatch.setattr(bok, "_inner_newton", lambda *a: solves.append(1) or inner_newton(*a))
+    monkeypatch.setattr(bok, "_phi_and_slope", lambda *a: steps.append(1) or phi_and_slope(*a))
     early = decoder.probs(z)
-    early_solves = len(solves)
+    early_solves, early_steps = len(solves), len(steps)
     monkeypatch.setattr(bok, "_stops_early", lambda t: False)
     solves.clear()
+    steps.clear()
     full = decoder.probs(z)
     assert len(solves) == 20 + 1 and early_solves < 20, early_solves
+    assert early_steps < len(steps) * early_solves / len(solves), (early_steps, len(steps))
     torch.testing.assert_close(early, full, atol=1e-13, rtol=0)
 
 

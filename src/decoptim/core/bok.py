@@ -78,8 +78,8 @@ class BestOfK(Decoder):
         scores, reference: "tempered" (z/τ, the default) or "raw" (z) for s and for p.
         outer_iterations, inner_iterations: the exact solver's Newton budgets (default:
             chosen from the largest coverage slope βwK, from (8, 4) up to (15, 8); at most
-            MAX_OUTER_ITERATIONS = 20 and MAX_INNER_ITERATIONS = 10). On a CPU the outer
-            steps stop once t has settled on every row; elsewhere they run in full.
+            MAX_OUTER_ITERATIONS = 20 and MAX_INNER_ITERATIONS = 10). On a CPU both loops
+            stop once settled on every row; elsewhere they run in full.
         validate: check logits for NaN, +inf and all -inf rows (one host sync on GPU).
         support: C, any `Support` (e.g. `TopKSupport(50)`, `MinPSupport(0.1)`), computed from
             the tempered logits (z − max z)/τ like every decoder's; default every finite
@@ -369,12 +369,13 @@ def _newton_budget(slope_bound: float) -> tuple[int, int]:
     return next(budget for bound, budget in _BUDGETS if slope_bound <= bound)
 
 
-def _stops_early(t: Tensor) -> bool:
-    # On a CPU reading a flag costs nothing, so the outer loop stops once t has moved by
-    # rounding only in two steps in a row on every row (as the kernels' per-row loop does,
-    # `kernels/bok_newton.py`); elsewhere it runs the budget, so that no step waits on the
-    # host.
-    return t.device.type == "cpu"
+def _stops_early(x: Tensor) -> bool:
+    # On a CPU reading a flag costs nothing, so the Newton loops stop once settled on every
+    # row: the outer one once t has moved by rounding only in two steps in a row (as the
+    # kernels' per-row loop does, `kernels/bok_newton.py`), the inner one once a step moves
+    # no u by more than rounding. Elsewhere they run their budgets, so that no step waits
+    # on the host.
+    return x.device.type == "cpu"
 
 
 def _phi_and_slope(u: Tensor, a: Tensor, b: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
@@ -411,9 +412,15 @@ def _inner_newton(u: Tensor, a: Tensor, b: Tensor, k: Tensor, iterations: int) -
     stepped_ok, _, _ = valid(stepped)
     start = torch.minimum(torch.maximum(u_inflection.expand_as(a), lo), hi)
     u = torch.where(warm_ok, warm, torch.where(stepped_ok, stepped, start))
+    early_exit = _stops_early(u)
     for _ in range(iterations):
         phi, slope = _phi_and_slope(u, a, b, k)
-        u = torch.minimum(torch.maximum(u - phi / slope, lo), hi)
+        following = torch.minimum(torch.maximum(u - phi / slope, lo), hi)
+        if early_exit:
+            rounding = 64 * torch.finfo(u.dtype).eps * u.abs().clamp_min(1.0)
+            if bool(((following - u).abs() <= rounding).all()):
+                return following
+        u = following
     return u
 
 
