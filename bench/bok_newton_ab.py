@@ -8,16 +8,12 @@ B = 1, 8, 64 and 256 on randn·3 rows, with each package's q against the float64
     DECOPTIM_OLD=OLD python bench/bok_newton_ab.py
 """
 
-import os
-import sys
-
 import gpu  # bench/, the script's folder, is on sys.path
 import torch
 
-sys.path.insert(0, os.environ.get("DECOPTIM_OLD", ".gpu/oldpkg"))
-import decoptim_old as old
-
 import decoptim as new
+
+old = gpu.earlier_decoptim()
 
 V = 151_936
 
@@ -45,15 +41,14 @@ for batch in (1, 8, 64, 256):
     for name in news:
         reference = news[name].probs(z.double())
         q_old, q_new = olds[name].probs(z), news[name].probs(z)
-        r = []
-        for _ in range(2):
-            r.append(gpu.replay_ms(lambda x, dec=olds[name]: dec.sample(x), [z], 60))
-            r.append(gpu.replay_ms(lambda x, dec=news[name]: dec.sample(x), [z], 60))
-        t_old, t_new = min(r[0::2]), min(r[1::2])
+        r_old, r_new = gpu.alternated_replay_ms(
+            lambda x, dec=olds[name]: dec.sample(x), lambda x, dec=news[name]: dec.sample(x), [z]
+        )
+        t_old, t_new = min(r_old), min(r_new)
         print(
-            f"B={batch:4d} {name:16s} copy {copy:.4f} | replay old {r[0]:.4f}/{r[2]:.4f} "
-            f"new {r[1]:.4f}/{r[3]:.4f} = {t_new / copy:.2f}x copy (old {t_old / copy:.2f}x)"
-            f" | max|q − float64| old {error(q_old, reference):.1e} new "
+            f"B={batch:4d} {name:16s} copy {copy:.4f} | replay old {r_old[0]:.4f}/{r_old[1]:.4f} "
+            f"new {r_new[0]:.4f}/{r_new[1]:.4f} = {t_new / copy:.2f}x copy "
+            f"(old {t_old / copy:.2f}x) | max|q − float64| old {error(q_old, reference):.1e} new "
             f"{error(q_new, reference):.1e}",
             flush=True,
         )

@@ -10,16 +10,12 @@ against stop 43's e2b8473; "Stop 45", call 5, against ebf51f4).
     DECOPTIM_OLD=OLD python bench/bok_prob_ab.py
 """
 
-import os
-import sys
-
 import gpu  # bench/, the script's folder, is on sys.path
 import torch
 
-sys.path.insert(0, os.environ.get("DECOPTIM_OLD", ".gpu/oldpkg"))
-import decoptim_old as old
-
 import decoptim as new
+
+old = gpu.earlier_decoptim()
 
 V = 151936
 
@@ -43,16 +39,15 @@ for batch in (1, 8, 64, 256):
         q_old, q_new = olds[name].probs(z), news[name].probs(z)
         tokens = news[name].sample(z, generator=torch.Generator("cuda").manual_seed(1))
         valid = bool((q_new.gather(1, tokens[:, None]) > 0).all())
-        r = []
-        for _ in range(2):
-            r.append(gpu.replay_ms(lambda x, dec=olds[name]: dec.sample(x), [z], 60))
-            r.append(gpu.replay_ms(lambda x, dec=news[name]: dec.sample(x), [z], 60))
+        r_old, r_new = gpu.alternated_replay_ms(
+            lambda x, dec=olds[name]: dec.sample(x), lambda x, dec=news[name]: dec.sample(x), [z]
+        )
         eager_old = gpu.time_ms(lambda x, dec=olds[name]: dec.sample(x), [z], 30)
         eager_new = gpu.time_ms(lambda x, dec=news[name]: dec.sample(x), [z], 30)
         print(
-            f"B={batch:4d} {name:9s} copy {copy:.4f} | replay old {r[0]:.4f}/{r[2]:.4f} "
-            f"new {r[1]:.4f}/{r[3]:.4f} = {min(r[1], r[3]) / copy:.2f}x copy "
-            f"(old {min(r[0], r[2]) / copy:.2f}x) | eager old {eager_old:.3f} new "
+            f"B={batch:4d} {name:9s} copy {copy:.4f} | replay old {r_old[0]:.4f}/{r_old[1]:.4f} "
+            f"new {r_new[0]:.4f}/{r_new[1]:.4f} = {min(r_new) / copy:.2f}x copy "
+            f"(old {min(r_old) / copy:.2f}x) | eager old {eager_old:.3f} new "
             f"{eager_new:.3f} | q equal {torch.equal(q_old, q_new)} "
             f"max|dq| {float((q_old - q_new).abs().max()):.1e} | tokens in support {valid}",
             flush=True,
@@ -63,14 +58,13 @@ for batch in (64, 256):
     copy = min(gpu.replay_ms(lambda x: x.clone(), [z], 60) for _ in range(2))
     for name in ("exact", "mirror 5"):
         q = news[name].probs(z)
-        r = []
-        for _ in range(2):
-            r.append(gpu.replay_ms(lambda x, dec=olds[name]: dec.sample(x), [z], 60))
-            r.append(gpu.replay_ms(lambda x, dec=news[name]: dec.sample(x), [z], 60))
+        r_old, r_new = gpu.alternated_replay_ms(
+            lambda x, dec=olds[name]: dec.sample(x), lambda x, dec=news[name]: dec.sample(x), [z]
+        )
         tokens = news[name].sample(z, generator=torch.Generator("cuda").manual_seed(2))
         print(
-            f"flat B={batch} {name}: copy {copy:.4f} old {min(r[0], r[2]):.4f} new "
-            f"{min(r[1], r[3]):.4f} ms = {min(r[1], r[3]) / copy:.2f}x copy | tokens in support "
+            f"flat B={batch} {name}: copy {copy:.4f} old {min(r_old):.4f} new "
+            f"{min(r_new):.4f} ms = {min(r_new) / copy:.2f}x copy | tokens in support "
             f"{bool((q.gather(1, tokens[:, None]) > 0).all())}",
             flush=True,
         )

@@ -25,7 +25,10 @@ copied out).
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import statistics
+import sys
 from datetime import date
 
 import torch
@@ -288,6 +291,30 @@ def replay_ms(step, inputs, repeats=50) -> float:
     with torch.cuda.graph(graph):
         step(static)
     return time_ms(lambda _z: graph.replay(), inputs, repeats)
+
+
+def earlier_decoptim(required: bool = True):
+    """The earlier decoptim that an A/B bench compares with: the package `decoptim_old` in
+    the folder $DECOPTIM_OLD (`git archive REV src/decoptim`, renamed as each A/B bench's
+    docstring shows), or None where that is unset and not `required`."""
+    folder = os.environ.get("DECOPTIM_OLD")
+    if not folder:
+        if required:
+            sys.exit("DECOPTIM_OLD: set it to the folder that holds decoptim_old (see the "
+                     "bench's docstring)")  # fmt: skip
+        return None
+    sys.path.insert(0, folder)
+    return importlib.import_module("decoptim_old")
+
+
+def alternated_replay_ms(old_step, new_step, inputs, rounds: int = 2, repeats: int = 60):
+    """Replayed ms of `old_step` and `new_step`, alternated old, new, old, new, ... `rounds`
+    times each, so that both see the same drift: (old readings, new readings)."""
+    olds, news = [], []
+    for _ in range(rounds):
+        olds.append(replay_ms(old_step, inputs, repeats))
+        news.append(replay_ms(new_step, inputs, repeats))
+    return olds, news
 
 
 def graph_replay_ms(step, inputs) -> str:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import sys
 
 import gpu  # bench/, the script's folder, is on sys.path
 import torch
@@ -52,10 +50,7 @@ def main() -> None:
     parser.add_argument("--sweep", type=int, nargs="*", default=[64, 256])
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__, "triton", triton.__version__)
-    old = None
-    if os.environ.get("DECOPTIM_OLD"):
-        sys.path.insert(0, os.environ["DECOPTIM_OLD"])
-        import decoptim_old as old
+    old = gpu.earlier_decoptim(required=False)
     for batch in args.batches:
         z, codes = logits_and_codes(batch)
         copy = best_of(lambda x: x.clone(), z)
