@@ -378,6 +378,11 @@ def _stops_early(x: Tensor) -> bool:
     return x.device.type == "cpu"
 
 
+def _rounding(x: Tensor) -> Tensor:
+    # A step of x this small is rounding: 64 ulps of max(|x|, 1) (the kernels' `_rounding`).
+    return 64 * torch.finfo(x.dtype).eps * x.abs().clamp_min(1.0)
+
+
 def _phi_and_slope(u: Tensor, a: Tensor, b: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
     """φ(u) = u − a − b(1 − e^u)^{K−1} and φ'(u) = 1 + b(K−1)(1 − e^u)^{K−2} e^u."""
     e = torch.exp(u)
@@ -416,10 +421,8 @@ def _inner_newton(u: Tensor, a: Tensor, b: Tensor, k: Tensor, iterations: int) -
     for _ in range(iterations):
         phi, slope = _phi_and_slope(u, a, b, k)
         following = torch.minimum(torch.maximum(u - phi / slope, lo), hi)
-        if early_exit:
-            rounding = 64 * torch.finfo(u.dtype).eps * u.abs().clamp_min(1.0)
-            if bool(((following - u).abs() <= rounding).all()):
-                return following
+        if early_exit and bool(((following - u).abs() <= _rounding(u)).all()):
+            return following
         u = following
     return u
 
@@ -465,7 +468,7 @@ def _coverage_roots(
         step = (newton - t).abs()
         # With a fixed budget the loop runs past convergence: rounding-sized steps must not
         # trip the cycle test, or they would throw t back to the bracket's midpoint.
-        rounding = 64 * torch.finfo(t.dtype).eps * t.abs().clamp_min(1.0)
+        rounding = _rounding(t)
         settled = step <= rounding
         # The root can sit on the bracket's end (K = 1 makes it exactly LSE(a + b)).
         in_bracket = (newton >= t_lo - rounding) & (newton <= t_hi + rounding)

@@ -92,7 +92,8 @@ def solve_row(a, b, k, tail, OUTER: tl.constexpr, INNER: tl.constexpr):
     outer steps stop once two in a row moved t by rounding only (`_rounding`): t is then
     settled, and the steps left would only repeat the inner ones that the final 2·INNER
     do. A program solves one row, so the row's budget ends without waiting on any other;
-    the torch path (batched rows, no host sync) runs the whole budget."""
+    the torch path (batched rows) stops only once every row is settled, and only on a CPU
+    (`bok._stops_early`: elsewhere that test would be a host sync)."""
     dead = a == -float("inf")
     b = tl.where(dead, 0.0, b)
     a = tl.maximum(a, -1e30)
