@@ -14,7 +14,7 @@ calls and replayed as CUDA graphs.
 `--flashinfer` adds the side-by-side table of issue #20: each sampler against FlashInfer's
 equivalent (its `*_from_logits` entry point where one exists, else its fused softmax then
 `*_from_probs`) on the same logits in the same process, for B ∈ {1, 8, 64, 256}, as calls and
-replayed as CUDA graphs. Where FlashInfer does not import, its columns say so and the rest
+replayed as CUDA graphs (decoptim also as a call through `GraphedStep`). Where FlashInfer does not import, its columns say so and the rest
 still runs (`../shared/tools/flashinfer-slim.sh DIR` builds one that travels).
 `--profile` adds, per decoder, the GPU time of its kernels (torch.profiler) and the time of
 the same step replayed as a CUDA graph (no host-side launch cost), next to the plain call
@@ -365,17 +365,20 @@ def flashinfer_steps() -> tuple[dict, str]:
 
 def flashinfer_table(vocab: int, samplers: list[str] | None = None) -> None:
     """decoptim against FlashInfer, ms per step, for B ∈ {1, 8, 64, 256}: as calls, and
-    replayed as CUDA graphs; with each one's ratio to the copy of the logits. `samplers`
+    replayed as CUDA graphs; decoptim also as a call through `GraphedStep`; with each
+    replay's ratio to the copy of the logits. `samplers`
     keeps those rows only."""
     import warnings
 
     fi_steps, fi_version = flashinfer_steps()
     print(f"\n## side by side with FlashInfer, V = {vocab}, fp32 ({fi_version})\n")
     print("ms per step: call / CUDA-graph replay; ×copy is the replayed step over the replayed")
-    print("copy of the logits; 'fi' is FlashInfer's equivalent ('—' where it has none).\n")
-    print("| B | sampler | decoptim call | decoptim replay | ×copy | fi call | fi replay "
-          "| ×copy | decoptim / fi (replay) |")  # fmt: skip
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("copy of the logits; 'via GraphedStep' is the call through `GraphedStep(decoder.sample)`")
+    print("(logits copied in, the graph replayed, the tokens copied out); 'fi' is FlashInfer's")
+    print("equivalent ('—' where it has none).\n")
+    print("| B | sampler | decoptim call | decoptim via GraphedStep | decoptim replay | ×copy "
+          "| fi call | fi replay | ×copy | decoptim / fi (replay) |")  # fmt: skip
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     ours = side_by_side_decoders()
     if samplers is not None:
         ours = {name: ours[name] for name in samplers}
@@ -384,14 +387,17 @@ def flashinfer_table(vocab: int, samplers: list[str] | None = None) -> None:
         inputs = make_inputs(batch, vocab, buffers, seed=7)
         copy_call = time_ms(lambda z: z.clone(), inputs)
         copy_replay = graph_replay_ms(lambda z: z.clone(), inputs)
-        print(f"| {batch} | copy | {copy_call:.4f} | {copy_replay} | 1.00 | | | | |", flush=True)
+        print(f"| {batch} | copy | {copy_call:.4f} | | {copy_replay} | 1.00 | | | | |", flush=True)
         floor = float(copy_replay)
         for name, decoder in ours.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the composite's "no kernel table entry" note
                 call = time_ms(decoder.sample, inputs, 30)
+                graphed_step = GraphedStep(decoder.sample)
+                graphed = time_ms(graphed_step, inputs, 30)
                 replay = graph_replay_ms(decoder.sample, inputs)
-            cells = [f"{call:.4f}", replay, _ratio(replay, floor)]
+            graphed_cell = "n/a (ran eagerly)" if graphed_step.eager else f"{graphed:.4f}"
+            cells = [f"{call:.4f}", graphed_cell, replay, _ratio(replay, floor)]
             step = fi_steps.get(name)
             if step is None:
                 cells += ["—", "—", "—", "—"]
