@@ -153,3 +153,45 @@ def test_constructor_repr_shows_the_parameters_kept_under_their_names():
         == "Window(low=0.5, high=tensor[1.0, 2.0]) & TopKSupport(k=3)"
     )
     assert repr(0.5 * d.Tsallis(1.5)) == "0.5*Tsallis(alpha=1.5)"
+
+
+def test_device_constants_are_shared_per_key_and_kept_for_the_most_recent_keys():
+    from decoptim.core.checks import DeviceConstants
+
+    constants = DeviceConstants(size=3)
+    cpu = torch.device("cpu")
+    first = constants.get((4,), 0.5, torch.float32, cpu)
+    assert first.tolist() == [0.5] * 4 and first.dtype == torch.float32
+    assert constants.get((4,), 0.5, torch.float32, cpu) is first
+    # Each part of the key makes a tensor of its own.
+    others = [
+        constants.get((5,), 0.5, torch.float32, cpu),
+        constants.get((4,), 0.25, torch.float32, cpu),
+        constants.get((4,), 0.5, torch.float64, cpu),
+    ]
+    assert all(other is not first for other in others)
+    assert others[0].shape == (5,) and others[1].tolist() == [0.25] * 4
+    assert others[2].dtype == torch.float64
+    # Three newer keys than `first`: it was dropped, and comes back as a new tensor.
+    again = constants.get((4,), 0.5, torch.float32, cpu)
+    assert again is not first and again.tolist() == [0.5] * 4
+    # A key used again counts as recent: it outlives keys made before its last use.
+    constants = DeviceConstants(size=2)
+    kept = constants.get((), 1.0, torch.float32, cpu)
+    older = constants.get((), 2.0, torch.float32, cpu)
+    assert constants.get((), 1.0, torch.float32, cpu) is kept
+    constants.get((), 3.0, torch.float32, cpu)
+    assert constants.get((), 1.0, torch.float32, cpu) is kept
+    assert constants.get((), 2.0, torch.float32, cpu) is not older
+
+
+def test_kernel_rows_and_per_row_read_scalars_from_the_shared_constants():
+    from decoptim.core.checks import kernel_rows, per_row
+
+    x = torch.zeros(2, 3, 7)
+    rows = kernel_rows(0.3, x)
+    assert rows.shape == (6,) and rows.dtype == torch.float32 and kernel_rows(0.3, x) is rows
+    assert kernel_rows(5, x, torch.int64).tolist() == [5] * 6
+    scalar = per_row("k", 4, x)
+    assert scalar.shape == () and scalar.dtype == torch.int64 and per_row("k", 4, x) is scalar
+    assert per_row("p", 0.5, x).dtype == torch.float32

@@ -159,6 +159,51 @@ def test_cuda_sampler_replayed_in_a_graph_follows_probs(decoder, monkeypatch):
     assert pooled_chisquare_pvalue(counts[live], expected) > 1e-3
 
 
+def test_cuda_a_graph_keeps_reading_its_parameters_after_the_constants_cache_moves_on(
+    monkeypatch,
+):
+    """A captured step reads its parameters' tensors (`checks.DeviceConstants`) at their
+    captured addresses on every replay: those stay alive after the cache has dropped their
+    keys and the allocator has handed freed blocks out again, so replays still give the
+    eager q."""
+    from decoptim.core import checks
+
+    monkeypatch.setattr(checks, "DEVICE_CONSTANTS", checks.DeviceConstants(size=4))
+    decoder = d.TopP(0.9, temperature=0.8, validate=False)
+    z = random_logits(8, 32000, 0).cuda()
+    expected = decoder.probs(z)  # compiles, and makes 1/τ's and p's rows outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        q = decoder.probs(z)
+    for value in range(16):  # more keys than the cache holds
+        checks.kernel_rows(value + 0.5, z)
+    # Blocks of the rows' size, alive through the replay: freed ones are handed out again.
+    _refill = [torch.full((8,), 1e3, device="cuda") for _ in range(4096)]
+    graph.replay()
+    torch.testing.assert_close(q, expected, atol=0, rtol=0)
+
+
+def test_cuda_a_parameter_first_made_inside_a_capture_is_not_shared_with_eager_calls(
+    monkeypatch,
+):
+    """A capture runs no kernels, so a parameter tensor first filled inside one holds its
+    value only in replays: an eager call made right after the capture, before any replay,
+    still reads its own (equal to the CPU path), and the replay then gives the same q."""
+    from decoptim.core import checks
+
+    monkeypatch.setattr(checks, "DEVICE_CONSTANTS", checks.DeviceConstants())
+    decoder = d.TopP(0.83, temperature=0.71, validate=False)
+    z = random_logits(8, 32000, 1).cuda()
+    d.TopP(0.5, validate=False).probs(z)  # compiles the kernels, with other parameters
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        q = decoder.probs(z)
+    eager = decoder.probs(z)
+    torch.testing.assert_close(eager.cpu(), decoder.probs(z.cpu()), atol=2e-6, rtol=1e-4)
+    graph.replay()
+    torch.testing.assert_close(q, eager, atol=0, rtol=0)
+
+
 def test_cuda_graph_seeds_are_philox_words_and_clear_the_counters():
     """`draw.next_graph_seeds` on the GPU: Philox4x32-10's first two words at (key, count)
     against a plain-Python Philox, the count's carry into its high word, the counters

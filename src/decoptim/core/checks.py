@@ -7,9 +7,10 @@ which `validate=False` skips for hot loops whose inputs are already trusted.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
@@ -191,7 +192,7 @@ def per_row(name: str, value: Param, x: Tensor) -> Tensor:
     """
     if not isinstance(value, Tensor):
         dtype = torch.int64 if isinstance(value, int) else x.dtype
-        return _scalar(value, dtype, x.device)
+        return DEVICE_CONSTANTS.get((), value, dtype, x.device)
     rows = x.shape[:-1]
     if value.numel() != 1 and tuple(value.shape) != tuple(rows):
         raise ValueError(
@@ -212,20 +213,53 @@ def kernel_rows(value: float | Tensor, x: Tensor, dtype: torch.dtype = torch.flo
         shape = (*x.shape[:-1], 1)
         value = value.to(device=x.device, dtype=dtype)
         return torch.broadcast_to(value, shape).reshape(rows).contiguous()
-    return _filled(value, rows, x.device, dtype)
+    return DEVICE_CONSTANTS.get((rows,), value, dtype, x.device)
 
 
-@functools.lru_cache(maxsize=1024)
-def _filled(value: float | int, rows: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    # Shared between calls: kernels only read it.
-    return torch.full((rows,), value, dtype=dtype, device=device)
+class DeviceConstants:
+    """Tensors filled with a Python number, one per (shape, value, dtype, device), shared
+    between calls: kernels and ops only read them, so a decode step does no work to make
+    its parameters' tensors.
+
+    A CUDA graph reads, on every replay, the addresses it was captured with. So a constant
+    read during a capture is kept for the rest of the process; the others are kept for the
+    `size` most recently used keys, and a graph must not read one that may be freed. One
+    not yet made when a capture asks for it comes from a fill inside the capture, uncached:
+    a capture runs no kernels, so that tensor holds its value only during replays."""
+
+    def __init__(self, size: int = 1024):
+        self.size = size
+        self._recent: OrderedDict[tuple, Tensor] = OrderedDict()
+        self._captured: dict[tuple, Tensor] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self, shape: tuple[int, ...], value: float | int, dtype: torch.dtype, device: torch.device
+    ) -> Tensor:
+        key = (shape, value, dtype, device)
+        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        with self._lock:
+            tensor = self._captured.get(key)
+            if tensor is not None:
+                return tensor
+            tensor = self._recent.get(key)
+            if capturing:
+                if tensor is None:
+                    return torch.full(shape, value, dtype=dtype, device=device)
+                self._captured[key] = self._recent.pop(key)
+                return tensor
+            if tensor is not None:
+                self._recent.move_to_end(key)
+                return tensor
+            # A fill on the device, not a copy from host memory (which would stall the step).
+            tensor = torch.full(shape, value, dtype=dtype, device=device)
+            self._recent[key] = tensor
+            if len(self._recent) > self.size:
+                self._recent.popitem(last=False)
+            return tensor
 
 
-@functools.lru_cache(maxsize=1024)
-def _scalar(value: float | int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    # Made once per (value, dtype, device): building a device tensor from a Python number
-    # copies from host memory, which would stall every decode step on a GPU.
-    return torch.tensor(value, dtype=dtype, device=device)
+DEVICE_CONSTANTS = DeviceConstants()
 
 
 def max_int(value: Param) -> int:
