@@ -14,8 +14,9 @@ calls and replayed as CUDA graphs.
 `--flashinfer` adds the side-by-side table of issue #20: each sampler against FlashInfer's
 equivalent (its `*_from_logits` entry point where one exists, else its fused softmax then
 `*_from_probs`) on the same logits in the same process, for B ∈ {1, 8, 64, 256}, as calls and
-replayed as CUDA graphs (decoptim also as a call through `GraphedStep`). Where FlashInfer does not import, its columns say so and the rest
-still runs (`../shared/tools/flashinfer-slim.sh DIR` builds one that travels).
+replayed as CUDA graphs (decoptim also as a call through `GraphedStep`). Where FlashInfer
+does not import, its columns say so and the rest still runs
+(`../shared/tools/flashinfer-slim.sh DIR` builds one that travels).
 `--profile` adds, per decoder, the GPU time of its kernels (torch.profiler) and the time of
 the same step replayed as a CUDA graph (no host-side launch cost), next to the plain call
 and the call through `GraphedStep` (logits copied in, the graph replayed, the tokens
