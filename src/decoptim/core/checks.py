@@ -221,11 +221,12 @@ class DeviceConstants:
     between calls: kernels and ops only read them, so a decode step does no work to make
     its parameters' tensors.
 
-    A CUDA graph reads, on every replay, the addresses it was captured with. So a constant
-    read during a capture is kept for the rest of the process; the others are kept for the
-    `size` most recently used keys, and a graph must not read one that may be freed. One
-    not yet made when a capture asks for it comes from a fill inside the capture, uncached:
-    a capture runs no kernels, so that tensor holds its value only during replays."""
+    A CUDA graph reads, on every replay, the addresses it was captured with, so a constant
+    read during a capture is kept for the rest of the process (were it dropped, a replay
+    would read whatever the allocator put there next); the others are kept for the `size`
+    most recently used keys. One not yet made when a capture asks for it comes from a fill
+    inside the capture, uncached: a capture runs no kernels, so that tensor holds its value
+    only during replays."""
 
     def __init__(self, size: int = 1024):
         self.size = size
