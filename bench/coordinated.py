@@ -5,7 +5,9 @@
 For each decoder and batch: milliseconds per step of `decoder.sample(z)` and of
 `decoder.sample_coordinated(z, codes)` on the same logits (median of timed calls; CUDA
 events on a GPU, a wall clock on the CPU), and their ratio; on a GPU also the same steps
-replayed as CUDA graphs (the GPU's own time, without the host's launches). Top-p and
+replayed as CUDA graphs (the GPU's own time, without the host's launches) and the
+coordinated step called through `GraphedStep` (logits and codes copied in, the graph
+replayed, tokens and codes copied out: what a loop pays that graphs its step). Top-p and
 typical are also drawn `by_rejection` (rows of their own: over softmax's buckets). The
 issue's goal is a ratio of at most 1.5 on a GPU.
 """
@@ -21,6 +23,7 @@ import gpu  # bench/, the script's folder, is on sys.path
 import torch
 
 import decoptim as d
+from decoptim.integrations.graphs import GraphedStep
 
 # gpu.py's decoders whose plain sampling step has its own kernels, by their rows there
 COORDINATED = ["softmax", "top-k 50", "top-p 0.9", "min-p 0.1", "top-k 50 & top-p 0.9",
@@ -69,9 +72,10 @@ def main() -> None:
     replayed = args.device == "cuda"
     print(
         "| decoder | B | plain ms | coordinated ms | ratio |"
-        + (" plain replay | coordinated replay | ratio |" if replayed else "")
-    )
-    print("|---|---:|---:|---:|---:|" + ("---:|---:|---:|" if replayed else ""))
+        + (" plain replay | coordinated replay | ratio | coordinated via GraphedStep |"
+           if replayed else "")
+    )  # fmt: skip
+    print("|---|---:|---:|---:|---:|" + ("---:|---:|---:|---:|" if replayed else ""))
     for batch in args.batches:
         generator = torch.Generator(device=args.device).manual_seed(0)
         z = torch.randn(batch, args.vocab, device=args.device, generator=generator) * 3
@@ -92,6 +96,11 @@ def main() -> None:
                     [z],
                 )
                 row += f" {plain} | {joint} | {gpu._ratio(joint, gpu._number(plain))} |"
+                graphed = GraphedStep(
+                    lambda x, c, dec=decoder, o=options: dec.sample_coordinated(x, c, **o)
+                )
+                call = time_ms(lambda g=graphed, z=z, c=codes: g(z, c), args.device, args.repeats)
+                row += " n/a (ran eagerly) |" if graphed.eager else f" {call:.4f} |"
             print(row, flush=True)
 
 

@@ -22,6 +22,29 @@ def test_cpu_inputs_run_the_step_directly():
     assert torch.equal(graphed(x), x * 2) and calls == [x]
 
 
+def test_tuples_of_tensors_pass_through_and_other_arguments_are_named():
+    codes = d.group_codes(2, 4, seed=0)
+    graphed = GraphedStep(lambda x, codes: (x + 1, codes._replace(step=codes.step + 1)))
+    x, out_codes = graphed(torch.zeros(8), codes)
+    assert torch.equal(x, torch.ones(8)) and isinstance(out_codes, d.Codes)
+    assert torch.equal(out_codes.step, codes.step + 1)
+    with pytest.raises(TypeError, match="the step's arguments must be tensors or tuples of "
+                       "tensors, got float"):  # fmt: skip
+        graphed(torch.zeros(8), 0.5)
+
+
+def test_flattened_steps_rebuild_nested_tuples_and_named_tuples():
+    from decoptim.integrations.graphs import _flatten, _unflatten
+
+    codes = d.group_codes(1, 3, seed=2)
+    tree = (torch.zeros(2), (codes, torch.ones(1)))
+    tensors, spec = _flatten(tree, "tree")
+    assert len(tensors) == 6 and hash(spec) == hash(_flatten(tree, "tree")[1])
+    rebuilt = _unflatten(spec, list(tensors))
+    assert isinstance(rebuilt[1][0], d.Codes) and type(rebuilt[1]) is tuple
+    assert all(a is b for a, b in zip(_flatten(rebuilt, "tree")[0], tensors, strict=True))
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(TypeError, match="step must be callable"):
         GraphedStep(3)
@@ -138,3 +161,31 @@ def test_replays_repeat_after_decoptims_manual_seed(decoder):
     assert not torch.equal(replays(4), first)
     torch.manual_seed(3)  # torch's own seed leaves the stream where it is
     assert not torch.equal(torch.stack([graphed(z) for _ in range(4)]), first)
+
+
+@cuda
+@pytest.mark.parametrize(
+    "decoder,by_rejection",
+    [
+        (d.Softmax(0.8, **UNCHECKED), False),
+        (d.TopP(0.9, **UNCHECKED), False),
+        (d.TopP(0.9, **UNCHECKED), True),
+        (d.MinP(0.05, **UNCHECKED), False),
+        (d.BestOfK(8, 0.02, 0.2, **UNCHECKED), False),
+    ],
+    ids=repr,
+)
+def test_coordinated_steps_replay_the_eager_draws_with_their_codes(decoder, by_rejection):
+    """A coordinated step takes the codes as a second input and returns new ones: replayed,
+    four chained steps draw the eager step's tokens and codes exactly (a code picks its
+    token without random numbers)."""
+    graphed = GraphedStep(lambda x, codes: decoder.sample_coordinated(x, codes, by_rejection))
+    codes = eager_codes = d.group_codes(8, 8, seed=3, device="cuda")
+    for step in range(4):
+        z = random_logits(64, 32000, step).cuda()
+        tokens, codes = graphed(z, codes)
+        expected, eager_codes = decoder.sample_coordinated(z, eager_codes, by_rejection)
+        assert torch.equal(tokens, expected), step
+        assert isinstance(codes, d.Codes)
+        assert all(torch.equal(a, b) for a, b in zip(codes, eager_codes, strict=True)), step
+    assert not graphed.eager and len(graphed._graphs) == 1

@@ -133,6 +133,24 @@ def test_graphed_processor_equals_the_eager_one():
         graphed(ids, scores)
 
 
+def test_graphed_coordinated_processor_equals_the_eager_one():
+    """On CUDA the coordinated step replays as a graph, with the codes carried through it:
+    the same forced tokens step after step; the logits check still runs before it."""
+    decoder = d.TopP(0.9)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    eager = dt.CoordinatedLogitsProcessor(decoder, 4)
+    graphed = dt.CoordinatedLogitsProcessor(decoder, 4, cuda_graph=True)
+    ids = torch.zeros(8, 1, dtype=torch.long, device=device)
+    for seed in range(3):
+        scores = random_logits(8, 5000, seed).to(device)
+        assert torch.equal(graphed(ids, scores), eager(ids, scores))
+        assert all(torch.equal(a, b) for a, b in zip(graphed.codes, eager.codes, strict=True))
+    assert graphed._graphed.eager is False
+    scores[1, 7] = torch.nan
+    with pytest.raises(ValueError, match=r"contain NaN \(first at row 1\)"):
+        graphed(ids, scores)
+
+
 def test_recorded_logprobs_equal_teacher_forcing(tiny_model):
     recorder = dt.RawLogProbRecorder()
     config = dt.neutral_generation_config(

@@ -16,25 +16,60 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+# A step's arguments and result: tensors, or tuples (NamedTuples such as `Codes` included) of
+# them, nested. Flattened into their tensors and a hashable spec that rebuilds the structure.
+Tensors = Tensor | tuple
+Spec = None | tuple  # None: a tensor; (tuple type, child specs)
+
+
+def _flatten(tree: Tensors, what: str) -> tuple[list[Tensor], Spec]:
+    if isinstance(tree, Tensor):
+        return [tree], None
+    if isinstance(tree, tuple):
+        tensors: list[Tensor] = []
+        specs = []
+        for item in tree:
+            leaves, spec = _flatten(item, what)
+            tensors += leaves
+            specs.append(spec)
+        return tensors, (type(tree), tuple(specs))
+    raise TypeError(
+        f"{what} must be tensors or tuples of tensors, got {type(tree).__name__}: bind other "
+        "arguments into the step (a lambda or functools.partial)"
+    )
+
+
+def _unflatten(spec: Spec, tensors: list[Tensor]) -> Tensors:
+    # Rebuilds from the front of `tensors`, consuming them.
+    if spec is None:
+        return tensors.pop(0)
+    kind, children = spec
+    items = [_unflatten(child, tensors) for child in children]
+    return kind(*items) if hasattr(kind, "_fields") else kind(items)
+
 
 class _Captured(NamedTuple):
     graph: torch.cuda.CUDAGraph
-    input: Tensor
-    output: Tensor
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    output_spec: Spec
 
 
 class GraphedStep:
-    """`step(x)`, captured as a CUDA graph per (shape, dtype, device) of x and replayed.
+    """`step(*args)`, captured as a CUDA graph per shape, dtype and device of its tensors
+    and replayed.
 
-    `step` must be capturable: no host syncs and the same kernels for every input of a
-    shape. One that syncs (found by an eager run in torch's sync-debug "error" mode) or
-    fails to capture warns once and runs eagerly from then on. Each call
-    copies x into the graph's input buffer and returns a copy of its output, so results
-    stay valid across calls. CPU inputs run `step` directly. At most `max_graphs` shapes
-    are kept (least recently used first out).
+    The arguments and the result are tensors or tuples of them (a `Codes` too), so a
+    coordinated step, `lambda x, codes: decoder.sample_coordinated(x, codes)`, is graphed
+    as a plain one is. `step` must be capturable: no host syncs and the same kernels for
+    every input of a shape. One that syncs (found by an eager run in torch's sync-debug
+    "error" mode) or fails to capture warns once and runs eagerly from then on. Each call
+    copies the arguments into the graph's input buffers and returns a copy of its result,
+    so results stay valid across calls. Calls with a tensor off CUDA run `step` directly.
+    At most `max_graphs` shapes are kept (least recently used first out).
     """
 
-    def __init__(self, step: Callable[[Tensor], Tensor], max_graphs: int = 4):
+    def __init__(self, step: Callable[..., Tensors], max_graphs: int = 4):
         if not callable(step):
             raise TypeError(f"step must be callable, got {type(step).__name__}")
         if not isinstance(max_graphs, int) or max_graphs < 1:
@@ -44,24 +79,28 @@ class GraphedStep:
         self.eager = False
         self._graphs: OrderedDict[tuple, _Captured] = OrderedDict()
 
-    def __call__(self, x: Tensor) -> Tensor:
-        if not x.is_cuda or self.eager:
-            return self.step(x)
-        key = (tuple(x.shape), x.dtype, x.device)
+    def __call__(self, *args: Tensors) -> Tensors:
+        tensors, spec = _flatten(args, "the step's arguments")
+        if self.eager or not tensors or not all(t.is_cuda for t in tensors):
+            return self.step(*args)
+        key = (spec, tuple((tuple(t.shape), t.dtype, t.device) for t in tensors))
         captured = self._graphs.get(key)
         if captured is None:
-            captured = self._capture(x, key)
+            captured = self._capture(tensors, spec, key)
             if captured is None:
-                return self.step(x)
+                return self.step(*args)
         self._graphs.move_to_end(key)
-        captured.input.copy_(x)
+        for static, tensor in zip(captured.inputs, tensors, strict=True):
+            static.copy_(tensor)
         captured.graph.replay()
-        return captured.output.clone()
+        return _unflatten(captured.output_spec, [out.clone() for out in captured.outputs])
 
-    def _capture(self, x: Tensor, key: tuple) -> _Captured | None:
-        static = x.clone()
-        side = torch.cuda.Stream(x.device)
-        side.wait_stream(torch.cuda.current_stream(x.device))
+    def _capture(self, tensors: list[Tensor], spec: Spec, key: tuple) -> _Captured | None:
+        device = tensors[0].device
+        statics = [t.clone() for t in tensors]
+        args = _unflatten(spec, list(statics))
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
         # Eager runs first, off the capture: kernels compile and caches fill in the first;
         # the second raises on any host sync. A capture that fails midway can leave
         # torch's default generator in its capture state, so steps that sync never reach it.
@@ -69,23 +108,23 @@ class GraphedStep:
         try:
             with torch.cuda.stream(side), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "Synchronization debug mode is a prototype")
-                self.step(static)
+                _flatten(self.step(*args), "the step's result")
                 torch.cuda.set_sync_debug_mode("error")
-                self.step(static)
+                self.step(*args)
         except RuntimeError as error:
             return self._run_eagerly_from_now(error)
         finally:
             torch.cuda.set_sync_debug_mode(previous_mode)
-        torch.cuda.current_stream(x.device).wait_stream(side)
+        torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                output = self.step(static)
+                outputs, output_spec = _flatten(self.step(*args), "the step's result")
         except RuntimeError as error:
             return self._run_eagerly_from_now(error)
         while len(self._graphs) >= self.max_graphs:
             self._graphs.popitem(last=False)
-        captured = _Captured(graph, static, output)
+        captured = _Captured(graph, statics, outputs, output_spec)
         self._graphs[key] = captured
         return captured
 

@@ -147,6 +147,10 @@ class CoordinatedLogitsProcessor(LogitsProcessor):
     per `generate` call. Group g of the call gets the seed `group_seeds(seed, first_group
     + g)`, so a prompt's samples do not depend on which prompts share its batch.
     `by_rejection` (top-p and typical): draw as `Decoder.sample_coordinated` does with it.
+    With `cuda_graph=True`, CUDA scores go through the coordinated step as a replayed CUDA
+    graph (`GraphedStep`, the codes as a second input): the same draws, since a code picks
+    its token without random numbers, without the launches' host work. The logits check
+    runs before the replay, as in `DecoderLogitsProcessor`.
     """
 
     def __init__(
@@ -157,6 +161,7 @@ class CoordinatedLogitsProcessor(LogitsProcessor):
         first_group: int = 0,
         generation_config: GenerationConfig | None = None,
         by_rejection: bool = False,
+        cuda_graph: bool = False,
     ):
         if not isinstance(decoder, Decoder):
             raise TypeError(f"decoder must be a decoptim Decoder, got {type(decoder).__name__}")
@@ -177,6 +182,13 @@ class CoordinatedLogitsProcessor(LogitsProcessor):
         self.first_group = first_group
         self.by_rejection = by_rejection
         self.codes: Codes | None = None
+        self._graphed = None
+        if cuda_graph:
+            unchecked = copy.copy(decoder)
+            unchecked.validate = False
+            self._graphed = GraphedStep(
+                lambda x, codes: unchecked.sample_coordinated(x, codes, by_rejection)
+            )
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         rows = scores.shape[0]
@@ -187,7 +199,13 @@ class CoordinatedLogitsProcessor(LogitsProcessor):
                 f"this processor started with {self.codes.value.numel()} rows and now sees "
                 f"{rows}: use one CoordinatedLogitsProcessor per generate call"
             )
-        tokens, self.codes = self.decoder.sample_coordinated(scores, self.codes, self.by_rejection)
+        if self._graphed is None or not scores.is_cuda:
+            tokens, self.codes = self.decoder.sample_coordinated(
+                scores, self.codes, self.by_rejection
+            )
+        else:
+            check_logits(scores, self.decoder.validate, name="scores")
+            tokens, self.codes = self._graphed(scores, self.codes)
         return forced_scores(tokens, scores)
 
     def _start(self, input_ids: torch.Tensor, rows: int, device: torch.device) -> Codes:
@@ -284,7 +302,8 @@ def generate(
     `decoptim.manual_seed(seed + call index)` runs before each call (torch's generators and
     the seed streams of sampling inside CUDA graphs), so a run is reproducible for the same
     seed and batch size, within a process too. On CUDA the decoder's step is replayed as a
-    CUDA graph unless `cuda_graph=False` (see `DecoderLogitsProcessor`).
+    CUDA graph unless `cuda_graph=False` (see `DecoderLogitsProcessor` and
+    `CoordinatedLogitsProcessor`).
 
     With `coordinated=True` the samples of each prompt are drawn jointly in groups of
     `group_size` (default n; n must be a multiple of it) by `CoordinatedLogitsProcessor`:
@@ -337,8 +356,9 @@ def generate(
             if coordinated:  # carries its codes through the call: a new one per call
                 first = start * (n // group_size)
                 processor = CoordinatedLogitsProcessor(
-                    decoder, group_size, seed, first, by_rejection=by_rejection
-                )
+                    decoder, group_size, seed, first, by_rejection=by_rejection,
+                    cuda_graph=cuda_graph,
+                )  # fmt: skip
             manual_seed(seed + call)  # torch and the graph seed streams
             with torch.no_grad():
                 out = model.generate(
