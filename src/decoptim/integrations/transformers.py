@@ -100,6 +100,14 @@ def neutral_generation_config(
     return config
 
 
+def _unchecked(decoder: Decoder) -> Decoder:
+    # The decoder without its logits check, for a captured step: the check's host sync
+    # cannot be captured, so the processors run it before each replay instead.
+    unchecked = copy.copy(decoder)
+    unchecked.validate = False
+    return unchecked
+
+
 class DecoderLogitsProcessor(LogitsProcessor):
     """Turn raw next-token logits into log q for a decoptim decoder.
 
@@ -123,8 +131,7 @@ class DecoderLogitsProcessor(LogitsProcessor):
         self.decoder = decoder
         self._graphed = None
         if cuda_graph:
-            unchecked = copy.copy(decoder)
-            unchecked.validate = False
+            unchecked = _unchecked(decoder)
             self._graphed = GraphedStep(lambda x: torch.log(unchecked.probs(x)))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -184,8 +191,7 @@ class CoordinatedLogitsProcessor(LogitsProcessor):
         self.codes: Codes | None = None
         self._graphed = None
         if cuda_graph:
-            unchecked = copy.copy(decoder)
-            unchecked.validate = False
+            unchecked = _unchecked(decoder)
             self._graphed = GraphedStep(
                 lambda x, codes: unchecked.sample_coordinated(x, codes, by_rejection)
             )
