@@ -367,8 +367,7 @@ def flashinfer_steps() -> tuple[dict, str]:
 def flashinfer_table(vocab: int, samplers: list[str] | None = None) -> None:
     """decoptim against FlashInfer, ms per step, for B ∈ {1, 8, 64, 256}: as calls, and
     replayed as CUDA graphs; decoptim also as a call through `GraphedStep`; with each
-    replay's ratio to the copy of the logits. `samplers`
-    keeps those rows only."""
+    replay's ratio to the copy of the logits. `samplers` keeps those rows only."""
     import warnings
 
     fi_steps, fi_version = flashinfer_steps()

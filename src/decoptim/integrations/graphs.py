@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 # A step's arguments and result: tensors, or tuples (NamedTuples such as `Codes` included) of
-# them, nested. Flattened into their tensors and a hashable spec that rebuilds the structure.
+# them, nested. Flattened into their tensors and a hashable spec that rebuilds the structure
+# (torch.utils._pytree does this for more types, but is private to torch).
 Tensors = Tensor | tuple
 Spec = None | tuple  # None: a tensor; (tuple type, child specs)
 
