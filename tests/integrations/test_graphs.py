@@ -73,6 +73,22 @@ def test_replays_equal_the_eager_step_and_outlive_the_next_call(decoder):
 
 
 @cuda
+def test_strided_and_mixed_dtype_arguments_are_copied_in_and_results_outlive_replays():
+    """The arguments are copied in and the results out as groups (one copy per dtype, not
+    per tensor): strided views and tensors of several dtypes come through as they would
+    eagerly, and one call's results are not overwritten by the next."""
+    graphed = GraphedStep(lambda x, ids: (x * 2, ids + 1, x.sum(-1, dtype=torch.float64)))
+    base = random_logits(4, 200, 0).cuda()
+    ids = torch.arange(4, device="cuda")
+    first = graphed(base[:, ::2], ids)
+    second = graphed(base[:, 1::2], ids + 10)
+    for (x, i), result in (((base[:, ::2], ids), first), ((base[:, 1::2], ids + 10), second)):
+        expected = (x * 2, i + 1, x.sum(-1, dtype=torch.float64))
+        assert all(torch.equal(a, b) for a, b in zip(result, expected, strict=True))
+    assert not graphed.eager and len(graphed._graphs) == 1
+
+
+@cuda
 def test_shapes_beyond_max_graphs_are_recaptured():
     graphed = GraphedStep(lambda x: torch.softmax(x, -1), max_graphs=1)
     for rows in (2, 3, 2):

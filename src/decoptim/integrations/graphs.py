@@ -91,10 +91,13 @@ class GraphedStep:
             if captured is None:
                 return self.step(*args)
         self._graphs.move_to_end(key)
-        for static, tensor in zip(captured.inputs, tensors, strict=True):
-            static.copy_(tensor)
+        # One grouped copy each way rather than a launch per tensor: a coordinated step
+        # has five tensors in (logits, codes) and five out, and each launch is host time.
+        torch._foreach_copy_(captured.inputs, tensors)
         captured.graph.replay()
-        return _unflatten(captured.output_spec, [out.clone() for out in captured.outputs])
+        results = [torch.empty_like(out) for out in captured.outputs]
+        torch._foreach_copy_(results, captured.outputs)
+        return _unflatten(captured.output_spec, results)
 
     def _capture(self, tensors: list[Tensor], spec: Spec, key: tuple) -> _Captured | None:
         device = tensors[0].device
