@@ -74,9 +74,8 @@ def test_replays_equal_the_eager_step_and_outlive_the_next_call(decoder):
 
 @cuda
 def test_strided_and_mixed_dtype_arguments_are_copied_in_and_results_outlive_replays():
-    """The arguments are copied in and the results out as groups (one copy per dtype, not
-    per tensor): strided views and tensors of several dtypes come through as they would
-    eagerly, and one call's results are not overwritten by the next."""
+    """Strided views and tensors of several dtypes are copied into the graph's buffers and
+    come through as they would eagerly; one call's results are not overwritten by the next."""
     graphed = GraphedStep(lambda x, ids: (x * 2, ids + 1, x.sum(-1, dtype=torch.float64)))
     base = random_logits(4, 200, 0).cuda()
     ids = torch.arange(4, device="cuda")

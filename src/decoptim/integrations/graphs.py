@@ -91,13 +91,10 @@ class GraphedStep:
             if captured is None:
                 return self.step(*args)
         self._graphs.move_to_end(key)
-        # One grouped copy each way rather than a launch per tensor: a coordinated step
-        # has five tensors in (logits, codes) and five out, and each launch is host time.
-        torch._foreach_copy_(captured.inputs, tensors)
+        for static, tensor in zip(captured.inputs, tensors, strict=True):
+            static.copy_(tensor)
         captured.graph.replay()
-        results = [torch.empty_like(out) for out in captured.outputs]
-        torch._foreach_copy_(results, captured.outputs)
-        return _unflatten(captured.output_spec, results)
+        return _unflatten(captured.output_spec, [out.clone() for out in captured.outputs])
 
     def _capture(self, tensors: list[Tensor], spec: Spec, key: tuple) -> _Captured | None:
         device = tensors[0].device
