@@ -969,3 +969,25 @@ def test_cuda_coordinated_draw_equals_the_cpu_path_and_stays_exact():
          for b in range(25)]
     )  # fmt: skip
     assert int((drawn >= 8).sum()) <= 3  # expected 0.04 of 204,800
+
+
+@pytest.mark.parametrize("sigma", [3.0, 1.0, 0.05])
+def test_cuda_top_p_and_typical_sets_are_the_same_on_every_run(sigma):
+    """The top-p gather puts a token in its slot by an atomic count, so the slots' order is
+    whatever order the GPU ran them in; the solve sums them in fixed point, so q is the same
+    bit for bit on every run, and so are coordinated draws (V = 151,936, rows that settle
+    after different numbers of profile passes), with the float64 reference's support."""
+    generator = torch.Generator("cuda").manual_seed(7)
+    z = torch.randn(64, 151_936, device="cuda", generator=generator) * sigma
+    codes = d.group_codes(8, 8, seed=1, device="cuda")
+    for decoder in (d.TopP(0.9, validate=False), d.Typical(0.9, validate=False)):
+        q = decoder.probs(z)
+        assert all(torch.equal(decoder.probs(z), q) for _ in range(4)), decoder
+        tokens = decoder.sample_coordinated(z, codes)[0]
+        for _ in range(3):
+            assert torch.equal(decoder.sample_coordinated(z, codes)[0], tokens), decoder
+        reference = decoder.probs(z.double().cpu())
+        if isinstance(decoder, d.TopP):
+            assert_same_support_up_to_the_top_p_cut(z.cpu(), 1.0, 0.9, q.cpu(), reference)
+        else:
+            assert_same_support_up_to_the_typical_edge(z.cpu(), 1.0, 0.9, q.cpu(), reference, 2e-4)

@@ -384,12 +384,14 @@ def check_profile_pass_layouts_find_the_same_edge() -> None:
     # take more programs than the GPU has SMs (`LOAD_2D`), where each threshold's mass is
     # a fused multiply-add by a 0/1 factor; each lane's sums are the other layout's masked
     # adds, bit for bit, so both find the same edge and q. Forced each way here (the
-    # interpreter counts 132 SMs), for top-p's key and typical's.
+    # interpreter counts 132 SMs), for top-p's key and typical's, with one block size (the
+    # SM count picks it too, and sums over other blocks round differently).
     z = crowded_rows(6000, 4)
     cases = ((0.9, 1.0), (0.5, 0.7), (0.99, 1.3))
     results = {}
+    one_block = unittest.mock.patch.object(top_p, "WIDE_GRID_BLOCK", top_p.EDGE_PASSES.block)
     for sms in (0, 10**9):  # LOAD_2D on, then off
-        with unittest.mock.patch.object(top_p, "sm_count", lambda _, sms=sms: sms):
+        with one_block, unittest.mock.patch.object(top_p, "sm_count", lambda _, sms=sms: sms):
             results[sms] = [
                 probs(z, kernel_rows(1.0 / tau, z), kernel_rows(p, z))
                 for probs in (top_p_probs, typical_probs)
@@ -397,6 +399,40 @@ def check_profile_pass_layouts_find_the_same_edge() -> None:
             ]
     for loaded_2d, loaded_1d, (p, tau) in zip(*results.values(), cases * 2, strict=True):
         assert torch.equal(loaded_2d, loaded_1d), (p, tau, (loaded_2d - loaded_1d).abs().max())
+
+
+def check_edge_passes_stop_once_the_bracket_fits_the_slots() -> None:
+    # A level profiles a row only where the bracket left by the level before may hold more
+    # of a split's tokens than the gather's slot. A row whose top token holds the mass
+    # settles after the first pass and a flat row takes more; no row's gather overflows
+    # (it would read the whole row), and q matches float64, for top-p and typical.
+    z = torch.randn(3, 6000, generator=torch.Generator().manual_seed(5))
+    z[0] *= 3.0
+    z[1] *= 0.05
+    z[2] *= 0.3
+    z[2, 42] = 20.0
+    seen = {}
+    gather = top_p._top_p_gather_kernel
+
+    class Watched:  # the gather's launch, and its rows' last levels and slot counts after it
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                gather[grid](*args, **kwargs)
+                seen["last"], seen["counts"] = args[10].clone(), args[13].clone()
+
+            return launch
+
+    with unittest.mock.patch.object(top_p, "_top_p_gather_kernel", Watched()):
+        q = top_p_probs(z, kernel_rows(1.0, z), kernel_rows(0.9, z))
+        reference = d.TopP(0.9).probs(z.double())
+        assert float((q.double() - reference).abs().max()) < 2e-6
+        assert torch.equal(q > 0, reference > 0), ((q > 0).sum(-1), (reference > 0).sum(-1))
+        assert seen["last"][2] == 0 and seen["last"][1] > seen["last"][0], seen["last"]
+        assert (seen["counts"] <= CAP).all(), seen["counts"]
+        q = typical_probs(z, kernel_rows(1.0, z), kernel_rows(0.9, z))
+        for reference in (d.Typical(0.9).probs(z), d.Typical(0.9).probs(z.double())):
+            assert_same_support_up_to_the_typical_edge(z, 1.0, 0.9, q, reference)
+        assert (seen["counts"] <= CAP).all(), seen["counts"]
 
 
 def check_top_p_edge_at_the_top_and_among_ties() -> None:

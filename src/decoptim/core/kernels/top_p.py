@@ -1,10 +1,12 @@
 """Sort-free top-p (nucleus) and locally typical sets on CUDA.
 
 The nucleus edge x* (the largest x = z/τ whose upper set holds mass ≥ p) is bracketed, the
-bracket narrowed ~1000–2400× by passes that profile the mass above 8 or 32 thresholds, the few
-tokens left inside it gathered, and x* found by bisection over their order-preserving int32
-codes (ties at the edge kept exactly as on the CPU); a row whose bracket overflows the slots
-is bisected over the whole row. A streaming pass writes q, or for a sample draws from q's
+bracket narrowed by passes that profile the mass above 8 or 32 thresholds (up to ~2400×; a
+row's later passes run only while its bracket may hold more of a split's tokens than the
+gather's slot), the tokens left inside it gathered, and x* found by bisection over their
+order-preserving int32 codes (ties at the edge kept exactly as on the CPU, the gathered
+terms summed in fixed point); a row whose bracket overflows the slots is bisected over the
+whole row. A streaming pass writes q, or for a sample draws from q's
 closed form without writing it (`draw.draw_affine`).
 
 A plain (Philox) top-p sample rarely needs the edge: tokens drawn from the whole softmax
@@ -32,7 +34,6 @@ from .candidates import (
     CAP,
     ROW_WARPS,
     Candidates,
-    append_to_slot,
     gather_splits,
     load_candidates,
 )
@@ -81,6 +82,8 @@ class ProfilePasses(NamedTuple):
 # not by its read of z. On an H200 (`.gpu` sweeps of stop 39, replayed, V = 151,936), 4 passes
 # of 8 over 1024-token blocks (≈ 2400×) took the coordinated top-p step from 0.080/0.217/
 # 0.756 ms to 0.071/0.178/0.607 at B = 8/64/256, against 2 passes of 32 over 256 (≈ 1000×).
+# These are the most passes a row takes: a level profiles a row only where its bracket may
+# still hold more of a split's tokens than the gather's slot (CAP; `_narrow`).
 EDGE_PASSES = ProfilePasses(levels=4, thresholds=8, block=1024)
 # Where the passes fill the GPU (at least WIDE_GRID programs per SM), half the block: on an
 # H200 (`.gpu` A/B of stop 42, replayed, three rounds, the same tokens and q), 512-token
@@ -140,8 +143,17 @@ def _thresholds(lo, hi, j, PROFILE: tl.constexpr):
 
 
 @triton.jit
-def _narrow(lo, hi, profile_ptr, row, SPLITS, target, PROFILE: tl.constexpr,
-            SPLIT_BLOCK: tl.constexpr):  # fmt: skip
+def _least_term(lo, x_max, centre, KEY: tl.constexpr):
+    # A lower bound on e^{x − max x} over the tokens whose key is ≥ lo: x ≥ lo for top-p,
+    # x ≥ c + lo for typical (−|x − c| ≥ lo).
+    if KEY == TYPICAL:
+        return tl.exp(centre + lo - x_max)
+    return tl.exp(lo - x_max)
+
+
+@triton.jit
+def _narrow(lo, hi, profile_ptr, row, SPLITS, target, x_max, centre, KEY: tl.constexpr,
+            PROFILE: tl.constexpr, SPLIT_BLOCK: tl.constexpr, CAP: tl.constexpr):  # fmt: skip
     # The edge x* (the largest x whose upper set holds mass ≥ target) lies in [lo, hi]:
     # mass(x ≥ lo) ≥ target > mass(x > hi). Given the masses at or above each threshold of
     # [lo, hi] (per split), returns the two neighbouring thresholds around x*, new_lo ≤ x* <
@@ -150,6 +162,10 @@ def _narrow(lo, hi, profile_ptr, row, SPLITS, target, PROFILE: tl.constexpr,
     # (only where hi is the largest key: the next level profiles hi again, and the same sums
     # in the same order give the same mass, below target), there is nothing above: the
     # bracket is [hi, hi], the gather takes every key ≥ hi and the mass above is 0.
+    # Last, whether a split's slot of CAP might not hold the gather's tokens: each of them
+    # has a term ≥ `_least_term(new_lo)`, so a split holds at most its mass inside the
+    # bracket over that (with room for the float32 sums' rounding); where it cannot
+    # overflow, the passes stop narrowing.
     split = tl.arange(0, SPLIT_BLOCK)[:, None]
     j = tl.arange(0, PROFILE)
     parts = tl.load(
@@ -162,7 +178,13 @@ def _narrow(lo, hi, profile_ptr, row, SPLITS, target, PROFILE: tl.constexpr,
     new_hi = tl.sum(tl.where(j == first - 1, theta, 0.0), axis=0)
     above = tl.sum(tl.where(j == first - 1, totals, 0.0), axis=0)
     upper = tl.where(first == 0, float("inf"), new_hi)
-    return new_lo, tl.where(first == 0, hi, new_hi), above, upper
+    at_lo = tl.sum(tl.where(j[None, :] == first, parts, 0.0), axis=1)
+    inside = at_lo - tl.sum(tl.where(j[None, :] == first - 1, parts, 0.0), axis=1)
+    most = tl.max(inside, axis=0) * 1.001 + 1e-5 * tl.max(at_lo, axis=0)
+    least = _least_term(new_lo, x_max, centre, KEY)
+    # Below 1e-30 a term may underflow to 0 and count for nothing in the masses.
+    crowded = (least < 1e-30) | (most > CAP * least)
+    return new_lo, tl.where(first == 0, hi, new_hi), above, upper, crowded
 
 
 @triton.jit
@@ -186,6 +208,7 @@ def _top_p_profile_kernel(
     tokens_ptr,
     bracket_ptr,
     profile_ptr,
+    last_ptr,
     V,
     CHUNK,
     LEVEL: tl.constexpr,
@@ -195,6 +218,7 @@ def _top_p_profile_kernel(
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
     LOAD_2D: tl.constexpr,
+    CAP: tl.constexpr,
 ):
     # Per (row, split): Σ e^{x − max x} over key ≥ θ_j for PROFILE thresholds θ_j of the
     # bracket. The first pass's bracket for top-p is [max x + log((1 − p)Σ/V), max x]:
@@ -204,8 +228,11 @@ def _top_p_profile_kernel(
     # with a key under the second bound has mass < (1 − p)Σ/V. A later pass narrows the
     # bracket of the pass before; split 0 records the bracket it profiled.
     # Brackets [LEVELS, rows, 2] and profiles [LEVELS, rows, splits, PROFILE]: one buffer
-    # each, indexed here rather than by a view per pass on the host. With PENDING, a row
-    # whose token is drawn already (tokens[row] ≥ 0) does nothing.
+    # each, indexed here rather than by a view per pass on the host. A level profiles a row
+    # only where the level before did and its bracket may still hold more of a split's
+    # tokens than the gather's slot (`_narrow`); split 0 records the row's last profiled
+    # level (`last`), where the gather narrows from. With PENDING, a row whose token is
+    # drawn already (tokens[row] ≥ 0) does nothing.
     row, split, splits = program_position()
     if _pending(tokens_ptr, row, PENDING):
         rows = tl.num_programs(0)
@@ -224,49 +251,68 @@ def _top_p_profile_kernel(
             else:
                 lo = x_max + tail
                 hi = x_max
+            go = True
         else:
+            # A row settled at an earlier level reads stale values here, and stops anyway.
             previous = (LEVEL - 1) * rows
             lo = tl.load(bracket_ptr + previous * 2)
             hi = tl.load(bracket_ptr + previous * 2 + 1)
             previous_profile = profile_ptr + previous * splits * PROFILE
-            lo, hi, _, _ = _narrow(
-                lo, hi, previous_profile, row, splits, target, PROFILE, SPLIT_BLOCK
-            )
-        j = tl.arange(0, PROFILE)
-        theta = _thresholds(lo, hi, j, PROFILE)
-        # Sums stay per lane and are reduced once at the end: a reduction across the program's
-        # threads per block costs more than the block's comparisons. With LOAD_2D the block
-        # is loaded as [1, BLOCK], in the layout of the [PROFILE, BLOCK] sums (a [BLOCK] load
-        # is moved to it through shared memory, with barriers), and each threshold costs two
-        # instructions per token: its 0/1 factor (a float compare) and a fused multiply-add
-        # into its sum, the sum the masked add gives, bit for bit. Each threshold's sum is
-        # the whole mass at or above it (the gather takes the mass above its bracket from
-        # here). The next block is loaded before this one is summed, so that a load is in
-        # flight while the comparisons run. sm_90 SASS of the loop over 512-token blocks
-        # (Triton 3.9, `bench/kernel_sass.py`): 116 instructions per 4 tokens a thread,
-        # against 144 when the mass above the bracket was summed apart from the sums inside it.
-        mass = tl.zeros((PROFILE, BLOCK), tl.float32)
-        base = row.to(tl.int64) * V
-        begin, end = split_bounds(split, CHUNK, V)
-        lanes = tl.arange(0, BLOCK)
+            lo, hi, _, _, crowded = _narrow(
+                lo, hi, previous_profile, row, splits, target, x_max, centre, KEY, PROFILE,
+                SPLIT_BLOCK, CAP,
+            )  # fmt: skip
+            # Profiled at the level before: `last` is LEVEL − 1, or LEVEL once this level's
+            # split 0 has stored it.
+            go = crowded & (tl.load(last_ptr + row) >= LEVEL - 1)
+        if go:
+            _profile_level(z_ptr, inv_tau, centre, z_max, lo, hi, bracket_ptr, profile_ptr,
+                           last_ptr, row, rows, split, splits, V, CHUNK, LEVEL, KEY, PROFILE,
+                           BLOCK, LOAD_2D)  # fmt: skip
+
+
+@triton.jit
+def _profile_level(z_ptr, inv_tau, centre, z_max, lo, hi, bracket_ptr, profile_ptr, last_ptr,
+                   row, rows, split, splits, V, CHUNK, LEVEL: tl.constexpr, KEY: tl.constexpr,
+                   PROFILE: tl.constexpr, BLOCK: tl.constexpr, LOAD_2D: tl.constexpr):  # fmt: skip
+    # One split's masses at or above PROFILE thresholds of [lo, hi], and from split 0 the
+    # bracket and the row's last profiled level.
+    j = tl.arange(0, PROFILE)
+    theta = _thresholds(lo, hi, j, PROFILE)
+    # Sums stay per lane and are reduced once at the end: a reduction across the program's
+    # threads per block costs more than the block's comparisons. With LOAD_2D the block
+    # is loaded as [1, BLOCK], in the layout of the [PROFILE, BLOCK] sums (a [BLOCK] load
+    # is moved to it through shared memory, with barriers), and each threshold costs two
+    # instructions per token: its 0/1 factor (a float compare) and a fused multiply-add
+    # into its sum, the sum the masked add gives, bit for bit. Each threshold's sum is
+    # the whole mass at or above it (the gather takes the mass above its bracket from
+    # here). The next block is loaded before this one is summed, so that a load is in
+    # flight while the comparisons run. sm_90 SASS of the loop over 512-token blocks
+    # (Triton 3.9, `bench/kernel_sass.py`): 116 instructions per 4 tokens a thread,
+    # against 144 when the mass above the bracket was summed apart from the sums inside it.
+    mass = tl.zeros((PROFILE, BLOCK), tl.float32)
+    base = row.to(tl.int64) * V
+    begin, end = split_bounds(split, CHUNK, V)
+    lanes = tl.arange(0, BLOCK)
+    if LOAD_2D:
+        lanes = lanes[None, :]
+    z_next = load_logits(z_ptr + base + begin + lanes, begin + lanes < end)
+    for start in range(begin, end, BLOCK):
+        z = z_next
+        offs = start + BLOCK + lanes
+        z_next = load_logits(z_ptr + base + offs, offs < end)
+        key = _key(z, inv_tau, centre, KEY)
+        e = tl.exp(inv_tau * (z - z_max))
         if LOAD_2D:
-            lanes = lanes[None, :]
-        z_next = load_logits(z_ptr + base + begin + lanes, begin + lanes < end)
-        for start in range(begin, end, BLOCK):
-            z = z_next
-            offs = start + BLOCK + lanes
-            z_next = load_logits(z_ptr + base + offs, offs < end)
-            key = _key(z, inv_tau, centre, KEY)
-            e = tl.exp(inv_tau * (z - z_max))
-            if LOAD_2D:
-                mass += e * (key >= theta[:, None]).to(tl.float32)
-            else:
-                mass += tl.where(key[None, :] >= theta[:, None], e[None, :], 0.0)
-        profile = tl.sum(mass, axis=1)
-        tl.store(profile_ptr + ((LEVEL * rows + row) * splits + split) * PROFILE + j, profile)
-        if split == 0:
-            tl.store(bracket_ptr + LEVEL * rows * 2, lo)
-            tl.store(bracket_ptr + LEVEL * rows * 2 + 1, hi)
+            mass += e * (key >= theta[:, None]).to(tl.float32)
+        else:
+            mass += tl.where(key[None, :] >= theta[:, None], e[None, :], 0.0)
+    profile = tl.sum(mass, axis=1)
+    tl.store(profile_ptr + ((LEVEL * rows + row) * splits + split) * PROFILE + j, profile)
+    if split == 0:
+        tl.store(bracket_ptr + LEVEL * rows * 2, lo)
+        tl.store(bracket_ptr + LEVEL * rows * 2 + 1, hi)
+        tl.store(last_ptr + row, LEVEL)
 
 
 @kernel
@@ -281,6 +327,7 @@ def _top_p_gather_kernel(
     tokens_ptr,
     bracket_ptr,
     profile_ptr,
+    last_ptr,
     x_out_ptr,
     index_out_ptr,
     count_ptr,
@@ -288,7 +335,6 @@ def _top_p_gather_kernel(
     extremes_ptr,
     V,
     CHUNK,
-    LEVELS: tl.constexpr,
     KEY: tl.constexpr,
     PENDING: tl.constexpr,
     PROFILE: tl.constexpr,
@@ -296,28 +342,37 @@ def _top_p_gather_kernel(
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # Per (row, split): the tokens whose key lies inside the last profile's bracket around
-    # the edge, lo ≤ key < upper; split 0 also stores the mass at or above `upper`, which
-    # that profile has summed already (the other splits store 0); for typical also the
-    # largest z and the smallest x of those above (they are in the set, and may be its
-    # extremes: `_top_p_solve_kernel`).
+    # Per (row, split): the tokens whose key lies inside the bracket around the edge that the
+    # row's last profile narrows to, lo ≤ key < upper; split 0 also stores the mass at or
+    # above `upper`, which that profile has summed already (the other splits store 0); for
+    # typical also the largest z and the smallest x of those above (they are in the set,
+    # and may be its extremes: `_top_p_solve_kernel`). A token's place in its slot comes
+    # from an atomic count, not a scan of its block: a bracket left after two passes holds
+    # tens of tokens a block, and a scan per block cost the gather twice its read (an H200,
+    # stop 48). Their order in the slot is then the order the atomics ran in, so the solve
+    # sums them in fixed point, where the order does not change the sum.
     row, split, splits = program_position()
     if _pending(tokens_ptr, row, PENDING):
-        last = (LEVELS - 1) * tl.num_programs(0)
-        bracket_ptr += last * 2
-        profile_ptr += last * splits * PROFILE
+        rows = tl.num_programs(0)
+        level = tl.load(last_ptr + row)
+        bracket_ptr += level * rows * 2
+        profile_ptr += level * rows * splits * PROFILE
         inv_tau = tl.load(inv_tau_ptr + row)
         p = tl.load(p_ptr + row)
-        _, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
+        z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p,
+                                       SPLIT_BLOCK)  # fmt: skip
+        centre = tl.load(centre_ptr + row)
         lo = tl.load(bracket_ptr + row * 2)
         hi = tl.load(bracket_ptr + row * 2 + 1)
-        lo, _, above, upper = _narrow(lo, hi, profile_ptr, row, splits, target, PROFILE,
-                                      SPLIT_BLOCK)  # fmt: skip
-        centre = tl.load(centre_ptr + row)
+        lo, _, above, upper, _ = _narrow(lo, hi, profile_ptr, row, splits, target,
+                                         z_max * inv_tau, centre, KEY, PROFILE, SPLIT_BLOCK,
+                                         CAP)  # fmt: skip
         base = row.to(tl.int64) * V
         slot = (row * splits + split).to(tl.int64) * CAP
+        count = count_ptr + row * splits + split
+        tl.store(count, 0)
+        tl.debug_barrier()  # the zero before any thread's first count
         begin, end = split_bounds(split, CHUNK, V)
-        found = tl.zeros((), tl.int32)
         z_high = -float("inf")
         x_low = float("inf")
         for start in range(begin, end, BLOCK):
@@ -326,12 +381,13 @@ def _top_p_gather_kernel(
             z = load_logits(z_ptr + base + offs, inside)
             key = _key(z, inv_tau, centre, KEY)
             keep = inside & (key >= lo) & (key < upper)
-            found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
+            place = tl.atomic_add(count + tl.zeros_like(offs), 1, mask=keep, sem="relaxed")
+            tl.store(x_out_ptr + slot + place, z, mask=keep & (place < CAP))
+            tl.store(index_out_ptr + slot + place, offs, mask=keep & (place < CAP))
             if KEY == TYPICAL:
                 high = key >= upper
                 z_high = tl.maximum(z_high, tl.max(tl.where(high, z, -float("inf")), axis=0))
                 x_low = tl.minimum(x_low, tl.min(tl.where(high, z * inv_tau, float("inf")), 0))
-        tl.store(count_ptr + row * splits + split, found)
         tl.store(above_ptr + row * splits + split, tl.where(split == 0, above, 0.0))
         if KEY == TYPICAL:
             tl.store(extremes_ptr + (row * splits + split) * 2, z_high)
@@ -390,15 +446,33 @@ def _extremes_of_row(z_ptr, V, inv_tau, centre, edge, BLOCK: tl.constexpr):
     return z_high, x_low
 
 
+# Gathered terms e^{x − max x} ≤ 1 are summed as integers in units of 2⁻⁵⁰: exact and
+# independent of their order (the top-p gather's slots are in the order its atomics ran),
+# and 4,096 of them stay below 2⁶² (int64).
+FIXED_POINT = tl.constexpr(2.0**50)
+
+
+@triton.jit
+def _fixed_point(e):
+    return (e * FIXED_POINT).to(tl.int64)
+
+
+@triton.jit
+def _mass_among(fixed, kept):
+    # Σ e over the kept gathered terms (`_fixed_point`'s), as float32.
+    return tl.sum(tl.where(kept, fixed, 0), axis=0).to(tl.float32) * (1.0 / FIXED_POINT)
+
+
 @triton.jit
 def _edge_among(codes, e, valid, above, target):
     # The same bisection on gathered values held in registers: the largest code c with
     # above + Σ_{codes ≥ c} e ≥ target, given that the smallest valid code reaches it.
+    fixed = _fixed_point(e)
     lo = tl.min(tl.where(valid, codes, 1 << 40), axis=0)
     hi = tl.max(tl.where(valid, codes, lo - 1), axis=0) + 1
     for _ in range(33):
         mid = lo + (hi - lo) // 2
-        reached = above + tl.sum(tl.where(codes >= mid, e, 0.0), axis=0) >= target
+        reached = above + _mass_among(fixed, codes >= mid) >= target
         lo = tl.where(reached & (hi - lo > 1), mid, lo)
         hi = tl.where(reached | (hi - lo <= 1), hi, mid)
     return lo
@@ -483,7 +557,7 @@ def _top_p_solve_kernel(
             codes = code_of(_key(z, inv_tau, centre, KEY))
             e = tl.where(valid, tl.exp(inv_tau * (z - z_max)), 0.0)
             edge = _edge_among(codes, e, valid, above, target)
-            kept = above + tl.sum(tl.where(codes >= edge, e, 0.0), axis=0)
+            kept = above + _mass_among(_fixed_point(e), codes >= edge)
             if KEY == TYPICAL:
                 # The set's ends: among the gathered tokens at or above the edge, and those
                 # above the bracket (the gather's extremes).
@@ -635,7 +709,7 @@ def _top_p_in_top_k_kernel(
         else:
             codes = code_of(z)
             e = tl.where(valid, tl.exp(inv_tau * (z - z_max)), 0.0)
-            if tl.sum(tl.where(codes >= code_of(kth), e, 0.0), axis=0) >= target:
+            if _mass_among(_fixed_point(e), codes >= code_of(kth)) >= target:
                 floor = float_of_code(_edge_among(codes, e, valid, 0.0, target))
     tl.store(floor_ptr + row, floor)
 
@@ -692,10 +766,11 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     profiles = torch.empty(
         passes.levels, rows, splits, passes.thresholds, device=device, dtype=torch.float32
     )
+    last = torch.empty(rows, device=device, dtype=torch.int32)  # each row's last level
     for level in range(passes.levels):
         _top_p_profile_kernel[(rows, splits)](
             flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
-            profiles, vocab, chunk, LEVEL=level, BLOCK=block, LOAD_2D=load_2d,
+            profiles, last, vocab, chunk, LEVEL=level, BLOCK=block, LOAD_2D=load_2d, CAP=CAP,
             num_warps=PROFILE_WARPS, **common,
         )  # fmt: skip
     candidates = Candidates.empty(rows, splits, device)
@@ -703,8 +778,8 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     extremes = torch.empty(rows, splits, 2, device=device, dtype=torch.float32)
     _top_p_gather_kernel[(rows, splits)](
         flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
-        profiles, candidates.x, candidates.index, candidates.count, above, extremes, vocab,
-        chunk, LEVELS=passes.levels, CAP=CAP, BLOCK=STREAM_BLOCK, num_warps=4, **common,
+        profiles, last, candidates.x, candidates.index, candidates.count, above, extremes,
+        vocab, chunk, CAP=CAP, BLOCK=STREAM_BLOCK, num_warps=4, **common,
     )  # fmt: skip
     floor, ceiling, shift, z_max = torch.empty(4, rows, device=device, dtype=torch.float32)
     _top_p_solve_kernel[(rows,)](
