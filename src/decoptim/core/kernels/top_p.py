@@ -34,6 +34,7 @@ from .candidates import (
     CAP,
     ROW_WARPS,
     Candidates,
+    append_to_slot,
     gather_splits,
     load_candidates,
 )
@@ -341,16 +342,18 @@ def _top_p_gather_kernel(
     CAP: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
+    ATOMIC: tl.constexpr,
 ):
     # Per (row, split): the tokens whose key lies inside the bracket around the edge that the
     # row's last profile narrows to, lo ≤ key < upper; split 0 also stores the mass at or
     # above `upper`, which that profile has summed already (the other splits store 0); for
     # typical also the largest z and the smallest x of those above (they are in the set,
-    # and may be its extremes: `_top_p_solve_kernel`). A token's place in its slot comes
-    # from an atomic count, not a scan of its block: a bracket left after two passes holds
-    # tens of tokens a block, and a scan per block cost the gather twice its read (an H200,
-    # stop 48). Their order in the slot is then the order the atomics ran in, so the solve
-    # sums them in fixed point, where the order does not change the sum.
+    # and may be its extremes: `_top_p_solve_kernel`). With ATOMIC, a token's place in its
+    # slot comes from an atomic count, not a scan of its block: a bracket left after two
+    # passes holds tens of tokens a block, and a scan per block cost the gather twice its
+    # read where the grid fills the GPU (an H200, stop 48); a program alone on its SM waits
+    # for each block's count instead. The slot's order is then the order the atomics ran in,
+    # so the solve sums its terms in fixed point, where the order does not change the sum.
     row, split, splits = program_position()
     if _pending(tokens_ptr, row, PENDING):
         rows = tl.num_programs(0)
@@ -370,8 +373,10 @@ def _top_p_gather_kernel(
         base = row.to(tl.int64) * V
         slot = (row * splits + split).to(tl.int64) * CAP
         count = count_ptr + row * splits + split
-        tl.store(count, 0)
-        tl.debug_barrier()  # the zero before any thread's first count
+        if ATOMIC:
+            tl.store(count, 0)
+            tl.debug_barrier()  # the zero before any thread's first count
+        found = tl.zeros((), tl.int32)
         begin, end = split_bounds(split, CHUNK, V)
         z_high = -float("inf")
         x_low = float("inf")
@@ -381,13 +386,18 @@ def _top_p_gather_kernel(
             z = load_logits(z_ptr + base + offs, inside)
             key = _key(z, inv_tau, centre, KEY)
             keep = inside & (key >= lo) & (key < upper)
-            place = tl.atomic_add(count + tl.zeros_like(offs), 1, mask=keep, sem="relaxed")
-            tl.store(x_out_ptr + slot + place, z, mask=keep & (place < CAP))
-            tl.store(index_out_ptr + slot + place, offs, mask=keep & (place < CAP))
+            if ATOMIC:
+                place = tl.atomic_add(count + tl.zeros_like(offs), 1, mask=keep, sem="relaxed")
+                tl.store(x_out_ptr + slot + place, z, mask=keep & (place < CAP))
+                tl.store(index_out_ptr + slot + place, offs, mask=keep & (place < CAP))
+            else:
+                found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
             if KEY == TYPICAL:
                 high = key >= upper
                 z_high = tl.maximum(z_high, tl.max(tl.where(high, z, -float("inf")), axis=0))
                 x_low = tl.minimum(x_low, tl.min(tl.where(high, z * inv_tau, float("inf")), 0))
+        if not ATOMIC:
+            tl.store(count, found)
         tl.store(above_ptr + row * splits + split, tl.where(split == 0, above, 0.0))
         if KEY == TYPICAL:
             tl.store(extremes_ptr + (row * splits + split) * 2, z_high)
@@ -779,7 +789,8 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     _top_p_gather_kernel[(rows, splits)](
         flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
         profiles, last, candidates.x, candidates.index, candidates.count, above, extremes,
-        vocab, chunk, CAP=CAP, BLOCK=STREAM_BLOCK, num_warps=4, **common,
+        vocab, chunk, CAP=CAP, BLOCK=STREAM_BLOCK, ATOMIC=programs > sms, num_warps=4,
+        **common,
     )  # fmt: skip
     floor, ceiling, shift, z_max = torch.empty(4, rows, device=device, dtype=torch.float32)
     _top_p_solve_kernel[(rows,)](
