@@ -96,6 +96,8 @@ EDGE_PASSES = ProfilePasses(levels=4, thresholds=8, block=1024)
 WIDE_GRID = 6
 WIDE_GRID_BLOCK = 512
 PROFILE_WARPS = 4
+# Programs per SM above which the gather places its tokens by atomics (`_edge_terms`).
+ATOMIC_GATHER_PER_SM = 2
 # The rows a rejection sample leaves (`top_p_sample`) are rare, and every other row's programs
 # exit at once; there a pass's launch costs more than its comparisons: with 4 passes plain
 # top-p took 0.171–0.174 ms at B = 256 against 0.163–0.164 with these 2.
@@ -456,33 +458,32 @@ def _extremes_of_row(z_ptr, V, inv_tau, centre, edge, BLOCK: tl.constexpr):
     return z_high, x_low
 
 
-# Gathered terms e^{x − max x} ≤ 1 are summed as integers in units of 2⁻⁵⁰: exact and
-# independent of their order (the top-p gather's slots are in the order its atomics ran),
-# and 4,096 of them stay below 2⁶² (int64).
+# Where the gather placed its tokens by atomics (FIXED), the slots are in the order the
+# atomics ran, and the terms e^{x − max x} ≤ 1 are summed as integers in units of 2⁻⁵⁰:
+# exact and independent of their order; 4,096 of them stay below 2⁶² (int64). Slots in
+# index order are summed in float32, which costs a program alone on its SM less (an
+# H200, stop 48).
 FIXED_POINT = tl.constexpr(2.0**50)
 
 
 @triton.jit
-def _fixed_point(e):
-    return (e * FIXED_POINT).to(tl.int64)
+def _mass_among(e, kept, FIXED: tl.constexpr):
+    # Σ e over the kept gathered terms, as float32.
+    if FIXED:
+        fixed = (e * FIXED_POINT).to(tl.int64)
+        return tl.sum(tl.where(kept, fixed, 0), axis=0).to(tl.float32) * (1.0 / FIXED_POINT)
+    return tl.sum(tl.where(kept, e, 0.0), axis=0)
 
 
 @triton.jit
-def _mass_among(fixed, kept):
-    # Σ e over the kept gathered terms (`_fixed_point`'s), as float32.
-    return tl.sum(tl.where(kept, fixed, 0), axis=0).to(tl.float32) * (1.0 / FIXED_POINT)
-
-
-@triton.jit
-def _edge_among(codes, e, valid, above, target):
+def _edge_among(codes, e, valid, above, target, FIXED: tl.constexpr):
     # The same bisection on gathered values held in registers: the largest code c with
     # above + Σ_{codes ≥ c} e ≥ target, given that the smallest valid code reaches it.
-    fixed = _fixed_point(e)
     lo = tl.min(tl.where(valid, codes, 1 << 40), axis=0)
     hi = tl.max(tl.where(valid, codes, lo - 1), axis=0) + 1
     for _ in range(33):
         mid = lo + (hi - lo) // 2
-        reached = above + _mass_among(fixed, codes >= mid) >= target
+        reached = above + _mass_among(e, codes >= mid, FIXED) >= target
         lo = tl.where(reached & (hi - lo > 1), mid, lo)
         hi = tl.where(reached | (hi - lo <= 1), hi, mid)
     return lo
@@ -532,6 +533,7 @@ def _top_p_solve_kernel(
     SPLIT_BLOCK: tl.constexpr,
     ROW_BLOCK: tl.constexpr,
     SAMPLE: tl.constexpr,
+    FIXED: tl.constexpr,
 ):
     # The edge from the gathered bracket (the same code bisection, on a few hundred values in
     # registers), or from the whole row when a slot overflowed; the kept tokens are those
@@ -566,8 +568,8 @@ def _top_p_solve_kernel(
         else:
             codes = code_of(_key(z, inv_tau, centre, KEY))
             e = tl.where(valid, tl.exp(inv_tau * (z - z_max)), 0.0)
-            edge = _edge_among(codes, e, valid, above, target)
-            kept = above + _mass_among(_fixed_point(e), codes >= edge)
+            edge = _edge_among(codes, e, valid, above, target, FIXED)
+            kept = above + _mass_among(e, codes >= edge, FIXED)
             if KEY == TYPICAL:
                 # The set's ends: among the gathered tokens at or above the edge, and those
                 # above the bracket (the gather's extremes).
@@ -719,8 +721,8 @@ def _top_p_in_top_k_kernel(
         else:
             codes = code_of(z)
             e = tl.where(valid, tl.exp(inv_tau * (z - z_max)), 0.0)
-            if _mass_among(_fixed_point(e), codes >= code_of(kth)) >= target:
-                floor = float_of_code(_edge_among(codes, e, valid, 0.0, target))
+            if tl.sum(tl.where(codes >= code_of(kth), e, 0.0), axis=0) >= target:
+                floor = float_of_code(_edge_among(codes, e, valid, 0.0, target, False))
     tl.store(floor_ptr + row, floor)
 
 
@@ -771,6 +773,10 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     # 0.075, 0.072 → 0.083), where one program per SM is bound by latency.
     programs, sms = rows * splits, sm_count(device)
     load_2d = programs > sms
+    # The gather's places by atomics where more than two programs share an SM: on an H200
+    # (`.gpu` A/B of stop 48, replayed, coordinated top-p), its block scans were faster at
+    # B = 16 (256 programs) and slower from B = 32.
+    atomic = programs > ATOMIC_GATHER_PER_SM * sms
     block = WIDE_GRID_BLOCK if pending is None and programs >= WIDE_GRID * sms else passes.block
     brackets = torch.empty(passes.levels, rows, 2, device=device, dtype=torch.float32)
     profiles = torch.empty(
@@ -789,8 +795,7 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     _top_p_gather_kernel[(rows, splits)](
         flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
         profiles, last, candidates.x, candidates.index, candidates.count, above, extremes,
-        vocab, chunk, CAP=CAP, BLOCK=STREAM_BLOCK, ATOMIC=programs > sms, num_warps=4,
-        **common,
+        vocab, chunk, CAP=CAP, BLOCK=STREAM_BLOCK, ATOMIC=atomic, num_warps=4, **common,
     )  # fmt: skip
     floor, ceiling, shift, z_max = torch.empty(4, rows, device=device, dtype=torch.float32)
     _top_p_solve_kernel[(rows,)](
@@ -798,7 +803,7 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
         candidates.index, candidates.count, above, extremes, floor, ceiling, shift, z_max,
         floor if arrivals is None else arrivals, vocab, splits, KEY=key,
         PENDING=pending is not None, CAP=CAP, SLOTS=pow2_at_least(splits),
-        SPLIT_BLOCK=split_block, ROW_BLOCK=BLOCK, SAMPLE=arrivals is not None,
+        SPLIT_BLOCK=split_block, ROW_BLOCK=BLOCK, SAMPLE=arrivals is not None, FIXED=atomic,
         num_warps=ROW_WARPS,
     )  # fmt: skip
     return floor, shift, z_max, ceiling
