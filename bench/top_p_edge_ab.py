@@ -6,7 +6,8 @@ tokens are the same (docs/performance.md, "Stop 48", against `3928ae5`).
 
     mkdir -p OLD && git archive REV src/decoptim | tar -x -C OLD \
         && mv OLD/src/decoptim OLD/decoptim_old
-    DECOPTIM_OLD=OLD python bench/top_p_edge_ab.py [--batches 8 64 256]
+    DECOPTIM_OLD=OLD python bench/top_p_edge_ab.py [--batches 8 64 256] [--rows ...]
+        [--steps ...]
 
 Steps: coordinated top-p 0.9 and typical 0.9 (the default draw over q's buckets, which finds
 the edge on every row; groups of 8), their probs, and plain top-p 0.9 (by rejection, the
@@ -51,16 +52,23 @@ def steps(pkg, batch: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 64, 256])
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--steps", nargs="+", default=None, help="step names (default: all)")
     args = parser.parse_args()
     old = gpu.earlier_decoptim()
     print(torch.cuda.get_device_name(), torch.__version__)
     print("| rows | B | step | old ms | new ms | new / old | agreement |")
     print("|---|---:|---|---:|---:|---:|---|")
-    for kind in ROWS:
+    for kind in args.rows:
         for batch in args.batches:
             z = logits(batch, kind)
             olds, news = steps(old, batch), steps(new, batch)
+            unknown = set(args.steps or ()) - set(news)
+            if unknown:
+                parser.error(f"--steps: unknown {sorted(unknown)}; known: {sorted(news)}")
             for name, new_step in news.items():
+                if args.steps and name not in args.steps:
+                    continue
                 old_ms, new_ms = gpu.alternated_replay_ms(olds[name], new_step, [z])
                 a, b = statistics.median(old_ms), statistics.median(new_ms)
                 if name.endswith("probs"):
