@@ -36,6 +36,8 @@ import torch
 import triton
 import triton.language as tl
 
+from decoptim.core.kernels.streaming import chunk_for, program_position, split_bounds
+
 V = 151_936
 P = 0.9
 SPLITS = 16  # the gather's splits per row at this V (`candidates.gather_splits`)
@@ -43,33 +45,37 @@ FIXED_POINT = 2.0**40
 
 
 @triton.jit
+def _load(z_ptr, row, V, offs, end):
+    # The row's tokens at offs, −inf past the split's end.
+    return tl.load(z_ptr + row.to(tl.int64) * V + offs, mask=offs < end, other=-float("inf"))
+
+
+@triton.jit
 def _read_kernel(z_ptr, out_ptr, V, CHUNK, BLOCK: tl.constexpr):
-    row, split = tl.program_id(0), tl.program_id(1)
-    begin = split * CHUNK
-    end = tl.minimum(begin + CHUNK, V)
+    row, split, splits = program_position()
+    begin, end = split_bounds(split, CHUNK, V)
     total = tl.zeros((BLOCK,), tl.float32)
     for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        z = tl.load(z_ptr + row.to(tl.int64) * V + offs, mask=offs < end, other=-float("inf"))
+        z = _load(z_ptr, row, V, offs, end)
         total += tl.exp(z)
-    tl.store(out_ptr + row * tl.num_programs(1) + split, tl.sum(total, axis=0))
+    tl.store(out_ptr + row * splits + split, tl.sum(total, axis=0))
 
 
 @triton.jit
 def _profile_kernel(z_ptr, lo_ptr, hi_ptr, out_ptr, V, CHUNK, PROFILE: tl.constexpr,
                     BLOCK: tl.constexpr):  # fmt: skip
-    row, split = tl.program_id(0), tl.program_id(1)
-    begin = split * CHUNK
-    end = tl.minimum(begin + CHUNK, V)
+    row, split, splits = program_position()
+    begin, end = split_bounds(split, CHUNK, V)
     lo, hi = tl.load(lo_ptr + row), tl.load(hi_ptr + row)
     j = tl.arange(0, PROFILE)
     theta = hi - j * ((hi - lo) / (PROFILE - 1))
     mass = tl.zeros((PROFILE, BLOCK), tl.float32)
     for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)[None, :]
-        z = tl.load(z_ptr + row.to(tl.int64) * V + offs, mask=offs < end, other=-float("inf"))
+        z = _load(z_ptr, row, V, offs, end)
         mass += tl.exp(z - hi) * (z >= theta[:, None]).to(tl.float32)
-    tl.store(out_ptr + (row * tl.num_programs(1) + split) * PROFILE + j, tl.sum(mass, axis=1))
+    tl.store(out_ptr + (row * splits + split) * PROFILE + j, tl.sum(mass, axis=1))
 
 
 @triton.jit
@@ -83,36 +89,34 @@ def _bins(z, hi, scale, BINS: tl.constexpr):
 @triton.jit
 def _count_histogram_kernel(z_ptr, hi_ptr, scale_ptr, out_ptr, V, CHUNK, BINS: tl.constexpr,
                             BLOCK: tl.constexpr):  # fmt: skip
-    row, split = tl.program_id(0), tl.program_id(1)
-    begin = split * CHUNK
-    end = tl.minimum(begin + CHUNK, V)
+    row, split, splits = program_position()
+    begin, end = split_bounds(split, CHUNK, V)
     hi, scale = tl.load(hi_ptr + row), tl.load(scale_ptr + row)
     counts = tl.zeros((BINS,), tl.int32)
     for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        z = tl.load(z_ptr + row.to(tl.int64) * V + offs, mask=offs < end, other=-float("inf"))
+        z = _load(z_ptr, row, V, offs, end)
         b, inside = _bins(z, hi, scale, BINS)
         counts += tl.histogram(b, BINS, mask=inside)
-    tl.store(out_ptr + (row * tl.num_programs(1) + split) * BINS + tl.arange(0, BINS), counts)
+    tl.store(out_ptr + (row * splits + split) * BINS + tl.arange(0, BINS), counts)
 
 
 @triton.jit
 def _atomic_histogram_kernel(z_ptr, hi_ptr, scale_ptr, out_ptr, V, CHUNK, BINS: tl.constexpr,
                              BLOCK: tl.constexpr, SCALE: tl.constexpr):  # fmt: skip
-    row, split = tl.program_id(0), tl.program_id(1)
-    begin = split * CHUNK
-    end = tl.minimum(begin + CHUNK, V)
+    row, split, _ = program_position()
+    begin, end = split_bounds(split, CHUNK, V)
     hi, scale = tl.load(hi_ptr + row), tl.load(scale_ptr + row)
     for start in range(begin, end, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        z = tl.load(z_ptr + row.to(tl.int64) * V + offs, mask=offs < end, other=-float("inf"))
+        z = _load(z_ptr, row, V, offs, end)
         b, inside = _bins(z, hi, scale, BINS)
         fixed = (tl.exp(z - hi) * SCALE).to(tl.int64)
         tl.atomic_add(out_ptr + row * BINS + b, fixed, mask=inside, sem="relaxed")
 
 
 def chunk(block: int) -> int:
-    return triton.cdiv(triton.cdiv(V, SPLITS), block) * block
+    return chunk_for(V, SPLITS, block)
 
 
 def bracket(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
