@@ -384,14 +384,20 @@ def check_profile_pass_layouts_find_the_same_edge() -> None:
     # take more programs than the GPU has SMs (`LOAD_2D`), where each threshold's mass is
     # a fused multiply-add by a 0/1 factor; each lane's sums are the other layout's masked
     # adds, bit for bit, so both find the same edge and q. Forced each way here (the
-    # interpreter counts 132 SMs), for top-p's key and typical's, with one block size (the
-    # SM count picks it too, and sums over other blocks round differently).
+    # interpreter counts 132 SMs), for top-p's key and typical's, with one block size and one
+    # gather (the SM count picks them too; sums over other blocks round differently, and the
+    # atomic gather's are fixed point: `check_atomic_and_scan_gathers_find_the_same_edge`).
     z = crowded_rows(6000, 4)
     cases = ((0.9, 1.0), (0.5, 0.7), (0.99, 1.3))
     results = {}
     one_block = unittest.mock.patch.object(top_p, "WIDE_GRID_BLOCK", top_p.EDGE_PASSES.block)
+    one_gather = unittest.mock.patch.object(top_p, "ATOMIC_GATHER_PER_SM", 10**9)
     for sms in (0, 10**9):  # LOAD_2D on, then off
-        with one_block, unittest.mock.patch.object(top_p, "sm_count", lambda _, sms=sms: sms):
+        with (
+            one_block,
+            one_gather,
+            unittest.mock.patch.object(top_p, "sm_count", lambda _, sms=sms: sms),
+        ):
             results[sms] = [
                 probs(z, kernel_rows(1.0 / tau, z), kernel_rows(p, z))
                 for probs in (top_p_probs, typical_probs)
@@ -399,6 +405,38 @@ def check_profile_pass_layouts_find_the_same_edge() -> None:
             ]
     for loaded_2d, loaded_1d, (p, tau) in zip(*results.values(), cases * 2, strict=True):
         assert torch.equal(loaded_2d, loaded_1d), (p, tau, (loaded_2d - loaded_1d).abs().max())
+
+
+def check_atomic_and_scan_gathers_find_the_same_edge() -> None:
+    # Where more than ATOMIC_GATHER_PER_SM programs share an SM the top-p gather places its
+    # tokens by atomic counts and the solve sums them in fixed point; elsewhere by a scan in
+    # index order, summed in float32. Forced each way: the same support and q within float32
+    # rounding of each other, both within 2e-6 of float64 for top-p, and typical's support
+    # the reference's up to its edge, on crowded rows and on rows whose bracket settles after
+    # one pass with many tokens in it (randn·3).
+    z = torch.cat(
+        [
+            crowded_rows(6000, 4),
+            torch.randn(2, 6000, generator=torch.Generator().manual_seed(8)) * 3,
+        ]
+    )
+    found = {}
+    for per_sm in (-1, 10**9):  # atomic, then the scan
+        with unittest.mock.patch.object(top_p, "ATOMIC_GATHER_PER_SM", per_sm):
+            found[per_sm] = [
+                probs(z, kernel_rows(1.0 / 0.8, z), kernel_rows(0.9, z))
+                for probs in (top_p_probs, typical_probs)
+            ]
+    for atomic, scan in zip(*found.values(), strict=True):
+        assert torch.equal(atomic > 0, scan > 0)
+        assert float((atomic - scan).abs().max()) < 1e-7, (atomic - scan).abs().max()
+    reference = d.TopP(0.9, 0.8).probs(z.double())
+    for q in (found[-1][0], found[10**9][0]):
+        assert float((q.double() - reference).abs().max()) < 2e-6
+    for q in (found[-1][1], found[10**9][1]):
+        assert_same_support_up_to_the_typical_edge(
+            z, 0.8, 0.9, q, d.Typical(0.9, 0.8).probs(z.double())
+        )
 
 
 def check_edge_passes_stop_once_the_bracket_fits_the_slots() -> None:
