@@ -336,9 +336,10 @@ def test_cuda_draw_many_picks_each_proposal_with_its_own_uniforms():
 
 def test_cuda_top_p_edge_sample_equals_the_draw_over_its_probs():
     """The rows top-p's rejection sampler leaves (token −1) find the edge and draw from q's
-    closed form: the same q, block sums and uniforms as the draw over the written q; rows
-    drawn already keep their token."""
-    from decoptim.core.kernels.draw import draw_from_probs, draw_seed, draw_targets
+    closed form in the solve: the same blocks and uniforms as the draw over the written q,
+    over the same terms up to one rounding of the normaliser; rows drawn already keep their
+    token."""
+    from decoptim.core.kernels.draw import draw_from_probs, draw_seed
     from decoptim.core.kernels.streaming import row_stats
     from decoptim.core.kernels.top_p import sample_at_the_edge
 
@@ -348,11 +349,10 @@ def test_cuda_top_p_edge_sample_equals_the_draw_over_its_probs():
     p = torch.full((64,), 0.9, device="cuda")
     drawn_already = torch.arange(0, 64, 3, device="cuda")
     for seed in range(4):
-        tokens, arrivals = draw_targets(64, z.device)
-        tokens.fill_(-1)
+        tokens = torch.full((64,), -1, device="cuda")
         tokens[drawn_already] = drawn_already
         source = draw_seed(z.device, torch.Generator("cuda").manual_seed(seed))
-        sample_at_the_edge(z, inv_tau, p, row_stats(z, inv_tau), source, (tokens, arrivals), True)
+        sample_at_the_edge(z, inv_tau, p, row_stats(z, inv_tau), source, tokens, True)
         written_draw = draw_from_probs(decoder.probs(z), torch.Generator("cuda").manual_seed(seed))
         left = torch.ones(64, dtype=torch.bool, device="cuda")
         left[drawn_already] = False

@@ -58,7 +58,6 @@ from decoptim.core.kernels.draw import (  # noqa: E402
     draw_from_probs,
     draw_many_from_logits,
     draw_seed,
-    draw_targets,
     next_graph_seeds,
 )
 from decoptim.core.kernels.streaming import (  # noqa: E402
@@ -506,22 +505,49 @@ def check_top_p_edge_at_the_top_and_among_ties() -> None:
 
 
 def check_top_p_edge_sample_equals_the_draw_over_its_probs() -> None:
-    # The rows the rejection sampler leaves (token −1) find the edge and draw over q's
-    # closed form: the same q, block sums and uniforms as the draw over the written q, so
-    # the same seed gives the same tokens; rows drawn already keep their token.
+    # The rows the rejection sampler leaves (token −1) find the edge and draw from q's
+    # closed form in the solve: the row's first uniform picks a split, then a block, the
+    # second the token, over the same terms as the draw over the written q (up to one
+    # rounding of the normaliser), so the same seed gives the same tokens; rows drawn
+    # already keep their token. Then typical, every row, against its written q.
     z = crowded_rows(6000, 6) * 0.2
     for p, tau in ((0.9, 1.0), (0.5, 0.7), (1.0, 1.3)):
         rows = kernel_rows(1.0 / tau, z), kernel_rows(p, z)
         q = top_p_probs(z, *rows)
         for seed in range(3):
-            tokens, arrivals = draw_targets(len(z), z.device)
-            tokens.copy_(torch.tensor([-1, 7, -1, -1, 11]))
+            tokens = torch.tensor([-1, 7, -1, -1, 11])
             source = draw_seed(z.device, torch.Generator().manual_seed(seed))
-            sample_at_the_edge(z, *rows, row_stats(z, rows[0]), source, (tokens, arrivals), True)
+            sample_at_the_edge(z, *rows, row_stats(z, rows[0]), source, tokens, True)
             written_draw = draw_from_probs(q, torch.Generator().manual_seed(seed))
             assert tokens[1] == 7 and tokens[4] == 11, tokens
             pending = torch.tensor([0, 2, 3])
             assert torch.equal(tokens[pending], written_draw[pending]), (p, tau, seed, tokens)
+    inv_tau, masses = kernel_rows(1.0, z), kernel_rows(0.9, z)
+    stats, centre = _typical_centre(z, inv_tau)
+    q = typical_probs(z, inv_tau, masses)
+    for seed in range(3):
+        tokens = torch.empty(len(z), dtype=torch.int64)
+        source = draw_seed(z.device, torch.Generator().manual_seed(seed))
+        sample_at_the_edge(z, inv_tau, masses, stats, source, tokens, False, centre,
+                           TYPICAL.value)  # fmt: skip
+        written_draw = draw_from_probs(q, torch.Generator().manual_seed(seed))
+        assert torch.equal(tokens, written_draw), (seed, tokens, written_draw)
+    # Codes, on the same rows (the constant row's slots overflow, so its draw runs over the
+    # whole row, as every row's does at p = 1), against the coordinated draw over the
+    # written q: tokens bar a code within rounding of an edge, next codes close.
+    codes = group_codes(1, len(z), seed=3)
+    for name, p in (("top-p", 0.9), ("top-p", 1.0), ("typical", 0.9)):
+        rows = kernel_rows(1.0, z), kernel_rows(p, z)
+        source, tokens = CodedDraw.of(codes, z.device), torch.empty(len(z), dtype=torch.int64)
+        if name == "top-p":
+            q = top_p_probs(z, *rows)
+            sample_at_the_edge(z, *rows, row_stats(z, rows[0]), source, tokens)
+        else:
+            q = typical_probs(z, *rows)
+            sample_at_the_edge(z, *rows, stats, source, tokens, False, centre, TYPICAL.value)
+        expected, expected_new = draw_coordinated(q, codes)
+        new = source.next_codes(codes.value.shape)
+        assert_coded_draws_agree((name, p), q, q, tokens, new, expected, expected_new, codes)
 
 
 def check_accept_pass_keeps_the_first_proposal_inside_the_set() -> None:

@@ -6,8 +6,9 @@ row's later passes run only while its bracket may hold more of a split's tokens 
 gather's slot), the tokens left inside it gathered, and x* found by bisection over their
 order-preserving int32 codes (ties at the edge kept exactly as on the CPU, the gathered
 terms summed in fixed point); a row whose bracket overflows the slots is bisected over the
-whole row. A streaming pass writes q, or for a sample draws from q's
-closed form without writing it (`draw.draw_affine`).
+whole row. A streaming pass writes q; a sample is drawn from q's closed
+form in the solve, without writing it: the split from the slots and each split's mass above
+the bracket, then the block and the token over one split.
 
 A plain (Philox) top-p sample rarely needs the edge: tokens drawn from the whole softmax
 are kept only inside the nucleus, which a token x is in exactly when the mass above it,
@@ -38,18 +39,21 @@ from .candidates import (
     gather_splits,
     load_candidates,
 )
+from .draw import BLOCK as DRAW_BLOCK
 from .draw import (
     CodedDraw,
     Randomness,
-    draw_affine,
     draw_many_from_logits,
     draw_seed,
-    draw_targets,
+    randomness_args,
 )
 from .launch import kernel
 from .streaming import BLOCK as STREAM_BLOCK
 from .streaming import (
+    SCALED_FLOOR,
     RowStats,
+    affine_q,
+    cdiv,
     chunk_for,
     code_of,
     exp_affine,
@@ -64,6 +68,7 @@ from .streaming import (
     split_bounds,
     splits_for,
 )
+from .uniforms import REFILL, TWO_POW_M52, next_code, philox_uniforms, pick
 
 BLOCK = 4096
 
@@ -165,10 +170,12 @@ def _narrow(lo, hi, profile_ptr, row, SPLITS, target, x_max, centre, KEY: tl.con
     # (only where hi is the largest key: the next level profiles hi again, and the same sums
     # in the same order give the same mass, below target), there is nothing above: the
     # bracket is [hi, hi], the gather takes every key ≥ hi and the mass above is 0.
-    # Last, whether a split's slot of CAP might not hold the gather's tokens: each of them
+    # Then whether a split's slot of CAP might not hold the gather's tokens: each of them
     # has a term ≥ `_least_term(new_lo)`, so a split holds at most its mass inside the
     # bracket over that (with room for the float32 sums' rounding); where it cannot
-    # overflow, the passes stop narrowing.
+    # overflow, the passes stop narrowing. Last, each split's own mass at or above
+    # `upper` ([SPLIT_BLOCK]; 0 where upper is +inf): a coordinated draw's part of the set
+    # that the gather need not hold (`_split_of_draw`).
     split = tl.arange(0, SPLIT_BLOCK)[:, None]
     j = tl.arange(0, PROFILE)
     parts = tl.load(
@@ -182,12 +189,13 @@ def _narrow(lo, hi, profile_ptr, row, SPLITS, target, x_max, centre, KEY: tl.con
     above = tl.sum(tl.where(j == first - 1, totals, 0.0), axis=0)
     upper = tl.where(first == 0, float("inf"), new_hi)
     at_lo = tl.sum(tl.where(j[None, :] == first, parts, 0.0), axis=1)
-    inside = at_lo - tl.sum(tl.where(j[None, :] == first - 1, parts, 0.0), axis=1)
+    at_upper = tl.sum(tl.where(j[None, :] == first - 1, parts, 0.0), axis=1)
+    inside = at_lo - at_upper
     most = tl.max(inside, axis=0) * 1.001 + 1e-5 * tl.max(at_lo, axis=0)
     least = _least_term(new_lo, x_max, centre, KEY)
     # Below 1e-30 a term may underflow to 0 and count for nothing in the masses.
     crowded = (least < 1e-30) | (most > CAP * least)
-    return new_lo, tl.where(first == 0, hi, new_hi), above, upper, crowded
+    return new_lo, tl.where(first == 0, hi, new_hi), above, upper, crowded, at_upper
 
 
 @triton.jit
@@ -261,7 +269,7 @@ def _top_p_profile_kernel(
             lo = tl.load(bracket_ptr + previous * 2)
             hi = tl.load(bracket_ptr + previous * 2 + 1)
             previous_profile = profile_ptr + previous * splits * PROFILE
-            lo, hi, _, _, crowded = _narrow(
+            lo, hi, _, _, crowded, _ = _narrow(
                 lo, hi, previous_profile, row, splits, target, x_max, centre, KEY, PROFILE,
                 SPLIT_BLOCK, CAP,
             )  # fmt: skip
@@ -335,6 +343,7 @@ def _top_p_gather_kernel(
     index_out_ptr,
     count_ptr,
     above_ptr,
+    split_above_ptr,
     extremes_ptr,
     V,
     CHUNK,
@@ -348,7 +357,8 @@ def _top_p_gather_kernel(
 ):
     # Per (row, split): the tokens whose key lies inside the bracket around the edge that the
     # row's last profile narrows to, lo ≤ key < upper; split 0 also stores the mass at or
-    # above `upper`, which that profile has summed already (the other splits store 0); for
+    # above `upper`, which that profile has summed already (the other splits store 0), and
+    # each split its own part of it (`split_above`, for a draw in the solve); for
     # typical also the largest z and the smallest x of those above (they are in the set,
     # and may be its extremes: `_top_p_solve_kernel`). With ATOMIC, a token's place in its
     # slot comes from an atomic count, not a scan of its block: a bracket left after two
@@ -369,9 +379,10 @@ def _top_p_gather_kernel(
         centre = tl.load(centre_ptr + row)
         lo = tl.load(bracket_ptr + row * 2)
         hi = tl.load(bracket_ptr + row * 2 + 1)
-        lo, _, above, upper, _ = _narrow(lo, hi, profile_ptr, row, splits, target,
-                                         z_max * inv_tau, centre, KEY, PROFILE, SPLIT_BLOCK,
-                                         CAP)  # fmt: skip
+        lo, _, above, upper, _, split_above = _narrow(
+            lo, hi, profile_ptr, row, splits, target, z_max * inv_tau, centre, KEY, PROFILE,
+            SPLIT_BLOCK, CAP,
+        )  # fmt: skip
         base = row.to(tl.int64) * V
         slot = (row * splits + split).to(tl.int64) * CAP
         count = count_ptr + row * splits + split
@@ -401,6 +412,9 @@ def _top_p_gather_kernel(
         if not ATOMIC:
             tl.store(count, found)
         tl.store(above_ptr + row * splits + split, tl.where(split == 0, above, 0.0))
+        in_split = tl.arange(0, SPLIT_BLOCK) == split
+        tl.store(split_above_ptr + row * splits + split,
+                 tl.sum(tl.where(in_split, split_above, 0.0), axis=0))  # fmt: skip
         if KEY == TYPICAL:
             tl.store(extremes_ptr + (row * splits + split) * 2, z_high)
             tl.store(extremes_ptr + (row * splits + split) * 2 + 1, x_low)
@@ -504,6 +518,73 @@ def _row_solve_inputs(inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_
     return inv_tau, p, z_max, target, z, valid, overflow
 
 
+# A draw in the solve sums each slot's gathered terms (≤ CAP of them, each ≤ 1) as integers
+# in units of 2⁻⁵⁴, below the codes' grain of 2⁻⁵³ and exact in any order (the atomic
+# gather's slots are in the order its atomics ran), 256 terms below 2⁶² (int64).
+SLOT_FIXED_POINT = tl.constexpr(2.0**54)
+
+
+@triton.jit
+def _split_of_draw(z, z_max, inv_tau, in_set, split_above_ptr, row, SPLITS, position,
+                   CHUNK, V, CAP: tl.constexpr, SLOTS: tl.constexpr):  # fmt: skip
+    # The first stage of a draw over the set's terms e^{x − max x} in vocabulary order,
+    # given the gather's slots and a row's `position` in [0, 1): the split (CHUNK tokens) in
+    # whose bucket position·Σ falls, as [begin, end), the position inside that bucket, and
+    # Σ over the bucket's mass. A split's mass is its part above the bracket (summed by the
+    # profile pass) plus its slot's gathered terms inside the set.
+    terms = tl.where(in_set, tl.exp(inv_tau * (z - z_max)), 0.0)
+    fixed = tl.reshape((terms * SLOT_FIXED_POINT).to(tl.int64), (SLOTS, CAP))
+    slots = tl.arange(0, SLOTS)
+    masses = tl.sum(fixed, axis=1).to(tl.float64) * (1.0 / SLOT_FIXED_POINT)
+    above = tl.load(split_above_ptr + row * SPLITS + slots, mask=slots < SPLITS, other=0.0)
+    masses += above.to(tl.float64)
+    total = tl.sum(masses, axis=0)
+    split, before, mass = pick(masses, slots, position * total)
+    inside = tl.minimum((position * total - before) / mass, 1.0)
+    begin = split * CHUNK
+    return begin, tl.minimum(begin + CHUNK, V), inside, total / mass
+
+
+@triton.jit
+def _draw_in_range(z_row, begin, end, position, inv_tau, z_max, floor, ceiling, fresh,
+                   group_ptr, index_ptr, step_ptr, next_code_ptr, tokens_ptr, row, scale,
+                   pending, CODED: tl.constexpr, HEAD: tl.constexpr, BLOCK: tl.constexpr,
+                   BLOCKS: tl.constexpr):  # fmt: skip
+    # Where `pending`, tokens[row]: a token of [begin, end) drawn from the set's terms
+    # e^{x − max x} (x ≥ floor; with HEAD also z ≤ ceiling), `draw.py`'s two stages in one
+    # program: the block whose bucket holds position·(the range's mass), then the token, at
+    # the target's place in the block for a code (its next code to next_code[row]; `scale`:
+    # the row's mass over the range's, for the refill grain) or at the `fresh` uniform's
+    # (Philox's).
+    if pending:
+        lane = tl.arange(0, BLOCK)
+        blocks = tl.arange(0, BLOCKS)
+        head_code = code_of(ceiling)
+        masses = tl.zeros((BLOCKS,), tl.float64)
+        for start in range(begin, end, BLOCK):
+            q = affine_q(z_row, start + lane, end, inv_tau, z_max, 0.0, floor, head_code, -1,
+                         SCALED_FLOOR, HEAD)  # fmt: skip
+            block_mass = tl.sum(q.to(tl.float64), axis=0)
+            masses = tl.where(blocks == (start - begin) // BLOCK, block_mass, masses)
+        in_range = tl.sum(masses, axis=0)
+        target = position * in_range
+        block, before, block_mass = pick(masses, blocks, target)
+        start = begin + block * BLOCK
+        q = affine_q(z_row, start + lane, tl.minimum(start + BLOCK, end), inv_tau, z_max, 0.0,
+                     floor, head_code, -1, SCALED_FLOOR, HEAD)  # fmt: skip
+        in_block = tl.sum(q.to(tl.float64), axis=0)
+        if CODED:
+            place = tl.minimum((target - before) / block_mass, 1.0) * in_block
+        else:
+            place = fresh * in_block
+        token, low, width = pick(q, lane, place)
+        tl.store(tokens_ptr + row, (start + token).to(tl.int64))
+        if CODED:
+            grain = TWO_POW_M52 * scale * in_range * in_block / (width * block_mass)
+            tl.store(next_code_ptr + row, next_code(place, low, width, grain, group_ptr,
+                                                    index_ptr, step_ptr, row, REFILL))  # fmt: skip
+
+
 @kernel
 def _top_p_solve_kernel(
     z_ptr,
@@ -518,13 +599,20 @@ def _top_p_solve_kernel(
     cand_index_ptr,
     cand_count_ptr,
     above_ptr,
+    split_above_ptr,
     extremes_ptr,
     floor_ptr,
     ceiling_ptr,
     shift_ptr,
     zmax_ptr,
-    arrivals_ptr,
+    philox_ptr,
+    code_ptr,
+    group_ptr,
+    index_ptr,
+    step_ptr,
+    next_code_ptr,
     V,
+    CHUNK,
     CAND_SPLITS,
     KEY: tl.constexpr,
     PENDING: tl.constexpr,
@@ -532,15 +620,23 @@ def _top_p_solve_kernel(
     SLOTS: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     ROW_BLOCK: tl.constexpr,
-    SAMPLE: tl.constexpr,
+    DRAW_BLOCK: tl.constexpr,
+    DRAW_BLOCKS: tl.constexpr,
+    DRAW: tl.constexpr,
+    CODED: tl.constexpr,
     FIXED: tl.constexpr,
 ):
     # The edge from the gathered bracket (the same code bisection, on a few hundred values in
     # registers), or from the whole row when a slot overflowed; the kept tokens are those
     # whose key is ≥ the edge, and q = e^{x − max x − shift} on them. Top-p's set is
     # {x ≥ floor}. Typical's is an interval of z, stored as {x ≥ floor} (its smallest x) and
-    # a ceiling, its largest z. With SAMPLE, also zero the arrival counters of the draw
-    # that follows. With PENDING, rows whose token is drawn already solve nothing.
+    # a ceiling, its largest z. With DRAW, also the row's token, drawn from q's closed form
+    # here (nothing written): the split from the gathered slots and the split parts above
+    # the bracket, then one pass over that split (the whole row, where the edge came from
+    # it or p = 1) for its block, and a reread of the block. A code (CODED) or Philox's two
+    # uniforms (the second seed, philox_ptr) pick as `draw.py`'s draw does, over its blocks
+    # (DRAW_BLOCK, which divides a split); this saves a launch and a read of the row. With
+    # PENDING, rows whose token is drawn already solve nothing.
     row = tl.program_id(0)
     inv_tau, p, z_max, target, z, valid, overflow = _row_solve_inputs(
         inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_ptr, cand_index_ptr,
@@ -554,7 +650,20 @@ def _top_p_solve_kernel(
     floor = -float("inf")
     z_high = float("inf")
     kept = target / p  # Σ: p = 1 keeps every token
-    if (p < 1.0) & _pending(tokens_ptr, row, PENDING):
+    pending = _pending(tokens_ptr, row, PENDING)
+    # The draw's randomness (read only with DRAW), and its range: the whole row unless the
+    # gathered bracket gives the split.
+    position = tl.zeros((), tl.float64)
+    fresh = position
+    if DRAW:
+        if CODED:
+            position = tl.load(code_ptr + row)
+        else:
+            position, fresh = philox_uniforms(philox_ptr, row)
+    begin = tl.zeros((), tl.int32)
+    end = tl.zeros((), tl.int32) + V
+    scale = tl.full((), 1.0, tl.float64)
+    if (p < 1.0) & pending:
         # An empty bracket can only come from rounding between the passes' sums: take the
         # whole row then too.
         if overflow | (tl.sum(valid.to(tl.int32), axis=0) == 0):
@@ -570,10 +679,10 @@ def _top_p_solve_kernel(
             e = tl.where(valid, tl.exp(inv_tau * (z - z_max)), 0.0)
             edge = _edge_among(codes, e, valid, above, target, FIXED)
             kept = above + _mass_among(e, codes >= edge, FIXED)
+            inside = valid & (codes >= edge)
             if KEY == TYPICAL:
                 # The set's ends: among the gathered tokens at or above the edge, and those
                 # above the bracket (the gather's extremes).
-                inside = valid & (codes >= edge)
                 ends = extremes_ptr + (row * CAND_SPLITS + split_offs) * 2
                 z_high = tl.maximum(
                     tl.max(tl.where(inside, z, -float("inf")), axis=0),
@@ -585,13 +694,22 @@ def _top_p_solve_kernel(
                 )
             else:
                 floor = float_of_code(edge)
+            if DRAW:
+                begin, end, position, scale = _split_of_draw(
+                    z, z_max, inv_tau, inside, split_above_ptr, row, CAND_SPLITS, position,
+                    CHUNK, V, CAP, SLOTS,
+                )  # fmt: skip
     tl.store(floor_ptr + row, floor)
     if KEY == TYPICAL:
         tl.store(ceiling_ptr + row, z_high)
     tl.store(shift_ptr + row, tl.log(kept))
     tl.store(zmax_ptr + row, z_max)
-    if SAMPLE:
-        tl.store(arrivals_ptr + row, 0)
+    if DRAW:
+        _draw_in_range(
+            z_ptr + row.to(tl.int64) * V, begin, end, position, inv_tau, z_max, floor, z_high,
+            fresh, group_ptr, index_ptr, step_ptr, next_code_ptr, tokens_ptr, row, scale,
+            pending, CODED, KEY == TYPICAL, DRAW_BLOCK, DRAW_BLOCKS,
+        )  # fmt: skip
 
 
 @kernel
@@ -750,22 +868,22 @@ def top_p_in_top_k(
 
 
 def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: RowStats,
-                centre: torch.Tensor, key: int, arrivals: torch.Tensor | None = None,
-                pending: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:  # fmt: skip
+                centre: torch.Tensor, key: int,
+                draw: tuple[torch.Tensor | CodedDraw, torch.Tensor] | None = None,
+                pending: bool = False) -> tuple[torch.Tensor, ...]:  # fmt: skip
     # Per row of flat [rows, V]: the floor on x = z·(1/τ), the shift and max z of
-    # q = exp((z − max z)/τ − shift) on the kept set, and for typical the set's largest z;
-    # with `arrivals`, zeroes them too. With `pending` (tokens, int64 [rows]), only the rows
-    # whose token is −1 read z; the others' terms are left unsolved.
+    # q = exp((z − max z)/τ − shift) on the kept set, and for typical the set's largest z.
+    # With `draw` (`draw_seed`'s source, tokens int64 [rows]), also a token per row drawn
+    # from q into tokens. With `pending`, only the rows whose token is −1 read z; the
+    # others' terms are left unsolved.
     rows, vocab = flat.shape
     device = flat.device
     splits = gather_splits(vocab)
     chunk = chunk_for(vocab, splits, STREAM_BLOCK)
     split_block = pow2_at_least(max(stats.splits, splits), 16)
-    tokens = stats.sums if pending is None else pending
-    passes = EDGE_PASSES if pending is None else PENDING_EDGE_PASSES
-    common = dict(
-        KEY=key, PENDING=pending is not None, PROFILE=passes.thresholds, SPLIT_BLOCK=split_block
-    )
+    source, tokens = (None, stats.sums) if draw is None else draw
+    passes = PENDING_EDGE_PASSES if pending else EDGE_PASSES
+    common = dict(KEY=key, PENDING=pending, PROFILE=passes.thresholds, SPLIT_BLOCK=split_block)
     # The profile's load in its sums' layout (`_top_p_profile_kernel`) where the passes
     # take more than one program per SM: on an H200 (`.gpu` A/B of stop 40, replayed,
     # medians of three) it made the coordinated top-p step 10% and 9% faster at B = 64 and
@@ -777,7 +895,7 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     # (`.gpu` A/B of stop 48, replayed, coordinated top-p), its block scans were faster at
     # B = 16 (256 programs) and slower from B = 32.
     atomic = programs > ATOMIC_GATHER_PER_SM * sms
-    block = WIDE_GRID_BLOCK if pending is None and programs >= WIDE_GRID * sms else passes.block
+    block = WIDE_GRID_BLOCK if not pending and programs >= WIDE_GRID * sms else passes.block
     brackets = torch.empty(passes.levels, rows, 2, device=device, dtype=torch.float32)
     profiles = torch.empty(
         passes.levels, rows, splits, passes.thresholds, device=device, dtype=torch.float32
@@ -790,21 +908,23 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
             num_warps=PROFILE_WARPS, **common,
         )  # fmt: skip
     candidates = Candidates.empty(rows, splits, device)
-    above = torch.empty(rows, splits, device=device, dtype=torch.float32)
+    above, split_above = torch.empty(2, rows, splits, device=device, dtype=torch.float32)
     extremes = torch.empty(rows, splits, 2, device=device, dtype=torch.float32)
     _top_p_gather_kernel[(rows, splits)](
         flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
-        profiles, last, candidates.x, candidates.index, candidates.count, above, extremes,
-        vocab, chunk, CAP=CAP, BLOCK=STREAM_BLOCK, ATOMIC=atomic, num_warps=4, **common,
+        profiles, last, candidates.x, candidates.index, candidates.count, above, split_above,
+        extremes, vocab, chunk, CAP=CAP, BLOCK=STREAM_BLOCK, ATOMIC=atomic, num_warps=4,
+        **common,
     )  # fmt: skip
     floor, ceiling, shift, z_max = torch.empty(4, rows, device=device, dtype=torch.float32)
     _top_p_solve_kernel[(rows,)](
         flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, candidates.x,
-        candidates.index, candidates.count, above, extremes, floor, ceiling, shift, z_max,
-        floor if arrivals is None else arrivals, vocab, splits, KEY=key,
-        PENDING=pending is not None, CAP=CAP, SLOTS=pow2_at_least(splits),
-        SPLIT_BLOCK=split_block, ROW_BLOCK=BLOCK, SAMPLE=arrivals is not None, FIXED=atomic,
-        num_warps=ROW_WARPS,
+        candidates.index, candidates.count, above, split_above, extremes, floor, ceiling,
+        shift, z_max, *randomness_args(source, floor), vocab, chunk, splits, KEY=key,
+        PENDING=pending, CAP=CAP, SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block,
+        ROW_BLOCK=BLOCK, DRAW_BLOCK=DRAW_BLOCK, DRAW_BLOCKS=pow2_at_least(cdiv(vocab, DRAW_BLOCK)),
+        DRAW=draw is not None,
+        CODED=isinstance(source, CodedDraw), FIXED=atomic, num_warps=ROW_WARPS,
     )  # fmt: skip
     return floor, shift, z_max, ceiling
 
@@ -860,31 +980,24 @@ def _propose_and_accept(
 
 
 def _head_edge(ceiling: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # Typical's ceiling on z as a draw's head edge (code, id): the tokens above it are
+    # Typical's ceiling on z as `exp_affine`'s head edge (code, id): the tokens above it are
     # excluded (`streaming.affine_q`).
     no_id = torch.full(ceiling.shape, -1, device=ceiling.device, dtype=torch.int32)
     return ordered_codes(ceiling) - 2**31, no_id
 
 
 def sample_at_the_edge(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor,
-                       stats: RowStats, source: torch.Tensor | CodedDraw,
-                       targets: tuple[torch.Tensor, torch.Tensor], pending: bool = False,
-                       centre: torch.Tensor | None = None, key: int = NUCLEUS.value,
-                       ) -> torch.Tensor:  # fmt: skip
+                       stats: RowStats, source: torch.Tensor | CodedDraw, tokens: torch.Tensor,
+                       pending: bool = False, centre: torch.Tensor | None = None,
+                       key: int = NUCLEUS.value) -> torch.Tensor:  # fmt: skip
     """A token per row of flat [rows, V] from top-p's q (or with `key` TYPICAL and its
-    `centre`, typical's) by finding the edge and drawing over q's closed form (nothing
-    written), from the row's `stats` (`row_stats`' layout) and `draw_seed`'s `source`, into
-    `targets` (`draw_targets`). With `pending`, only the rows whose token is −1 (the others
-    read nothing); typical's draw, which excludes the tokens above the set's ceiling with a
-    head edge, always draws only those."""
-    tokens, arrivals = targets
+    `centre`, typical's) by finding the edge and drawing from q's closed form in the edge's
+    solve (nothing written), from the row's `stats` (`row_stats`' layout) and `draw_seed`'s
+    `source`, into `tokens` (int64 [rows]), which it returns. With `pending`, only the rows
+    whose token is −1 (the others read nothing)."""
     centre = inv_tau if centre is None else centre
-    floor, shift, z_max, ceiling = _edge_terms(
-        flat, inv_tau, p, stats, centre, key, arrivals, tokens if pending else None
-    )  # fmt: skip
-    head = _head_edge(ceiling) if key == TYPICAL.value else None
-    return draw_affine(flat, inv_tau, z_max, shift, source, targets, floor=floor,
-                       head_edge=head, pending=pending)  # fmt: skip
+    _edge_terms(flat, inv_tau, p, stats, centre, key, (source, tokens), pending)
+    return tokens
 
 
 def _sample(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: RowStats | None,
@@ -898,10 +1011,8 @@ def _sample(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: R
     coded = isinstance(randomness, CodedDraw)
     if coded and not randomness.by_rejection:
         stats = row_stats(flat, inv_tau) if stats is None else stats
-        targets = draw_targets(rows, flat.device)
-        if key == TYPICAL.value:
-            targets[0].fill_(-1)  # typical's draw, with a head edge, draws rows still at −1
-        return sample_at_the_edge(flat, inv_tau, p, stats, randomness, targets, False, centre,
+        tokens = torch.empty(rows, device=flat.device, dtype=torch.int64)
+        return sample_at_the_edge(flat, inv_tau, p, stats, randomness, tokens, False, centre,
                                   key)  # fmt: skip
     arrivals = torch.empty(2, rows, device=flat.device, dtype=torch.int32)
     if coded:
@@ -911,10 +1022,9 @@ def _sample(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: R
         source = draw_seed(flat.device, randomness, clear=arrivals)
     tokens, accept_stats, _, redraw = _propose_and_accept(flat, inv_tau, p, source, arrivals,
                                                           centre, key)  # fmt: skip
-    # The edge's solve zeroes the counters again for its draw.
     sample_at_the_edge(flat, inv_tau, p, accept_stats if stats is None else stats,
-                       source[1:] if redraw is None else redraw, (tokens, arrivals[0]), True,
-                       centre, key)  # fmt: skip
+                       source[1:] if redraw is None else redraw, tokens, True, centre,
+                       key)  # fmt: skip
     return tokens
 
 
