@@ -205,3 +205,29 @@ def test_coordinated_steps_replay_the_eager_draws_with_their_codes(decoder, by_r
         assert isinstance(codes, d.Codes)
         assert all(torch.equal(a, b) for a, b in zip(codes, eager_codes, strict=True)), step
     assert not graphed.eager and len(graphed._graphs) == 1
+
+
+@cuda
+def test_results_that_are_unchanged_arguments_are_the_callers_own_tensors():
+    """A coordinated step returns its codes' group seeds and indices as they came in: each
+    replay hands back the caller's own tensors there, not copies, and the other results
+    as copies; an argument the step writes into is never handed back."""
+    decoder = d.Softmax(0.8, **UNCHECKED)
+    graphed = GraphedStep(lambda x, codes: decoder.sample_coordinated(x, codes))
+    for seed in range(2):
+        codes = d.group_codes(2, 4, seed=seed, device="cuda")
+        z = random_logits(8, 1000, seed).cuda()
+        tokens, new = graphed(z, codes)
+        expected, expected_new = decoder.sample_coordinated(z, codes)
+        assert new.seed is codes.seed and new.index is codes.index
+        assert new.value is not codes.value and torch.equal(new.value, expected_new.value)
+        assert torch.equal(tokens, expected) and torch.equal(new.step, codes.step + 1)
+
+    def add_one_in_place(x):
+        return x.add_(1)
+
+    graphed = GraphedStep(add_one_in_place)
+    x = torch.zeros(4, device="cuda")
+    out = graphed(x)
+    assert out is not x and torch.equal(out, torch.ones(4, device="cuda"))
+    assert not graphed.eager and len(graphed._graphs) == 1

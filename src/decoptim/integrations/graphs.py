@@ -54,6 +54,27 @@ class _Captured(NamedTuple):
     inputs: list[Tensor]
     outputs: list[Tensor]
     output_spec: Spec
+    # Per output, the argument it is, unchanged (returned as is), or None (copied out).
+    passed_through: list[int | None]
+
+
+def _passed_through(outputs: list[Tensor], inputs: list[Tensor], arguments: list[Tensor]
+                    ) -> list[int | None]:  # fmt: skip
+    # Which outputs are an input buffer as a whole, left as the argument copied into it (a
+    # coordinated step returns its codes' group seeds and indices so): a replay's result
+    # there is the caller's own argument, as the eager step returns it, and copying it out
+    # would cost a copy (about 6.5 µs of host time each on an H200, performance.md).
+    def same_view(a: Tensor, b: Tensor) -> bool:
+        return (a.data_ptr(), a.shape, a.stride(), a.dtype) == (b.data_ptr(), b.shape,
+                                                                b.stride(), b.dtype)  # fmt: skip
+
+    found: list[int | None] = []
+    for out in outputs:
+        index = next((i for i, static in enumerate(inputs) if same_view(out, static)), None)
+        if index is not None and not torch.equal(inputs[index], arguments[index]):
+            index = None  # the step writes into it
+        found.append(index)
+    return found
 
 
 class GraphedStep:
@@ -66,7 +87,9 @@ class GraphedStep:
     every input of a shape. One that syncs (found by an eager run in torch's sync-debug
     "error" mode) or fails to capture warns once and runs eagerly from then on. Each call
     copies the arguments into the graph's input buffers and returns a copy of its result,
-    so results stay valid across calls. Calls with a tensor off CUDA run `step` directly.
+    so results stay valid across calls; a result that is one of the arguments, unchanged
+    (a coordinated step's group seeds and indices), is that argument itself, as the eager
+    step returns it. Calls with a tensor off CUDA run `step` directly.
     At most `max_graphs` shapes are kept (least recently used first out).
     """
 
@@ -94,7 +117,11 @@ class GraphedStep:
         for static, tensor in zip(captured.inputs, tensors, strict=True):
             static.copy_(tensor)
         captured.graph.replay()
-        return _unflatten(captured.output_spec, [out.clone() for out in captured.outputs])
+        results = [
+            out.clone() if index is None else tensors[index]
+            for out, index in zip(captured.outputs, captured.passed_through, strict=True)
+        ]
+        return _unflatten(captured.output_spec, results)
 
     def _capture(self, tensors: list[Tensor], spec: Spec, key: tuple) -> _Captured | None:
         device = tensors[0].device
@@ -125,7 +152,8 @@ class GraphedStep:
             return self._run_eagerly_from_now(error)
         while len(self._graphs) >= self.max_graphs:
             self._graphs.popitem(last=False)
-        captured = _Captured(graph, statics, outputs, output_spec)
+        passed_through = _passed_through(outputs, statics, tensors)
+        captured = _Captured(graph, statics, outputs, output_spec, passed_through)
         self._graphs[key] = captured
         return captured
 
