@@ -534,20 +534,26 @@ def check_top_p_edge_sample_equals_the_draw_over_its_probs() -> None:
         assert torch.equal(tokens, written_draw), (seed, tokens, written_draw)
     # Codes, on the same rows (the constant row's slots overflow, so its draw runs over the
     # whole row, as every row's does at p = 1), against the coordinated draw over the
-    # written q: tokens bar a code within rounding of an edge, next codes close.
+    # written q: tokens bar a code within rounding of an edge, next codes close. Also with
+    # the row cut into 2 splits of 2 blocks: a draw loads a split's blocks at once.
     codes = group_codes(1, len(z), seed=3)
-    for name, p in (("top-p", 0.9), ("top-p", 1.0), ("typical", 0.9)):
-        rows = kernel_rows(1.0, z), kernel_rows(p, z)
-        source, tokens = CodedDraw.of(codes, z.device), torch.empty(len(z), dtype=torch.int64)
-        if name == "top-p":
-            q = top_p_probs(z, *rows)
-            sample_at_the_edge(z, *rows, row_stats(z, rows[0]), source, tokens)
-        else:
-            q = typical_probs(z, *rows)
-            sample_at_the_edge(z, *rows, stats, source, tokens, False, centre, TYPICAL.value)
-        expected, expected_new = draw_coordinated(q, codes)
-        new = source.next_codes(codes.value.shape)
-        assert_coded_draws_agree((name, p), q, q, tokens, new, expected, expected_new, codes)
+    for splits in (top_p.gather_splits(z.shape[-1]), 2):
+        with unittest.mock.patch.object(top_p, "gather_splits", lambda vocab, n=splits: n):
+            for name, p in (("top-p", 0.9), ("top-p", 1.0), ("typical", 0.9)):
+                rows = kernel_rows(1.0, z), kernel_rows(p, z)
+                source = CodedDraw.of(codes, z.device)
+                tokens = torch.empty(len(z), dtype=torch.int64)
+                if name == "top-p":
+                    q = top_p_probs(z, *rows)
+                    sample_at_the_edge(z, *rows, row_stats(z, rows[0]), source, tokens)
+                else:
+                    q = typical_probs(z, *rows)
+                    sample_at_the_edge(z, *rows, stats, source, tokens, False, centre,
+                                       TYPICAL.value)  # fmt: skip
+                expected, expected_new = draw_coordinated(q, codes)
+                new = source.next_codes(codes.value.shape)
+                assert_coded_draws_agree((name, p, splits), q, q, tokens, new, expected,
+                                         expected_new, codes)  # fmt: skip
 
 
 def check_accept_pass_keeps_the_first_proposal_inside_the_set() -> None:
