@@ -535,7 +535,8 @@ def check_top_p_edge_sample_equals_the_draw_over_its_probs() -> None:
     # Codes, on the same rows (the constant row's slots overflow, so its draw runs over the
     # whole row, as every row's does at p = 1), against the coordinated draw over the
     # written q: tokens bar a code within rounding of an edge, next codes close. Also with
-    # the row cut into 2 splits of 2 blocks: a draw loads a split's blocks at once.
+    # the row cut into 2 splits of 2 blocks each, so that the pass over a split sums more
+    # than one block.
     codes = group_codes(1, len(z), seed=3)
     for splits in (top_p.gather_splits(z.shape[-1]), 2):
         with unittest.mock.patch.object(top_p, "gather_splits", lambda vocab, n=splits: n):

@@ -101,9 +101,6 @@ EDGE_PASSES = ProfilePasses(levels=4, thresholds=8, block=1024)
 WIDE_GRID = 6
 WIDE_GRID_BLOCK = 512
 PROFILE_WARPS = 4
-# The draw in the edge's solve (`_draw_in_range`) loads up to DRAW_TILE of the draw's blocks
-# at once: a split's (5 at V = 151,936) in one load.
-DRAW_TILE = 8
 # Programs per SM above which the gather places its tokens by atomics (`_edge_terms`).
 ATOMIC_GATHER_PER_SM = 2
 # The rows a rejection sample leaves (`top_p_sample`) are rare, and every other row's programs
@@ -552,7 +549,7 @@ def _split_of_draw(z, z_max, inv_tau, in_set, split_above_ptr, row, SPLITS, posi
 def _draw_in_range(z_row, begin, end, position, inv_tau, z_max, floor, ceiling, fresh,
                    group_ptr, index_ptr, step_ptr, next_code_ptr, tokens_ptr, row, scale,
                    pending, CODED: tl.constexpr, HEAD: tl.constexpr, BLOCK: tl.constexpr,
-                   BLOCKS: tl.constexpr, TILE: tl.constexpr):  # fmt: skip
+                   BLOCKS: tl.constexpr):  # fmt: skip
     # Where `pending`, tokens[row]: a token of [begin, end) drawn from the set's terms
     # e^{x − max x} (x ≥ floor; with HEAD also z ≤ ceiling), `draw.py`'s two stages in one
     # program: the block whose bucket holds position·(the range's mass), then the token, at
@@ -562,18 +559,13 @@ def _draw_in_range(z_row, begin, end, position, inv_tau, z_max, floor, ceiling, 
     if pending:
         lane = tl.arange(0, BLOCK)
         blocks = tl.arange(0, BLOCKS)
-        tile = tl.arange(0, TILE)
         head_code = code_of(ceiling)
         masses = tl.zeros((BLOCKS,), tl.float64)
-        # TILE blocks per load, all in flight at once: a split's blocks one after the other
-        # kept the program waiting on each load and sum in turn.
-        for first in range(begin, end, TILE * BLOCK):
-            offs = first + tile[:, None] * BLOCK + lane[None, :]
-            q = affine_q(z_row, offs, end, inv_tau, z_max, 0.0, floor, head_code, -1,
+        for start in range(begin, end, BLOCK):
+            q = affine_q(z_row, start + lane, end, inv_tau, z_max, 0.0, floor, head_code, -1,
                          SCALED_FLOOR, HEAD)  # fmt: skip
-            sums = tl.sum(q.to(tl.float64), axis=1)
-            at = (first - begin) // BLOCK + tile
-            masses += tl.sum(tl.where(blocks[:, None] == at[None, :], sums[None, :], 0.0), 1)
+            block_mass = tl.sum(q.to(tl.float64), axis=0)
+            masses = tl.where(blocks == (start - begin) // BLOCK, block_mass, masses)
         in_range = tl.sum(masses, axis=0)
         target = position * in_range
         block, before, block_mass = pick(masses, blocks, target)
@@ -630,7 +622,6 @@ def _top_p_solve_kernel(
     ROW_BLOCK: tl.constexpr,
     DRAW_BLOCK: tl.constexpr,
     DRAW_BLOCKS: tl.constexpr,
-    DRAW_TILE: tl.constexpr,
     DRAW: tl.constexpr,
     CODED: tl.constexpr,
     FIXED: tl.constexpr,
@@ -717,7 +708,7 @@ def _top_p_solve_kernel(
         _draw_in_range(
             z_ptr + row.to(tl.int64) * V, begin, end, position, inv_tau, z_max, floor, z_high,
             fresh, group_ptr, index_ptr, step_ptr, next_code_ptr, tokens_ptr, row, scale,
-            pending, CODED, KEY == TYPICAL, DRAW_BLOCK, DRAW_BLOCKS, DRAW_TILE,
+            pending, CODED, KEY == TYPICAL, DRAW_BLOCK, DRAW_BLOCKS,
         )  # fmt: skip
 
 
@@ -932,7 +923,7 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
         shift, z_max, *randomness_args(source, floor), vocab, chunk, splits, KEY=key,
         PENDING=pending, CAP=CAP, SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block,
         ROW_BLOCK=BLOCK, DRAW_BLOCK=DRAW_BLOCK, DRAW_BLOCKS=pow2_at_least(cdiv(vocab, DRAW_BLOCK)),
-        DRAW_TILE=min(DRAW_TILE, pow2_at_least(chunk // DRAW_BLOCK)), DRAW=draw is not None,
+        DRAW=draw is not None,
         CODED=isinstance(source, CodedDraw), FIXED=atomic, num_warps=ROW_WARPS,
     )  # fmt: skip
     return floor, shift, z_max, ceiling
