@@ -53,7 +53,6 @@ from .streaming import (
     SCALED_FLOOR,
     RowStats,
     affine_q,
-    cdiv,
     chunk_for,
     code_of,
     exp_affine,
@@ -436,8 +435,8 @@ def _row_mass(z_ptr, V, inv_tau, z_max, centre, code, KEY: tl.constexpr, BLOCK: 
 def _edge_from_row(z_ptr, V, inv_tau, z_max, centre, target, KEY: tl.constexpr,
                    BLOCK: tl.constexpr):  # fmt: skip
     # The edge's code by bisection over the int32 codes of the finite keys, re-reading the
-    # whole row on each of 33 steps: mass(code ≥ lo) ≥ target always, mass(code ≥ hi) <
-    # target always.
+    # whole row on each step: mass(code ≥ lo) ≥ target always, mass(code ≥ hi) < target
+    # always.
     low = tl.zeros((), tl.int64) + (1 << 40)
     top = tl.zeros((), tl.int64) - (1 << 40)
     for start in range(0, V, BLOCK):
@@ -449,11 +448,11 @@ def _edge_from_row(z_ptr, V, inv_tau, z_max, centre, target, KEY: tl.constexpr,
         top = tl.maximum(top, tl.max(tl.where(finite, codes, -(1 << 40)), axis=0))
     lo = low
     hi = top + 1
-    for _ in range(33):
+    while hi - lo > 1:  # at most 33 steps; fewer where the finite codes span less
         mid = lo + (hi - lo) // 2
         reached = _row_mass(z_ptr, V, inv_tau, z_max, centre, mid, KEY, BLOCK) >= target
-        lo = tl.where(reached & (hi - lo > 1), mid, lo)
-        hi = tl.where(reached | (hi - lo <= 1), hi, mid)
+        lo = tl.where(reached, mid, lo)
+        hi = tl.where(reached, hi, mid)
     return lo
 
 
@@ -492,14 +491,17 @@ def _mass_among(e, kept, FIXED: tl.constexpr):
 @triton.jit
 def _edge_among(codes, e, valid, above, target, FIXED: tl.constexpr):
     # The same bisection on gathered values held in registers: the largest code c with
-    # above + Σ_{codes ≥ c} e ≥ target, given that the smallest valid code reaches it.
+    # above + Σ_{codes ≥ c} e ≥ target, given that the smallest valid code reaches it. It
+    # stops once [lo, hi) holds one code: the keys of a bracket narrowed by the profile
+    # passes span far fewer codes than the 2³³ that a fixed 33 steps allowed for, and each
+    # step is a sum across the program.
     lo = tl.min(tl.where(valid, codes, 1 << 40), axis=0)
     hi = tl.max(tl.where(valid, codes, lo - 1), axis=0) + 1
-    for _ in range(33):
+    while hi - lo > 1:
         mid = lo + (hi - lo) // 2
         reached = above + _mass_among(e, codes >= mid, FIXED) >= target
-        lo = tl.where(reached & (hi - lo > 1), mid, lo)
-        hi = tl.where(reached | (hi - lo <= 1), hi, mid)
+        lo = tl.where(reached, mid, lo)
+        hi = tl.where(reached, hi, mid)
     return lo
 
 
@@ -528,10 +530,10 @@ SLOT_FIXED_POINT = tl.constexpr(2.0**54)
 def _split_of_draw(z, z_max, inv_tau, in_set, split_above_ptr, row, SPLITS, position,
                    CHUNK, V, CAP: tl.constexpr, SLOTS: tl.constexpr):  # fmt: skip
     # The first stage of a draw over the set's terms e^{x − max x} in vocabulary order,
-    # given the gather's slots and a row's `position` in [0, 1): the split (CHUNK tokens) in
-    # whose bucket position·Σ falls, as [begin, end), the position inside that bucket, and
-    # Σ over the bucket's mass. A split's mass is its part above the bracket (summed by the
-    # profile pass) plus its slot's gathered terms inside the set.
+    # given the gather's slots and a row's `position` in [0, 1): the split (CHUNK tokens,
+    # [begin, end)) whose bucket holds position·Σ, that target's place inside the bucket,
+    # and Σ. A split's mass is its part above the bracket (summed by the profile pass)
+    # plus its slot's gathered terms inside the set.
     terms = tl.where(in_set, tl.exp(inv_tau * (z - z_max)), 0.0)
     fixed = tl.reshape((terms * SLOT_FIXED_POINT).to(tl.int64), (SLOTS, CAP))
     slots = tl.arange(0, SLOTS)
@@ -539,48 +541,48 @@ def _split_of_draw(z, z_max, inv_tau, in_set, split_above_ptr, row, SPLITS, posi
     above = tl.load(split_above_ptr + row * SPLITS + slots, mask=slots < SPLITS, other=0.0)
     masses += above.to(tl.float64)
     total = tl.sum(masses, axis=0)
-    split, before, mass = pick(masses, slots, position * total)
-    inside = tl.minimum((position * total - before) / mass, 1.0)
+    split, before, _ = pick(masses, slots, position * total)
     begin = split * CHUNK
-    return begin, tl.minimum(begin + CHUNK, V), inside, total / mass
+    return begin, tl.minimum(begin + CHUNK, V), position * total - before, total
 
 
 @triton.jit
-def _draw_in_range(z_row, begin, end, position, inv_tau, z_max, floor, ceiling, fresh,
-                   group_ptr, index_ptr, step_ptr, next_code_ptr, tokens_ptr, row, scale,
-                   pending, CODED: tl.constexpr, HEAD: tl.constexpr, BLOCK: tl.constexpr,
-                   BLOCKS: tl.constexpr):  # fmt: skip
-    # Where `pending`, tokens[row]: a token of [begin, end) drawn from the set's terms
-    # e^{x − max x} (x ≥ floor; with HEAD also z ≤ ceiling), `draw.py`'s two stages in one
-    # program: the block whose bucket holds position·(the range's mass), then the token, at
-    # the target's place in the block for a code (its next code to next_code[row]; `scale`:
-    # the row's mass over the range's, for the refill grain) or at the `fresh` uniform's
-    # (Philox's).
+def _draw_in_range(z_row, begin, end, aim, total, inv_tau, z_max, floor, ceiling, fresh,
+                   group_ptr, index_ptr, step_ptr, next_code_ptr, tokens_ptr, row, pending,
+                   CODED: tl.constexpr, HEAD: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    # Where `pending`, tokens[row]: the token of [begin, end) whose bucket among the set's
+    # terms e^{x − max x} (x ≥ floor; with HEAD also z ≤ ceiling) holds `aim`, `draw.py`'s
+    # two stages in one program. Blocks are summed in order until their running sum passes
+    # aim (a range summed past its end, where its sums and the caller's differ by rounding,
+    # takes its last block with mass), and the last one summed is the token's: on average
+    # half a split's blocks, and no reread. Inside it the token is at aim's place for a code
+    # (its next code to next_code[row], refilled below 2⁻⁵² of `total`, the row's mass) and
+    # at the `fresh` uniform's for Philox.
     if pending:
         lane = tl.arange(0, BLOCK)
-        blocks = tl.arange(0, BLOCKS)
         head_code = code_of(ceiling)
-        masses = tl.zeros((BLOCKS,), tl.float64)
-        for start in range(begin, end, BLOCK):
-            q = affine_q(z_row, start + lane, end, inv_tau, z_max, 0.0, floor, head_code, -1,
-                         SCALED_FLOOR, HEAD)  # fmt: skip
-            block_mass = tl.sum(q.to(tl.float64), axis=0)
-            masses = tl.where(blocks == (start - begin) // BLOCK, block_mass, masses)
-        in_range = tl.sum(masses, axis=0)
-        target = position * in_range
-        block, before, block_mass = pick(masses, blocks, target)
-        start = begin + block * BLOCK
-        q = affine_q(z_row, start + lane, tl.minimum(start + BLOCK, end), inv_tau, z_max, 0.0,
-                     floor, head_code, -1, SCALED_FLOOR, HEAD)  # fmt: skip
-        in_block = tl.sum(q.to(tl.float64), axis=0)
-        if CODED:
-            place = tl.minimum((target - before) / block_mass, 1.0) * in_block
-        else:
-            place = fresh * in_block
+        running = tl.zeros((), tl.float64)
+        before = running
+        block_mass = running
+        start = begin
+        chosen = begin
+        q = tl.zeros((BLOCK,), tl.float32)
+        while (start < end) & (running <= aim):
+            q_here = affine_q(z_row, start + lane, end, inv_tau, z_max, 0.0, floor, head_code,
+                              -1, SCALED_FLOOR, HEAD)  # fmt: skip
+            mass = tl.sum(q_here.to(tl.float64), axis=0)
+            # A block of no mass is never the one drawn (as `uniforms.pick`'s cap).
+            q = tl.where(mass > 0, q_here, q)
+            chosen = tl.where(mass > 0, start, chosen)
+            before = tl.where(mass > 0, running, before)
+            block_mass = tl.where(mass > 0, mass, block_mass)
+            running += mass
+            start += BLOCK
+        place = tl.minimum(aim - before, block_mass) if CODED else fresh * block_mass
         token, low, width = pick(q, lane, place)
-        tl.store(tokens_ptr + row, (start + token).to(tl.int64))
+        tl.store(tokens_ptr + row, (chosen + token).to(tl.int64))
         if CODED:
-            grain = TWO_POW_M52 * scale * in_range * in_block / (width * block_mass)
+            grain = TWO_POW_M52 * total / width
             tl.store(next_code_ptr + row, next_code(place, low, width, grain, group_ptr,
                                                     index_ptr, step_ptr, row, REFILL))  # fmt: skip
 
@@ -621,7 +623,6 @@ def _top_p_solve_kernel(
     SPLIT_BLOCK: tl.constexpr,
     ROW_BLOCK: tl.constexpr,
     DRAW_BLOCK: tl.constexpr,
-    DRAW_BLOCKS: tl.constexpr,
     DRAW: tl.constexpr,
     CODED: tl.constexpr,
     FIXED: tl.constexpr,
@@ -662,7 +663,9 @@ def _top_p_solve_kernel(
             position, fresh = philox_uniforms(philox_ptr, row)
     begin = tl.zeros((), tl.int32)
     end = tl.zeros((), tl.int32) + V
-    scale = tl.full((), 1.0, tl.float64)
+    aim = tl.zeros((), tl.float64)
+    total = aim
+    in_a_split = tl.zeros((), tl.int1)
     if (p < 1.0) & pending:
         # An empty bracket can only come from rounding between the passes' sums: take the
         # whole row then too.
@@ -695,20 +698,24 @@ def _top_p_solve_kernel(
             else:
                 floor = float_of_code(edge)
             if DRAW:
-                begin, end, position, scale = _split_of_draw(
+                begin, end, aim, total = _split_of_draw(
                     z, z_max, inv_tau, inside, split_above_ptr, row, CAND_SPLITS, position,
                     CHUNK, V, CAP, SLOTS,
                 )  # fmt: skip
+                in_a_split = tl.full((), 1, tl.int1)
     tl.store(floor_ptr + row, floor)
     if KEY == TYPICAL:
         tl.store(ceiling_ptr + row, z_high)
     tl.store(shift_ptr + row, tl.log(kept))
     tl.store(zmax_ptr + row, z_max)
     if DRAW:
+        # Elsewhere the draw takes the whole row, its mass the kept mass.
+        total = tl.where(in_a_split, total, kept.to(tl.float64))
+        aim = tl.where(in_a_split, aim, position * total)
         _draw_in_range(
-            z_ptr + row.to(tl.int64) * V, begin, end, position, inv_tau, z_max, floor, z_high,
-            fresh, group_ptr, index_ptr, step_ptr, next_code_ptr, tokens_ptr, row, scale,
-            pending, CODED, KEY == TYPICAL, DRAW_BLOCK, DRAW_BLOCKS,
+            z_ptr + row.to(tl.int64) * V, begin, end, aim, total, inv_tau, z_max, floor,
+            z_high, fresh, group_ptr, index_ptr, step_ptr, next_code_ptr, tokens_ptr, row,
+            pending, CODED, KEY == TYPICAL, DRAW_BLOCK,
         )  # fmt: skip
 
 
@@ -922,8 +929,7 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
         candidates.index, candidates.count, above, split_above, extremes, floor, ceiling,
         shift, z_max, *randomness_args(source, floor), vocab, chunk, splits, KEY=key,
         PENDING=pending, CAP=CAP, SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block,
-        ROW_BLOCK=BLOCK, DRAW_BLOCK=DRAW_BLOCK, DRAW_BLOCKS=pow2_at_least(cdiv(vocab, DRAW_BLOCK)),
-        DRAW=draw is not None,
+        ROW_BLOCK=BLOCK, DRAW_BLOCK=DRAW_BLOCK, DRAW=draw is not None,
         CODED=isinstance(source, CodedDraw), FIXED=atomic, num_warps=ROW_WARPS,
     )  # fmt: skip
     return floor, shift, z_max, ceiling
