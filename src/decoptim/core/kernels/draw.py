@@ -397,20 +397,19 @@ def draw_affine(
     head_edge: tuple[torch.Tensor, torch.Tensor] | None = None,
     tempered: bool = False,
     code_scale: torch.Tensor | None = None,
-    pending: bool = False,
 ) -> torch.Tensor:
     """One token per row of z [rows, V] from q ∝ exp(c·(z − z_max) − shift) ([rows] each),
     with the randomness `source` from `draw_seed`: with `floor`, only over c·z ≥ floor (with
     `tempered`, c holds τ and the floor is on (z − z_max)/τ, see `streaming.affine_q`); with
     `head_edge` (code, id per row), only over the tail below that edge and only on rows
-    whose token (in `targets`) is still −1; with `pending`, only on those rows too.
-    `code_scale` (float64 [rows], with a coded `source` whose codes were remapped onto this
-    draw's q from a row holding more, as Best-of-K's head does): Σ_row / Σ q, so that the
-    next codes' refill grain is the row's."""
+    whose token (in `targets`) is still −1. `code_scale` (float64 [rows], with a coded
+    `source` whose codes were remapped onto this draw's q from a row holding more, as
+    Best-of-K's head does): Σ_row / Σ q, so that the next codes' refill grain is the
+    row's."""
     edge = (shift, shift) if head_edge is None else head_edge
     params = (c, z_max, shift, shift if floor is None else floor, *edge)
     return _launch(z, params, source, targets, AFFINE.value, floor_mode(floor, tempered),
-                   head_edge is not None, pending, code_scale)[0]  # fmt: skip
+                   head_edge is not None, code_scale=code_scale)[0]  # fmt: skip
 
 
 def draw_from_logits(

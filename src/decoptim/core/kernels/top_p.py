@@ -553,11 +553,11 @@ def _draw_in_range(z_row, begin, end, aim, total, inv_tau, z_max, floor, ceiling
     # Where `pending`, tokens[row]: the token of [begin, end) whose bucket among the set's
     # terms e^{x − max x} (x ≥ floor; with HEAD also z ≤ ceiling) holds `aim`, `draw.py`'s
     # two stages in one program. Blocks are summed in order until their running sum passes
-    # aim (a range summed past its end, where its sums and the caller's differ by rounding,
-    # takes its last block with mass), and the last one summed is the token's: on average
-    # half a split's blocks, and no reread. Inside it the token is at aim's place for a code
-    # (its next code to next_code[row], refilled below 2⁻⁵² of `total`, the row's mass) and
-    # at the `fresh` uniform's for Philox.
+    # aim (a range summed to its end without passing it, where its sums and the caller's
+    # differ by rounding, takes its last block with mass), and the last one summed is the
+    # token's: about half a split's blocks on average, and no reread. Inside it the token
+    # is at aim's place for a code (its next code to next_code[row], refilled below 2⁻⁵² of
+    # `total`, the row's mass) and at the `fresh` uniform's for Philox.
     if pending:
         lane = tl.arange(0, BLOCK)
         head_code = code_of(ceiling)
@@ -633,11 +633,12 @@ def _top_p_solve_kernel(
     # {x ≥ floor}. Typical's is an interval of z, stored as {x ≥ floor} (its smallest x) and
     # a ceiling, its largest z. With DRAW, also the row's token, drawn from q's closed form
     # here (nothing written): the split from the gathered slots and the split parts above
-    # the bracket, then one pass over that split (the whole row, where the edge came from
-    # it or p = 1) for its block, and a reread of the block. A code (CODED) or Philox's two
-    # uniforms (the second seed, philox_ptr) pick as `draw.py`'s draw does, over its blocks
-    # (DRAW_BLOCK, which divides a split); this saves a launch and a read of the row. With
-    # PENDING, rows whose token is drawn already solve nothing.
+    # the bracket, then that split's blocks summed in order up to the block that holds the
+    # code's place (the whole row's, where the edge came from it or p = 1), and the token
+    # in it. A code (CODED) or Philox's two uniforms (the second seed, philox_ptr) pick as
+    # `draw.py`'s draw does, over its blocks (DRAW_BLOCK, which divides a split); this saves
+    # a launch and a read of the row. With PENDING, rows whose token is drawn already solve
+    # nothing.
     row = tl.program_id(0)
     inv_tau, p, z_max, target, z, valid, overflow = _row_solve_inputs(
         inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_ptr, cand_index_ptr,
