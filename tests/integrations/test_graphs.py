@@ -231,3 +231,17 @@ def test_results_that_are_unchanged_arguments_are_the_callers_own_tensors():
     out = graphed(x)
     assert out is not x and torch.equal(out, torch.ones(4, device="cuda"))
     assert not graphed.eager and len(graphed._graphs) == 1
+
+
+def test_results_pass_through_only_whole_unchanged_argument_buffers():
+    """`_passed_through` on the CPU: an output that is an input buffer (same data, shape,
+    strides, dtype) and still equals its argument is handed back; a view of part of it, a
+    reshaped view, a buffer the step changed, or a new tensor is copied out."""
+    from decoptim.integrations.graphs import _passed_through
+
+    arguments = [torch.arange(6.0), torch.arange(4)]
+    inputs = [a.clone() for a in arguments]
+    outputs = [inputs[1], inputs[0][:3], inputs[0].view(2, 3), inputs[0] + 0, inputs[0]]
+    assert _passed_through(outputs, inputs, arguments) == [1, None, None, None, 0]
+    inputs[0].add_(1)  # as a step that writes into its argument
+    assert _passed_through(outputs, inputs, arguments) == [1, None, None, None, None]
