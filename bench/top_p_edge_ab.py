@@ -2,7 +2,8 @@
 replayed as CUDA graphs (old, new, old, new), at B = 8, 64 and 256, V = 151,936, on randn·σ
 rows and on rows with a head (randn·2 plus 12 on 8 tokens of each row, which then hold
 about half the mass), with how far the new q is from the old and how many coordinated
-tokens are the same (docs/performance.md, "Stop 48", against `3928ae5`).
+tokens are the same (docs/performance.md, "Stop 48", against `3928ae5`; "Stop 49", calls
+1, 3 and 4, each against the commit before its change).
 
     mkdir -p OLD && git archive REV src/decoptim | tar -x -C OLD \
         && mv OLD/src/decoptim OLD/decoptim_old
