@@ -1,12 +1,12 @@
 """Sort-free top-p (nucleus) and locally typical sets on CUDA.
 
 The nucleus edge x* (the largest x = z/τ whose upper set holds mass ≥ p) is bracketed, the
-bracket narrowed by passes that profile the mass above 8 or 32 thresholds (up to ~2400×).
-From the second pass on, a pass also gathers the tokens inside the bracket it profiles, and
-a row's next pass runs only where a split's slot overflowed; x* is found by bisection over
-the gathered tokens' order-preserving int32 codes (ties at the edge kept exactly as on the
-CPU, the gathered terms summed in fixed point). A row whose last gather overflows is
-bisected over the whole row. A streaming pass writes q; a sample is drawn from q's closed
+bracket narrowed by passes that profile the mass above 8 or 32 thresholds (up to ~2400×; a
+row's later passes run only while its bracket may hold more of a split's tokens than the
+gather's slot), the tokens left inside it gathered, and x* found by bisection over their
+order-preserving int32 codes (ties at the edge kept exactly as on the CPU, the gathered
+terms summed in fixed point); a row whose bracket overflows the slots is bisected over the
+whole row. A streaming pass writes q; a sample is drawn from q's closed
 form in the solve, without writing it: the split from the slots and each split's mass above
 the bracket, then the block and the token over one split.
 
@@ -87,8 +87,8 @@ class ProfilePasses(NamedTuple):
 # not by its read of z. On an H200 (`.gpu` sweeps of stop 39, replayed, V = 151,936), 4 passes
 # of 8 over 1024-token blocks (≈ 2400×) took the coordinated top-p step from 0.080/0.217/
 # 0.756 ms to 0.071/0.178/0.607 at B = 8/64/256, against 2 passes of 32 over 256 (≈ 1000×).
-# These are the most profile passes a row takes: from the second, a pass gathers the bracket
-# it profiles, and the next runs only where a slot overflowed (`_top_p_pass_kernel`).
+# These are the most passes a row takes: a level profiles a row only where its bracket may
+# still hold more of a split's tokens than the gather's slot (CAP; `_narrow`).
 EDGE_PASSES = ProfilePasses(levels=4, thresholds=8, block=1024)
 # Where the passes fill the GPU (at least WIDE_GRID programs per SM), half the block: on an
 # H200 (`.gpu` A/B of stop 42, replayed, three rounds, the same tokens and q), 512-token
@@ -102,11 +102,6 @@ WIDE_GRID_BLOCK = 512
 PROFILE_WARPS = 4
 # Programs per SM above which the gather places its tokens by atomics (`_edge_terms`).
 ATOMIC_GATHER_PER_SM = 2
-# A level gathers its bracket's tokens in the read that profiles it where `_narrow` bounds a
-# split's tokens by this many slots (CAP): the gather keeps them only if no slot overflows,
-# and each token past its slot costs an atomic (or a scan) for nothing. The bound is loose
-# (a split's mass inside over the least term inside: up to e^{width} times its tokens).
-GATHER_SLACK = tl.constexpr(8)
 # The rows a rejection sample leaves (`top_p_sample`) are rare, and every other row's programs
 # exit at once; there a pass's launch costs more than its comparisons: with 4 passes plain
 # top-p took 0.171–0.174 ms at B = 256 against 0.163–0.164 with these 2.
@@ -165,21 +160,21 @@ def _least_term(lo, x_max, centre, KEY: tl.constexpr):
 
 @triton.jit
 def _narrow(lo, hi, profile_ptr, row, SPLITS, target, x_max, centre, KEY: tl.constexpr,
-            PROFILE: tl.constexpr, SPLIT_BLOCK: tl.constexpr):  # fmt: skip
+            PROFILE: tl.constexpr, SPLIT_BLOCK: tl.constexpr, CAP: tl.constexpr):  # fmt: skip
     # The edge x* (the largest x whose upper set holds mass ≥ target) lies in [lo, hi]:
     # mass(x ≥ lo) ≥ target > mass(x > hi). Given the masses at or above each threshold of
     # [lo, hi] (per split), returns the two neighbouring thresholds around x*, new_lo ≤ x* <
-    # new_hi, and what a gather of the tokens between them needs: the mass at or above
+    # new_hi, and what the gather of the tokens between them needs: the mass at or above
     # new_hi, and new_hi as the gather's strict upper bound. Where even hi holds the mass
     # (only where hi is the largest key: the next level profiles hi again, and the same sums
     # in the same order give the same mass, below target), there is nothing above: the
     # bracket is [hi, hi], the gather takes every key ≥ hi and the mass above is 0.
-    # Then a bound on the tokens a split holds inside the new bracket: each has a term ≥
-    # `_least_term(new_lo)`, so at most its mass inside over that (with room for the
-    # float32 sums' rounding); +inf below 1e-30, where a term may underflow to 0 and count
-    # for nothing in the masses. Last, each split's own mass at or above `upper`
-    # ([SPLIT_BLOCK]; 0 where upper is +inf): a coordinated draw's part of the set that the
-    # gather need not hold (`_split_of_draw`).
+    # Then whether a split's slot of CAP might not hold the gather's tokens: each of them
+    # has a term ≥ `_least_term(new_lo)`, so a split holds at most its mass inside the
+    # bracket over that (with room for the float32 sums' rounding); where it cannot
+    # overflow, the passes stop narrowing. Last, each split's own mass at or above
+    # `upper` ([SPLIT_BLOCK]; 0 where upper is +inf): a coordinated draw's part of the set
+    # that the gather need not hold (`_split_of_draw`).
     split = tl.arange(0, SPLIT_BLOCK)[:, None]
     j = tl.arange(0, PROFILE)
     parts = tl.load(
@@ -197,8 +192,9 @@ def _narrow(lo, hi, profile_ptr, row, SPLITS, target, x_max, centre, KEY: tl.con
     inside = at_lo - at_upper
     most = tl.max(inside, axis=0) * 1.001 + 1e-5 * tl.max(at_lo, axis=0)
     least = _least_term(new_lo, x_max, centre, KEY)
-    most_tokens = tl.where(least < 1e-30, float("inf"), most / least)
-    return new_lo, tl.where(first == 0, hi, new_hi), above, upper, most_tokens, at_upper
+    # Below 1e-30 a term may underflow to 0 and count for nothing in the masses.
+    crowded = (least < 1e-30) | (most > CAP * least)
+    return new_lo, tl.where(first == 0, hi, new_hi), above, upper, crowded, at_upper
 
 
 @triton.jit
@@ -211,7 +207,126 @@ def _pending(tokens_ptr, row, PENDING: tl.constexpr):
 
 
 @kernel
-def _top_p_pass_kernel(
+def _top_p_profile_kernel(
+    z_ptr,
+    inv_tau_ptr,
+    p_ptr,
+    max_ptr,
+    sum_ptr,
+    STAT_SPLITS,
+    centre_ptr,
+    tokens_ptr,
+    bracket_ptr,
+    profile_ptr,
+    last_ptr,
+    V,
+    CHUNK,
+    LEVEL: tl.constexpr,
+    KEY: tl.constexpr,
+    PENDING: tl.constexpr,
+    PROFILE: tl.constexpr,
+    SPLIT_BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr,
+    LOAD_2D: tl.constexpr,
+    CAP: tl.constexpr,
+):
+    # Per (row, split): Σ e^{x − max x} over key ≥ θ_j for PROFILE thresholds θ_j of the
+    # bracket. The first pass's bracket for top-p is [max x + log((1 − p)Σ/V), max x]:
+    # below its lower end each of at most V tokens has mass < (1 − p)Σ/V, so x* is not
+    # there. For typical (key −|x − c|, c ≤ max x) it is [min(c − max x, max x − c +
+    # log((1 − p)Σ/V)), 0]: no token above c has a key below c − max x, and one below c
+    # with a key under the second bound has mass < (1 − p)Σ/V. A later pass narrows the
+    # bracket of the pass before; split 0 records the bracket it profiled.
+    # Brackets [LEVELS, rows, 2] and profiles [LEVELS, rows, splits, PROFILE]: one buffer
+    # each, indexed here rather than by a view per pass on the host. A level profiles a row
+    # only where the level before did and its bracket may still hold more of a split's
+    # tokens than the gather's slot (`_narrow`); split 0 records the row's last profiled
+    # level (`last`), where the gather narrows from. With PENDING, a row whose token is
+    # drawn already (tokens[row] ≥ 0) does nothing.
+    row, split, splits = program_position()
+    if _pending(tokens_ptr, row, PENDING):
+        rows = tl.num_programs(0)
+        bracket_ptr += row * 2
+        inv_tau = tl.load(inv_tau_ptr + row)
+        p = tl.load(p_ptr + row)
+        z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
+        x_max = z_max * inv_tau
+        centre = tl.load(centre_ptr + row)
+        if LEVEL == 0:
+            # p = 1 keeps everything (the profile is then unused): any finite bracket will do.
+            tail = tl.maximum(tl.log((1.0 - p) / p * target / V), -200.0)
+            if KEY == TYPICAL:
+                lo = tl.minimum(centre - x_max, x_max - centre + tail)
+                hi = tl.zeros((), tl.float32)
+            else:
+                lo = x_max + tail
+                hi = x_max
+            go = True
+        else:
+            # A row settled at an earlier level reads stale values here, and stops anyway.
+            previous = (LEVEL - 1) * rows
+            lo = tl.load(bracket_ptr + previous * 2)
+            hi = tl.load(bracket_ptr + previous * 2 + 1)
+            previous_profile = profile_ptr + previous * splits * PROFILE
+            lo, hi, _, _, crowded, _ = _narrow(
+                lo, hi, previous_profile, row, splits, target, x_max, centre, KEY, PROFILE,
+                SPLIT_BLOCK, CAP,
+            )  # fmt: skip
+            # Profiled at the level before: `last` is LEVEL − 1, or LEVEL once this level's
+            # split 0 has stored it.
+            go = crowded & (tl.load(last_ptr + row) >= LEVEL - 1)
+        if go:
+            _profile_level(z_ptr, inv_tau, centre, z_max, lo, hi, bracket_ptr, profile_ptr,
+                           last_ptr, row, rows, split, splits, V, CHUNK, LEVEL, KEY, PROFILE,
+                           BLOCK, LOAD_2D)  # fmt: skip
+
+
+@triton.jit
+def _profile_level(z_ptr, inv_tau, centre, z_max, lo, hi, bracket_ptr, profile_ptr, last_ptr,
+                   row, rows, split, splits, V, CHUNK, LEVEL: tl.constexpr, KEY: tl.constexpr,
+                   PROFILE: tl.constexpr, BLOCK: tl.constexpr, LOAD_2D: tl.constexpr):  # fmt: skip
+    # One split's masses at or above PROFILE thresholds of [lo, hi], and from split 0 the
+    # bracket and the row's last profiled level.
+    j = tl.arange(0, PROFILE)
+    theta = _thresholds(lo, hi, j, PROFILE)
+    # Sums stay per lane and are reduced once at the end: a reduction across the program's
+    # threads per block costs more than the block's comparisons. With LOAD_2D the block
+    # is loaded as [1, BLOCK], in the layout of the [PROFILE, BLOCK] sums (a [BLOCK] load
+    # is moved to it through shared memory, with barriers), and each threshold costs two
+    # instructions per token: its 0/1 factor (a float compare) and a fused multiply-add
+    # into its sum, the sum the masked add gives, bit for bit. Each threshold's sum is
+    # the whole mass at or above it (the gather takes the mass above its bracket from
+    # here). The next block is loaded before this one is summed, so that a load is in
+    # flight while the comparisons run. sm_90 SASS of the loop over 512-token blocks
+    # (Triton 3.9, `bench/kernel_sass.py`): 116 instructions per 4 tokens a thread,
+    # against 144 when the mass above the bracket was summed apart from the sums inside it.
+    mass = tl.zeros((PROFILE, BLOCK), tl.float32)
+    base = row.to(tl.int64) * V
+    begin, end = split_bounds(split, CHUNK, V)
+    lanes = tl.arange(0, BLOCK)
+    if LOAD_2D:
+        lanes = lanes[None, :]
+    z_next = load_logits(z_ptr + base + begin + lanes, begin + lanes < end)
+    for start in range(begin, end, BLOCK):
+        z = z_next
+        offs = start + BLOCK + lanes
+        z_next = load_logits(z_ptr + base + offs, offs < end)
+        key = _key(z, inv_tau, centre, KEY)
+        e = tl.exp(inv_tau * (z - z_max))
+        if LOAD_2D:
+            mass += e * (key >= theta[:, None]).to(tl.float32)
+        else:
+            mass += tl.where(key[None, :] >= theta[:, None], e[None, :], 0.0)
+    profile = tl.sum(mass, axis=1)
+    tl.store(profile_ptr + ((LEVEL * rows + row) * splits + split) * PROFILE + j, profile)
+    if split == 0:
+        tl.store(bracket_ptr + LEVEL * rows * 2, lo)
+        tl.store(bracket_ptr + LEVEL * rows * 2 + 1, hi)
+        tl.store(last_ptr + row, LEVEL)
+
+
+@kernel
+def _top_p_gather_kernel(
     z_ptr,
     inv_tau_ptr,
     p_ptr,
@@ -231,187 +346,77 @@ def _top_p_pass_kernel(
     extremes_ptr,
     V,
     CHUNK,
-    LEVEL: tl.constexpr,
-    LEVELS: tl.constexpr,
     KEY: tl.constexpr,
     PENDING: tl.constexpr,
     PROFILE: tl.constexpr,
+    CAP: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
-    LOAD_2D: tl.constexpr,
-    CAP: tl.constexpr,
     ATOMIC: tl.constexpr,
 ):
-    # One level of the edge's passes, per (row, split). A level below LEVELS profiles: Σ
-    # e^{x − max x} over key ≥ θ_j for PROFILE thresholds θ_j of the row's bracket. Level 0's
-    # bracket for top-p is [max x + log((1 − p)Σ/V), max x]: below its lower end each of at
-    # most V tokens has mass < (1 − p)Σ/V, so x* is not there. For typical (key −|x − c|,
-    # c ≤ max x) it is [min(c − max x, max x − c + log((1 − p)Σ/V)), 0]: no token above c
-    # has a key below c − max x, and one below c with a key under the second bound has mass
-    # < (1 − p)Σ/V. A later level narrows the bracket of the level before (`_narrow`) and,
-    # in the same read, gathers the tokens inside it, lo ≤ key < upper, into the split's
-    # slot, where `_narrow` bounds them by GATHER_SLACK slots; level LEVELS only gathers.
-    # A level runs for a row only where the level before did and its gather did not settle
-    # the row: it skipped the gather (its count is CAP + 1) or a slot overflowed. So the
-    # last level a row ran holds its gathered bracket, which the solve reads.
-    # A gathering level also stores the mass at or above `upper` (from split 0; the other
-    # splits store 0), each split its own part of it (`split_above`, for a draw in the
-    # solve), and for typical the largest z and the smallest x above the bracket (they are
-    # in the set, and may be its ends: `_top_p_solve_kernel`).
-    # Brackets [LEVELS, rows, 2], profiles [LEVELS, rows, splits, PROFILE] and counts
-    # [LEVELS + 1, rows, splits]: one buffer each, indexed here rather than by a view per
-    # level on the host; split 0 records the bracket it profiled and the row's last level
-    # (`last`). With PENDING, a row whose token is drawn already (tokens[row] ≥ 0) does
-    # nothing; a row with p = 1 keeps every token and runs no level.
+    # Per (row, split): the tokens whose key lies inside the bracket around the edge that the
+    # row's last profile narrows to, lo ≤ key < upper; split 0 also stores the mass at or
+    # above `upper`, which that profile has summed already (the other splits store 0), and
+    # each split its own part of it (`split_above`, for a draw in the solve); for
+    # typical also the largest z and the smallest x of those above (they are in the set,
+    # and may be its extremes: `_top_p_solve_kernel`). With ATOMIC, a token's place in its
+    # slot comes from an atomic count, not a scan of its block: a bracket left after two
+    # passes holds tens of tokens a block, and a scan per block cost the gather twice its
+    # read where the grid fills the GPU (an H200, stop 48); a program alone on its SM waits
+    # for each block's count instead. The slot's order is then the order the atomics ran in,
+    # so the solve sums its terms in fixed point, where the order does not change the sum.
     row, split, splits = program_position()
-    p = tl.load(p_ptr + row)
-    if _pending(tokens_ptr, row, PENDING) & (p < 1.0):
+    if _pending(tokens_ptr, row, PENDING):
         rows = tl.num_programs(0)
-        bracket_ptr += row * 2
+        level = tl.load(last_ptr + row)
+        bracket_ptr += level * rows * 2
+        profile_ptr += level * rows * splits * PROFILE
         inv_tau = tl.load(inv_tau_ptr + row)
-        z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p, SPLIT_BLOCK)
-        x_max = z_max * inv_tau
+        p = tl.load(p_ptr + row)
+        z_max, target = _nucleus_terms(max_ptr, sum_ptr, row, STAT_SPLITS, inv_tau, p,
+                                       SPLIT_BLOCK)  # fmt: skip
         centre = tl.load(centre_ptr + row)
-        split_offs = tl.arange(0, SPLIT_BLOCK)
-        if LEVEL == 0:
-            tail = tl.maximum(tl.log((1.0 - p) / p * target / V), -200.0)
-            if KEY == TYPICAL:
-                lo = tl.minimum(centre - x_max, x_max - centre + tail)
-                hi = tl.zeros((), tl.float32)
-            else:
-                lo = x_max + tail
-                hi = x_max
-            go = True
-            gather = False
-            above = tl.zeros((), tl.float32)
-            upper = hi
-            split_above = tl.zeros((SPLIT_BLOCK,), tl.float32)
-        else:
-            # A row settled at an earlier level reads stale values here, and stops anyway.
-            previous = (LEVEL - 1) * rows
-            lo = tl.load(bracket_ptr + previous * 2)
-            hi = tl.load(bracket_ptr + previous * 2 + 1)
-            lo, hi, above, upper, most, split_above = _narrow(
-                lo, hi, profile_ptr + previous * splits * PROFILE, row, splits, target, x_max,
-                centre, KEY, PROFILE, SPLIT_BLOCK,
-            )  # fmt: skip
-            # Ran at the level before: `last` is LEVEL − 1, or LEVEL once this level's split
-            # 0 has stored it.
-            go = tl.load(last_ptr + row) >= LEVEL - 1
-            if LEVEL > 1:
-                counts = tl.load(count_ptr + (previous + row) * splits + split_offs,
-                                 mask=split_offs < splits, other=0)  # fmt: skip
-                go = go & (tl.max(counts, axis=0) > CAP)
-            gather = (LEVEL == LEVELS) | (most <= GATHER_SLACK * CAP)
-        if go:
-            slot = (row * splits + split).to(tl.int64) * CAP
-            count = count_ptr + (LEVEL * rows + row) * splits + split
-            found = _level_pass(
-                z_ptr, inv_tau, centre, z_max, lo, hi, upper, gather, count, x_out_ptr,
-                index_out_ptr, slot, extremes_ptr, profile_ptr, row, rows, split, splits, V,
-                CHUNK, LEVEL, LEVEL < LEVELS, LEVEL > 0, KEY, PROFILE, BLOCK, LOAD_2D, CAP,
-                ATOMIC,
-            )  # fmt: skip
-            if LEVEL > 0:
-                # CAP + 1 where the level did not gather: the next level runs.
-                if not ATOMIC:
-                    tl.store(count, tl.where(gather, found, CAP + 1))
-                elif not gather:
-                    tl.store(count, CAP + 1)
-                tl.store(above_ptr + row * splits + split, tl.where(split == 0, above, 0.0))
-                own_above = tl.sum(tl.where(split_offs == split, split_above, 0.0), axis=0)
-                tl.store(split_above_ptr + row * splits + split, own_above)
-            if split == 0:
-                if LEVEL < LEVELS:
-                    tl.store(bracket_ptr + LEVEL * rows * 2, lo)
-                    tl.store(bracket_ptr + LEVEL * rows * 2 + 1, hi)
-                tl.store(last_ptr + row, LEVEL)
-
-
-@triton.jit
-def _level_pass(z_ptr, inv_tau, centre, z_max, lo, hi, upper, gather, count, x_out_ptr,
-                index_out_ptr, slot, extremes_ptr, profile_ptr, row, rows, split, splits, V,
-                CHUNK, LEVEL: tl.constexpr, PROFILES: tl.constexpr, GATHERS: tl.constexpr,
-                KEY: tl.constexpr, PROFILE: tl.constexpr, BLOCK: tl.constexpr,
-                LOAD_2D: tl.constexpr, CAP: tl.constexpr, ATOMIC: tl.constexpr):  # fmt: skip
-    # One split's read for a level: with PROFILES its masses at or above PROFILE thresholds
-    # of [lo, hi]; with GATHERS, where `gather`, its tokens with lo ≤ key < upper placed in
-    # its slot (by atomics on `count` with ATOMIC, else in index order; returns how many),
-    # and for typical the ends of the tokens above. Sums stay per lane and are reduced once
-    # at the end: a reduction across the program's threads per block costs more than the
-    # block's comparisons. With LOAD_2D the block is loaded as [1, BLOCK], in the layout of
-    # the [PROFILE, BLOCK] sums (a [BLOCK] load is moved to it through shared memory, with
-    # barriers), and each threshold costs two instructions per token: its 0/1 factor (a
-    # float compare) and a fused multiply-add into its sum, the sum the masked add gives,
-    # bit for bit. Each threshold's sum is the whole mass at or above it (the next level
-    # takes the mass above its bracket from here). The next block is loaded before this one
-    # is summed, so that a load is in flight while the comparisons run. sm_90 SASS of the
-    # profile's loop over 512-token blocks (Triton 3.9, `bench/kernel_sass.py`, before the
-    # gather joined it): 116 instructions per 4 tokens a thread, against 144 when the mass
-    # above the bracket was summed apart from the sums inside it.
-    j = tl.arange(0, PROFILE)
-    theta = _thresholds(lo, hi, j, PROFILE)
-    mass = tl.zeros((PROFILE, BLOCK), tl.float32)
-    base = row.to(tl.int64) * V
-    begin, end = split_bounds(split, CHUNK, V)
-    lanes = tl.arange(0, BLOCK)
-    if LOAD_2D:
-        lanes = lanes[None, :]
-    z_high = tl.zeros_like(lanes).to(tl.float32) - float("inf")
-    x_low = tl.zeros_like(lanes).to(tl.float32) + float("inf")
-    found = tl.zeros((), tl.int32)
-    if GATHERS and ATOMIC:  # noqa: SIM102 (a constexpr test, then one at run time)
-        if gather:
+        lo = tl.load(bracket_ptr + row * 2)
+        hi = tl.load(bracket_ptr + row * 2 + 1)
+        lo, _, above, upper, _, split_above = _narrow(
+            lo, hi, profile_ptr, row, splits, target, z_max * inv_tau, centre, KEY, PROFILE,
+            SPLIT_BLOCK, CAP,
+        )  # fmt: skip
+        base = row.to(tl.int64) * V
+        slot = (row * splits + split).to(tl.int64) * CAP
+        count = count_ptr + row * splits + split
+        if ATOMIC:
             tl.store(count, 0)
             tl.debug_barrier()  # the zero before any thread's first count
-    z_next = load_logits(z_ptr + base + begin + lanes, begin + lanes < end)
-    for start in range(begin, end, BLOCK):
-        z = z_next
-        offs = start + lanes
-        z_next = load_logits(z_ptr + base + offs + BLOCK, offs + BLOCK < end)
-        key = _key(z, inv_tau, centre, KEY)
-        if PROFILES:
-            e = tl.exp(inv_tau * (z - z_max))
-            if LOAD_2D:
-                mass += e * (key >= theta[:, None]).to(tl.float32)
+        found = tl.zeros((), tl.int32)
+        begin, end = split_bounds(split, CHUNK, V)
+        z_high = -float("inf")
+        x_low = float("inf")
+        for start in range(begin, end, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            inside = offs < end
+            z = load_logits(z_ptr + base + offs, inside)
+            key = _key(z, inv_tau, centre, KEY)
+            keep = inside & (key >= lo) & (key < upper)
+            if ATOMIC:
+                place = tl.atomic_add(count + tl.zeros_like(offs), 1, mask=keep, sem="relaxed")
+                tl.store(x_out_ptr + slot + place, z, mask=keep & (place < CAP))
+                tl.store(index_out_ptr + slot + place, offs, mask=keep & (place < CAP))
             else:
-                mass += tl.where(key[None, :] >= theta[:, None], e[None, :], 0.0)
-        if GATHERS:  # noqa: SIM102 (a constexpr test, then one at run time)
-            if gather:
-                keep = (offs < end) & (key >= lo) & (key < upper)
-                found = _place_in_slot(z, offs, keep, found, count, x_out_ptr, index_out_ptr,
-                                       slot, CAP, BLOCK, ATOMIC)  # fmt: skip
-                if KEY == TYPICAL:
-                    high = key >= upper  # masked lanes' keys are −inf
-                    z_high = tl.maximum(z_high, tl.where(high, z, -float("inf")))
-                    x_low = tl.minimum(x_low, tl.where(high, z * inv_tau, float("inf")))
-    if PROFILES:
-        profile = tl.sum(mass, axis=1)
-        tl.store(profile_ptr + ((LEVEL * rows + row) * splits + split) * PROFILE + j, profile)
-    if GATHERS and KEY == TYPICAL:
-        ends = extremes_ptr + (row * splits + split) * 2
-        tl.store(ends, tl.max(tl.reshape(z_high, (BLOCK,)), axis=0))
-        tl.store(ends + 1, tl.min(tl.reshape(x_low, (BLOCK,)), axis=0))
-    return found
-
-
-@triton.jit
-def _place_in_slot(z, offs, keep, found, count, x_out_ptr, index_out_ptr, slot,
-                   CAP: tl.constexpr, BLOCK: tl.constexpr, ATOMIC: tl.constexpr):  # fmt: skip
-    # The kept tokens of a block into the slot. With ATOMIC a token's place comes from an
-    # atomic count, not a scan of its block: a bracket holds tens of tokens a block, and a
-    # scan per block cost the gather twice its read where the grid fills the GPU (an H200,
-    # stop 48); a program alone on its SM waits for each block's count instead. The slot's
-    # order is then the order the atomics ran in, so the solve sums its terms in fixed
-    # point, where the order does not change the sum.
-    if ATOMIC:
-        place = tl.atomic_add(count + tl.zeros_like(offs), 1, mask=keep, sem="relaxed")
-        tl.store(x_out_ptr + slot + place, z, mask=keep & (place < CAP))
-        tl.store(index_out_ptr + slot + place, offs, mask=keep & (place < CAP))
-        return found
-    return append_to_slot(tl.reshape(z, (BLOCK,)), tl.reshape(offs, (BLOCK,)),
-                          tl.reshape(keep, (BLOCK,)), found, x_out_ptr, index_out_ptr, slot,
-                          CAP)  # fmt: skip
+                found = append_to_slot(z, offs, keep, found, x_out_ptr, index_out_ptr, slot, CAP)
+            if KEY == TYPICAL:
+                high = key >= upper
+                z_high = tl.maximum(z_high, tl.max(tl.where(high, z, -float("inf")), axis=0))
+                x_low = tl.minimum(x_low, tl.min(tl.where(high, z * inv_tau, float("inf")), 0))
+        if not ATOMIC:
+            tl.store(count, found)
+        tl.store(above_ptr + row * splits + split, tl.where(split == 0, above, 0.0))
+        in_split = tl.arange(0, SPLIT_BLOCK) == split
+        tl.store(split_above_ptr + row * splits + split,
+                 tl.sum(tl.where(in_split, split_above, 0.0), axis=0))  # fmt: skip
+        if KEY == TYPICAL:
+            tl.store(extremes_ptr + (row * splits + split) * 2, z_high)
+            tl.store(extremes_ptr + (row * splits + split) * 2 + 1, x_low)
 
 
 @triton.jit
@@ -592,7 +597,6 @@ def _top_p_solve_kernel(
     STAT_SPLITS,
     centre_ptr,
     tokens_ptr,
-    last_ptr,
     cand_x_ptr,
     cand_index_ptr,
     cand_count_ptr,
@@ -614,7 +618,6 @@ def _top_p_solve_kernel(
     CAND_SPLITS,
     KEY: tl.constexpr,
     PENDING: tl.constexpr,
-    LEVELS: tl.constexpr,
     CAP: tl.constexpr,
     SLOTS: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
@@ -637,13 +640,9 @@ def _top_p_solve_kernel(
     # a launch and a read of the row. With PENDING, rows whose token is drawn already solve
     # nothing.
     row = tl.program_id(0)
-    # The slots' counts at the row's last level, the one that gathered them (`last` is
-    # unset where no level ran, p = 1 or a row drawn already: clamped, and unused there).
-    level = tl.minimum(tl.maximum(tl.load(last_ptr + row), 1), LEVELS)
-    counts = cand_count_ptr + level * tl.num_programs(0) * CAND_SPLITS
     inv_tau, p, z_max, target, z, valid, overflow = _row_solve_inputs(
-        inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_ptr, cand_index_ptr, counts,
-        row, CAND_SPLITS, CAP, SLOTS, SPLIT_BLOCK,
+        inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_ptr, cand_index_ptr,
+        cand_count_ptr, row, CAND_SPLITS, CAP, SLOTS, SPLIT_BLOCK,
     )  # fmt: skip
     centre = tl.load(centre_ptr + row)
     split_offs = tl.arange(0, SPLIT_BLOCK)
@@ -900,37 +899,37 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     # 0.075, 0.072 → 0.083), where one program per SM is bound by latency.
     programs, sms = rows * splits, sm_count(device)
     load_2d = programs > sms
-    # Tokens are placed by atomics where more than two programs share an SM: on an H200
-    # (`.gpu` A/B of stop 48, replayed, coordinated top-p), the gather's block scans were
-    # faster at B = 16 (256 programs) and slower from B = 32.
+    # The gather's places by atomics where more than two programs share an SM: on an H200
+    # (`.gpu` A/B of stop 48, replayed, coordinated top-p), its block scans were faster at
+    # B = 16 (256 programs) and slower from B = 32.
     atomic = programs > ATOMIC_GATHER_PER_SM * sms
     block = WIDE_GRID_BLOCK if not pending and programs >= WIDE_GRID * sms else passes.block
-    levels = passes.levels
-    brackets = torch.empty(levels, rows, 2, device=device, dtype=torch.float32)
-    profiles = torch.empty(levels, rows, splits, passes.thresholds, device=device,
-                           dtype=torch.float32)  # fmt: skip
+    brackets = torch.empty(passes.levels, rows, 2, device=device, dtype=torch.float32)
+    profiles = torch.empty(
+        passes.levels, rows, splits, passes.thresholds, device=device, dtype=torch.float32
+    )
     last = torch.empty(rows, device=device, dtype=torch.int32)  # each row's last level
-    slot_x = torch.empty(rows, splits, CAP, device=device, dtype=torch.float32)
-    slot_index = torch.empty(rows, splits, CAP, device=device, dtype=torch.int32)
-    counts = torch.empty(levels + 1, rows, splits, device=device, dtype=torch.int32)
+    for level in range(passes.levels):
+        _top_p_profile_kernel[(rows, splits)](
+            flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
+            profiles, last, vocab, chunk, LEVEL=level, BLOCK=block, LOAD_2D=load_2d, CAP=CAP,
+            num_warps=PROFILE_WARPS, **common,
+        )  # fmt: skip
+    candidates = Candidates.empty(rows, splits, device)
     above, split_above = torch.empty(2, rows, splits, device=device, dtype=torch.float32)
     extremes = torch.empty(rows, splits, 2, device=device, dtype=torch.float32)
-    for level in range(levels + 1):
-        # The last level only gathers, a read of z per token: the streaming block.
-        gather_only = level == levels
-        _top_p_pass_kernel[(rows, splits)](
-            flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
-            profiles, last, slot_x, slot_index, counts, above, split_above, extremes, vocab,
-            chunk, LEVEL=level, LEVELS=levels,
-            BLOCK=STREAM_BLOCK if gather_only else block, LOAD_2D=load_2d and not gather_only,
-            CAP=CAP, ATOMIC=atomic, num_warps=PROFILE_WARPS, **common,
-        )  # fmt: skip
+    _top_p_gather_kernel[(rows, splits)](
+        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
+        profiles, last, candidates.x, candidates.index, candidates.count, above, split_above,
+        extremes, vocab, chunk, CAP=CAP, BLOCK=STREAM_BLOCK, ATOMIC=atomic, num_warps=4,
+        **common,
+    )  # fmt: skip
     floor, ceiling, shift, z_max = torch.empty(4, rows, device=device, dtype=torch.float32)
     _top_p_solve_kernel[(rows,)](
-        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, last, slot_x,
-        slot_index, counts, above, split_above, extremes, floor, ceiling, shift, z_max,
-        *randomness_args(source, floor), vocab, chunk, splits, KEY=key, PENDING=pending,
-        LEVELS=levels, CAP=CAP, SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block,
+        flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, candidates.x,
+        candidates.index, candidates.count, above, split_above, extremes, floor, ceiling,
+        shift, z_max, *randomness_args(source, floor), vocab, chunk, splits, KEY=key,
+        PENDING=pending, CAP=CAP, SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block,
         ROW_BLOCK=BLOCK, DRAW_BLOCK=DRAW_BLOCK, DRAW=draw is not None,
         CODED=isinstance(source, CodedDraw), FIXED=atomic, num_warps=ROW_WARPS,
     )  # fmt: skip
