@@ -419,41 +419,6 @@ def _top_p_gather_kernel(
             tl.store(extremes_ptr + (row * splits + split) * 2 + 1, x_low)
 
 
-# The edge's code is found by trying EDGE_WAYS evenly spaced codes of the range [lo, hi)
-# that holds it per step, with one sum across the program (or one read of the row) for all
-# of them: the mass at or above a code falls as the code rises, so the largest code tried
-# that reaches the target and the next one bound the edge. A step costs more in its sums
-# than in its comparisons, and 2³ ways take a third of a bisection's steps.
-EDGE_WAYS = tl.constexpr(8)
-
-
-@triton.jit
-def _codes_to_try(lo, hi):
-    step = (hi - lo + EDGE_WAYS - 1) // EDGE_WAYS
-    return tl.minimum(lo + tl.arange(1, EDGE_WAYS + 1) * step, hi)
-
-
-@triton.jit
-def _range_after(tried, reached, lo, hi):
-    # The largest code tried that reaches the target, and the smallest that does not.
-    new_lo = tl.max(tl.where(reached, tried, lo), axis=0)
-    return new_lo, tl.min(tl.where(reached, hi, tried), axis=0)
-
-
-@triton.jit
-def _row_masses(z_ptr, V, inv_tau, z_max, centre, tried, KEY: tl.constexpr, BLOCK: tl.constexpr):
-    # [EDGE_WAYS]: Σ e^{(z − max z)/τ} over the row's finite z whose key's code is ≥ each
-    # code tried, in one read.
-    masses = tl.zeros((EDGE_WAYS,), tl.float32)
-    for start in range(0, V, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        z = load_logits(z_ptr + offs, offs < V)
-        codes = tl.where(z > -float("inf"), code_of(_key(z, inv_tau, centre, KEY)), -(1 << 40))
-        terms = tl.exp(inv_tau * (z - z_max))
-        masses += tl.sum(tl.where(codes[None, :] >= tried[:, None], terms[None, :], 0.0), axis=1)
-    return masses
-
-
 @triton.jit
 def _row_mass(z_ptr, V, inv_tau, z_max, centre, code, KEY: tl.constexpr, BLOCK: tl.constexpr):
     # Σ e^{(z − max z)/τ} over the row's finite z whose key's code is ≥ code.
@@ -469,8 +434,9 @@ def _row_mass(z_ptr, V, inv_tau, z_max, centre, code, KEY: tl.constexpr, BLOCK: 
 @triton.jit
 def _edge_from_row(z_ptr, V, inv_tau, z_max, centre, target, KEY: tl.constexpr,
                    BLOCK: tl.constexpr):  # fmt: skip
-    # The edge's code among the int32 codes of the finite keys, re-reading the whole row on
-    # each step: mass(code ≥ lo) ≥ target always, mass(code ≥ hi) < target always.
+    # The edge's code by bisection over the int32 codes of the finite keys, re-reading the
+    # whole row on each step: mass(code ≥ lo) ≥ target always, mass(code ≥ hi) < target
+    # always.
     low = tl.zeros((), tl.int64) + (1 << 40)
     top = tl.zeros((), tl.int64) - (1 << 40)
     for start in range(0, V, BLOCK):
@@ -482,10 +448,11 @@ def _edge_from_row(z_ptr, V, inv_tau, z_max, centre, target, KEY: tl.constexpr,
         top = tl.maximum(top, tl.max(tl.where(finite, codes, -(1 << 40)), axis=0))
     lo = low
     hi = top + 1
-    while hi - lo > 1:  # at most 11 reads; fewer where the finite codes span less
-        tried = _codes_to_try(lo, hi)
-        reached = _row_masses(z_ptr, V, inv_tau, z_max, centre, tried, KEY, BLOCK) >= target
-        lo, hi = _range_after(tried, reached, lo, hi)
+    while hi - lo > 1:  # at most 33 steps; fewer where the finite codes span less
+        mid = lo + (hi - lo) // 2
+        reached = _row_mass(z_ptr, V, inv_tau, z_max, centre, mid, KEY, BLOCK) >= target
+        lo = tl.where(reached, mid, lo)
+        hi = tl.where(reached, hi, mid)
     return lo
 
 
@@ -523,18 +490,18 @@ def _mass_among(e, kept, FIXED: tl.constexpr):
 
 @triton.jit
 def _edge_among(codes, e, valid, above, target, FIXED: tl.constexpr):
-    # The largest code c with above + Σ_{codes ≥ c} e ≥ target, given that the smallest valid
-    # code reaches it, on gathered values held in registers, until [lo, hi) holds one code:
-    # the keys of a bracket narrowed by the profile passes span far fewer codes than 2³³.
+    # The same bisection on gathered values held in registers: the largest code c with
+    # above + Σ_{codes ≥ c} e ≥ target, given that the smallest valid code reaches it. It
+    # stops once [lo, hi) holds one code: the keys of a bracket narrowed by the profile
+    # passes span far fewer codes than the 2³³ that a fixed 33 steps allowed for, and each
+    # step is a sum across the program.
     lo = tl.min(tl.where(valid, codes, 1 << 40), axis=0)
     hi = tl.max(tl.where(valid, codes, lo - 1), axis=0) + 1
-    terms = (e * FIXED_POINT).to(tl.int64) if FIXED else e
     while hi - lo > 1:
-        tried = _codes_to_try(lo, hi)
-        masses = tl.sum(tl.where(codes[None, :] >= tried[:, None], terms[None, :], 0), axis=1)
-        if FIXED:
-            masses = masses.to(tl.float32) * (1.0 / FIXED_POINT)
-        lo, hi = _range_after(tried, above + masses >= target, lo, hi)
+        mid = lo + (hi - lo) // 2
+        reached = above + _mass_among(e, codes >= mid, FIXED) >= target
+        lo = tl.where(reached, mid, lo)
+        hi = tl.where(reached, hi, mid)
     return lo
 
 
