@@ -472,6 +472,26 @@ def check_edge_passes_stop_once_the_bracket_fits_the_slots() -> None:
         assert (seen["counts"] <= CAP).all(), seen["counts"]
 
 
+def check_top_p_and_typical_keep_a_token_at_a_vanishing_mass() -> None:
+    # p (typical's mass) so small that p·Σ is 0 in float32, or nearly: every code reaches
+    # the target, and the edge is the largest key's code. The search must never take a code
+    # above every key (the set would be empty), among the gathered codes or over the whole
+    # row (the constant row's slots overflow). Top-p keeps the top token and its ties, as
+    # float64 does; typical the tokens nearest E_p[x], up to its edge; q sums to 1.
+    z = crowded_rows(6000, 16)
+    for p in (5e-324, 1e-45, 1e-30):
+        rows = (kernel_rows(1.0, z), kernel_rows(p, z))
+        for probs, reference in ((top_p_probs, d.TopP(p)), (typical_probs, d.Typical(p))):
+            q = probs(z, *rows)
+            total = q.double().sum(-1)
+            assert torch.allclose(total, torch.ones_like(total), atol=1e-5), (p, probs, total)
+            expected = reference.probs(z.double())
+            if probs is top_p_probs:
+                assert torch.equal(q > 0, expected > 0), (p, (q > 0).sum(-1))
+            else:
+                assert_same_support_up_to_the_typical_edge(z, 1.0, p, q, expected)
+
+
 def check_top_p_edge_at_the_top_and_among_ties() -> None:
     # The gather takes the last bracket's tokens lo ≤ key < upper and the profile's own mass
     # at or above `upper`. Rows where the largest key alone holds the mass (every pass then
