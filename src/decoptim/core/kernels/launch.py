@@ -23,17 +23,24 @@ turns the cache off for the process. Under Triton's interpreter, `kernel` is `tr
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
 import torch
 import triton
+import triton.language as tl
 from triton.runtime.jit import JITFunction
 
 try:
     from triton import knobs
 except ImportError:  # Triton < 3.4: launchers with another signature; Triton's own path
     knobs = None
+
+try:
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # no griddepcontrol in this Triton: kernels launch as before
+    gdc_launch_dependents = gdc_wait = None
 
 # Whether launchers take addresses as integers; cleared for good if one refuses them.
 _ADDRESSES_ACCEPTED = knobs is not None
@@ -144,3 +151,25 @@ def kernel(fn):
     if knobs is None or knobs.runtime.interpret:
         return triton.jit(fn)
     return CachedLaunchFunction(fn)
+
+
+@functools.cache
+def dependent_launch(device: torch.device) -> bool:
+    """Whether kernels on `device` launch as programmatic dependents of the kernel before
+    them in the stream (Hopper's griddepcontrol, sm_90 and later): the launch of one
+    overlaps the end of the one before, and each waits for it in
+    `wait_for_the_kernel_before`. Launches that take it pass `launch_pdl` and DEPENDENT."""
+    if device.type != "cuda" or gdc_wait is None:
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 9
+
+
+@triton.jit
+def wait_for_the_kernel_before(DEPENDENT: tl.constexpr):
+    """The first statement of a kernel launched by `dependent_launch`: until the kernel
+    before it in the stream has finished and its writes are visible, nothing of it may read
+    or write (nor exit: a kernel that finishes without waiting would let the next one pass
+    both). Then the next kernel may launch, and wait in turn."""
+    if DEPENDENT:
+        gdc_wait()
+        gdc_launch_dependents()

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import kernel
+from .launch import dependent_launch, kernel, wait_for_the_kernel_before
 
 BLOCK = 2048
 
@@ -147,11 +147,13 @@ def _row_stats_kernel(
     BOUND: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     SEG_BLOCK: tl.constexpr,
+    DEPENDENT: tl.constexpr,
 ):
     # Per (row, split): running max m of z and Σ exp(c·(z − m)) over the split's chunk;
     # with TWO_SCALES also Σ exp(c2·(z − m)); with MOMENT also Σ exp(y)·y, y = c·(z − m)
     # (the entropy's sum); with SEGMENTS the max of every SEG-long segment. FINISH: see
     # `_finish_row`.
+    wait_for_the_kernel_before(DEPENDENT)
     row, split, splits = program_position()
     c = tl.load(c_ptr + row)
     c2 = tl.load(c2_ptr + row)
@@ -348,6 +350,8 @@ def row_stats(
         BOUND=bound_k > 0,
         SPLIT_BLOCK=pow2_at_least(splits, 2),
         SEG_BLOCK=pow2_at_least(nseg, 16) if bound_k > 0 else 16,
+        DEPENDENT=dependent_launch(z.device),
+        launch_pdl=dependent_launch(z.device),
         num_warps=4,
     )
     return RowStats(maxes, sums, sums2, segmax, moments, per_row, segment, bound_k)

@@ -47,7 +47,7 @@ from .draw import (
     draw_seed,
     randomness_args,
 )
-from .launch import kernel
+from .launch import dependent_launch, kernel, wait_for_the_kernel_before
 from .streaming import BLOCK as STREAM_BLOCK
 from .streaming import (
     SCALED_FLOOR,
@@ -229,6 +229,7 @@ def _top_p_profile_kernel(
     BLOCK: tl.constexpr,
     LOAD_2D: tl.constexpr,
     CAP: tl.constexpr,
+    DEPENDENT: tl.constexpr,
 ):
     # Per (row, split): Σ e^{x − max x} over key ≥ θ_j for PROFILE thresholds θ_j of the
     # bracket. The first pass's bracket for top-p is [max x + log((1 − p)Σ/V), max x]:
@@ -243,6 +244,7 @@ def _top_p_profile_kernel(
     # tokens than the gather's slot (`_narrow`); split 0 records the row's last profiled
     # level (`last`), where the gather narrows from. With PENDING, a row whose token is
     # drawn already (tokens[row] ≥ 0) does nothing.
+    wait_for_the_kernel_before(DEPENDENT)
     row, split, splits = program_position()
     if _pending(tokens_ptr, row, PENDING):
         rows = tl.num_programs(0)
@@ -353,6 +355,7 @@ def _top_p_gather_kernel(
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
     ATOMIC: tl.constexpr,
+    DEPENDENT: tl.constexpr,
 ):
     # Per (row, split): the tokens whose key lies inside the bracket around the edge that the
     # row's last profile narrows to, lo ≤ key < upper; split 0 also stores the mass at or
@@ -365,6 +368,7 @@ def _top_p_gather_kernel(
     # read where the grid fills the GPU (an H200, stop 48); a program alone on its SM waits
     # for each block's count instead. The slot's order is then the order the atomics ran in,
     # so the solve sums its terms in fixed point, where the order does not change the sum.
+    wait_for_the_kernel_before(DEPENDENT)
     row, split, splits = program_position()
     if _pending(tokens_ptr, row, PENDING):
         rows = tl.num_programs(0)
@@ -626,6 +630,7 @@ def _top_p_solve_kernel(
     DRAW: tl.constexpr,
     CODED: tl.constexpr,
     FIXED: tl.constexpr,
+    DEPENDENT: tl.constexpr,
 ):
     # The edge from the gathered bracket (the same code bisection, on a few hundred values in
     # registers), or from the whole row when a slot overflowed; the kept tokens are those
@@ -639,6 +644,7 @@ def _top_p_solve_kernel(
     # `draw.py`'s draw does, over its blocks (DRAW_BLOCK, which divides a split); this saves
     # a launch and a read of the row. With PENDING, rows whose token is drawn already solve
     # nothing.
+    wait_for_the_kernel_before(DEPENDENT)
     row = tl.program_id(0)
     inv_tau, p, z_max, target, z, valid, overflow = _row_solve_inputs(
         inv_tau_ptr, p_ptr, max_ptr, sum_ptr, STAT_SPLITS, cand_x_ptr, cand_index_ptr,
@@ -891,7 +897,10 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     split_block = pow2_at_least(max(stats.splits, splits), 16)
     source, tokens = (None, stats.sums) if draw is None else draw
     passes = PENDING_EDGE_PASSES if pending else EDGE_PASSES
-    common = dict(KEY=key, PENDING=pending, PROFILE=passes.thresholds, SPLIT_BLOCK=split_block)
+    # Each of the edge's launches overlaps the end of the one before (`dependent_launch`).
+    dependent = dependent_launch(device)
+    common = dict(KEY=key, PENDING=pending, PROFILE=passes.thresholds, SPLIT_BLOCK=split_block,
+                  DEPENDENT=dependent, launch_pdl=dependent)  # fmt: skip
     # The profile's load in its sums' layout (`_top_p_profile_kernel`) where the passes
     # take more than one program per SM: on an H200 (`.gpu` A/B of stop 40, replayed,
     # medians of three) it made the coordinated top-p step 10% and 9% faster at B = 64 and
@@ -931,7 +940,8 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
         shift, z_max, *randomness_args(source, floor), vocab, chunk, splits, KEY=key,
         PENDING=pending, CAP=CAP, SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block,
         ROW_BLOCK=BLOCK, DRAW_BLOCK=DRAW_BLOCK, DRAW=draw is not None,
-        CODED=isinstance(source, CodedDraw), FIXED=atomic, num_warps=ROW_WARPS,
+        CODED=isinstance(source, CodedDraw), FIXED=atomic, DEPENDENT=dependent,
+        launch_pdl=dependent, num_warps=ROW_WARPS,
     )  # fmt: skip
     return floor, shift, z_max, ceiling
 
