@@ -160,8 +160,14 @@ def main(paths: list[str], ptx_dir: str | None = None) -> int:
             continue
         signature, constants, attrs = signature_of(every[key], note)
         shown_attrs = {str(k): v for k, v in attrs.items()}
-        identity = json.dumps([key, signature, constants, shown_attrs, note["options"]])
-        distinct[identity] = (key, signature, constants, attrs, note["options"])
+        # The interpreter never launches dependently (`launch.dependent_launch`): a kernel
+        # that can is compiled both ways.
+        variants = [constants]
+        if constants.get("DEPENDENT") is False:
+            variants.append({**constants, "DEPENDENT": True})
+        for variant in variants:
+            identity = json.dumps([key, signature, variant, shown_attrs, note["options"]])
+            distinct[identity] = (key, signature, variant, attrs, note["options"])
     compiled = {key: 0 for key in every}
     started = time.monotonic()
     for identity, (key, signature, constants, attrs, options) in distinct.items():

@@ -28,6 +28,7 @@ from triton.backends.compiler import BaseBackend  # noqa: E402
 from triton.runtime.jit import native_specialize_impl  # noqa: E402
 
 import decoptim as d  # noqa: E402
+from decoptim.core.kernels import launch, top_p  # noqa: E402
 from decoptim.core.kernels.launch import CachedLaunchFunction, kernel  # noqa: E402
 from tests.conftest import random_logits  # noqa: E402
 
@@ -74,6 +75,33 @@ def test_one_key_means_one_specialisation(launches):
         key, _ = _key(value)
         specialisation = _specialisation(value)
         assert seen.setdefault(key, specialisation) == specialisation, (value, key)
+
+
+def test_a_launch_pdl_option_is_part_of_the_key():
+    # A dependent launch and a plain one of the same kernel are two launcher calls.
+    key, _ = PROBE.bind((_tensor(torch.float32, 0), 7), {"BLOCK": 32, "launch_pdl": True})
+    other, _ = PROBE.bind((_tensor(torch.float32, 0), 7), {"BLOCK": 32, "launch_pdl": False})
+    assert key != other
+
+
+def test_dependent_launches_only_on_hopper_or_later(monkeypatch):
+    assert not launch.dependent_launch(torch.device("cpu"))
+    for major, dependent in ((8, False), (9, True), (10, True)):
+        launch.dependent_launch.cache_clear()
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _, m=major: (m, 0))
+        assert launch.dependent_launch(torch.device("cuda", 0)) is dependent
+    launch.dependent_launch.cache_clear()
+
+
+def test_the_edge_launches_dependently_up_to_two_programs_per_sm(monkeypatch):
+    # 16 rows at V = 151,936 take 256 of the edge's programs, 32 rows 512: on 132 SMs the
+    # first overlap their launches and the second do not (stop 50's A/B on an H200).
+    monkeypatch.setattr(top_p, "dependent_launch", lambda _: True)
+    monkeypatch.setattr(top_p, "sm_count", lambda _: 132)
+    gpu = torch.device("cuda", 0)
+    assert top_p._dependent(16, 151_936, gpu) and not top_p._dependent(32, 151_936, gpu)
+    monkeypatch.setattr(top_p, "dependent_launch", lambda _: False)
+    assert not top_p._dependent(1, 151_936, gpu)
 
 
 def test_tensors_are_launched_as_their_addresses_and_keyed_by_alignment():

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import dependent_launch, kernel, wait_for_the_kernel_before
+from .launch import kernel, wait_for_the_kernel_before
 
 BLOCK = 2048
 
@@ -302,6 +302,7 @@ def row_stats(
     finish: bool = False,
     bound_k: int = 0,
     arrivals: torch.Tensor | None = None,
+    dependent: bool = False,
 ) -> RowStats:
     """Per (row, split) of z [rows, V]: the max m of z and Σ exp(c·(z − m)) over the split
     (and Σ exp(c2·(z − m)) with `c2`, Σ exp(y)·y with y = c·(z − m) with `moment`); with
@@ -309,7 +310,9 @@ def row_stats(
 
     With `finish` the same launch also combines the splits into per-row values (`RowStats`'
     properties; with `bound_k` > 0 the segment bound too), counting each row's programs on
-    `arrivals` (int32 [rows], zero; zeroed here when not given), which it leaves at zero."""
+    `arrivals` (int32 [rows], zero; zeroed here when not given), which it leaves at zero.
+    With `dependent` (where `dependent_launch` allows it), the launch overlaps the end of
+    the kernel before it."""
     rows, vocab = z.shape
     if bound_k > 0 and not (segment and finish):
         raise ValueError(f"bound_k={bound_k} needs segment > 0 and finish=True")
@@ -350,8 +353,8 @@ def row_stats(
         BOUND=bound_k > 0,
         SPLIT_BLOCK=pow2_at_least(splits, 2),
         SEG_BLOCK=pow2_at_least(nseg, 16) if bound_k > 0 else 16,
-        DEPENDENT=dependent_launch(z.device),
-        launch_pdl=dependent_launch(z.device),
+        DEPENDENT=dependent,
+        launch_pdl=dependent,
         num_warps=4,
     )
     return RowStats(maxes, sums, sums2, segmax, moments, per_row, segment, bound_k)

@@ -102,6 +102,21 @@ WIDE_GRID_BLOCK = 512
 PROFILE_WARPS = 4
 # Programs per SM above which the gather places its tokens by atomics (`_edge_terms`).
 ATOMIC_GATHER_PER_SM = 2
+# Programs of the edge's passes per SM up to which the edge's launches, and the row stats
+# before them, overlap the end of the kernel before each (`dependent_launch`). On an H200
+# (`.gpu` A/B of stop 50, replayed, coordinated top-p and typical, randn·3 and "with a
+# head" rows, against the same code without it): 0.90–1.00× at B = 1 and 8 and 0.94–1.00×
+# at B = 16 (256 programs), but top-p 1.05–1.06× at B = 32 and 1.02–1.03× at B = 64
+# (typical 0.98–1.03×), and 0.97–1.01× at B = 128 and 256.
+DEPENDENT_LAUNCH_PER_SM = 2
+
+
+def _dependent(rows: int, vocab: int, device: torch.device) -> bool:
+    # Whether the edge's chain of launches (and the row stats before it) overlap.
+    programs = rows * gather_splits(vocab)
+    return dependent_launch(device) and programs <= DEPENDENT_LAUNCH_PER_SM * sm_count(device)
+
+
 # The rows a rejection sample leaves (`top_p_sample`) are rare, and every other row's programs
 # exit at once; there a pass's launch costs more than its comparisons: with 4 passes plain
 # top-p took 0.171–0.174 ms at B = 256 against 0.163–0.164 with these 2.
@@ -897,8 +912,7 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     split_block = pow2_at_least(max(stats.splits, splits), 16)
     source, tokens = (None, stats.sums) if draw is None else draw
     passes = PENDING_EDGE_PASSES if pending else EDGE_PASSES
-    # Each of the edge's launches overlaps the end of the one before (`dependent_launch`).
-    dependent = dependent_launch(device)
+    dependent = _dependent(rows, vocab, device)
     common = dict(KEY=key, PENDING=pending, PROFILE=passes.thresholds, SPLIT_BLOCK=split_block,
                   DEPENDENT=dependent, launch_pdl=dependent)  # fmt: skip
     # The profile's load in its sums' layout (`_top_p_profile_kernel`) where the passes
@@ -949,7 +963,7 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
 def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Top-p of softmax(z/τ) per row (z [..., V] float32 CUDA; 1/τ and p float32 [rows])."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    stats = row_stats(flat, inv_tau)
+    stats = row_stats(flat, inv_tau, dependent=_dependent(*flat.shape, flat.device))
     floor, shift, z_max, _ = _edge_terms(flat, inv_tau, p, stats, inv_tau, NUCLEUS.value)
     return exp_affine(flat, inv_tau, z_max, shift, floor).reshape(z.shape)
 
@@ -1027,7 +1041,8 @@ def _sample(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: R
     rows = flat.shape[0]
     coded = isinstance(randomness, CodedDraw)
     if coded and not randomness.by_rejection:
-        stats = row_stats(flat, inv_tau) if stats is None else stats
+        if stats is None:
+            stats = row_stats(flat, inv_tau, dependent=_dependent(rows, flat.shape[1], flat.device))
         tokens = torch.empty(rows, device=flat.device, dtype=torch.int64)
         return sample_at_the_edge(flat, inv_tau, p, stats, randomness, tokens, False, centre,
                                   key)  # fmt: skip
@@ -1069,7 +1084,8 @@ def _typical_centre(flat: torch.Tensor, inv_tau: torch.Tensor) -> tuple[RowStats
     # Typical keeps the fewest tokens nearest c = E_p[x] in x = z·(1/τ) (|−log p − H| =
     # |x − c|) that reach the mass: the edge on the key −|x − c|. The row's stats (with the
     # entropy's sum) and c.
-    stats = row_stats(flat, inv_tau, moment=True, finish=True)
+    dependent = _dependent(*flat.shape, flat.device)
+    stats = row_stats(flat, inv_tau, moment=True, finish=True, dependent=dependent)
     # log Σ − H = E_p[x − max x]
     return stats, stats.z_max * inv_tau + (stats.log_sum - stats.entropy)
 
