@@ -100,10 +100,13 @@ def test_the_edge_launches_dependently_up_to_two_programs_per_sm(monkeypatch):
     # first overlap their launches and the second do not (stop 50's A/B on an H200).
     monkeypatch.setattr(top_p, "dependent_launch", lambda _: True)
     monkeypatch.setattr(top_p, "sm_count", lambda _: 132)
-    gpu = torch.device("cuda", 0)
-    assert top_p._dependent(16, 151_936, gpu) and not top_p._dependent(32, 151_936, gpu)
+
+    def rows(count: int) -> torch.Tensor:  # only the shape is read
+        return torch.empty(count, 151_936, device="meta")
+
+    assert top_p._dependent(rows(16)) and not top_p._dependent(rows(32))
     monkeypatch.setattr(top_p, "dependent_launch", lambda _: False)
-    assert not top_p._dependent(1, 151_936, gpu)
+    assert not top_p._dependent(rows(1))
 
 
 def test_tensors_are_launched_as_their_addresses_and_keyed_by_alignment():

@@ -111,8 +111,10 @@ ATOMIC_GATHER_PER_SM = 2
 DEPENDENT_LAUNCH_PER_SM = 2
 
 
-def _dependent(rows: int, vocab: int, device: torch.device) -> bool:
-    # Whether the edge's chain of launches (and the row stats before it) overlap.
+def _dependent(flat: torch.Tensor) -> bool:
+    # Whether the edge's chain of launches over flat [rows, V] (and the row stats before
+    # it) overlap.
+    (rows, vocab), device = flat.shape, flat.device
     programs = rows * gather_splits(vocab)
     return dependent_launch(device) and programs <= DEPENDENT_LAUNCH_PER_SM * sm_count(device)
 
@@ -912,7 +914,7 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     split_block = pow2_at_least(max(stats.splits, splits), 16)
     source, tokens = (None, stats.sums) if draw is None else draw
     passes = PENDING_EDGE_PASSES if pending else EDGE_PASSES
-    dependent = _dependent(rows, vocab, device)
+    dependent = _dependent(flat)
     common = dict(KEY=key, PENDING=pending, PROFILE=passes.thresholds, SPLIT_BLOCK=split_block,
                   DEPENDENT=dependent, launch_pdl=dependent)  # fmt: skip
     # The profile's load in its sums' layout (`_top_p_profile_kernel`) where the passes
@@ -963,7 +965,7 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
 def top_p_probs(z: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Top-p of softmax(z/τ) per row (z [..., V] float32 CUDA; 1/τ and p float32 [rows])."""
     flat = z.reshape(-1, z.shape[-1]).contiguous()
-    stats = row_stats(flat, inv_tau, dependent=_dependent(*flat.shape, flat.device))
+    stats = row_stats(flat, inv_tau, dependent=_dependent(flat))
     floor, shift, z_max, _ = _edge_terms(flat, inv_tau, p, stats, inv_tau, NUCLEUS.value)
     return exp_affine(flat, inv_tau, z_max, shift, floor).reshape(z.shape)
 
@@ -1041,8 +1043,7 @@ def _sample(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stats: R
     rows = flat.shape[0]
     coded = isinstance(randomness, CodedDraw)
     if coded and not randomness.by_rejection:
-        if stats is None:
-            stats = row_stats(flat, inv_tau, dependent=_dependent(rows, flat.shape[1], flat.device))
+        stats = row_stats(flat, inv_tau, dependent=_dependent(flat)) if stats is None else stats
         tokens = torch.empty(rows, device=flat.device, dtype=torch.int64)
         return sample_at_the_edge(flat, inv_tau, p, stats, randomness, tokens, False, centre,
                                   key)  # fmt: skip
@@ -1084,8 +1085,7 @@ def _typical_centre(flat: torch.Tensor, inv_tau: torch.Tensor) -> tuple[RowStats
     # Typical keeps the fewest tokens nearest c = E_p[x] in x = z·(1/τ) (|−log p − H| =
     # |x − c|) that reach the mass: the edge on the key −|x − c|. The row's stats (with the
     # entropy's sum) and c.
-    dependent = _dependent(*flat.shape, flat.device)
-    stats = row_stats(flat, inv_tau, moment=True, finish=True, dependent=dependent)
+    stats = row_stats(flat, inv_tau, moment=True, finish=True, dependent=_dependent(flat))
     # log Σ − H = E_p[x − max x]
     return stats, stats.z_max * inv_tau + (stats.log_sum - stats.entropy)
 
