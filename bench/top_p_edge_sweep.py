@@ -1,11 +1,14 @@
 """The coordinated top-p and typical step (which finds the set's edge: profile passes, a
 gather, a solve, a draw) against an earlier decoptim in the same process, then a sweep of
 the profile pass's launch (block and warps), replayed as CUDA
-graphs on randn·3 rows at V = 151,936 (docs/performance.md, "Stop 45").
+graphs on randn·3 rows at V = 151,936 (docs/performance.md, "Stop 45"); with
+`--launch-sweep`, sweeps of the edge's gather (block, warps, pipelined stages) and solve
+(warps) for both steps ("Stop 51").
 
     mkdir -p OLD && git archive REV src/decoptim | tar -x -C OLD \
         && mv OLD/src/decoptim OLD/decoptim_old
     DECOPTIM_OLD=OLD python bench/top_p_edge_sweep.py [--batches 8 64 256] [--sweep 64 256]
+    python bench/top_p_edge_sweep.py --batches --sweep --launch-sweep 8 64 256
 
 Per row of the A/B: ms of the old and the new step (old/new/old/new, the best of each),
 the new step over the replayed copy of the logits, and how many rows drew the same token
@@ -46,8 +49,9 @@ def best_of(fn, z, rounds=2):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, nargs="+", default=[8, 64, 256])
+    parser.add_argument("--batches", type=int, nargs="*", default=[8, 64, 256])
     parser.add_argument("--sweep", type=int, nargs="*", default=[64, 256])
+    parser.add_argument("--launch-sweep", type=int, nargs="*", default=[])
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__, "triton", triton.__version__)
     old = gpu.earlier_decoptim(required=False)
@@ -84,6 +88,49 @@ def main() -> None:
         ranked = sorted(results.items(), key=lambda item: item[1])
         print(f"sweep B={batch} coordinated top-p 0.9 (block/warps): ms, best first")
         print("  " + ", ".join(f"{b}/{w} {t:.4f}" for (b, w), t in ranked))
+    for batch in args.launch_sweep:
+        launch_sweep(batch)
+
+
+# The launches `--launch-sweep` tries, each at every B (the gather's setting in place of both
+# the library's narrow- and wide-grid ones), the others at the library's settings: the
+# edge's gather (tokens per block, warps, pipelined stages) and its solve (warps).
+GATHERS = [top_p.GatherLaunch(*s) for s in itertools.product((512, 1024, 2048), (4, 8), (1, 2, 3))]
+LAUNCHES = {
+    ("GATHER", "WIDE_GATHER"): [(gather, gather) for gather in GATHERS],
+    ("SOLVE_WARPS",): [(4,), (8,), (16,)],
+}
+
+
+def shown(setting: tuple) -> str:
+    return " & ".join("/".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in setting)
+
+
+def launch_sweep(batch: int) -> None:
+    """Each step replayed with every setting of LAUNCHES, two rounds; the tokens of each
+    setting against the library's own."""
+    z, codes = logits_and_codes(batch)
+    for names, settings in LAUNCHES.items():
+        defaults = tuple(getattr(top_p, name) for name in names)
+        for row_name, make in ROWS.items():
+            fresh = step(make(new), codes)
+            reference = fresh(z)
+            results, same = {}, {}
+            for _ in range(2):
+                for setting in settings:
+                    for name, value in zip(names, setting, strict=True):
+                        setattr(top_p, name, value)
+                    results[setting] = min(results.get(setting, 9.0), best_of(fresh, z, 1))
+                    same[setting] = int((fresh(z) == reference).sum())
+            for name, value in zip(names, defaults, strict=True):
+                setattr(top_p, name, value)
+            ranked = sorted(results.items(), key=lambda item: item[1])
+            print(
+                f"B={batch} coordinated {row_name}, {' & '.join(names)} (library's "
+                f"{shown(defaults)}): ms, best first, [same tokens of {batch}]"
+            )
+            print("  " + ", ".join(f"{shown(s)} {t:.4f} [{same[s]}]" for s, t in ranked),
+                  flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -412,7 +412,9 @@ def check_atomic_and_scan_gathers_find_the_same_edge() -> None:
     # index order, summed in float32. Forced each way: the same support and q within float32
     # rounding of each other, both within 2e-6 of float64 for top-p, and typical's support
     # the reference's up to its edge, on crowded rows and on rows whose bracket settles after
-    # one pass with many tokens in it (randn·3).
+    # one pass with many tokens in it (randn·3). The wide grid's gather launch (another
+    # block, pipelined) places the same tokens, and the fixed point sums them in any order
+    # to the same q.
     z = torch.cat(
         [
             crowded_rows(6000, 4),
@@ -426,6 +428,14 @@ def check_atomic_and_scan_gathers_find_the_same_edge() -> None:
                 probs(z, kernel_rows(1.0 / 0.8, z), kernel_rows(0.9, z))
                 for probs in (top_p_probs, typical_probs)
             ]
+    wide_gather = unittest.mock.patch.object(top_p, "GATHER", top_p.WIDE_GATHER)
+    with wide_gather, unittest.mock.patch.object(top_p, "ATOMIC_GATHER_PER_SM", -1):
+        wide = [
+            probs(z, kernel_rows(1.0 / 0.8, z), kernel_rows(0.9, z))
+            for probs in (top_p_probs, typical_probs)
+        ]
+    for atomic, wide_atomic in zip(found[-1], wide, strict=True):
+        assert torch.equal(atomic, wide_atomic), (atomic - wide_atomic).abs().max()
     for atomic, scan in zip(*found.values(), strict=True):
         assert torch.equal(atomic > 0, scan > 0)
         assert float((atomic - scan).abs().max()) < 1e-7, (atomic - scan).abs().max()

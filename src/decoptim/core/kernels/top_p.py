@@ -102,6 +102,29 @@ WIDE_GRID_BLOCK = 512
 PROFILE_WARPS = 4
 # Programs per SM above which the gather places its tokens by atomics (`_edge_terms`).
 ATOMIC_GATHER_PER_SM = 2
+
+
+class GatherLaunch(NamedTuple):
+    """The edge gather's launch: tokens per block, warps, and blocks whose loads are in
+    flight at once (`tl.range(num_stages=)`; 1 is none)."""
+
+    block: int
+    warps: int
+    stages: int
+
+
+# Where the grid is wide (WIDE_GRID programs per SM, and not the rows a rejection sample
+# leaves), 1024-token blocks with 3 stages: on an H200 (`bench/top_p_edge_sweep.py
+# --launch-sweep`, stop 51: 18 settings at B = 8, 64, 256, then 5 of them at B = 8–256, best
+# of four replays each, the same tokens under every setting) they made the coordinated
+# top-p step 5–6% faster at B = 64, 128 and 256 (0.1053 → 0.0994, 0.1696 → 0.1600,
+# 0.2914 → 0.2735 ms) and typical's 0–3% (0.4277 → 0.4163 at B = 256), but slower at
+# B ≤ 32 (top-p 0.0544 → 0.0710 at B = 8), where 2048 tokens without stages stay.
+GATHER = GatherLaunch(block=STREAM_BLOCK, warps=4, stages=1)
+WIDE_GATHER = GatherLaunch(block=1024, warps=4, stages=3)
+# Warps of the edge's solve, one program per row (4, 8 and 16 in the same sweep: 4 was
+# slower at every B, 16 within 1% of 8 but at B = 256, 5% slower).
+SOLVE_WARPS = ROW_WARPS
 # Programs of the edge's passes per SM up to which the edge's launches, and the row stats
 # before them, overlap the end of the kernel before each (`dependent_launch`). On an H200
 # (`.gpu` A/B of stop 50, replayed, coordinated top-p and typical, randn·3 and "with a
@@ -371,6 +394,7 @@ def _top_p_gather_kernel(
     CAP: tl.constexpr,
     SPLIT_BLOCK: tl.constexpr,
     BLOCK: tl.constexpr,
+    STAGES: tl.constexpr,
     ATOMIC: tl.constexpr,
     DEPENDENT: tl.constexpr,
 ):
@@ -413,7 +437,7 @@ def _top_p_gather_kernel(
         begin, end = split_bounds(split, CHUNK, V)
         z_high = -float("inf")
         x_low = float("inf")
-        for start in range(begin, end, BLOCK):
+        for start in tl.range(begin, end, BLOCK, num_stages=STAGES):
             offs = start + tl.arange(0, BLOCK)
             inside = offs < end
             z = load_logits(z_ptr + base + offs, inside)
@@ -928,7 +952,9 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     # (`.gpu` A/B of stop 48, replayed, coordinated top-p), its block scans were faster at
     # B = 16 (256 programs) and slower from B = 32.
     atomic = programs > ATOMIC_GATHER_PER_SM * sms
-    block = WIDE_GRID_BLOCK if not pending and programs >= WIDE_GRID * sms else passes.block
+    wide = not pending and programs >= WIDE_GRID * sms
+    block = WIDE_GRID_BLOCK if wide else passes.block
+    gather = WIDE_GATHER if wide else GATHER
     brackets = torch.empty(passes.levels, rows, 2, device=device, dtype=torch.float32)
     profiles = torch.empty(
         passes.levels, rows, splits, passes.thresholds, device=device, dtype=torch.float32
@@ -946,8 +972,8 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
     _top_p_gather_kernel[(rows, splits)](
         flat, inv_tau, p, stats.maxes, stats.sums, stats.splits, centre, tokens, brackets,
         profiles, last, candidates.x, candidates.index, candidates.count, above, split_above,
-        extremes, vocab, chunk, CAP=CAP, BLOCK=STREAM_BLOCK, ATOMIC=atomic, num_warps=4,
-        **common,
+        extremes, vocab, chunk, CAP=CAP, BLOCK=gather.block, STAGES=gather.stages,
+        ATOMIC=atomic, num_warps=gather.warps, **common,
     )  # fmt: skip
     floor, ceiling, shift, z_max = torch.empty(4, rows, device=device, dtype=torch.float32)
     _top_p_solve_kernel[(rows,)](
@@ -957,7 +983,7 @@ def _edge_terms(flat: torch.Tensor, inv_tau: torch.Tensor, p: torch.Tensor, stat
         PENDING=pending, CAP=CAP, SLOTS=pow2_at_least(splits), SPLIT_BLOCK=split_block,
         ROW_BLOCK=BLOCK, DRAW_BLOCK=DRAW_BLOCK, DRAW=draw is not None,
         CODED=isinstance(source, CodedDraw), FIXED=atomic, DEPENDENT=dependent,
-        launch_pdl=dependent, num_warps=ROW_WARPS,
+        launch_pdl=dependent, num_warps=SOLVE_WARPS,
     )  # fmt: skip
     return floor, shift, z_max, ceiling
 
