@@ -2,13 +2,15 @@
 gather, a solve, a draw) against an earlier decoptim in the same process, then a sweep of
 the profile pass's launch (block and warps), replayed as CUDA
 graphs on randn·3 rows at V = 151,936 (docs/performance.md, "Stop 45"); with
-`--launch-sweep`, sweeps of the edge's gather (block, warps, pipelined stages) and solve
-(warps) for both steps ("Stop 51").
+`--launch-sweep`, sweeps of the launches of the edge's gather, solve and profile passes
+(`--launches`, LAUNCHES below) for both steps ("Stop 51").
 
     mkdir -p OLD && git archive REV src/decoptim | tar -x -C OLD \
         && mv OLD/src/decoptim OLD/decoptim_old
     DECOPTIM_OLD=OLD python bench/top_p_edge_sweep.py [--batches 8 64 256] [--sweep 64 256]
-    python bench/top_p_edge_sweep.py --batches --sweep --launch-sweep 8 64 256
+    python bench/top_p_edge_sweep.py --batches --sweep --launch-sweep 8 64 256 \
+        [--launches gather solve profile levels] \
+        [--rows randn·3 randn·1 ...]
 
 Per row of the A/B: ms of the old and the new step (old/new/old/new, the best of each),
 the new step over the replayed copy of the logits, and how many rows drew the same token
@@ -22,6 +24,7 @@ import argparse
 import itertools
 
 import gpu  # bench/, the script's folder, is on sys.path
+import top_p_edge_ab
 import torch
 import triton
 
@@ -33,10 +36,11 @@ ROWS = {"top-p 0.9": lambda pkg: pkg.TopP(0.9, validate=False),
         "typical 0.9": lambda pkg: pkg.Typical(0.9, validate=False)}  # fmt: skip
 
 
-def logits_and_codes(batch: int):
-    """randn·3 rows and the codes of groups of 8 (the B = 8 rows one group)."""
-    z = torch.randn(batch, V, device="cuda", generator=torch.Generator("cuda").manual_seed(batch))
-    return z * 3, new.group_codes(max(1, batch // 8), min(8, batch), seed=1, device="cuda")
+def logits_and_codes(batch: int, kind: str = "randn·3"):
+    """Rows of `kind` (`top_p_edge_ab.ROWS`) and the codes of groups of 8 (the B = 8 rows one
+    group)."""
+    codes = new.group_codes(max(1, batch // 8), min(8, batch), seed=1, device="cuda")
+    return top_p_edge_ab.logits(batch, kind), codes
 
 
 def step(decoder, codes):
@@ -52,6 +56,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="*", default=[8, 64, 256])
     parser.add_argument("--sweep", type=int, nargs="*", default=[64, 256])
     parser.add_argument("--launch-sweep", type=int, nargs="*", default=[])
+    parser.add_argument(
+        "--launches", nargs="+", choices=sorted(LAUNCHES), default=["gather", "solve"]
+    )
+    parser.add_argument("--rows", nargs="+", choices=list(top_p_edge_ab.ROWS), default=["randn·3"])
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__, "triton", triton.__version__)
     old = gpu.earlier_decoptim(required=False)
@@ -88,17 +96,24 @@ def main() -> None:
         ranked = sorted(results.items(), key=lambda item: item[1])
         print(f"sweep B={batch} coordinated top-p 0.9 (block/warps): ms, best first")
         print("  " + ", ".join(f"{b}/{w} {t:.4f}" for (b, w), t in ranked))
-    for batch in args.launch_sweep:
-        launch_sweep(batch)
+    for kind, batch in itertools.product(args.rows, args.launch_sweep):
+        launch_sweep(batch, args.launches, kind)
 
 
-# The launches `--launch-sweep` tries, each at every B (the gather's setting in place of both
-# the library's narrow- and wide-grid ones), the others at the library's settings: the
-# edge's gather (tokens per block, warps, pipelined stages) and its solve (warps).
+# The launches `--launch-sweep` tries, each setting at every B, the others at the library's
+# settings: the edge's gather (tokens per block, warps, pipelined stages; in place of both
+# the library's narrow- and wide-grid ones), its solve (warps), and its profile passes where
+# the grid is narrow (levels, thresholds, block; warps).
 GATHERS = [top_p.GatherLaunch(*s) for s in itertools.product((512, 1024, 2048), (4, 8), (1, 2, 3))]
+LEVELS = [top_p.ProfilePasses(levels, 8, 1024) for levels in (2, 3, 4)]
+PASSES = [
+    top_p.ProfilePasses(levels, 8, block) for levels in (2, 3, 4) for block in (512, 1024, 2048)
+]
 LAUNCHES = {
-    ("GATHER", "WIDE_GATHER"): [(gather, gather) for gather in GATHERS],
-    ("SOLVE_WARPS",): [(4,), (8,), (16,)],
+    "gather": (("GATHER", "WIDE_GATHER"), [(gather, gather) for gather in GATHERS]),
+    "solve": (("SOLVE_WARPS",), [(4,), (8,), (16,)]),
+    "profile": (("EDGE_PASSES", "PROFILE_WARPS"), list(itertools.product(PASSES, (4, 8)))),
+    "levels": (("EDGE_PASSES",), [(passes,) for passes in LEVELS]),
 }
 
 
@@ -106,11 +121,11 @@ def shown(setting: tuple) -> str:
     return " & ".join("/".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in setting)
 
 
-def launch_sweep(batch: int) -> None:
-    """Each step replayed with every setting of LAUNCHES, two rounds; the tokens of each
-    setting against the library's own."""
-    z, codes = logits_and_codes(batch)
-    for names, settings in LAUNCHES.items():
+def launch_sweep(batch: int, launches: list[str], kind: str) -> None:
+    """Each step replayed with every setting of the named LAUNCHES on rows of `kind`, two
+    rounds; the tokens of each setting against the library's own."""
+    z, codes = logits_and_codes(batch, kind)
+    for names, settings in (LAUNCHES[launch] for launch in launches):
         defaults = tuple(getattr(top_p, name) for name in names)
         for row_name, make in ROWS.items():
             fresh = step(make(new), codes)

@@ -246,6 +246,16 @@ def _pending(tokens_ptr, row, PENDING: tl.constexpr):
     return True
 
 
+@triton.jit
+def _profiled_before(last_ptr, row, LEVEL: tl.constexpr):
+    # Past the first level, whether the level before profiled this row: `last` is LEVEL − 1
+    # then, or LEVEL once this level's split 0 has stored it. A row that stopped earlier
+    # reads nothing more (its programs exit before the row's stats and the profile).
+    if LEVEL == 0:
+        return True
+    return tl.load(last_ptr + row) >= LEVEL - 1
+
+
 @kernel
 def _top_p_profile_kernel(
     z_ptr,
@@ -286,7 +296,7 @@ def _top_p_profile_kernel(
     # drawn already (tokens[row] ≥ 0) does nothing.
     wait_for_the_kernel_before(DEPENDENT)
     row, split, splits = program_position()
-    if _pending(tokens_ptr, row, PENDING):
+    if _pending(tokens_ptr, row, PENDING) & _profiled_before(last_ptr, row, LEVEL):
         rows = tl.num_programs(0)
         bracket_ptr += row * 2
         inv_tau = tl.load(inv_tau_ptr + row)
@@ -305,7 +315,6 @@ def _top_p_profile_kernel(
                 hi = x_max
             go = True
         else:
-            # A row settled at an earlier level reads stale values here, and stops anyway.
             previous = (LEVEL - 1) * rows
             lo = tl.load(bracket_ptr + previous * 2)
             hi = tl.load(bracket_ptr + previous * 2 + 1)
@@ -314,9 +323,7 @@ def _top_p_profile_kernel(
                 lo, hi, previous_profile, row, splits, target, x_max, centre, KEY, PROFILE,
                 SPLIT_BLOCK, CAP,
             )  # fmt: skip
-            # Profiled at the level before: `last` is LEVEL − 1, or LEVEL once this level's
-            # split 0 has stored it.
-            go = crowded & (tl.load(last_ptr + row) >= LEVEL - 1)
+            go = crowded
         if go:
             _profile_level(z_ptr, inv_tau, centre, z_max, lo, hi, bracket_ptr, profile_ptr,
                            last_ptr, row, rows, split, splits, V, CHUNK, LEVEL, KEY, PROFILE,
