@@ -532,54 +532,28 @@ FIXED_POINT = tl.constexpr(2.0**50)
 
 
 @triton.jit
-def _sum_min_max(mass_a, first_a, last_a, mass_b, first_b, last_b):
-    return mass_a + mass_b, tl.minimum(first_a, first_b), tl.maximum(last_a, last_b)
-
-
-@triton.jit
-def _mass_and_neighbours(codes, e, kept, valid, FIXED: tl.constexpr):
-    # In one reduction across the program: Σ e over the kept gathered terms (as float32; in
-    # fixed point with FIXED), the smallest kept valid code and the largest valid code not
-    # kept. The search and the kept mass at its edge both sum here, in the same order.
-    terms = tl.where(kept, (e * FIXED_POINT).to(tl.int64), 0) if FIXED else tl.where(kept, e, 0.0)
-    first = tl.where(kept & valid, codes, 1 << 40)
-    last = tl.where(valid & ~kept, codes, -(1 << 40))
-    mass, first, last = tl.reduce((terms, first, last), 0, _sum_min_max)
+def _mass_among(e, kept, FIXED: tl.constexpr):
+    # Σ e over the kept gathered terms, as float32.
     if FIXED:
-        mass = mass.to(tl.float32) * (1.0 / FIXED_POINT)
-    return mass, first, last
+        fixed = (e * FIXED_POINT).to(tl.int64)
+        return tl.sum(tl.where(kept, fixed, 0), axis=0).to(tl.float32) * (1.0 / FIXED_POINT)
+    return tl.sum(tl.where(kept, e, 0.0), axis=0)
 
 
 @triton.jit
 def _edge_among(codes, e, valid, above, target, FIXED: tl.constexpr):
-    # The same search on gathered values held in registers: the largest code c with
-    # above + Σ_{codes ≥ c} e ≥ target, given that the smallest valid code reaches it. Each
-    # step is a reduction across the program, so it takes few. The mass only changes at a
-    # gathered code, so each step moves the end it replaces onto one (the smallest code at
-    # or above the code tried, or the largest below it): bisection over codes took ~19
-    # steps on a bracket of 1,000 tokens, where the gaps between codes cost ~9, and this
-    # ~10. Every other step tries the code where the mass, taken as linear in the code
-    # between the ends, meets the target (~5 steps). The mass is a sum in a fixed order of
-    # terms that only drop out as c rises, so it never rises with c, and the edge is the
-    # one bisection stops at whatever codes are tried inside (lo, hi).
-    mass_lo, lo, _ = _mass_and_neighbours(codes, e, valid, valid, FIXED)
-    mass_lo += above  # at lo: reaches the target
+    # The same bisection on gathered values held in registers: the largest code c with
+    # above + Σ_{codes ≥ c} e ≥ target, given that the smallest valid code reaches it. It
+    # stops once [lo, hi) holds one code: the keys of a bracket narrowed by the profile
+    # passes span far fewer codes than the 2³³ that a fixed 33 steps allowed for, and each
+    # step is a sum across the program.
+    lo = tl.min(tl.where(valid, codes, 1 << 40), axis=0)
     hi = tl.max(tl.where(valid, codes, lo - 1), axis=0) + 1
-    mass_hi = tl.zeros((), tl.float32) + above  # at hi: the bracket's upper end, short of it
-    step = tl.zeros((), tl.int32)
     while hi - lo > 1:
-        share = (mass_lo - target).to(tl.float64) / (mass_lo - mass_hi).to(tl.float64)
-        guess = lo + (share * (hi - lo).to(tl.float64)).to(tl.int64)
-        guess = tl.minimum(tl.maximum(guess, lo + 1), hi - 1)
-        mid = tl.where(step % 2 == 0, guess, lo + (hi - lo) // 2)
-        step += 1
-        mass, first, last = _mass_and_neighbours(codes, e, codes >= mid, valid, FIXED)
-        mass += above
-        reached = mass >= target
-        lo = tl.where(reached, first, lo)
-        mass_lo = tl.where(reached, mass, mass_lo)
-        hi = tl.where(reached, hi, last + 1)
-        mass_hi = tl.where(reached, mass_hi, mass)
+        mid = lo + (hi - lo) // 2
+        reached = above + _mass_among(e, codes >= mid, FIXED) >= target
+        lo = tl.where(reached, mid, lo)
+        hi = tl.where(reached, hi, mid)
     return lo
 
 
@@ -762,7 +736,7 @@ def _top_p_solve_kernel(
             codes = code_of(_key(z, inv_tau, centre, KEY))
             e = tl.where(valid, tl.exp(inv_tau * (z - z_max)), 0.0)
             edge = _edge_among(codes, e, valid, above, target, FIXED)
-            kept = above + _mass_and_neighbours(codes, e, codes >= edge, valid, FIXED)[0]
+            kept = above + _mass_among(e, codes >= edge, FIXED)
             inside = valid & (codes >= edge)
             if KEY == TYPICAL:
                 # The set's ends: among the gathered tokens at or above the edge, and those
