@@ -384,13 +384,15 @@ def check_profile_pass_layouts_find_the_same_edge() -> None:
     # a fused multiply-add by a 0/1 factor; each lane's sums are the other layout's masked
     # adds, bit for bit, so both find the same edge and q. Forced each way here (the
     # interpreter counts 132 SMs), for top-p's key and typical's, with one block size and one
-    # gather (the SM count picks them too; sums over other blocks round differently, and the
-    # atomic gather's are fixed point: `check_atomic_and_scan_gathers_find_the_same_edge`).
+    # gather, the atomic one (the SM count picks them too; sums over other blocks round
+    # differently, and the atomic gather's are fixed point, the same in any order:
+    # `check_atomic_and_scan_gathers_find_the_same_edge`): ATOMIC_GATHER_PER_SM = −1 puts
+    # both runs on it, where 10⁹ had left the run with 0 SMs on it and the other on the scan.
     z = crowded_rows(6000, 4)
     cases = ((0.9, 1.0), (0.5, 0.7), (0.99, 1.3))
     results = {}
     one_block = unittest.mock.patch.object(top_p, "WIDE_GRID_BLOCK", top_p.EDGE_PASSES.block)
-    one_gather = unittest.mock.patch.object(top_p, "ATOMIC_GATHER_PER_SM", 10**9)
+    one_gather = unittest.mock.patch.object(top_p, "ATOMIC_GATHER_PER_SM", -1)
     for sms in (0, 10**9):  # LOAD_2D on, then off
         with (
             one_block,
