@@ -141,7 +141,7 @@ def launch_sweep(batch: int, launches: list[str], kind: str) -> None:
                 setattr(top_p, name, value)
             ranked = sorted(results.items(), key=lambda item: item[1])
             print(
-                f"B={batch} coordinated {row_name}, {' & '.join(names)} (library's "
+                f"{kind} B={batch} coordinated {row_name}, {' & '.join(names)} (library's "
                 f"{shown(defaults)}): ms, best first, [same tokens of {batch}]"
             )
             print("  " + ", ".join(f"{shown(s)} {t:.4f} [{same[s]}]" for s, t in ranked),

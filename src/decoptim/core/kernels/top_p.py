@@ -118,12 +118,13 @@ class GatherLaunch(NamedTuple):
 # --launch-sweep`, stop 51: 18 settings at B = 8, 64, 256, then 5 of them at B = 8–256, best
 # of four replays each, the same tokens under every setting) they made the coordinated
 # top-p step 5–6% faster at B = 64, 128 and 256 (0.1053 → 0.0994, 0.1696 → 0.1600,
-# 0.2914 → 0.2735 ms) and typical's 0–3% (0.4277 → 0.4163 at B = 256), but slower at
-# B ≤ 32 (top-p 0.0544 → 0.0710 at B = 8), where 2048 tokens without stages stay.
+# 0.2914 → 0.2735 ms) and typical's 2–3% at B = 128 and 256 (0.4277 → 0.4163; within 1% at
+# B = 64), but slower at B ≤ 32 (top-p 0.0544 → 0.0710 at B = 8), where 2048 tokens
+# without stages stay.
 GATHER = GatherLaunch(block=STREAM_BLOCK, warps=4, stages=1)
 WIDE_GATHER = GatherLaunch(block=1024, warps=4, stages=3)
 # Warps of the edge's solve, one program per row (4, 8 and 16 in the same sweep: 4 was
-# slower at every B, 16 within 1% of 8 but at B = 256, 5% slower).
+# slower at every B, 16 within 2% of 8 but 5% slower for top-p at B = 256).
 SOLVE_WARPS = ROW_WARPS
 # Programs of the edge's passes per SM up to which the edge's launches, and the row stats
 # before them, overlap the end of the kernel before each (`dependent_launch`). On an H200
