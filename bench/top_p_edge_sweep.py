@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import unittest.mock
 
 import gpu  # bench/, the script's folder, is on sys.path
 import top_p_edge_ab
@@ -105,10 +106,10 @@ def main() -> None:
 # the library's narrow- and wide-grid ones), its solve (warps), and its profile passes where
 # the grid is narrow (levels, thresholds, block; warps).
 GATHERS = [top_p.GatherLaunch(*s) for s in itertools.product((512, 1024, 2048), (4, 8), (1, 2, 3))]
-LEVELS = [top_p.ProfilePasses(levels, 8, 1024) for levels in (2, 3, 4)]
 PASSES = [
     top_p.ProfilePasses(levels, 8, block) for levels in (2, 3, 4) for block in (512, 1024, 2048)
 ]
+LEVELS = [passes for passes in PASSES if passes.block == 1024]
 LAUNCHES = {
     "gather": (("GATHER", "WIDE_GATHER"), [(gather, gather) for gather in GATHERS]),
     "solve": (("SOLVE_WARPS",), [(4,), (8,), (16,)]),
@@ -131,14 +132,10 @@ def launch_sweep(batch: int, launches: list[str], kind: str) -> None:
             fresh = step(make(new), codes)
             reference = fresh(z)
             results, same = {}, {}
-            for _ in range(2):
-                for setting in settings:
-                    for name, value in zip(names, setting, strict=True):
-                        setattr(top_p, name, value)
+            for _, setting in itertools.product(range(2), settings):
+                with unittest.mock.patch.multiple(top_p, **dict(zip(names, setting, strict=True))):
                     results[setting] = min(results.get(setting, 9.0), best_of(fresh, z, 1))
                     same[setting] = int((fresh(z) == reference).sum())
-            for name, value in zip(names, defaults, strict=True):
-                setattr(top_p, name, value)
             ranked = sorted(results.items(), key=lambda item: item[1])
             print(
                 f"{kind} B={batch} coordinated {row_name}, {' & '.join(names)} (library's "
